@@ -1,0 +1,36 @@
+"""`solo-ncp <command> ...`: the console script. Bad input ends with one `error:` line (exit 2);
+set SOLO_NCP_DEBUG=1 to see the traceback."""
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+COMMANDS = {
+    "pretrain": ("pretrain", "stage 1: SimCLR (or any solo-learn method) from a config"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="solo-ncp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        command = importlib.import_module(f"solo_ncp.commands.{module}")
+        command.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
+        return command.run(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        if os.environ.get("SOLO_NCP_DEBUG"):
+            raise
+        print(f"solo-ncp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

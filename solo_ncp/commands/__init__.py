@@ -1,0 +1,1 @@
+"""Sub-commands of the `solo-ncp` console script; each module has `add_arguments` and `run`."""

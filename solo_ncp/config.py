@@ -1,0 +1,163 @@
+"""Run configs in solo-learn main's Hydra schema, read with OmegaConf, mapped onto solo-learn 1.0.2.
+
+A config file is a YAML dict with solo-learn main's top-level keys (`name`, `method`, `backbone`,
+`method_kwargs`, `data`, `augmentations`, `optimizer`, `scheduler`, `checkpoint`, `auto_resume`,
+`max_epochs`, `devices`, `accelerator`, `strategy`, `precision`, `seed`), plus two optional keys
+of solo-ncp under `data`: `subset` (use a fixed random subset of that many training images) and
+`val` (validate the online classifier on the test split; default true).
+
+Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
+
+| config key                               | solo-learn 1.0.2 argument              |
+|------------------------------------------|----------------------------------------|
+| backbone.name                            | encoder                                |
+| backbone.kwargs.zero_init_residual       | backbone_args["zero_init_residual"]    |
+| (dataset: CIFAR stem for 32px/28px/8px)  | backbone_args["cifar"]                 |
+| optimizer.name: lars                     | optimizer="sgd", lars=True             |
+| optimizer.kwargs.eta / clip_lr           | eta_lars / grad_clip_lars              |
+| optimizer.kwargs.exclude_bias_n_norm     | exclude_bias_n_norm                    |
+| optimizer.kwargs.momentum (0.9)          | extra_optimizer_args["momentum"]       |
+| optimizer.batch_size / lr / ...          | batch_size / lr / classifier_lr / weight_decay |
+| scheduler.name / warmup_epochs / ...     | scheduler / warmup_epochs / warmup_start_lr / min_lr / lr_decay_steps |
+| augmentations[i].num_crops, crop_size    | num_large_crops / num_small_crops      |
+| method_kwargs.*                          | the method's own keyword arguments     |
+"""
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from solo_ncp.data.registry import get_spec
+
+REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
+            "optimizer.batch_size", "optimizer.lr", "max_epochs")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+PRECISION_102 = {"16-mixed": 16, "16": 16, "32-true": 32, "32": 32, "bf16-mixed": "bf16",
+                 "bf16": "bf16"}
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the fix."""
+
+
+def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Reads a YAML config and applies `key=value` overrides (dotted keys, OmegaConf syntax)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (see zoo_configs/<dataset>/)")
+    try:
+        cfg = OmegaConf.load(path)
+        for override in overrides:
+            key, sep, value = override.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"overrides must look like key=value, got {override!r}")
+            OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    for key in REQUIRED:
+        if OmegaConf.select(cfg, key) is None:
+            raise ConfigError(f"config {path} lacks `{key}` (solo-learn main's schema)")
+    get_spec(cfg.data.dataset)
+    if cfg.optimizer.name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
+        )
+    return cfg
+
+
+def select(cfg: DictConfig, key: str, default=None):
+    value = OmegaConf.select(cfg, key)
+    return default if value is None else value
+
+
+def augmentation_pipelines(cfg: DictConfig) -> Tuple[Dict, ...]:
+    """solo-learn 1.0.2 transform kwargs (+ `num_crops`) for each entry of `augmentations`."""
+    pipelines = []
+    for aug in cfg.get("augmentations") or []:
+        if select(aug, "equalization.prob", 0.0) > 0:
+            raise ConfigError("augmentations[].equalization is not available in solo-learn 1.0.2")
+        pipelines.append(
+            dict(
+                brightness=select(aug, "color_jitter.brightness", 0.0),
+                contrast=select(aug, "color_jitter.contrast", 0.0),
+                saturation=select(aug, "color_jitter.saturation", 0.0),
+                hue=select(aug, "color_jitter.hue", 0.0),
+                color_jitter_prob=select(aug, "color_jitter.prob", 0.0),
+                gray_scale_prob=select(aug, "grayscale.prob", 0.0),
+                horizontal_flip_prob=select(aug, "horizontal_flip.prob", 0.5),
+                gaussian_prob=select(aug, "gaussian_blur.prob", 0.0),
+                solarization_prob=select(aug, "solarization.prob", 0.0),
+                min_scale=select(aug, "rrc.crop_min_scale", 0.08),
+                max_scale=select(aug, "rrc.crop_max_scale", 1.0),
+                crop_size=int(aug.crop_size),
+                num_crops=int(aug.num_crops),
+            )
+        )
+    if not pipelines:
+        raise ConfigError("config has no `augmentations` list (one entry per pipeline)")
+    return tuple(pipelines)
+
+
+def crop_counts(pipelines: Sequence[Dict]) -> Tuple[int, int]:
+    """(num_large_crops, num_small_crops): crops of the largest size count as large."""
+    largest = max(p["crop_size"] for p in pipelines)
+    large = sum(p["num_crops"] for p in pipelines if p["crop_size"] == largest)
+    return large, sum(p["num_crops"] for p in pipelines) - large
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> Dict:
+    """Keyword arguments for a solo-learn 1.0.2 method class (see the module's mapping table)."""
+    spec = get_spec(cfg.data.dataset)
+    opt, sched = cfg.optimizer, cfg.get("scheduler") or {}
+    opt_kwargs = dict(_plain(opt.get("kwargs")) or {})
+    lars = opt.name == "lars"
+    extra = {}
+    if opt.name in ("sgd", "lars"):
+        extra["momentum"] = opt_kwargs.pop("momentum", 0.9)
+    eta = opt_kwargs.pop("eta", 1e-3)
+    clip = opt_kwargs.pop("clip_lr", False)
+    exclude = opt_kwargs.pop("exclude_bias_n_norm", False)
+    extra.update(opt_kwargs)
+    decay_steps: List = _plain(sched.get("lr_decay_steps"))
+    return dict(
+        encoder=cfg.backbone.name,
+        backbone_args={
+            "cifar": spec.cifar_stem,
+            "zero_init_residual": bool(select(cfg, "backbone.kwargs.zero_init_residual", False)),
+        },
+        num_classes=spec.num_classes,
+        max_epochs=int(cfg.max_epochs),
+        batch_size=int(opt.batch_size),
+        optimizer="sgd" if lars else opt.name,
+        lars=lars,
+        eta_lars=float(eta),
+        grad_clip_lars=bool(clip),
+        exclude_bias_n_norm=bool(exclude),
+        lr=float(opt.lr),
+        classifier_lr=float(opt.get("classifier_lr", 0.1)),
+        weight_decay=float(opt.get("weight_decay", 1e-4)),
+        extra_optimizer_args=extra,
+        accumulate_grad_batches=int(cfg.get("accumulate_grad_batches") or 1),
+        scheduler=sched.get("name", "none"),
+        lr_decay_steps=decay_steps,
+        min_lr=float(sched.get("min_lr", 0.0)),
+        warmup_start_lr=float(sched.get("warmup_start_lr", 3e-5)),
+        warmup_epochs=int(sched.get("warmup_epochs", 10)),
+        num_large_crops=num_crops[0],
+        num_small_crops=num_crops[1],
+        **(_plain(cfg.get("method_kwargs")) or {}),
+    )
+
+
+def lightning_precision(cfg: DictConfig):
+    """Lightning 2 precision strings ("16-mixed") as Lightning 1.9 expects them (16)."""
+    value = str(cfg.get("precision", 32))
+    if value not in PRECISION_102:
+        raise ConfigError(f"precision={value!r} is not one of {', '.join(PRECISION_102)}")
+    return PRECISION_102[value]

@@ -1,0 +1,210 @@
+"""Datasets that yield `(transform(image), label)` with `image` a PIL RGB picture.
+
+With the default transform (`ToTensor`) samples are `(3, H, W)` float32 in [0, 1]: normalisation
+always lives in the model (`solo_ncp.models.Normalize`), never here, because adversarial budgets
+are stated in pixel space. Single-channel data (Fashion-MNIST, digits) is replicated to 3 channels
+so every backbone, augmentation and checkpoint keeps the RGB layout of CIFAR/STL.
+"""
+import gzip
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from solo_ncp.data.registry import get_spec
+
+SPLITS = ("train", "test", "pretrain")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DIGITS_TEST_EVERY = 5  # every 5th digit image is test data: a fixed, class-balanced 80/20 split
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not on disk; the message names the folder and files to provide."""
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in memory.
+
+    images: (N, H, W) uint8 grayscale or (N, H, W, 3) uint8 RGB; labels: (N,) int.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Optional[Callable]):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.targets = labels.astype(np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.images[index]).convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+class _RGB(Dataset):
+    """Wraps a torchvision dataset so its images are PIL RGB before `transform` runs."""
+
+    def __init__(self, dataset: Dataset, transform: Optional[Callable]):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        image = image.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(label)
+
+
+def _missing(name: str, root: Path, folder: str, files: Sequence[str], hint: str) -> None:
+    where = root / folder if folder else root
+    absent = [f for f in files if not (where / f).exists()]
+    if absent:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} not found: expected {', '.join(absent)} in {where}. {hint}"
+        )
+
+
+def _torchvision_hint(name: str, root: Path) -> str:
+    extra = ", split='train+unlabeled'" if name == "stl10" else ""
+    return (
+        "Download it there on a machine with internet, e.g. `python -c \"import torchvision; "
+        f"torchvision.datasets.{_TORCHVISION_CLASS[name]}('{root}'{extra}, download=True)\"`, "
+        "or pass --data-dir pointing at the folder that holds it."
+    )
+
+
+_TORCHVISION_CLASS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10"}
+
+
+def _cifar(name: str, root: Path, split: str, transform, download: bool) -> Dataset:
+    from torchvision import datasets
+
+    spec = get_spec(name)
+    if not download:
+        _missing(name, root, spec.folder, spec.files, _torchvision_hint(name, root))
+    cls = getattr(datasets, _TORCHVISION_CLASS[name])
+    return _RGB(cls(str(root), train=split != "test", download=download), transform)
+
+
+def _stl10(root: Path, split: str, transform, download: bool) -> Dataset:
+    from torchvision.datasets import STL10
+
+    spec = get_spec("stl10")
+    if not download:
+        _missing("stl10", root, spec.folder, spec.files, _torchvision_hint("stl10", root))
+    stl_split = {"train": "train", "test": "test", "pretrain": "train+unlabeled"}[split]
+    return _RGB(STL10(str(root), split=stl_split, download=download), transform)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file (MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_mnist_root(data_dir: Optional[Path]) -> Path:
+    """Finds the folder holding the four IDX files: --data-dir (flat, `fashion-mnist/` or
+    torchvision's `FashionMNIST/raw/` layout), else Debian's dataset-fashion-mnist."""
+    spec = get_spec("fashionmnist")
+    candidates = (
+        [data_dir, data_dir / spec.folder, data_dir / "FashionMNIST" / "raw"]
+        if data_dir is not None
+        else [DEBIAN_FASHION_MNIST]
+    )
+    for folder in candidates:
+        if all((folder / f).exists() or (folder / f[:-3]).exists() for f in spec.files):
+            return folder
+    raise DatasetNotFoundError(
+        f"dataset 'fashionmnist' not found: expected {', '.join(spec.files)} in "
+        f"{' or '.join(str(c) for c in candidates)}. Install Debian's files with "
+        "`sudo apt-get install dataset-fashion-mnist` (they land in "
+        f"{DEBIAN_FASHION_MNIST}), or pass --data-dir pointing at a folder that holds them."
+    )
+
+
+def _fashion_mnist(data_dir: Optional[Path], split: str, transform) -> Dataset:
+    root = _fashion_mnist_root(data_dir)
+    prefix = "t10k" if split == "test" else "train"
+
+    def read(kind: str) -> np.ndarray:
+        gz = root / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+        return _read_idx(gz if gz.exists() else gz.with_suffix(""))
+
+    return ArrayImageDataset(read("images"), read("labels"), transform)
+
+
+def _digits(split: str, transform) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    is_test = np.arange(len(images)) % DIGITS_TEST_EVERY == 0
+    keep = is_test if split == "test" else ~is_test
+    return ArrayImageDataset(images[keep], digits.target[keep], transform)
+
+
+class IndexedDataset(Dataset):
+    """Prepends the sample index: `(index, x, y)`, the batch layout solo-learn's methods expect."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (index, *self.dataset[index])
+
+
+def default_data_dir() -> Path:
+    """`$SOLO_NCP_DATA` if set, else `./datasets` (solo-learn's own default folder name)."""
+    return Path(os.environ.get("SOLO_NCP_DATA", "datasets"))
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    *,
+    data_dir: Optional[os.PathLike] = None,
+    transform: Optional[Callable] = None,
+    download: bool = False,
+) -> Dataset:
+    """Returns the `split` ("train", "test" or "pretrain") of dataset `name`.
+
+    "pretrain" is the training set used for self-supervised stages: train for every dataset
+    except STL-10, where it is train + unlabeled (105,000 images).
+    transform: applied to the PIL RGB image; default `ToTensor()` -> (3, H, W) float32 in [0, 1].
+    download: let torchvision fetch CIFAR/STL (needs internet); off by default so an offline
+        run fails at once with the folder and files it expects.
+    """
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    transform = transforms.ToTensor() if transform is None else transform
+    given = Path(data_dir) if data_dir is not None else None
+    if spec.name == "fashionmnist":
+        return _fashion_mnist(given, split, transform)
+    if spec.name == "digits":
+        return _digits(split, transform)
+    root = given if given is not None else default_data_dir()
+    if spec.name == "stl10":
+        return _stl10(root, split, transform, download)
+    return _cifar(spec.name, root, split, transform, download)
+
+

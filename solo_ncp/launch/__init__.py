@@ -1,0 +1,1 @@
+"""Lightning launchers for solo-learn methods: trainer, checkpoints, resume, data loaders."""

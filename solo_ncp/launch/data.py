@@ -1,0 +1,53 @@
+"""Data loaders of the launchers, built from a run config."""
+from typing import Callable, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from solo_ncp.config import ConfigError, select
+from solo_ncp.data import build_dataset
+
+
+def config_dataset(cfg: DictConfig, split: str, transform: Optional[Callable]) -> Dataset:
+    """`split` of `data.dataset` from `data.train_path`; `data.subset` keeps a fixed random
+    subset (seeded by `seed`) of the training images."""
+    dataset = build_dataset(
+        cfg.data.dataset, split, data_dir=select(cfg, "data.train_path"), transform=transform
+    )
+    subset = select(cfg, "data.subset")
+    if subset is not None and split != "test":
+        if not 0 < int(subset) <= len(dataset):
+            raise ConfigError(f"data.subset={subset} must be in [1, {len(dataset)}]")
+        generator = torch.Generator().manual_seed(int(cfg.get("seed", 5)))
+        dataset = Subset(dataset, torch.randperm(len(dataset), generator=generator)[: int(subset)].tolist())
+    return dataset
+
+
+def train_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:
+    """Shuffled, drop-last loader of `optimizer.batch_size` (solo-learn's pretraining loader)."""
+    batch_size = int(cfg.optimizer.batch_size)
+    if len(dataset) < batch_size:
+        raise ConfigError(
+            f"the training set has {len(dataset)} images, fewer than optimizer.batch_size="
+            f"{batch_size}: lower the batch size"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=int(select(cfg, "data.num_workers", 4)),
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=int(select(cfg, "data.num_workers", 4)) > 0,
+    )
+
+
+def eval_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg.optimizer.batch_size),
+        shuffle=False,
+        num_workers=int(select(cfg, "data.num_workers", 4)),
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,101 @@
+"""The Lightning 1.9 Trainer every solo-ncp launcher uses: run folder, CSV logs, atomic
+checkpoints carrying solo-ncp's metadata, and resume from `last.ckpt`."""
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from solo_ncp.config import ConfigError, lightning_precision, select
+from solo_ncp.io import atomic_torch_save, atomic_write_text
+from solo_ncp.models.checkpoint import META_KEY
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it: a kill never corrupts it."""
+
+    def save_checkpoint(self, checkpoint: Dict, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+
+class CheckpointMeta(Callback):
+    """Stores solo-ncp's metadata (backbone spec, normalisation, method, dataset) in every
+    checkpoint under `solo_ncp`, as plain Python types so `weights_only=True` loads it."""
+
+    def __init__(self, meta: Dict):
+        self.meta = meta
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict) -> None:
+        checkpoint[META_KEY] = self.meta
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """`checkpoint.dir/name`: where checkpoints, the config dump and logs of a run go."""
+    return Path(select(cfg, "checkpoint.dir", "trained_models")) / str(cfg.name)
+
+
+def resume_checkpoint(folder: Path, resume: bool, auto_resume: bool) -> Optional[Path]:
+    """`folder/last.ckpt` when resuming; refuses to start over an existing run silently."""
+    last = folder / LAST
+    if resume and not last.is_file():
+        raise ConfigError(f"--resume: no {LAST} in {folder} to resume from")
+    if last.is_file() and not (resume or auto_resume):
+        raise ConfigError(
+            f"{folder} already holds a run ({LAST}): pass --resume to continue it, or choose "
+            "another name=... / checkpoint.dir=... to start a new one"
+        )
+    return last if last.is_file() else None
+
+
+def accelerator_and_devices(cfg: DictConfig):
+    accelerator = str(cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"accelerator={accelerator} but no CUDA device is visible: override with "
+            "accelerator=cpu devices=1 to run on the CPU"
+        )
+    devices = cfg.get("devices", 1)
+    devices = list(devices) if OmegaConf.is_list(devices) else devices
+    return accelerator, devices
+
+
+def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Callback] = ()):
+    """A Trainer writing `last.ckpt` every `checkpoint.frequency` epochs into `folder`."""
+    accelerator, devices = accelerator_and_devices(cfg)
+    n_devices = len(devices) if isinstance(devices, list) else devices
+    precision = lightning_precision(cfg)
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        precision = 32 if precision == 16 else precision
+    checkpoint = ModelCheckpoint(
+        dirpath=str(folder),
+        save_last=True,
+        save_top_k=0,
+        every_n_epochs=int(select(cfg, "checkpoint.frequency", 1)),
+    )
+    multi = isinstance(n_devices, int) and n_devices > 1
+    return pl.Trainer(
+        max_epochs=int(cfg.max_epochs),
+        accelerator=accelerator,
+        devices=devices,
+        strategy=cfg.get("strategy") if multi else None,
+        sync_batchnorm=bool(cfg.get("sync_batchnorm", False)) and multi,
+        precision=precision,
+        logger=CSVLogger(save_dir=str(folder), name="logs", version=""),
+        callbacks=[checkpoint, CheckpointMeta(meta), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=int(cfg.get("log_every_n_steps", 50)),
+        num_sanity_val_steps=0,
+        limit_train_batches=cfg.get("limit_train_batches", 1.0),
+        limit_val_batches=cfg.get("limit_val_batches", 1.0),
+    )
+
+
+def save_config(cfg: DictConfig, folder: Path) -> Path:
+    """Dumps the resolved config next to the checkpoints (atomic)."""
+    return atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,131 @@
+"""Reading encoder checkpoints written by solo-learn (1.0.2: `encoder.*`, main: `backbone.*`) or by
+solo-ncp (the same, plus a `solo_ncp` entry with the backbone spec and the normalisation used)."""
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
+from solo_ncp.models.normalize import Normalize
+
+ENCODER_PREFIXES = ("encoder.", "backbone.")
+META_KEY = "solo_ncp"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def read_checkpoint(path, *, trust: bool = False) -> Dict:
+    """Loads a checkpoint on CPU with `weights_only=True`; arbitrary pickles only if `trust`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist: pass the `.ckpt` written by `solo-ncp pretrain` "
+            "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        reason = str(err).rsplit("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0]
+        raise CheckpointError(
+            f"{path} holds pickled Python objects that a safe load refuses ({reason}). "
+            "If you trust where it came from, re-run with --trust-checkpoint."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f"cannot read {path}: not a PyTorch checkpoint or truncated ({err})"
+        ) from None
+
+
+def checkpoint_meta(ckpt: Mapping) -> Dict:
+    """solo-ncp's metadata of a checkpoint; empty for a plain solo-learn checkpoint."""
+    return dict(ckpt.get(META_KEY, {}))
+
+
+def split_state_dict(ckpt: Mapping, prefix: str) -> Dict[str, torch.Tensor]:
+    """The entries of `ckpt["state_dict"]` under `prefix`, with the prefix removed."""
+    state = ckpt.get("state_dict", ckpt)
+    return OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
+
+
+def encoder_state_dict(ckpt: Mapping) -> Dict[str, torch.Tensor]:
+    """The encoder weights of a solo-learn / solo-ncp checkpoint (keys without prefix)."""
+    for prefix in ENCODER_PREFIXES:
+        weights = split_state_dict(ckpt, prefix)
+        if weights:
+            return weights
+    keys = list(ckpt.get("state_dict", ckpt))[:5]
+    raise CheckpointError(
+        "unknown checkpoint format: no weights under 'encoder.' (solo-learn 1.0.2) or "
+        f"'backbone.' (solo-learn main); first keys are {keys}"
+    )
+
+
+def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> None:
+    """`load_state_dict(strict=True)` with an error that names the mismatch instead of a dump."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            f"{label}: {names[:3]}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected),
+                                 ("shape mismatch", shapes))
+            if names
+        )
+        raise CheckpointError(
+            f"{what} does not fit the backbone ({detail}). Use the backbone the checkpoint was "
+            "trained with (backbone.name / backbone.kwargs.cifar in the config)."
+        )
+    module.load_state_dict(weights)
+
+
+@dataclass
+class LoadedEncoder:
+    """model: Normalize + backbone, (B, 3, H, W) in [0, 1] -> (B, D) features."""
+
+    model: nn.Sequential
+    backbone: BackboneSpec
+    normalization: Dict[str, Tuple[float, ...]]
+    meta: Dict
+
+
+def normalized_encoder(backbone: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), backbone=backbone))
+
+
+def load_encoder(
+    path,
+    *,
+    normalization: Optional[Mapping[str, Sequence[float]]] = None,
+    trust: bool = False,
+    frozen: bool = True,
+) -> LoadedEncoder:
+    """Loads the encoder of a checkpoint and puts its stage-1 normalisation in front of it.
+
+    normalization: {"mean", "std"}; required only for checkpoints without solo-ncp metadata
+        (plain solo-learn ones), whose normalisation lives in their training transform.
+    frozen: eval mode and `requires_grad=False`.
+    """
+    ckpt = read_checkpoint(path, trust=trust)
+    meta = checkpoint_meta(ckpt)
+    weights = encoder_state_dict(ckpt)
+    spec = BackboneSpec(**meta["backbone"]) if "backbone" in meta else infer_backbone_spec(weights)
+    norm = meta.get("normalization") or normalization
+    if norm is None:
+        raise CheckpointError(
+            f"{path} has no solo-ncp metadata, so the normalisation it was trained with is "
+            "unknown: pass the dataset (its solo-learn mean/std are used) or --mean/--std"
+        )
+    backbone = build_backbone(spec)
+    load_weights(backbone, weights, f"encoder of {path}")
+    model = normalized_encoder(backbone, norm["mean"], norm["std"])
+    if frozen:
+        model.eval().requires_grad_(False)
+    return LoadedEncoder(model, spec, {k: tuple(v) for k, v in norm.items()}, meta)
