@@ -12,7 +12,7 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 |------------------------------------------|----------------------------------------|
 | backbone.name                            | encoder                                |
 | backbone.kwargs.zero_init_residual       | backbone_args["zero_init_residual"]    |
-| (dataset: CIFAR stem for 32px/28px/8px)  | backbone_args["cifar"]                 |
+| backbone.kwargs.cifar (default: dataset) | backbone_args["cifar"] (3x3 stem, no max-pool) |
 | optimizer.name: lars                     | optimizer="sgd", lars=True             |
 | optimizer.kwargs.eta / clip_lr           | eta_lars / grad_clip_lars              |
 | optimizer.kwargs.exclude_bias_n_norm     | exclude_bias_n_norm                    |
@@ -128,7 +128,7 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
     return dict(
         encoder=cfg.backbone.name,
         backbone_args={
-            "cifar": spec.cifar_stem,
+            "cifar": bool(select(cfg, "backbone.kwargs.cifar", spec.cifar_stem)),
             "zero_init_residual": bool(select(cfg, "backbone.kwargs.zero_init_residual", False)),
         },
         num_classes=spec.num_classes,

@@ -86,7 +86,7 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         strategy=cfg.get("strategy") if multi else None,
         sync_batchnorm=bool(cfg.get("sync_batchnorm", False)) and multi,
         precision=precision,
-        logger=CSVLogger(save_dir=str(folder), name="logs", version=""),
+        logger=CSVLogger(save_dir=str(folder), name="logs"),  # logs/version_<attempt>
         callbacks=[checkpoint, CheckpointMeta(meta), *callbacks],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=int(cfg.get("log_every_n_steps", 50)),

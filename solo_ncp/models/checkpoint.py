@@ -32,6 +32,8 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
         reason = str(err).rsplit("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0]
+        if "Unsupported global" not in reason:
+            raise CheckpointError(f"cannot read {path}: not a PyTorch checkpoint ({reason})") from None
         raise CheckpointError(
             f"{path} holds pickled Python objects that a safe load refuses ({reason}). "
             "If you trust where it came from, re-run with --trust-checkpoint."

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny real stage-1 run on scikit-learn's digits, made once per session."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# 2 epochs of SimCLR on digits (8x8), small projector: about 20 s on 2 CPU cores.
+DIGITS_SIMCLR = [
+    "data.dataset=digits",
+    "augmentations.0.crop_size=8",
+    "optimizer.batch_size=128",
+    "data.num_workers=0",
+    "method_kwargs.proj_hidden_dim=64",
+    "method_kwargs.proj_output_dim=32",
+    "scheduler.warmup_epochs=0",
+    "data.val=false",
+]
+
+
+def pretrain(out_dir: Path, *overrides: str, resume: bool = False) -> int:
+    from solo_ncp.cli import main
+
+    argv = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml")]
+    argv += ["--resume"] if resume else []
+    return main(argv + DIGITS_SIMCLR + [f"checkpoint.dir={out_dir}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def digits_simclr_ckpt(tmp_path_factory) -> Path:
+    """last.ckpt of a 2-epoch SimCLR run on digits through `solo-ncp pretrain`."""
+    out = tmp_path_factory.mktemp("stage1")
+    assert pretrain(out, "max_epochs=2", "name=digits") == 0
+    return out / "digits" / "last.ckpt"
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)",
+)

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from solo_ncp.config import (
+    ConfigError,
+    augmentation_pipelines,
+    crop_counts,
+    lightning_precision,
+    load_config,
+    to_solo102_kwargs,
+)
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*/simclr.yaml")), ids=lambda p: p.parent.name)
+def test_zoo_simclr_configs_follow_the_paper(path):
+    cfg = load_config(path)
+    pipelines = augmentation_pipelines(cfg)
+    kwargs = to_solo102_kwargs(cfg, crop_counts(pipelines))
+    stl = cfg.data.dataset == "stl10"
+    assert cfg.method == "simclr" and kwargs["encoder"] == "resnet18"
+    assert kwargs["optimizer"] == "sgd" and kwargs["lars"] is True
+    assert kwargs["extra_optimizer_args"] == {"momentum": 0.9}
+    assert kwargs["scheduler"] == "warmup_cosine" and kwargs["warmup_epochs"] == 10
+    assert kwargs["temperature"] == 0.5
+    assert kwargs["weight_decay"] == (1e-5 if stl else 1e-4)
+    assert (kwargs["num_large_crops"], kwargs["num_small_crops"]) == (2, 0)
+    (aug,) = pipelines
+    assert aug["crop_size"] == {"stl10": 96, "fashionmnist": 28}.get(cfg.data.dataset, 32)
+    assert aug["brightness"] == pytest.approx(0.8 * (1.0 if stl else 0.5))
+    assert (aug["color_jitter_prob"], aug["gray_scale_prob"], aug["gaussian_prob"]) == (0.8, 0.2, 0.5)
+    assert aug["min_scale"] == 0.08
+    if cfg.data.dataset in ("cifar10", "cifar100", "stl10"):
+        assert cfg.max_epochs == 1000 and kwargs["batch_size"] == 512
+
+
+def test_overrides_reach_lists_and_new_keys(tmp_path):
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml",
+                      ["augmentations.0.crop_size=8", "data.subset=100", "optimizer.lr=0.1"])
+    assert cfg.augmentations[0].crop_size == 8 and cfg.data.subset == 100
+    assert cfg.optimizer.lr == 0.1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["max_epochs"], "key=value"),
+        (["data.dataset=mnist"], "unknown dataset 'mnist'"),
+        (["optimizer.name=rmsprop"], "optimizer.name='rmsprop'"),
+        (["max_epochs=null"], "lacks `max_epochs`"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(ZOO / "fashionmnist/simclr.yaml", overrides)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("nope.yaml")
+
+
+def test_precision_mapping_to_lightning_19():
+    cfg = load_config(ZOO / "cifar10/simclr.yaml")
+    assert lightning_precision(cfg) == 16
+    with pytest.raises(ConfigError, match="precision"):
+        lightning_precision(load_config(ZOO / "cifar10/simclr.yaml", ["precision=8"]))

@@ -1,0 +1,118 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from solo_ncp.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    IndexedDataset,
+    build_dataset,
+    get_spec,
+    normalization_of,
+    simclr_transform,
+    weak_augmentation,
+)
+from tests.conftest import needs_fashion_mnist
+
+
+def _check_split(dataset, size, num_classes):
+    x, y = dataset[0]
+    assert x.shape == (3, size, size) and x.dtype == torch.float32
+    batch = torch.stack([dataset[i][0] for i in range(0, len(dataset), max(1, len(dataset) // 64))])
+    assert batch.min() >= 0.0 and batch.max() <= 1.0 and batch.max() > 0.5
+    labels = {dataset[i][1] for i in range(0, len(dataset), max(1, len(dataset) // 500))}
+    assert labels == set(range(num_classes))
+
+
+def test_digits_splits_are_disjoint_and_in_unit_range():
+    train, test = build_dataset("digits", "train"), build_dataset("digits", "test")
+    assert (len(train), len(test)) == (1437, 360)
+    _check_split(train, 8, 10)
+    _check_split(test, 8, 10)
+    assert len(build_dataset("digits", "pretrain")) == len(train)
+    # channels are the grayscale image replicated
+    x, _ = train[3]
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_from_debian_files():
+    train, test = build_dataset("fashionmnist", "train"), build_dataset("fashionmnist", "test")
+    assert (len(train), len(test)) == (60000, 10000)
+    _check_split(test, 28, 10)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_data_dir_in_torchvision_layout(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.arange(5 * 28 * 28, dtype=np.int64).reshape(5, 28, 28) % 256
+    for prefix in ("train", "t10k"):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(5))
+    data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
+    x, y = data[2]
+    assert y == 2
+    assert torch.allclose(x[0], torch.tensor(images[2] / 255.0, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "fashionmnist"])
+def test_offline_missing_dataset_names_folder_and_files(name, tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_dataset(name, "train", data_dir=tmp_path)
+    message = str(err.value)
+    assert str(tmp_path) in message
+    assert DATASETS[name].files[0] in message
+    assert "--data-dir" in message
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        build_dataset("mnist", "train")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        build_dataset("digits", "val")
+
+
+def test_indexed_dataset_prepends_index():
+    data = IndexedDataset(build_dataset("digits", "test"))
+    index, x, y = data[7]
+    assert index == 7 and x.shape == (3, 8, 8) and y == build_dataset("digits", "test")[7][1]
+
+
+def test_weak_augmentation_keeps_size_and_range():
+    torch.manual_seed(0)
+    image = Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).convert("RGB")
+    x = weak_augmentation(8)(image)
+    assert x.shape == (3, 8, 8) and 0.0 <= x.min() and x.max() <= 1.0
+    # padding is zero, so some crops bring black pixels in
+    crops = torch.stack([weak_augmentation(8)(image) for _ in range(20)])
+    assert crops.min() == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_simclr_transform_records_its_normalisation(name):
+    spec = get_spec(name)
+    pipeline = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, color_jitter_prob=0.8,
+                    gray_scale_prob=0.2, horizontal_flip_prob=0.5, gaussian_prob=0.5,
+                    solarization_prob=0.0, min_scale=0.08, max_scale=1.0,
+                    crop_size=spec.image_size, num_crops=2)
+    transform = simclr_transform(spec, (pipeline,))
+    views = transform(Image.new("RGB", (spec.image_size, spec.image_size)))
+    assert len(views) == 2 and views[0].shape == (3, spec.image_size, spec.image_size)
+    norm = normalization_of(transform)
+    assert norm["mean"] == pytest.approx(spec.mean, abs=1e-6)
+    assert norm["std"] == pytest.approx(spec.std, abs=1e-6)
+
+
+def test_normalization_of_without_normalize_is_an_error():
+    with pytest.raises(ValueError, match="no transforms.Normalize"):
+        normalization_of(transforms.Compose([transforms.ToTensor()]))

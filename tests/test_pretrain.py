@@ -1,0 +1,123 @@
+"""Stage 1 through `solo-ncp pretrain` on digits: checkpoint, metadata, resume, refusals."""
+import csv
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from solo_ncp.data import build_dataset, get_spec, simclr_transform
+from solo_ncp.launch.trainer import LAST
+from solo_ncp.models import BackboneSpec, CheckpointError, build_backbone, load_encoder
+from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint
+from tests.conftest import pretrain
+
+
+def test_pretrain_writes_a_safe_loadable_checkpoint(digits_simclr_ckpt):
+    ckpt = torch.load(digits_simclr_ckpt, map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 1  # two epochs: 0 and 1
+    meta = ckpt["solo_ncp"]
+    assert meta["method"] == "simclr" and meta["dataset"] == "digits"
+    assert meta["backbone"] == {"name": "resnet18", "cifar": True, "zero_init_residual": False}
+    assert meta["normalization"]["mean"] == pytest.approx(list(get_spec("digits").mean))
+    assert (digits_simclr_ckpt.parent / "config.yaml").is_file()
+
+    encoder = load_encoder(digits_simclr_ckpt)
+    features = encoder.model(torch.rand(4, 3, 8, 8))
+    assert features.shape == (4, 512) and torch.isfinite(features).all()
+    assert not any(p.requires_grad for p in encoder.model.parameters())
+    # training moved the weights away from a fresh initialisation
+    fresh = build_backbone(BackboneSpec()).state_dict()
+    trained = encoder.model.backbone.state_dict()
+    assert not torch.equal(fresh["layer1.0.conv1.weight"], trained["layer1.0.conv1.weight"])
+
+
+def test_stage1_encoder_same_features_through_transform_or_model_normalisation(digits_simclr_ckpt):
+    """solo-learn normalises in the transform; later stages put Normalize in the model."""
+    spec = get_spec("digits")
+    pipeline = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, crop_size=8,
+                    num_crops=1)
+    solo_normalize = simclr_transform(spec, (pipeline,)).transforms[0].transform.transform.transforms[-1]
+    assert isinstance(solo_normalize, transforms.Normalize)
+    images = torch.stack([build_dataset("digits", "test")[i][0] for i in range(16)])
+
+    raw = build_backbone(BackboneSpec()).eval()
+    raw.load_state_dict(encoder_state_dict(read_checkpoint(digits_simclr_ckpt)))
+    wrapped = load_encoder(digits_simclr_ckpt).model
+    with torch.no_grad():
+        through_transform = raw(torch.stack([solo_normalize(x) for x in images]))
+        through_model = wrapped(images)
+    torch.testing.assert_close(through_model, through_transform, rtol=1e-5, atol=1e-5)
+
+
+def _logged_epochs(run_dir):
+    """Epochs in the CSV logs of every attempt (logs/version_*/metrics.csv), in order."""
+    epochs = []
+    for attempt in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        with open(attempt) as f:
+            epochs += sorted({int(row["epoch"]) for row in csv.DictReader(f) if row["epoch"]})
+    return epochs
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path):
+    assert pretrain(tmp_path, "max_epochs=1", "name=r", "limit_train_batches=2",
+                    "log_every_n_steps=1") == 0
+    run = tmp_path / "r"
+    first = torch.load(run / LAST, weights_only=True)
+    assert first["epoch"] == 0
+    # starting again over an existing run is refused, nothing is overwritten
+    assert pretrain(tmp_path, "max_epochs=2", "name=r", "limit_train_batches=2") == 2
+    assert torch.load(run / LAST, weights_only=True)["epoch"] == 0
+
+    assert pretrain(tmp_path, "max_epochs=2", "name=r", "limit_train_batches=2",
+                    "log_every_n_steps=1", resume=True) == 0
+    second = torch.load(run / LAST, weights_only=True)
+    assert second["epoch"] == 1 and second["global_step"] == 4
+    assert _logged_epochs(run) == [0, 1]
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
+    assert pretrain(tmp_path, "max_epochs=1", "name=none", resume=True) == 2
+    assert "no last.ckpt" in capsys.readouterr().err
+
+
+def test_bad_config_inputs_are_clear_errors(tmp_path, capsys):
+    assert pretrain(tmp_path, "optimizer.batch_size=5000") == 2
+    assert "fewer than optimizer.batch_size" in capsys.readouterr().err
+    assert pretrain(tmp_path, "method=nope") == 2
+    assert "method='nope' is not registered" in capsys.readouterr().err
+    assert pretrain(tmp_path, "accelerator=gpu") == 2 or torch.cuda.is_available()
+    assert "no CUDA device" in capsys.readouterr().err or torch.cuda.is_available()
+
+
+def test_loading_errors_name_the_problem(tmp_path, digits_simclr_ckpt):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_encoder(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_encoder(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        load_encoder(tmp_path / "other.ckpt")
+    torch.save({"state_dict": {"x": Image.new("RGB", (1, 1))}}, tmp_path / "pickle.ckpt")
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        load_encoder(tmp_path / "pickle.ckpt")
+
+
+def test_mismatched_backbone_is_a_clear_error(tmp_path, digits_simclr_ckpt):
+    ckpt = torch.load(digits_simclr_ckpt, weights_only=True)
+    ckpt["solo_ncp"]["backbone"]["name"] = "resnet50"
+    torch.save(ckpt, tmp_path / "wrong.ckpt")
+    with pytest.raises(CheckpointError, match="does not fit the backbone"):
+        load_encoder(tmp_path / "wrong.ckpt")
+
+
+def test_plain_solo_learn_checkpoint_needs_normalisation(tmp_path, digits_simclr_ckpt):
+    ckpt = torch.load(digits_simclr_ckpt, weights_only=True)
+    del ckpt["solo_ncp"]
+    torch.save(ckpt, tmp_path / "solo.ckpt")
+    with pytest.raises(CheckpointError, match="normalisation"):
+        load_encoder(tmp_path / "solo.ckpt")
+    spec = get_spec("digits")
+    encoder = load_encoder(tmp_path / "solo.ckpt", normalization={"mean": spec.mean, "std": spec.std})
+    assert encoder.backbone == BackboneSpec("resnet18", cifar=True)
