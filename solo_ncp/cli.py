@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 COMMANDS = {
     "pretrain": ("pretrain", "stage 1: SimCLR (or any solo-learn method) from a config"),
+    "train": ("train", "stage 2: ncp (NCP-ACL) or deacl from a stage-1 checkpoint"),
 }
 
 
@@ -25,7 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
         return command.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, FileNotFoundError, ImportError, ArithmeticError) as err:
         if os.environ.get("SOLO_NCP_DEBUG"):
             raise
         print(f"solo-ncp {args.command}: error: {err}", file=sys.stderr)

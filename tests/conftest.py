@@ -39,3 +39,34 @@ needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)",
 )
+
+
+# Stage 2 on 256 digits, batch 64 (4 steps an epoch), K = 10.
+DIGITS_STAGE2 = [
+    "data.dataset=digits",
+    "augmentations.0.crop_size=8",
+    "optimizer.batch_size=64",
+    "data.num_workers=0",
+    "data.subset=256",
+    "data.val=false",
+    "scheduler.warmup_epochs=0",
+    "method_kwargs.k=10",
+]
+
+
+def train_stage2(out_dir: Path, teacher: Path, *overrides: str, method: str = "ncp",
+                 resume: bool = False) -> int:
+    from solo_ncp.cli import main
+
+    argv = ["train", "--config", str(ROOT / f"zoo_configs/fashionmnist/{method}.yaml")]
+    argv += ["--resume"] if resume else []
+    return main(argv + DIGITS_STAGE2 + [f"checkpoint.dir={out_dir}",
+                                        f"method_kwargs.teacher_ckpt={teacher}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def digits_ncp_ckpt(tmp_path_factory, digits_simclr_ckpt) -> Path:
+    """last.ckpt of one epoch of `ncp` on digits through `solo-ncp train`."""
+    out = tmp_path_factory.mktemp("stage2")
+    assert train_stage2(out, digits_simclr_ckpt, "max_epochs=1", "name=ncp") == 0
+    return out / "ncp" / "last.ckpt"

@@ -7,7 +7,7 @@ import solo_ncp
 from solo_ncp import _host
 from solo_ncp.methods import solo_ncp_methods
 
-CORE = ("cluster", "attacks", "eval", "models", "data")
+CORE = ("cluster", "attacks", "eval", "models", "data", "ncp")
 FRAMEWORKS = ("pytorch_lightning", "lightning", "solo", "omegaconf")
 
 

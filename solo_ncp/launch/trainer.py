@@ -99,3 +99,16 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
 def save_config(cfg: DictConfig, folder: Path) -> Path:
     """Dumps the resolved config next to the checkpoints (atomic)."""
     return atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, resume: bool) -> Path:
+    """Trains `model` under the run folder of `cfg`; returns the path of `last.ckpt`."""
+    from solo_ncp.launch.data import eval_loader, train_loader
+
+    folder = run_dir(cfg)
+    ckpt = resume_checkpoint(folder, resume, bool(select(cfg, "auto_resume.enabled", False)))
+    save_config(cfg, folder)
+    trainer = build_trainer(cfg, folder, meta)
+    val_loader = eval_loader(cfg, val_set) if val_set is not None else None
+    trainer.fit(model, train_loader(cfg, train_set), val_loader, ckpt_path=str(ckpt) if ckpt else None)
+    return folder / LAST

@@ -15,7 +15,10 @@ def _quiet_solo_import():
 
 def solo_ncp_methods() -> Dict[str, Type]:
     """The method classes solo-ncp adds, by their registry name."""
-    return {}
+    _quiet_solo_import()
+    from solo_ncp.methods.ncp import NCP, DeACL
+
+    return {"ncp": NCP, "deacl": DeACL}
 
 
 def register_methods() -> Dict[str, Type]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
+from solo_ncp.models.dual_bn import DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")
@@ -90,12 +91,34 @@ def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: s
 
 @dataclass
 class LoadedEncoder:
-    """model: Normalize + backbone, (B, 3, H, W) in [0, 1] -> (B, D) features."""
+    """model: Normalize + backbone, (B, 3, H, W) in [0, 1] -> (B, D) features.
+    bn: the dual-BN branch the backbone was collapsed to, None for a single-BN encoder."""
 
     model: nn.Sequential
     backbone: BackboneSpec
     normalization: Dict[str, Tuple[float, ...]]
     meta: Dict
+    bn: Optional[str] = None
+
+
+def is_dual_bn_state(weights: Mapping[str, torch.Tensor]) -> bool:
+    """True for encoder weights saved with `DualBatchNorm2d` layers (`*.adv.running_mean`)."""
+    return any(k.endswith(".adv.running_mean") for k in weights)
+
+
+def backbone_from_weights(spec: BackboneSpec, weights: Mapping[str, torch.Tensor], what: str,
+                          dual_bn: bool = False) -> nn.Module:
+    """A backbone of `spec` holding `weights`; dual BN if `dual_bn` or if the weights have it
+    (a single-BN state loaded into a dual model fills both branches)."""
+    backbone = build_backbone(spec)
+    if is_dual_bn_state(weights):
+        convert_dual_bn(backbone)
+        load_weights(backbone, weights, what)
+    else:
+        load_weights(backbone, weights, what)
+        if dual_bn:
+            convert_dual_bn(backbone)
+    return backbone
 
 
 def normalized_encoder(backbone: nn.Module, mean: Sequence[float], std: Sequence[float]):
@@ -106,11 +129,13 @@ def load_encoder(
     path,
     *,
     normalization: Optional[Mapping[str, Sequence[float]]] = None,
+    bn: str = DEFAULT_BN,
     trust: bool = False,
     frozen: bool = True,
 ) -> LoadedEncoder:
     """Loads the encoder of a checkpoint and puts its stage-1 normalisation in front of it.
 
+    bn: for a dual-BN encoder (ncp/deacl), the branch ("clean" or "adv") kept for evaluation.
     normalization: {"mean", "std"}; required only for checkpoints without solo-ncp metadata
         (plain solo-learn ones), whose normalisation lives in their training transform.
     frozen: eval mode and `requires_grad=False`.
@@ -125,9 +150,11 @@ def load_encoder(
             f"{path} has no solo-ncp metadata, so the normalisation it was trained with is "
             "unknown: pass the dataset (its solo-learn mean/std are used) or --mean/--std"
         )
-    backbone = build_backbone(spec)
-    load_weights(backbone, weights, f"encoder of {path}")
+    backbone = backbone_from_weights(spec, weights, f"encoder of {path}")
+    branch = bn if is_dual_bn_state(weights) else None
+    if branch is not None:
+        collapse_dual_bn(backbone, branch)
     model = normalized_encoder(backbone, norm["mean"], norm["std"])
     if frozen:
         model.eval().requires_grad_(False)
-    return LoadedEncoder(model, spec, {k: tuple(v) for k, v in norm.items()}, meta)
+    return LoadedEncoder(model, spec, {k: tuple(v) for k, v in norm.items()}, meta, branch)

@@ -1,0 +1,66 @@
+"""`solo-ncp train`: stage 2 (`ncp`, or the `deacl` baseline) from a stage-1 checkpoint."""
+import argparse
+
+from solo_ncp.config import load_config, select
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config, e.g. zoo_configs/cifar10/ncp.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. method_kwargs.k=70")
+
+
+def weak_augmentation_of(cfg):
+    """Stage 2's pad-and-crop + flip, from `augmentations[0]` (crop_size, pad_crop.padding,
+    horizontal_flip.prob)."""
+    from solo_ncp.data import weak_augmentation
+
+    aug = (cfg.get("augmentations") or [{}])[0]
+    return weak_augmentation(
+        int(select(aug, "crop_size", 32)),
+        padding=int(select(aug, "pad_crop.padding", 4)),
+        flip_prob=float(select(aug, "horizontal_flip.prob", 0.5)),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import pytorch_lightning as pl
+
+    from solo_ncp.data import IndexedDataset, get_spec
+    from solo_ncp.io import file_sha256
+    from solo_ncp.launch.data import config_dataset
+    from solo_ncp.launch.methods import backbone_meta, build_method
+    from solo_ncp.launch.trainer import fit
+
+    cfg = load_config(args.config, args.overrides)
+    if select(cfg, "method_kwargs.teacher_ckpt") is None:
+        raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
+    pl.seed_everything(int(cfg.get("seed", 5)), workers=True)
+    spec = get_spec(cfg.data.dataset)
+    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
+    cluster_set = config_dataset(cfg, "pretrain", None)
+    val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
+    extra = {}
+    if not select(cfg, "method_kwargs.normalization"):
+        extra["normalization"] = {"mean": spec.mean, "std": spec.std}
+    model = build_method(cfg, (1, 0), **extra)
+    if getattr(model, "k", 0) > len(cluster_set):
+        raise ValueError(
+            f"K={model.k} clusters but the training set has only {len(cluster_set)} images: "
+            "lower method_kwargs.k"
+        )
+    model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size), int(select(cfg, "data.num_workers", 4)))
+    teacher = str(cfg.method_kwargs.teacher_ckpt)
+    meta = {
+        "format": 1,
+        "method": str(cfg.method),
+        "dataset": spec.name,
+        "backbone": backbone_meta(model),
+        "normalization": {k: list(v) for k, v in model.normalization.items()},
+        "dual_bn": bool(model.dual_bn),
+        "k": int(model.k),
+        "teacher": {"path": teacher, "sha256": file_sha256(teacher)},
+    }
+    last = fit(cfg, model, train_set, val_set, meta, args.resume)
+    print(f"[solo-ncp] stage-2 checkpoint: {last}")
+    return 0

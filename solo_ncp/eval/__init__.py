@@ -1,0 +1,44 @@
+"""Evaluation of frozen encoders: features, linear fine-tuning (SLF/ALF), SA/RA/AA, Table 1 PoC, reports.
+
+Framework-free: torch, numpy, tqdm and the standard library (pyautoattack is imported lazily).
+Every model passed here maps [0, 1] images to features or logits with normalisation inside it.
+
+Default BN branch for evaluating dual-BN encoders: DEFAULT_BN = "adv".
+NCP-ACL trains with dual BN (Appendix A.2.2, after Jiang et al., 2020) and does not say which
+branch is evaluated; both reference codebases evaluate the adversarial one:
+- ACL (VITA-Group/Adversarial-Contrastive-Learning): train_simCLR.py builds the encoder with
+  bn_names = ['normal', 'pgd'] (index 1 = adversarial examples), and readme.md fine-tunes and
+  evaluates with `train_trades.py ... --cvt_state_dict --bnNameCnt 1`, whose cvt_state_dict
+  keeps only `bn_list.1`; index 0 is used only for the clean pseudo-label model of the
+  semi-supervised stage.
+- DeACL (pantheon5100/DeACL): adv_slf.py maps both `.bn_list.0` and `.bn_list.1` onto the
+  single-BN ResNet's keys, so `bn_list.1`, loaded later, overwrites the clean branch; and
+  solo/models/multi_bn_resnet.py defaults `forward(x, bn_name="pgd")`. (Its released training
+  code uses a single-BN ResNet, so the branch question only arises for dual-BN checkpoints.)
+The clean branch stays available ("clean") for ablations; the checkpoint loader applies the choice.
+"""
+from solo_ncp.eval.autoattack import autoattack_accuracy
+from solo_ncp.eval.features import eval_mode, extract_features
+from solo_ncp.eval.linear import LinearEvalConfig, lr_for_dataset, pad_crop_flip, train_linear_head
+from solo_ncp.eval.poc import format_poc_table, poc_table
+from solo_ncp.eval.report import aggregate, format_row, load_run, mean_std
+from solo_ncp.eval.robust import evaluate
+from solo_ncp.models.dual_bn import DEFAULT_BN
+
+__all__ = [
+    "DEFAULT_BN",
+    "LinearEvalConfig",
+    "aggregate",
+    "autoattack_accuracy",
+    "evaluate",
+    "eval_mode",
+    "extract_features",
+    "format_poc_table",
+    "format_row",
+    "load_run",
+    "lr_for_dataset",
+    "mean_std",
+    "pad_crop_flip",
+    "poc_table",
+    "train_linear_head",
+]

@@ -1,0 +1,89 @@
+"""Standard accuracy (SA), PGD-20 robust accuracy (RA) and AutoAttack accuracy (AA), Section 4.1."""
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from solo_ncp.attacks import cross_entropy_objective, pgd
+from solo_ncp.eval.autoattack import autoattack_accuracy
+from solo_ncp.eval.features import Device, eval_mode
+
+
+def _first_images(test_set: Dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first n (x, y) of `test_set` stacked: x (n, C, H, W), y (n,)."""
+    batches = list(DataLoader(Subset(test_set, range(n)), batch_size=batch_size))
+    return torch.cat([x for x, _ in batches]), torch.cat([torch.as_tensor(y) for _, y in batches])
+
+
+def evaluate(
+    classifier: nn.Module,
+    test_set: Dataset,
+    *,
+    eps: float = 8 / 255,
+    alpha: float = 2 / 255,
+    steps: int = 20,
+    batch_size: int = 256,
+    aa_n: Optional[int] = None,
+    aa_version: str = "standard",
+    device: Device,
+    seed: int,
+    progress: bool = True,
+) -> dict:
+    """SA, RA and AA of `classifier` (one module: [0, 1] images -> logits) on `test_set`.
+
+    The classifier (normalisation, encoder with its BN branch already chosen, head) runs in eval
+    mode for every metric; its modes are restored afterwards. test_set yields (x: (C, H, W) in
+    [0, 1], y: int). RA: `steps`-step L-inf PGD (eps, alpha in pixel units, random start seeded
+    by `seed`) on the cross-entropy; a sample counts as robust only if it is classified correctly
+    both clean and under attack (as AutoAttack counts), so RA <= SA. AA: AutoAttack `aa_version`
+    on the first `aa_n` test images; aa_n None or 0 skips it (aa recorded as None, aa_n as 0).
+
+    Returns {"sa", "sa_n", "ra", "ra_n", "aa", "aa_n", "aa_log"}: accuracies in percent, *_n the
+    number of test images behind each, aa_log AutoAttack's per-attack log (None when skipped).
+    """
+    aa_n = aa_n or 0
+    if not 0 <= aa_n <= len(test_set):
+        raise ValueError(f"aa_n={aa_n} must be in [0, {len(test_set)}] (the size of the test set)")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    clean_correct = robust_correct = seen = 0
+    with eval_mode(classifier):
+        loader = DataLoader(test_set, batch_size=batch_size)
+        for x, y in tqdm(loader, desc=f"PGD-{steps}", disable=not progress, leave=False):
+            x, y = x.to(device), torch.as_tensor(y).to(device)
+            with torch.no_grad():
+                clean_hit = classifier(x).argmax(1) == y
+            objective = cross_entropy_objective(classifier, y)
+            x_adv = pgd(objective, x, eps=eps, alpha=alpha, steps=steps, generator=generator)
+            with torch.no_grad():
+                robust_hit = clean_hit & (classifier(x_adv).argmax(1) == y)
+            clean_correct += clean_hit.sum().item()
+            robust_correct += robust_hit.sum().item()
+            seen += len(y)
+    metrics = {
+        "sa": 100.0 * clean_correct / seen,
+        "sa_n": seen,
+        "ra": 100.0 * robust_correct / seen,
+        "ra_n": seen,
+        "aa": None,
+        "aa_n": 0,
+        "aa_log": None,
+    }
+    if aa_n:
+        x_aa, y_aa = _first_images(test_set, aa_n, batch_size)
+        metrics.update(
+            autoattack_accuracy(
+                classifier,
+                x_aa,
+                y_aa,
+                eps=eps,
+                n=aa_n,
+                device=device,
+                seed=seed,
+                version=aa_version,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        )
+    return metrics

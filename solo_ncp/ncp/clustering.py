@@ -1,0 +1,92 @@
+"""Per-epoch clustering of the student's representations (Algorithm 1, first two lines).
+
+Under DDP each rank encodes a shard of the training set; the shards are gathered, rank 0 runs
+spherical k-means and broadcasts the centroids, so every rank holds bit-identical centroids.
+"""
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from solo_ncp.cluster import spherical_kmeans
+
+
+@dataclass
+class EpochClusters:
+    """centroids: (K, D) unit-norm; labels: (N,) int64, each sample's k-means cluster;
+    stats: clustering time (s), objective (mean cosine), cluster sizes min/median/max."""
+
+    centroids: torch.Tensor
+    labels: torch.Tensor
+    stats: Dict[str, float]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_rows(rows: torch.Tensor, indices: torch.Tensor, total: int) -> torch.Tensor:
+    """Reassembles per-rank rows (n_r, D) with their global indices (n_r,) into (total, D) on every
+    rank. Without DDP it only reorders."""
+    if not _distributed():
+        out = rows.new_empty((total, rows.shape[1]))
+        out[indices] = rows
+        return out
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], device=rows.device))
+    longest = int(max(c.item() for c in counts))
+    padded_rows = rows.new_zeros((longest, rows.shape[1]))
+    padded_rows[: rows.shape[0]] = rows
+    padded_idx = indices.new_full((longest,), -1)
+    padded_idx[: indices.shape[0]] = indices
+    all_rows = [torch.empty_like(padded_rows) for _ in counts]
+    all_idx = [torch.empty_like(padded_idx) for _ in counts]
+    dist.all_gather(all_rows, padded_rows)
+    dist.all_gather(all_idx, padded_idx)
+    out = rows.new_empty((total, rows.shape[1]))
+    for r, i in zip(all_rows, all_idx):
+        keep = i >= 0
+        out[i[keep]] = r[keep]
+    return out
+
+
+def cluster_epoch(
+    features: torch.Tensor,
+    k: int,
+    *,
+    seed: int,
+    max_iter: int = 100,
+    backend: str = "auto",
+) -> EpochClusters:
+    """Spherical k-means of the whole training set's features (N, D) on rank 0, broadcast to all.
+
+    Every rank must call it with the same `features` (see `gather_rows`)."""
+    start = time.perf_counter()
+    if not torch.isfinite(features).all():
+        raise ValueError(
+            "the student's features contain NaN/inf, so they cannot be clustered: training "
+            "diverged (lower optimizer.lr or check the stage-1 checkpoint)"
+        )
+    result: Optional[object] = None
+    if not _distributed() or dist.get_rank() == 0:
+        result = spherical_kmeans(features, k, max_iter=max_iter, seed=seed, backend=backend)
+        centroids, labels = result.centroids.contiguous(), result.labels.contiguous()
+    else:
+        centroids = features.new_empty((k, features.shape[1]))
+        labels = torch.empty(features.shape[0], dtype=torch.long, device=features.device)
+    objective = torch.tensor([result.objective if result is not None else 0.0], device=features.device)
+    if _distributed():
+        dist.broadcast(centroids, src=0)
+        dist.broadcast(labels, src=0)
+        dist.broadcast(objective, src=0)
+    sizes = torch.bincount(labels, minlength=k).float()
+    stats = {
+        "cluster_time_s": time.perf_counter() - start,
+        "cluster_objective": float(objective.item()),
+        "cluster_size_min": float(sizes.min()),
+        "cluster_size_median": float(sizes.median()),
+        "cluster_size_max": float(sizes.max()),
+    }
+    return EpochClusters(centroids, labels, stats)

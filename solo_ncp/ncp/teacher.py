@@ -1,0 +1,63 @@
+"""Stage-1 checkpoint -> frozen teacher f1 and the initial weights of the student f2."""
+import copy
+import json
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from torch import nn
+
+from solo_ncp.models.backbones import BackboneSpec
+from solo_ncp.models.checkpoint import CheckpointError, LoadedEncoder, load_encoder, load_weights
+from solo_ncp.models.dual_bn import convert_dual_bn
+
+
+def load_teacher(
+    path,
+    expected: BackboneSpec,
+    *,
+    normalization: Optional[Mapping[str, Sequence[float]]] = None,
+    trust: bool = False,
+) -> LoadedEncoder:
+    """The stage-1 encoder (Normalize + backbone), frozen and in eval mode.
+
+    expected: the backbone the run's config builds; a checkpoint of another architecture or stem
+    is refused with the two specs in the message. A dual-BN checkpoint (a previous stage 2) is
+    read through its clean branch."""
+    teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
+    got = (teacher.backbone.name, teacher.backbone.cifar)
+    if got != (expected.name, expected.cifar):
+        raise CheckpointError(
+            f"stage-1 checkpoint {path} holds a {got[0]} (cifar stem: {got[1]}), but the config "
+            f"builds a {expected.name} (cifar stem: {expected.cifar}): set backbone.name / "
+            "backbone.kwargs.cifar to match the checkpoint, or pass the right checkpoint"
+        )
+    return teacher
+
+
+def init_student(encoder: nn.Module, teacher: LoadedEncoder, dual_bn: bool) -> nn.Module:
+    """Copies the teacher's backbone weights into `encoder` (the host's own backbone module) and,
+    if `dual_bn`, splits its BatchNorms into clean/adversarial pairs (both start as stage 1's)."""
+    load_weights(encoder, copy.deepcopy(teacher.model.backbone.state_dict()), "stage-1 encoder")
+    return convert_dual_bn(encoder) if dual_bn else encoder
+
+
+def resolve_k(k: Optional[int], k_file: Optional[str]) -> int:
+    """K from the config, or from the `k.json` that `solo-ncp select-k` wrote."""
+    if k is not None and k_file is not None:
+        raise ValueError("give either method_kwargs.k or method_kwargs.k_file, not both")
+    if k_file is not None:
+        path = Path(k_file)
+        if not path.is_file():
+            raise ValueError(f"k_file {path} does not exist: run `solo-ncp select-k` first")
+        try:
+            k = json.loads(path.read_text())["k"]
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{path} is not a select-k result with a 'k' entry ({err})") from None
+    if k is None:
+        raise ValueError(
+            "NCP needs the number of clusters: set method_kwargs.k (paper: 70 / 150 / 215 for "
+            "CIFAR-10 / CIFAR-100 / STL-10) or method_kwargs.k_file=<select-k out>/k.json"
+        )
+    if int(k) < 2:
+        raise ValueError(f"k={k} must be >= 2")
+    return int(k)

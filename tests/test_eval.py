@@ -1,0 +1,338 @@
+"""Tests for solo_ncp.eval on scikit-learn's digits (8x8, scaled to [0, 1], 3 channels)."""
+import ast
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from solo_ncp.eval import (
+    DEFAULT_BN,
+    LinearEvalConfig,
+    aggregate,
+    autoattack_accuracy,
+    eval_mode,
+    evaluate,
+    extract_features,
+    format_poc_table,
+    format_row,
+    lr_for_dataset,
+    pad_crop_flip,
+    poc_table,
+    train_linear_head,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "solo_ncp"
+NUM_CLASSES = 10
+NUM_TRAIN = 1200
+DEVICE = "cpu"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on shared cores the thread
+    barriers of thousands of tiny ops (AutoAttack's loops) slow a run by 10x or more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """(train, test) TensorDatasets of (3, 8, 8) images in [0, 1], split after a fixed shuffle."""
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32).div(16.0).reshape(-1, 1, 8, 8).repeat(1, 3, 1, 1)
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    return TensorDataset(x[:NUM_TRAIN], y[:NUM_TRAIN]), TensorDataset(x[NUM_TRAIN:], y[NUM_TRAIN:])
+
+
+def make_encoder(seed: int = 0) -> nn.Module:
+    """Fixed random projection with BatchNorm (whose running stats reveal any train-mode pass)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(192, 128), nn.BatchNorm1d(128), nn.ReLU())
+
+
+def small_config(**overrides) -> LinearEvalConfig:
+    settings = dict(epochs=10, batch_size=64, lr=0.1, milestones=(7,), seed=0)
+    settings.update(overrides)
+    return LinearEvalConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def slf_classifier(digits):
+    encoder = make_encoder()
+    head = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(), device=DEVICE,
+                             cache_features=True, progress=False)
+    return nn.Sequential(encoder, head)
+
+
+def accuracy(classifier: nn.Module, dataset: TensorDataset) -> float:
+    x, y = dataset.tensors
+    with torch.no_grad(), eval_mode(classifier):
+        return 100.0 * (classifier(x).argmax(1) == y).float().mean().item()
+
+
+# --- features and modes -------------------------------------------------------------------------
+
+def test_extract_features_shapes_dtype_and_restored_modes(digits):
+    encoder = make_encoder().train()
+    encoder[2].eval()
+    features, labels = extract_features(encoder, DataLoader(digits[1], batch_size=100), device=DEVICE, progress=False)
+    assert features.shape == (len(digits[1]), 128) and features.dtype == torch.float32
+    assert torch.equal(labels, digits[1].tensors[1])
+    assert not features.requires_grad
+    assert [m.training for m in encoder.modules()] == [True, True, True, False, True]
+    assert encoder[2].num_batches_tracked.item() == 0
+
+
+# --- linear fine-tuning ---------------------------------------------------------------------------
+
+def test_lr_table_and_config_validation():
+    assert lr_for_dataset("cifar10") == 0.1
+    assert lr_for_dataset("CIFAR100") == 10.0
+    assert lr_for_dataset("stl10") == 10.0
+    assert lr_for_dataset("digits") == 0.1
+    defaults = LinearEvalConfig()
+    assert (defaults.epochs, defaults.batch_size, defaults.milestones, defaults.steps) == (25, 512, (15, 20), 10)
+    assert defaults.eps == pytest.approx(8 / 255) and defaults.alpha == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="mode"):
+        LinearEvalConfig(mode="aff")
+
+
+def test_pad_crop_flip_returns_a_crop_of_the_padded_image():
+    x = torch.rand(16, 3, 5, 6, generator=torch.Generator().manual_seed(0))
+    padding = 2
+    out = pad_crop_flip(x, padding, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape
+    padded = F.pad(x, (padding,) * 4)
+    for image, crop in zip(padded, out):
+        candidates = [
+            view[:, top:top + 5, left:left + 6]
+            for view in (image, image.flip(-1))
+            for top in range(2 * padding + 1)
+            for left in range(2 * padding + 1)
+        ]
+        assert any(torch.equal(crop, candidate) for candidate in candidates)
+    flips = pad_crop_flip(x, 0, torch.Generator().manual_seed(2))
+    flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(flips, x)]
+    assert all(torch.equal(a, b) or f for a, b, f in zip(flips, x, flipped)) and 0 < sum(flipped) < len(x)
+    assert torch.equal(pad_crop_flip(x, padding, torch.Generator().manual_seed(1)), out)
+
+
+def test_slf_beats_chance_and_leaves_the_encoder_untouched(digits, slf_classifier):
+    assert accuracy(slf_classifier, digits[1]) > 70.0
+
+    encoder = make_encoder().train()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    head = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(epochs=3, milestones=(2,)),
+                             device=DEVICE, augment=False, progress=False)
+    assert accuracy(nn.Sequential(encoder, head), digits[1]) > 70.0
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    assert all(m.training for m in encoder.modules())
+    assert all(p.requires_grad for p in encoder.parameters())
+
+
+def test_linear_head_is_deterministic_under_the_seed(digits):
+    cfg = small_config(epochs=2, milestones=(1,), crop_padding=1)
+    heads = [train_linear_head(make_encoder(), digits[0], NUM_CLASSES, cfg, device=DEVICE, progress=False)
+             for _ in range(2)]
+    assert torch.equal(heads[0].weight, heads[1].weight)
+    other = train_linear_head(make_encoder(), digits[0], NUM_CLASSES, small_config(epochs=2, milestones=(1,),
+                              crop_padding=1, seed=1), device=DEVICE, progress=False)
+    assert not torch.equal(heads[0].weight, other.weight)
+    unaugmented = train_linear_head(make_encoder(), digits[0], NUM_CLASSES, cfg, device=DEVICE, augment=False,
+                                    progress=False)
+    assert not torch.equal(heads[0].weight, unaugmented.weight)
+
+
+def test_alf_head_is_more_robust_than_slf(digits):
+    eps = 0.05
+    settings = dict(epochs=5, milestones=(3,), eps=eps, alpha=eps / 4, steps=5)
+    encoder = make_encoder()
+    slf = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(**settings), device=DEVICE,
+                            augment=False, progress=False)
+    alf = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(mode="alf", **settings), device=DEVICE,
+                            augment=False, progress=False)
+    assert torch.isfinite(alf.weight).all() and torch.isfinite(alf.bias).all()
+    robust = {
+        name: evaluate(nn.Sequential(encoder, head), digits[1], eps=eps, alpha=eps / 4, steps=10,
+                       device=DEVICE, seed=0, progress=False)["ra"]
+        for name, head in (("slf", slf), ("alf", alf))
+    }
+    assert robust["alf"] > robust["slf"]
+
+
+def test_alf_with_cached_features_is_refused(digits):
+    with pytest.raises(ValueError, match="SLF only"):
+        train_linear_head(make_encoder(), digits[0], NUM_CLASSES, small_config(mode="alf"), device=DEVICE,
+                          cache_features=True, progress=False)
+
+
+# --- SA / RA / AA -----------------------------------------------------------------------------------
+
+def test_evaluate_reports_ra_below_sa_with_counts(digits, slf_classifier):
+    slf_classifier.train()
+    metrics = evaluate(slf_classifier, digits[1], eps=0.05, alpha=0.0125, device=DEVICE, seed=0, progress=False)
+    assert all(m.training for m in slf_classifier.modules())
+    assert metrics["sa"] == pytest.approx(accuracy(slf_classifier, digits[1]))
+    assert 0.0 <= metrics["ra"] < metrics["sa"] <= 100.0
+    assert metrics["sa_n"] == metrics["ra_n"] == len(digits[1])
+    assert metrics["aa"] is None and metrics["aa_n"] == 0
+    again = evaluate(slf_classifier, digits[1], eps=0.05, alpha=0.0125, device=DEVICE, seed=0, progress=False)
+    assert again["ra"] == metrics["ra"]
+
+
+def test_aa_n_larger_than_the_test_set_is_a_clear_error(digits, slf_classifier):
+    with pytest.raises(ValueError, match="aa_n"):
+        evaluate(slf_classifier, digits[1], aa_n=len(digits[1]) + 1, device=DEVICE, seed=0, progress=False)
+    x, y = digits[1].tensors
+    with pytest.raises(ValueError, match="n="):
+        autoattack_accuracy(slf_classifier, x[:4], y[:4], eps=8 / 255, n=5, device=DEVICE, seed=0, progress=False)
+
+
+def test_standard_autoattack_runs_quickly_on_eight_images(digits, slf_classifier, tmp_path):
+    x, y = digits[1].tensors
+    rng_state = torch.get_rng_state()
+    start = time.monotonic()
+    result = autoattack_accuracy(slf_classifier, x, y, eps=0.05, n=8, device=DEVICE, seed=0,
+                                 log_path=tmp_path / "aa.log", progress=False)
+    assert time.monotonic() - start < 30.0
+    assert result["aa_n"] == 8
+    clean = accuracy(slf_classifier, TensorDataset(x[:8], y[:8]))
+    assert 0.0 <= result["aa"] <= clean
+    assert any("robust accuracy" in line for line in result["aa_log"])
+    assert (tmp_path / "aa.log").read_text().splitlines() == result["aa_log"]
+    assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_evaluate_includes_autoattack_on_the_first_images(digits, slf_classifier):
+    metrics = evaluate(slf_classifier, digits[1], aa_n=8, device=DEVICE, seed=0, progress=False)
+    assert metrics["aa_n"] == 8 and 0.0 <= metrics["aa"] <= 100.0 and metrics["aa_log"]
+
+
+# --- reports ----------------------------------------------------------------------------------------
+
+def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, sa, ra, aa, bn=None) -> Path:
+    directory.mkdir(parents=True)
+    record = {
+        "method": method, "dataset": dataset, "mode": mode, "seed": seed, "bn": bn,
+        "metrics": {"sa": sa, "ra": ra, "aa": aa, "sa_n": 10000, "ra_n": 10000, "aa_n": 1000 if aa else 0},
+        "settings": {}, "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
+    }
+    (directory / "metrics.json").write_text(json.dumps(record))
+    return directory
+
+
+def test_format_row():
+    assert format_row("DeACL", {"sa": 80.17, "ra": 53.951, "aa": None}) == "| DeACL | 80.17 | 53.95 | n/a |"
+
+
+def test_aggregate_builds_mean_and_sample_std_tables(tmp_path):
+    runs = [
+        write_run(tmp_path / "a", "NCP-ACL", "cifar10", "slf", 0, 80.0, 50.0, 45.0),
+        write_run(tmp_path / "b", "NCP-ACL", "cifar10", "slf", 1, 82.0, 51.0, 46.0),
+        write_run(tmp_path / "c", "NCP-ACL", "cifar10", "slf", 2, 84.0, 55.0, None),
+        write_run(tmp_path / "d", "DeACL", "stl10", "slf", 0, 80.87, 65.86, 58.5),
+        write_run(tmp_path / "e", "NCP-ACL", "cifar10", "alf", 0, 80.4, 54.61, 49.23),
+    ]
+    table = aggregate(runs)
+    # SA: mean 82, sample std sqrt((4 + 0 + 4) / 2) = 2. RA: mean 52, std sqrt((4 + 1 + 9) / 2) = 2.65.
+    # AA: (45, 46) -> mean 45.5, std sqrt(0.5) = 0.71 over n=2 (the third run has no AA).
+    slf_row = next(line for line in table.splitlines() if line.startswith("| NCP-ACL | 82.00"))
+    assert slf_row.split(" | ")[1:4] == ["82.00 ± 2.00 (n=3)", "52.00 ± 2.65 (n=3)", "45.50 ± 0.71 (n=2)"]
+    assert slf_row.endswith("| n/a | n/a | n/a |")
+    assert "| DeACL | n/a | n/a | n/a | 80.87 ± 0.00 (n=1) | 65.86 ± 0.00 (n=1) | 58.50 ± 0.00 (n=1) |" in table
+    assert "CIFAR-10 SA (%)" in table and "STL-10 AA (%)" in table
+    table3 = table[table.index("Table 3"):]
+    assert "| NCP-ACL | 82.00 ± 2.00 (n=3) | 52.00 ± 2.65 (n=3) | 45.50 ± 0.71 (n=2) | " \
+           "80.40 ± 0.00 (n=1) | 54.61 ± 0.00 (n=1) | 49.23 ± 0.00 (n=1) |" in table3
+    assert "DeACL" not in table3
+
+
+def test_aggregate_rejects_missing_malformed_and_duplicate_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        aggregate([tmp_path / "empty"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        aggregate([broken])
+    no_ra = write_run(tmp_path / "no_ra", "X", "cifar10", "slf", 0, 80.0, None, None)
+    with pytest.raises(ValueError, match="metrics.ra"):
+        aggregate([no_ra])
+    first = write_run(tmp_path / "first", "X", "cifar10", "slf", 0, 80.0, 50.0, None)
+    second = write_run(tmp_path / "second", "X", "cifar10", "slf", 0, 81.0, 51.0, None)
+    with pytest.raises(ValueError, match="duplicate"):
+        aggregate([first, second])
+    other_bn = write_run(tmp_path / "other_bn", "X", "cifar10", "slf", 0, 81.0, 51.0, None, bn="clean")
+    assert "| X (clean BN) |" in aggregate([first, other_bn])
+    with pytest.raises(ValueError, match="at least one"):
+        aggregate([])
+
+
+# --- proof of concept (Table 1) ---------------------------------------------------------------------
+
+def test_poc_table_counts_correct_samples_and_reports_sane_rates(digits, slf_classifier):
+    encoder = slf_classifier[0]
+    features, labels = extract_features(encoder, DataLoader(digits[0], batch_size=256), device=DEVICE, progress=False)
+    centroids = F.normalize(torch.stack([F.normalize(features[labels == c], dim=1).mean(0)
+                                         for c in range(NUM_CLASSES)]), dim=1)
+    result = poc_table(slf_classifier, encoder, centroids, digits[1], eps=0.05, alpha=0.0125, steps=5, n=2,
+                       seed=0, device=DEVICE, batch_size=128, progress=False)
+    x, y = digits[1].tensors
+    with torch.no_grad(), eval_mode(slf_classifier):
+        num_correct = (slf_classifier(x).argmax(1) == y).sum().item()
+    assert result["n_correct"] == num_correct and result["n_total"] == len(y)
+    for key in ("random_noise", "nbr"):
+        row = result[key]
+        assert row["n"] == num_correct
+        assert 0.0 <= row["attack_success"] <= 100.0
+        assert -100.0 <= row["prob_dec"] <= 100.0 and math.isfinite(row["prob_dec"])
+    assert result["nbr"]["prob_dec"] > result["random_noise"]["prob_dec"]
+    assert result["nbr"]["attack_success"] >= result["random_noise"]["attack_success"]
+    table = format_poc_table(result)
+    assert len(table.strip().splitlines()) == 4 and "random noise" in table and "δ_nbr (n=2)" in table
+
+
+# --- structure --------------------------------------------------------------------------------------
+
+def module_level_imports(path: Path):
+    """Root names imported by statements that run at import time (not inside functions/classes)."""
+    roots = []
+    pending = list(ast.parse(path.read_text()).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Import):
+            roots += [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots.append(node.module.split(".")[0])
+        pending += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+    return roots
+
+
+def test_core_packages_import_only_torch_numpy_tqdm_and_the_standard_library():
+    allowed = {"torch", "numpy", "tqdm", "solo_ncp"} | set(sys.stdlib_module_names)
+    files = sorted((PACKAGE_ROOT / "attacks").glob("*.py")) + sorted((PACKAGE_ROOT / "eval").glob("*.py"))
+    assert len(files) >= 10
+    for path in files:
+        roots = module_level_imports(path)
+        assert not {"lightning", "pytorch_lightning", "solo", "pyautoattack"} & set(roots), path
+        assert set(roots) <= allowed, (path, set(roots) - allowed)
+
+
+def test_default_bn_is_a_known_branch():
+    assert DEFAULT_BN in ("clean", "adv")

@@ -1,0 +1,238 @@
+"""Stage 2 (ncp / deacl): modes and branches of the attack, the loss, the method through
+`solo-ncp train` on digits, resume, DDP centroids, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from solo_ncp.attacks import ncp_objective
+from solo_ncp.models import CheckpointError, load_encoder
+from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint, split_state_dict
+from solo_ncp.eval.features import eval_mode
+from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn
+from solo_ncp.models.normalize import Normalize
+from solo_ncp.ncp import Stage2Config, adversarial_examples, cluster_epoch, gather_rows, stage2_step
+from tests.conftest import train_stage2
+from tests.test_dual_bn import tiny_cnn
+
+
+def tiny_student():
+    torch.manual_seed(0)
+    return nn.Sequential(Normalize([0.5] * 3, [0.25] * 3), convert_dual_bn(tiny_cnn())).train()
+
+
+def test_pgd_runs_in_eval_mode_through_the_adversarial_bn():
+    student = tiny_student()
+    student(torch.rand(8, 3, 8, 8))  # some running statistics
+    calls = {"clean": 0, "adv": 0}
+    for m in student.modules():
+        if isinstance(m, DualBatchNorm2d):
+            for branch in calls:
+                getattr(m, branch).register_forward_hook(
+                    lambda mod, inp, out, b=branch: calls.__setitem__(b, calls[b] + 1))
+    stats = {k: v.clone() for k, v in student.state_dict().items()}
+    x = torch.rand(6, 3, 8, 8)
+    centroids = torch.nn.functional.normalize(torch.randn(2, 4), dim=1)
+    objective = ncp_objective(student, centroids[[0] * 6], centroids[[1] * 6], "iii")
+    cfg = Stage2Config(steps=3)
+    x_adv = adversarial_examples(student, x, objective, cfg)
+    assert calls["adv"] > 0 and calls["clean"] == 0
+    assert all(torch.equal(stats[k], v) for k, v in student.state_dict().items())
+    assert student.training and all(m.training for m in student.modules())
+    assert (x_adv - x).abs().max() <= cfg.eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad(), eval_mode(student), bn_branch(student, "adv"):
+        assert objective(x_adv).mean() > objective(x).mean()
+
+
+@pytest.mark.parametrize("perturbation", ["ncp", "deacl"])
+def test_stage2_step_is_eq3_and_leaves_the_teacher_alone(perturbation):
+    student = tiny_student()
+    teacher = nn.Sequential(Normalize([0.5] * 3, [0.25] * 3), tiny_cnn()).eval().requires_grad_(False)
+    cfg = Stage2Config(perturbation=perturbation, lam=6.0, steps=2)
+    centroids = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    out = stage2_step(student, teacher, torch.rand(8, 3, 8, 8), cfg, centroids=centroids)
+    losses = out.losses
+    torch.testing.assert_close(losses["loss"], losses["distill"] + 6.0 * losses["robust"])
+    assert -1.0 <= losses["distill"].item() <= 1.0 and -1.0 <= losses["robust"].item() <= 1.0
+    losses["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    assert not out.eval_features.requires_grad
+    assert (out.centroid_changed is None) == (perturbation == "deacl")
+
+
+def test_stage2_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="strategy='iv'"):
+        Stage2Config(strategy="iv")
+    with pytest.raises(ValueError, match="neighbor_rank=1"):
+        Stage2Config(neighbor_rank=1)
+    with pytest.raises(ValueError, match="perturbation='fgsm'"):
+        Stage2Config(perturbation="fgsm")
+
+
+def _metrics(run: Path):
+    rows = []
+    for path in sorted((run / "logs").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def test_one_ncp_epoch_clusters_trains_the_student_and_keeps_the_teacher(digits_ncp_ckpt,
+                                                                         digits_simclr_ckpt):
+    ckpt = read_checkpoint(digits_ncp_ckpt)
+    stage1 = encoder_state_dict(read_checkpoint(digits_simclr_ckpt))
+    teacher = split_state_dict(ckpt, "teacher.backbone.")
+    assert teacher.keys() == stage1.keys()
+    assert all(torch.equal(teacher[k], stage1[k]) for k in stage1)  # bit-identical
+    student = split_state_dict(ckpt, "encoder.")
+    assert not torch.equal(student["conv1.weight"], stage1["conv1.weight"])
+    assert "bn1.adv.running_mean" in student and "bn1.clean.running_mean" in student
+    centroids = ckpt["state_dict"]["centroids"]
+    assert centroids.shape == (10, 512)
+    torch.testing.assert_close(centroids.norm(dim=1), torch.ones(10))
+    assert int(ckpt["state_dict"]["clustered_epoch"]) == 0
+    meta = ckpt["solo_ncp"]
+    assert meta["method"] == "ncp" and meta["dual_bn"] and meta["k"] == 10
+    assert len(meta["teacher"]["sha256"]) == 64
+
+    logged = {k for row in _metrics(digits_ncp_ckpt.parent) for k, v in row.items() if v}
+    for key in ("train_distill_loss_epoch", "train_robust_loss_epoch", "cluster_time_s",
+                "cluster_encode_time_s", "cluster_objective", "cluster_size_min",
+                "cluster_size_median", "cluster_size_max", "train_adv_centroid_changed_epoch"):
+        assert key in logged, key
+
+
+def test_ncp_checkpoint_loads_for_evaluation_through_either_branch(digits_ncp_ckpt):
+    x = torch.rand(4, 3, 8, 8)
+    clean, adv = (load_encoder(digits_ncp_ckpt, bn=b) for b in ("clean", "adv"))
+    assert (clean.bn, adv.bn) == ("clean", "adv")
+    assert not torch.allclose(clean.model(x), adv.model(x))
+
+
+def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, digits_simclr_ckpt):
+    """SIGKILL a real `solo-ncp train` after its first checkpoint, then resume it to the end."""
+    from tests.conftest import DIGITS_STAGE2, ROOT
+
+    args = ["name=r", "max_epochs=4", "method_kwargs.cluster_every=4", "data.subset=512"]
+    argv = [sys.executable, "-m", "solo_ncp.cli", "train", "--config",
+            str(ROOT / "zoo_configs/fashionmnist/ncp.yaml"), *DIGITS_STAGE2,
+            f"checkpoint.dir={tmp_path}", f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}", *args]
+    last = tmp_path / "r" / "last.ckpt"
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed = read_checkpoint(last)
+    assert killed["epoch"] < 3
+
+    assert train_stage2(tmp_path, digits_simclr_ckpt, *args, resume=True) == 0
+    final = read_checkpoint(last)
+    assert final["epoch"] == 3
+    assert final["lr_schedulers"][0]["last_epoch"] == 4
+    # only epoch 0 clusters (cluster_every=4): its centroids came back from the checkpoint
+    assert int(final["state_dict"]["clustered_epoch"]) == 0
+    assert torch.equal(final["state_dict"]["centroids"], killed["state_dict"]["centroids"])
+    for key in killed["state_dict"]:
+        if key.startswith("teacher."):
+            assert torch.equal(final["state_dict"][key], killed["state_dict"][key])
+    assert not torch.equal(final["state_dict"]["encoder.conv1.weight"],
+                           killed["state_dict"]["encoder.conv1.weight"])
+
+
+def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simclr_ckpt):
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=2", "name=bank",
+                        "method_kwargs.cluster_features=memory_bank",
+                        "method_kwargs.assign=index") == 0
+    from_bank = [float(r["cluster_from_bank"]) for r in _metrics(tmp_path / "bank")
+                 if r.get("cluster_from_bank")]
+    assert from_bank == [0.0, 1.0]
+
+
+def test_deacl_trains_without_clusters(tmp_path, digits_simclr_ckpt):
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=d", method="deacl") == 0
+    ckpt = read_checkpoint(tmp_path / "d" / "last.ckpt")
+    assert ckpt["solo_ncp"]["method"] == "deacl" and ckpt["state_dict"]["centroids"].numel() == 0
+    assert not any("cluster_time_s" in r and r["cluster_time_s"] for r in _metrics(tmp_path / "d"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method_kwargs.teacher_ckpt=/nonexistent/last.ckpt"], "does not exist"),
+        (["backbone.kwargs.cifar=false"], "cifar stem: True"),
+        (["method_kwargs.k=null"], "number of clusters"),
+        (["method_kwargs.k=5000"], "K=5000 clusters but the training set has only 256"),
+    ],
+)
+def test_bad_stage2_input_is_one_clear_error(tmp_path, digits_simclr_ckpt, capsys, overrides,
+                                             message):
+    args = [o for o in overrides if not o.startswith("method_kwargs.teacher_ckpt")]
+    teacher = next((o.split("=", 1)[1] for o in overrides if o.startswith("method_kwargs.teacher")),
+                   digits_simclr_ckpt)
+    assert train_stage2(tmp_path, teacher, "max_epochs=1", "name=bad", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path, digits_simclr_ckpt, capsys, monkeypatch):
+    """A loss that turns NaN in the second epoch (fault injected into the real step) stops the
+    run with one clear error and leaves the first epoch's checkpoint in place."""
+    import solo_ncp.methods.ncp as ncp_method
+
+    calls = []
+    real_step = ncp_method.stage2_step
+
+    def poisoned_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 4:  # 4 steps per epoch: epoch 0 is clean
+            out.losses["loss"] = out.losses["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(ncp_method, "stage2_step", poisoned_step)
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=3", "name=n") == 2
+    err = capsys.readouterr().err
+    assert "loss is nan at epoch 1" in err and "the last good checkpoint is kept" in err
+    kept = read_checkpoint(tmp_path / "n" / "last.ckpt")
+    assert kept["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+
+
+def _ddp_worker(rank: int, world: int, port: str, features: torch.Tensor, out: str):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        shard = torch.arange(rank, features.shape[0], world)
+        gathered = gather_rows(features[shard], shard, features.shape[0])
+        # different seeds per rank: identical centroids can only come from the broadcast
+        clusters = cluster_epoch(gathered, 4, seed=rank)
+        torch.save({"gathered": gathered, "centroids": clusters.centroids,
+                    "labels": clusters.labels}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_hold_identical_centroids(tmp_path):
+    torch.manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    features = centres.repeat_interleave(25, dim=0) + 0.05 * torch.randn(100, 16)
+    port = str(29500 + os.getpid() % 1000)
+    mp.spawn(_ddp_worker, args=(2, port, features, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["gathered"], features) and torch.equal(r1["gathered"], features)
+    assert torch.equal(r0["centroids"], r1["centroids"]) and torch.equal(r0["labels"], r1["labels"])
+    single = cluster_epoch(features, 4, seed=0)
+    assert torch.equal(single.centroids, r0["centroids"])
