@@ -1,0 +1,52 @@
+"""Options and loading shared by the commands that read an encoder checkpoint
+(select-k, eval, poc)."""
+import argparse
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="encoder checkpoint (solo-ncp or solo-learn)")
+    parser.add_argument("--dataset", required=True, help="cifar10, cifar100, stl10, fashionmnist, digits")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset")
+    parser.add_argument("--bn", choices=BRANCHES, default=DEFAULT_BN,
+                        help=f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as ACL/DeACL)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow checkpoints that need a full (unsafe) unpickling")
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(args.device)
+
+
+def load_args_encoder(args: argparse.Namespace):
+    """The checkpoint's encoder (Normalize + backbone), frozen, on the chosen device; a plain
+    solo-learn checkpoint gets the dataset's solo-learn normalisation."""
+    from solo_ncp.data import get_spec
+    from solo_ncp.models import load_encoder
+
+    spec = get_spec(args.dataset)
+    encoder = load_encoder(args.ckpt, normalization={"mean": spec.mean, "std": spec.std},
+                           bn=args.bn, trust=args.trust_checkpoint)
+    trained_on = encoder.meta.get("dataset")
+    if trained_on and trained_on != spec.name:
+        print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {spec.name}")
+    encoder.model.to(device_of(args))
+    return encoder
+
+
+def first(dataset: Dataset, n, what: str) -> Dataset:
+    """The first `n` samples of `dataset` (all when n is None); n beyond its size is an error."""
+    if n is None:
+        return dataset
+    if not 0 < n <= len(dataset):
+        raise ValueError(f"{what}={n} must be in [1, {len(dataset)}] (the size of the split)")
+    return Subset(dataset, range(n))
