@@ -67,3 +67,34 @@ def test_precision_mapping_to_lightning_19():
     assert lightning_precision(cfg) == 16
     with pytest.raises(ConfigError, match="precision"):
         lightning_precision(load_config(ZOO / "cifar10/simclr.yaml", ["precision=8"]))
+
+
+PAPER_STAGE2 = {"cifar10": (70, 200, 32), "cifar100": (150, 100, 32), "stl10": (215, 1000, 96)}
+
+
+@pytest.mark.parametrize("method", ["ncp", "deacl"])
+@pytest.mark.parametrize("dataset", sorted(PAPER_STAGE2))
+def test_zoo_stage2_configs_follow_appendix_a22(dataset, method):
+    cfg = load_config(ZOO / dataset / f"{method}.yaml")
+    kwargs = to_solo102_kwargs(cfg, (1, 0))
+    k, epochs, crop = PAPER_STAGE2[dataset]
+    assert cfg.method == method and kwargs["k"] == k and kwargs["max_epochs"] == epochs
+    assert (kwargs["batch_size"], kwargs["lr"], kwargs["classifier_lr"]) == (256, 0.5, 0.5)
+    assert (kwargs["optimizer"], kwargs["lars"], kwargs["weight_decay"]) == ("sgd", False, 5e-4)
+    assert kwargs["scheduler"] == "warmup_cosine"
+    assert kwargs["lam"] == 6.0 and kwargs["pgd_steps"] == 5 and kwargs["dual_bn"] is True
+    assert kwargs["eps"] == pytest.approx(8 / 255) and kwargs["alpha"] == pytest.approx(2 / 255)
+    assert (kwargs["strategy"], kwargs["neighbor_rank"]) == ("iii", 2)
+    (aug,) = cfg.augmentations
+    assert (aug.crop_size, aug.pad_crop.padding, aug.horizontal_flip.prob) == (crop, 4, 0.5)
+    assert cfg.method_kwargs.teacher_ckpt == f"trained_models/simclr-{dataset}/last.ckpt"
+
+
+def test_bash_files_launch_existing_configs():
+    bash = ZOO.parent / "bash_files"
+    scripts = sorted(bash.rglob("*.sh"))
+    assert len(scripts) == 16
+    for script in scripts:
+        for word in script.read_text().split():
+            if word.startswith("zoo_configs/"):
+                assert (ZOO.parent / word).is_file(), f"{script} names missing {word}"

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Stage 2 (ncp, paper Appendix A.2.2) on fashionmnist from the stage-1 checkpoint named in the config.
+# Run from the repository root; extra key=value arguments override the config.
+exec solo-ncp train --config zoo_configs/fashionmnist/ncp.yaml "$@"
