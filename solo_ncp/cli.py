@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 COMMANDS = {
     "pretrain": ("pretrain", "stage 1: SimCLR (or any solo-learn method) from a config"),
+    "select-k": ("select_k", "choose K by the cosine silhouette of spherical k-means (Fig. 2)"),
     "train": ("train", "stage 2: ncp (NCP-ACL) or deacl from a stage-1 checkpoint"),
     "eval": ("eval", "SLF/ALF linear head on a frozen encoder, then SA, PGD-20 RA, AutoAttack AA"),
     "report": ("report", "mean ± std tables (paper's Tables 2 and 3) over eval run folders"),

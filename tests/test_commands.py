@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from solo_ncp.cli import main
 
@@ -59,3 +60,32 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
         assert 0 <= result[row]["attack_success"] <= 100
     assert result["settings"]["k"] == 10
     assert "δ_nbr (n=2)" in (tmp_path / "poc.md").read_text()
+
+
+def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, tmp_path, capsys):
+    from tests.conftest import train_stage2
+
+    out = tmp_path / "k"
+    assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits",
+                 "--k-min", "5", "--k-max", "25", "--k-step", "5", "--out", str(out)]) == 0
+    selection = json.loads((out / "k.json").read_text())
+    assert set(selection["scores"]) == {"5", "10", "15", "20", "25"}
+    assert selection["scores"][str(selection["k"])] == max(selection["scores"].values())
+    assert (out / "silhouette.csv").read_text().splitlines()[0] == "k,silhouette"
+    assert (out / "silhouette.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"best K = {selection['k']}" in capsys.readouterr().out
+
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=kf",
+                        "method_kwargs.k=null", f"method_kwargs.k_file={out / 'k.json'}") == 0
+    meta = torch.load(tmp_path / "kf" / "last.ckpt", weights_only=True)["solo_ncp"]
+    assert meta["k"] == selection["k"]
+
+
+@pytest.mark.parametrize("k_range, message", [
+    (["--k-min", "1"], "--k-min"),
+    (["--k-min", "10", "--k-max", "5000"], "--k-max=5000 is larger than the 1437 training images"),
+])
+def test_select_k_bad_range(digits_simclr_ckpt, tmp_path, capsys, k_range, message):
+    assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits",
+                 "--out", str(tmp_path), *k_range]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""`solo-ncp select-k`: the number of clusters K for stage 2, by the cosine silhouette of spherical
+k-means over a sweep of K on the stage-1 encoder's training-set features (paper Fig. 2)."""
+import argparse
+from pathlib import Path
+
+from solo_ncp.commands._encoder import add_encoder_arguments, device_of, first, load_args_encoder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(parser)
+    parser.add_argument("--k-min", type=int, default=10)
+    parser.add_argument("--k-max", type=int, default=300)
+    parser.add_argument("--k-step", type=int, default=5)
+    parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
+    parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader
+
+    from solo_ncp.cluster import sweep_k, write_k_selection
+    from solo_ncp.data import build_dataset, get_spec
+    from solo_ncp.eval import extract_features
+
+    if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
+        raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
+                         f"{args.k_min}, {args.k_max}, {args.k_step}")
+    spec = get_spec(args.dataset)
+    encoder = load_args_encoder(args)
+    train_set = first(build_dataset(spec.name, "pretrain", data_dir=args.data_dir), args.train_n, "--train-n")
+    if args.k_max > len(train_set):
+        raise ValueError(f"--k-max={args.k_max} is larger than the {len(train_set)} training images")
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
+    features, _ = extract_features(encoder.model, loader, device=device_of(args))
+    features = F.normalize(features.to(device_of(args)), dim=1)
+    scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
+                     backend=args.backend)
+    selection = write_k_selection(scores, args.out)
+    out = Path(args.out)
+    print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
+          f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
+          f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")
+    return 0
