@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("train", "stage 2: ncp (NCP-ACL) or deacl from a stage-1 checkpoint"),
     "eval": ("eval", "SLF/ALF linear head on a frozen encoder, then SA, PGD-20 RA, AutoAttack AA"),
     "report": ("report", "mean ± std tables (paper's Tables 2 and 3) over eval run folders"),
+    "demo": ("demo", "the whole pipeline at CPU scale on Fashion-MNIST (make demo)"),
     "poc": ("poc", "Table 1: random noise vs a perturbation toward the neighbouring cluster"),
 }
 
