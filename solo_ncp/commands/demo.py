@@ -12,8 +12,7 @@ from typing import Tuple
 
 @dataclass(frozen=True)
 class DemoScale:
-    """What the demo trains: a fixed training subset, few epochs, ResNet-18 with the ImageNet
-    stem (stride-2 conv + max-pool: about 6x cheaper than the CIFAR stem on 28 px images)."""
+    """What the demo trains: a fixed training subset and few epochs (see `cpu_scale_overrides`)."""
 
     dataset: str
     crop_size: int
@@ -53,51 +52,34 @@ def _dataset(requested) -> str:
         return "digits"
 
 
-class StageFailed(ValueError):
-    """A stage of the demo ended with an error (already printed by that stage)."""
-
-
-def _stage(title: str, argv) -> float:
-    from solo_ncp.cli import main
-
-    print(f"\n[demo] === {title}: solo-ncp {' '.join(argv)}")
-    start = time.perf_counter()
-    if main(argv) != 0:
-        raise StageFailed(f"demo stage '{title}' failed (its error is printed above)")
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_text
+    from solo_ncp.launch.pipeline import ZOO, cpu_scale_overrides, run_stage
 
-    root = Path(__file__).resolve().parents[2] / "zoo_configs"
     scale = SCALES[_dataset(args.dataset)]
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         raise ValueError(f"{out} exists: pass another --out so no earlier result is overwritten")
-    common = [f"data.dataset={scale.dataset}", f"augmentations.0.crop_size={scale.crop_size}",
-              f"data.subset={scale.subset}", "backbone.kwargs.cifar=false", "data.num_workers=0",
-              f"checkpoint.dir={out}", f"seed={args.seed}", "scheduler.warmup_epochs=0",
-              "data.val=false", "log_every_n_steps=5"]
+    common = cpu_scale_overrides(scale.dataset, scale.crop_size, scale.subset, out, args.seed)
     simclr = out / "simclr" / "last.ckpt"
     ncp = out / "ncp" / "last.ckpt"
     k_dir, eval_dir = out / "select-k", out / "eval-slf"
     k_min, k_max, k_step = scale.k_range
     encoder_args = ["--dataset", scale.dataset, "--seed", str(args.seed)]
     timings = {
-        "stage 1 (SimCLR)": _stage("stage 1: SimCLR", [
-            "pretrain", "--config", str(root / "fashionmnist/simclr.yaml"), *common,
+        "stage 1 (SimCLR)": run_stage("stage 1: SimCLR", [
+            "pretrain", "--config", str(ZOO / "fashionmnist/simclr.yaml"), *common,
             "name=simclr", f"max_epochs={scale.stage1_epochs}", "optimizer.batch_size=256"]),
-        "select-k": _stage("K selection", [
+        "select-k": run_stage("K selection", [
             "select-k", "--ckpt", str(simclr), *encoder_args, "--k-min", str(k_min),
             "--k-max", str(k_max), "--k-step", str(k_step), "--train-n", str(scale.subset),
             "--out", str(k_dir)]),
-        "stage 2 (ncp)": _stage("stage 2: NCP adversarial training", [
-            "train", "--config", str(root / "fashionmnist/ncp.yaml"), *common, "name=ncp",
+        "stage 2 (ncp)": run_stage("stage 2: NCP adversarial training", [
+            "train", "--config", str(ZOO / "fashionmnist/ncp.yaml"), *common, "name=ncp",
             f"max_epochs={scale.stage2_epochs}", "optimizer.batch_size=128",
             f"method_kwargs.teacher_ckpt={simclr}", "method_kwargs.k=null",
             f"method_kwargs.k_file={k_dir / 'k.json'}"]),
-        "SLF eval": _stage("evaluation: SLF head, SA / PGD-20 RA / AutoAttack AA", [
+        "SLF eval": run_stage("evaluation: SLF head, SA / PGD-20 RA / AutoAttack AA", [
             "eval", "--ckpt", str(ncp), *encoder_args, "--mode", "slf", "--cache-features",
             "--epochs", str(scale.slf_epochs), "--train-n", str(scale.subset),
             "--test-n", str(scale.test_n), "--aa-n", str(scale.aa_n), "--batch-size", "128",

@@ -11,7 +11,8 @@ from solo_ncp.data import build_dataset
 
 def config_dataset(cfg: DictConfig, split: str, transform: Optional[Callable]) -> Dataset:
     """`split` of `data.dataset` from `data.train_path`; `data.subset` keeps a fixed random
-    subset (seeded by `seed`) of the training images."""
+    subset of the training images, drawn with `data.subset_seed` (default 0) so that runs with
+    different training seeds see the same images."""
     dataset = build_dataset(
         cfg.data.dataset, split, data_dir=select(cfg, "data.train_path"), transform=transform
     )
@@ -19,7 +20,7 @@ def config_dataset(cfg: DictConfig, split: str, transform: Optional[Callable]) -
     if subset is not None and split != "test":
         if not 0 < int(subset) <= len(dataset):
             raise ConfigError(f"data.subset={subset} must be in [1, {len(dataset)}]")
-        generator = torch.Generator().manual_seed(int(cfg.get("seed", 5)))
+        generator = torch.Generator().manual_seed(int(select(cfg, "data.subset_seed", 0)))
         dataset = Subset(dataset, torch.randperm(len(dataset), generator=generator)[: int(subset)].tolist())
     return dataset
 
