@@ -11,7 +11,7 @@ import torch
 PathLike = Union[str, os.PathLike]
 
 
-def _atomic(path: PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Run `write(tmp_path)` on a temp file next to `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
         with open(tmp, "w") as f:
             f.write(text)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> Path:
@@ -42,7 +42,7 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:

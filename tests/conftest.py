@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -70,3 +71,13 @@ def digits_ncp_ckpt(tmp_path_factory, digits_simclr_ckpt) -> Path:
     out = tmp_path_factory.mktemp("stage2")
     assert train_stage2(out, digits_simclr_ckpt, "max_epochs=1", "name=ncp") == 0
     return out / "ncp" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and on shared cores the thread
+    barriers of thousands of tiny ops (AutoAttack's loops) slow a run by 10x or more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

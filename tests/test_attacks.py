@@ -19,14 +19,7 @@ ALPHA = 2 / 255
 TOLERANCE = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on shared cores the thread
-    barriers of thousands of tiny ops (AutoAttack's loops) slow a run by 10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _seeded(seed: int) -> torch.Generator:

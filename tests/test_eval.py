@@ -35,14 +35,7 @@ NUM_TRAIN = 1200
 DEVICE = "cpu"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and on shared cores the thread
-    barriers of thousands of tiny ops (AutoAttack's loops) slow a run by 10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Options and loading shared by the commands that read an encoder checkpoint
-(select-k, eval, poc)."""
+(select-k, eval, poc), and the linear head that eval and poc train on it."""
 import argparse
 
 import torch
@@ -50,3 +50,41 @@ def first(dataset: Dataset, n, what: str) -> Dataset:
     if not 0 < n <= len(dataset):
         raise ValueError(f"{what}={n} must be in [1, {len(dataset)}] (the size of the split)")
     return Subset(dataset, range(n))
+
+
+def add_head_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the linear head (Appendix A.3) and of the splits it is trained/tested on."""
+    parser.add_argument("--epochs", type=int, default=25, help="head epochs (paper: 25)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="head learning rate (default: 0.1 CIFAR-10, 10.0 CIFAR-100/STL-10)")
+    parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--test-n", type=int, default=None, help="use the first N test images")
+    parser.add_argument("--cache-features", action="store_true",
+                        help="SLF fast path: features computed once, no augmentation")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing results")
+
+
+def refuse_overwrite(path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
+
+
+def evaluation_splits(args: argparse.Namespace, spec):
+    """(train, test) datasets in [0, 1], cut to --train-n / --test-n."""
+    from solo_ncp.data import build_dataset
+
+    train = build_dataset(spec.name, "train", data_dir=args.data_dir)
+    test = build_dataset(spec.name, "test", data_dir=args.data_dir)
+    return first(train, args.train_n, "--train-n"), first(test, args.test_n, "--test-n")
+
+
+def train_head(args: argparse.Namespace, encoder, spec, train_set, mode: str = "slf", **attack):
+    """The SLF/ALF linear head on the frozen encoder; returns (head, its LinearEvalConfig)."""
+    from solo_ncp.eval import LinearEvalConfig, lr_for_dataset, train_linear_head
+
+    cfg = LinearEvalConfig(epochs=args.epochs, batch_size=args.batch_size, mode=mode,
+                           lr=args.lr if args.lr is not None else lr_for_dataset(spec.name),
+                           seed=args.seed, **attack)
+    head = train_linear_head(encoder.model, train_set, spec.num_classes, cfg,
+                             device=device_of(args), cache_features=args.cache_features)
+    return head, cfg

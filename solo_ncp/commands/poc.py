@@ -3,24 +3,26 @@ cluster (Appendix A.1) on the frozen stage-1 encoder with an SLF head."""
 import argparse
 from pathlib import Path
 
-from solo_ncp.commands._encoder import add_encoder_arguments, device_of, first, load_args_encoder
+from solo_ncp.commands._encoder import (
+    add_encoder_arguments,
+    add_head_arguments,
+    device_of,
+    evaluation_splits,
+    load_args_encoder,
+    refuse_overwrite,
+    train_head,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
+    add_head_arguments(parser)
     parser.add_argument("--k", type=int, required=True, help="clusters of the training features")
     parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid")
     parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
     parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
     parser.add_argument("--alpha", type=float, default=2 / 255, help="PGD step in [0, 1] units")
     parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr")
-    parser.add_argument("--epochs", type=int, default=25, help="SLF epochs of the head")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--test-n", type=int, default=None, help="use the first N test images")
-    parser.add_argument("--cache-features", action="store_true",
-                        help="SLF fast path: features computed once, no augmentation")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing results")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,29 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import spherical_kmeans
-    from solo_ncp.data import build_dataset, get_spec
-    from solo_ncp.eval import (
-        LinearEvalConfig,
-        extract_features,
-        format_poc_table,
-        lr_for_dataset,
-        poc_table,
-        train_linear_head,
-    )
+    from solo_ncp.data import get_spec
+    from solo_ncp.eval import extract_features, format_poc_table, poc_table
     from solo_ncp.io import atomic_write_json, atomic_write_text, file_sha256
 
     out = Path(args.out)
-    if (out / "poc.json").exists() and not args.overwrite:
-        raise ValueError(f"{out / 'poc.json'} exists: pass --overwrite or choose another --out")
+    refuse_overwrite(out / "poc.json", args.overwrite)
     spec = get_spec(args.dataset)
     device = device_of(args)
     encoder = load_args_encoder(args)
-    train_set = first(build_dataset(spec.name, "train", data_dir=args.data_dir), args.train_n, "--train-n")
-    test_set = first(build_dataset(spec.name, "test", data_dir=args.data_dir), args.test_n, "--test-n")
-    cfg = LinearEvalConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                           lr=args.lr if args.lr is not None else lr_for_dataset(spec.name))
-    head = train_linear_head(encoder.model, train_set, spec.num_classes, cfg, device=device,
-                             cache_features=args.cache_features)
+    train_set, test_set = evaluation_splits(args, spec)
+    head, _ = train_head(args, encoder, spec, train_set)
     features, _ = extract_features(encoder.model, DataLoader(train_set, batch_size=args.batch_size),
                                    device=device)
     clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)

@@ -1,0 +1,83 @@
+"""Choose the number of clusters K by the cosine silhouette (the paper's Fig. 2 procedure)."""
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Union
+
+from solo_ncp.io import atomic_write, atomic_write_json, atomic_write_text
+from .kmeans import spherical_kmeans
+from .silhouette import cosine_silhouette
+from .validation import ArrayLike, check_features
+
+PathLike = Union[str, os.PathLike]
+
+
+def sweep_k(
+    features: ArrayLike,
+    ks: Iterable[int],
+    *,
+    seed: int = 0,
+    backend: str = "auto",
+    progress: bool = True,
+) -> Dict[int, float]:
+    """Silhouette score of a spherical k-means clustering of features (N, D) for every K in ks.
+
+    Returns {K: mean cosine silhouette}, in the order of ks.
+    """
+    from tqdm.auto import tqdm
+
+    x = check_features(features)
+    ks = [int(k) for k in ks]
+    if not ks:
+        raise ValueError(
+            "ks is empty: pass at least one number of clusters, e.g. range(10, 301, 5)"
+        )
+    scores: Dict[int, float] = {}
+    for k in tqdm(ks, desc="silhouette over K", unit="K", disable=not progress):
+        result = spherical_kmeans(x, k, seed=seed, backend=backend)
+        scores[k] = cosine_silhouette(x, result.labels)
+    return scores
+
+
+def best_k(scores: Dict[int, float]) -> int:
+    """The K with the highest silhouette (the smallest such K on ties)."""
+    if not scores:
+        raise ValueError("scores is empty: run sweep_k over at least one K first")
+    return max(sorted(scores), key=lambda k: scores[k])
+
+
+def _plot_scores(scores: Dict[int, float], best: int, path: Path) -> None:
+    """Write the silhouette-vs-K curve with the best K marked as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ks = sorted(scores)
+    figure = Figure(figsize=(5, 3.5), dpi=150)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(ks, [scores[k] for k in ks], marker="o", markersize=3)
+    axes.axvline(best, color="tab:red", linestyle="--", linewidth=1)
+    axes.plot(
+        [best], [scores[best]], marker="*", markersize=12, color="tab:red", label=f"best K = {best}"
+    )
+    axes.set_xlabel("number of clusters K")
+    axes.set_ylabel("silhouette score")
+    axes.legend()
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def write_k_selection(scores: Dict[int, float], out_dir: PathLike) -> dict:
+    """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir.
+
+    Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}}.
+    """
+    best = best_k(scores)
+    out_dir = Path(out_dir)
+    ks = sorted(scores)
+    rows = "".join(f"{k},{scores[k]:.8f}\n" for k in ks)
+    atomic_write_text(out_dir / "silhouette.csv", "k,silhouette\n" + rows)
+    _plot_scores(scores, best, out_dir / "silhouette.png")
+    selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}}
+    atomic_write_json(out_dir / "k.json", selection)
+    return selection
