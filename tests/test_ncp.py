@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from solo_ncp.attacks import ncp_objective
-from solo_ncp.models import CheckpointError, load_encoder
+from solo_ncp.models import load_encoder
 from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint, split_state_dict
 from solo_ncp.eval.features import eval_mode
 from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn

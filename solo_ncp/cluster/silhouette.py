@@ -7,7 +7,6 @@ scikit-learn. Sums and dot products are accumulated in float64.
 """
 
 import torch
-import torch.nn.functional as F
 
 from .validation import ArrayLike, check_features, check_labels
 
