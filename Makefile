@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test demo clean-venv
+.PHONY: venv test demo clean-venv test-solo-main
 
 venv:
 	scripts/setup_env.sh $(VENV)
@@ -15,3 +15,12 @@ demo: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The same suite on the second host, solo-learn main with Lightning 2, in its own venv.
+# SOLO_LEARN_MAIN: what pip installs as solo-learn (a wheel path or this pip URL).
+SOLO_LEARN_MAIN ?= solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3
+VENV_MAIN ?= .venv-solo-main
+
+test-solo-main:
+	SOLO_LEARN_MAIN="$(SOLO_LEARN_MAIN)" scripts/setup_env_main.sh $(VENV_MAIN)
+	SOLO_NCP_OTHER_PYTHON=$(abspath $(VENV))/bin/python $(VENV_MAIN)/bin/python -m pytest -q

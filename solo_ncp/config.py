@@ -3,8 +3,9 @@
 A config file is a YAML dict with solo-learn main's top-level keys (`name`, `method`, `backbone`,
 `method_kwargs`, `data`, `augmentations`, `optimizer`, `scheduler`, `checkpoint`, `auto_resume`,
 `max_epochs`, `devices`, `accelerator`, `strategy`, `precision`, `seed`), plus two optional keys
-of solo-ncp under `data`: `subset` (use a fixed random subset of that many training images) and
-`val` (validate the online classifier on the test split; default true).
+of solo-ncp under `data`: `subset` (use a fixed random subset of that many training images, drawn
+with `subset_seed`, default 0) and `val` (validate the online classifier on the test split;
+default true).
 
 Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 
@@ -21,7 +22,16 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | scheduler.name / warmup_epochs / ...     | scheduler / warmup_epochs / warmup_start_lr / min_lr / lr_decay_steps |
 | augmentations[i].num_crops, crop_size    | num_large_crops / num_small_crops      |
 | method_kwargs.*                          | the method's own keyword arguments     |
+| scheduler.interval                       | must be "epoch" (1.0.2 steps per epoch) |
+
+Under solo-learn main the config is the method's `cfg` itself (`to_solo_main_cfg`): a copy
+completed as main's `parse_cfg` completes it (`data.num_classes`, crop counts, optimizer kwargs
+defaults), except that learning rates are used as written (main_pretrain.py multiplies them by
+batch_size * devices / 256: the same for the zoo configs' batch of 256 on one device) and that
+`scheduler.interval` defaults to "epoch", as on 1.0.2 (main_pretrain.py's default is "step").
+`backbone.kwargs.cifar` is read by solo-ncp (see `solo_ncp.methods.main_host`).
 """
+import copy
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -125,6 +135,11 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
     exclude = opt_kwargs.pop("exclude_bias_n_norm", False)
     extra.update(opt_kwargs)
     decay_steps: List = _plain(sched.get("lr_decay_steps"))
+    if sched.get("interval", "epoch") != "epoch":
+        raise ConfigError(
+            f"scheduler.interval={sched.interval!r}: solo-learn 1.0.2 steps its scheduler once "
+            "an epoch; remove the key or set it to epoch"
+        )
     return dict(
         encoder=cfg.backbone.name,
         backbone_args={
@@ -153,6 +168,30 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
         num_small_crops=num_crops[1],
         **(_plain(cfg.get("method_kwargs")) or {}),
     )
+
+
+MAIN_OPTIMIZER_DEFAULTS = {
+    "sgd": {"momentum": 0.9},
+    "lars": {"momentum": 0.9, "eta": 1e-3, "clip_lr": False, "exclude_bias_n_norm": False},
+    "adamw": {"betas": [0.9, 0.999]},
+}
+
+
+def to_solo_main_cfg(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0),
+                     **method_kwargs) -> DictConfig:
+    """The `cfg` of a solo-learn main method class (see the module's docstring); `method_kwargs`
+    are merged into `cfg.method_kwargs`. `cfg` itself is left as it is."""
+    spec = get_spec(cfg.data.dataset)
+    out = copy.deepcopy(cfg)
+    out.data.num_classes = spec.num_classes
+    out.data.num_large_crops, out.data.num_small_crops = num_crops
+    opt_kwargs = _plain(out.optimizer.get("kwargs")) or {}
+    out.optimizer.kwargs = {**MAIN_OPTIMIZER_DEFAULTS.get(out.optimizer.name, {}), **opt_kwargs}
+    out.optimizer.classifier_lr = float(out.optimizer.get("classifier_lr", 0.1))
+    out.optimizer.weight_decay = float(out.optimizer.get("weight_decay", 1e-4))
+    out.scheduler = {"name": "none", "interval": "epoch", **(_plain(out.get("scheduler")) or {})}
+    out.method_kwargs = {**(_plain(out.get("method_kwargs")) or {}), **method_kwargs}
+    return out
 
 
 def lightning_precision(cfg: DictConfig):

@@ -17,6 +17,7 @@ from solo_ncp.data import (
     weak_augmentation,
 )
 from tests.conftest import needs_fashion_mnist
+from tests.test_two_hosts import only_solo_102
 
 
 def _check_split(dataset, size, num_classes):
@@ -99,6 +100,7 @@ def test_weak_augmentation_keeps_size_and_range():
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
+@only_solo_102  # solo-learn 1.0.2's transforms; both hosts: test_two_hosts
 def test_simclr_transform_records_its_normalisation(name):
     spec = get_spec(name)
     pipeline = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, color_jitter_prob=0.8,

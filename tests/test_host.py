@@ -6,6 +6,7 @@ import pytest
 import solo_ncp
 from solo_ncp import _host
 from solo_ncp.methods import solo_ncp_methods
+from tests.test_two_hosts import only_solo_102
 
 CORE = ("cluster", "attacks", "eval", "models", "data", "ncp")
 FRAMEWORKS = ("pytorch_lightning", "lightning", "solo", "omegaconf")
@@ -19,6 +20,7 @@ def test_import_registers_methods_into_solo_learn():
     assert all(METHODS[name] is cls for name, cls in ours.items())
 
 
+@only_solo_102
 @pytest.mark.parametrize(
     "versions, message",
     [

@@ -22,6 +22,7 @@ from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import Stage2Config, adversarial_examples, cluster_epoch, gather_rows, stage2_step
 from tests.conftest import train_stage2
 from tests.test_dual_bn import tiny_cnn
+from tests.test_two_hosts import ENCODER_PREFIX
 
 
 def tiny_student():
@@ -93,7 +94,7 @@ def test_one_ncp_epoch_clusters_trains_the_student_and_keeps_the_teacher(digits_
     teacher = split_state_dict(ckpt, "teacher.backbone.")
     assert teacher.keys() == stage1.keys()
     assert all(torch.equal(teacher[k], stage1[k]) for k in stage1)  # bit-identical
-    student = split_state_dict(ckpt, "encoder.")
+    student = split_state_dict(ckpt, ENCODER_PREFIX)
     assert not torch.equal(student["conv1.weight"], stage1["conv1.weight"])
     assert "bn1.adv.running_mean" in student and "bn1.clean.running_mean" in student
     centroids = ckpt["state_dict"]["centroids"]
@@ -146,8 +147,8 @@ def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, dig
     for key in killed["state_dict"]:
         if key.startswith("teacher."):
             assert torch.equal(final["state_dict"][key], killed["state_dict"][key])
-    assert not torch.equal(final["state_dict"]["encoder.conv1.weight"],
-                           killed["state_dict"]["encoder.conv1.weight"])
+    conv1 = ENCODER_PREFIX + "conv1.weight"
+    assert not torch.equal(final["state_dict"][conv1], killed["state_dict"][conv1])
 
 
 def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simclr_ckpt):
@@ -188,7 +189,7 @@ def test_bad_stage2_input_is_one_clear_error(tmp_path, digits_simclr_ckpt, capsy
 def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path, digits_simclr_ckpt, capsys, monkeypatch):
     """A loss that turns NaN in the second epoch (fault injected into the real step) stops the
     run with one clear error and leaves the first epoch's checkpoint in place."""
-    import solo_ncp.methods.ncp as ncp_method
+    import solo_ncp.methods.stage2_hooks as ncp_method
 
     calls = []
     real_step = ncp_method.stage2_step

@@ -6,11 +6,13 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from solo_ncp.data import build_dataset, get_spec, simclr_transform
+from solo_ncp.config import load_config
+from solo_ncp.data import build_dataset, get_spec, normalization_of
+from solo_ncp.launch.compat import pretrain_transform
 from solo_ncp.launch.trainer import LAST
 from solo_ncp.models import BackboneSpec, CheckpointError, build_backbone, load_encoder
 from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint
-from tests.conftest import pretrain
+from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain
 
 
 def test_pretrain_writes_a_safe_loadable_checkpoint(digits_simclr_ckpt):
@@ -34,11 +36,8 @@ def test_pretrain_writes_a_safe_loadable_checkpoint(digits_simclr_ckpt):
 
 def test_stage1_encoder_same_features_through_transform_or_model_normalisation(digits_simclr_ckpt):
     """solo-learn normalises in the transform; later stages put Normalize in the model."""
-    spec = get_spec("digits")
-    pipeline = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, crop_size=8,
-                    num_crops=1)
-    solo_normalize = simclr_transform(spec, (pipeline,)).transforms[0].transform.transform.transforms[-1]
-    assert isinstance(solo_normalize, transforms.Normalize)
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
+    solo_normalize = transforms.Normalize(**normalization_of(pretrain_transform(cfg)))
     images = torch.stack([build_dataset("digits", "test")[i][0] for i in range(16)])
 
     raw = build_backbone(BackboneSpec()).eval()

@@ -1,4 +1,4 @@
-"""`solo-ncp pretrain`: stage 1, a solo-learn method (SimCLR) through a Lightning 1.9 Trainer."""
+"""`solo-ncp pretrain`: stage 1, a solo-learn method (SimCLR) through the host's Lightning Trainer."""
 import argparse
 
 from solo_ncp.config import augmentation_pipelines, crop_counts, load_config, select
@@ -11,19 +11,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pytorch_lightning as pl
     from torchvision import transforms
 
-    from solo_ncp.data import IndexedDataset, get_spec, normalization_of, simclr_transform
+    from solo_ncp.data import IndexedDataset, get_spec, normalization_of
+    from solo_ncp.launch.compat import pretrain_transform, seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import backbone_meta, build_method
     from solo_ncp.launch.trainer import fit
 
     cfg = load_config(args.config, args.overrides)
-    pl.seed_everything(int(cfg.get("seed", 5)), workers=True)
+    seed_everything(int(cfg.get("seed", 5)), workers=True)
     spec = get_spec(cfg.data.dataset)
     pipelines = augmentation_pipelines(cfg)
-    transform = simclr_transform(spec, pipelines)
+    transform = pretrain_transform(cfg)
     normalization = normalization_of(transform)
     train_set = IndexedDataset(config_dataset(cfg, "pretrain", transform))
     val_set = None

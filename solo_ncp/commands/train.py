@@ -24,10 +24,9 @@ def weak_augmentation_of(cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    import pytorch_lightning as pl
-
     from solo_ncp.data import IndexedDataset, get_spec
     from solo_ncp.io import file_sha256
+    from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import backbone_meta, build_method
     from solo_ncp.launch.trainer import fit
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
-    pl.seed_everything(int(cfg.get("seed", 5)), workers=True)
+    seed_everything(int(cfg.get("seed", 5)), workers=True)
     spec = get_spec(cfg.data.dataset)
     train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
     cluster_set = config_dataset(cfg, "pretrain", None)

@@ -1,17 +1,22 @@
-"""The Lightning 1.9 Trainer every solo-ncp launcher uses: run folder, CSV logs, atomic
-checkpoints carrying solo-ncp's metadata, and resume from `last.ckpt`."""
+"""The Lightning Trainer (1.9 or 2, the host's, see `compat`) every solo-ncp launcher uses: run
+folder, CSV logs, atomic checkpoints carrying solo-ncp's metadata, and resume from `last.ckpt`."""
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.plugins import TorchCheckpointIO
 
 from solo_ncp.config import ConfigError, lightning_precision, select
 from solo_ncp.io import atomic_torch_save, atomic_write_text
+from solo_ncp.launch.compat import (
+    NO_STRATEGY,
+    Callback,
+    CSVLogger,
+    ModelCheckpoint,
+    TorchCheckpointIO,
+    Trainer,
+    trainer_precision,
+)
 from solo_ncp.models.checkpoint import META_KEY
 
 LAST = "last.ckpt"
@@ -69,9 +74,8 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     """A Trainer writing `last.ckpt` every `checkpoint.frequency` epochs into `folder`."""
     accelerator, devices = accelerator_and_devices(cfg)
     n_devices = len(devices) if isinstance(devices, list) else devices
-    precision = lightning_precision(cfg)
-    if accelerator == "cpu" or not torch.cuda.is_available():
-        precision = 32 if precision == 16 else precision
+    cuda = accelerator != "cpu" and torch.cuda.is_available()
+    precision = trainer_precision(lightning_precision(cfg), cuda)
     checkpoint = ModelCheckpoint(
         dirpath=str(folder),
         save_last=True,
@@ -79,11 +83,11 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         every_n_epochs=int(select(cfg, "checkpoint.frequency", 1)),
     )
     multi = isinstance(n_devices, int) and n_devices > 1
-    return pl.Trainer(
+    return Trainer(
         max_epochs=int(cfg.max_epochs),
         accelerator=accelerator,
         devices=devices,
-        strategy=cfg.get("strategy") if multi else None,
+        strategy=(cfg.get("strategy") or NO_STRATEGY) if multi else NO_STRATEGY,
         sync_batchnorm=bool(cfg.get("sync_batchnorm", False)) and multi,
         precision=precision,
         logger=CSVLogger(save_dir=str(folder), name="logs"),  # logs/version_<attempt>

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Create or update a second virtual environment with solo-learn's GitHub main on Lightning 2,
+# the host of existing solo-learn users (see docs/existing-solo-learn-users.md).
+#
+#   usage: SOLO_LEARN_MAIN=<wheel path or pip URL> scripts/setup_env_main.sh [VENV_DIR]
+#          (default VENV_DIR: .venv-solo-main)
+#
+# SOLO_LEARN_MAIN is what pip installs as solo-learn, e.g.
+#   "solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3"   (needs GitHub)
+#   ../shared/wheels/solo_learn-1.0.6-py3-none-any.whl                  (that commit as a wheel)
+# solo-learn main's setup.py imports pkg_resources and its requirements pin nothing we can use
+# as is: it goes in with --no-deps --no-build-isolation after one pip command that resolves the
+# whole runtime stack (torch 2.14.1 needs setuptools>=77.0.3; pkg_resources is gone in 81).
+# A stamp file makes re-runs a no-op until this script, setup.py or SOLO_LEARN_MAIN changes.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${1:-$here/.venv-solo-main}
+py=${PYTHON:-python3}
+source=${SOLO_LEARN_MAIN:-}
+if [ -z "$source" ]; then
+    echo "[setup-main] ERROR: set SOLO_LEARN_MAIN to a solo-learn main wheel or to" \
+         "\"solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3\"" >&2
+    exit 2
+fi
+case "$source" in
+    *.whl)
+        if [ ! -f "$source" ]; then
+            echo "[setup-main] ERROR: SOLO_LEARN_MAIN=$source: no such wheel" >&2
+            exit 2
+        fi
+        source=$(cd "$(dirname "$source")" && pwd)/$(basename "$source") ;;
+esac
+stamp="$venv/.solo-ncp-stamp"
+want=$( (cat "$here/scripts/setup_env_main.sh" "$here/setup.py"; echo "$source") | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1 lightning==2.1.2 "torchmetrics>=0.6,<0.12" \
+    "setuptools>=77.0.3,<81" hydra-core omegaconf einops timm scipy scikit-learn tqdm \
+    matplotlib pyautoattack pytest
+"${pip[@]}" --no-deps --no-build-isolation "$source"
+"${pip[@]}" --no-deps -e "$here"
+got=$("$venv/bin/python" -c "import torch; print(torch.__version__)")
+case "$got" in
+    2.14.1*) ;;
+    *) echo "[setup-main] ERROR: expected torch 2.14.1 in $venv, pip installed $got; remove $venv and re-run" >&2
+       exit 1 ;;
+esac
+"$venv/bin/python" -c "import solo.methods, lightning.pytorch" || {
+    echo "[setup-main] ERROR: solo-learn main does not import in $venv (see above)" >&2
+    exit 1
+}
+echo "$want" > "$stamp"
+echo "[setup-main] $venv ready (torch $got, solo-learn from $SOLO_LEARN_MAIN)"

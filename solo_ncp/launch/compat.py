@@ -1,0 +1,55 @@
+"""What differs between the two hosts (see `solo_ncp._host`) for solo-ncp's launchers: the
+Lightning under one set of names (`pytorch_lightning` 1.9 beside solo-learn 1.0.2,
+`lightning.pytorch` 2 beside solo-learn main), the Trainer values the two spell differently
+(`precision`, "no strategy"), and solo-learn's stage-1 transform.
+"""
+import importlib
+
+from omegaconf import DictConfig, OmegaConf
+
+from solo_ncp._host import current_host
+
+HOST = current_host()
+pl = importlib.import_module(HOST.lightning)
+Callback = pl.Callback
+Trainer = pl.Trainer
+seed_everything = pl.seed_everything
+ModelCheckpoint = importlib.import_module(f"{HOST.lightning}.callbacks").ModelCheckpoint
+CSVLogger = importlib.import_module(f"{HOST.lightning}.loggers").CSVLogger
+TorchCheckpointIO = importlib.import_module(f"{HOST.lightning}.plugins").TorchCheckpointIO
+
+LIGHTNING_2_PRECISION = {16: "16-mixed", 32: "32-true", "bf16": "bf16-mixed"}
+NO_STRATEGY = "auto" if HOST.is_main else None
+
+
+def trainer_precision(precision_19, cuda: bool):
+    """The host Trainer's spelling of a precision given in Lightning 1.9's form (16, 32, "bf16",
+    see `solo_ncp.config.lightning_precision`); 16-bit falls back to 32 bits without CUDA."""
+    precision = 32 if precision_19 == 16 and not cuda else precision_19
+    return LIGHTNING_2_PRECISION[precision] if HOST.is_main else precision
+
+
+def pretrain_transform(cfg: DictConfig):
+    """Stage 1's multi-crop transform, built by the installed solo-learn from `cfg.augmentations`:
+    PIL image -> list of normalised crops. Datasets solo-learn main has no statistics for get
+    solo-ncp's (`augmentations[i].mean/std` when given)."""
+    from solo_ncp.data import get_spec
+
+    spec = get_spec(cfg.data.dataset)
+    if not HOST.is_main:
+        from solo_ncp.config import augmentation_pipelines
+        from solo_ncp.data import simclr_transform
+
+        return simclr_transform(spec, augmentation_pipelines(cfg))
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        build_transform_pipeline,
+    )
+
+    stats = {"mean": list(spec.mean), "std": list(spec.std)}
+    return FullTransformPipeline([
+        NCropAugmentation(build_transform_pipeline(spec.name, OmegaConf.merge(stats, aug)),
+                          int(aug.num_crops))
+        for aug in cfg.augmentations
+    ])

@@ -1,0 +1,330 @@
+"""What solo-ncp's stage-2 methods (`ncp`, `deacl`) are on every host: their options, one table read
+as keyword arguments (solo-learn 1.0.2) or as `cfg.method_kwargs` (solo-learn main), and the
+bodies of their Lightning hooks, spelled the same in Lightning 1.9 and 2.
+
+The host adapters (`ncp.py`, `ncp_main.py`) only pick the base class, read the options and say
+where their BaseMethod keeps the encoder; the stage-2 algorithm itself is `solo_ncp.ncp`.
+"""
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from solo.utils.metrics import accuracy_at_k
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+
+from solo_ncp.attacks import nearest_centroids
+from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.data.registry import DATASETS
+from solo_ncp.eval.features import extract_features
+from solo_ncp.io import file_sha256
+from solo_ncp.models.backbones import BackboneSpec, features_dim
+from solo_ncp.models.checkpoint import META_KEY
+from solo_ncp.models.normalize import Normalize
+from solo_ncp.ncp import (
+    Stage2Config,
+    cluster_epoch,
+    gather_rows,
+    init_student,
+    load_teacher,
+    resolve_k,
+    stage2_step,
+)
+from solo_ncp.ncp.step import ASSIGNMENTS
+
+CLUSTER_FEATURES = ("full_pass", "memory_bank")
+KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One stage-2 option: `method_kwargs.<name>` in a config, `--<name>` on solo-learn 1.0.2's
+    command line (booleans: `--<name>` when off by default, `--no_<name>` when on; dicts: config
+    files only)."""
+
+    name: str
+    type: type
+    default: Any = None
+    choices: Tuple[str, ...] = ()
+    required: bool = False
+
+
+OPTIONS = (
+    Option("teacher_ckpt", str, required=True),
+    Option("k", int),
+    Option("k_file", str),
+    Option("lam", float, 6.0),
+    Option("eps", float, 8 / 255),
+    Option("alpha", float, 2 / 255),
+    Option("pgd_steps", int, 5),
+    Option("strategy", str, "iii", NCP_STRATEGIES),
+    Option("neighbor_rank", int, 2),
+    Option("assign", str, "nearest", ASSIGNMENTS),
+    Option("cluster_every", int, 1),
+    Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
+    Option("kmeans_max_iter", int, 100),
+    Option("kmeans_backend", str, "auto", KMEANS_BACKENDS),
+    Option("kmeans_seed", int, 0),
+    Option("dual_bn", bool, True),
+    Option("normalization", dict),
+    Option("trust_teacher", bool, False),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+
+
+def add_arguments(group) -> None:
+    """The options as solo-learn 1.0.2's argparse arguments (`add_model_specific_args`)."""
+    for o in OPTIONS:
+        if o.type is bool:
+            flag = f"--no_{o.name}" if o.default else f"--{o.name}"
+            group.add_argument(flag, dest=o.name, action="store_false" if o.default else "store_true")
+        elif o.type is not dict:
+            group.add_argument(f"--{o.name}", type=o.type, default=o.default, required=o.required,
+                               choices=o.choices or None)
+
+
+def take_options(values: Dict) -> Dict[str, Any]:
+    """Pops every stage-2 option out of `values` (defaults for the absent ones) and checks them."""
+    options = {o.name: values.pop(o.name, o.default) for o in OPTIONS}
+    for o in OPTIONS:
+        value = options[o.name]
+        if o.required and value is None:
+            raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
+        if o.choices and value not in o.choices:
+            raise ValueError(f"{o.name}={value!r} is not one of {', '.join(o.choices)}")
+    if options["cluster_every"] < 1:
+        raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
+    return options
+
+
+def input_normalization(loader: Any) -> Optional[Dict[str, Tuple[float, ...]]]:
+    """mean/std of the `transforms.Normalize` that a loader's images go through, found through
+    dataset wrappers (solo-learn main's own pipelines normalise); None when none is found, i.e.
+    the images arrive as [0, 1] pixels (solo-ncp's loaders)."""
+    stack, seen = [loader], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, transforms.Normalize):
+            return {"mean": tuple(float(m) for m in node.mean),
+                    "std": tuple(float(s) for s in node.std)}
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        else:
+            stack.extend(getattr(node, attr, None)
+                         for attr in ("loaders", "dataset", "datasets", "transform", "transforms"))
+    return None
+
+
+def to_pixels(X, normalization: Mapping[str, Sequence[float]]):
+    """Undoes `Normalize(mean, std)` on a (B, C, H, W) batch or a list of crops: [0, 1] pixels."""
+    if isinstance(X, (list, tuple)):
+        return [to_pixels(x, normalization) for x in X]
+    mean = X.new_tensor(normalization["mean"]).view(1, -1, 1, 1)
+    std = X.new_tensor(normalization["std"]).view(1, -1, 1, 1)
+    return (X * std + mean).clamp_(0, 1)
+
+
+class Stage2Hooks:
+    """Stage 2 of NCP-ACL: f2 (dual BN) from a frozen stage-1 teacher f1, PGD toward the
+    neighbouring cluster, spherical k-means of the whole training set every `cluster_every` epochs.
+
+    A mixin placed before the host's `BaseMethod`: the adapter sets `backbone_attr` (the attribute
+    holding its BaseMethod's encoder) and calls `setup_stage2` once its BaseMethod is built. Images
+    reach the hooks as [0, 1] pixels (normalisation is the model's first layer); batches a loader
+    normalised (solo-learn main's pipelines) are mapped back first.
+    """
+
+    perturbation = "ncp"
+    backbone_attr = "encoder"
+
+    def setup_stage2(self, spec: BackboneSpec, options: Mapping[str, Any],
+                     dataset: Optional[str] = None) -> None:
+        """Loads the teacher into a frozen f1 and f2's initial weights; options: `take_options`'s.
+        A teacher checkpoint without solo-ncp metadata is normalised with `options["normalization"]`,
+        else with solo-ncp's statistics of `dataset`."""
+        self.stage2 = Stage2Config(
+            perturbation=self.perturbation, strategy=options["strategy"],
+            neighbor_rank=options["neighbor_rank"], lam=options["lam"], eps=options["eps"],
+            alpha=options["alpha"], steps=options["pgd_steps"], assign=options["assign"],
+        )
+        normalization = options["normalization"]
+        if normalization is None and dataset in DATASETS:
+            normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
+        teacher = load_teacher(options["teacher_ckpt"], spec, normalization=normalization,
+                               trust=options["trust_teacher"])
+        init_student(self.student_backbone, teacher, options["dual_bn"])
+        self.teacher = teacher.model
+        self.normalize = Normalize(teacher.normalization["mean"], teacher.normalization["std"])
+        self.normalization = teacher.normalization
+        self.backbone_spec = spec
+        self.dataset_name = dataset
+        self.teacher_file = {"path": str(options["teacher_ckpt"]),
+                             "sha256": file_sha256(options["teacher_ckpt"])}
+        self.dual_bn = options["dual_bn"]
+        self.cluster_every = options["cluster_every"]
+        self.cluster_features = options["cluster_features"]
+        self.kmeans = dict(max_iter=options["kmeans_max_iter"], backend=options["kmeans_backend"])
+        self.kmeans_seed = options["kmeans_seed"]
+        self.k = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else 0
+        self.register_buffer("centroids", torch.zeros(self.k, features_dim(self.student_backbone)))
+        self.register_buffer("clustered_epoch", torch.tensor(-1))
+        self.cluster_data: Optional[Dataset] = None
+        self.assigned: Optional[torch.Tensor] = None
+        self.bank: Optional[torch.Tensor] = None
+        self.input_normalization: Dict[str, Optional[Dict]] = {"train": None, "val": None}
+
+    @property
+    def student_backbone(self) -> nn.Module:
+        return getattr(self, self.backbone_attr)
+
+    @property
+    def uses_clusters(self) -> bool:
+        return self.perturbation == "ncp"
+
+    def set_cluster_data(self, dataset: Dataset, batch_size: int = 512, num_workers: int = 0):
+        """The training set without augmentation, (x in [0, 1], y) in the order of the training
+        loader's indices: what the per-epoch clustering encodes."""
+        self.cluster_data = dataset
+        self.cluster_loader_args = dict(batch_size=batch_size, num_workers=num_workers)
+
+    def student(self) -> nn.Module:
+        """f2 as one module (normalisation + encoder); built on the fly so nothing is registered
+        twice in the state dict."""
+        return nn.Sequential(self.normalize, self.student_backbone)
+
+    def stage2_forward(self, X: torch.Tensor) -> Dict[str, Any]:
+        """X (B, C, H, W) in [0, 1] -> {"logits", "feats"}: the host's forward."""
+        feats = self.student_backbone(self.normalize(X))
+        return {"logits": self.classifier(feats.detach()), "feats": feats}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        """solo-ncp's metadata of this run, as plain types (read by `solo_ncp.models.load_encoder`)."""
+        meta = {
+            "format": 1,
+            "method": self.perturbation,
+            "backbone": self.backbone_spec.to_dict(),
+            "normalization": {k: list(v) for k, v in self.normalization.items()},
+            "dual_bn": bool(self.dual_bn),
+            "k": int(self.k),
+            "teacher": dict(self.teacher_file),
+        }
+        if self.dataset_name:
+            meta["dataset"] = str(self.dataset_name)
+        return meta
+
+    def on_save_checkpoint(self, checkpoint: Dict) -> None:
+        """Keeps a launcher's metadata (its callback runs first), else adds the method's own, so a
+        checkpoint saved by any launcher (e.g. solo-learn main's main_pretrain.py) describes itself."""
+        checkpoint.setdefault(META_KEY, self.checkpoint_meta())
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.input_normalization["train"] = input_normalization(self.trainer.train_dataloader)
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        self.input_normalization["val"] = input_normalization(self.trainer.val_dataloaders)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training (index, X, y) and validation (X, y) batches, with X back in [0, 1] pixels."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        norm = self.input_normalization["train" if self.trainer.training else "val"]
+        if norm is None:
+            return batch
+        if self.trainer.training:
+            indexes, X, targets = batch
+            return indexes, to_pixels(X, norm), targets
+        X, targets = batch
+        return to_pixels(X, norm), targets
+
+    def _encode_training_set(self) -> torch.Tensor:
+        """f2 of every training image (eval mode, clean BN, no augmentation), gathered from all
+        ranks into (N, D)."""
+        if self.cluster_data is None:
+            raise ValueError("NCP needs set_cluster_data(dataset) before training (solo-ncp train does it)")
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        shard = torch.arange(rank, len(self.cluster_data), world)
+        loader = DataLoader(Subset(self.cluster_data, shard.tolist()), shuffle=False,
+                            **self.cluster_loader_args)
+        features, _ = extract_features(self.student(), loader, device=self.device,
+                                       progress=rank == 0)
+        return gather_rows(features.to(self.device), shard.to(self.device), len(self.cluster_data))
+
+    def on_train_epoch_start(self):
+        epoch = self.current_epoch
+        due = epoch % self.cluster_every == 0 or int(self.clustered_epoch) < 0
+        due = due or (self.stage2.assign == "index" and self.assigned is None)
+        if not self.uses_clusters or not due:
+            return
+        bank_ready = self.bank is not None and bool(self.bank_seen.all())
+        use_bank = self.cluster_features == "memory_bank" and bank_ready
+        start = time.perf_counter()
+        features = self.bank.clone() if use_bank else self._encode_training_set()
+        encode_time = time.perf_counter() - start
+        clusters = cluster_epoch(features, self.k, seed=self.kmeans_seed + epoch, **self.kmeans)
+        self.centroids.copy_(clusters.centroids)
+        self.clustered_epoch.fill_(epoch)
+        if self.stage2.assign == "index":
+            nbr = nearest_centroids(features, clusters.centroids, self.stage2.neighbor_rank).nbr_index
+            self.assigned = torch.stack([clusters.labels, nbr], dim=1)
+        stats = {**clusters.stats, "cluster_encode_time_s": encode_time,
+                 "cluster_from_bank": float(use_bank)}
+        self.log_dict(stats, on_epoch=True, on_step=False, rank_zero_only=True)
+
+    def _remember(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
+        """Memory bank: keep this step's clean eval-mode features for the next clustering."""
+        if self.bank is None:
+            n = len(self.cluster_data)
+            self.bank = features.new_zeros((n, features.shape[1]))
+            self.bank_seen = torch.zeros(n, dtype=torch.bool, device=features.device)
+        indexes, features = self.all_gather(indexes).flatten(0, -1), self.all_gather(features)
+        features = features.reshape(-1, features.shape[-1])
+        self.bank[indexes] = features
+        self.bank_seen[indexes] = True
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
+        """batch: (indexes (B,), X (B, C, H, W) in [0, 1] or a list of crops, the first used,
+        targets (B,)); returns the stage-2 loss plus the online classifier's cross-entropy."""
+        indexes, X, targets = batch
+        x = X[0] if isinstance(X, (list, tuple)) else X
+        assigned = self.assigned[indexes] if self.assigned is not None else None
+        out = stage2_step(self.student(), self.teacher, x, self.stage2,
+                          centroids=self.centroids if self.uses_clusters else None,
+                          assigned=assigned)
+        loss = out.losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"stage-2 loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{batch_idx}: training stopped, the last good checkpoint is kept. Lower "
+                "optimizer.lr or lam, or check the stage-1 checkpoint"
+            )
+        if self.cluster_features == "memory_bank":
+            self._remember(indexes, out.eval_features)
+        logits = self.classifier(out.eval_features)
+        class_loss = F.cross_entropy(logits, targets, ignore_index=-1)
+        acc1, acc5 = accuracy_at_k(logits, targets, top_k=(1, min(5, logits.size(1))))
+        metrics = {
+            "train_loss": loss,
+            "train_distill_loss": out.losses["distill"],
+            "train_robust_loss": out.losses["robust"],
+            "train_class_loss": class_loss,
+            "train_acc1": acc1,
+            "train_acc5": acc5,
+        }
+        if out.centroid_changed is not None:
+            metrics["train_adv_centroid_changed"] = out.centroid_changed
+        self.log_dict(metrics, on_epoch=True, sync_dist=True)
+        return loss + class_loss
