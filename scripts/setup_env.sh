@@ -11,10 +11,11 @@
 # A stamp file makes re-runs a no-op until this script or setup.py changes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/scripts/venv_lib.sh"
 venv=${1:-$here/.venv}
 py=${PYTHON:-python3}
 stamp="$venv/.solo-ncp-stamp"
-want=$(cat "$here/scripts/setup_env.sh" "$here/setup.py" | sha256sum | cut -d' ' -f1)
+want=$(cat "$here/scripts/setup_env.sh" "$here/scripts/venv_lib.sh" "$here/setup.py" | sha256sum | cut -d' ' -f1)
 
 install_fashion_mnist() {
     if [ -d /usr/share/datasets/fashion-mnist ]; then
@@ -39,11 +40,6 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     scipy tqdm pyautoattack pytest
 "${pip[@]}" --no-deps solo-learn==1.0.2 lightning-bolts==0.7.0
 "${pip[@]}" --no-deps -e "$here"
-got=$("$venv/bin/python" -c "import torch; print(torch.__version__)")
-case "$got" in
-    2.14.1*) ;;
-    *) echo "[setup] ERROR: expected torch 2.14.1 in $venv, pip installed $got; remove $venv and re-run" >&2
-       exit 1 ;;
-esac
+got=$(check_torch "$venv" setup)
 echo "$want" > "$stamp"
 echo "[setup] $venv ready (torch $got)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or update a second virtual environment with solo-learn's GitHub main on Lightning 2,
-# the host of existing solo-learn users (see docs/existing-solo-learn-users.md).
+# the host of existing solo-learn users (README: "Existing solo-learn users").
 #
 #   usage: SOLO_LEARN_MAIN=<wheel path or pip URL> scripts/setup_env_main.sh [VENV_DIR]
 #          (default VENV_DIR: .venv-solo-main)
@@ -14,6 +14,7 @@
 # A stamp file makes re-runs a no-op until this script, setup.py or SOLO_LEARN_MAIN changes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/scripts/venv_lib.sh"
 venv=${1:-$here/.venv-solo-main}
 py=${PYTHON:-python3}
 source=${SOLO_LEARN_MAIN:-}
@@ -31,7 +32,7 @@ case "$source" in
         source=$(cd "$(dirname "$source")" && pwd)/$(basename "$source") ;;
 esac
 stamp="$venv/.solo-ncp-stamp"
-want=$( (cat "$here/scripts/setup_env_main.sh" "$here/setup.py"; echo "$source") | sha256sum | cut -d' ' -f1)
+want=$( (cat "$here/scripts/setup_env_main.sh" "$here/scripts/venv_lib.sh" "$here/setup.py"; echo "$source") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -42,12 +43,7 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     matplotlib pyautoattack pytest
 "${pip[@]}" --no-deps --no-build-isolation "$source"
 "${pip[@]}" --no-deps -e "$here"
-got=$("$venv/bin/python" -c "import torch; print(torch.__version__)")
-case "$got" in
-    2.14.1*) ;;
-    *) echo "[setup-main] ERROR: expected torch 2.14.1 in $venv, pip installed $got; remove $venv and re-run" >&2
-       exit 1 ;;
-esac
+got=$(check_torch "$venv" setup-main)
 "$venv/bin/python" -c "import solo.methods, lightning.pytorch" || {
     echo "[setup-main] ERROR: solo-learn main does not import in $venv (see above)" >&2
     exit 1
