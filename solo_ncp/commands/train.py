@@ -25,10 +25,9 @@ def weak_augmentation_of(cfg):
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import IndexedDataset, get_spec
-    from solo_ncp.io import file_sha256
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
-    from solo_ncp.launch.methods import backbone_meta, build_method
+    from solo_ncp.launch.methods import build_method
     from solo_ncp.launch.trainer import fit
 
     cfg = load_config(args.config, args.overrides)
@@ -49,17 +48,7 @@ def run(args: argparse.Namespace) -> int:
             "lower method_kwargs.k"
         )
     model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size), int(select(cfg, "data.num_workers", 4)))
-    teacher = str(cfg.method_kwargs.teacher_ckpt)
-    meta = {
-        "format": 1,
-        "method": str(cfg.method),
-        "dataset": spec.name,
-        "backbone": backbone_meta(model),
-        "normalization": {k: list(v) for k, v in model.normalization.items()},
-        "dual_bn": bool(model.dual_bn),
-        "k": int(model.k),
-        "teacher": {"path": teacher, "sha256": file_sha256(teacher)},
-    }
+    meta = {**model.checkpoint_meta(), "dataset": spec.name}
     last = fit(cfg, model, train_set, val_set, meta, args.resume)
     print(f"[solo-ncp] stage-2 checkpoint: {last}")
     return 0
