@@ -250,18 +250,32 @@ class Stage2Hooks:
         X, targets = batch
         return to_pixels(X, norm), targets
 
-    def _encode_training_set(self) -> torch.Tensor:
-        """f2 of every training image (eval mode, clean BN, no augmentation), gathered from all
-        ranks into (N, D)."""
+    def _encode(self, indices: torch.Tensor) -> torch.Tensor:
+        """f2 of the training images `indices` (eval mode, clean BN, no augmentation), each rank
+        encoding a shard, gathered into (len(indices), D) on every rank."""
         if self.cluster_data is None:
             raise ValueError("NCP needs set_cluster_data(dataset) before training (solo-ncp train does it)")
         world, rank = self.trainer.world_size, self.trainer.global_rank
-        shard = torch.arange(rank, len(self.cluster_data), world)
+        shard = indices[rank::world]
         loader = DataLoader(Subset(self.cluster_data, shard.tolist()), shuffle=False,
                             **self.cluster_loader_args)
         features, _ = extract_features(self.student(), loader, device=self.device,
                                        progress=rank == 0)
-        return gather_rows(features.to(self.device), shard.to(self.device), len(self.cluster_data))
+        rows = gather_rows(features.to(self.device), shard.to(self.device), len(self.cluster_data))
+        return rows[indices.to(self.device)]
+
+    def _features_to_cluster(self) -> Tuple[torch.Tensor, float]:
+        """(N, D) features of the training set and the fraction taken from the memory bank. The
+        bank holds the clean features of the samples seen since the last clustering; the others
+        (a drop-last loader skips some every epoch) are encoded now."""
+        n = len(self.cluster_data)
+        if self.cluster_features != "memory_bank" or self.bank is None:
+            return self._encode(torch.arange(n)), 0.0
+        missing = (~self.bank_seen).nonzero().flatten()
+        features = self.bank.clone()
+        if len(missing):
+            features[missing] = self._encode(missing.cpu())
+        return features, 1.0 - len(missing) / n
 
     def on_train_epoch_start(self):
         epoch = self.current_epoch
@@ -269,11 +283,11 @@ class Stage2Hooks:
         due = due or (self.stage2.assign == "index" and self.assigned is None)
         if not self.uses_clusters or not due:
             return
-        bank_ready = self.bank is not None and bool(self.bank_seen.all())
-        use_bank = self.cluster_features == "memory_bank" and bank_ready
         start = time.perf_counter()
-        features = self.bank.clone() if use_bank else self._encode_training_set()
+        features, from_bank = self._features_to_cluster()
         encode_time = time.perf_counter() - start
+        if self.bank is not None:
+            self.bank_seen.zero_()
         clusters = cluster_epoch(features, self.k, seed=self.kmeans_seed + epoch, **self.kmeans)
         self.centroids.copy_(clusters.centroids)
         self.clustered_epoch.fill_(epoch)
@@ -281,7 +295,7 @@ class Stage2Hooks:
             nbr = nearest_centroids(features, clusters.centroids, self.stage2.neighbor_rank).nbr_index
             self.assigned = torch.stack([clusters.labels, nbr], dim=1)
         stats = {**clusters.stats, "cluster_encode_time_s": encode_time,
-                 "cluster_from_bank": float(use_bank)}
+                 "cluster_from_bank": from_bank}
         self.log_dict(stats, on_epoch=True, on_step=False, rank_zero_only=True)
 
     def _remember(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
