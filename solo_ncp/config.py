@@ -24,6 +24,10 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | method_kwargs.*                          | the method's own keyword arguments     |
 | scheduler.interval                       | must be "epoch" (1.0.2 steps per epoch) |
 
+`scheduler.warmup_epochs: 0` starts at `optimizer.lr`, as solo-learn main does. 1.0.2 passes
+`warmup_start_lr` to pl_bolts' `LinearWarmupCosineAnnealingLR`, whose chained cosine multiplies
+the previous lr: with no warmup it would hold `warmup_start_lr` (3e-5, or 0) for the whole run.
+
 Under solo-learn main the config is the method's `cfg` itself (`to_solo_main_cfg`): a copy
 completed as main's `parse_cfg` completes it (`data.num_classes`, crop counts, optimizer kwargs
 defaults), except that learning rates are used as written (main_pretrain.py multiplies them by
@@ -135,6 +139,13 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
     exclude = opt_kwargs.pop("exclude_bias_n_norm", False)
     extra.update(opt_kwargs)
     decay_steps: List = _plain(sched.get("lr_decay_steps"))
+    warmup_epochs = sched.get("warmup_epochs", 10)
+    if warmup_epochs != int(warmup_epochs):
+        raise ConfigError(
+            f"scheduler.warmup_epochs={warmup_epochs}: solo-learn 1.0.2 warms up in whole epochs: "
+            "use an integer"
+        )
+    warmup_epochs = int(warmup_epochs)
     if sched.get("interval", "epoch") != "epoch":
         raise ConfigError(
             f"scheduler.interval={sched.interval!r}: solo-learn 1.0.2 steps its scheduler once "
@@ -162,8 +173,8 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
         scheduler=sched.get("name", "none"),
         lr_decay_steps=decay_steps,
         min_lr=float(sched.get("min_lr", 0.0)),
-        warmup_start_lr=float(sched.get("warmup_start_lr", 3e-5)),
-        warmup_epochs=int(sched.get("warmup_epochs", 10)),
+        warmup_start_lr=float(opt.lr if warmup_epochs == 0 else sched.get("warmup_start_lr", 3e-5)),
+        warmup_epochs=warmup_epochs,
         num_large_crops=num_crops[0],
         num_small_crops=num_crops[1],
         **(_plain(cfg.get("method_kwargs")) or {}),

@@ -98,3 +98,35 @@ def test_bash_files_launch_existing_configs():
         for word in script.read_text().split():
             if word.startswith("zoo_configs/"):
                 assert (ZOO.parent / word).is_file(), f"{script} names missing {word}"
+
+
+@pytest.mark.parametrize("method", ["simclr", "ncp"])
+def test_no_warmup_starts_at_the_base_lr_and_follows_the_cosine(method, request):
+    """Both hosts: with scheduler.warmup_epochs=0 the lr of epoch e is lr * (1 + cos(pi e / E)) / 2.
+    (1.0.2 alone, unmended, holds warmup_start_lr for the whole run.)"""
+    import math
+
+    from solo_ncp.launch.methods import build_method
+
+    epochs, base = 4, 0.4
+    cfg = load_config(ZOO / f"fashionmnist/{method}.yaml", [
+        f"max_epochs={epochs}", f"optimizer.lr={base}", "scheduler.warmup_epochs=0",
+        "scheduler.warmup_start_lr=0.0", "scheduler.interval=epoch",
+        "data.dataset=digits", "augmentations.0.crop_size=8", "method_kwargs.k=5"])
+    if method == "ncp":
+        cfg.method_kwargs.teacher_ckpt = str(request.getfixturevalue("digits_simclr_ckpt"))
+    optimizers, schedulers = build_method(cfg).configure_optimizers()
+    scheduler = schedulers[0]["scheduler"] if isinstance(schedulers[0], dict) else schedulers[0]
+    seen = []
+    for _ in range(epochs):
+        seen.append(optimizers[0].param_groups[0]["lr"])
+        optimizers[0].step()
+        scheduler.step()
+    expected = [base * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+    assert seen == pytest.approx(expected, rel=1e-6)
+
+
+def test_fractional_warmup_is_refused_on_solo_learn_102():
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", ["scheduler.warmup_epochs=0.5"])
+    with pytest.raises(ConfigError, match="warmup_epochs=0.5.*integer"):
+        to_solo102_kwargs(cfg)

@@ -110,6 +110,10 @@ def test_one_ncp_epoch_clusters_trains_the_student_and_keeps_the_teacher(digits_
                 "cluster_encode_time_s", "cluster_objective", "cluster_size_min",
                 "cluster_size_median", "cluster_size_max", "train_adv_centroid_changed_epoch"):
         assert key in logged, key
+    # the first epoch runs at the config's lr (warmup_epochs=0), not at warmup_start_lr
+    lrs = {k: float(v) for row in _metrics(digits_ncp_ckpt.parent) for k, v in row.items()
+           if k.startswith("lr-") and v}
+    assert max(lrs.values()) == pytest.approx(0.5), lrs
 
 
 def test_ncp_checkpoint_loads_for_evaluation_through_either_branch(digits_ncp_ckpt):

@@ -14,7 +14,9 @@ pl = importlib.import_module(HOST.lightning)
 Callback = pl.Callback
 Trainer = pl.Trainer
 seed_everything = pl.seed_everything
-ModelCheckpoint = importlib.import_module(f"{HOST.lightning}.callbacks").ModelCheckpoint
+_callbacks = importlib.import_module(f"{HOST.lightning}.callbacks")
+ModelCheckpoint = _callbacks.ModelCheckpoint
+LearningRateMonitor = _callbacks.LearningRateMonitor
 CSVLogger = importlib.import_module(f"{HOST.lightning}.loggers").CSVLogger
 TorchCheckpointIO = importlib.import_module(f"{HOST.lightning}.plugins").TorchCheckpointIO
 

@@ -12,6 +12,7 @@ from solo_ncp.launch.compat import (
     NO_STRATEGY,
     Callback,
     CSVLogger,
+    LearningRateMonitor,
     ModelCheckpoint,
     TorchCheckpointIO,
     Trainer,
@@ -71,7 +72,8 @@ def accelerator_and_devices(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Callback] = ()):
-    """A Trainer writing `last.ckpt` every `checkpoint.frequency` epochs into `folder`."""
+    """A Trainer writing `last.ckpt` every `checkpoint.frequency` epochs into `folder` and the
+    learning rates of every epoch into the CSV log (`lr-<optimizer>` columns)."""
     accelerator, devices = accelerator_and_devices(cfg)
     n_devices = len(devices) if isinstance(devices, list) else devices
     cuda = accelerator != "cpu" and torch.cuda.is_available()
@@ -91,7 +93,7 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         sync_batchnorm=bool(cfg.get("sync_batchnorm", False)) and multi,
         precision=precision,
         logger=CSVLogger(save_dir=str(folder), name="logs"),  # logs/version_<attempt>
-        callbacks=[checkpoint, CheckpointMeta(meta), *callbacks],
+        callbacks=[checkpoint, CheckpointMeta(meta), LearningRateMonitor("epoch"), *callbacks],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=int(cfg.get("log_every_n_steps", 50)),
         num_sanity_val_steps=0,
