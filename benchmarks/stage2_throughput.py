@@ -1,0 +1,166 @@
+"""Stage-2 throughput: training images per second of one NCP-ACL / DeACL step, and the cost of the
+per-epoch clustering, on the CPU or a GPU.
+
+One step = the framework-free `solo_ncp.ncp.stage2_step` (f2 and f1 on the clean batch, 5-step
+PGD through the adversarial BN, Eq. 3 through both BN branches) + backward + SGD update, on a
+dual-BN ResNet-18 student and a frozen ResNet-18 teacher, with Fashion-MNIST images (padded to
+32 px for the CIFAR stem; digits when Debian's files are absent). Data loading and augmentation
+are not counted. Clustering = encoding N training images (eval mode, no gradient) + spherical
+k-means of the (N, 512) features with each available backend.
+
+    python benchmarks/stage2_throughput.py                       # CPU, small batch, 4 steps
+    python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --precision fp32 bf16
+
+Prints one markdown table; every number is measured in this run (median of the timed steps).
+"""
+import argparse
+import copy
+import statistics
+import sys
+import time
+from typing import Callable, List
+
+import torch
+import torch.nn.functional as F
+
+from solo_ncp.cluster import spherical_kmeans
+from solo_ncp.cluster.kmcuda_backend import kmcuda_module
+from solo_ncp.data import build_dataset
+from solo_ncp.data.datasets import DatasetNotFoundError
+from solo_ncp.models.backbones import BackboneSpec, build_backbone
+from solo_ncp.models.checkpoint import normalized_encoder
+from solo_ncp.models.dual_bn import convert_dual_bn
+from solo_ncp.ncp.step import Stage2Config, stage2_step
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEAN, STD = (0.2860,) * 3, (0.3530,) * 3
+
+
+def real_images(n: int, size: int) -> torch.Tensor:
+    """(n, 3, size, size) in [0, 1]: Fashion-MNIST training images (digits if it is absent),
+    zero-padded or cropped to `size` around the centre, repeated when n exceeds the set."""
+    try:
+        dataset = build_dataset("fashionmnist", "train")
+    except DatasetNotFoundError:
+        print("Fashion-MNIST not found: using scikit-learn's digits", file=sys.stderr)
+        dataset = build_dataset("digits", "train")
+    x = torch.stack([dataset[i % len(dataset)][0] for i in range(n)])
+    pad = size - x.shape[-1]
+    return F.pad(x, (pad // 2, pad - pad // 2) * 2) if pad >= 0 else x[..., :size, :size]
+
+
+def median_seconds(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    def synced():
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        synced()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        synced()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_pair(stem: str, device: torch.device):
+    """(student f2: Normalize + dual-BN ResNet-18 starting as f1, teacher f1: Normalize +
+    ResNet-18, frozen, eval mode)."""
+    backbone = build_backbone(BackboneSpec(cifar=stem == "cifar"))
+    teacher = normalized_encoder(copy.deepcopy(backbone), MEAN, STD).to(device).eval()
+    teacher.requires_grad_(False)
+    student = normalized_encoder(convert_dual_bn(backbone), MEAN, STD).to(device)
+    return student, teacher
+
+
+def step_rows(args, device: torch.device) -> List[str]:
+    rows = []
+    x_all = real_images(args.batch_size * 2, args.image_size).to(device)
+    for precision in args.precision:
+        for method in args.method:
+            student, teacher = build_pair(args.stem, device)
+            optimizer = torch.optim.SGD(student.parameters(), lr=0.5, momentum=0.9,
+                                        weight_decay=5e-4)
+            cfg = Stage2Config(perturbation=method, lam=6.0)
+            centroids = F.normalize(torch.randn(args.k, 512, device=device), dim=1)
+            batches = iter(range(10**9))
+
+            def one_step():
+                i = next(batches) % 2
+                x = x_all[i * args.batch_size:(i + 1) * args.batch_size]
+                with torch.autocast(device.type, dtype=PRECISIONS[precision],
+                                    enabled=PRECISIONS[precision] is not None):
+                    out = stage2_step(student, teacher, x, cfg,
+                                      centroids=centroids if method == "ncp" else None)
+                optimizer.zero_grad(set_to_none=True)
+                out.losses["loss"].backward()
+                optimizer.step()
+
+            seconds = median_seconds(one_step, device, args.warmup, args.steps)
+            rows.append(f"| {method} step (5-step PGD) | {precision} | {args.batch_size} | "
+                        f"{args.image_size}, {args.stem} | {seconds * 1e3:.1f} ms | "
+                        f"{args.batch_size / seconds:,.0f} img/s |")
+    return rows
+
+
+def clustering_rows(args, device: torch.device) -> List[str]:
+    student, _ = build_pair(args.stem, device)
+    student.eval()
+    x = real_images(args.cluster_n, args.image_size)
+    batch = 512
+
+    def encode():
+        with torch.no_grad():
+            return torch.cat([student(x[i:i + batch].to(device, non_blocking=True))
+                              for i in range(0, len(x), batch)])
+
+    seconds = median_seconds(encode, device, 1, args.repeats)
+    rows = [f"| encode training set (eval, no grad) | fp32 | {batch} | "
+            f"{args.image_size}, {args.stem} | "
+            f"{seconds:.2f} s for {args.cluster_n:,} | {args.cluster_n / seconds:,.0f} img/s |"]
+    features = encode()
+    backends = ["torch"] + (["kmcuda"] if device.type == "cuda" and kmcuda_module() else [])
+    for backend in backends:
+        seconds = median_seconds(lambda: spherical_kmeans(features, args.k, backend=backend),
+                                 device, 1, args.repeats)
+        rows.append(f"| spherical k-means K={args.k} ({backend}) | fp32 | - | - | "
+                    f"{seconds:.2f} s for {args.cluster_n:,} x 512 | - |")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32, help="pixels (CIFAR: 32)")
+    parser.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar",
+                        help="cifar: 3x3 conv, no max-pool (the paper's); imagenet: the proxy's")
+    parser.add_argument("--precision", nargs="+", choices=tuple(PRECISIONS), default=["fp32"])
+    parser.add_argument("--method", nargs="+", choices=("ncp", "deacl"), default=["ncp", "deacl"])
+    parser.add_argument("--k", type=int, default=10, help="clusters (CIFAR-10's silhouette K)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--cluster-n", type=int, default=5000,
+                        help="training images encoded and clustered (CIFAR-10: 50,000)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed clustering repeats")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda but no CUDA device is visible: use --device cpu")
+        torch.backends.cudnn.benchmark = True
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU, {torch.get_num_threads()} threads"
+    print(f"## Stage-2 throughput on {name} (torch {torch.__version__})\n")
+    print("| what | precision | batch | px, stem | time | throughput |")
+    print("|---|---|---|---|---|---|")
+    for row in step_rows(args, device) + clustering_rows(args, device):
+        print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
