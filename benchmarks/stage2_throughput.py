@@ -18,7 +18,7 @@ import copy
 import statistics
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +75,7 @@ def build_pair(stem: str, device: torch.device):
     return student, teacher
 
 
-def step_rows(args, device: torch.device) -> List[str]:
-    rows = []
+def step_rows(args, device: torch.device) -> Iterator[str]:
     x_all = real_images(args.batch_size * 2, args.image_size).to(device)
     for precision in args.precision:
         for method in args.method:
@@ -99,13 +98,12 @@ def step_rows(args, device: torch.device) -> List[str]:
                 optimizer.step()
 
             seconds = median_seconds(one_step, device, args.warmup, args.steps)
-            rows.append(f"| {method} step (5-step PGD) | {precision} | {args.batch_size} | "
-                        f"{args.image_size}, {args.stem} | {seconds * 1e3:.1f} ms | "
-                        f"{args.batch_size / seconds:,.0f} img/s |")
-    return rows
+            yield (f"| {method} step (5-step PGD) | {precision} | {args.batch_size} | "
+                   f"{args.image_size}, {args.stem} | {seconds * 1e3:.1f} ms | "
+                   f"{args.batch_size / seconds:,.0f} img/s |")
 
 
-def clustering_rows(args, device: torch.device) -> List[str]:
+def clustering_rows(args, device: torch.device) -> Iterator[str]:
     student, _ = build_pair(args.stem, device)
     student.eval()
     x = real_images(args.cluster_n, args.image_size)
@@ -117,17 +115,15 @@ def clustering_rows(args, device: torch.device) -> List[str]:
                               for i in range(0, len(x), batch)])
 
     seconds = median_seconds(encode, device, 1, args.repeats)
-    rows = [f"| encode training set (eval, no grad) | fp32 | {batch} | "
-            f"{args.image_size}, {args.stem} | "
-            f"{seconds:.2f} s for {args.cluster_n:,} | {args.cluster_n / seconds:,.0f} img/s |"]
+    yield (f"| encode training set (eval, no grad) | fp32 | {batch} | {args.image_size}, {args.stem} "
+           f"| {seconds:.2f} s for {args.cluster_n:,} | {args.cluster_n / seconds:,.0f} img/s |")
     features = encode()
     backends = ["torch"] + (["kmcuda"] if device.type == "cuda" and kmcuda_module() else [])
     for backend in backends:
         seconds = median_seconds(lambda: spherical_kmeans(features, args.k, backend=backend),
                                  device, 1, args.repeats)
-        rows.append(f"| spherical k-means K={args.k} ({backend}) | fp32 | - | - | "
-                    f"{seconds:.2f} s for {args.cluster_n:,} x 512 | - |")
-    return rows
+        yield (f"| spherical k-means K={args.k} ({backend}) | fp32 | - | - | "
+               f"{seconds * 1e3:.1f} ms for {args.cluster_n:,} x 512 | - |")
 
 
 def main(argv=None) -> int:
@@ -157,8 +153,9 @@ def main(argv=None) -> int:
     print(f"## Stage-2 throughput on {name} (torch {torch.__version__})\n")
     print("| what | precision | batch | px, stem | time | throughput |")
     print("|---|---|---|---|---|---|")
-    for row in step_rows(args, device) + clustering_rows(args, device):
-        print(row, flush=True)
+    for rows in (step_rows(args, device), clustering_rows(args, device)):
+        for row in rows:
+            print(row, flush=True)
     return 0
 
 

@@ -134,13 +134,14 @@ def spherical_kmeans(
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
-    backend: str = "auto",
+    backend: str = "torch",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> KMeansResult:
     """Spherical k-means of features (N, D) into K clusters by cosine similarity.
 
     Rows are L2-normalised first. init: "afk-mc2", "k-means++" or initial centroids (K, D).
-    backend: "auto" (libKMCUDA for CUDA tensors when installed, else torch), "torch" or "kmcuda".
+    backend: "torch" (the default, CPU or GPU), "kmcuda" (libKMCUDA, CUDA tensors) or "auto"
+        (kmcuda for CUDA tensors when libKMCUDA imports, else torch).
     chunk_size bounds the similarity block to (chunk_size, K). All randomness comes from a
     torch.Generator seeded with `seed`: on CPU equal inputs give bitwise equal results; on CUDA
     index_add_ sums in nondeterministic order, so results can differ in the last bits.

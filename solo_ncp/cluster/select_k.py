@@ -17,7 +17,7 @@ def sweep_k(
     ks: Iterable[int],
     *,
     seed: int = 0,
-    backend: str = "auto",
+    backend: str = "torch",
     progress: bool = True,
 ) -> Dict[int, float]:
     """Silhouette score of a spherical k-means clustering of features (N, D) for every K in ks.

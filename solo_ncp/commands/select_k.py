@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k-step", type=int, default=5)
     parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="auto")
+    parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch")
 
 
 def run(args: argparse.Namespace) -> int:

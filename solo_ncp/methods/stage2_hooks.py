@@ -66,7 +66,7 @@ OPTIONS = (
     Option("cluster_every", int, 1),
     Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
     Option("kmeans_max_iter", int, 100),
-    Option("kmeans_backend", str, "auto", KMEANS_BACKENDS),
+    Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
     Option("kmeans_seed", int, 0),
     Option("dual_bn", bool, True),
     Option("normalization", dict),

@@ -58,7 +58,7 @@ def cluster_epoch(
     *,
     seed: int,
     max_iter: int = 100,
-    backend: str = "auto",
+    backend: str = "torch",
 ) -> EpochClusters:
     """Spherical k-means of the whole training set's features (N, D) on rank 0, broadcast to all.
 
