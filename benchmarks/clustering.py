@@ -9,7 +9,8 @@ Prints one markdown table, every number measured in this run:
     extrapolated as O(n²) from the smaller n when it would exceed --sklearn-budget seconds).
 
 Times are the best of 3 runs (1 run when one takes over 10 s). Objectives are scored the same way
-for every method: the mean cosine of each sample to the normalised mean of its cluster. Targets (reported, not asserted): silhouette >= 100x faster than
+for every method: the mean cosine of each sample to the normalised mean of its cluster.
+Targets (reported, not asserted): silhouette >= 100x faster than
 sklearn at n = 50,000 with the same value; k-means no slower than faiss-cpu at equal or better
 objective; AFK-MC² seeding >= 5x faster than k-means++ with final objectives within 1%.
 

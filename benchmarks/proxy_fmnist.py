@@ -6,7 +6,8 @@ Budget (defaults; about 1 h for one seed on 2 CPU cores): ResNet-18 with the Ima
 a fixed subset of 3,000 training images, SimCLR 8 epochs (once), K by silhouette over
 K = 5..60 step 5, every stage-2 run 3 epochs (batch 128, lr 0.5, eps 8/255, 5-step PGD), SLF heads
 on cached features (25 epochs), SA and PGD-20 RA on the first 500 test images, AutoAttack
-(standard) on the first 20 (AutoAttack is the slow part on a CPU). Stage 2 and evaluation repeat per seed; `--seeds 3` gives mean ± std.
+(standard) on the first 20 (AutoAttack is the slow part on a CPU). Stage 2 and evaluation repeat
+per seed; `--seeds 3` gives mean ± std.
 
 The memory-bank variant clusters the clean features computed during the previous epoch instead
 of encoding the training set again (beyond the paper); the table's last column is each stage-2
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
             run = f"{method}-{strategy}-lam{lam:g}-{features}-s{seed}"
             seconds = run_stage(f"stage 2: {name}, seed {seed}", [
                 "train", "--config", str(ZOO / f"fashionmnist/{method}.yaml"),
-                *cpu_scale_overrides("fashionmnist", 28, scale["subset"], out, seed), f"name={run}", f"max_epochs={scale['stage2_epochs']}", "optimizer.batch_size=128",
+                *cpu_scale_overrides("fashionmnist", 28, scale["subset"], out, seed),
+                f"name={run}", f"max_epochs={scale['stage2_epochs']}", "optimizer.batch_size=128",
                 f"method_kwargs.teacher_ckpt={simclr}", f"method_kwargs.k={k}",
                 f"method_kwargs.strategy={strategy}", f"method_kwargs.lam={lam}",
                 f"method_kwargs.cluster_features={features}"])
