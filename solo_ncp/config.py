@@ -27,6 +27,8 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 `scheduler.warmup_epochs: 0` starts at `optimizer.lr`, as solo-learn main does. 1.0.2 passes
 `warmup_start_lr` to pl_bolts' `LinearWarmupCosineAnnealingLR`, whose chained cosine multiplies
 the previous lr: with no warmup it would hold `warmup_start_lr` (3e-5, or 0) for the whole run.
+As on main, every parameter group then starts at `optimizer.lr`, the online classifier's too
+(it only monitors training; evaluation trains its own head).
 
 Under solo-learn main the config is the method's `cfg` itself (`to_solo_main_cfg`): a copy
 completed as main's `parse_cfg` completes it (`data.num_classes`, crop counts, optimizer kwargs
