@@ -1,5 +1,6 @@
-"""`solo-ncp eval`, `report` and `poc` end to end on digits checkpoints made by the real stages."""
+"""`solo-ncp eval`, `report`, `poc` and `demo` end to end on digits, through the real stages."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,3 +90,35 @@ def test_select_k_bad_range(digits_simclr_ckpt, tmp_path, capsys, k_range, messa
     assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits",
                  "--out", str(tmp_path), *k_range]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tmp_path, monkeypatch,
+                                                                              capsys):
+    """`solo-ncp demo` end to end at a tiny scale, with Fashion-MNIST made unavailable."""
+    import re
+
+    from solo_ncp import data
+    from solo_ncp.commands import demo
+
+    real_build = data.build_dataset
+
+    def no_fashion_mnist(name, split, **kwargs):
+        if name == "fashionmnist":
+            raise data.DatasetNotFoundError("no Fashion-MNIST here")
+        return real_build(name, split, **kwargs)
+
+    monkeypatch.setattr("solo_ncp.data.build_dataset", no_fashion_mnist)
+    monkeypatch.setitem(demo.SCALES, "digits",
+                        demo.DemoScale("digits", 8, 512, 1, 1, (5, 10, 5), 64, 4, 2))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "using scikit-learn's digits instead" in printed
+    summary = (out / "summary.md").read_text()
+    assert summary in printed and "# solo-ncp demo on digits" in summary
+    assert re.search(r"K = (5|10) chosen by silhouette over K = 5\.\.10 step 5", summary)
+    metrics = json.loads((out / "eval-slf" / "metrics.json").read_text())["metrics"]
+    assert f"| ncp (adv BN), SLF | {metrics['sa']:.2f} | {metrics['ra']:.2f} |" in summary
+    paths = re.findall(r"(/\S+\.(?:ckpt|png|csv|json))", summary)
+    assert len(paths) == 6 and all(Path(p).is_file() for p in paths), paths
+    assert main(["demo", "--out", str(out)]) == 2  # never over an earlier run

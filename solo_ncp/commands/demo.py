@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         f"# solo-ncp demo on {scale.dataset}",
         "",
         f"Training subset {scale.subset} images; ResNet-18 (ImageNet stem); SimCLR "
-        f"{scale.stage1_epochs} epochs; ncp {scale.stage2_epochs} epochs (lambda 6, eps 8/255, "
+        f"{scale.stage1_epochs} epochs; ncp {scale.stage2_epochs} epoch"
+        f"{'s' if scale.stage2_epochs != 1 else ''} (lambda 6, eps 8/255, "
         f"5-step PGD, strategy iii); K = {k} chosen by silhouette over K = {k_min}..{k_max} "
         f"step {k_step}. A CPU-sized run: the numbers show the pipeline works, not the paper's "
         "accuracy.",
