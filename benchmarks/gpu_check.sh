@@ -4,7 +4,7 @@
 # to $OUT/<step>.log (default gpu-check/) and prints its last lines; a failed step does not stop
 # the others.
 #
-#   benchmarks/gpu_check.sh
+#   benchmarks/gpu_check.sh          (needs pytest-xdist and pytest-timeout beside pytest)
 #
 # 1. kmcuda: scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there)
 # 2. cuda-tests: tests/test_cuda.py, serially, each test limited to 120 s (kmcuda's test too)
