@@ -30,12 +30,13 @@ from solo_ncp.data import (
     ArrayImageDataset,
     IndexedDataset,
     build_dataset,
+    find_normalization,
     get_spec,
     normalization_of,
     weak_augmentation,
 )
 from solo_ncp.io import file_sha256
-from solo_ncp.methods.stage2_hooks import OPTIONS, input_normalization, to_pixels
+from solo_ncp.methods.stage2_hooks import OPTIONS, to_pixels
 from solo_ncp.models import BackboneSpec, build_backbone, load_encoder
 from solo_ncp.models.checkpoint import read_checkpoint
 from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, train_stage2
@@ -245,13 +246,13 @@ def test_normalised_batches_are_found_and_mapped_back_to_pixels():
     normalised = ArrayImageDataset(images, labels, transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize(**stats)]))
     loader = DataLoader(IndexedDataset(Subset(normalised, range(8))), batch_size=8)
-    found = input_normalization([loader])
+    found = find_normalization([loader])
     assert {k: pytest.approx(v) for k, v in stats.items()} == found
     _, x, _ = next(iter(loader))
     torch.testing.assert_close(to_pixels([x], stats)[0], torch.stack([pixels[i][0] for i in range(8)]),
                                atol=1e-6, rtol=0)
     weak = ArrayImageDataset(images, labels, weak_augmentation(6))
-    assert input_normalization(DataLoader(IndexedDataset(weak))) is None
+    assert find_normalization(DataLoader(IndexedDataset(weak))) is None
 
 
 def test_ncp_checkpoint_of_this_host_is_native_and_eval_loads_it(digits_ncp_ckpt, tmp_path):

@@ -6,7 +6,12 @@ from solo_ncp.data.datasets import (
     build_dataset,
 )
 from solo_ncp.data.registry import DATASETS, DatasetSpec, get_spec
-from solo_ncp.data.transforms import normalization_of, simclr_transform, weak_augmentation
+from solo_ncp.data.transforms import (
+    find_normalization,
+    normalization_of,
+    simclr_transform,
+    weak_augmentation,
+)
 
 __all__ = [
     "ArrayImageDataset",
@@ -15,6 +20,7 @@ __all__ = [
     "DatasetSpec",
     "IndexedDataset",
     "build_dataset",
+    "find_normalization",
     "get_spec",
     "normalization_of",
     "simclr_transform",

@@ -1,7 +1,7 @@
 """Image transforms. All end in `ToTensor()` and leave normalisation to the model, except the
 stage-1 SimCLR pipeline, which is solo-learn's own (it normalises inside the transform; the stage-1
 checkpoint records the mean/std it used, see `normalization_of`)."""
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from torchvision import transforms
 
@@ -38,16 +38,32 @@ def simclr_transform(spec: DatasetSpec, pipelines: Tuple[Dict, ...]) -> Callable
     return prepare_n_crop_transform(built, num_crops_per_aug=crops)
 
 
-def normalization_of(transform: Callable) -> Dict[str, Tuple[float, ...]]:
-    """The mean/std of the (first) `transforms.Normalize` inside a transform pipeline."""
-    stack = [transform]
+def find_normalization(root: Any) -> Optional[Dict[str, Tuple[float, ...]]]:
+    """mean/std of the first `transforms.Normalize` reachable from `root` through transform
+    pipelines, datasets and their wrappers, data loaders, lists and dicts; None when there is
+    none (e.g. a loader of [0, 1] pixels)."""
+    stack, seen = [root], set()
     while stack:
         node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
         if isinstance(node, transforms.Normalize):
             return {"mean": tuple(float(m) for m in node.mean),
                     "std": tuple(float(s) for s in node.std)}
-        for attr in ("transforms", "transform"):
-            child = getattr(node, attr, None)
-            if child is not None:
-                stack.extend(child if isinstance(child, (list, tuple)) else [child])
-    raise ValueError(f"no transforms.Normalize found in {transform!r}")
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        else:
+            stack.extend(getattr(node, attr, None)
+                         for attr in ("loaders", "dataset", "datasets", "transform", "transforms"))
+    return None
+
+
+def normalization_of(transform: Callable) -> Dict[str, Tuple[float, ...]]:
+    """The mean/std of the (first) `transforms.Normalize` inside a transform pipeline."""
+    found = find_normalization(transform)
+    if found is None:
+        raise ValueError(f"no transforms.Normalize found in {transform!r}")
+    return found

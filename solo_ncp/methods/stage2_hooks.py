@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from solo.utils.metrics import accuracy_at_k
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import transforms
 
 from solo_ncp.attacks import nearest_centroids
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.data.registry import DATASETS
+from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.features import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
@@ -98,29 +98,6 @@ def take_options(values: Dict) -> Dict[str, Any]:
     if options["cluster_every"] < 1:
         raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
     return options
-
-
-def input_normalization(loader: Any) -> Optional[Dict[str, Tuple[float, ...]]]:
-    """mean/std of the `transforms.Normalize` that a loader's images go through, found through
-    dataset wrappers (solo-learn main's own pipelines normalise); None when none is found, i.e.
-    the images arrive as [0, 1] pixels (solo-ncp's loaders)."""
-    stack, seen = [loader], set()
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, transforms.Normalize):
-            return {"mean": tuple(float(m) for m in node.mean),
-                    "std": tuple(float(s) for s in node.std)}
-        if isinstance(node, Mapping):
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-        else:
-            stack.extend(getattr(node, attr, None)
-                         for attr in ("loaders", "dataset", "datasets", "transform", "transforms"))
-    return None
 
 
 def to_pixels(X, normalization: Mapping[str, Sequence[float]]):
@@ -232,11 +209,11 @@ class Stage2Hooks:
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.input_normalization["train"] = input_normalization(self.trainer.train_dataloader)
+        self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
-        self.input_normalization["val"] = input_normalization(self.trainer.val_dataloaders)
+        self.input_normalization["val"] = find_normalization(self.trainer.val_dataloaders)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training (index, X, y) and validation (X, y) batches, with X back in [0, 1] pixels."""
