@@ -16,7 +16,7 @@ from torch import nn
 from solo_ncp.attacks import ncp_objective
 from solo_ncp.models import load_encoder
 from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint, split_state_dict
-from solo_ncp.eval.features import eval_mode
+from solo_ncp.models.inference import eval_mode
 from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import Stage2Config, adversarial_examples, cluster_epoch, gather_rows, stage2_step

@@ -18,7 +18,7 @@ branch is evaluated; both reference codebases evaluate the adversarial one:
 The clean branch stays available ("clean") for ablations; the checkpoint loader applies the choice.
 """
 from solo_ncp.eval.autoattack import autoattack_accuracy
-from solo_ncp.eval.features import eval_mode, extract_features
+from solo_ncp.models.inference import eval_mode, extract_features
 from solo_ncp.eval.linear import LinearEvalConfig, lr_for_dataset, pad_crop_flip, train_linear_head
 from solo_ncp.eval.poc import format_poc_table, poc_table
 from solo_ncp.eval.report import aggregate, format_row, load_run, mean_std

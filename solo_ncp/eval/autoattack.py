@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from solo_ncp.eval.features import Device, eval_mode
+from solo_ncp.models.inference import Device, eval_mode
 from solo_ncp.io import atomic_write_text
 
 AUTOATTACK_LOGGER = "auto-attack"

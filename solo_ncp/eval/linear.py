@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from solo_ncp.attacks import cross_entropy_objective, pgd
-from solo_ncp.eval.features import Device, eval_mode, extract_features
+from solo_ncp.models.inference import Device, eval_mode, extract_features
 
 LINEAR_EVAL_MODES = ("slf", "alf")
 

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from solo_ncp.attacks import cross_entropy_objective, pgd
 from solo_ncp.eval.autoattack import autoattack_accuracy
-from solo_ncp.eval.features import Device, eval_mode
+from solo_ncp.models.inference import Device, eval_mode
 
 
 def _first_images(test_set: Dataset, n: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from solo_ncp.attacks import nearest_centroids
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
-from solo_ncp.eval.features import extract_features
+from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import META_KEY

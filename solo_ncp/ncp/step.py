@@ -17,7 +17,7 @@ from torch import nn
 
 from solo_ncp.attacks import deacl_objective, ncp_objective, nearest_centroids, pgd
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
-from solo_ncp.eval.features import eval_mode
+from solo_ncp.models.inference import eval_mode
 from solo_ncp.models.dual_bn import bn_branch
 from solo_ncp.ncp.losses import ncp_acl_loss
 
