@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Stage 2 (deacl, paper Appendix A.2.2) on cifar10 from the stage-1 checkpoint named in the config.
+# Stage 2: DeACL as published (lambda 2, one BN, joint batch) on cifar10 from the stage-1 checkpoint named in the config.
 # Run from the repository root; extra key=value arguments override the config.
 exec solo-ncp train --config zoo_configs/cifar10/deacl.yaml "$@"

@@ -23,6 +23,7 @@ from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import META_KEY
+from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import (
     Stage2Config,
@@ -69,6 +70,7 @@ OPTIONS = (
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
     Option("kmeans_seed", int, 0),
     Option("dual_bn", bool, True),
+    Option("cluster_bn", str, "clean", BRANCHES),
     Option("normalization", dict),
     Option("trust_teacher", bool, False),
 )
@@ -131,6 +133,7 @@ class Stage2Hooks:
             perturbation=self.perturbation, strategy=options["strategy"],
             neighbor_rank=options["neighbor_rank"], lam=options["lam"], eps=options["eps"],
             alpha=options["alpha"], steps=options["pgd_steps"], assign=options["assign"],
+            dual_bn=options["dual_bn"], cluster_bn=options["cluster_bn"],
         )
         normalization = options["normalization"]
         if normalization is None and dataset in DATASETS:
@@ -228,16 +231,18 @@ class Stage2Hooks:
         return to_pixels(X, norm), targets
 
     def _encode(self, indices: torch.Tensor) -> torch.Tensor:
-        """f2 of the training images `indices` (eval mode, clean BN, no augmentation), each rank
-        encoding a shard, gathered into (len(indices), D) on every rank."""
+        """f2 of the training images `indices` (eval mode, cluster_bn branch, no augmentation),
+        each rank encoding a shard, gathered into (len(indices), D) on every rank."""
         if self.cluster_data is None:
             raise ValueError("NCP needs set_cluster_data(dataset) before training (solo-ncp train does it)")
         world, rank = self.trainer.world_size, self.trainer.global_rank
         shard = indices[rank::world]
         loader = DataLoader(Subset(self.cluster_data, shard.tolist()), shuffle=False,
                             **self.cluster_loader_args)
-        features, _ = extract_features(self.student(), loader, device=self.device,
-                                       progress=rank == 0)
+        student = self.student()
+        with bn_branch(student, self.stage2.cluster_bn):
+            features, _ = extract_features(student, loader, device=self.device,
+                                           progress=rank == 0)
         rows = gather_rows(features.to(self.device), shard.to(self.device), len(self.cluster_data))
         return rows[indices.to(self.device)]
 
@@ -276,7 +281,8 @@ class Stage2Hooks:
         self.log_dict(stats, on_epoch=True, on_step=False, rank_zero_only=True)
 
     def _remember(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
-        """Memory bank: keep this step's clean eval-mode features for the next clustering."""
+        """Memory bank: keep this step's eval-mode features (cluster_bn branch) for the next
+        clustering, in the rows of the samples' dataset indices."""
         if self.bank is None:
             n = len(self.cluster_data)
             self.bank = features.new_zeros((n, features.shape[1]))
@@ -297,10 +303,12 @@ class Stage2Hooks:
                           assigned=assigned)
         loss = out.losses["loss"]
         if not torch.isfinite(loss):
+            kept = ("no checkpoint was written yet" if self.current_epoch == 0
+                    else "last.ckpt of an earlier epoch is kept")
             raise FloatingPointError(
                 f"stage-2 loss is {loss.item()} at epoch {self.current_epoch}, step "
-                f"{batch_idx}: training stopped, the last good checkpoint is kept. Lower "
-                "optimizer.lr or lam, or check the stage-1 checkpoint"
+                f"{batch_idx}: training stopped, {kept}. Lower optimizer.lr or "
+                "method_kwargs.lam, or check the stage-1 checkpoint"
             )
         if self.cluster_features == "memory_bank":
             self._remember(indexes, out.eval_features)
@@ -317,5 +325,6 @@ class Stage2Hooks:
         }
         if out.centroid_changed is not None:
             metrics["train_adv_centroid_changed"] = out.centroid_changed
+            metrics.update({f"train_cos_{k}": v for k, v in out.centroid_cos.items()})
         self.log_dict(metrics, on_epoch=True, sync_dist=True)
         return loss + class_loss

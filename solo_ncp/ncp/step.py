@@ -1,24 +1,28 @@
 """One stage-2 training step of NCP-ACL (Algorithm 1, inner loop) or DeACL, host-independent.
 
 Modes and BN branches, decided here once for every host:
-- centroid choice and the online classifier use f2(x) in eval mode through the clean BN, without
-  gradient (the features the epoch's clustering saw; DeACL trains its online classifier on
-  eval-mode features too);
+- centroid choice, the online classifier and the memory bank use f2(x) in eval mode through the
+  `cluster_bn` branch (clean by default), without gradient: the features the epoch's clustering
+  saw (DeACL trains its online classifier on eval-mode features too);
 - PGD runs the student in eval mode (as DeACL's public code does) through the adversarial BN, so
   the attack neither depends on the batch composition nor moves any running statistic;
-- the loss runs the student in train mode: x through the clean BN, x_adv through the adversarial
-  BN (dual BN of Jiang et al. 2020); the teacher f1 is frozen and always in eval mode.
+- the loss runs the student in train mode. Dual BN (Jiang et al. 2020, NCP-ACL): x through the
+  clean BN and x_adv through the adversarial BN, two forwards. Single BN (DeACL as published,
+  `mocov2_distillation_AT.py` lines 227-228): ONE forward of cat([x, x_adv]), so BatchNorm
+  normalises with, and its running statistics follow, the joint batch;
+- the teacher f1 is frozen and always in eval mode.
 """
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from solo_ncp.attacks import deacl_objective, ncp_objective, nearest_centroids, pgd
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.inference import eval_mode
-from solo_ncp.models.dual_bn import bn_branch
 from solo_ncp.ncp.losses import ncp_acl_loss
 
 PERTURBATIONS = ("ncp", "deacl")
@@ -32,7 +36,11 @@ class Stage2Config:
     eps, alpha: L-inf budget and PGD step in [0, 1] pixel units; steps: PGD iterations.
     assign: "nearest" = C_x / C_nbr ranked against f2(x) of the current view (Algorithm 1);
         "index" = the sample's cluster from the epoch's k-means and the n-th nearest centroid
-        to its epoch feature (Section 3.2 (iii): "the cluster it belongs to")."""
+        to its epoch feature (Section 3.2 (iii): "the cluster it belongs to").
+    dual_bn: True = separate clean / adversarial BatchNorms (NCP-ACL); False = one BatchNorm and
+        the joint clean + adversarial batch (DeACL as published).
+    cluster_bn: the branch whose eval-mode features are clustered and rank C_x / C_nbr ("clean"
+        or "adv"; "adv" needs dual_bn)."""
 
     perturbation: str = "ncp"
     strategy: str = "iii"
@@ -42,12 +50,15 @@ class Stage2Config:
     alpha: float = 2 / 255
     steps: int = 5
     assign: str = "nearest"
+    dual_bn: bool = True
+    cluster_bn: str = "clean"
 
     def __post_init__(self):
         for name, value, allowed in (
             ("perturbation", self.perturbation, PERTURBATIONS),
             ("strategy", self.strategy, NCP_STRATEGIES),
             ("assign", self.assign, ASSIGNMENTS),
+            ("cluster_bn", self.cluster_bn, BRANCHES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
@@ -55,18 +66,27 @@ class Stage2Config:
             raise ValueError(f"neighbor_rank={self.neighbor_rank} must be >= 2")
         if self.eps < 0 or self.alpha <= 0 or self.steps < 1 or self.lam < 0:
             raise ValueError("need eps >= 0, alpha > 0, steps >= 1 and lam >= 0")
+        if self.cluster_bn == "adv" and not self.dual_bn:
+            raise ValueError(
+                "cluster_bn='adv' needs dual_bn: true (a single-BN student has no adversarial "
+                "branch): set method_kwargs.dual_bn=true or method_kwargs.cluster_bn=clean"
+            )
 
 
 @dataclass
 class StepOutput:
-    """losses: {"loss", "distill", "robust"}; eval_features: (B, D) f2(x), eval mode, clean BN,
-    no gradient; centroid_changed: fraction of x_adv whose nearest centroid differs from C_x
-    (None for DeACL); x_adv: (B, C, H, W) in [0, 1]."""
+    """losses: {"loss", "distill", "robust"}; eval_features: (B, D) f2(x), eval mode, cluster_bn
+    branch, no gradient; x_adv: (B, C, H, W) in [0, 1].
+    For "ncp" (None for DeACL): centroid_changed, the fraction of x_adv whose nearest centroid
+    differs from C_x; centroid_cos, mean cosines {"clean_own", "clean_nbr", "adv_own", "adv_nbr"}
+    of f2(x) and f2(x_adv) (both eval mode, cluster_bn branch) to C_x and C_nbr: whether the
+    attack moved the features away from C_x and toward C_nbr in the space the centroids live in."""
 
     losses: Dict[str, torch.Tensor]
     eval_features: torch.Tensor
     centroid_changed: Optional[torch.Tensor]
     x_adv: torch.Tensor
+    centroid_cos: Optional[Dict[str, torch.Tensor]] = None
 
 
 def adversarial_examples(student: nn.Module, x: torch.Tensor, objective, cfg: Stage2Config):
@@ -74,6 +94,33 @@ def adversarial_examples(student: nn.Module, x: torch.Tensor, objective, cfg: St
     modes and branches are restored afterwards."""
     with eval_mode(student), bn_branch(student, "adv"):
         return pgd(objective, x, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps)
+
+
+@torch.no_grad()
+def cluster_space(student: nn.Module, x: torch.Tensor, cfg: Stage2Config) -> torch.Tensor:
+    """f2(x) in eval mode through the `cfg.cluster_bn` branch: (B, D), no gradient."""
+    with eval_mode(student), bn_branch(student, cfg.cluster_bn):
+        return student(x)
+
+
+def student_features(student: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+                     dual_bn: bool):
+    """(f2(x), f2(x_adv)), each (B, D), in the student's current (train) mode: through the clean
+    and the adversarial BN (dual BN), or one forward of the joint batch (single BN)."""
+    if not dual_bn:
+        return student(torch.cat([x, x_adv])).split(len(x))
+    with bn_branch(student, "clean"):
+        clean = student(x)
+    with bn_branch(student, "adv"):
+        adv = student(x_adv)
+    return clean, adv
+
+
+def _centroid_cos(clean, adv, own, nbr) -> Dict[str, torch.Tensor]:
+    return {"clean_own": F.cosine_similarity(clean, own, dim=1).mean(),
+            "clean_nbr": F.cosine_similarity(clean, nbr, dim=1).mean(),
+            "adv_own": F.cosine_similarity(adv, own, dim=1).mean(),
+            "adv_nbr": F.cosine_similarity(adv, nbr, dim=1).mean()}
 
 
 def stage2_step(
@@ -85,14 +132,12 @@ def stage2_step(
     centroids: Optional[torch.Tensor] = None,
     assigned: Optional[torch.Tensor] = None,
 ) -> StepOutput:
-    """Eq. 3 for one batch. student: Normalize + dual-BN encoder (f2); teacher: Normalize +
-    encoder (f1), frozen; x: (B, C, H, W) in [0, 1]. centroids: (K, D) unit-norm, needed for "ncp";
-    assigned: (B, 2) int64 (own, neighbour) centroid rows, needed for assign="index"."""
-    with torch.no_grad(), eval_mode(student), bn_branch(student, "clean"):
-        eval_features = student(x)
+    """Eq. 3 for one batch. student: Normalize + encoder (f2), dual BN iff cfg.dual_bn; teacher:
+    Normalize + encoder (f1), frozen; x: (B, C, H, W) in [0, 1]. centroids: (K, D) unit-norm,
+    needed for "ncp"; assigned: (B, 2) int64 (own, neighbour) centroid rows, for assign="index"."""
+    eval_features = cluster_space(student, x, cfg)
     with torch.no_grad():
         teacher_features = teacher(x)
-    own_index = None
     if cfg.perturbation == "ncp":
         if centroids is None:
             raise ValueError("perturbation 'ncp' needs the epoch's centroids")
@@ -109,13 +154,11 @@ def stage2_step(
         objective = deacl_objective(student, teacher_features)
     x_adv = adversarial_examples(student, x, objective, cfg)
 
-    with bn_branch(student, "clean"):
-        clean = student(x)
-    with bn_branch(student, "adv"):
-        adv = student(x_adv)
+    clean, adv = student_features(student, x, x_adv, cfg.dual_bn)
     losses = ncp_acl_loss(clean, teacher_features, adv, cfg.lam)
-    changed = None
-    if own_index is not None:
-        adv_nearest = nearest_centroids(adv.detach(), centroids, 2).own_index
-        changed = (adv_nearest != own_index).float().mean()
-    return StepOutput(losses, eval_features, changed, x_adv)
+    if cfg.perturbation != "ncp":
+        return StepOutput(losses, eval_features, None, x_adv)
+    adv_eval = cluster_space(student, x_adv, cfg)
+    changed = (nearest_centroids(adv_eval, centroids, 2).own_index != own_index).float().mean()
+    return StepOutput(losses, eval_features, changed, x_adv,
+                      _centroid_cos(eval_features, adv_eval, own, nbr))

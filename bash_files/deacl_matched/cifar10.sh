@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Stage 2: the equal-budget ablation (DeACL's perturbation in NCP-ACL's recipe) on cifar10.
+# Run from the repository root; extra key=value arguments override the config.
+exec solo-ncp train --config zoo_configs/cifar10/deacl_matched.yaml "$@"
