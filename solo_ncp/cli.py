@@ -1,10 +1,11 @@
-"""`solo-ncp <command> ...`: the console script. Bad input ends with one `error:` line (exit 2);
-set SOLO_NCP_DEBUG=1 to see the traceback."""
+"""`solo-ncp <command> ...`: the console script. Bad input, unwritable outputs and a training that
+stops (NaN loss) end with one `error:` line, the last line printed (exit 2); set SOLO_NCP_DEBUG=1
+to see the traceback. Options may stand anywhere among a command's `key=value` overrides."""
 import argparse
 import importlib
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 COMMANDS = {
     "pretrain": ("pretrain", "stage 1: SimCLR (or any solo-learn method) from a config"),
@@ -15,26 +16,70 @@ COMMANDS = {
     "demo": ("demo", "the whole pipeline at CPU scale on Fashion-MNIST (make demo)"),
     "poc": ("poc", "Table 1: random noise vs a perturbation toward the neighbouring cluster"),
 }
+USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
+"""Bad input (ValueError, ImportError), files (OSError: missing, unwritable, locked) and a stopped
+training (ArithmeticError: FloatingPointError for a NaN loss), raised in the command or inside
+Lightning's training loop, which re-raises them as they are."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(prog="solo-ncp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, (module, help_text) in COMMANDS.items():
-        command = importlib.import_module(f"solo_ncp.commands.{module}")
-        command.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    return parser
+        commands[name] = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(f"solo_ncp.commands.{module}").add_arguments(commands[name])
+    return parser, commands
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command, then its arguments parsed intermixed: `--resume` may follow overrides."""
+    parser, commands = build_parser()
+    command = parser.parse_known_args(argv)[0].command
+    rest = list(argv)[list(argv).index(command) + 1:]
+    args = commands[command].parse_intermixed_args(rest)
+    args.command = command
+    return args
+
+
+def close_progress_bars() -> bool:
+    """Closes the open tqdm bars (Lightning's, solo-ncp's), so none redraws itself at interpreter
+    exit, after the error line; True if there were any (the cursor may then be mid-line)."""
+    from tqdm import tqdm
+
+    bars = list(getattr(tqdm, "_instances", ()))
+    for bar in bars:
+        bar.close()
+    return bool(bars)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line; for an error re-raised from a DataLoader worker, the
+    original error's own line (the last one of the traceback it carries)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        return lines[-1]
+    return " ".join(lines) or type(err).__name__
+
+
+def report_error(command: str, err: BaseException) -> None:
+    """Prints `error: ... (solo-ncp <command>)` as the last line, on a line of its own (after a
+    newline when progress bars were open: they may have left the cursor mid-line)."""
+    start = "\n" if close_progress_bars() else ""
+    sys.stdout.flush()
+    print(f"{start}error: {one_line(err)} (solo-ncp {command})", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
         return command.run(args)
-    except (ValueError, FileNotFoundError, ImportError, ArithmeticError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("SOLO_NCP_DEBUG"):
             raise
-        print(f"solo-ncp {args.command}: error: {err}", file=sys.stderr)
+        report_error(args.command, err)
         return 2
 
 

@@ -2,10 +2,27 @@
 
 A config file is a YAML dict with solo-learn main's top-level keys (`name`, `method`, `backbone`,
 `method_kwargs`, `data`, `augmentations`, `optimizer`, `scheduler`, `checkpoint`, `auto_resume`,
-`max_epochs`, `devices`, `accelerator`, `strategy`, `precision`, `seed`), plus two optional keys
-of solo-ncp under `data`: `subset` (use a fixed random subset of that many training images, drawn
-with `subset_seed`, default 0) and `val` (validate the online classifier on the test split;
-default true).
+`max_epochs`, `devices`, `accelerator`, `strategy`, `precision`, `seed`).
+
+Overrides follow Hydra's grammar, parsed by hydra-core's own parser and applied as Hydra applies
+them (`load_config`): `key=value` changes an existing key (dotted, list items by index:
+`augmentations.0.crop_size=8`) and refuses a key the config lacks, naming the closest one;
+`+key=value` adds a key (an error if it holds a value); `++key=value` adds or replaces; `~key`
+(or `~key=value`, only if it holds that value) deletes. Values are typed as Hydra types them
+(`1`, `0.1`, `true`, `null`, `[1,2]`, `{a: 1}`, `'quoted'`). So the same file and overrides give
+the same config under `solo-ncp` and under solo-learn main's own main_pretrain.py.
+
+solo-ncp's launcher keys (`LAUNCHER_KEYS`) take `key=value` even where a file lacks them (as
+`++key=value` would): `data.subset` (train on a fixed random subset of that many images, drawn
+with `data.subset_seed`, default 0), `data.val` (validate the online classifier on the test
+split; default true), `backbone.kwargs.cifar` (the ResNet stem; default: the dataset's), and the
+Trainer's `limit_train_batches`, `limit_val_batches`, `log_every_n_steps`,
+`accumulate_grad_batches`, `sync_batchnorm`, `num_nodes` (Lightning's defaults).
+
+Learning rates follow solo-learn main's rule (`parse_cfg`, applied by its main_pretrain.py), on
+both hosts (`learning_rates`): `optimizer.lr` is multiplied by batch_size * devices * num_nodes
+/ 256, and so is `optimizer.classifier_lr` when `data.val_path` is set (main's condition).
+Solo-learn's BaseMethod (either host) multiplies both again by `accumulate_grad_batches`.
 
 Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 
@@ -18,32 +35,33 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | optimizer.kwargs.eta / clip_lr           | eta_lars / grad_clip_lars              |
 | optimizer.kwargs.exclude_bias_n_norm     | exclude_bias_n_norm                    |
 | optimizer.kwargs.momentum (0.9)          | extra_optimizer_args["momentum"]       |
-| optimizer.batch_size / lr / ...          | batch_size / lr / classifier_lr / weight_decay |
+| optimizer.lr / classifier_lr             | lr / classifier_lr, scaled (see above) |
+| optimizer.batch_size / weight_decay      | batch_size / weight_decay              |
 | scheduler.name / warmup_epochs / ...     | scheduler / warmup_epochs / warmup_start_lr / min_lr / lr_decay_steps |
 | augmentations[i].num_crops, crop_size    | num_large_crops / num_small_crops      |
 | method_kwargs.*                          | the method's own keyword arguments     |
 | scheduler.interval                       | must be "epoch" (1.0.2 steps per epoch) |
 
-`scheduler.warmup_epochs: 0` starts at `optimizer.lr`, as solo-learn main does. 1.0.2 passes
-`warmup_start_lr` to pl_bolts' `LinearWarmupCosineAnnealingLR`, whose chained cosine multiplies
-the previous lr: with no warmup it would hold `warmup_start_lr` (3e-5, or 0) for the whole run.
-As on main, every parameter group then starts at `optimizer.lr`, the online classifier's too
-(it only monitors training; evaluation trains its own head).
+`scheduler.warmup_epochs: 0` starts at the (scaled) `optimizer.lr`, as solo-learn main does:
+`warmup_start_lr` becomes that lr. Both hosts' LinearWarmupCosineAnnealingLR (pl_bolts' on 1.0.2)
+start every parameter group at that one `warmup_start_lr`; `solo_ncp.launch.trainer` puts each
+group back at its own lr (the online classifier at `classifier_lr`) before the first epoch.
 
 Under solo-learn main the config is the method's `cfg` itself (`to_solo_main_cfg`): a copy
 completed as main's `parse_cfg` completes it (`data.num_classes`, crop counts, optimizer kwargs
-defaults), except that learning rates are used as written (main_pretrain.py multiplies them by
-batch_size * devices / 256: the same for the zoo configs' batch of 256 on one device) and that
-`scheduler.interval` defaults to "epoch", as on 1.0.2 (main_pretrain.py's default is "step").
-`backbone.kwargs.cifar` is read by solo-ncp (see `solo_ncp.methods.main_host`).
+defaults, the learning-rate rule), except that `scheduler.interval` defaults to "epoch", as on
+1.0.2 (main_pretrain.py's default is "step"). `backbone.kwargs.cifar` is read by solo-ncp (see
+`solo_ncp.methods.main_host`).
 """
 import copy
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from solo_ncp.data.registry import get_spec
 
@@ -52,26 +70,123 @@ REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 PRECISION_102 = {"16-mixed": 16, "16": 16, "32-true": 32, "32": 32, "bf16-mixed": "bf16",
                  "bf16": "bf16"}
+LAUNCHER_KEYS = (
+    "data.subset", "data.subset_seed", "data.val", "backbone.kwargs.cifar", "limit_train_batches",
+    "limit_val_batches", "log_every_n_steps", "accumulate_grad_batches", "sync_batchnorm",
+    "num_nodes",
+)
+"""solo-ncp's own optional keys: `key=value` sets them as `++key=value` does when a config lacks
+them."""
+LR_REFERENCE_BATCH = 256
 
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and the fix."""
 
 
+def parse_overrides(overrides: Sequence[str]) -> List:
+    """hydra-core's `Override`s of command-line strings; refuses sweeps and packages, which
+    only Hydra's multirun and config groups give a meaning."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed = OverridesParser.create(), []
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException as err:
+            lines = str(err).splitlines()
+            reason = lines[min(1, len(lines) - 1)]
+            raise ConfigError(
+                f"override {line!r} is not key=value, +key=value, ++key=value or ~key "
+                f"(Hydra's grammar: {reason})"
+            ) from None
+        if override.is_sweep_override() or override.package is not None:
+            raise ConfigError(f"override {line!r}: sweeps and @packages are Hydra multirun / "
+                              "config-group syntax, not supported by solo-ncp")
+        parsed.append(override)
+    return parsed
+
+
+def dotted_keys(node, prefix: str = "") -> Iterator[str]:
+    """Every key of a plain dict/list config (`OmegaConf.to_container`), dotted, list items by
+    index ("augmentations.0.crop_size")."""
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        yield f"{prefix}{key}"
+        if isinstance(child, (dict, list)):
+            yield from dotted_keys(child, f"{prefix}{key}.")
+
+
+def _closest(cfg: DictConfig, key: str) -> str:
+    """" (did you mean `<key>`?)" for the existing key closest to `key` (difflib), else ""."""
+    known = [*dotted_keys(OmegaConf.to_container(cfg)), *LAUNCHER_KEYS]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _delete(cfg: DictConfig, line: str, key: str, value) -> None:
+    """`~key` / `~key=value`, as Hydra deletes."""
+    current = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if current is None:
+        raise ConfigError(f"override {line!r}: `{key}` is not in the config (or is null), "
+                          f"nothing to delete{_closest(cfg, key)}")
+    if value is not None and value != current:
+        raise ConfigError(f"override {line!r}: `{key}` is {current}, not {value}; nothing deleted")
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    with open_dict(cfg):
+        del node[int(leaf) if isinstance(node, ListConfig) else leaf]
+
+
+def apply_override(cfg: DictConfig, override) -> None:
+    """Applies one hydra-core `Override` to `cfg` (struct mode) as Hydra's config loader does."""
+    line, key, value = override.input_line, override.key_or_group, override.value()
+    if override.is_delete():
+        _delete(cfg, line, key, value)
+    elif override.is_add():
+        if OmegaConf.select(cfg, key, throw_on_missing=False) is not None and not isinstance(
+                value, (dict, list)):
+            raise ConfigError(f"override {line!r}: `{key}` is already in the config; write "
+                              f"{line[1:]} to change it, or +{line} to add or change it")
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    elif override.is_force_add() or key in LAUNCHER_KEYS:
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    else:
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except (ConfigAttributeError, ConfigKeyError):
+            raise ConfigError(f"override {line!r}: the config has no key `{key}`"
+                              f"{_closest(cfg, key)}; to add a new key write +{line}") from None
+
+
+def with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """`cfg` (modified) with Hydra-grammar overrides applied in order; unlocked afterwards as
+    solo-learn main's main_pretrain.py unlocks it (`set_struct(cfg, False)`)."""
+    parsed = parse_overrides(overrides)
+    OmegaConf.set_struct(cfg, True)
+    for override in parsed:
+        try:
+            apply_override(cfg, override)
+        except ConfigError:
+            raise
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(
+                f"override {override.input_line!r}: {str(err).splitlines()[0]}") from None
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
 def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Reads a YAML config and applies `key=value` overrides (dotted keys, OmegaConf syntax)."""
+    """Reads a YAML config and applies overrides in Hydra's grammar (see the module's
+    docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (see zoo_configs/<dataset>/)")
     try:
         cfg = OmegaConf.load(path)
-        for override in overrides:
-            key, sep, value = override.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"overrides must look like key=value, got {override!r}")
-            OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
     except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
+    cfg = with_overrides(cfg, overrides)
     for key in REQUIRED:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"config {path} lacks `{key}` (solo-learn main's schema)")
@@ -86,6 +201,72 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
 def select(cfg: DictConfig, key: str, default=None):
     value = OmegaConf.select(cfg, key)
     return default if value is None else value
+
+
+def device_count(devices) -> int:
+    """How many devices a Trainer given `devices` trains on: a list's length, or a count
+    (int or digit string)."""
+    if isinstance(devices, (list, tuple, ListConfig)):
+        return len(devices)
+    if str(devices).isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ConfigError(
+        f"devices={devices!r}: the learning rate is scaled by the number of devices (solo-learn "
+        "main's rule), so give devices as a count (devices=1) or a list (devices=[0,1])"
+    )
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    """solo-learn main's learning-rate rule (its `parse_cfg`, run by main_pretrain.py): `lr` is
+    `base_lr * factor`, factor = batch_size * devices * nodes / 256 (batch_size per device);
+    `classifier_lr` is `base_classifier_lr * factor` when `scale_classifier` (main scales it
+    only when `data.val_path` is set), else `base_classifier_lr`. Solo-learn's BaseMethod
+    multiplies both by `accumulate` (accumulate_grad_batches) again."""
+
+    base_lr: float
+    base_classifier_lr: float
+    batch_size: int
+    devices: int
+    nodes: int
+    scale_classifier: bool
+    accumulate: int = 1
+
+    @property
+    def factor(self) -> float:
+        return self.batch_size * self.devices * self.nodes / LR_REFERENCE_BATCH
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.factor
+
+    @property
+    def classifier_lr(self) -> float:
+        return self.base_classifier_lr * (self.factor if self.scale_classifier else 1.0)
+
+    def describe(self) -> str:
+        """One line: the rule with this run's numbers and the lrs the optimizer starts from."""
+        accumulate = f" x accumulate_grad_batches {self.accumulate}" if self.accumulate > 1 else ""
+        return (
+            f"learning rate (solo-learn main's rule): optimizer.lr {self.base_lr:g} x batch "
+            f"{self.batch_size} x {self.devices} device(s) x {self.nodes} node(s) / "
+            f"{LR_REFERENCE_BATCH}{accumulate} = {self.lr * self.accumulate:g}; classifier_lr "
+            f"{self.base_classifier_lr:g} -> {self.classifier_lr * self.accumulate:g}"
+            + ("" if self.scale_classifier else " (scaled only with data.val_path, as main)")
+        )
+
+
+def learning_rates(cfg: DictConfig) -> LearningRates:
+    """The learning rates a config trains with (see `LearningRates`)."""
+    return LearningRates(
+        base_lr=float(cfg.optimizer.lr),
+        base_classifier_lr=float(select(cfg, "optimizer.classifier_lr", 0.1)),
+        batch_size=int(cfg.optimizer.batch_size),
+        devices=device_count(select(cfg, "devices", 1)),
+        nodes=int(select(cfg, "num_nodes", 1)),
+        scale_classifier=select(cfg, "data.val_path") is not None,
+        accumulate=int(select(cfg, "accumulate_grad_batches", 1)),
+    )
 
 
 def augmentation_pipelines(cfg: DictConfig) -> Tuple[Dict, ...]:
@@ -131,6 +312,7 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
     """Keyword arguments for a solo-learn 1.0.2 method class (see the module's mapping table)."""
     spec = get_spec(cfg.data.dataset)
     opt, sched = cfg.optimizer, cfg.get("scheduler") or {}
+    rates = learning_rates(cfg)
     opt_kwargs = dict(_plain(opt.get("kwargs")) or {})
     lars = opt.name == "lars"
     extra = {}
@@ -167,15 +349,15 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
         eta_lars=float(eta),
         grad_clip_lars=bool(clip),
         exclude_bias_n_norm=bool(exclude),
-        lr=float(opt.lr),
-        classifier_lr=float(opt.get("classifier_lr", 0.1)),
+        lr=rates.lr,
+        classifier_lr=rates.classifier_lr,
         weight_decay=float(opt.get("weight_decay", 1e-4)),
         extra_optimizer_args=extra,
-        accumulate_grad_batches=int(cfg.get("accumulate_grad_batches") or 1),
+        accumulate_grad_batches=rates.accumulate,
         scheduler=sched.get("name", "none"),
         lr_decay_steps=decay_steps,
         min_lr=float(sched.get("min_lr", 0.0)),
-        warmup_start_lr=float(opt.lr if warmup_epochs == 0 else sched.get("warmup_start_lr", 3e-5)),
+        warmup_start_lr=rates.lr if warmup_epochs == 0 else float(sched.get("warmup_start_lr", 3e-5)),
         warmup_epochs=warmup_epochs,
         num_large_crops=num_crops[0],
         num_small_crops=num_crops[1],
@@ -195,12 +377,13 @@ def to_solo_main_cfg(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0),
     """The `cfg` of a solo-learn main method class (see the module's docstring); `method_kwargs`
     are merged into `cfg.method_kwargs`. `cfg` itself is left as it is."""
     spec = get_spec(cfg.data.dataset)
+    rates = learning_rates(cfg)
     out = copy.deepcopy(cfg)
     out.data.num_classes = spec.num_classes
     out.data.num_large_crops, out.data.num_small_crops = num_crops
     opt_kwargs = _plain(out.optimizer.get("kwargs")) or {}
     out.optimizer.kwargs = {**MAIN_OPTIMIZER_DEFAULTS.get(out.optimizer.name, {}), **opt_kwargs}
-    out.optimizer.classifier_lr = float(out.optimizer.get("classifier_lr", 0.1))
+    out.optimizer.lr, out.optimizer.classifier_lr = rates.lr, rates.classifier_lr
     out.optimizer.weight_decay = float(out.optimizer.get("weight_decay", 1e-4))
     out.scheduler = {"name": "none", "interval": "epoch", **(_plain(out.get("scheduler")) or {})}
     out.method_kwargs = {**(_plain(out.get("method_kwargs")) or {}), **method_kwargs}

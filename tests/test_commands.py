@@ -25,7 +25,10 @@ def test_eval_writes_metrics_with_counts_settings_and_hash(ncp_eval_dir, digits_
         "ncp", "digits", "slf", "clean")
     assert (metrics["sa_n"], metrics["ra_n"], metrics["aa_n"]) == (64, 64, 8)
     assert 0 <= metrics["ra"] <= metrics["sa"] <= 100 and 0 <= metrics["aa"] <= 100
-    assert record["settings"]["ra"]["steps"] == 20 and record["settings"]["linear"]["epochs"] == 2
+    assert record["settings"]["ra"]["steps"] == 20 and record["settings"]["fine_tune"]["epochs"] == 2
+    assert record["settings"]["fine_tune"]["head"] == "whitened" and record["settings"]["aa"]["n"] == 8
+    assert [branch["bn"] for branch in record["branches"]] == ["clean"]
+    assert (ncp_eval_dir / "head_clean.pt").is_file() and (ncp_eval_dir / "autoattack_clean.log").is_file()
     assert len(record["checkpoint"]["sha256"]) == 64
 
 
@@ -47,7 +50,7 @@ def test_report_aggregates_eval_runs(ncp_eval_dir, tmp_path, capsys):
     out = tmp_path / "table.md"
     assert main(["report", str(ncp_eval_dir), "--out", str(out)]) == 0
     record = json.loads((ncp_eval_dir / "metrics.json").read_text())["metrics"]
-    assert f"{record['sa']:.2f} ± 0.00 (n=1)" in out.read_text()
+    assert f"| {record['sa']:.2f} (n=1) |" in out.read_text()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "metrics.json" in capsys.readouterr().err
 

@@ -36,7 +36,7 @@ def test_zoo_simclr_configs_follow_the_paper(path):
         assert cfg.max_epochs == 1000 and kwargs["batch_size"] == 512
 
 
-def test_overrides_reach_lists_and_new_keys(tmp_path):
+def test_overrides_reach_lists_and_launcher_keys(tmp_path):
     cfg = load_config(ZOO / "fashionmnist/simclr.yaml",
                       ["augmentations.0.crop_size=8", "data.subset=100", "optimizer.lr=0.1"])
     assert cfg.augmentations[0].crop_size == 8 and cfg.data.subset == 100
@@ -72,13 +72,12 @@ def test_precision_mapping_to_lightning_19():
 PAPER_STAGE2 = {"cifar10": (70, 200, 32), "cifar100": (150, 100, 32), "stl10": (215, 1000, 96)}
 
 
-@pytest.mark.parametrize("method", ["ncp", "deacl"])
 @pytest.mark.parametrize("dataset", sorted(PAPER_STAGE2))
-def test_zoo_stage2_configs_follow_appendix_a22(dataset, method):
-    cfg = load_config(ZOO / dataset / f"{method}.yaml")
+def test_zoo_ncp_configs_follow_appendix_a22(dataset):
+    cfg = load_config(ZOO / dataset / "ncp.yaml")
     kwargs = to_solo102_kwargs(cfg, (1, 0))
     k, epochs, crop = PAPER_STAGE2[dataset]
-    assert cfg.method == method and kwargs["k"] == k and kwargs["max_epochs"] == epochs
+    assert cfg.method == "ncp" and kwargs["k"] == k and kwargs["max_epochs"] == epochs
     assert (kwargs["batch_size"], kwargs["lr"], kwargs["classifier_lr"]) == (256, 0.5, 0.5)
     assert (kwargs["optimizer"], kwargs["lars"], kwargs["weight_decay"]) == ("sgd", False, 5e-4)
     assert kwargs["scheduler"] == "warmup_cosine"
@@ -93,7 +92,8 @@ def test_zoo_stage2_configs_follow_appendix_a22(dataset, method):
 def test_bash_files_launch_existing_configs():
     bash = ZOO.parent / "bash_files"
     scripts = sorted(bash.rglob("*.sh"))
-    assert len(scripts) == 16
+    for stage in bash.iterdir():  # one launcher per dataset
+        assert len(list(stage.rglob("*.sh"))) == 4, stage
     for script in scripts:
         for word in script.read_text().split():
             if word.startswith("zoo_configs/"):
@@ -111,8 +111,9 @@ def test_no_warmup_starts_at_the_base_lr_and_follows_the_cosine(method, request)
     epochs, base = 4, 0.4
     cfg = load_config(ZOO / f"fashionmnist/{method}.yaml", [
         f"max_epochs={epochs}", f"optimizer.lr={base}", "scheduler.warmup_epochs=0",
-        "scheduler.warmup_start_lr=0.0", "scheduler.interval=epoch",
-        "data.dataset=digits", "augmentations.0.crop_size=8", "method_kwargs.k=5"])
+        "scheduler.warmup_start_lr=0.0", "++scheduler.interval=epoch", "optimizer.batch_size=256",
+        "data.dataset=digits", "augmentations.0.crop_size=8",
+        *(["method_kwargs.k=5"] if method == "ncp" else [])])
     if method == "ncp":
         cfg.method_kwargs.teacher_ckpt = str(request.getfixturevalue("digits_simclr_ckpt"))
     optimizers, schedulers = build_method(cfg).configure_optimizers()

@@ -15,18 +15,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from solo_ncp.eval import (
     DEFAULT_BN,
-    LinearEvalConfig,
+    FineTuneConfig,
     aggregate,
     autoattack_accuracy,
+    default_lr,
     eval_mode,
     evaluate,
     extract_features,
+    fine_tune,
     format_poc_table,
     format_row,
-    lr_for_dataset,
     pad_crop_flip,
     poc_table,
-    train_linear_head,
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "solo_ncp"
@@ -56,18 +56,20 @@ def make_encoder(seed: int = 0) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(192, 128), nn.BatchNorm1d(128), nn.ReLU())
 
 
-def small_config(**overrides) -> LinearEvalConfig:
+def small_config(**overrides) -> FineTuneConfig:
     settings = dict(epochs=10, batch_size=64, lr=0.1, milestones=(7,), seed=0)
     settings.update(overrides)
-    return LinearEvalConfig(**settings)
+    return FineTuneConfig(**settings)
+
+
+def train_head(encoder: nn.Module, train_set, cfg: FineTuneConfig, **options) -> nn.Linear:
+    return fine_tune(encoder, train_set, NUM_CLASSES, cfg, device=DEVICE, progress=False, **options).head
 
 
 @pytest.fixture(scope="module")
 def slf_classifier(digits):
     encoder = make_encoder()
-    head = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(), device=DEVICE,
-                             cache_features=True, progress=False)
-    return nn.Sequential(encoder, head)
+    return nn.Sequential(encoder, train_head(encoder, digits[0], small_config(), cache_features=True))
 
 
 def accuracy(classifier: nn.Module, dataset: TensorDataset) -> float:
@@ -92,15 +94,19 @@ def test_extract_features_shapes_dtype_and_restored_modes(digits):
 # --- linear fine-tuning ---------------------------------------------------------------------------
 
 def test_lr_table_and_config_validation():
-    assert lr_for_dataset("cifar10") == 0.1
-    assert lr_for_dataset("CIFAR100") == 10.0
-    assert lr_for_dataset("stl10") == 10.0
-    assert lr_for_dataset("digits") == 0.1
-    defaults = LinearEvalConfig()
+    assert default_lr("cifar10", "slf", "paper") == 0.1
+    assert default_lr("CIFAR100", "slf", "paper") == 10.0
+    assert default_lr("stl10", "alf", "paper") == 10.0
+    assert default_lr("digits", "slf", "paper") == 0.1
+    assert default_lr("cifar100", "slf", "whitened") == default_lr("stl10", "alf", "standardized") == 0.1
+    assert default_lr("cifar10", "aff", "paper") == default_lr("cifar100", "aff", "whitened") == 0.01
+    defaults = FineTuneConfig()
     assert (defaults.epochs, defaults.batch_size, defaults.milestones, defaults.steps) == (25, 512, (15, 20), 10)
+    assert (defaults.momentum, defaults.weight_decay, defaults.head, defaults.loss) == (0.9, 2e-4, "whitened", "ce")
     assert defaults.eps == pytest.approx(8 / 255) and defaults.alpha == pytest.approx(2 / 255)
+    assert FineTuneConfig(mode="aff", loss="trades").beta == 6.0
     with pytest.raises(ValueError, match="mode"):
-        LinearEvalConfig(mode="aff")
+        FineTuneConfig(mode="full")
 
 
 def test_pad_crop_flip_returns_a_crop_of_the_padded_image():
@@ -128,8 +134,7 @@ def test_slf_beats_chance_and_leaves_the_encoder_untouched(digits, slf_classifie
 
     encoder = make_encoder().train()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    head = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(epochs=3, milestones=(2,)),
-                             device=DEVICE, augment=False, progress=False)
+    head = train_head(encoder, digits[0], small_config(epochs=3, milestones=(2,)), augment=False)
     assert accuracy(nn.Sequential(encoder, head), digits[1]) > 70.0
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert all(m.training for m in encoder.modules())
@@ -138,14 +143,11 @@ def test_slf_beats_chance_and_leaves_the_encoder_untouched(digits, slf_classifie
 
 def test_linear_head_is_deterministic_under_the_seed(digits):
     cfg = small_config(epochs=2, milestones=(1,), crop_padding=1)
-    heads = [train_linear_head(make_encoder(), digits[0], NUM_CLASSES, cfg, device=DEVICE, progress=False)
-             for _ in range(2)]
+    heads = [train_head(make_encoder(), digits[0], cfg) for _ in range(2)]
     assert torch.equal(heads[0].weight, heads[1].weight)
-    other = train_linear_head(make_encoder(), digits[0], NUM_CLASSES, small_config(epochs=2, milestones=(1,),
-                              crop_padding=1, seed=1), device=DEVICE, progress=False)
+    other = train_head(make_encoder(), digits[0], small_config(epochs=2, milestones=(1,), crop_padding=1, seed=1))
     assert not torch.equal(heads[0].weight, other.weight)
-    unaugmented = train_linear_head(make_encoder(), digits[0], NUM_CLASSES, cfg, device=DEVICE, augment=False,
-                                    progress=False)
+    unaugmented = train_head(make_encoder(), digits[0], cfg, augment=False)
     assert not torch.equal(heads[0].weight, unaugmented.weight)
 
 
@@ -153,10 +155,8 @@ def test_alf_head_is_more_robust_than_slf(digits):
     eps = 0.05
     settings = dict(epochs=5, milestones=(3,), eps=eps, alpha=eps / 4, steps=5)
     encoder = make_encoder()
-    slf = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(**settings), device=DEVICE,
-                            augment=False, progress=False)
-    alf = train_linear_head(encoder, digits[0], NUM_CLASSES, small_config(mode="alf", **settings), device=DEVICE,
-                            augment=False, progress=False)
+    slf = train_head(encoder, digits[0], small_config(**settings), augment=False)
+    alf = train_head(encoder, digits[0], small_config(mode="alf", **settings), augment=False)
     assert torch.isfinite(alf.weight).all() and torch.isfinite(alf.bias).all()
     robust = {
         name: evaluate(nn.Sequential(encoder, head), digits[1], eps=eps, alpha=eps / 4, steps=10,
@@ -166,10 +166,10 @@ def test_alf_head_is_more_robust_than_slf(digits):
     assert robust["alf"] > robust["slf"]
 
 
-def test_alf_with_cached_features_is_refused(digits):
+@pytest.mark.parametrize("mode", ["alf", "aff"])
+def test_adversarial_fine_tuning_with_cached_features_is_refused(digits, mode):
     with pytest.raises(ValueError, match="SLF only"):
-        train_linear_head(make_encoder(), digits[0], NUM_CLASSES, small_config(mode="alf"), device=DEVICE,
-                          cache_features=True, progress=False)
+        train_head(make_encoder(), digits[0], small_config(mode=mode), cache_features=True)
 
 
 # --- SA / RA / AA -----------------------------------------------------------------------------------
@@ -201,25 +201,28 @@ def test_standard_autoattack_runs_quickly_on_eight_images(digits, slf_classifier
     result = autoattack_accuracy(slf_classifier, x, y, eps=0.05, n=8, device=DEVICE, seed=0,
                                  log_path=tmp_path / "aa.log", progress=False)
     assert time.monotonic() - start < 30.0
-    assert result["aa_n"] == 8
+    assert result.n == 8 and result.x_adv.shape == x[:8].shape
     clean = accuracy(slf_classifier, TensorDataset(x[:8], y[:8]))
-    assert 0.0 <= result["aa"] <= clean
-    assert any("robust accuracy" in line for line in result["aa_log"])
-    assert (tmp_path / "aa.log").read_text().splitlines() == result["aa_log"]
+    assert 0.0 <= result.accuracy <= clean
+    assert any("robust accuracy" in line for line in result.log)
+    assert (tmp_path / "aa.log").read_text().splitlines() == result.log
     assert torch.equal(torch.get_rng_state(), rng_state)
 
 
-def test_evaluate_includes_autoattack_on_the_first_images(digits, slf_classifier):
-    metrics = evaluate(slf_classifier, digits[1], aa_n=8, device=DEVICE, seed=0, progress=False)
-    assert metrics["aa_n"] == 8 and 0.0 <= metrics["aa"] <= 100.0 and metrics["aa_log"]
+def test_evaluate_includes_autoattack_on_the_first_images(digits, slf_classifier, tmp_path):
+    metrics = evaluate(slf_classifier, digits[1], aa_n=8, aa_log_path=tmp_path / "aa.log", device=DEVICE,
+                       seed=0, progress=False)
+    assert metrics["aa_n"] == 8 and 0.0 <= metrics["aa"] <= 100.0
+    assert "robust accuracy" in (tmp_path / "aa.log").read_text()
 
 
 # --- reports ----------------------------------------------------------------------------------------
 
-def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, sa, ra, aa, bn=None) -> Path:
+def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, sa, ra, aa, bn=None,
+              head="whitened") -> Path:
     directory.mkdir(parents=True)
     record = {
-        "method": method, "dataset": dataset, "mode": mode, "seed": seed, "bn": bn,
+        "method": method, "dataset": dataset, "mode": mode, "seed": seed, "bn": bn, "head": head,
         "metrics": {"sa": sa, "ra": ra, "aa": aa, "sa_n": 10000, "ra_n": 10000, "aa_n": 1000 if aa else 0},
         "settings": {}, "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
     }
@@ -245,11 +248,13 @@ def test_aggregate_builds_mean_and_sample_std_tables(tmp_path):
     slf_row = next(line for line in table.splitlines() if line.startswith("| NCP-ACL | 82.00"))
     assert slf_row.split(" | ")[1:4] == ["82.00 ± 2.00 (n=3)", "52.00 ± 2.65 (n=3)", "45.50 ± 0.71 (n=2)"]
     assert slf_row.endswith("| n/a | n/a | n/a |")
-    assert "| DeACL | n/a | n/a | n/a | 80.87 ± 0.00 (n=1) | 65.86 ± 0.00 (n=1) | 58.50 ± 0.00 (n=1) |" in table
-    assert "CIFAR-10 SA (%)" in table and "STL-10 AA (%)" in table
+    assert "| DeACL | n/a | n/a | n/a | 80.87 (n=1) | 65.86 (n=1) | 58.50 (n=1) |" in table
+    assert "± 0.00" not in table
+    assert "CIFAR-10 SA (%)" in table and "STL-10 AA (%) [n=1000]" in table
     table3 = table[table.index("Table 3"):]
     assert "| NCP-ACL | 82.00 ± 2.00 (n=3) | 52.00 ± 2.65 (n=3) | 45.50 ± 0.71 (n=2) | " \
-           "80.40 ± 0.00 (n=1) | 54.61 ± 0.00 (n=1) | 49.23 ± 0.00 (n=1) |" in table3
+           "80.40 (n=1) | 54.61 (n=1) | 49.23 (n=1) |" in table3
+    assert "Table 3: CIFAR-10, SLF vs ALF (CE)" in table3
     assert "DeACL" not in table3
 
 

@@ -1,19 +1,23 @@
 """Options and loading shared by the commands that read an encoder checkpoint
 (select-k, eval, poc), and the linear head that eval and poc train on it."""
 import argparse
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
 
+from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
 
 
-def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
+                          bn_default: str = DEFAULT_BN, bn_help: Optional[str] = None) -> None:
     parser.add_argument("--ckpt", required=True, help="encoder checkpoint (solo-ncp or solo-learn)")
     parser.add_argument("--dataset", required=True, help="cifar10, cifar100, stl10, fashionmnist, digits")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset")
-    parser.add_argument("--bn", choices=BRANCHES, default=DEFAULT_BN,
-                        help=f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as ACL/DeACL)")
+    parser.add_argument("--bn", choices=bn_choices, default=bn_default,
+                        help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
+                                        "ACL/DeACL)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=512)
@@ -27,17 +31,18 @@ def device_of(args: argparse.Namespace) -> torch.device:
     return torch.device(args.device)
 
 
-def load_args_encoder(args: argparse.Namespace):
-    """The checkpoint's encoder (Normalize + backbone), frozen, on the chosen device; a plain
-    solo-learn checkpoint gets the dataset's solo-learn normalisation."""
+def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: bool = True):
+    """The checkpoint's encoder (Normalize + backbone), frozen, on the chosen device, through BN
+    branch `bn` (default --bn) if it has dual BN; a plain solo-learn checkpoint gets the dataset's
+    solo-learn normalisation. `note`: say when the checkpoint was trained on another dataset."""
     from solo_ncp.data import get_spec
     from solo_ncp.models import load_encoder
 
     spec = get_spec(args.dataset)
     encoder = load_encoder(args.ckpt, normalization={"mean": spec.mean, "std": spec.std},
-                           bn=args.bn, trust=args.trust_checkpoint)
+                           bn=bn or args.bn, trust=args.trust_checkpoint)
     trained_on = encoder.meta.get("dataset")
-    if trained_on and trained_on != spec.name:
+    if note and trained_on and trained_on != spec.name:
         print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {spec.name}")
     encoder.model.to(device_of(args))
     return encoder
@@ -53,15 +58,33 @@ def first(dataset: Dataset, n, what: str) -> Dataset:
 
 
 def add_head_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the linear head (Appendix A.3) and of the splits it is trained/tested on."""
-    parser.add_argument("--epochs", type=int, default=25, help="head epochs (paper: 25)")
+    """Options of the head (Appendix A.3) and of the splits it is trained/tested on."""
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"fine-tuning epochs (paper: {EPOCHS})")
+    parser.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
+                        help="whitened (default) / standardized: trained on features whitened / "
+                             "standardised with the training set's statistics, folded into the saved "
+                             "Linear; paper: Appendix A.3's head on raw features")
     parser.add_argument("--lr", type=float, default=None,
-                        help="head learning rate (default: 0.1 CIFAR-10, 10.0 CIFAR-100/STL-10)")
+                        help="learning rate (default: 0.1 whitened/standardized head; paper head 0.1 "
+                             "CIFAR-10, 10 CIFAR-100/STL-10; 0.01 for --mode aff)")
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
     parser.add_argument("--test-n", type=int, default=None, help="use the first N test images")
     parser.add_argument("--cache-features", action="store_true",
                         help="SLF fast path: features computed once, no augmentation")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
+
+
+def check_head_arguments(args: argparse.Namespace) -> None:
+    """ValueError for head options no run can use, before any loading."""
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for option, value in (("--train-n", args.train_n), ("--test-n", args.test_n)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1 (or left out for the whole split), got {value}")
 
 
 def refuse_overwrite(path, overwrite: bool) -> None:
@@ -78,13 +101,22 @@ def evaluation_splits(args: argparse.Namespace, spec):
     return first(train, args.train_n, "--train-n"), first(test, args.test_n, "--test-n")
 
 
-def train_head(args: argparse.Namespace, encoder, spec, train_set, mode: str = "slf", **attack):
-    """The SLF/ALF linear head on the frozen encoder; returns (head, its LinearEvalConfig)."""
-    from solo_ncp.eval import LinearEvalConfig, lr_for_dataset, train_linear_head
+def head_config(args: argparse.Namespace, spec, mode: str = "slf", **settings):
+    """The FineTuneConfig of --epochs/--batch-size/--head/--lr/--seed for `mode`; the learning rate
+    defaults to solo_ncp.eval.protocol.default_lr. `settings`: further FineTuneConfig fields."""
+    from solo_ncp.eval import FineTuneConfig, default_lr
 
-    cfg = LinearEvalConfig(epochs=args.epochs, batch_size=args.batch_size, mode=mode,
-                           lr=args.lr if args.lr is not None else lr_for_dataset(spec.name),
-                           seed=args.seed, **attack)
-    head = train_linear_head(encoder.model, train_set, spec.num_classes, cfg,
-                             device=device_of(args), cache_features=args.cache_features)
-    return head, cfg
+    lr = args.lr if args.lr is not None else default_lr(spec.name, mode, args.head)
+    return FineTuneConfig(epochs=args.epochs, batch_size=args.batch_size, mode=mode, head=args.head,
+                          lr=lr, seed=args.seed, **settings)
+
+
+def train_head(args: argparse.Namespace, encoder, spec, train_set):
+    """The SLF linear head (nn.Linear on raw features) on the frozen encoder; returns (head, its
+    FineTuneConfig)."""
+    from solo_ncp.eval import fine_tune
+
+    cfg = head_config(args, spec)
+    tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device_of(args),
+                      cache_features=args.cache_features)
+    return tuned.head, cfg

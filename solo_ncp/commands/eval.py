@@ -1,72 +1,194 @@
-"""`solo-ncp eval`: SLF or ALF linear head on a frozen encoder, then SA, PGD-20 RA and AutoAttack AA
-on the test set; writes `metrics.json` atomically and prints a Table-2 style row."""
+"""`solo-ncp eval`: fine-tune on the encoder (SLF or ALF head on the frozen encoder, or AFF of encoder
+and head), then SA, PGD-20 RA and AutoAttack AA on the test set, through each BN branch of a
+dual-BN encoder with its own head (`--bn both`, the default). Writes into --out: metrics.json, the
+head of each branch (head_<bn>.pt, an nn.Linear state dict on raw features), for AFF the fine-tuned
+encoder (encoder_<bn>.pt, Normalize + backbone state dict), and AutoAttack's per-attack log
+(autoattack_<bn>.log); single-BN encoders drop the _<bn> suffix. Prints a Table-2 style row per
+branch."""
 import argparse
 from pathlib import Path
+from typing import List, Optional
 
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     add_head_arguments,
+    check_head_arguments,
     device_of,
     evaluation_splits,
+    head_config,
     load_args_encoder,
     refuse_overwrite,
-    train_head,
 )
+from solo_ncp.eval.protocol import (
+    AA_ATTACKS,
+    AA_VERSIONS,
+    DEACL_VALUES,
+    LOSSES,
+    MODES,
+    RA_COUNTING,
+    TEST_PGD_STEPS,
+    check_loss,
+    default_loss,
+)
+from solo_ncp.io import NotWritableError, check_writable
+from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+
+BOTH = "both"
+BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
+"""Order in which `--bn both` evaluates the branches; the first is copied to metrics.json's
+top-level "bn"/"metrics" for readers of the one-branch layout."""
+
+
+def _deacl_table() -> str:
+    rows = [f"  {setting}: ours {ours}; DeACL {deacl}" for setting, (ours, deacl) in DEACL_VALUES.items()]
+    return "defaults (ours) beside DeACL's adv_finetune.py:\n" + "\n".join(rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_encoder_arguments(parser)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _deacl_table()
+    add_encoder_arguments(parser, BRANCHES + (BOTH,), BOTH,
+                          f"BN branch of a dual-BN encoder: {BOTH} (default) evaluates each with its "
+                          f"own head, {DEFAULT_BN} first; single-BN encoders are evaluated once")
     add_head_arguments(parser)
-    parser.add_argument("--mode", choices=("slf", "alf"), default="slf")
-    parser.add_argument("--out", required=True, help="run folder for metrics.json")
+    parser.add_argument("--mode", choices=MODES, default="slf",
+                        help="slf / alf: linear head on the frozen encoder, clean / adversarial "
+                             "images; aff: adversarial full fine-tuning (encoder and head)")
+    parser.add_argument("--loss", choices=LOSSES, default=None,
+                        help="alf/aff loss (default: ce for alf, the paper's; trades for aff, DeACL's)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="TRADES weight (default 6; --loss trades only)")
+    parser.add_argument("--out", required=True, help="run folder for metrics.json, heads and logs")
     parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
     parser.add_argument("--alpha", type=float, default=2 / 255, help="PGD step in [0, 1] units")
-    parser.add_argument("--pgd-steps", type=int, default=20, help="RA attack steps (PGD-20)")
-    parser.add_argument("--aa-n", type=int, default=1000,
-                        help="AutoAttack on the first N test images (0 skips it)")
+    parser.add_argument("--pgd-steps", type=int, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
+    parser.add_argument("--aa-n", type=int, default=None,
+                        help="AutoAttack on the first N test images (default: all; 0 skips it)")
+    parser.add_argument("--aa-version", choices=AA_VERSIONS, default="standard",
+                        help="AutoAttack version (custom: the attacks of --aa-attacks)")
+    parser.add_argument("--aa-attacks", nargs="+", choices=AA_ATTACKS, default=None,
+                        help="attacks of --aa-version custom")
     parser.add_argument("--method", default=None, help="row label (default: from the checkpoint)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from torch import nn
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
+    check_head_arguments(args)
+    check_loss(args.mode, args.loss, args.beta)
+    if args.cache_features and args.mode != "slf":
+        raise ValueError(f"--cache-features is SLF only: --mode {args.mode} attacks images through the "
+                         "encoder; drop --cache-features")
+    if args.eps < 0 or args.alpha < 0:
+        raise ValueError(f"--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, "
+                         f"got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
+    if args.pgd_steps < 1:
+        raise ValueError(f"--pgd-steps must be >= 1 (the paper's RA uses 20), got {args.pgd_steps}")
+    if args.aa_n is not None and args.aa_n < 0:
+        raise ValueError(f"--aa-n must be >= 0 (0 skips AutoAttack; leave it out for the whole test "
+                         f"set), got {args.aa_n}")
+    if args.aa_n and args.test_n is not None and args.aa_n > args.test_n:
+        raise ValueError(f"--aa-n={args.aa_n} is larger than the test set ({args.test_n} images): "
+                         "lower --aa-n or raise --test-n")
+    if (args.aa_version == "custom") != (args.aa_attacks is not None):
+        raise ValueError("--aa-attacks goes with --aa-version custom, and custom needs --aa-attacks")
 
+
+def _file(stem: str, bn: Optional[str], suffix: str) -> str:
+    return f"{stem}_{bn}{suffix}" if bn else f"{stem}{suffix}"
+
+
+def load_branches(args: argparse.Namespace) -> List:
+    """LoadedEncoders to evaluate: the --bn branch, or with --bn both each branch of a dual-BN
+    encoder (BRANCH_ORDER) and the one encoder of a single-BN checkpoint."""
+    encoder = load_args_encoder(args, DEFAULT_BN if args.bn == BOTH else args.bn)
+    if args.bn != BOTH:
+        return [encoder]
+    if encoder.bn is None:
+        print(f"[solo-ncp] {args.ckpt} is a single-BN encoder: --bn both evaluates it once")
+        return [encoder]
+    return [encoder] + [load_args_encoder(args, bn, note=False) for bn in BRANCH_ORDER[1:]]
+
+
+def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, test_set, aa_n: int) -> dict:
+    """Fine-tune and evaluate one branch; save its head (and AFF encoder) and AutoAttack log into
+    --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files"}."""
+    from solo_ncp.eval import evaluate, fine_tune
+    from solo_ncp.io import atomic_torch_save
+
+    out, device = Path(args.out), device_of(args)
+    tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
+                      cache_features=args.cache_features)
+    files = {"head": _file("head", encoder.bn, ".pt")}
+    saved = {"head": tuned.head}
+    if cfg.mode == "aff":
+        files["encoder"] = _file("encoder", encoder.bn, ".pt")
+        saved["encoder"] = tuned.encoder
+    for key, module in saved.items():
+        atomic_torch_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, out / files[key])
+    if aa_n:
+        files["autoattack_log"] = _file("autoattack", encoder.bn, ".log")
+    aa_log_path = out / files["autoattack_log"] if aa_n else None
+    metrics = evaluate(tuned.classifier, test_set, eps=args.eps, alpha=args.alpha, steps=args.pgd_steps,
+                       batch_size=args.batch_size, aa_n=aa_n, aa_version=args.aa_version,
+                       aa_attacks=args.aa_attacks, aa_log_path=aa_log_path, device=device, seed=args.seed)
+    metrics.update(train_loss=tuned.history[-1]["loss"], train_acc=tuned.history[-1]["acc"])
+    return {"bn": encoder.bn, "metrics": metrics, "history": tuned.history, "files": files}
+
+
+def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import get_spec
-    from solo_ncp.eval import evaluate, format_row
+    from solo_ncp.eval import format_row
     from solo_ncp.eval.report import METRICS_FILE
     from solo_ncp.io import atomic_write_json, file_sha256
 
+    check_arguments(args)
     out = Path(args.out) / METRICS_FILE
     refuse_overwrite(out, args.overwrite)
+    try:
+        check_writable(args.out)
+    except NotWritableError as err:
+        raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
     spec = get_spec(args.dataset)
-    device = device_of(args)
-    encoder = load_args_encoder(args)
+    cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
+                      beta=args.beta, eps=args.eps, alpha=args.alpha)
+    encoders = load_branches(args)
     train_set, test_set = evaluation_splits(args, spec)
-    if args.aa_n > len(test_set):
-        raise ValueError(f"--aa-n={args.aa_n} is larger than the test set ({len(test_set)} images)")
-    head, cfg = train_head(args, encoder, spec, train_set, args.mode, eps=args.eps, alpha=args.alpha)
-    classifier = nn.Sequential(encoder.model, head)
-    metrics = evaluate(classifier, test_set, eps=args.eps, alpha=args.alpha, steps=args.pgd_steps,
-                       batch_size=args.batch_size, aa_n=args.aa_n, device=device, seed=args.seed)
-    method = args.method or encoder.meta.get("method", "encoder")
+    aa_n = len(test_set) if args.aa_n is None else args.aa_n
+    if aa_n > len(test_set):
+        raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
+    branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n) for encoder in encoders]
+    method = args.method or encoders[0].meta.get("method", "encoder")
     record = {
+        "schema": 2,
         "method": method,
         "dataset": spec.name,
         "mode": args.mode,
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+        "head": cfg.head,
         "seed": args.seed,
-        "bn": encoder.bn,
-        "metrics": metrics,
+        "branches": branches,
+        "bn": branches[0]["bn"],
+        "metrics": branches[0]["metrics"],
+        "ra_counting": RA_COUNTING,
         "settings": {
-            "linear": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+            "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
             "cache_features": args.cache_features,
             "ra": {"eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps},
-            "aa": {"version": "standard", "eps": args.eps, "n": metrics["aa_n"]},
+            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "eps": args.eps, "n": aa_n},
             "train_n": len(train_set),
+            "test_n": len(test_set),
         },
         "checkpoint": {"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)},
     }
     atomic_write_json(out, record)
-    label = method if encoder.bn is None else f"{method} ({encoder.bn} BN)"
     print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")
-    print(format_row(label, metrics))
-    print(f"[solo-ncp] SA/RA on {metrics['sa_n']} test images, AA on {metrics['aa_n']}; wrote {out}")
+    for branch in branches:
+        label = method if branch["bn"] is None else f"{method} ({branch['bn']} BN)"
+        print(format_row(label, branch["metrics"]))
+    for branch in branches:
+        m = branch["metrics"]
+        print(f"[solo-ncp] {branch['bn'] or 'encoder'}: {args.mode.upper()} final epoch training loss "
+              f"{m['train_loss']:.4f}, training accuracy {m['train_acc']:.2f}%")
+    print(f"[solo-ncp] SA/RA on {len(test_set)} test images, AA on {aa_n}; wrote {out}")
     return 0

@@ -4,10 +4,18 @@ import argparse
 from solo_ncp.config import augmentation_pipelines, crop_counts, load_config, select
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config, e.g. zoo_configs/cifar10/simclr.yaml")
+def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """Arguments shared by the training commands (pretrain, train)."""
+    parser.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
     parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_epochs=2")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="--resume from a last.ckpt that needs a full (unsafe) unpickling")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra-style overrides: key=value, +new.key=value, ++key=value, ~key")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser, "zoo_configs/cifar10/simclr.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,28 +25,29 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.compat import pretrain_transform, seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import backbone_meta, build_method
-    from solo_ncp.launch.trainer import fit
+    from solo_ncp.launch.trainer import fit, open_run
 
     cfg = load_config(args.config, args.overrides)
-    seed_everything(int(cfg.get("seed", 5)), workers=True)
-    spec = get_spec(cfg.data.dataset)
-    pipelines = augmentation_pipelines(cfg)
-    transform = pretrain_transform(cfg)
-    normalization = normalization_of(transform)
-    train_set = IndexedDataset(config_dataset(cfg, "pretrain", transform))
-    val_set = None
-    if select(cfg, "data.val", True):
-        val_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(**normalization)])
-        val_set = config_dataset(cfg, "test", val_transform)
-    model = build_method(cfg, crop_counts(pipelines))
-    meta = {
-        "format": 1,
-        "method": str(cfg.method),
-        "dataset": spec.name,
-        "backbone": backbone_meta(model),
-        "normalization": {k: list(v) for k, v in normalization.items()},
-        "dual_bn": False,
-    }
-    last = fit(cfg, model, train_set, val_set, meta, args.resume)
+    with open_run(cfg, args.resume) as run_folder:
+        seed_everything(int(select(cfg, "seed", 5)), workers=True)
+        spec = get_spec(cfg.data.dataset)
+        pipelines = augmentation_pipelines(cfg)
+        transform = pretrain_transform(cfg)
+        normalization = normalization_of(transform)
+        train_set = IndexedDataset(config_dataset(cfg, "pretrain", transform))
+        val_set = None
+        if select(cfg, "data.val", True):
+            val_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(**normalization)])
+            val_set = config_dataset(cfg, "test", val_transform)
+        model = build_method(cfg, crop_counts(pipelines))
+        meta = {
+            "format": 1,
+            "method": str(cfg.method),
+            "dataset": spec.name,
+            "backbone": backbone_meta(model),
+            "normalization": {k: list(v) for k, v in normalization.items()},
+            "dual_bn": False,
+        }
+        last = fit(cfg, model, train_set, val_set, meta, run_folder, trust=args.trust_checkpoint)
     print(f"[solo-ncp] stage-1 checkpoint: {last}")
     return 0

@@ -8,9 +8,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.eval import aggregate
-    from solo_ncp.io import atomic_write_text
+    from pathlib import Path
 
+    from solo_ncp.eval import aggregate
+    from solo_ncp.io import atomic_write_text, check_writable
+
+    if args.out:
+        check_writable(Path(args.out).parent)
     table = aggregate(args.runs)
     print(table)
     if args.out:

@@ -3,7 +3,14 @@ k-means over a sweep of K on the stage-1 encoder's training-set features (paper 
 import argparse
 from pathlib import Path
 
-from solo_ncp.commands._encoder import add_encoder_arguments, device_of, first, load_args_encoder
+from solo_ncp.commands._encoder import (
+    add_encoder_arguments,
+    device_of,
+    first,
+    load_args_encoder,
+    refuse_overwrite,
+)
+from solo_ncp.io import check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
     parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing k.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
         raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
                          f"{args.k_min}, {args.k_max}, {args.k_step}")
+    out = Path(args.out)
+    refuse_overwrite(out / "k.json", args.overwrite)
+    check_writable(out)
     spec = get_spec(args.dataset)
     encoder = load_args_encoder(args)
     train_set = first(build_dataset(spec.name, "pretrain", data_dir=args.data_dir), args.train_n, "--train-n")
@@ -37,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     features = F.normalize(features.to(device_of(args)), dim=1)
     scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
                      backend=args.backend)
-    selection = write_k_selection(scores, args.out)
-    out = Path(args.out)
+    selection = write_k_selection(scores, out)
     print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
           f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
           f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")

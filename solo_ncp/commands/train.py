@@ -1,13 +1,12 @@
 """`solo-ncp train`: stage 2 (`ncp`, or the `deacl` baseline) from a stage-1 checkpoint."""
 import argparse
 
+from solo_ncp.commands.pretrain import add_run_arguments
 from solo_ncp.config import load_config, select
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config, e.g. zoo_configs/cifar10/ncp.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. method_kwargs.k=70")
+    add_run_arguments(parser, "zoo_configs/cifar10/ncp.yaml")
 
 
 def weak_augmentation_of(cfg):
@@ -28,27 +27,29 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import build_method
-    from solo_ncp.launch.trainer import fit
+    from solo_ncp.launch.trainer import fit, open_run
 
     cfg = load_config(args.config, args.overrides)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
-    seed_everything(int(cfg.get("seed", 5)), workers=True)
-    spec = get_spec(cfg.data.dataset)
-    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
-    cluster_set = config_dataset(cfg, "pretrain", None)
-    val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
-    extra = {}
-    if not select(cfg, "method_kwargs.normalization"):
-        extra["normalization"] = {"mean": spec.mean, "std": spec.std}
-    model = build_method(cfg, (1, 0), **extra)
-    if getattr(model, "k", 0) > len(cluster_set):
-        raise ValueError(
-            f"K={model.k} clusters but the training set has only {len(cluster_set)} images: "
-            "lower method_kwargs.k"
-        )
-    model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size), int(select(cfg, "data.num_workers", 4)))
-    meta = {**model.checkpoint_meta(), "dataset": spec.name}
-    last = fit(cfg, model, train_set, val_set, meta, args.resume)
+    with open_run(cfg, args.resume) as run_folder:
+        seed_everything(int(select(cfg, "seed", 5)), workers=True)
+        spec = get_spec(cfg.data.dataset)
+        train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
+        cluster_set = config_dataset(cfg, "pretrain", None)
+        val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
+        extra = {}
+        if not select(cfg, "method_kwargs.normalization"):
+            extra["normalization"] = {"mean": spec.mean, "std": spec.std}
+        model = build_method(cfg, (1, 0), **extra)
+        if getattr(model, "k", 0) > len(cluster_set):
+            raise ValueError(
+                f"K={model.k} clusters but the training set has only {len(cluster_set)} images: "
+                "lower method_kwargs.k"
+            )
+        model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size),
+                               int(select(cfg, "data.num_workers", 4)))
+        meta = {**model.checkpoint_meta(), "dataset": spec.name}
+        last = fit(cfg, model, train_set, val_set, meta, run_folder, trust=args.trust_checkpoint)
     print(f"[solo-ncp] stage-2 checkpoint: {last}")
     return 0

@@ -7,6 +7,7 @@ so every backbone, augmentation and checkpoint keeps the RGB layout of CIFAR/STL
 """
 import gzip
 import os
+import pickle
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -20,6 +21,7 @@ from solo_ncp.data.registry import get_spec
 SPLITS = ("train", "test", "pretrain")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_EVERY = 5  # every 5th digit image is test data: a fixed, class-balanced 80/20 split
+DATA_DIR_FLAG = "--data-dir"  # how the messages name the data folder option; config launchers rename it
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -81,11 +83,23 @@ def _torchvision_hint(name: str, root: Path) -> str:
     return (
         "Download it there on a machine with internet, e.g. `python -c \"import torchvision; "
         f"torchvision.datasets.{_TORCHVISION_CLASS[name]}('{root}'{extra}, download=True)\"`, "
-        "or pass --data-dir pointing at the folder that holds it."
+        f"or pass {DATA_DIR_FLAG} pointing at the folder that holds it."
     )
 
 
 _TORCHVISION_CLASS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10"}
+
+
+def _open(name: str, root: Path, factory: Callable[[], Dataset]) -> Dataset:
+    """`factory()` (a torchvision dataset over `root`), with unreadable files (right names,
+    wrong contents: torchvision's checksum or unpickling fails) reported as one error."""
+    try:
+        return factory()
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} under {root} is unreadable ({str(err).splitlines()[0]}): its files "
+            f"have the expected names but not the expected contents. {_torchvision_hint(name, root)}"
+        ) from None
 
 
 def _cifar(name: str, root: Path, split: str, transform, download: bool) -> Dataset:
@@ -95,7 +109,8 @@ def _cifar(name: str, root: Path, split: str, transform, download: bool) -> Data
     if not download:
         _missing(name, root, spec.folder, spec.files, _torchvision_hint(name, root))
     cls = getattr(datasets, _TORCHVISION_CLASS[name])
-    return _RGB(cls(str(root), train=split != "test", download=download), transform)
+    return _RGB(_open(name, root, lambda: cls(str(root), train=split != "test", download=download)),
+                transform)
 
 
 def _stl10(root: Path, split: str, transform, download: bool) -> Dataset:
@@ -105,7 +120,8 @@ def _stl10(root: Path, split: str, transform, download: bool) -> Dataset:
     if not download:
         _missing("stl10", root, spec.folder, spec.files, _torchvision_hint("stl10", root))
     stl_split = {"train": "train", "test": "test", "pretrain": "train+unlabeled"}[split]
-    return _RGB(STL10(str(root), split=stl_split, download=download), transform)
+    return _RGB(_open("stl10", root, lambda: STL10(str(root), split=stl_split, download=download)),
+                transform)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -134,7 +150,7 @@ def _fashion_mnist_root(data_dir: Optional[Path]) -> Path:
         f"dataset 'fashionmnist' not found: expected {', '.join(spec.files)} in "
         f"{' or '.join(str(c) for c in candidates)}. Install Debian's files with "
         "`sudo apt-get install dataset-fashion-mnist` (they land in "
-        f"{DEBIAN_FASHION_MNIST}), or pass --data-dir pointing at a folder that holds them."
+        f"{DEBIAN_FASHION_MNIST}), or pass {DATA_DIR_FLAG} pointing at a folder that holds them."
     )
 
 

@@ -1,4 +1,4 @@
-"""Evaluation of frozen encoders: features, linear fine-tuning (SLF/ALF), SA/RA/AA, Table 1 PoC, reports.
+"""Evaluation of encoders: features, fine-tuning (SLF/ALF heads, AFF), SA/RA/AA, Table 1 PoC, reports.
 
 Framework-free: torch, numpy, tqdm and the standard library (pyautoattack is imported lazily).
 Every model passed here maps [0, 1] images to features or logits with normalisation inside it.
@@ -15,30 +15,40 @@ branch is evaluated; both reference codebases evaluate the adversarial one:
   single-BN ResNet's keys, so `bn_list.1`, loaded later, overwrites the clean branch; and
   solo/models/multi_bn_resnet.py defaults `forward(x, bn_name="pgd")`. (Its released training
   code uses a single-BN ResNet, so the branch question only arises for dual-BN checkpoints.)
-The clean branch stays available ("clean") for ablations; the checkpoint loader applies the choice.
+The clean branch stays available ("clean"); `solo-ncp eval --bn both` (its default) evaluates
+each branch with its own head, and the checkpoint loader applies the choice.
 """
-from solo_ncp.eval.autoattack import autoattack_accuracy
-from solo_ncp.models.inference import eval_mode, extract_features
-from solo_ncp.eval.linear import LinearEvalConfig, lr_for_dataset, pad_crop_flip, train_linear_head
+from solo_ncp.eval.autoattack import AutoAttackResult, autoattack_accuracy
+from solo_ncp.eval.heads import PreconditionedLinear, feature_affine
+from solo_ncp.eval.linear import FineTuneConfig, FineTuned, fine_tune, pad_crop_flip
 from solo_ncp.eval.poc import format_poc_table, poc_table
-from solo_ncp.eval.report import aggregate, format_row, load_run, mean_std
+from solo_ncp.eval.protocol import default_loss, default_lr
+from solo_ncp.eval.report import aggregate, format_row, load_runs, mean_std
 from solo_ncp.eval.robust import evaluate
+from solo_ncp.eval.trades import trades_loss
 from solo_ncp.models.dual_bn import DEFAULT_BN
+from solo_ncp.models.inference import eval_mode, extract_features
 
 __all__ = [
     "DEFAULT_BN",
-    "LinearEvalConfig",
+    "AutoAttackResult",
+    "FineTuneConfig",
+    "FineTuned",
+    "PreconditionedLinear",
     "aggregate",
     "autoattack_accuracy",
+    "default_loss",
+    "default_lr",
     "evaluate",
     "eval_mode",
     "extract_features",
+    "feature_affine",
+    "fine_tune",
     "format_poc_table",
     "format_row",
-    "load_run",
-    "lr_for_dataset",
+    "load_runs",
     "mean_std",
     "pad_crop_flip",
     "poc_table",
-    "train_linear_head",
+    "trades_loss",
 ]

@@ -1,5 +1,6 @@
 """Standard accuracy (SA), PGD-20 robust accuracy (RA) and AutoAttack accuracy (AA), Section 4.1."""
-from typing import Optional, Tuple
+import os
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ def evaluate(
     batch_size: int = 256,
     aa_n: Optional[int] = None,
     aa_version: str = "standard",
+    aa_attacks: Optional[Sequence[str]] = None,
+    aa_log_path: Optional[Union[str, os.PathLike]] = None,
     device: Device,
     seed: int,
     progress: bool = True,
@@ -38,10 +41,11 @@ def evaluate(
     [0, 1], y: int). RA: `steps`-step L-inf PGD (eps, alpha in pixel units, random start seeded
     by `seed`) on the cross-entropy; a sample counts as robust only if it is classified correctly
     both clean and under attack (as AutoAttack counts), so RA <= SA. AA: AutoAttack `aa_version`
-    on the first `aa_n` test images; aa_n None or 0 skips it (aa recorded as None, aa_n as 0).
+    (with `aa_attacks` for "custom") on the first `aa_n` test images, its per-attack log written
+    to `aa_log_path` when given; aa_n None or 0 skips it (aa recorded as None, aa_n as 0).
 
-    Returns {"sa", "sa_n", "ra", "ra_n", "aa", "aa_n", "aa_log"}: accuracies in percent, *_n the
-    number of test images behind each, aa_log AutoAttack's per-attack log (None when skipped).
+    Returns {"sa", "sa_n", "ra", "ra_n", "aa", "aa_n"}: accuracies in percent of the images
+    evaluated, *_n the number of test images behind each.
     """
     aa_n = aa_n or 0
     if not 0 <= aa_n <= len(test_set):
@@ -68,22 +72,11 @@ def evaluate(
         "ra_n": seen,
         "aa": None,
         "aa_n": 0,
-        "aa_log": None,
     }
     if aa_n:
         x_aa, y_aa = _first_images(test_set, aa_n, batch_size)
-        metrics.update(
-            autoattack_accuracy(
-                classifier,
-                x_aa,
-                y_aa,
-                eps=eps,
-                n=aa_n,
-                device=device,
-                seed=seed,
-                version=aa_version,
-                batch_size=batch_size,
-                progress=progress,
-            )
-        )
+        result = autoattack_accuracy(classifier, x_aa, y_aa, eps=eps, n=aa_n, device=device, seed=seed,
+                                     version=aa_version, attacks=aa_attacks, batch_size=batch_size,
+                                     log_path=aa_log_path, progress=progress)
+        metrics.update(aa=result.accuracy, aa_n=result.n)
     return metrics

@@ -21,8 +21,21 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why and what to do."""
 
 
+def _refusal(err: pickle.UnpicklingError) -> Tuple[bool, str]:
+    """(whether a weights-only load refused a Python object, the reason on one line) of torch's
+    UnpicklingError: a global it does not allow, or bytes that are no pickle at all."""
+    text = str(err)
+    refused = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
+    if refused is not None:
+        return True, refused.rsplit("error:", 1)[-1].strip().split(". ")[0].rstrip(".")
+    after = text.rsplit("WeightsUnpickler error:", 1)[-1].strip()
+    return False, (after.splitlines() or [type(err).__name__])[0].rstrip(".")
+
+
 def read_checkpoint(path, *, trust: bool = False) -> Dict:
-    """Loads a checkpoint on CPU with `weights_only=True`; arbitrary pickles only if `trust`."""
+    """Loads a checkpoint on CPU with `weights_only=True` (given explicitly: torch 2.6+ lets
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD override only an unset weights_only); arbitrary pickles only
+    if `trust`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -30,10 +43,10 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
-        reason = str(err).rsplit("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0]
-        if "Unsupported global" not in reason:
+        refused, reason = _refusal(err)
+        if not refused:
             raise CheckpointError(f"cannot read {path}: not a PyTorch checkpoint ({reason})") from None
         raise CheckpointError(
             f"{path} holds pickled Python objects that a safe load refuses ({reason}). "
@@ -43,6 +56,12 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
         raise CheckpointError(
             f"cannot read {path}: not a PyTorch checkpoint or truncated ({err})"
         ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict): "
+            "pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`"
+        )
+    return ckpt
 
 
 def checkpoint_meta(ckpt: Mapping) -> Dict:
@@ -69,24 +88,42 @@ def encoder_state_dict(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     )
 
 
-def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> None:
-    """`load_state_dict(strict=True)` with an error that names the mismatch instead of a dump."""
-    own = module.state_dict()
+def state_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> str:
+    """How `weights` differ from a module's state `own` (missing / unexpected names, shape
+    mismatches with both shapes); empty when they fit."""
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    shapes = [k for k in own if k in weights and own[k].shape != weights[k].shape]
-    if missing or unexpected or shapes:
-        detail = "; ".join(
-            f"{label}: {names[:3]}{' ...' if len(names) > 3 else ''}"
-            for label, names in (("missing", missing), ("unexpected", unexpected),
-                                 ("shape mismatch", shapes))
-            if names
-        )
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)} here" for k in own
+              if k in weights and own[k].shape != weights[k].shape]
+    return "; ".join(
+        f"{label}: {names[:3]}{' ...' if len(names) > 3 else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected),
+                             ("shape mismatch", shapes))
+        if names
+    )
+
+
+def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> None:
+    """`load_state_dict(strict=True)` with an error that names the mismatch instead of a dump."""
+    detail = state_mismatch(module.state_dict(), weights)
+    if detail:
         raise CheckpointError(
             f"{what} does not fit the backbone ({detail}). Use the backbone the checkpoint was "
             "trained with (backbone.name / backbone.kwargs.cifar in the config)."
         )
     module.load_state_dict(weights)
+
+
+def check_finite(weights: Mapping[str, torch.Tensor], path) -> None:
+    """Refuses encoder weights holding NaN or inf: every command that reads an encoder (select-k,
+    train's teacher, eval, poc) gives this one message instead of failing later on its features."""
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN/inf weights in {len(bad)} tensors (first: {bad[0]}): the run that "
+            "wrote it diverged. Use an earlier checkpoint of that run, or train it again with a "
+            "lower optimizer.lr"
+        )
 
 
 @dataclass
@@ -143,6 +180,7 @@ def load_encoder(
     ckpt = read_checkpoint(path, trust=trust)
     meta = checkpoint_meta(ckpt)
     weights = encoder_state_dict(ckpt)
+    check_finite(weights, path)
     spec = BackboneSpec(**meta["backbone"]) if "backbone" in meta else infer_backbone_spec(weights)
     norm = meta.get("normalization") or normalization
     if norm is None:

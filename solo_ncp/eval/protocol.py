@@ -1,0 +1,112 @@
+"""The evaluation protocol's names and defaults: the paper's Appendix A.3, with DeACL's values beside.
+
+Plain Python (no torch), so the command line, the report and the trainer share one table.
+
+Modes: "slf" standard linear fine-tuning (clean images, frozen encoder), "alf" adversarial linear
+fine-tuning (adversarial images, frozen encoder), "aff" adversarial full fine-tuning (encoder and
+head trained on adversarial images, encoder in train mode; DeACL's adv_finetune.py, not in the
+NCP-ACL paper). Losses of alf/aff: "ce", cross-entropy on PGD examples that maximise it
+(Appendix A.3.2), or "trades", CE(clean) + beta * KL(p_clean || p_adv) on PGD examples that
+maximise that KL (Zhang et al., 2019, as DeACL's trades/trades.py).
+"""
+from typing import Dict, Optional, Tuple
+
+MODES = ("slf", "alf", "aff")
+LOSSES = ("ce", "trades")
+HEADS = ("whitened", "standardized", "paper")
+"""Linear heads (solo_ncp.eval.heads): "whitened" (default) and "standardized" train on features
+preconditioned with training-set statistics (ZCA whitening / per-dimension standardisation), folded
+into the saved Linear afterwards; "paper" is Appendix A.3's head on raw features."""
+DEFAULT_HEAD = "whitened"
+
+TRADES_BETA = 6.0
+"""TRADES weight beta when --loss trades (DeACL's adv_finetune.py, TRADES' CIFAR-10 value)."""
+
+PAPER_LR: Dict[str, float] = {"cifar10": 0.1, "cifar100": 10.0, "stl10": 10.0}
+"""Appendix A.3.1 (SLF) learning rates of the paper's head; A.3.2 gives ALF's for CIFAR-10 only
+(0.1, "the same settings"): ALF on the other datasets assumes the SLF table."""
+PAPER_LR_OTHER = 0.1
+"""Paper head on a dataset the paper does not use (Fashion-MNIST, digits)."""
+PRECONDITIONED_LR = 0.1
+"""SLF/ALF learning rate of the whitened and standardised heads on every dataset: their inputs have
+unit scale whatever the encoder, so the CIFAR-10 value serves all."""
+AFF_LR = 0.01
+"""AFF learning rate (encoder and head): DeACL's adv_finetune.py; the paper has no AFF."""
+
+EPOCHS = 25
+MILESTONES: Tuple[int, ...] = (15, 20)
+GAMMA = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 2e-4
+BATCH_SIZE = 512
+TRAIN_PGD_STEPS = 10
+"""PGD steps of ALF/AFF training examples (Appendix A.3.2: 10-step L-inf PGD, eps 8/255, step 2/255)."""
+TEST_PGD_STEPS = 20
+"""PGD steps of the robust accuracy RA (Section 4.1: PGD-20)."""
+
+AA_VERSIONS = ("standard", "plus", "rand", "custom")
+"""pyautoattack 0.2's `version` names; "custom" runs the attacks named in `attacks`."""
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+"""pyautoattack 0.2's attack names (its AttackName), for version "custom"."""
+
+RA_COUNTING = (
+    "a test image counts as robust only if it is classified correctly both clean and under "
+    "attack (PGD-20 for RA, AutoAttack for AA); RA and AA are percentages of all evaluated images"
+)
+
+DEACL_VALUES: Dict[str, Tuple[str, str]] = {
+    "SLF learning rate": ("0.1 (whitened/standardized head); paper head 0.1 CIFAR-10, 10 CIFAR-100/STL-10",
+                          "0.1 (raw features)"),
+    "ALF loss, learning rate": ("CE on PGD-10, 0.1 (Appendix A.3.2)", "TRADES beta 6, 0.01"),
+    "AFF loss, learning rate": ("TRADES beta 6, 0.01 (DeACL's; not in the paper)", "TRADES beta 6, 0.01"),
+    "epochs, schedule": ("25, x0.1 at epochs 15 and 20", "25, x0.1 at epochs 15 and 20"),
+    "momentum, weight decay, batch": ("0.9, 2e-4, 512", "0.9, 2e-4, 512"),
+    "training attack": ("PGD-10, eps 8/255, step 2/255, uniform random start",
+                        "PGD-10, eps 8/255, step 2/255; TRADES starts at x + 0.001 N(0, 1)"),
+    "encoder mode (SLF/ALF)": ("eval, frozen", "train (BN running statistics drift), frozen weights"),
+    "head kept": ("last epoch", "last epoch"),
+    "RA, AA": ("PGD-20; AutoAttack standard on the whole test set",
+               "PGD-20; AutoAttack standard on the whole test set"),
+}
+"""Setting -> (solo-ncp's default, DeACL's adv_finetune.py @ 3fb81e3)."""
+
+
+def default_loss(mode: str) -> str:
+    """"ce" for slf and alf (the paper's), "trades" for aff (DeACL's)."""
+    _check_mode(mode)
+    return "trades" if mode == "aff" else "ce"
+
+
+def default_lr(dataset: str, mode: str, head: str) -> float:
+    """Learning rate when none is given: AFF_LR for aff; else PAPER_LR (paper head) or
+    PRECONDITIONED_LR (whitened/standardized heads). dataset: a registry name, case-insensitive."""
+    _check_mode(mode)
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if mode == "aff":
+        return AFF_LR
+    if head != "paper":
+        return PRECONDITIONED_LR
+    return PAPER_LR.get(dataset.lower(), PAPER_LR_OTHER)
+
+
+def check_loss(mode: str, loss: Optional[str], beta: Optional[float]) -> None:
+    """ValueError naming the fix for a loss/beta that does not fit the mode.
+
+    loss None means the mode's default; beta only goes with loss "trades" and must be >= 0.
+    """
+    _check_mode(mode)
+    if loss is not None and loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if mode == "slf" and loss not in (None, "ce"):
+        raise ValueError(f"--loss {loss} needs --mode alf or aff: SLF trains on clean images only")
+    if beta is not None and (loss or default_loss(mode)) != "trades":
+        raise ValueError(f"--beta is the TRADES weight: pass --loss trades with it, or drop --beta "
+                         f"(mode {mode} uses the {loss or default_loss(mode)} loss)")
+    if beta is not None and beta < 0:
+        raise ValueError(f"--beta must be >= 0, got {beta}")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

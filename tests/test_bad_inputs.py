@@ -1,0 +1,173 @@
+"""Every bad input the issues and the README list, one table row each, through the real entry
+point: exit code 2, the last line printed starts with `error:` and names the problem, no
+traceback, and no earlier result file changed.
+
+Rows run `solo_ncp.cli.main` in this process (the console script is `sys.exit(main())`): an
+exception escaping it would fail the test as a traceback would; the rows that need a process of
+their own (a lock held by another pid, an environment variable at torch's import) are in
+test_resume.py and test_io.py."""
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from solo_ncp.cli import main
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
+
+SIMCLR = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR]
+EVAL = ["eval", "--dataset", "digits", "--epochs", "1", "--test-n", "20", "--aa-n", "0"]
+
+
+class CodeRunner:
+    """Unpickling this runs code: a safe loader must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, digits_simclr_ckpt):
+    """A folder of results made once: checkpoints good and bad, an earlier k.json and
+    metrics.json, a run folder with a last.ckpt. Returns {name: path}."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    paths = {"root": root, "simclr": digits_simclr_ckpt}
+    (root / "text.ckpt").write_text("not a checkpoint\n")
+    torch.save([1, 2, 3], root / "list.ckpt")
+    torch.save({"state_dict": CodeRunner()}, root / "unsafe.ckpt")
+    good = digits_simclr_ckpt.read_bytes()
+    (root / "truncated.ckpt").write_bytes(good[: len(good) // 2])
+    ckpt = torch.load(digits_simclr_ckpt, weights_only=True)
+    first = next(k for k in ckpt["state_dict"] if k.endswith("conv1.weight"))
+    ckpt["state_dict"][first] = torch.full_like(ckpt["state_dict"][first], float("nan"))
+    torch.save(ckpt, root / "nan.ckpt")
+    (root / "k").mkdir()
+    (root / "k" / "k.json").write_text('{"k": 5}\n')
+    (root / "eval").mkdir()
+    (root / "eval" / "metrics.json").write_text("{}\n")
+    (root / "a_file").write_text("")
+    cifar = root / "cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(b"corrupt" * 10)
+    for name in ("truncated", "text", "unsafe", "list"):
+        run = root / "runs" / name
+        run.mkdir(parents=True)
+        (run / "last.ckpt").write_bytes((root / f"{name}.ckpt").read_bytes())
+    paths.update({p.stem: p for p in root.glob("*.ckpt")})
+    return paths
+
+
+def stage2(world, *overrides, method="ncp"):
+    return ["train", "--config", str(ROOT / f"zoo_configs/fashionmnist/{method}.yaml"),
+            *DIGITS_STAGE2, f"checkpoint.dir={world['root'] / 'runs'}",
+            f"method_kwargs.teacher_ckpt={world['simclr']}", *overrides]
+
+
+def resume(world, name, *overrides):
+    return [*SIMCLR, f"checkpoint.dir={world['root'] / 'runs'}", f"name={name}", "--resume",
+            *overrides]
+
+
+def evaluate(world, ckpt, *options, out="fresh"):
+    return [*EVAL, "--ckpt", str(world[ckpt]), "--out", str(world["root"] / out), *options]
+
+
+ROWS = {  # case -> (argv builder taking the world, words the error line must hold)
+    # overrides (Hydra grammar)
+    "misspelt key": (lambda w: [*SIMCLR, "max_epoch=2"], ["max_epoch", "max_epochs"]),
+    "misspelt method option": (lambda w: stage2(w, "method_kwargs.lamda=3"), ["lamda", "lam"]),
+    "+ on an existing key": (lambda w: [*SIMCLR, "+optimizer.lr=0.1"], ["optimizer.lr"]),
+    "override without =": (lambda w: [*SIMCLR, "max_epochs"], ["max_epochs"]),
+    "cluster_bn adv on one BN": (lambda w: stage2(w, "method_kwargs.dual_bn=false",
+                                                  "method_kwargs.cluster_bn=adv"),
+                                 ["cluster_bn='adv' needs dual_bn: true"]),
+    # checkpoints
+    "missing teacher": (lambda w: stage2(w, "method_kwargs.teacher_ckpt=/nonexistent.ckpt"),
+                        ["does not exist"]),
+    "teacher of another backbone": (lambda w: stage2(w, "backbone.kwargs.cifar=false"),
+                                    ["cifar stem: True"]),
+    "K larger than the data": (lambda w: stage2(w, "method_kwargs.k=5000"), ["K=5000"]),
+    "NaN teacher": (lambda w: stage2(w, f"method_kwargs.teacher_ckpt={w['nan']}"),
+                    ["NaN/inf weights"]),
+    "NaN encoder in select-k": (lambda w: ["select-k", "--ckpt", str(w["nan"]), "--dataset",
+                                           "digits", "--k-min", "2", "--k-max", "4",
+                                           "--out", str(w["root"] / "k2")], ["NaN/inf weights"]),
+    "NaN encoder in eval": (lambda w: evaluate(w, "nan"), ["NaN/inf weights"]),
+    "text file as checkpoint": (lambda w: evaluate(w, "text"), ["text.ckpt"]),
+    "saved list as checkpoint": (lambda w: evaluate(w, "list"), ["list.ckpt"]),
+    "unsafe pickle as checkpoint": (lambda w: evaluate(w, "unsafe"), ["--trust-checkpoint"]),
+    "truncated checkpoint": (lambda w: evaluate(w, "truncated"), ["truncated.ckpt"]),
+    "resume: truncated last.ckpt": (lambda w: resume(w, "truncated"), ["last.ckpt"]),
+    "resume: text last.ckpt": (lambda w: resume(w, "text"), ["last.ckpt"]),
+    "resume: unsafe last.ckpt": (lambda w: resume(w, "unsafe"), ["--trust-checkpoint"]),
+    "resume: a saved list": (lambda w: resume(w, "list"), ["last.ckpt"]),
+    "resume without a run": (lambda w: resume(w, "nothing"), ["--resume"]),
+    # data
+    "corrupt CIFAR files": (lambda w: [*EVAL[:2], "cifar10", *EVAL[3:], "--ckpt", str(w["simclr"]),
+                                       "--data-dir", str(w["root"] / "cifar"),
+                                       "--out", str(w["root"] / "fresh")], ["cifar"]),
+    "missing dataset folder": (lambda w: [*EVAL[:2], "cifar10", *EVAL[3:], "--ckpt",
+                                          str(w["simclr"]), "--data-dir", "/nonexistent/data",
+                                          "--out", str(w["root"] / "fresh")], ["/nonexistent/data"]),
+    "pretrain offline": (lambda w: ["pretrain", "--config", str(ROOT / "zoo_configs/cifar10/simclr.yaml"),
+                                    "data.train_path=/nonexistent/data", "accelerator=cpu",
+                                    "devices=1", f"checkpoint.dir={w['root'] / 'runs'}"],
+                         ["data.train_path"]),
+    # outputs
+    "select-k over an earlier k.json": (lambda w: ["select-k", "--ckpt", str(w["simclr"]),
+                                                   "--dataset", "digits", "--k-min", "2",
+                                                   "--k-max", "4", "--out", str(w["root"] / "k")],
+                                        ["--overwrite"]),
+    "eval over an earlier metrics.json": (lambda w: evaluate(w, "simclr", out="eval"),
+                                          ["--overwrite"]),
+    "eval into an unwritable folder": (lambda w: evaluate(w, "simclr", out="a_file/eval"),
+                                       ["a_file"]),
+    "select-k into an unwritable folder": (lambda w: ["select-k", "--ckpt", str(w["simclr"]),
+                                                      "--dataset", "digits", "--k-min", "2",
+                                                      "--k-max", "4", "--out",
+                                                      str(w["root"] / "a_file" / "k")], ["a_file"]),
+    "pretrain into an unwritable folder": (lambda w: [*SIMCLR, "checkpoint.dir="
+                                                      f"{w['root'] / 'a_file'}"], ["a_file"]),
+    "report into an unwritable file": (lambda w: ["report", str(w["root"] / "eval"), "--out",
+                                                  str(w["root"] / "a_file" / "t.md")], ["a_file"]),
+    "report of a folder without results": (lambda w: ["report", str(w["root"] / "k")],
+                                           ["metrics.json"]),
+    "pretrain over an existing run": (lambda w: resume(w, "text")[:-1], ["--resume"]),
+    # evaluation options, checked before any work
+    "negative eps": (lambda w: evaluate(w, "simclr", "--eps", "-0.1"), ["--eps"]),
+    "beta with the CE loss": (lambda w: evaluate(w, "simclr", "--mode", "alf", "--loss", "ce",
+                                                 "--beta", "6"), ["--beta"]),
+    "aff with cached features": (lambda w: evaluate(w, "simclr", "--mode", "aff",
+                                                    "--cache-features"), ["--cache-features"]),
+    "AutoAttack subset beyond the test set": (lambda w: evaluate(w, "simclr", "--aa-n", "100000"),
+                                              ["--aa-n"]),
+    "no PGD steps": (lambda w: evaluate(w, "simclr", "--pgd-steps", "0"), ["--pgd-steps"]),
+}
+
+
+def snapshot(root: Path):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_bad_input_is_one_error_line_and_changes_no_result(case, world, capsys):
+    build, words = ROWS[case]
+    argv = build(world)
+    before = snapshot(world["root"])
+    code = main(argv)
+    out, err = capsys.readouterr()
+    printed = (out + err).rstrip("\n").splitlines()
+    assert code == 2, printed[-5:]
+    assert printed[-1].startswith("error:"), printed[-5:]
+    for word in words:
+        assert word in printed[-1], (word, printed[-1])
+    assert "Traceback" not in out + err
+    after = snapshot(world["root"])
+    assert {p: h for p, h in after.items() if p in before} == before
+
+
+def test_the_readme_counts_the_rows():
+    readme = (ROOT / "README.md").read_text()
+    assert f"{len(ROWS)} bad inputs" in readme

@@ -1,0 +1,118 @@
+"""The console script: options anywhere among the overrides, and one `error:` line (the last line,
+on its own line, exit 2, no traceback) for bad input, unwritable outputs, failed writes and a
+training stopped by a NaN loss, on either host's Lightning."""
+import errno
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from solo_ncp.cli import main, one_line, parse_args
+from tests.conftest import ROOT, pretrain, train_stage2
+
+TINY = ["max_epochs=1", "limit_train_batches=1"]
+
+
+def error_line(captured) -> str:
+    """The single `error:` line, which is stderr's last line, of a command without traceback."""
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and captured.err.splitlines()[-1] == lines[0]
+    return lines[0]
+
+
+def test_options_may_follow_the_overrides():
+    args = parse_args(["pretrain", "--config", "c.yaml", "max_epochs=2", "--resume", "+a=1",
+                       "--trust-checkpoint", "~b"])
+    assert (args.command, args.config, args.resume, args.trust_checkpoint) == (
+        "pretrain", "c.yaml", True, True)
+    assert args.overrides == ["max_epochs=2", "+a=1", "~b"]
+
+
+def test_multi_line_messages_become_one_line():
+    assert one_line(ValueError("Could not override 'x'.\nTo append use +x=1")) == (
+        "Could not override 'x'. To append use +x=1")
+    worker = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback "
+                        "(most recent call last):\n  File \"x.py\", line 1\nValueError: bad image")
+    assert one_line(worker) == "ValueError: bad image"
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_the_error_starts_a_line_of_its_own_after_an_open_progress_bar(bar):
+    code = ("import sys; from tqdm import tqdm; from solo_ncp.cli import report_error\n"
+            f"bars = [tqdm(total=2, file=sys.stdout, bar_format='Epoch 0 {{n}}') for _ in range({bar})]\n"
+            "for bar in bars: bar.update(1)\n"
+            "report_error('pretrain', FloatingPointError('loss is nan'))")
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out, line = proc.stdout.decode(), "error: loss is nan (solo-ncp pretrain)"
+    assert out.endswith(f"\n{line}\n") if bar else out == f"{line}\n"  # nothing redrawn after it
+
+
+def test_an_offline_dataset_names_the_config_key(tmp_path, capsys):
+    assert pretrain(tmp_path, "data.dataset=cifar10", f"data.train_path={tmp_path / 'none'}",
+                    "name=c", *TINY) == 2
+    line = error_line(capsys.readouterr())
+    assert "data.train_path=<folder>" in line and "--data-dir" not in line
+
+
+def test_a_failed_checkpoint_write_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from solo_ncp.launch import trainer
+
+    def disk_full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(trainer, "atomic_torch_save", disk_full)
+    assert pretrain(tmp_path, "name=full", *TINY) == 2
+    assert "No space left on device" in error_line(capsys.readouterr())
+
+
+def nan_loss_from(call: int, monkeypatch) -> None:
+    """Stage-2 steps return a NaN loss from their `call`-th call on (0: the first)."""
+    from solo_ncp.methods import stage2_hooks
+
+    real, calls = stage2_hooks.stage2_step, itertools.count()
+
+    def step(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if next(calls) >= call:
+            out.losses["loss"] = out.losses["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(stage2_hooks, "stage2_step", step)
+
+
+def test_a_nan_loss_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, capsys, monkeypatch,
+                                                                 digits_simclr_ckpt):
+    nan_loss_from(0, monkeypatch)
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=nan", *TINY) == 2
+    line = error_line(capsys.readouterr())
+    assert line.startswith("error: stage-2 loss is nan")
+    assert "no checkpoint was written before it stopped" in line
+    assert "last good checkpoint" not in line and not (tmp_path / "nan" / "last.ckpt").exists()
+
+
+def test_a_nan_loss_later_names_the_checkpoint_kept(tmp_path, capsys, monkeypatch, digits_simclr_ckpt):
+    nan_loss_from(1, monkeypatch)  # the one step of epoch 1
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=nan", "max_epochs=2",
+                        "limit_train_batches=1") == 2
+    line = error_line(capsys.readouterr())
+    assert f"{tmp_path / 'nan' / 'last.ckpt'} (the last completed checkpoint) is kept" in line
+
+
+def test_select_k_checks_its_output_before_loading(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    argv = ["select-k", "--ckpt", str(tmp_path / "none.ckpt"), "--dataset", "digits"]
+    assert main([*argv, "--out", str(tmp_path / "file" / "k")]) == 2
+    assert "is a file, not a folder" in error_line(capsys.readouterr())
+
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "k.json").write_text(json.dumps({"k": 7}))
+    assert main([*argv, "--out", str(tmp_path / "k")]) == 2
+    assert "--overwrite" in error_line(capsys.readouterr())
+    assert json.loads((tmp_path / "k" / "k.json").read_text()) == {"k": 7}
+    assert main([*argv, "--out", str(tmp_path / "k"), "--overwrite"]) == 2  # on to the checkpoint
+    assert "does not exist" in error_line(capsys.readouterr())

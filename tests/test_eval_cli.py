@@ -1,0 +1,168 @@
+"""`solo-ncp eval` / `report`: both BN branches, AFF, files written beside metrics.json, bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from solo_ncp.cli import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = ["--dataset", "digits", "--epochs", "2", "--train-n", "256", "--test-n", "64", "--batch-size", "128"]
+AA_TINY = ["--aa-n", "2", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
+
+
+@pytest.fixture(scope="module")
+def planted_dual_bn_ckpt(digits_simclr_ckpt, tmp_path_factory) -> Path:
+    """The digits SimCLR checkpoint made dual-BN: the clean branch keeps every BatchNorm's running
+    statistics, the adversarial branch gets mean + 0.5 and variance x 4."""
+    from solo_ncp.models.backbones import BackboneSpec, build_backbone
+    from solo_ncp.models.dual_bn import convert_dual_bn
+
+    ckpt = torch.load(digits_simclr_ckpt, map_location="cpu", weights_only=True)
+    prefix = next(p for p in ("encoder.", "backbone.") if any(k.startswith(p) for k in ckpt["state_dict"]))
+    single = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    dual_keys = convert_dual_bn(build_backbone(BackboneSpec(**ckpt["solo_ncp"]["backbone"]))).state_dict()
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(prefix)}
+    for key in dual_keys:
+        value = single[key.replace(".clean.", ".").replace(".adv.", ".")].clone()
+        if ".adv.running_mean" in key:
+            value += 0.5
+        elif ".adv.running_var" in key:
+            value *= 4.0
+        state[prefix + key] = value
+    ckpt["state_dict"] = state
+    path = tmp_path_factory.mktemp("planted") / "dual.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def both_dir(planted_dual_bn_ckpt, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("both")
+    assert main(["eval", "--ckpt", str(planted_dual_bn_ckpt), "--out", str(out), "--cache-features",
+                 *TINY, *AA_TINY]) == 0
+    return out
+
+
+def direct_accuracy(ckpt: Path, bn: str, head_file: Path, n: int = 64) -> float:
+    """SA by hand: the branch's encoder from the checkpoint, the saved Linear, the first n test images."""
+    from solo_ncp.data import build_dataset
+    from solo_ncp.models import load_encoder
+
+    encoder = load_encoder(ckpt, bn=bn).model
+    head = nn.Linear(512, 10)
+    head.load_state_dict(torch.load(head_file, weights_only=True))
+    test = build_dataset("digits", "test")
+    x = torch.stack([test[i][0] for i in range(n)])
+    y = torch.tensor([test[i][1] for i in range(n)])
+    with torch.no_grad():
+        return 100.0 * (head(encoder(x)).argmax(1) == y).float().mean().item()
+
+
+def test_bn_both_evaluates_each_branch_through_its_own_bn(both_dir, planted_dual_bn_ckpt):
+    record = json.loads((both_dir / "metrics.json").read_text())
+    assert [branch["bn"] for branch in record["branches"]] == ["adv", "clean"]
+    assert (record["bn"], record["metrics"]) == ("adv", record["branches"][0]["metrics"])
+    sa = {}
+    for branch in record["branches"]:
+        files = branch["files"]
+        assert files == {"head": f"head_{branch['bn']}.pt", "autoattack_log": f"autoattack_{branch['bn']}.log"}
+        assert "robust accuracy" in (both_dir / files["autoattack_log"]).read_text()
+        sa[branch["bn"]] = branch["metrics"]["sa"]
+        assert sa[branch["bn"]] == pytest.approx(direct_accuracy(planted_dual_bn_ckpt, branch["bn"],
+                                                                 both_dir / files["head"]))
+        assert branch["metrics"]["aa_n"] == 2 and len(branch["history"]) == 2
+        assert branch["metrics"]["train_loss"] == branch["history"][-1]["loss"]
+    assert sa["adv"] != sa["clean"]
+    assert record["head"] == "whitened" and record["loss"] == "ce" and record["beta"] is None
+    assert "correctly both clean and under attack" in record["ra_counting"]
+
+
+def test_report_shows_both_branches_and_the_autoattack_subset(both_dir, tmp_path, capsys):
+    assert main(["report", str(both_dir)]) == 0
+    table = capsys.readouterr().out
+    record = json.loads((both_dir / "metrics.json").read_text())
+    for branch in record["branches"]:
+        row = next(line for line in table.splitlines() if line.startswith(f"| simclr ({branch['bn']} BN) |"))
+        assert f"| {branch['metrics']['sa']:.2f} (n=1) |" in row
+    assert "digits AA (%) [n=2]" in table and "± 0.00" not in table
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "metrics.json").write_text(json.dumps({
+        "method": "old", "dataset": "digits", "mode": "slf", "seed": 0, "bn": "adv",
+        "metrics": {"sa": 50.0, "ra": 20.0, "aa": None, "sa_n": 64, "ra_n": 64, "aa_n": 0}}))
+    assert main(["report", str(legacy)]) == 0
+    assert "| old (adv BN) [paper head] | 50.00 (n=1) | 20.00 (n=1) | n/a |" in capsys.readouterr().out
+
+
+def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_simclr_ckpt, tmp_path, capsys):
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
+                 "--aa-n", "0", "--head", "paper", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("single-BN encoder: --bn both evaluates it once") == 1
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert [branch["bn"] for branch in record["branches"]] == [None] and record["head"] == "paper"
+    assert record["branches"][0]["files"] == {"head": "head.pt"} and (tmp_path / "head.pt").is_file()
+    assert record["metrics"]["aa"] is None and record["metrics"]["aa_n"] == 0
+
+
+def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):
+    from solo_ncp.models import load_encoder
+
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--mode", "aff",
+                 "--dataset", "digits", "--epochs", "1", "--train-n", "64", "--test-n", "16", "--batch-size", "32",
+                 "--aa-n", "0"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert (record["mode"], record["loss"], record["beta"]) == ("aff", "trades", 6.0)
+    assert record["settings"]["fine_tune"]["lr"] == 0.01
+    assert record["branches"][0]["files"] == {"head": "head.pt", "encoder": "encoder.pt"}
+    tuned = torch.load(tmp_path / "encoder.pt", weights_only=True)
+    original = load_encoder(digits_simclr_ckpt).model.state_dict()
+    assert set(tuned) == set(original)
+    assert not torch.equal(tuned["backbone.conv1.weight"], original["backbone.conv1.weight"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
+    (["--mode", "alf", "--loss", "ce", "--beta", "3"], "--beta is the TRADES weight"),
+    (["--loss", "trades"], "needs --mode alf or aff"),
+    (["--mode", "aff", "--cache-features"], "--cache-features is SLF only"),
+    (["--mode", "alf", "--cache-features"], "--cache-features is SLF only"),
+    (["--eps", "-0.1"], "--eps and --alpha"),
+    (["--alpha", "-0.01"], "--eps and --alpha"),
+    (["--pgd-steps", "0"], "--pgd-steps must be >= 1"),
+    (["--aa-n", "-1"], "--aa-n must be >= 0"),
+    (["--test-n", "64", "--aa-n", "65"], "--aa-n=65 is larger than the test set (64 images)"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--aa-version", "custom"], "--aa-attacks"),
+    (["--aa-attacks", "square"], "--aa-attacks"),
+])
+def test_bad_options_are_refused_before_any_loading(tmp_path, capsys, options, message):
+    out = tmp_path / "run"
+    argv = ["eval", "--ckpt", str(tmp_path / "missing.ckpt"), "--dataset", "digits", "--out", str(out), *options]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "does not exist" not in err  # refused before the checkpoint is read
+    assert not out.exists()
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_loading(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["eval", "--ckpt", str(tmp_path / "missing.ckpt"), "--dataset", "digits"]
+    assert main(argv + ["--out", str(blocker / "run")]) == 2
+    assert f"cannot write to {blocker / 'run'}" in capsys.readouterr().err
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", denied)  # the probe file (tests run as root: chmod is no test)
+    out = tmp_path / "new" / "run"
+    assert main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to {out}: Permission denied" in err and "--out" in err and "does not exist" not in err
+    assert not (tmp_path / "new").exists()
