@@ -14,6 +14,7 @@ QUICK = ["--dataset", "digits", "--epochs", "2", "--test-n", "64", "--cache-feat
 def ncp_eval_dir(tmp_path_factory, digits_ncp_ckpt):
     out = tmp_path_factory.mktemp("eval")
     assert main(["eval", "--ckpt", str(digits_ncp_ckpt), "--out", str(out), "--aa-n", "8",
+                 "--aa-version", "custom", "--aa-attacks", "apgd-ce",
                  "--bn", "clean", *QUICK]) == 0
     return out
 

@@ -127,8 +127,9 @@ def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
-    (["--mode", "alf", "--loss", "ce", "--beta", "3"], "--beta is the TRADES weight"),
+    (["--beta", "3"], "--beta needs --mode alf or aff (with --loss trades)"),
+    (["--mode", "alf", "--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
+    (["--mode", "aff", "--loss", "ce", "--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
     (["--loss", "trades"], "needs --mode alf or aff"),
     (["--mode", "aff", "--cache-features"], "--cache-features is SLF only"),
     (["--mode", "alf", "--cache-features"], "--cache-features is SLF only"),

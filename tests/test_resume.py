@@ -181,18 +181,6 @@ def test_trust_checkpoint_resumes_from_a_trusted_pickle(tmp_path, capsys, digits
     assert not list((tmp_path / "r").glob("last-v*.ckpt"))
 
 
-def test_the_training_order_depends_on_seed_and_epoch_alone():
-    from solo_ncp.launch.data import EpochSampler
-
-    data = list(range(64))
-    continued = EpochSampler(data, seed=5)
-    list(continued)
-    continued.set_epoch(3)
-    resumed = EpochSampler(data, seed=5, epoch=3)  # a run resumed at epoch 3
-    assert list(continued) == list(resumed) != list(EpochSampler(data, seed=5, epoch=2))
-    assert continued.worker_seeds.initial_seed() == resumed.worker_seeds.initial_seed()
-
-
 def test_each_epoch_restarts_the_global_rngs_from_seed_and_epoch():
     import random
     from types import SimpleNamespace

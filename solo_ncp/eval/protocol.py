@@ -98,8 +98,10 @@ def check_loss(mode: str, loss: Optional[str], beta: Optional[float]) -> None:
     _check_mode(mode)
     if loss is not None and loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if mode == "slf" and loss not in (None, "ce"):
-        raise ValueError(f"--loss {loss} needs --mode alf or aff: SLF trains on clean images only")
+    if mode == "slf" and (loss not in (None, "ce") or beta is not None):
+        given = f"--loss {loss}" if loss not in (None, "ce") else "--beta"
+        raise ValueError(f"{given} needs --mode alf or aff (with --loss trades): SLF trains on clean "
+                         "images only")
     if beta is not None and (loss or default_loss(mode)) != "trades":
         raise ValueError(f"--beta is the TRADES weight: pass --loss trades with it, or drop --beta "
                          f"(mode {mode} uses the {loss or default_loss(mode)} loss)")

@@ -24,7 +24,7 @@ from solo_ncp.launch.compat import (
     Trainer,
     trainer_precision,
 )
-from solo_ncp.launch.data import GLOBAL_STREAM, epoch_seed
+from solo_ncp.launch.data import epoch_seed
 from solo_ncp.models.checkpoint import META_KEY, CheckpointError, read_checkpoint, state_mismatch
 
 LAST = "last.ckpt"
@@ -84,14 +84,15 @@ class GroupLearningRates(Callback):
 
 class EpochSeeds(Callback):
     """Reseeds Python's, NumPy's and torch's global RNGs from (seed, epoch) as each training
-    epoch starts, so an epoch's augmentations and PGD starts do not depend on what ran before
-    it: a resumed run repeats an uninterrupted one."""
+    epoch starts, so an epoch's batch order, augmentations, worker seeds and PGD starts do not
+    depend on what ran before it: a resumed run repeats an uninterrupted one. (Both Lightnings
+    make an epoch's loader iterator after this hook, except for a run's very first epoch.)"""
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        seed = epoch_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM)
+        seed = epoch_seed(self.seed, trainer.current_epoch)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -134,10 +135,10 @@ def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
             folder, resume, bool(select(cfg, "auto_resume.enabled", False))))
 
 
-def resume_epoch(path: Path, model, trust: bool = False) -> int:
-    """The epoch a run resumes at from checkpoint `path`, after checking that Lightning can
-    resume `model` from it: readable by the safe loader, a training checkpoint, and weights of
-    `model`'s names and shapes (another K, say, is refused)."""
+def check_resumable(path: Path, model, trust: bool = False) -> None:
+    """Refuses, with one message, a checkpoint Lightning could not resume `model` from:
+    unreadable or unsafe for the safe loader, not a training checkpoint, or weights of other
+    names or shapes than `model`'s (another K, say)."""
     ckpt = read_checkpoint(path, trust=trust)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not isinstance(ckpt.get("epoch"), int):
@@ -151,7 +152,6 @@ def resume_epoch(path: Path, model, trust: bool = False) -> int:
             f"{path} was written by a run of another configuration ({detail}): resume with the "
             "config it was trained with, or start a new run with another name=..."
         )
-    return ckpt["epoch"] + 1
 
 
 def accelerator_and_devices(cfg: DictConfig):
@@ -220,7 +220,8 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
     logs the learning rates; returns the path of `last.ckpt`."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
-    start_epoch = resume_epoch(run.resume_from, model, trust) if run.resume_from else 0
+    if run.resume_from:
+        check_resumable(run.resume_from, model, trust)
     rates = learning_rates(cfg)
     print(f"[solo-ncp] {rates.describe()}", flush=True)
     save_config(cfg, run.folder)
@@ -229,7 +230,7 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
         **asdict(rates), "factor": rates.factor, "lr": rates.lr, "classifier_lr": rates.classifier_lr}})
     val_loader = eval_loader(cfg, val_set) if val_set is not None else None
     try:
-        trainer.fit(model, train_loader(cfg, train_set, start_epoch), val_loader,
+        trainer.fit(model, train_loader(cfg, train_set), val_loader,
                     ckpt_path=str(run.resume_from) if run.resume_from else None)
     except FloatingPointError as err:
         raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
