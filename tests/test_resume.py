@@ -53,6 +53,22 @@ def test_resume_never_unpickles_code_whatever_the_environment(tmp_path, monkeypa
     assert not marker.exists()
 
 
+def test_lightning_itself_reads_through_the_safe_loader(tmp_path, monkeypatch):
+    """Lightning's own read of --resume's checkpoint (after solo-ncp's check) is safe too."""
+    from solo_ncp.config import load_config
+    from solo_ncp.launch.trainer import build_trainer
+    from solo_ncp.models import CheckpointError
+
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": RunsCode(marker)}, tmp_path / LAST)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [*DIGITS_SIMCLR, "accelerator=cpu"])
+    trainer = build_trainer(cfg, tmp_path, meta={})
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        trainer.strategy.checkpoint_io.load_checkpoint(tmp_path / LAST)
+    assert not marker.exists()
+
+
 def _truncated(source: Path):
     return lambda path: path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
 
