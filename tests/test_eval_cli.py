@@ -167,3 +167,12 @@ def test_an_unwritable_out_folder_is_refused_before_any_loading(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"cannot write to {out}: Permission denied" in err and "--out" in err and "does not exist" not in err
     assert not (tmp_path / "new").exists()
+
+
+def test_readme_lists_deacls_evaluation_values_beside_ours():
+    from solo_ncp.eval.protocol import DEACL_VALUES
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for setting, (ours, deacl) in DEACL_VALUES.items():
+        assert f"| {setting} | {ours} | {deacl} |" in readme, setting

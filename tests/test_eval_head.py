@@ -84,12 +84,15 @@ def convex_probe_accuracy(digits_features):
 
 def test_default_head_reaches_the_converged_convex_probe(digits_features, convex_probe_accuracy):
     """Defaults: whitened head, lr 0.1, 25 epochs, batch 512, x0.1 at 15 and 20, weight decay 2e-4.
-    Measured: probe 95.83; whitened head 96.67, standardised 94.72, the paper's plain head 87.50."""
+    Measured over fixture re-runs: probe 95.3-96.9; whitened head 96.1-96.7 (at most 0.9 below the
+    probe), standardised 93.1-94.7, the paper's plain head 87.5-93.3."""
     cfg = FineTuneConfig(lr=default_lr("digits", "slf", DEFAULT_HEAD))
     assert slf_test_accuracy(digits_features, cfg) == pytest.approx(convex_probe_accuracy, abs=2.0)
 
 
 def test_paper_head_does_not_converge_on_raw_features(digits_features, convex_probe_accuracy):
-    """Why the default changed: with Appendix A.3's settings on raw features the head stays far off."""
+    """Why the default changed, and proof that the test above can fail: with Appendix A.3's settings
+    on raw features the head stays outside the 2-point band (measured over fixture re-runs, whose
+    SimCLR differs slightly: 87.5-93.3 against probes of 95.3-96.9)."""
     cfg = FineTuneConfig(head="paper", lr=default_lr("digits", "slf", "paper"))
-    assert slf_test_accuracy(digits_features, cfg) < convex_probe_accuracy - 4.0
+    assert slf_test_accuracy(digits_features, cfg) < convex_probe_accuracy - 2.0

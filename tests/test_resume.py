@@ -76,7 +76,9 @@ def _truncated(source: Path):
 BAD_CHECKPOINTS = {
     "truncated": (None, "truncated"),
     "text": (lambda path: path.write_text("not a checkpoint\n"), "not a PyTorch checkpoint"),
-    "list": (lambda path: torch.save([1, 2, 3], path), "not a training checkpoint"),
+    "list": (lambda path: torch.save([1, 2, 3], path), "holds a list, not a checkpoint"),
+    "weights only": (lambda path: torch.save({"conv1.weight": torch.zeros(1)}, path),
+                     "not a training checkpoint"),
     "unsafe pickle": (lambda path: torch.save({"epoch": 0, "x": Image.new("RGB", (1, 1))}, path),
                       "--trust-checkpoint"),
     "another backbone": (None, "another configuration"),

@@ -194,7 +194,7 @@ def test_one_config_maps_onto_both_hosts_alike(path):
 
 
 def test_solo_102_mapping_refuses_a_per_step_scheduler():
-    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", ["scheduler.interval=step"])
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", ["+scheduler.interval=step"])
     with pytest.raises(ConfigError, match="scheduler.interval='step'"):
         to_solo102_kwargs(cfg)
 

@@ -64,7 +64,11 @@ DEACL_VALUES: Dict[str, Tuple[str, str]] = {
     "training attack": ("PGD-10, eps 8/255, step 2/255, uniform random start",
                         "PGD-10, eps 8/255, step 2/255; TRADES starts at x + 0.001 N(0, 1)"),
     "encoder mode (SLF/ALF)": ("eval, frozen", "train (BN running statistics drift), frozen weights"),
+    "head training images": ("pad 4, random crop, horizontal flip (none with --cache-features)",
+                             "pad 4, random crop, horizontal flip"),
     "head kept": ("last epoch", "last epoch"),
+    "RA counted as": ("correct on the clean image and on its PGD-20 image",
+                      "correct on the PGD-20 image"),
     "RA, AA": ("PGD-20; AutoAttack standard on the whole test set",
                "PGD-20; AutoAttack standard on the whole test set"),
 }

@@ -140,7 +140,7 @@ def check_resumable(path: Path, model, trust: bool = False) -> None:
     unreadable or unsafe for the safe loader, not a training checkpoint, or weights of other
     names or shapes than `model`'s (another K, say)."""
     ckpt = read_checkpoint(path, trust=trust)
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    state = ckpt.get("state_dict")
     if not isinstance(state, dict) or not isinstance(ckpt.get("epoch"), int):
         raise CheckpointError(
             f"{path} is not a training checkpoint (no state_dict and epoch): cannot resume from "

@@ -1,0 +1,126 @@
+"""Apply deliberate bugs to a copy of the repository and check that the tests guarding each one fail.
+
+Usage: .venv/bin/python scripts/mutation_check.py [--only NAME ...] [--python PATH]
+
+For each mutation: copy the working tree (git's tracked and untracked-but-not-ignored files) to a
+temporary folder, replace one snippet of one file, run the named tests there with `-x`, and print
+one table row. A mutation the tests do not catch ("MISSED") makes the exit code 1. The snippet must
+occur exactly once in the file, so a refactor that moves it fails loudly instead of testing nothing.
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Mutation(NamedTuple):
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: Tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation("Eq. 3 robust term with its sign flipped", "solo_ncp/ncp/losses.py",
+             '"loss": distill + lam * robust', '"loss": distill - lam * robust',
+             ("tests/test_stage2_oracles.py",)),
+    Mutation("lambda ignored", "solo_ncp/ncp/losses.py",
+             '"loss": distill + lam * robust', '"loss": distill + robust',
+             ("tests/test_stage2_oracles.py",)),
+    Mutation("f2(x_adv) compared with the teacher instead of f2(x)", "solo_ncp/ncp/losses.py",
+             "robust = neg_cosine(student_adv, student_clean).mean()",
+             "robust = neg_cosine(student_adv, teacher.detach()).mean()",
+             ("tests/test_stage2_oracles.py",)),
+    Mutation("BN branches swapped in the loss", "solo_ncp/ncp/step.py",
+             'with bn_branch(student, "clean"):\n        clean = student(x)\n'
+             '    with bn_branch(student, "adv"):\n        adv = student(x_adv)',
+             'with bn_branch(student, "adv"):\n        clean = student(x)\n'
+             '    with bn_branch(student, "clean"):\n        adv = student(x_adv)',
+             ("tests/test_stage2_oracles.py",)),
+    Mutation("single BN: clean and adversarial batches in two forwards", "solo_ncp/ncp/step.py",
+             "return student(torch.cat([x, x_adv])).split(len(x))",
+             "return student(x), student(x_adv)",
+             ("tests/test_stage2_oracles.py",)),
+    Mutation("Eq. 4 toward the own cluster", "solo_ncp/attacks/objectives.py",
+             "away_from_own = -F.cosine_similarity(features, own_centroids, dim=1)",
+             "away_from_own = F.cosine_similarity(features, own_centroids, dim=1)",
+             ("tests/test_attacks.py",)),
+    Mutation("AutoAttack scored on the clean images", "solo_ncp/eval/autoattack.py",
+             "(_predictions(classifier, x_adv, batch_size) == y)",
+             "(_predictions(classifier, x, batch_size) == y)",
+             ("tests/test_eval_robust.py",)),
+    Mutation("atomic_write writes its target directly", "solo_ncp/io.py",
+             "write(tmp)\n        os.replace(tmp, path)", "write(str(path))",
+             ("tests/test_io.py",)),
+    Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
+             "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
+             ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+)
+
+
+def copy_tree(dest: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+
+
+def apply(root: Path, mutation: Mutation) -> None:
+    path = root / mutation.path
+    text = path.read_text()
+    if text.count(mutation.old) != 1:
+        raise SystemExit(f"error: mutation {mutation.name!r}: its snippet occurs "
+                         f"{text.count(mutation.old)} times in {mutation.path} (expected once): "
+                         "update scripts/mutation_check.py")
+    path.write_text(text.replace(mutation.old, mutation.new))
+
+
+def run(mutation: Optional[Mutation], tests: Sequence[str], python: str) -> Tuple[bool, float]:
+    """(the tests failed, seconds) in a copy of the tree with `mutation` applied (None: unchanged)."""
+    with tempfile.TemporaryDirectory(prefix="solo-ncp-mutant-") as tmp:
+        root = Path(tmp)
+        copy_tree(root)
+        if mutation is not None:
+            apply(root, mutation)
+        start = time.time()
+        result = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:randomly",
+                                 "-p", "no:cacheprovider", *tests],
+                                cwd=root, capture_output=True, text=True)
+        return result.returncode != 0, time.time() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="mutation names (substrings)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
+    print("| mutation | tests | result | seconds |\n|---|---|---|---|", flush=True)
+    tests = sorted({t for m in chosen for t in m.tests})
+    failed, seconds = run(None, tests, args.python)
+    print(f"| none (baseline) | {' '.join(tests)} | {'FAILED' if failed else 'passed'} | {seconds:.0f} |",
+          flush=True)
+    if failed:
+        print("error: the unmutated tests fail, so no mutation can be judged: fix them first")
+        return 1
+    missed = 0
+    for mutation in chosen:
+        caught, seconds = run(mutation, mutation.tests, args.python)
+        missed += not caught
+        print(f"| {mutation.name} | {' '.join(mutation.tests)} | {'caught' if caught else 'MISSED'} "
+              f"| {seconds:.0f} |", flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
