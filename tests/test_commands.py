@@ -121,8 +121,12 @@ def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tm
     summary = (out / "summary.md").read_text()
     assert summary in printed and "# solo-ncp demo on digits" in summary
     assert re.search(r"K = (5|10) chosen by silhouette over K = 5\.\.10 step 5", summary)
-    metrics = json.loads((out / "eval-slf" / "metrics.json").read_text())["metrics"]
-    assert f"| ncp (adv BN), SLF | {metrics['sa']:.2f} | {metrics['ra']:.2f} |" in summary
+    branches = json.loads((out / "eval-slf" / "metrics.json").read_text())["branches"]
+    assert [b["bn"] for b in branches] == ["adv", "clean"]
+    for b in branches:
+        m = b["metrics"]
+        assert (f"| ncp ({b['bn']} BN), SLF | {m['sa']:.2f} | {m['ra']:.2f} | {m['aa']:.2f} | "
+                f"{b['history'][-1]['loss']:.3f} / {b['history'][-1]['acc']:.1f} |") in summary
     paths = re.findall(r"(/\S+\.(?:ckpt|png|csv|json))", summary)
     assert len(paths) == 6 and all(Path(p).is_file() for p in paths), paths
     assert main(["demo", "--out", str(out)]) == 2  # never over an earlier run

@@ -98,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
         f"step {k_step}. A CPU-sized run: the numbers show the pipeline works, not the paper's "
         "accuracy.",
         "",
-        "| Method | SA(%) | RA(%) | AA(%) |",
-        "|---|---|---|---|",
-        f"| ncp ({record['bn']} BN), SLF | {m['sa']:.2f} | {m['ra']:.2f} | "
-        f"{m['aa']:.2f} |",
+        "| Method | SA(%) | RA(%) | AA(%) | head's final training loss / accuracy(%) |",
+        "|---|---|---|---|---|",
+        *[f"| ncp ({b['bn']} BN), SLF | {b['metrics']['sa']:.2f} | {b['metrics']['ra']:.2f} | "
+          f"{b['metrics']['aa']:.2f} | {b['metrics']['train_loss']:.3f} / "
+          f"{b['metrics']['train_acc']:.1f} |" for b in record["branches"]],
         "",
         f"SA and RA (PGD-20) on the first {m['sa_n']} test images, AA (AutoAttack standard) on "
         f"the first {m['aa_n']}.",
