@@ -15,6 +15,7 @@ COMMANDS = {
     "report": ("report", "mean ± std tables (paper's Tables 2 and 3) over eval run folders"),
     "demo": ("demo", "the whole pipeline at CPU scale on Fashion-MNIST (make demo)"),
     "poc": ("poc", "Table 1: random noise vs a perturbation toward the neighbouring cluster"),
+    "reproduce": ("reproduce", "one results table over seeds: every step, resumable, then report"),
 }
 USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
 """Bad input (ValueError, ImportError), files (OSError: missing, unwritable, locked) and a stopped

@@ -7,12 +7,14 @@ exception escaping it would fail the test as a traceback would; the rows that ne
 their own (a lock held by another pid, an environment variable at torch's import) are in
 test_resume.py and test_io.py."""
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from solo_ncp.cli import main
+from solo_ncp.launch.reproduce import build_plan
 from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
 
 SIMCLR = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR]
@@ -56,7 +58,22 @@ def world(tmp_path_factory, digits_simclr_ckpt):
         run.mkdir(parents=True)
         (run / "last.ckpt").write_bytes((root / f"{name}.ckpt").read_bytes())
     paths.update({p.stem: p for p in root.glob("*.ckpt")})
+    plan = build_plan(dataset="digits", seeds=[0], methods=["ncp"], evals=["slf"], out=root / "repro",
+                      overrides=REPRODUCE[REPRODUCE.index("--out") + 2:], teacher=digits_simclr_ckpt,
+                      config_dir=ROOT / "zoo_configs/fashionmnist")
+    (root / "repro").mkdir()
+    (root / "repro" / "reproduce.json").write_text(json.dumps(plan.settings))
     return paths
+
+
+REPRODUCE = ["reproduce", "--dataset", "digits", "--config-dir", str(ROOT / "zoo_configs/fashionmnist"),
+             "--out", "OUT", "data.subset=256", "augmentations.0.crop_size=8"]
+
+
+def reproduce(world, *options, out="repro"):
+    """`solo-ncp reproduce` sharing the stage-1 checkpoint, into `out` under the world."""
+    argv = [str(world["root"] / out) if arg == "OUT" else arg for arg in REPRODUCE]
+    return [*argv, "--teacher", str(world["simclr"]), *options]
 
 
 def stage2(world, *overrides, method="ncp"):
@@ -144,6 +161,19 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "AutoAttack subset beyond the test set": (lambda w: evaluate(w, "simclr", "--aa-n", "100000"),
                                               ["--aa-n"]),
     "no PGD steps": (lambda w: evaluate(w, "simclr", "--pgd-steps", "0"), ["--pgd-steps"]),
+    # reproduce, refused before any step runs
+    "reproduce: unknown method config": (lambda w: reproduce(w, "--methods", "ncp,nope", out="r2"),
+                                         ["nope.yaml", "deacl, deacl_matched, ncp"]),
+    "reproduce: a repeated seed": (lambda w: reproduce(w, "--seeds", "0,1,0", out="r2"),
+                                   ["--seeds repeats 0"]),
+    "reproduce: teacher of another backbone": (lambda w: reproduce(w, "backbone.kwargs.cifar=false",
+                                                                   out="r2"),
+                                               ["--teacher", "cifar stem: True"]),
+    "reproduce: --out of other settings": (lambda w: reproduce(w, "stage2:method_kwargs.lam=2"),
+                                           ["other settings", "overrides"]),
+    "reproduce: unknown override scope": (lambda w: reproduce(w, "stage3:max_epochs=1", out="r2"),
+                                          ["stage3"]),
+    "reproduce: a key reproduce sets": (lambda w: reproduce(w, "name=mine", out="r2"), ["name"]),
 }
 
 

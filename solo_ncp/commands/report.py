@@ -3,7 +3,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", help="folders holding metrics.json (one per seed/method)")
+    parser.add_argument("runs", nargs="+", help="folders holding metrics.json (one per seed/method) or poc.json (Table 1)")
     parser.add_argument("--out", default=None, help="write the markdown here as well")
 
 

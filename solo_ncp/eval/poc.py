@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from solo_ncp.attacks import ncp_objective, nearest_centroids, pgd
+from solo_ncp.eval.protocol import POC_ROWS
 from solo_ncp.models.inference import Device, eval_mode
 
-POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
 """Result key -> row label of Table 1."""
 
 

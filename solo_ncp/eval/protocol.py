@@ -49,6 +49,9 @@ AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 """pyautoattack 0.2's attack names (its AttackName), for version "custom"."""
 
+POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
+"""Rows of Table 1 (`solo-ncp poc`): poc.json key -> label."""
+
 RA_COUNTING = (
     "a test image counts as robust only if it is classified correctly both clean and under "
     "attack (PGD-20 for RA, AutoAttack for AA); RA and AA are percentages of all evaluated images"

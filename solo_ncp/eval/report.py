@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import DEFAULT_HEAD, HEADS, LOSSES, MODES, default_loss
+from solo_ncp.eval.protocol import DEFAULT_HEAD, HEADS, LOSSES, MODES, POC_ROWS, default_loss
 
 METRICS = ("sa", "ra", "aa")
 METRIC_TITLES = {"sa": "SA (%)", "ra": "RA (%)", "aa": "AA (%)"}
 BN_BRANCHES = ("clean", "adv")
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 METRICS_FILE = "metrics.json"
+POC_FILE = "poc.json"
 NOT_AVAILABLE = "n/a"
 HEAD_NOTES = {
     "whitened": "trained on whitened features",
@@ -226,6 +227,43 @@ def _protocol_order(protocol: str) -> Tuple[int, str]:
     return (MODES.index(protocol.split(" ")[0].lower()), protocol)
 
 
+def _poc_cell(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if len(values) > 1 else "") + f" (n={len(values)})"
+
+
+def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
+    """Table 1 over `solo-ncp poc` folders (poc.json): one block per (dataset, eps); rows random
+    noise and the push toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
+    groups: Dict[Tuple[str, float, int], List[dict]] = {}
+    for poc_dir in poc_dirs:
+        path = Path(poc_dir) / POC_FILE
+        try:
+            record = json.loads(path.read_text())
+            settings = record["settings"]
+            key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
+            for row in POC_ROWS:
+                _require(all(_is_number(record[row][m]) for m in ("prob_dec", "attack_success")),
+                         path, f"'{row}' needs numbers prob_dec and attack_success")
+        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
+        groups.setdefault(key, []).append(record)
+    lines = ["## Table 1: proof of concept (stage-1 encoder with an SLF head)", "",
+             "| dataset | eps | perturbation | Prob. Dec. (%) | Attk. Succ. (%) | correct test images |",
+             "|---|---|---|---|---|---|"]
+    for (dataset, eps, n), records in sorted(groups.items(), key=lambda item: (_dataset_order(item[0][0]),
+                                                                                 item[0][1:])):
+        for row, label in POC_ROWS.items():
+            name = f"{label} (n={n})" if row == "nbr" else label
+            cells = [_poc_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
+            counts = "/".join(str(c) for c in sorted({r["n_correct"] for r in records}))
+            lines.append(f"| {_dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
+                         f"{cells[0]} | {cells[1]} | {counts} |")
+    lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "
+              "over its correctly classified test images.", ""]
+    return "\n".join(lines)
+
+
 def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     """Markdown summary of the runs in `run_dirs` (each BN branch of a run is its own row).
 
@@ -233,13 +271,16 @@ def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     Table 3: for each dataset with ALF or AFF runs (CIFAR-10 in the paper); rows = methods, column
     groups = SLF and each adversarial fine-tuning present (e.g. "ALF (CE)", "AFF (TRADES)"). Each
     cell is the mean ± sample std over seeds with the seed count.
+    Table 1: folders holding a poc.json instead of a metrics.json (`poc_summary`).
     """
-    runs = [run for run_dir in run_dirs for run in load_runs(run_dir)]
-    if not runs:
+    run_dirs = list(run_dirs)
+    poc_dirs = [d for d in run_dirs if (Path(d) / POC_FILE).is_file() and not (Path(d) / METRICS_FILE).exists()]
+    runs = [run for run_dir in run_dirs if run_dir not in poc_dirs for run in load_runs(run_dir)]
+    if not runs and not poc_dirs:
         raise ValueError("aggregate needs at least one run directory")
     _check_unique(runs)
     datasets = sorted({run.dataset for run in runs}, key=_dataset_order)
-    sections = []
+    sections = [poc_summary(poc_dirs)] if poc_dirs else []
     slf_runs = [run for run in runs if run.mode == "slf"]
     if slf_runs:
         groups = [(_dataset_title(d), lambda run, d=d: run.dataset == d) for d in datasets]

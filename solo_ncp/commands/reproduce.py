@@ -1,0 +1,73 @@
+"""`solo-ncp reproduce`: one table over seeds - per seed its own stage 1 (or a shared --teacher), its
+own select-k and proof of concept, each stage-2 method, each evaluation through both BN branches -
+then `report`. Running the same command again skips finished steps and resumes an interrupted one."""
+import argparse
+
+from solo_ncp.launch.reproduce import STAGE1, STAGE2_SCOPE
+
+
+def _names(text: str) -> list:
+    return [name for name in text.split(",") if name]
+
+
+def _seeds(text: str) -> list:
+    try:
+        return [int(seed) for seed in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "overrides (Hydra grammar) go to stage 1 and every stage-2 method; a scope limits one:\n"
+        f"  {STAGE1}:max_epochs=20       stage 1 only\n"
+        f"  {STAGE2_SCOPE}:max_epochs=3        every stage-2 method\n"
+        "  <label>:method_kwargs.lam=2  one method (labels: the config names, or LABEL=CONFIG)\n"
+        "data.train_path and data.subset also become --data-dir and --train-n of select-k, poc and eval.\n"
+        "example: solo-ncp reproduce --dataset cifar10 --seeds 0,1,2 --methods ncp,deacl \\\n"
+        "           --eval slf --eval alf=ncp,deacl --out runs/cifar10 data.train_path=/data")
+    parser.add_argument("--dataset", required=True, help="cifar10, cifar100, stl10, fashionmnist, digits")
+    parser.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--methods", type=_names, default=["ncp", "deacl"],
+                        help="comma-separated stage-2 configs: names in the config folder or YAML "
+                             "paths, each optionally LABEL=CONFIG (e.g. ncp,deacl,ncp-advbn=ncp)")
+    parser.add_argument("--eval", action="append", default=None, dest="evals",
+                        help=f"repeatable: a mode (slf, alf, aff) for every encoder ({STAGE1} and the "
+                             "methods), or MODE=enc1,enc2 (default: slf)")
+    parser.add_argument("--out", required=True, help="folder of every step (s<seed>/<step>) and the report")
+    parser.add_argument("--teacher", default=None,
+                        help=f"one stage-1 checkpoint shared by all seeds (no {STAGE1} step; recorded)")
+    parser.add_argument("--config-dir", default=None,
+                        help="folder of simclr.yaml and the method configs (default zoo_configs/<dataset>)")
+    parser.add_argument("--select-k-options", default="", help='e.g. --select-k-options="--k-min 5 --k-max 60"')
+    parser.add_argument("--eval-options", action="append", default=[],
+                        help='repeatable; e.g. --eval-options="--test-n 500 --aa-n 1000 --cache-features" '
+                             '(the last: SLF only), --eval-options="alf=--epochs 5" (one mode)')
+    parser.add_argument("--poc-options", default="", help='e.g. --poc-options="--test-n 500 --cache-features"')
+    parser.add_argument("--dry-run", action="store_true", help="print the steps and which are done")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides (see below)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from solo_ncp.launch.pipeline import ZOO
+    from solo_ncp.launch.reproduce import build_plan, run_plan
+
+    out = Path(args.out)
+    plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
+                      evals=args.evals or ["slf"], out=out, overrides=args.overrides,
+                      teacher=Path(args.teacher) if args.teacher else None,
+                      config_dir=Path(args.config_dir) if args.config_dir else ZOO / args.dataset,
+                      select_k_options=args.select_k_options, eval_options=args.eval_options,
+                      poc_options=args.poc_options)
+    rows = run_plan(plan, args.dry_run)
+    ran = sum(state == "ran" for _, state, _ in rows)
+    if args.dry_run:
+        print(f"[reproduce] {len(rows) - sum(s == 'would run' for _, s, _ in rows)} of {len(rows)} "
+              f"steps done (dry run: nothing ran)")
+        return 0
+    print((out / "report" / "report.md").read_text())
+    print(f"[reproduce] {ran} step(s) ran, {len(rows) - ran} skipped; report: {out / 'report' / 'report.md'}")
+    return 0

@@ -1,0 +1,433 @@
+"""The steps of one results table over seeds, each run once: stage 1, select-k, the proof of
+concept, every stage-2 method, every evaluation, the report.
+
+A step is a `solo-ncp` command run in a subprocess with its output in `<folder>/step.log`. It is
+done when `<folder>/.step-done.json` exists (written atomically after the command succeeded); a
+step with a folder but no marker was interrupted and is run again, training steps with `--resume`
+when their `last.ckpt` exists, the others with `--overwrite`. `reproduce.json` in the output folder
+records the settings that define the results; a later call with other settings is refused.
+
+Layout under OUT: s<seed>/simclr (stage 1; absent with a shared teacher), s<seed>/select-k,
+s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<mode>, report/ (report.md).
+"""
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from solo_ncp.io import atomic_write_json, file_sha256
+
+STAGE1 = "simclr"
+"""Label of the stage-1 encoder (config zoo_configs/<dataset>/simclr.yaml) in steps and tables."""
+STAGE2_SCOPE = "stage2"
+"""Override scope of every stage-2 method."""
+DONE = ".step-done.json"
+LOG = "step.log"
+SETTINGS = "reproduce.json"
+GROWING = ("seeds", "evals")
+"""Settings a later call may extend (new steps); all others must match."""
+OWN_KEYS = ("data.dataset", "checkpoint.dir", "name", "seed", "method_kwargs.teacher_ckpt", "method_kwargs.k",
+            "method_kwargs.k_file")
+"""Config keys reproduce sets per step (refused among the overrides)."""
+OWN_EVAL_OPTIONS = ("--ckpt", "--dataset", "--seed", "--mode", "--out", "--method", "--data-dir",
+                    "--overwrite")
+"""Options `reproduce` sets on select-k, poc and eval itself (refused in --*-options)."""
+SLF_ONLY = ("--cache-features",)
+
+
+class StepFailed(ValueError):
+    """A step's command exited non-zero (its error line is in the step's log)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A stage-2 encoder: its label (folder and table row) and its config file."""
+
+    label: str
+    config: Path
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the plan. argv() is built when the step runs (poc reads K from k.json)."""
+
+    name: str
+    folder: Path
+    argv: Callable[[], List[str]]
+    rerun: str = "--overwrite"
+    """What an interrupted step adds when run again: "--resume" (a training: when its last.ckpt
+    exists), "--overwrite" (replaces a result written just before the interruption) or ""."""
+    inputs: Tuple[Path, ...] = ()
+    """Files whose contents the step's result depends on beyond its argv (the report's inputs)."""
+
+    def state(self) -> str:
+        """"done" (marker present, same argv and inputs), "partial" (interrupted: folder present,
+        no valid marker) or "todo"."""
+        marker = self.folder / DONE
+        if marker.is_file():
+            recorded = json.loads(marker.read_text())
+            if recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes():
+                return "done"
+        return "partial" if self.folder.is_dir() and any(self.folder.iterdir()) else "todo"
+
+    def _input_hashes(self) -> Dict[str, str]:
+        return {str(path): file_sha256(path) for path in self.inputs if path.is_file()}
+
+    def command(self, state: str) -> List[str]:
+        """The argv to run from `state`: an interrupted training resumes its last.ckpt, other
+        interrupted steps overwrite what they may have written."""
+        argv = self.argv()
+        if state == "partial" and self.rerun == "--resume":
+            argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []
+        elif state == "partial" and self.rerun:
+            argv += [self.rerun]
+        return argv
+
+    def run(self, state: str) -> float:
+        """Runs the command (output appended to the step's log); marks the step done; seconds."""
+        argv = self.command(state)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.folder / LOG
+        start = time.perf_counter()
+        with open(log, "a") as stream:
+            stream.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n")
+            stream.flush()
+            code = subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], stdout=stream,
+                                  stderr=subprocess.STDOUT,
+                                  preexec_fn=die_with_parent if sys.platform == "linux" else None
+                                  ).returncode
+        if code != 0:
+            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; its log: {log}")
+        seconds = time.perf_counter() - start
+        atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
+                                               "inputs": self._input_hashes()})
+        return seconds
+
+
+def die_with_parent() -> None:
+    """Linux, in the step's process before it starts: SIGKILL it when reproduce dies (kill -9
+    included), so a re-run never meets a step still running from the killed one."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def last_error(log: Path) -> str:
+    """The log's last `error:` line (without the prefix), or its last non-empty line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors[-1][len("error:"):].strip() if errors else lines[-1] if lines else "no output")
+
+
+@dataclass
+class Plan:
+    """Everything `reproduce` runs, in order, and the settings it records."""
+
+    out: Path
+    steps: List[Step] = field(default_factory=list)
+    settings: Dict = field(default_factory=dict)
+
+
+def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Optional[str], List[str]]:
+    """{scope or None: [override, ...]} for `scope:key=value` (one stage) and `key=value` (all).
+
+    A prefix counts as a scope when its ':' comes before the first '='; it must name a scope."""
+    scoped: Dict[Optional[str], List[str]] = {None: []}
+    for override in overrides:
+        colon, equals = override.find(":"), override.find("=")
+        if colon < 0 or (0 <= equals < colon):
+            scoped[None].append(override)
+            continue
+        scope, rest = override[:colon], override[colon + 1:]
+        if scope not in scopes:
+            raise ValueError(f"override {override!r}: unknown scope {scope!r}; scopes are "
+                             f"{', '.join(scopes)} (or no scope: every stage)")
+        scoped.setdefault(scope, []).append(rest)
+    return scoped
+
+
+def data_options(cfg) -> List[str]:
+    """--data-dir and --train-n of select-k, poc and eval from a training config's data.train_path
+    and data.subset (eval takes the first N images, training a fixed random subset of N)."""
+    from solo_ncp.config import select
+
+    argv = []
+    for key, option in (("data.train_path", "--data-dir"), ("data.subset", "--train-n")):
+        value = select(cfg, key)
+        argv += [option, str(value)] if value is not None else []
+    return argv
+
+
+def options(text: str, what: str, allowed_for: Optional[str] = None) -> List[str]:
+    """--select-k-options / --eval-options / --poc-options split as a shell would; refuses the
+    options reproduce sets itself."""
+    argv = shlex.split(text or "")
+    own = sorted({arg.split("=")[0] for arg in argv} & set(OWN_EVAL_OPTIONS))
+    if own:
+        raise ValueError(f"{what}: {', '.join(own)} {'is' if len(own) == 1 else 'are'} set by "
+                         f"reproduce itself (use --dataset, --seeds, --out and overrides instead)")
+    return argv
+
+
+def mode_options(texts: Sequence[str], modes: Sequence[str]) -> Dict[Optional[str], List[str]]:
+    """{None: options of every evaluation, mode: options of that mode's only} from --eval-options
+    values "OPTIONS" and "MODE=OPTIONS"; a mode's options come after the shared ones (they win)."""
+    scoped: Dict[Optional[str], List[str]] = {None: []}
+    for text in texts:
+        mode, equals, rest = text.partition("=")
+        if equals and mode in modes:
+            scoped.setdefault(mode, []).extend(options(rest, f"--eval-options {mode}="))
+        else:
+            scoped[None].extend(options(text, "--eval-options"))
+    return scoped
+
+
+def without(argv: Sequence[str], dropped: Sequence[str]) -> List[str]:
+    return [arg for arg in argv if arg not in dropped]
+
+
+def compare_settings(old: Dict, new: Dict, path: Path) -> None:
+    """Refuses `new` when a recorded setting differs; seeds and evaluations may grow, methods may
+    be added (a method already recorded must keep its config)."""
+    differing = [key for key in sorted(set(old) | set(new))
+                 if key not in GROWING + ("methods",) and old.get(key) != new.get(key)]
+    for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
+        if old["methods"][label] != new["methods"][label]:
+            differing.append(f"methods.{label}")
+    if differing:
+        details = "; ".join(f"{key}: recorded {lookup(old, key)!r}, now {lookup(new, key)!r}"
+                            for key in differing)
+        raise ValueError(f"{path.parent} holds a reproduce run of other settings ({details}): "
+                         "pass another --out, or the recorded settings")
+
+
+def lookup(settings: Dict, dotted: str):
+    value = settings
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
+    """`CONFIG` or `LABEL=CONFIG`; CONFIG names config_dir/<CONFIG>.yaml or is a YAML path."""
+    methods = []
+    for spec in specs:
+        label, _, config = spec.rpartition("=") if "=" in spec else (None, "", spec)
+        is_path = config.endswith((".yaml", ".yml")) or "/" in config
+        path = (Path(config) if is_path else config_dir / f"{config}.yaml").resolve()
+        label = label or path.stem
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem != STAGE1))
+            raise ValueError(f"method {spec!r}: no config {path} (stage-2 configs in {config_dir}: "
+                             f"{known or 'none'}; or give a YAML path)")
+        if label == STAGE1 or label == STAGE2_SCOPE or not label.replace("-", "_").isidentifier():
+            raise ValueError(f"method label {label!r}: use letters, digits, '-' and '_', not "
+                             f"{STAGE1!r} or {STAGE2_SCOPE!r}")
+        methods.append(Method(label, path))
+    labels = [m.label for m in methods]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"--methods repeats {', '.join(repeated)}: give each a label, e.g. "
+                         f"{repeated[0]}-b={repeated[0]}")
+    if not methods:
+        raise ValueError("--methods needs at least one stage-2 config")
+    return methods
+
+
+def parse_evals(specs: Sequence[str], encoders: Sequence[str], modes: Sequence[str]) -> Dict[str, List[str]]:
+    """{mode: [encoder, ...]} from `MODE` (every encoder) or `MODE=enc1,enc2`."""
+    evals: Dict[str, List[str]] = {}
+    for spec in specs:
+        mode, _, names = spec.partition("=")
+        if mode not in modes:
+            raise ValueError(f"--eval {spec!r}: mode must be one of {', '.join(modes)}")
+        chosen = names.split(",") if names else list(encoders)
+        unknown = [name for name in chosen if name not in encoders]
+        if unknown:
+            raise ValueError(f"--eval {spec!r}: no encoder {', '.join(unknown)} (encoders: "
+                             f"{', '.join(encoders)})")
+        if mode in evals:
+            raise ValueError(f"--eval names mode {mode} twice: list its encoders once, {mode}=a,b")
+        evals[mode] = chosen
+    return evals
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if repeated:
+        raise ValueError(f"--seeds repeats {', '.join(map(str, repeated))}: each seed runs once")
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+
+
+def check_overrides(scoped: Dict[Optional[str], List[str]]) -> None:
+    for scope, overrides in scoped.items():
+        for override in overrides:
+            key = override.lstrip("+~").split("=")[0]
+            if key in OWN_KEYS:
+                where = f"{scope}:" if scope else ""
+                raise ValueError(f"override {where}{override!r}: reproduce sets {key} itself (from "
+                                 "--out, --seeds, --teacher and each seed's select-k)")
+
+
+def stage_config(path: Path, overrides: Sequence[str]):
+    """The config `path` with `overrides`, checked now (a misspelt key fails before any work)."""
+    from solo_ncp.config import load_config
+
+    return load_config(path, overrides)
+
+
+def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
+    """The shared stage-1 checkpoint exists, loads safely and has each stage-2 config's backbone."""
+    from solo_ncp.config import select
+    from solo_ncp.data import get_spec
+    from solo_ncp.models.backbones import BackboneSpec
+    from solo_ncp.ncp.teacher import load_teacher
+
+    if not teacher.is_file():
+        raise ValueError(f"--teacher {teacher} does not exist: pass a stage-1 checkpoint "
+                         "(`solo-ncp pretrain`'s last.ckpt)")
+    for label, cfg in configs.items():
+        cifar = select(cfg, "backbone.kwargs.cifar", get_spec(cfg.data.dataset).cifar_stem)
+        try:
+            load_teacher(teacher, BackboneSpec(cfg.backbone.name, bool(cifar)))
+        except ValueError as err:
+            raise ValueError(f"--teacher for method {label}: {err}") from None
+
+
+def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], evals: Sequence[str],
+               out: Path, overrides: Sequence[str], teacher: Optional[Path], config_dir: Path,
+               select_k_options: str = "", eval_options: Sequence[str] = (), poc_options: str = "") -> Plan:
+    """Every step of the table, in order; every input checked before any step runs."""
+    from solo_ncp.eval.protocol import MODES
+
+    check_seeds(seeds)
+    chosen = parse_methods(methods, config_dir)
+    encoders = [STAGE1] + [m.label for m in chosen]
+    modes = parse_evals(evals, encoders, MODES)
+    scoped = split_scoped(overrides, [STAGE1, STAGE2_SCOPE] + [m.label for m in chosen])
+    check_overrides(scoped)
+    select_k_argv = options(select_k_options, "--select-k-options")
+    eval_argv = mode_options(eval_options, MODES)
+    poc_argv = options(poc_options, "--poc-options")
+    common = [f"data.dataset={dataset}"] + scoped[None]
+    stage1_overrides = common + scoped.get(STAGE1, [])
+    stage1_config = (config_dir / f"{STAGE1}.yaml").resolve()
+    if teacher is None and not stage1_config.is_file():
+        raise ValueError(f"no stage-1 config {stage1_config}: pass --config-dir, or --teacher")
+    configs = {STAGE1: stage_config(stage1_config, stage1_overrides)} if teacher is None else {}
+    stage2_overrides = {m.label: common + scoped.get(STAGE2_SCOPE, []) + scoped.get(m.label, [])
+                        for m in chosen}
+    for m in chosen:
+        configs[m.label] = stage_config(m.config, stage2_overrides[m.label])
+    if teacher is not None:
+        check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
+    data_argv = data_options(configs[chosen[0].label])
+
+    plan = Plan(out)
+    plan.settings = {
+        "dataset": dataset, "seeds": list(seeds), "evals": list(evals), "overrides": list(overrides),
+        "teacher": None if teacher is None else {"path": str(teacher), "sha256": file_sha256(teacher)},
+        "stage1": None if teacher is not None else {"config": str(stage1_config),
+                                                    "sha256": file_sha256(stage1_config)},
+        "methods": {m.label: {"config": str(m.config), "sha256": file_sha256(m.config)} for m in chosen},
+        "select_k_options": select_k_argv, "eval_options": {mode or "every mode": argv for mode, argv in eval_argv.items()}, "poc_options": poc_argv,
+    }
+    results: List[Path] = []
+    for seed in seeds:
+        base = out / f"s{seed}"
+        stage1 = teacher if teacher is not None else base / STAGE1 / "last.ckpt"
+        encoder_args = ["--dataset", dataset, "--seed", str(seed), *data_argv]
+        if teacher is None:
+            plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, _fixed(
+                ["pretrain", "--config", str(stage1_config), *stage1_overrides,
+                 f"checkpoint.dir={base}", f"name={STAGE1}", f"seed={seed}"]), rerun="--resume"))
+        k_dir = base / "select-k"
+        plan.steps.append(Step(f"s{seed}/select-k", k_dir, _fixed(
+            ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)])))
+        poc_dir = base / "poc"
+        plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
+            ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir)))
+        results.append(poc_dir)
+        checkpoints = {STAGE1: stage1}
+        for m in chosen:
+            clusters = ([] if "k" not in configs[m.label].method_kwargs else
+                        ["method_kwargs.k=null", f"method_kwargs.k_file={k_dir / 'k.json'}"])
+            plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, _fixed(
+                ["train", "--config", str(m.config), *stage2_overrides[m.label],
+                 f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
+                 f"method_kwargs.teacher_ckpt={stage1}", *clusters]), rerun="--resume"))
+            checkpoints[m.label] = base / m.label / "last.ckpt"
+        for mode, names in modes.items():
+            for name in names:
+                folder = base / f"eval-{name}-{mode}"
+                extra = eval_argv[None] + eval_argv.get(mode, [])
+                extra = extra if mode == "slf" else without(extra, SLF_ONLY)
+                plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, _fixed(
+                    ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
+                     "--method", name, *extra, "--out", str(folder)])))
+                results.append(folder)
+    report = out / "report"
+    plan.steps.append(Step("report", report, _fixed(
+        ["report", *map(str, results), "--out", str(report / "report.md")]), rerun="",
+        inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json"))))
+    return plan
+
+
+def _fixed(argv: List[str]) -> Callable[[], List[str]]:
+    return lambda: list(argv)
+
+
+def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:
+    """poc's argv with --k read from the seed's k.json when it runs (a placeholder before)."""
+    def build() -> List[str]:
+        k_file = k_dir / "k.json"
+        k = str(json.loads(k_file.read_text())["k"]) if k_file.is_file() else f"<K of {k_file}>"
+        return argv[:1] + ["--k", k] + argv[1:]
+    return build
+
+
+def say_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) -> List[Tuple[str, str, float]]:
+    """Runs the steps not done yet, in order (or, with dry_run, only lists them); returns
+    [(step, "skipped" | "ran" | "would run", seconds)]."""
+    from solo_ncp.io import folder_lock
+
+    record = plan.out / SETTINGS
+    if record.is_file():
+        compare_settings(json.loads(record.read_text()), plan.settings, record)
+    if dry_run:
+        rows = []
+        for step in plan.steps:
+            state = step.state()
+            say(f"[reproduce] {state:7s} {step.name}: solo-ncp {shlex.join(step.command(state))}")
+            rows.append((step.name, "skipped" if state == "done" else "would run", 0.0))
+        return rows
+    rows = []
+    with folder_lock(plan.out):
+        if record.is_file():
+            old = json.loads(record.read_text())
+            plan.settings["seeds"] = sorted(set(old["seeds"]) | set(plan.settings["seeds"]))
+            plan.settings["evals"] = list(dict.fromkeys(old["evals"] + plan.settings["evals"]))
+            plan.settings["methods"] = {**old["methods"], **plan.settings["methods"]}
+        atomic_write_json(record, plan.settings)
+        for step in plan.steps:
+            state = step.state()
+            if state == "done":
+                say(f"[reproduce] skipped {step.name} (done)")
+                rows.append((step.name, "skipped", 0.0))
+                continue
+            verb = "resuming" if state == "partial" else "running"
+            say(f"[reproduce] {verb} {step.name} (log: {step.folder / LOG})")
+            seconds = step.run(state)
+            say(f"[reproduce] finished {step.name} in {seconds:.0f} s")
+            rows.append((step.name, "ran", seconds))
+    return rows
