@@ -60,7 +60,7 @@ MUTATIONS = (
              "write(tmp)\n        os.replace(tmp, path)", "write(str(path))",
              ("tests/test_io.py",)),
     Mutation("reproduce restarts an interrupted training instead of resuming it",
-             "solo_ncp/launch/reproduce.py",
+             "solo_ncp/launch/steps.py",
              'argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []', "argv += []",
              ("tests/test_reproduce.py::test_killed_mid_training_the_rerun_finishes_only_what_was_left",)),
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",

@@ -1,32 +1,26 @@
 """The steps of one results table over seeds, each run once: stage 1, select-k, the proof of
 concept, every stage-2 method, every evaluation, the report.
 
-A step is a `solo-ncp` command run in a subprocess with its output in `<folder>/step.log`. It is
-done when `<folder>/.step-done.json` exists (written atomically after the command succeeded); a
-step with a folder but no marker was interrupted and is run again, training steps with `--resume`
-when their `last.ckpt` exists, the others with `--overwrite`. `reproduce.json` in the output folder
-records the settings that define the results; a later call with other settings is refused.
+Each step is a `solo_ncp.launch.steps.Step` (a subprocess with its log; skipped when done, resumed
+when interrupted). `reproduce.json` in the output folder records the settings that define the
+results; a later call with other settings is refused.
 
 Layout under OUT: s<seed>/simclr (stage 1; absent with a shared teacher), s<seed>/select-k,
 s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<mode>, report/ (report.md).
 """
 import json
 import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from solo_ncp.io import atomic_write_json, file_sha256
+from solo_ncp.launch.steps import LOG, Step, fixed, say_now
 
 STAGE1 = "simclr"
 """Label of the stage-1 encoder (config zoo_configs/<dataset>/simclr.yaml) in steps and tables."""
 STAGE2_SCOPE = "stage2"
 """Override scope of every stage-2 method."""
-DONE = ".step-done.json"
-LOG = "step.log"
 SETTINGS = "reproduce.json"
 GROWING = ("seeds", "evals")
 """Settings a later call may extend (new steps); all others must match."""
@@ -39,89 +33,12 @@ OWN_EVAL_OPTIONS = ("--ckpt", "--dataset", "--seed", "--mode", "--out", "--metho
 SLF_ONLY = ("--cache-features",)
 
 
-class StepFailed(ValueError):
-    """A step's command exited non-zero (its error line is in the step's log)."""
-
-
 @dataclass(frozen=True)
 class Method:
     """A stage-2 encoder: its label (folder and table row) and its config file."""
 
     label: str
     config: Path
-
-
-@dataclass(frozen=True)
-class Step:
-    """One command of the plan. argv() is built when the step runs (poc reads K from k.json)."""
-
-    name: str
-    folder: Path
-    argv: Callable[[], List[str]]
-    rerun: str = "--overwrite"
-    """What an interrupted step adds when run again: "--resume" (a training: when its last.ckpt
-    exists), "--overwrite" (replaces a result written just before the interruption) or ""."""
-    inputs: Tuple[Path, ...] = ()
-    """Files whose contents the step's result depends on beyond its argv (the report's inputs)."""
-
-    def state(self) -> str:
-        """"done" (marker present, same argv and inputs), "partial" (interrupted: folder present,
-        no valid marker) or "todo"."""
-        marker = self.folder / DONE
-        if marker.is_file():
-            recorded = json.loads(marker.read_text())
-            if recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes():
-                return "done"
-        return "partial" if self.folder.is_dir() and any(self.folder.iterdir()) else "todo"
-
-    def _input_hashes(self) -> Dict[str, str]:
-        return {str(path): file_sha256(path) for path in self.inputs if path.is_file()}
-
-    def command(self, state: str) -> List[str]:
-        """The argv to run from `state`: an interrupted training resumes its last.ckpt, other
-        interrupted steps overwrite what they may have written."""
-        argv = self.argv()
-        if state == "partial" and self.rerun == "--resume":
-            argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []
-        elif state == "partial" and self.rerun:
-            argv += [self.rerun]
-        return argv
-
-    def run(self, state: str) -> float:
-        """Runs the command (output appended to the step's log); marks the step done; seconds."""
-        argv = self.command(state)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log = self.folder / LOG
-        start = time.perf_counter()
-        with open(log, "a") as stream:
-            stream.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n")
-            stream.flush()
-            code = subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], stdout=stream,
-                                  stderr=subprocess.STDOUT,
-                                  preexec_fn=die_with_parent if sys.platform == "linux" else None
-                                  ).returncode
-        if code != 0:
-            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; its log: {log}")
-        seconds = time.perf_counter() - start
-        atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
-                                               "inputs": self._input_hashes()})
-        return seconds
-
-
-def die_with_parent() -> None:
-    """Linux, in the step's process before it starts: SIGKILL it when reproduce dies (kill -9
-    included), so a re-run never meets a step still running from the killed one."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def last_error(log: Path) -> str:
-    """The log's last `error:` line (without the prefix), or its last non-empty line."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors[-1][len("error:"):].strip() if errors else lines[-1] if lines else "no output")
 
 
 @dataclass
@@ -163,7 +80,7 @@ def data_options(cfg) -> List[str]:
     return argv
 
 
-def options(text: str, what: str, allowed_for: Optional[str] = None) -> List[str]:
+def options(text: str, what: str) -> List[str]:
     """--select-k-options / --eval-options / --poc-options split as a shell would; refuses the
     options reproduce sets itself."""
     argv = shlex.split(text or "")
@@ -344,11 +261,11 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         stage1 = teacher if teacher is not None else base / STAGE1 / "last.ckpt"
         encoder_args = ["--dataset", dataset, "--seed", str(seed), *data_argv]
         if teacher is None:
-            plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, _fixed(
+            plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, fixed(
                 ["pretrain", "--config", str(stage1_config), *stage1_overrides,
                  f"checkpoint.dir={base}", f"name={STAGE1}", f"seed={seed}"]), rerun="--resume"))
         k_dir = base / "select-k"
-        plan.steps.append(Step(f"s{seed}/select-k", k_dir, _fixed(
+        plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
             ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)])))
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
@@ -358,7 +275,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         for m in chosen:
             clusters = ([] if "k" not in configs[m.label].method_kwargs else
                         ["method_kwargs.k=null", f"method_kwargs.k_file={k_dir / 'k.json'}"])
-            plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, _fixed(
+            plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, fixed(
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
                  f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
                  f"method_kwargs.teacher_ckpt={stage1}", *clusters]), rerun="--resume"))
@@ -368,19 +285,15 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 folder = base / f"eval-{name}-{mode}"
                 extra = eval_argv[None] + eval_argv.get(mode, [])
                 extra = extra if mode == "slf" else without(extra, SLF_ONLY)
-                plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, _fixed(
+                plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
                      "--method", name, *extra, "--out", str(folder)])))
                 results.append(folder)
     report = out / "report"
-    plan.steps.append(Step("report", report, _fixed(
+    plan.steps.append(Step("report", report, fixed(
         ["report", *map(str, results), "--out", str(report / "report.md")]), rerun="",
         inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json"))))
     return plan
-
-
-def _fixed(argv: List[str]) -> Callable[[], List[str]]:
-    return lambda: list(argv)
 
 
 def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:
@@ -390,10 +303,6 @@ def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:
         k = str(json.loads(k_file.read_text())["k"]) if k_file.is_file() else f"<K of {k_file}>"
         return argv[:1] + ["--k", k] + argv[1:]
     return build
-
-
-def say_now(line: str) -> None:
-    print(line, flush=True)
 
 
 def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) -> List[Tuple[str, str, float]]:
