@@ -146,8 +146,11 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 def _cell(runs: Iterable[RunRecord], metric: str) -> str:
     """"mean ± std (n=k)" over the runs that have `metric`; one run: "value (n=1)"."""
     values = [run.metrics[metric] for run in runs if run.metrics.get(metric) is not None]
-    if not values:
-        return NOT_AVAILABLE
+    return _mean_cell(values) if values else NOT_AVAILABLE
+
+
+def _mean_cell(values: Sequence[float]) -> str:
+    """"mean ± std (n=k)" of `values`; one value: "value (n=1)"."""
     mean, std = mean_std(values)
     spread = f" ± {std:.2f}" if len(values) > 1 else ""
     return f"{mean:.2f}{spread} (n={len(values)})"
@@ -227,11 +230,6 @@ def _protocol_order(protocol: str) -> Tuple[int, str]:
     return (MODES.index(protocol.split(" ")[0].lower()), protocol)
 
 
-def _poc_cell(values: Sequence[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if len(values) > 1 else "") + f" (n={len(values)})"
-
-
 def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     """Table 1 over `solo-ncp poc` folders (poc.json): one block per (dataset, eps); rows random
     noise and the push toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
@@ -255,7 +253,7 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
                                                                                  item[0][1:])):
         for row, label in POC_ROWS.items():
             name = f"{label} (n={n})" if row == "nbr" else label
-            cells = [_poc_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
+            cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
             counts = "/".join(str(c) for c in sorted({r["n_correct"] for r in records}))
             lines.append(f"| {_dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
                          f"{cells[0]} | {cells[1]} | {counts} |")

@@ -209,10 +209,13 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
     if not teacher.is_file():
         raise ValueError(f"--teacher {teacher} does not exist: pass a stage-1 checkpoint "
                          "(`solo-ncp pretrain`'s last.ckpt)")
+    expected: Dict[BackboneSpec, str] = {}  # each distinct backbone once, with its first method
     for label, cfg in configs.items():
         cifar = select(cfg, "backbone.kwargs.cifar", get_spec(cfg.data.dataset).cifar_stem)
+        expected.setdefault(BackboneSpec(cfg.backbone.name, bool(cifar)), label)
+    for spec, label in expected.items():
         try:
-            load_teacher(teacher, BackboneSpec(cfg.backbone.name, bool(cifar)))
+            load_teacher(teacher, spec)
         except ValueError as err:
             raise ValueError(f"--teacher for method {label}: {err}") from None
 
@@ -322,7 +325,7 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
         return rows
     rows = []
     with folder_lock(plan.out):
-        if record.is_file():
+        if record.is_file():  # read again under the lock: another call may have extended it
             old = json.loads(record.read_text())
             plan.settings["seeds"] = sorted(set(old["seeds"]) | set(plan.settings["seeds"]))
             plan.settings["evals"] = list(dict.fromkeys(old["evals"] + plan.settings["evals"]))
