@@ -7,6 +7,7 @@
 #   torch 2.14.1            -> needs setuptools>=77.0.3
 #   pytorch-lightning 1.9.5 -> lightning_fabric imports pkg_resources (gone in setuptools 81)
 #                              and uses np.Inf (gone in numpy 2)
+# robustbench (a test dependency: the export's oracle) pins timm 1.0.9, which solo-learn runs on.
 # solo-learn 1.0.2 and lightning-bolts 0.7.0 pin torch 1.9-era deps: installed with --no-deps.
 # A stamp file makes re-runs a no-op until this script or setup.py changes.
 set -euo pipefail
@@ -37,7 +38,7 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 pytorch-lightning==1.9.5 "numpy<2" \
     "setuptools>=77.0.3,<81" "torchmetrics<1" einops timm omegaconf scikit-learn matplotlib \
-    scipy tqdm pyautoattack hydra-core pytest
+    scipy tqdm pyautoattack hydra-core wandb tensorboard pytest robustbench
 "${pip[@]}" --no-deps solo-learn==1.0.2 lightning-bolts==0.7.0
 "${pip[@]}" --no-deps -e "$here"
 got=$(check_torch "$venv" setup)
