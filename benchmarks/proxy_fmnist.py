@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 
 from solo_ncp.cli import main as solo_ncp
 from solo_ncp.eval.protocol import WEIGHT_DECAY
-from solo_ncp.eval.report import load_runs
+from solo_ncp.eval.report import load_runs, mean_std
 from solo_ncp.io import atomic_write_text
 
 METHODS = "ncp,deacl,deacl_matched,ncp-advbn=ncp"
@@ -86,35 +86,39 @@ def pixel_probes(train_n: int, test_n: int) -> dict:
 COMPARISONS = (("ncp", "deacl"), ("ncp", "deacl_matched"), ("ncp", "ncp-advbn"),
                ("deacl_matched", "deacl"), ("ncp", "simclr"), ("deacl", "simclr"))
 """(A, B) pairs whose per-seed differences A - B the summary tests against twice their standard
-error; simclr (one BN) is compared with each branch of the other encoder."""
+error; a one-BN encoder (simclr, deacl) is compared with each branch of a dual-BN one."""
 
 
 def paired_differences(out: Path) -> str:
     """Markdown table of A - B in SA and RA (points) for every pair of `COMPARISONS`, mode and BN
     branch evaluated in both, paired by seed (the seeds share their stage 1 and test images): mean
     difference, its standard error sd(d) / sqrt(n) over the n seeds, and whether |mean| > 2 SE.
-    AA (20 images, 5-point steps) is left out."""
-    cells = {}
+    Two one-BN encoders give one row (BN "one"). AA (20 images, 5-point steps) is left out."""
+    cells, one_bn = {}, set()
     for metrics in sorted(out.glob("s*/eval-*/metrics.json")):
         for run in load_runs(metrics.parent):
+            if run.bn is None:
+                one_bn.add(run.method)
             for bn in ("adv", "clean") if run.bn is None else (run.bn,):
                 cells[(run.method, run.mode, bn, run.seed)] = run.metrics
     lines = ["| A - B | mode | BN | n | SA diff ± SE | RA diff ± SE | > 2 SE |", "|---|---|---|---|---|---|---|"]
     modes = sorted({key[1] for key in cells})
     for a, b in COMPARISONS:
+        branches = ("adv",) if {a, b} <= one_bn else ("adv", "clean")
         for mode in modes:
-            for bn in ("adv", "clean"):
+            for bn in branches:
                 seeds = sorted(s for (m, md, br, s) in cells if (m, md, br) == (a, mode, bn)
                                and (b, mode, bn, s) in cells)
                 if len(seeds) < 2:
                     continue
                 stats = {}
                 for metric in ("sa", "ra"):
-                    d = np.array([cells[(a, mode, bn, s)][metric] - cells[(b, mode, bn, s)][metric]
-                                  for s in seeds])
-                    stats[metric] = (d.mean(), d.std(ddof=1) / np.sqrt(len(d)))
+                    mean, std = mean_std([cells[(a, mode, bn, s)][metric] - cells[(b, mode, bn, s)][metric]
+                                          for s in seeds])
+                    stats[metric] = (mean, std / len(seeds) ** 0.5)
                 exceed = [m.upper() for m, (mean, se) in stats.items() if abs(mean) > 2 * se]
-                lines.append(f"| {a} - {b} | {mode.upper()} | {bn} | {len(seeds)} | "
+                label = "one" if len(branches) == 1 else bn
+                lines.append(f"| {a} - {b} | {mode.upper()} | {label} | {len(seeds)} | "
                              + " | ".join(f"{mean:+.2f} ± {se:.2f}" for mean, se in stats.values())
                              + f" | {', '.join(exceed) or 'neither'} |")
     return "\n".join(lines)
