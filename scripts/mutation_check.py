@@ -74,7 +74,10 @@ def copy_tree(dest: Path) -> None:
                             cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
         source = ROOT / rel
-        if source.is_file():
+        if source.is_symlink():  # solo_ncp/zoo_configs -> ../zoo_configs stays a relative link
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).symlink_to(source.readlink())
+        elif source.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / rel)
 

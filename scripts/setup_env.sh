@@ -9,14 +9,14 @@
 #                              and uses np.Inf (gone in numpy 2)
 # robustbench (a test dependency: the export's oracle) pins timm 1.0.9, which solo-learn runs on.
 # solo-learn 1.0.2 and lightning-bolts 0.7.0 pin torch 1.9-era deps: installed with --no-deps.
-# A stamp file makes re-runs a no-op until this script or setup.py changes.
+# A stamp file makes re-runs a no-op until this script, setup.py or the version changes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/venv_lib.sh"
 venv=${1:-$here/.venv}
 py=${PYTHON:-python3}
 stamp="$venv/.solo-ncp-stamp"
-want=$(cat "$here/scripts/setup_env.sh" "$here/scripts/venv_lib.sh" "$here/setup.py" | sha256sum | cut -d' ' -f1)
+want=$(cat "$here/scripts/setup_env.sh" "$here/scripts/venv_lib.sh" "$here/setup.py" "$here/solo_ncp/version.py" | sha256sum | cut -d' ' -f1)
 
 install_fashion_mnist() {
     if [ -d /usr/share/datasets/fashion-mnist ]; then

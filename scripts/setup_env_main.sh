@@ -11,7 +11,7 @@
 # solo-learn main's setup.py imports pkg_resources and its requirements pin nothing we can use
 # as is: it goes in with --no-deps --no-build-isolation after one pip command that resolves the
 # whole runtime stack (torch 2.14.1 needs setuptools>=77.0.3; pkg_resources is gone in 81).
-# A stamp file makes re-runs a no-op until this script, setup.py or SOLO_LEARN_MAIN changes.
+# A stamp file makes re-runs a no-op until this script, setup.py, the version or SOLO_LEARN_MAIN changes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/venv_lib.sh"
@@ -32,7 +32,7 @@ case "$source" in
         source=$(cd "$(dirname "$source")" && pwd)/$(basename "$source") ;;
 esac
 stamp="$venv/.solo-ncp-stamp"
-want=$( (cat "$here/scripts/setup_env_main.sh" "$here/scripts/venv_lib.sh" "$here/setup.py"; echo "$source") | sha256sum | cut -d' ' -f1)
+want=$( (cat "$here/scripts/setup_env_main.sh" "$here/scripts/venv_lib.sh" "$here/setup.py" "$here/solo_ncp/version.py"; echo "$source") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi

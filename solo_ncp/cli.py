@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("demo", "the whole pipeline at CPU scale on Fashion-MNIST (make demo)"),
     "poc": ("poc", "Table 1: random noise vs a perturbation toward the neighbouring cluster"),
     "reproduce": ("reproduce", "one results table over seeds: every step, resumable, then report"),
+    "export": ("export", "an encoder (and its eval's classifier) for torchvision, solo-learn, RobustBench"),
 }
 USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
 """Bad input (ValueError, ImportError), files (OSError: missing, unwritable, locked) and a stopped
@@ -23,9 +24,38 @@ training (ArithmeticError: FloatingPointError for a NaN loss), raised in the com
 Lightning's training loop, which re-raises them as they are."""
 
 
+def version_line() -> str:
+    """`solo-ncp <version> (host <api>: solo-learn <version>, <Lightning module> <version>)`; the
+    host's error in place of the host where there is none."""
+    from solo_ncp import __version__
+    from solo_ncp._host import HostError, current_host
+
+    try:
+        host = current_host()
+    except HostError as err:
+        return f"solo-ncp {__version__} (no host: {one_line(err)})"
+    lightning = importlib.import_module(host.lightning).__version__
+    return (f"solo-ncp {__version__} (host {host.api}: solo-learn {host.solo_version}, "
+            f"{host.lightning} {lightning})")
+
+
+class VersionAction(argparse.Action):
+    """`--version`: prints `version_line()` on one line (argparse's own "version" action wraps
+    it at the terminal's width), then exits."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(prog="solo-ncp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the version and the solo-learn host, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {}
     for name, (module, help_text) in COMMANDS.items():
@@ -75,6 +105,9 @@ def report_error(command: str, err: BaseException) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        from solo_ncp._host import current_host
+
+        current_host()  # the console script runs without a host only to say so (solo_ncp/__init__.py)
         command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
         return command.run(args)
     except USER_ERRORS as err:

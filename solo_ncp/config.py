@@ -15,9 +15,18 @@ the same config under `solo-ncp` and under solo-learn main's own main_pretrain.p
 solo-ncp's launcher keys (`LAUNCHER_KEYS`) take `key=value` even where a file lacks them (as
 `++key=value` would): `data.subset` (train on a fixed random subset of that many images, drawn
 with `data.subset_seed`, default 0), `data.val` (validate the online classifier on the test
-split; default true), `backbone.kwargs.cifar` (the ResNet stem; default: the dataset's), and the
+split; default true), `backbone.kwargs.cifar` (the ResNet stem; default: the dataset's), the
 Trainer's `limit_train_batches`, `limit_val_batches`, `log_every_n_steps`,
-`accumulate_grad_batches`, `sync_batchnorm`, `num_nodes` (Lightning's defaults).
+`accumulate_grad_batches`, `sync_batchnorm`, `num_nodes` (Lightning's defaults), and the keys of
+the logger and checkpoint blocks (`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the
+command line needs no `wandb:` block in the file).
+
+The blocks `wandb:` (solo-learn main's: `enabled`, `project`, `entity`, `offline`),
+`tensorboard:` (`enabled`) and `checkpoint:` (solo-learn main's `Checkpointer` keys: `enabled`,
+`dir`, `frequency`, `keep_prev`) are checked when a config loads (`logger_settings`,
+`checkpoint_history`): a key solo-ncp does not read is refused naming the closest one, a flag that
+is not true/false or a frequency below 1 is refused, and `wandb.enabled: true` needs a `project`.
+Absent blocks or keys mean what they meant before them: CSV logs only, `last.ckpt` only.
 
 Learning rates follow solo-learn main's rule (`parse_cfg`, applied by its main_pretrain.py), on
 both hosts (`learning_rates`): `optimizer.lr` is multiplied by batch_size * devices * num_nodes
@@ -31,6 +40,7 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | backbone.name                            | encoder                                |
 | backbone.kwargs.zero_init_residual       | backbone_args["zero_init_residual"]    |
 | backbone.kwargs.cifar (default: dataset) | backbone_args["cifar"] (3x3 stem, no max-pool) |
+| backbone.kwargs.* (others: widen_factor) | backbone_args[*]                       |
 | optimizer.name: lars                     | optimizer="sgd", lars=True             |
 | optimizer.kwargs.eta / clip_lr           | eta_lars / grad_clip_lars              |
 | optimizer.kwargs.exclude_bias_n_norm     | exclude_bias_n_norm                    |
@@ -40,6 +50,7 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | scheduler.name / warmup_epochs / ...     | scheduler / warmup_epochs / warmup_start_lr / min_lr / lr_decay_steps |
 | augmentations[i].num_crops, crop_size    | num_large_crops / num_small_crops      |
 | method_kwargs.*                          | the method's own keyword arguments     |
+| knn_eval.enabled / k                     | knn_eval / knn_k (distance_func must be euclidean) |
 | scheduler.interval                       | must be "epoch" (1.0.2 steps per epoch) |
 
 `scheduler.warmup_epochs: 0` starts at the (scaled) `optimizer.lr`, as solo-learn main does:
@@ -57,23 +68,31 @@ import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from solo_ncp.data.registry import get_spec
+from solo_ncp.zoo import config_path
 
 REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
             "optimizer.batch_size", "optimizer.lr", "max_epochs")
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 PRECISION_102 = {"16-mixed": 16, "16": 16, "32-true": 32, "32": 32, "bf16-mixed": "bf16",
                  "bf16": "bf16"}
+RUN_BLOCKS = {
+    "wandb": ("enabled", "project", "entity", "offline"),
+    "tensorboard": ("enabled",),
+    "checkpoint": ("enabled", "dir", "frequency", "keep_prev"),
+}
+"""The keys solo-ncp accepts in the logger and checkpoint blocks (see `logger_settings`,
+`checkpoint_history`)."""
 LAUNCHER_KEYS = (
     "data.subset", "data.subset_seed", "data.val", "backbone.kwargs.cifar", "limit_train_batches",
     "limit_val_batches", "log_every_n_steps", "accumulate_grad_batches", "sync_batchnorm",
-    "num_nodes",
+    "num_nodes", *(f"{block}.{key}" for block, keys in RUN_BLOCKS.items() for key in keys),
 )
 """solo-ncp's own optional keys: `key=value` sets them as `++key=value` does when a config lacks
 them."""
@@ -176,12 +195,23 @@ def with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def config_file(config) -> Path:
+    """The file `--config` names: a path that exists, else a bundled config `<dataset>/<name>`
+    (`solo_ncp.zoo.config_path`: `cifar10/ncp`)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    try:
+        return config_path(str(config))
+    except ValueError as err:
+        raise ConfigError(f"config file {path} does not exist and {err}: give a YAML file's "
+                          "path or a bundled name") from None
+
+
 def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Reads a YAML config and applies overrides in Hydra's grammar (see the module's
-    docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (see zoo_configs/<dataset>/)")
+    """Reads a YAML config (a path or a bundled name, `config_file`) and applies overrides in
+    Hydra's grammar (see the module's docstring)."""
+    path = config_file(path)
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as err:
@@ -195,12 +225,102 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(
             f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
         )
+    logger_settings(cfg)  # refused here, before any work
+    checkpoint_history(cfg)
     return cfg
 
 
 def select(cfg: DictConfig, key: str, default=None):
     value = OmegaConf.select(cfg, key)
     return default if value is None else value
+
+
+def run_block(cfg: DictConfig, name: str) -> Dict:
+    """The block `name` of `RUN_BLOCKS` as a plain dict without its null keys ({} when absent);
+    refuses a key the block does not take, naming the closest one."""
+    block = cfg.get(name)
+    if block is None:
+        return {}
+    if not isinstance(block, DictConfig):
+        raise ConfigError(f"`{name}: {block}` must be a block of keys ({', '.join(RUN_BLOCKS[name])})")
+    for key in block:
+        if key not in RUN_BLOCKS[name]:
+            close = difflib.get_close_matches(str(key), RUN_BLOCKS[name], n=1)
+            hint = f"did you mean `{name}.{close[0]}`?" if close else (
+                f"it takes {', '.join(RUN_BLOCKS[name])}")
+            raise ConfigError(f"`{name}.{key}` is not a key of the `{name}:` block ({hint}): "
+                              "rename or remove it")
+    return {k: v for k, v in OmegaConf.to_container(block, resolve=True).items() if v is not None}
+
+
+def _flag(block: Dict, name: str, key: str) -> bool:
+    """`block[key]` (false when absent), refused unless true or false."""
+    value = block.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"`{name}.{key}: {value}` must be true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """An enabled `wandb:` block (solo-learn main's keys): the W&B `project` and `entity` (null:
+    the account's default entity) the run logs to, and `offline` (write the run under the run
+    folder only, for a later `wandb sync`)."""
+
+    project: str
+    entity: Optional[str]
+    offline: bool
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    """Which loggers a run writes besides the CSV log (always written): `wandb` (None: W&B off)
+    and `tensorboard`."""
+
+    wandb: Optional[WandbSettings]
+    tensorboard: bool
+
+
+def logger_settings(cfg: DictConfig) -> LoggerSettings:
+    """The checked `wandb:` and `tensorboard:` blocks. solo-learn's own wandb/private.yaml writes
+    `entity: None`, which YAML reads as the text "None": it means the default entity here."""
+    wandb = run_block(cfg, "wandb")
+    enabled, offline = _flag(wandb, "wandb", "enabled"), _flag(wandb, "wandb", "offline")
+    settings = None
+    if enabled:
+        project = str(wandb.get("project", "")).strip()
+        if not project:
+            raise ConfigError(
+                "wandb.enabled is true but `wandb.project` is not set: add `project: <your W&B "
+                "project>` under `wandb:` in the config or pass wandb.project=<name>, or set "
+                "wandb.enabled=false"
+            )
+        entity = str(wandb.get("entity", "None"))
+        settings = WandbSettings(project=project, entity=None if entity == "None" else entity,
+                                 offline=offline)
+    return LoggerSettings(wandb=settings,
+                          tensorboard=_flag(run_block(cfg, "tensorboard"), "tensorboard", "enabled"))
+
+
+@dataclass(frozen=True)
+class CheckpointHistory:
+    """`checkpoint.frequency` (epochs, >= 1, default 1) and `checkpoint.keep_prev` (default false):
+    with keep_prev, a checkpoint is kept after every frequency-th epoch besides `last.ckpt`;
+    without, only `last.ckpt` (solo-learn main's Checkpointer without keep_prev keeps only its
+    newest checkpoint, which here is `last.ckpt`)."""
+
+    frequency: int
+    keep_prev: bool
+
+
+def checkpoint_history(cfg: DictConfig) -> CheckpointHistory:
+    """The checked `checkpoint:` block's history settings (see `CheckpointHistory`)."""
+    block = run_block(cfg, "checkpoint")
+    frequency = block.get("frequency", 1)
+    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
+        raise ConfigError(f"`checkpoint.frequency: {frequency}` must be a whole number of epochs, "
+                          "1 or more")
+    return CheckpointHistory(frequency=frequency, keep_prev=_flag(block, "checkpoint", "keep_prev"))
 
 
 def device_count(devices) -> int:
@@ -330,6 +450,12 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
             "use an integer"
         )
     warmup_epochs = int(warmup_epochs)
+    knn = cfg.get("knn_eval") or {}
+    if knn.get("distance_func", "euclidean") != "euclidean":
+        raise ConfigError(
+            f"knn_eval.distance_func={knn.distance_func!r}: solo-learn 1.0.2's k-NN measures "
+            "euclidean distance only; remove the key or set it to euclidean"
+        )
     if sched.get("interval", "epoch") != "epoch":
         raise ConfigError(
             f"scheduler.interval={sched.interval!r}: solo-learn 1.0.2 steps its scheduler once "
@@ -338,6 +464,7 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
     return dict(
         encoder=cfg.backbone.name,
         backbone_args={
+            **(_plain(cfg.backbone.get("kwargs")) or {}),
             "cifar": bool(select(cfg, "backbone.kwargs.cifar", spec.cifar_stem)),
             "zero_init_residual": bool(select(cfg, "backbone.kwargs.zero_init_residual", False)),
         },
@@ -361,6 +488,8 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
         warmup_epochs=warmup_epochs,
         num_large_crops=num_crops[0],
         num_small_crops=num_crops[1],
+        knn_eval=bool(knn.get("enabled", False)),
+        knn_k=int(knn.get("k", 20)),
         **(_plain(cfg.get("method_kwargs")) or {}),
     )
 

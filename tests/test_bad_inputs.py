@@ -63,6 +63,10 @@ def world(tmp_path_factory, digits_simclr_ckpt):
                       config_dir=ROOT / "zoo_configs/fashionmnist")
     (root / "repro").mkdir()
     (root / "repro" / "reproduce.json").write_text(json.dumps(plan.settings))
+    assert main([*EVAL, "--ckpt", str(digits_simclr_ckpt), "--out", str(root / "simclr-eval")]) == 0
+    other = root / "other.ckpt"  # the same weights in another file: another sha256
+    torch.save({**torch.load(digits_simclr_ckpt, weights_only=True), "other": 1}, other)
+    paths["other"] = other
     return paths
 
 
@@ -174,6 +178,20 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "reproduce: unknown override scope": (lambda w: reproduce(w, "stage3:max_epochs=1", out="r2"),
                                           ["stage3"]),
     "reproduce: a key reproduce sets": (lambda w: reproduce(w, "name=mine", out="r2"), ["name"]),
+    # export, loggers, bundled configs, clustering options
+    "export: --bn adv of a single-BN encoder": (lambda w: ["export", "--ckpt", str(w["simclr"]), "--bn",
+                                                          "adv", "--out", str(w["root"] / "x")],
+                                               ["single-BN", "--bn clean"]),
+    "export: --head of another checkpoint": (lambda w: ["export", "--ckpt", str(w["other"]), "--head",
+                                                       str(w["root"] / "simclr-eval"), "--out",
+                                                       str(w["root"] / "x")], ["sha256", "--head"]),
+    "W&B enabled without a project": (lambda w: [*SIMCLR, f"checkpoint.dir={w['root'] / 'runs'}",
+                                                 "wandb.enabled=true"], ["wandb.project"]),
+    "checkpoint frequency 0": (lambda w: [*SIMCLR, f"checkpoint.dir={w['root'] / 'runs'}",
+                                          "checkpoint.frequency=0"], ["checkpoint.frequency"]),
+    "unknown bundled config": (lambda w: ["pretrain", "--config", "cifar10/nope"],
+                               ["cifar10/nope", "cifar10/ncp"]),
+    "kmeans_n_init 0": (lambda w: stage2(w, "+method_kwargs.kmeans_n_init=0"), ["kmeans_n_init=0"]),
 }
 
 

@@ -1,13 +1,13 @@
 """Spherical k-means: cosine assignment, normalised-mean centroids, chunked over samples."""
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .kmcuda_backend import kmcuda_labels, resolve_backend
-from .seeding import check_init, initial_centroids
+from .seeding import DEFAULT_CHAIN_LENGTH, check_init, initial_centroids, local_trials
 from .validation import ArrayLike, check_num_clusters, unit_rows
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -20,7 +20,8 @@ class KMeansResult:
     centroids: (K, D) unit-norm cluster directions.
     labels: (N,) int64 cluster index of each sample, every cluster non-empty.
     objective: mean cosine similarity of each sample to its centroid, in [-1, 1].
-    n_iter: Lloyd iterations run by the torch implementation (after kmcuda when it ran).
+    n_iter: Lloyd iterations run by the torch implementation (after kmcuda when it ran), in the
+        kept run when several seedings ran (n_init > 1).
     backend: "torch" or "kmcuda".
     """
 
@@ -105,19 +106,22 @@ def _lloyd(
 
     Each iteration assigns every row to its most similar centroid, re-seeds empty clusters and
     moves each centroid to its cluster's normalised mean. Stops after max_iter iterations, when
-    the labels repeat, or when the objective improves by less than tol relative to the last one.
+    the labels repeat, or when the objective improves by less than tol relative to the last one;
+    the first iteration compares with the starting centroids' objective (mean cosine to the most
+    similar one), so a start at a fixed point (a warm start from converged centroids) takes one.
     Zero centroid rows are allowed: they attract only rows with negative similarity elsewhere.
     """
     n = x.shape[0]
     previous_labels, previous_objective = None, None
     for iteration in range(1, max_iter + 1):
         labels, best, sums = _assign(x, centroids, chunk_size)
+        if previous_objective is None:
+            previous_objective = float(best.sum(dtype=torch.float64)) / n
         _fill_empty_clusters(x, labels, best, sums)
         centroids, total_cosine = _normalised_means(sums, centroids)
         objective = total_cosine / n
-        if previous_labels is not None and (
-            torch.equal(labels, previous_labels)
-            or objective - previous_objective <= tol * abs(previous_objective)
+        if objective - previous_objective <= tol * abs(previous_objective) or (
+            previous_labels is not None and torch.equal(labels, previous_labels)
         ):
             break
         previous_labels, previous_objective = labels, objective
@@ -126,11 +130,37 @@ def _lloyd(
     )
 
 
+def check_n_init(n_init: int) -> int:
+    """Validate the number of seedings to run (keeping the best)."""
+    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise ValueError(
+            f"n_init={n_init!r} must be an integer >= 1: the number of seedings to run, keeping "
+            "the clustering with the best objective (1 = a single run)"
+        )
+    return int(n_init)
+
+
+def run_seeds(seed: int, n_init: int) -> List[int]:
+    """The seeds of the n_init seedings of `spherical_kmeans(..., seed=seed, n_init=n_init)`.
+
+    The first is `seed` itself, so n_init = 1 is the single run with that seed and a larger n_init
+    never does worse with the same seed; the others are drawn below 2³¹ (kmcuda takes 32-bit
+    seeds) from a CPU torch.Generator seeded with `seed`, so neighbouring seeds share no run.
+    """
+    check_n_init(n_init)
+    generator = torch.Generator().manual_seed(seed)
+    derived = torch.randint(2**31, (n_init - 1,), generator=generator).tolist()
+    return [seed, *derived]
+
+
 def spherical_kmeans(
     features: ArrayLike,
     k: int,
     *,
     init: Union[str, torch.Tensor, np.ndarray] = "afk-mc2",
+    n_init: int = 1,
+    n_local_trials: Optional[int] = None,
+    chain_length: int = DEFAULT_CHAIN_LENGTH,
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
@@ -139,12 +169,18 @@ def spherical_kmeans(
 ) -> KMeansResult:
     """Spherical k-means of features (N, D) into K clusters by cosine similarity.
 
-    Rows are L2-normalised first. init: "afk-mc2", "k-means++" or initial centroids (K, D).
+    Rows are L2-normalised first. init: "afk-mc2", "k-means++" (both greedy, see
+    `solo_ncp.cluster.seeding`) or initial centroids (K, D), e.g. the last epoch's (warm start).
+    n_init: seedings to run, each from one seed of `run_seeds(seed, n_init)`; the result with
+        the highest objective is kept (the first on ties). Given centroids allow only n_init=1.
+    n_local_trials: D² draws per centre of the seeding (None: 2 + int(ln K); 1: non-greedy).
+    chain_length: AFK-MC²'s Metropolis chain length.
     backend: "torch" (the default, CPU or GPU), "kmcuda" (libKMCUDA, CUDA tensors) or "auto"
-        (kmcuda for CUDA tensors when libKMCUDA imports, else torch).
+        (kmcuda for CUDA tensors when libKMCUDA imports, else torch). kmcuda seeds with its own
+        (non-greedy) AFK-MC² or k-means++: n_local_trials and chain_length apply to torch only.
     chunk_size bounds the similarity block to (chunk_size, K). All randomness comes from a
-    torch.Generator seeded with `seed`: on CPU equal inputs give bitwise equal results; on CUDA
-    index_add_ sums in nondeterministic order, so results can differ in the last bits.
+    torch.Generator seeded with each run's seed: on CPU equal inputs give bitwise equal results;
+    on CUDA index_add_ sums in nondeterministic order, so results can differ in the last bits.
     Numpy input is accepted and gives CPU tensors.
     """
     x = unit_rows(features)
@@ -155,13 +191,29 @@ def spherical_kmeans(
         raise ValueError(f"tol={tol} must be >= 0")
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+    if chain_length < 1:
+        raise ValueError(f"chain_length={chain_length} must be >= 1")
+    local_trials(n_local_trials, k)
     init = check_init(init, x, k)
-    if resolve_backend(x, backend) == "kmcuda":
-        labels = kmcuda_labels(x, k, init=init, tol=tol, seed=seed)
-        centroids = _centroids_from_labels(x, labels, k)
-        return _lloyd(
-            x, centroids, max_iter=max_iter, tol=tol, chunk_size=chunk_size, backend="kmcuda"
+    if check_n_init(n_init) > 1 and not isinstance(init, str):
+        raise ValueError(
+            f"n_init={n_init} would repeat one run: given init centroids are deterministic, so "
+            "pass n_init=1 (or a seeding name as init)"
         )
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    centroids = initial_centroids(x, k, init, generator)
-    return _lloyd(x, centroids, max_iter=max_iter, tol=tol, chunk_size=chunk_size)
+    backend = resolve_backend(x, backend)
+    best = None
+    for run_seed in run_seeds(seed, n_init):
+        if backend == "kmcuda":
+            labels = kmcuda_labels(x, k, init=init, tol=tol, seed=run_seed)
+            centroids = _centroids_from_labels(x, labels, k)
+        else:
+            generator = torch.Generator(device=x.device).manual_seed(run_seed)
+            centroids = initial_centroids(
+                x, k, init, generator, n_local_trials=n_local_trials, chain_length=chain_length
+            )
+        result = _lloyd(
+            x, centroids, max_iter=max_iter, tol=tol, chunk_size=chunk_size, backend=backend
+        )
+        if best is None or result.objective > best.objective:
+            best = result
+    return best

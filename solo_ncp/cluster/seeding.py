@@ -1,12 +1,18 @@
-"""Initial centroids for spherical k-means: AFK-MC² and k-means++ with the cosine cost.
+"""Initial centroids for spherical k-means: greedy k-means++ and greedy AFK-MC², cosine cost.
 
 The cost of a unit vector x given centres C is 1 - max_c cos(x, c). For unit vectors this is
 |x - c|² / 2, so sampling proportional to it is exactly the D² sampling of k-means++ and of
 AFK-MC² (Bachem et al. 2016, "Fast and Provably Good Seedings for k-Means") in the chordal
 distance, and their guarantees carry over to the spherical k-means objective.
+
+Both seedings are greedy as scikit-learn's k-means++ is: each centre is the best of
+`n_local_trials` D² draws, the one that leaves the smallest total cost. One trial is the original
+(non-greedy) algorithm; the default 2 + int(ln K) is scikit-learn's. A longer AFK-MC² chain only
+brings its draws closer to D² sampling, so it cannot replace the local trials.
 """
 
-from typing import List, Union
+import math
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
@@ -17,9 +23,26 @@ INIT_METHODS = ("afk-mc2", "k-means++")
 DEFAULT_CHAIN_LENGTH = 200
 
 
-def _cost_to(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """Cosine cost 1 - x·c of every row of x (N, D) to one unit centre (D,): (N,), >= 0."""
-    return (1.0 - x @ centre).clamp_min_(0.0)
+def local_trials(n_local_trials: Optional[int], k: int) -> int:
+    """D² draws per centre: n_local_trials, or scikit-learn's 2 + int(ln K) for None."""
+    if n_local_trials is None:
+        return 2 + int(math.log(k))
+    if isinstance(n_local_trials, bool) or not isinstance(n_local_trials, (int, np.integer)):
+        raise ValueError(f"n_local_trials must be an integer or None, got {n_local_trials!r}")
+    if n_local_trials < 1:
+        raise ValueError(
+            f"n_local_trials={n_local_trials} must be >= 1: use 1 for the original, non-greedy "
+            "seeding or None for 2 + int(ln K)"
+        )
+    return int(n_local_trials)
+
+
+def _cost_to(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Cosine cost 1 - x·c of every row of x (N, D) to unit centres (L, D): (L, N), >= 0.
+
+    One centre (D,) gives (N,).
+    """
+    return (1.0 - centres @ x.T).clamp_min_(0.0)
 
 
 def _draw_unchosen(chosen: torch.Tensor, generator: torch.Generator) -> int:
@@ -28,13 +51,19 @@ def _draw_unchosen(chosen: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(weights, 1, generator=generator))
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: K distinct row indices (K,) int64 of x.
+def kmeans_plus_plus(
+    x: torch.Tensor, k: int, generator: torch.Generator, n_local_trials: Optional[int] = None
+) -> torch.Tensor:
+    """Greedy k-means++ seeding: K distinct row indices (K,) int64 of x.
 
-    x: (N, D) L2-normalised rows, K <= N. Each new centre is drawn with probability proportional
-    to its cosine cost to the nearest chosen centre; the minimum cost is updated incrementally,
-    so the total work is O(N·K·D).
+    x: (N, D) L2-normalised rows, K <= N. The first centre is uniform. Each further centre is
+    the best of L = n_local_trials candidates drawn with probability proportional to their cosine
+    cost to the nearest chosen centre: the one whose addition leaves the smallest total cost
+    Σ_i min(cost_i, cost(x_i, candidate)) (first on ties). L = 1 is the original k-means++
+    (Arthur & Vassilvitskii 2007); None means 2 + int(ln K), scikit-learn's default. The
+    minimum cost is kept incrementally, so the total work is O(N·K·L·D).
     """
+    trials = local_trials(n_local_trials, k)
     n = x.shape[0]
     chosen = torch.zeros(n, dtype=torch.bool, device=x.device)
     indices: List[int] = [int(torch.randint(n, (1,), generator=generator, device=x.device))]
@@ -43,12 +72,15 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     cost[indices[0]] = 0.0
     for _ in range(1, k):
         if float(cost.sum()) > 0.0:
-            index = int(torch.multinomial(cost, 1, generator=generator))
+            candidates = torch.multinomial(cost, trials, replacement=True, generator=generator)
         else:
-            index = _draw_unchosen(chosen, generator)
+            candidates = torch.tensor([_draw_unchosen(chosen, generator)], device=x.device)
+        costs = torch.minimum(_cost_to(x, x[candidates]), cost)
+        best = int(costs.sum(dim=1, dtype=torch.float64).argmin())
+        index = int(candidates[best])
         indices.append(index)
         chosen[index] = True
-        torch.minimum(cost, _cost_to(x, x[index]), out=cost)
+        cost = costs[best]
         cost[index] = 0.0
     return torch.tensor(indices, dtype=torch.int64, device=x.device)
 
@@ -67,17 +99,27 @@ def _metropolis_chain(weights: List[float], uniforms: List[float]) -> int:
 
 
 def afk_mc2(
-    x: torch.Tensor, k: int, generator: torch.Generator, chain_length: int = DEFAULT_CHAIN_LENGTH
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    chain_length: int = DEFAULT_CHAIN_LENGTH,
+    n_local_trials: Optional[int] = None,
 ) -> torch.Tensor:
-    """AFK-MC² seeding: K distinct row indices (K,) int64 of x.
+    """Greedy AFK-MC² seeding: K distinct row indices (K,) int64 of x.
 
     x: (N, D) L2-normalised rows, K <= N. The first centre is uniform; the proposal is
-    q(x) = cost(x, c1) / (2 Σ cost) + 1 / (2N). Each further centre is the end of a Metropolis
-    chain of `chain_length` candidates drawn from q, with target weight cost(x, C) / q(x).
-    Work: O(N·D) for q, then O(chain_length·K²·D) for the chains.
+    q(x) = cost(x, c1) / (2 Σ cost) + 1 / (2N). For each further centre, L = n_local_trials
+    independent Metropolis chains of `chain_length` draws from q, with target weight
+    cost(x, C) / q(x), each end in a candidate (approximately a D² draw). L = 1 is the original
+    AFK-MC²: its candidate is the centre. Otherwise the centre is the candidate with the largest
+    importance-sampling estimate of the cost it removes, Σ_y max(0, cost(y, C) - cost(y, c)) / q(y)
+    over the L·chain_length draws y of this step (first on ties): greedy k-means++'s criterion,
+    estimated on the chains' draws instead of computed on all N rows. None means 2 + int(ln K).
+    Work: O(N·D) for q, then O(L·chain_length·K²·D) for the chains, none of it O(N·K).
     """
     if chain_length < 1:
         raise ValueError(f"chain_length={chain_length} must be >= 1")
+    trials = local_trials(n_local_trials, k)
     n = x.shape[0]
     first = int(torch.randint(n, (1,), generator=generator, device=x.device))
     first_cost = _cost_to(x, x[first])
@@ -87,12 +129,12 @@ def afk_mc2(
         if float(total) > 0.0
         else torch.full_like(first_cost, 1.0 / n)
     )
-    candidates = torch.multinomial(
-        proposal, (k - 1) * chain_length, replacement=True, generator=generator
+    draws = torch.multinomial(
+        proposal, (k - 1) * trials * chain_length, replacement=True, generator=generator
     )
-    candidates = candidates.view(k - 1, chain_length)
+    draws = draws.view(k - 1, trials * chain_length)
     uniforms = torch.rand(
-        (k - 1, chain_length), generator=generator, device=x.device, dtype=x.dtype
+        (k - 1, trials, chain_length), generator=generator, device=x.device, dtype=x.dtype
     )
 
     chosen = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -101,14 +143,23 @@ def afk_mc2(
     centres[0] = x[first]
     indices = [first]
     for step in range(1, k):
-        chain = candidates[step - 1]
-        cost = (1.0 - (x[chain] @ centres[:step].T).amax(dim=1)).clamp_min_(0.0)
-        cost[chosen[chain]] = 0.0
-        weights = (cost / proposal[chain]).tolist()
-        position = _metropolis_chain(weights, uniforms[step - 1].tolist())
-        index = (
-            int(chain[position]) if weights[position] > 0.0 else _draw_unchosen(chosen, generator)
-        )
+        pool = draws[step - 1]
+        cost = (1.0 - (x[pool] @ centres[:step].T).amax(dim=1)).clamp_min_(0.0)
+        cost[chosen[pool]] = 0.0
+        weights = (cost / proposal[pool]).view(trials, chain_length).tolist()
+        step_uniforms = uniforms[step - 1].tolist()
+        candidates = []
+        for trial in range(trials):
+            position = _metropolis_chain(weights[trial], step_uniforms[trial])
+            candidates.append(
+                int(pool[trial * chain_length + position])
+                if weights[trial][position] > 0.0
+                else _draw_unchosen(chosen, generator)
+            )
+        index = candidates[0]
+        if trials > 1:
+            removed = (cost - _cost_to(x[pool], x[candidates])).clamp_min_(0.0) / proposal[pool]
+            index = candidates[int(removed.sum(dim=1, dtype=torch.float64).argmax())]
         indices.append(index)
         chosen[index] = True
         centres[step] = x[index]
@@ -135,15 +186,23 @@ def check_init(
 
 
 def initial_centroids(
-    x: torch.Tensor, k: int, init: Union[str, torch.Tensor, np.ndarray], generator: torch.Generator
+    x: torch.Tensor,
+    k: int,
+    init: Union[str, torch.Tensor, np.ndarray],
+    generator: torch.Generator,
+    *,
+    n_local_trials: Optional[int] = None,
+    chain_length: int = DEFAULT_CHAIN_LENGTH,
 ) -> torch.Tensor:
     """Initial unit centroids (K, D) on x's device and dtype.
 
     x: (N, D) L2-normalised rows. init: "afk-mc2", "k-means++", or given centroids (K, D)
-    (any non-zero norms; they are normalised here).
+    (any non-zero norms; they are normalised here). n_local_trials: draws per centre of either
+    seeding (None: 2 + int(ln K)); chain_length: AFK-MC²'s Metropolis chain length.
     """
     init = check_init(init, x, k)
     if not isinstance(init, str):
         return init
-    seeding = afk_mc2 if init == "afk-mc2" else kmeans_plus_plus
-    return x[seeding(x, k, generator)]
+    if init == "afk-mc2":
+        return x[afk_mc2(x, k, generator, chain_length, n_local_trials)]
+    return x[kmeans_plus_plus(x, k, generator, n_local_trials)]

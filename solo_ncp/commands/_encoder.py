@@ -11,13 +11,15 @@ from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
-                          bn_default: str = DEFAULT_BN, bn_help: Optional[str] = None) -> None:
-    parser.add_argument("--ckpt", required=True, help="encoder checkpoint (solo-ncp or solo-learn)")
+                          bn_default: Optional[str] = None, bn_help: Optional[str] = None) -> None:
+    parser.add_argument("--ckpt", required=True,
+                        help="encoder checkpoint (solo-ncp or solo-learn), or a folder written by "
+                             "`solo-ncp export` (or its encoder.pt)")
     parser.add_argument("--dataset", required=True, help="cifar10, cifar100, stl10, fashionmnist, digits")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset")
     parser.add_argument("--bn", choices=bn_choices, default=bn_default,
                         help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
-                                        "ACL/DeACL)")
+                                        "ACL/DeACL; an exported encoder: the branch it holds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=512)
@@ -33,14 +35,16 @@ def device_of(args: argparse.Namespace) -> torch.device:
 
 def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: bool = True):
     """The checkpoint's encoder (Normalize + backbone), frozen, on the chosen device, through BN
-    branch `bn` (default --bn) if it has dual BN; a plain solo-learn checkpoint gets the dataset's
-    solo-learn normalisation. `note`: say when the checkpoint was trained on another dataset."""
+    branch `bn` (default: --bn when it names a branch, else the encoder's own, see `load_encoder`)
+    if it has dual BN; a plain solo-learn checkpoint gets the dataset's solo-learn normalisation.
+    `note`: say when the checkpoint was trained on another dataset."""
     from solo_ncp.data import get_spec
     from solo_ncp.models import load_encoder
 
     spec = get_spec(args.dataset)
     encoder = load_encoder(args.ckpt, normalization={"mean": spec.mean, "std": spec.std},
-                           bn=bn or args.bn, trust=args.trust_checkpoint)
+                           bn=bn or (args.bn if args.bn in BRANCHES else None),
+                           trust=args.trust_checkpoint)
     trained_on = encoder.meta.get("dataset")
     if note and trained_on and trained_on != spec.name:
         print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {spec.name}")

@@ -54,7 +54,8 @@ def _dataset(requested) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_text
-    from solo_ncp.launch.pipeline import ZOO, cpu_scale_overrides, run_stage
+    from solo_ncp.launch.pipeline import cpu_scale_overrides, run_stage
+    from solo_ncp.zoo import config_path
 
     scale = SCALES[_dataset(args.dataset)]
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -68,14 +69,14 @@ def run(args: argparse.Namespace) -> int:
     encoder_args = ["--dataset", scale.dataset, "--seed", str(args.seed)]
     timings = {
         "stage 1 (SimCLR)": run_stage("stage 1: SimCLR", [
-            "pretrain", "--config", str(ZOO / "fashionmnist/simclr.yaml"), *common,
+            "pretrain", "--config", str(config_path("fashionmnist/simclr")), *common,
             "name=simclr", f"max_epochs={scale.stage1_epochs}", "optimizer.batch_size=256"]),
         "select-k": run_stage("K selection", [
             "select-k", "--ckpt", str(simclr), *encoder_args, "--k-min", str(k_min),
             "--k-max", str(k_max), "--k-step", str(k_step), "--train-n", str(scale.subset),
             "--out", str(k_dir)]),
         "stage 2 (ncp)": run_stage("stage 2: NCP adversarial training", [
-            "train", "--config", str(ZOO / "fashionmnist/ncp.yaml"), *common, "name=ncp",
+            "train", "--config", str(config_path("fashionmnist/ncp")), *common, "name=ncp",
             f"max_epochs={scale.stage2_epochs}", "optimizer.batch_size=128",
             f"method_kwargs.teacher_ckpt={simclr}", "method_kwargs.k=null",
             f"method_kwargs.k_file={k_dir / 'k.json'}"]),

@@ -99,11 +99,11 @@ def _file(stem: str, bn: Optional[str], suffix: str) -> str:
 
 def load_branches(args: argparse.Namespace) -> List:
     """LoadedEncoders to evaluate: the --bn branch, or with --bn both each branch of a dual-BN
-    encoder (BRANCH_ORDER) and the one encoder of a single-BN checkpoint."""
-    encoder = load_args_encoder(args, DEFAULT_BN if args.bn == BOTH else args.bn)
+    encoder (BRANCH_ORDER) and the one encoder of a single-BN checkpoint or export."""
+    encoder = load_args_encoder(args)
     if args.bn != BOTH:
         return [encoder]
-    if encoder.bn is None:
+    if len(encoder.branches) < 2:
         print(f"[solo-ncp] {args.ckpt} is a single-BN encoder: --bn both evaluates it once")
         return [encoder]
     return [encoder] + [load_args_encoder(args, bn, note=False) for bn in BRANCH_ORDER[1:]]
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             "train_n": len(train_set),
             "test_n": len(test_set),
         },
-        "checkpoint": {"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)},
+        "checkpoint": {"path": str(args.ckpt), "sha256": file_sha256(encoders[0].path)},
     }
     atomic_write_json(out, record)
     print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")

@@ -6,7 +6,8 @@ from solo_ncp.config import augmentation_pipelines, crop_counts, load_config, se
 
 def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """Arguments shared by the training commands (pretrain, train)."""
-    parser.add_argument("--config", required=True, help=f"YAML config, e.g. {example}")
+    parser.add_argument("--config", required=True,
+                        help=f"a YAML file, or a bundled config <dataset>/<name>, e.g. {example}")
     parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="--resume from a last.ckpt that needs a full (unsafe) unpickling")
@@ -15,7 +16,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser, "zoo_configs/cifar10/simclr.yaml")
+    add_run_arguments(parser, "cifar10/simclr")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default=None,
                         help=f"one stage-1 checkpoint shared by all seeds (no {STAGE1} step; recorded)")
     parser.add_argument("--config-dir", default=None,
-                        help="folder of simclr.yaml and the method configs (default zoo_configs/<dataset>)")
+                        help="folder of simclr.yaml and the method configs (default: the bundled "
+                             "zoo_configs/<dataset>)")
     parser.add_argument("--select-k-options", default="", help='e.g. --select-k-options="--k-min 5 --k-max 60"')
     parser.add_argument("--eval-options", action="append", default=[],
                         help='repeatable; e.g. --eval-options="--test-n 500 --aa-n 1000 --cache-features" '
@@ -52,14 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from solo_ncp.launch.pipeline import ZOO
     from solo_ncp.launch.reproduce import build_plan, run_plan
+    from solo_ncp.zoo import zoo_dir
 
     out = Path(args.out)
     plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
                       evals=args.evals or ["slf"], out=out, overrides=args.overrides,
                       teacher=Path(args.teacher) if args.teacher else None,
-                      config_dir=Path(args.config_dir) if args.config_dir else ZOO / args.dataset,
+                      config_dir=Path(args.config_dir) if args.config_dir else zoo_dir() / args.dataset,
                       select_k_options=args.select_k_options, eval_options=args.eval_options,
                       poc_options=args.poc_options)
     rows = run_plan(plan, args.dry_run)

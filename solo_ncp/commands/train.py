@@ -6,7 +6,7 @@ from solo_ncp.config import load_config, select
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser, "zoo_configs/cifar10/ncp.yaml")
+    add_run_arguments(parser, "cifar10/ncp")
 
 
 def weak_augmentation_of(cfg):

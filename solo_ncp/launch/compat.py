@@ -17,7 +17,11 @@ seed_everything = pl.seed_everything
 _callbacks = importlib.import_module(f"{HOST.lightning}.callbacks")
 ModelCheckpoint = _callbacks.ModelCheckpoint
 LearningRateMonitor = _callbacks.LearningRateMonitor
-CSVLogger = importlib.import_module(f"{HOST.lightning}.loggers").CSVLogger
+TQDMProgressBar = _callbacks.TQDMProgressBar
+_loggers = importlib.import_module(f"{HOST.lightning}.loggers")
+CSVLogger = _loggers.CSVLogger
+TensorBoardLogger = _loggers.TensorBoardLogger
+WandbLogger = _loggers.WandbLogger
 TorchCheckpointIO = importlib.import_module(f"{HOST.lightning}.plugins").TorchCheckpointIO
 
 LIGHTNING_2_PRECISION = {16: "16-mixed", 32: "32-true", "bf16": "bf16-mixed"}

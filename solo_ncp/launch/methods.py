@@ -2,17 +2,30 @@
 from omegaconf import DictConfig
 
 from solo_ncp._host import current_host
-from solo_ncp.config import ConfigError, to_solo102_kwargs, to_solo_main_cfg
+from solo_ncp.config import ConfigError, select, to_solo102_kwargs, to_solo_main_cfg
+from solo_ncp.data.registry import get_spec
+from solo_ncp.models.backbones import SUPPORTED, BackboneSpec
+
+
+def config_backbone_spec(cfg: DictConfig) -> BackboneSpec:
+    """The backbone a solo-ncp config builds: `backbone.name` with `backbone.kwargs` (`cifar`
+    defaulting to the dataset's stem); ValueError for options the backbone does not take."""
+    kwargs = dict(select(cfg, "backbone.kwargs", {}))
+    kwargs.setdefault("cifar", get_spec(cfg.data.dataset).cifar_stem)
+    return BackboneSpec.from_kwargs(cfg.backbone.name, kwargs)
 
 
 def build_method(cfg: DictConfig, num_crops=(2, 0), **extra):
     """`solo.methods.METHODS[cfg.method]` built from the config: with solo-learn 1.0.2's keyword
     arguments (`extra` added to them), or with solo-learn main's `cfg` (`extra` added to its
-    `method_kwargs`) and the ResNet stem of `backbone.kwargs.cifar` (see `methods.main_host`)."""
+    `method_kwargs`) and the ResNet stem of `backbone.kwargs.cifar` (see `methods.main_host`).
+    A backbone of solo-ncp's (`SUPPORTED`) has its kwargs checked first."""
     from solo.methods import METHODS
 
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is not registered: choose one of {', '.join(METHODS)}")
+    if cfg.backbone.name in SUPPORTED:
+        config_backbone_spec(cfg)
     cls = METHODS[cfg.method]
     if not current_host().is_main:
         return cls(**to_solo102_kwargs(cfg, num_crops), **extra)
@@ -30,13 +43,12 @@ def build_method(cfg: DictConfig, num_crops=(2, 0), **extra):
 
 
 def backbone_meta(model) -> dict:
-    """The checkpoint's `solo_ncp.backbone` entry of a solo-learn method instance (either host);
-    the stem is read from the built encoder (CIFAR stem: a 3x3 conv1)."""
+    """The checkpoint's `solo_ncp.backbone` entry of a solo-learn method instance (either host):
+    the spec of its backbone name and kwargs, the stem read from the built encoder (CIFAR stem: a
+    3x3 conv1)."""
     main = current_host().is_main
     encoder = model.backbone if main else model.encoder
     conv1 = getattr(encoder, "conv1", None)
-    return {
-        "name": model.backbone_name if main else model.encoder_name,
-        "cifar": conv1 is not None and tuple(conv1.kernel_size) == (3, 3),
-        "zero_init_residual": bool(model.backbone_args.get("zero_init_residual", False)),
-    }
+    cifar = conv1 is not None and tuple(conv1.kernel_size) == (3, 3)
+    name = model.backbone_name if main else model.encoder_name
+    return BackboneSpec.from_kwargs(name, {**model.backbone_args, "cifar": cifar}).to_dict()

@@ -3,8 +3,6 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
-ZOO = Path(__file__).resolve().parents[2] / "zoo_configs"
-
 
 class StageFailed(ValueError):
     """A stage ended with an error (already printed by that stage)."""

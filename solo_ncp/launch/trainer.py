@@ -1,8 +1,11 @@
 """The Lightning Trainer (1.9 or 2, the host's, see `compat`) every solo-ncp launcher uses: a
-checked and locked run folder, CSV logs, atomic checkpoints carrying solo-ncp's metadata, resume
-from `last.ckpt` through the safe loader, per-group learning rates from the first epoch, and
-epochs whose randomness depends on (seed, epoch) alone."""
+checked and locked run folder, CSV logs (plus W&B and TensorBoard when the config's `wandb:` /
+`tensorboard:` blocks enable them), atomic checkpoints carrying solo-ncp's metadata (`last.ckpt`,
+and a history every `checkpoint.frequency` epochs with `checkpoint.keep_prev`), resume from
+`last.ckpt` through the safe loader, per-group learning rates from the first epoch, and epochs
+whose randomness depends on (seed, epoch) alone."""
 import random
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +15,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from solo_ncp.config import ConfigError, learning_rates, lightning_precision, select
+from solo_ncp.config import (
+    ConfigError,
+    WandbSettings,
+    checkpoint_history,
+    learning_rates,
+    lightning_precision,
+    logger_settings,
+    select,
+)
 from solo_ncp.io import atomic_torch_save, atomic_write_text, check_writable, folder_lock
 from solo_ncp.launch.compat import (
     NO_STRATEGY,
@@ -20,14 +31,19 @@ from solo_ncp.launch.compat import (
     CSVLogger,
     LearningRateMonitor,
     ModelCheckpoint,
+    TensorBoardLogger,
     TorchCheckpointIO,
+    TQDMProgressBar,
     Trainer,
+    WandbLogger,
     trainer_precision,
 )
 from solo_ncp.launch.data import epoch_seed
 from solo_ncp.models.checkpoint import META_KEY, CheckpointError, read_checkpoint, state_mismatch
 
 LAST = "last.ckpt"
+WANDB_RUN_ID = "wandb_run_id"
+"""The key of the W&B run id in a checkpoint's solo-ncp metadata: `--resume` continues that run."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -53,6 +69,33 @@ class LastCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: Dict) -> None:
         super().load_state_dict(state_dict)
         self.last_model_path = str(Path(self.dirpath) / LAST)
+
+
+def epoch_checkpoint_name(run_name: str, epoch: int) -> str:
+    """`<run name>-ep=<epoch>.ckpt`, solo-learn main's Checkpointer's name without its W&B
+    version (a solo-ncp run folder holds one run); `epoch` counts from 0, as the checkpoint's
+    `epoch` key and Lightning's `current_epoch` do: `ep=9` holds the weights after 10 epochs."""
+    return f"{run_name}-ep={epoch}.ckpt"
+
+
+class EpochCheckpoints(Callback):
+    """Keeps a checkpoint after every `frequency`-th epoch (epochs f, 2f, ... counted from 1, so
+    the last epoch of a run of a multiple of f epochs is among them), named by
+    `epoch_checkpoint_name`, in `folder`, besides `last.ckpt`. Written as `last.ckpt` is, by
+    `trainer.save_checkpoint` at the same point of the epoch (atomic, with solo-ncp's metadata); an
+    epoch a resumed run trains again overwrites its file. Runs before the ModelCheckpoint that
+    writes `last.ckpt` (Lightning calls checkpoint callbacks last), so a kill between the two
+    leaves the epoch to be trained again, never a `last.ckpt` without its history file."""
+
+    def __init__(self, folder: Path, run_name: str, frequency: int):
+        self.folder = folder
+        self.run_name = run_name
+        self.frequency = frequency
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        if (epoch + 1) % self.frequency == 0:
+            trainer.save_checkpoint(self.folder / epoch_checkpoint_name(self.run_name, epoch))
 
 
 class CheckpointMeta(Callback):
@@ -135,10 +178,10 @@ def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
             folder, resume, bool(select(cfg, "auto_resume.enabled", False))))
 
 
-def check_resumable(path: Path, model, trust: bool = False) -> None:
+def check_resumable(path: Path, model, trust: bool = False) -> Dict:
     """Refuses, with one message, a checkpoint Lightning could not resume `model` from:
     unreadable or unsafe for the safe loader, not a training checkpoint, or weights of other
-    names or shapes than `model`'s (another K, say)."""
+    names or shapes than `model`'s (another K, say). Returns its solo-ncp metadata."""
     ckpt = read_checkpoint(path, trust=trust)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or not isinstance(ckpt.get("epoch"), int):
@@ -152,6 +195,7 @@ def check_resumable(path: Path, model, trust: bool = False) -> None:
             f"{path} was written by a run of another configuration ({detail}): resume with the "
             "config it was trained with, or start a new run with another name=..."
         )
+    return dict(ckpt.get(META_KEY) or {})
 
 
 def accelerator_and_devices(cfg: DictConfig):
@@ -166,21 +210,100 @@ def accelerator_and_devices(cfg: DictConfig):
     return accelerator, devices
 
 
+def start_wandb(settings: WandbSettings, cfg: DictConfig, folder: Path,
+                run_id: Optional[str]) -> WandbLogger:
+    """Lightning's WandbLogger for the run named `cfg.name`, writing under `folder/wandb/`; W&B
+    run `run_id` continued (`resume="allow"`), or a new run when None; `offline` goes to W&B as
+    `mode="offline"` (Lightning's `offline=True` would set WANDB_MODE for the rest of the
+    process, for every later run of `demo` or `reproduce`). The W&B run starts here,
+    with the resolved config as its W&B config (as solo-learn main's main_pretrain.py logs it), so
+    a W&B that cannot start stops the command before any training."""
+    import wandb
+
+    try:
+        logger = WandbLogger(name=str(cfg.name), project=settings.project, entity=settings.entity,
+                             save_dir=str(folder), id=run_id, resume="allow",
+                             mode="offline" if settings.offline else None)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    except wandb.errors.Error as err:
+        raise ValueError(
+            f"W&B could not start the run ({err}): log in with `wandb login`, or set "
+            f"wandb.offline=true to write it under {folder / 'wandb'} for a later `wandb sync`"
+        ) from None
+    return logger
+
+
+def build_loggers(cfg: DictConfig, folder: Path, wandb_run_id: Optional[str] = None) -> List:
+    """The CSV logger (`folder/logs/version_<attempt>`, always), then TensorBoard's
+    (`folder/tensorboard/version_<attempt>`) and W&B's (see `start_wandb`) when the config's
+    blocks enable them."""
+    settings = logger_settings(cfg)
+    loggers = [CSVLogger(save_dir=str(folder), name="logs")]
+    if settings.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(folder), name="tensorboard",
+                                         default_hp_metric=False))
+    if settings.wandb:
+        loggers.append(start_wandb(settings.wandb, cfg, folder, wandb_run_id))
+    return loggers
+
+
+@contextmanager
+def wandb_run_finished(enabled: bool) -> Iterator[None]:
+    """Finishes the process's W&B run (if `enabled` and one started) when the block ends, marked
+    failed (exit code 1) if it raised: Lightning's WandbLogger would hand a run left open to the
+    next training of this process (`demo` and `reproduce` run several)."""
+    if not enabled:
+        yield
+        return
+    import wandb
+
+    exit_code = 1
+    try:
+        yield
+        exit_code = 0
+    finally:
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)
+
+
+class LoggedLossBar(TQDMProgressBar):
+    """Lightning's progress bar, where a `loss` the method logs with prog_bar=True replaces,
+    without a warning, Lightning 1.9's running mean of what training_step returns (for stage 2
+    that adds the online classifier's cross-entropy, which the bar shows as `clf_loss`)."""
+
+    def get_metrics(self, trainer, pl_module):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The progress bar already tracks")
+            return super().get_metrics(trainer, pl_module)
+
+
 def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Callback] = (),
-                  trust: bool = False):
-    """A Trainer writing `last.ckpt` every `checkpoint.frequency` epochs into `folder` and the
-    learning rates of every epoch into the CSV log (`lr-<optimizer>` columns); it resumes
-    through the safe loader (any pickle only if `trust`)."""
+                  trust: bool = False, wandb_run_id: Optional[str] = None):
+    """A Trainer writing `last.ckpt` after every epoch into `folder`, an epoch checkpoint every
+    `checkpoint.frequency` epochs with `checkpoint.keep_prev` (`EpochCheckpoints`), and the
+    learning rates of every epoch into its logs (`lr-<optimizer>`, see `build_loggers`; W&B
+    continues run `wandb_run_id` when given, and the run's id goes into every checkpoint's
+    metadata); it resumes through the safe loader (any pickle only if `trust`)."""
     accelerator, devices = accelerator_and_devices(cfg)
     n_devices = len(devices) if isinstance(devices, list) else devices
     cuda = accelerator != "cpu" and torch.cuda.is_available()
     precision = trainer_precision(lightning_precision(cfg), cuda)
+    history = checkpoint_history(cfg)
+    # last.ckpt is written after every epoch, whatever every_n_epochs is; every_n_epochs stays
+    # checkpoint.frequency because Lightning keys this callback's saved state by it (runs
+    # written before the epoch history existed still resume).
     checkpoint = LastCheckpoint(
         dirpath=str(folder),
         save_last=True,
         save_top_k=0,
-        every_n_epochs=int(select(cfg, "checkpoint.frequency", 1)),
+        every_n_epochs=history.frequency,
     )
+    if history.keep_prev:
+        callbacks = [EpochCheckpoints(folder, folder.name, history.frequency), *callbacks]
+    loggers = build_loggers(cfg, folder, wandb_run_id)
+    wandb_logger = next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
+    if wandb_logger is not None:
+        meta = {**meta, WANDB_RUN_ID: wandb_logger.version}
     multi = isinstance(n_devices, int) and n_devices > 1
     return Trainer(
         max_epochs=int(cfg.max_epochs),
@@ -190,9 +313,10 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         strategy=(cfg.get("strategy") or NO_STRATEGY) if multi else NO_STRATEGY,
         sync_batchnorm=bool(select(cfg, "sync_batchnorm", False)) and multi,
         precision=precision,
-        logger=CSVLogger(save_dir=str(folder), name="logs"),  # logs/version_<attempt>
+        logger=loggers,
         callbacks=[checkpoint, CheckpointMeta(meta), LearningRateMonitor("epoch"),
-                   GroupLearningRates(), EpochSeeds(int(select(cfg, "seed", 5))), *callbacks],
+                   GroupLearningRates(), EpochSeeds(int(select(cfg, "seed", 5))), LoggedLossBar(),
+                   *callbacks],
         plugins=[AtomicCheckpointIO(trust)],
         accumulate_grad_batches=int(select(cfg, "accumulate_grad_batches", 1)),
         log_every_n_steps=int(select(cfg, "log_every_n_steps", 50)),
@@ -216,22 +340,25 @@ def stopped_message(message: str, last: Path) -> str:
 
 def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
         trust: bool = False) -> Path:
-    """Trains `model` in `run` (see `open_run`), resuming from its last.ckpt if set; prints and
-    logs the learning rates; returns the path of `last.ckpt`."""
+    """Trains `model` in `run` (see `open_run`), resuming from its last.ckpt (and its W&B run)
+    if set; prints and logs the learning rates; returns the path of `last.ckpt`."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
-    if run.resume_from:
-        check_resumable(run.resume_from, model, trust)
+    resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
     rates = learning_rates(cfg)
     print(f"[solo-ncp] {rates.describe()}", flush=True)
     save_config(cfg, run.folder)
-    trainer = build_trainer(cfg, run.folder, meta, trust=trust)
-    trainer.logger.log_hyperparams({"learning_rate": {
-        **asdict(rates), "factor": rates.factor, "lr": rates.lr, "classifier_lr": rates.classifier_lr}})
-    val_loader = eval_loader(cfg, val_set) if val_set is not None else None
-    try:
-        trainer.fit(model, train_loader(cfg, train_set), val_loader,
-                    ckpt_path=str(run.resume_from) if run.resume_from else None)
-    except FloatingPointError as err:
-        raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
+    with wandb_run_finished(logger_settings(cfg).wandb is not None):
+        trainer = build_trainer(cfg, run.folder, meta, trust=trust,
+                                wandb_run_id=resumed.get(WANDB_RUN_ID))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"learning_rate": {
+                **asdict(rates), "factor": rates.factor, "lr": rates.lr,
+                "classifier_lr": rates.classifier_lr}})
+        val_loader = eval_loader(cfg, val_set) if val_set is not None else None
+        try:
+            trainer.fit(model, train_loader(cfg, train_set), val_loader,
+                        ckpt_path=str(run.resume_from) if run.resume_from else None)
+        except FloatingPointError as err:
+            raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
     return run.folder / LAST

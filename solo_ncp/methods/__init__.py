@@ -1,10 +1,21 @@
-"""solo-learn methods contributed by solo-ncp, and their registration into solo-learn.
+"""solo-learn methods and backbones contributed by solo-ncp, and their registration into solo-learn.
 
 The classes come from the adapter of the installed host (`solo_ncp._host`): `ncp.py` for
-solo-learn 1.0.2, `ncp_main.py` for solo-learn main; both wrap the same `stage2_hooks`."""
-from typing import Dict, Type
+solo-learn 1.0.2, `ncp_main.py` for solo-learn main; both wrap the same `stage2_hooks`.
+The backbones are the WideResNets of `solo_ncp.models.backbones.WIDE_RESNETS`."""
+import functools
+from typing import Callable, Dict, Tuple, Type
+
+from torch import nn
 
 from solo_ncp._host import current_host, import_solo
+from solo_ncp.models.backbones import (
+    WIDE_RESNETS,
+    BackboneSpec,
+    build_backbone,
+    build_named,
+    features_dim,
+)
 
 
 def solo_ncp_methods() -> Dict[str, Type]:
@@ -18,8 +29,63 @@ def solo_ncp_methods() -> Dict[str, Type]:
     return {"ncp": NCP, "deacl": DeACL}
 
 
+def _build_for_main(name: str, method: str, **kwargs) -> nn.Module:
+    """solo-learn main's backbone signature, `(method, **backbone.kwargs)`."""
+    return build_named(name, **kwargs)
+
+
+def _init_102(original: Callable) -> Callable:
+    """solo-learn 1.0.2's `BaseMethod.__init__`, taking the names of `WIDE_RESNETS` as `encoder`.
+
+    1.0.2 has no backbone registry (it picks encoders from a dict literal inside `__init__`), so
+    for these names the method is built around a throwaway resnet18 whose encoder, width and
+    online classifier are then replaced, before the subclass's own `__init__` goes on (SimCLR
+    builds its projector on `features_dim` then). Other names run `original` unchanged."""
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        name = kwargs.get("encoder")
+        if name not in WIDE_RESNETS:
+            return original(self, *args, **kwargs)
+        from solo.methods.base import BaseMomentumMethod
+
+        if isinstance(self, BaseMomentumMethod):
+            raise ValueError(
+                f"{type(self).__name__} is a momentum method, and solo-learn 1.0.2 rebuilds its "
+                f"momentum encoder as a torchvision ResNet for every name holding 'resnet': train "
+                f"{name} with a method without momentum encoder (simclr) or on solo-learn main"
+            )
+        spec = BackboneSpec.from_kwargs(name, kwargs["backbone_args"])
+        original(self, *args, **{**kwargs, "encoder": "resnet18", "backbone_args": {}})
+        self.encoder_name, self.backbone_args = name, kwargs["backbone_args"]
+        self.base_model = functools.partial(build_named, name)
+        self.encoder = build_backbone(spec)
+        self.features_dim = features_dim(self.encoder)
+        self.classifier = nn.Linear(self.features_dim, self.num_classes)
+
+    __init__.solo_ncp_backbones = tuple(WIDE_RESNETS)
+    return __init__
+
+
+def register_backbones() -> Tuple[str, ...]:
+    """Makes the installed solo-learn build solo-ncp's backbones by name (`backbone.name`, 1.0.2's
+    `encoder`); returns their names. solo-learn main: entries of `BaseMethod._BACKBONES`, its
+    registry. 1.0.2: entries of `BaseMethod._SUPPORTED_ENCODERS` (its assert and `--encoder`
+    choices) and a `BaseMethod.__init__` that builds them (`_init_102`). Idempotent."""
+    base = import_solo("solo.methods.base").BaseMethod
+    if current_host().is_main:
+        base._BACKBONES.update({n: functools.partial(_build_for_main, n) for n in WIDE_RESNETS})
+        return tuple(WIDE_RESNETS)
+    base._SUPPORTED_ENCODERS.extend(n for n in WIDE_RESNETS if n not in base._SUPPORTED_ENCODERS)
+    if not hasattr(base.__init__, "solo_ncp_backbones"):
+        base.__init__ = _init_102(base.__init__)
+    return tuple(WIDE_RESNETS)
+
+
 def register_methods() -> Dict[str, Type]:
-    """Adds solo-ncp's methods to `solo.methods.METHODS`; returns what it added."""
+    """Adds solo-ncp's methods to `solo.methods.METHODS` and its backbones to solo-learn's
+    BaseMethod (`register_backbones`); returns the methods it added."""
+    register_backbones()
     methods = solo_ncp_methods()
     import_solo().METHODS.update(methods)
     return methods

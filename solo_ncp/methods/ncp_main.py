@@ -26,8 +26,7 @@ class NCP(Stage2Hooks, BaseMethod):
         with stem_key_hidden(cfg):
             super().__init__(cfg)
         match_stem(self, cifar)
-        spec = BackboneSpec(self.backbone_name, cifar,
-                            bool(self.backbone_args.get("zero_init_residual", False)))
+        spec = BackboneSpec.from_kwargs(self.backbone_name, {**self.backbone_args, "cifar": cifar})
         options = OmegaConf.to_container(self.cfg.method_kwargs, resolve=True)
         self.setup_stage2(spec, options, dataset=self.cfg.data.dataset)
 

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from solo.utils.metrics import accuracy_at_k
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
+from solo_ncp.eval.protocol import TEST_PGD_STEPS
+from solo_ncp.eval.robust import evaluate
 from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
@@ -27,6 +29,7 @@ from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import (
     Stage2Config,
+    KMEANS_INITS,
     cluster_epoch,
     gather_rows,
     init_student,
@@ -38,6 +41,8 @@ from solo_ncp.ncp.step import ASSIGNMENTS
 
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
 KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
+VAL_ROBUST_SEED = 0
+"""Seed of the PGD random starts of the validation monitor: the same starts at every evaluation."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,14 @@ OPTIONS = (
     Option("kmeans_max_iter", int, 100),
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
     Option("kmeans_seed", int, 0),
+    Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
+    Option("kmeans_n_init", int, 1),
     Option("dual_bn", bool, True),
     Option("cluster_bn", str, "clean", BRANCHES),
     Option("normalization", dict),
     Option("trust_teacher", bool, False),
+    Option("val_robust_every", int, 0),
+    Option("val_robust_n", int, 512),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 
@@ -99,6 +108,15 @@ def take_options(values: Dict) -> Dict[str, Any]:
             raise ValueError(f"{o.name}={value!r} is not one of {', '.join(o.choices)}")
     if options["cluster_every"] < 1:
         raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
+    if options["kmeans_n_init"] < 1:
+        raise ValueError(f"kmeans_n_init={options['kmeans_n_init']} must be >= 1 (seedings to "
+                         "keep the best of)")
+    if options["val_robust_every"] < 0 or options["val_robust_n"] < 1:
+        raise ValueError(
+            f"val_robust_every={options['val_robust_every']}, val_robust_n="
+            f"{options['val_robust_n']}: need val_robust_every >= 0 (0 = no robust monitor) and "
+            "val_robust_n >= 1"
+        )
     return options
 
 
@@ -114,6 +132,13 @@ def to_pixels(X, normalization: Mapping[str, Sequence[float]]):
 class Stage2Hooks:
     """Stage 2 of NCP-ACL: f2 (dual BN) from a frozen stage-1 teacher f1, PGD toward the
     neighbouring cluster, spherical k-means of the whole training set every `cluster_every` epochs.
+
+    Monitors: the progress bar shows the stage-2 loss (`loss`), its terms (`distill`, `robust`)
+    and the online classifier's cross-entropy (`clf_loss`); every `val_robust_every` epochs the
+    online classifier's clean and PGD-20 accuracy on the first `val_robust_n` validation images
+    are logged (`val_robust/*`); solo-learn's `knn_eval` scores the encoder's features. The
+    online classifier, the validation forward and the k-NN all see f2 in eval mode through the
+    `cluster_bn` branch.
 
     A mixin placed before the host's `BaseMethod`: the adapter sets `backbone_attr` (the attribute
     holding its BaseMethod's encoder) and calls `setup_stage2` once its BaseMethod is built. Images
@@ -149,9 +174,14 @@ class Stage2Hooks:
         self.teacher_file = {"path": str(options["teacher_ckpt"]),
                              "sha256": file_sha256(options["teacher_ckpt"])}
         self.dual_bn = options["dual_bn"]
+        self.val_robust_every = options["val_robust_every"]
+        self.val_robust_n = options["val_robust_n"]
+        self.val_robust_data: Optional[TensorDataset] = None
+        self.val_robust_batch_size = 0
         self.cluster_every = options["cluster_every"]
         self.cluster_features = options["cluster_features"]
-        self.kmeans = dict(max_iter=options["kmeans_max_iter"], backend=options["kmeans_backend"])
+        self.kmeans = dict(max_iter=options["kmeans_max_iter"], backend=options["kmeans_backend"],
+                           init=options["kmeans_init"], n_init=options["kmeans_n_init"])
         self.kmeans_seed = options["kmeans_seed"]
         self.k = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else 0
         self.register_buffer("centroids", torch.zeros(self.k, features_dim(self.student_backbone)))
@@ -181,9 +211,16 @@ class Stage2Hooks:
         return nn.Sequential(self.normalize, self.student_backbone)
 
     def stage2_forward(self, X: torch.Tensor) -> Dict[str, Any]:
-        """X (B, C, H, W) in [0, 1] -> {"logits", "feats"}: the host's forward."""
-        feats = self.student_backbone(self.normalize(X))
+        """X (B, C, H, W) in [0, 1] -> {"logits", "feats"} through the `cluster_bn` branch, the
+        one the online classifier is trained on: the host's forward (validation, k-NN)."""
+        with bn_branch(self.student_backbone, self.stage2.cluster_bn):
+            feats = self.student_backbone(self.normalize(X))
         return {"logits": self.classifier(feats.detach()), "feats": feats}
+
+    def online_classifier(self) -> nn.Module:
+        """[0, 1] images -> logits: normalisation, f2 and the online linear classifier, one module
+        built on the fly (its dual BNs take the branch the caller chooses)."""
+        return nn.Sequential(self.normalize, self.student_backbone, self.classifier)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -213,6 +250,21 @@ class Stage2Hooks:
     def on_train_start(self) -> None:
         super().on_train_start()
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)
+        self._check_validation_data()
+
+    def _check_validation_data(self) -> None:
+        """Refuses the monitors that score the validation split in a run that has none (the k-NN
+        would otherwise keep every training feature, never scored)."""
+        wanted = [name for name, on in (
+            ("knn_eval.enabled=true", self.knn_eval),
+            (f"method_kwargs.val_robust_every={self.val_robust_every}", self.val_robust_every > 0),
+        ) if on]
+        if wanted and not self.trainer.enable_validation:
+            raise ValueError(
+                f"this run has no validation data for {' and '.join(wanted)} to score: set "
+                "data.val=true (solo-ncp train; data.val_path for solo-learn's main_pretrain.py), "
+                "or turn the monitor off (knn_eval.enabled=false, method_kwargs.val_robust_every=0)"
+            )
 
     def on_validation_start(self) -> None:
         super().on_validation_start()
@@ -229,6 +281,44 @@ class Stage2Hooks:
             return indexes, to_pixels(X, norm), targets
         X, targets = batch
         return to_pixels(X, norm), targets
+
+    def _set_val_robust_subset(self) -> None:
+        """Keeps the first `val_robust_n` images of the validation split (all of them if it has
+        fewer) as (x (n, C, H, W) in [0, 1] pixels, y (n,)) on the CPU, read once from the
+        validation loader's dataset (in its order: validation loaders do not shuffle), and the
+        loader's batch size."""
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = loader.dataset
+        first = Subset(dataset, range(min(self.val_robust_n, len(dataset))))
+        norm = find_normalization(loader)
+        xs, ys = [], []
+        for x, y in DataLoader(first, batch_size=loader.batch_size or 1):
+            xs.append(x if norm is None else to_pixels(x, norm))
+            ys.append(torch.as_tensor(y))
+        self.val_robust_data = TensorDataset(torch.cat(xs), torch.cat(ys))
+        self.val_robust_batch_size = loader.batch_size or 1
+
+    def on_train_epoch_end(self) -> None:
+        """Every `val_robust_every` epochs (after epochs N, 2N, ...): SA and PGD-20 RA of the
+        online classifier (eval mode, `cluster_bn` branch) on the fixed validation subset, in
+        percent, with the method's eps and alpha and the same random starts each time
+        (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and attacked).
+        Every rank evaluates the same images; rank 0 logs."""
+        super().on_train_epoch_end()
+        if not self.val_robust_every or (self.current_epoch + 1) % self.val_robust_every:
+            return
+        if self.val_robust_data is None:
+            self._set_val_robust_subset()
+        classifier = self.online_classifier()
+        with bn_branch(classifier, self.stage2.cluster_bn):
+            metrics = evaluate(classifier, self.val_robust_data, eps=self.stage2.eps,
+                               alpha=self.stage2.alpha, steps=TEST_PGD_STEPS,
+                               batch_size=self.val_robust_batch_size, device=self.device,
+                               seed=VAL_ROBUST_SEED, progress=False)
+        self.log_dict({"val_robust/clean_acc": metrics["sa"],
+                       f"val_robust/pgd{TEST_PGD_STEPS}_acc": metrics["ra"]},
+                      on_epoch=True, on_step=False, rank_zero_only=True)
 
     def _encode(self, indices: torch.Tensor) -> torch.Tensor:
         """f2 of the training images `indices` (eval mode, cluster_bn branch, no augmentation),
@@ -270,7 +360,9 @@ class Stage2Hooks:
         encode_time = time.perf_counter() - start
         if self.bank is not None:
             self.bank_seen.zero_()
-        clusters = cluster_epoch(features, self.k, seed=self.kmeans_seed + epoch, **self.kmeans)
+        previous = self.centroids if int(self.clustered_epoch) >= 0 else None
+        clusters = cluster_epoch(features, self.k, seed=self.kmeans_seed + epoch,
+                                 previous_centroids=previous, **self.kmeans)
         self.centroids.copy_(clusters.centroids)
         self.clustered_epoch.fill_(epoch)
         if self.stage2.assign == "index":
@@ -294,7 +386,10 @@ class Stage2Hooks:
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
         """batch: (indexes (B,), X (B, C, H, W) in [0, 1] or a list of crops, the first used,
-        targets (B,)); returns the stage-2 loss plus the online classifier's cross-entropy."""
+        targets (B,)); returns the stage-2 loss plus the online classifier's cross-entropy (the
+        classifier learns from eval-mode features, so the sum trains each on its own loss).
+        Logged: `train_loss` = the stage-2 loss alone (distill + lam * robust), its terms and
+        `train_class_loss`; on the progress bar `loss`, `distill`, `robust` and `clf_loss`."""
         indexes, X, targets = batch
         x = X[0] if isinstance(X, (list, tuple)) else X
         assigned = self.assigned[indexes] if self.assigned is not None else None
@@ -327,4 +422,11 @@ class Stage2Hooks:
             metrics["train_adv_centroid_changed"] = out.centroid_changed
             metrics.update({f"train_cos_{k}": v for k, v in out.centroid_cos.items()})
         self.log_dict(metrics, on_epoch=True, sync_dist=True)
+        self.log_dict({"loss": loss, "distill": out.losses["distill"],
+                       "robust": out.losses["robust"], "clf_loss": class_loss},
+                      prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        if self.knn_eval:
+            labelled = targets != -1
+            self.knn.update(train_features=out.eval_features[labelled],
+                            train_targets=targets[labelled])
         return loss + class_loss

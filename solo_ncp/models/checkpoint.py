@@ -1,5 +1,8 @@
-"""Reading encoder checkpoints written by solo-learn (1.0.2: `encoder.*`, main: `backbone.*`) or by
-solo-ncp (the same, plus a `solo_ncp` entry with the backbone spec and the normalisation used)."""
+"""Reading encoder checkpoints written by solo-learn (1.0.2: `encoder.*`, main: `backbone.*`), by
+solo-ncp (the same, plus a `solo_ncp` entry with the backbone spec and the normalisation used), or
+by `solo-ncp export` (a folder: `encoder.pt`, a plain single-BN state dict, beside `export.json`,
+whose solo-ncp entries describe it; `solo_ncp.models.export` writes them)."""
+import json
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,11 +13,16 @@ import torch
 from torch import nn
 
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
-from solo_ncp.models.dual_bn import DEFAULT_BN, collapse_dual_bn, convert_dual_bn
+from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")
 META_KEY = "solo_ncp"
+EXPORT_INFO = "export.json"
+EXPORTED_ENCODER = "encoder.pt"
+EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source")
+"""The entries of export.json that are solo-ncp's metadata of the exported encoder (`bn`: the
+dual-BN branch folded into it, null for an encoder that had one BN)."""
 
 
 class CheckpointError(ValueError):
@@ -62,6 +70,32 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             "pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`"
         )
     return ckpt
+
+
+def read_export(folder: Path, *, trust: bool = False) -> Dict:
+    """An export folder as a checkpoint: {"state_dict": {"backbone.<key>": tensor} of encoder.pt,
+    META_KEY: export.json's metadata entries}."""
+    try:
+        info = json.loads((folder / EXPORT_INFO).read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{folder / EXPORT_INFO} is not valid JSON ({err}): export the "
+                              "checkpoint again with `solo-ncp export`") from None
+    weights = read_checkpoint(folder / EXPORTED_ENCODER, trust=trust)
+    return {"state_dict": OrderedDict((f"backbone.{k}", v) for k, v in weights.items()),
+            META_KEY: {k: info[k] for k in EXPORT_META_KEYS if k in info}}
+
+
+def read_encoder_checkpoint(path, *, trust: bool = False) -> Tuple[Dict, Path]:
+    """(checkpoint, the file holding its weights) of a training checkpoint, or of an export
+    folder or its encoder.pt (`read_export`)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (folder / EXPORT_INFO).is_file() and (path.is_dir() or path.name == EXPORTED_ENCODER):
+        return read_export(folder, trust=trust), folder / EXPORTED_ENCODER
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder without {EXPORT_INFO}: pass a checkpoint file, "
+                              "or a folder written by `solo-ncp export`")
+    return read_checkpoint(path, trust=trust), path
 
 
 def checkpoint_meta(ckpt: Mapping) -> Dict:
@@ -129,13 +163,19 @@ def check_finite(weights: Mapping[str, torch.Tensor], path) -> None:
 @dataclass
 class LoadedEncoder:
     """model: Normalize + backbone, (B, 3, H, W) in [0, 1] -> (B, D) features.
-    bn: the dual-BN branch the backbone was collapsed to, None for a single-BN encoder."""
+    bn: the dual-BN branch the backbone was collapsed to (or that `solo-ncp export` folded into
+        it), None for a single-BN encoder.
+    branches: the BN branches the checkpoint holds: both for dual-BN weights, the folded one for
+        an export of a dual-BN encoder, none for a single-BN encoder.
+    path: the file the weights were read from (an export folder's encoder.pt)."""
 
     model: nn.Sequential
     backbone: BackboneSpec
     normalization: Dict[str, Tuple[float, ...]]
     meta: Dict
     bn: Optional[str] = None
+    branches: Tuple[str, ...] = ()
+    path: Optional[Path] = None
 
 
 def is_dual_bn_state(weights: Mapping[str, torch.Tensor]) -> bool:
@@ -162,22 +202,41 @@ def normalized_encoder(backbone: nn.Module, mean: Sequence[float], std: Sequence
     return nn.Sequential(OrderedDict(normalize=Normalize(mean, std), backbone=backbone))
 
 
+def select_branch(weights: Mapping[str, torch.Tensor], meta: Mapping, bn: Optional[str],
+                  path) -> Tuple[Optional[str], Tuple[str, ...]]:
+    """(the branch to use, the branches held) for a request `bn` (None: the encoder's own, DEFAULT_BN
+    for dual BN). An exported branch other than the one requested is an error."""
+    if is_dual_bn_state(weights):
+        return bn or DEFAULT_BN, BRANCHES
+    exported = meta.get("bn")
+    if exported is None:
+        return None, ()
+    if bn is not None and bn != exported:
+        raise CheckpointError(
+            f"{path} holds an encoder exported through its {exported} BN branch only, not {bn}: "
+            f"pass --bn {exported}, or export the {bn} branch (`solo-ncp export --bn {bn}`)"
+        )
+    return exported, (exported,)
+
+
 def load_encoder(
     path,
     *,
     normalization: Optional[Mapping[str, Sequence[float]]] = None,
-    bn: str = DEFAULT_BN,
+    bn: Optional[str] = None,
     trust: bool = False,
     frozen: bool = True,
 ) -> LoadedEncoder:
-    """Loads the encoder of a checkpoint and puts its stage-1 normalisation in front of it.
+    """Loads the encoder of a checkpoint or export folder and puts its stage-1 normalisation in
+    front of it.
 
-    bn: for a dual-BN encoder (ncp/deacl), the branch ("clean" or "adv") kept for evaluation.
+    bn: for a dual-BN encoder (ncp/deacl), the branch ("clean" or "adv") kept for evaluation
+        (None: DEFAULT_BN); an exported encoder holds one branch, and another is refused.
     normalization: {"mean", "std"}; required only for checkpoints without solo-ncp metadata
         (plain solo-learn ones), whose normalisation lives in their training transform.
     frozen: eval mode and `requires_grad=False`.
     """
-    ckpt = read_checkpoint(path, trust=trust)
+    ckpt, weights_file = read_encoder_checkpoint(path, trust=trust)
     meta = checkpoint_meta(ckpt)
     weights = encoder_state_dict(ckpt)
     check_finite(weights, path)
@@ -188,11 +247,12 @@ def load_encoder(
             f"{path} has no solo-ncp metadata, so the normalisation it was trained with is "
             "unknown: pass the dataset (its solo-learn mean/std are used) or --mean/--std"
         )
+    branch, branches = select_branch(weights, meta, bn, path)
     backbone = backbone_from_weights(spec, weights, f"encoder of {path}")
-    branch = bn if is_dual_bn_state(weights) else None
-    if branch is not None:
+    if is_dual_bn_state(weights):
         collapse_dual_bn(backbone, branch)
     model = normalized_encoder(backbone, norm["mean"], norm["std"])
     if frozen:
         model.eval().requires_grad_(False)
-    return LoadedEncoder(model, spec, {k: tuple(v) for k, v in norm.items()}, meta, branch)
+    return LoadedEncoder(model, spec, {k: tuple(v) for k, v in norm.items()}, meta, branch,
+                         branches, weights_file)

@@ -2,6 +2,8 @@
 
 Under DDP each rank encodes a shard of the training set; the shards are gathered, rank 0 runs
 spherical k-means and broadcasts the centroids, so every rank holds bit-identical centroids.
+Each epoch's k-means can start from the last epoch's centroids (init "warm"), which the slowly
+moving features leave close to a good optimum.
 """
 import time
 from dataclasses import dataclass
@@ -10,13 +12,18 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 
-from solo_ncp.cluster import spherical_kmeans
+from solo_ncp.cluster import INIT_METHODS, spherical_kmeans
+from solo_ncp.cluster.kmeans import check_n_init
+
+KMEANS_INITS = ("warm", *INIT_METHODS)
+WARM_FALLBACK = "afk-mc2"
 
 
 @dataclass
 class EpochClusters:
     """centroids: (K, D) unit-norm; labels: (N,) int64, each sample's k-means cluster;
-    stats: clustering time (s), objective (mean cosine), cluster sizes min/median/max."""
+    stats: clustering time (s), objective (mean cosine), Lloyd iterations, whether it started
+    from the previous centroids (1) or from a seeding (0), cluster sizes min/median/max."""
 
     centroids: torch.Tensor
     labels: torch.Tensor
@@ -52,6 +59,18 @@ def gather_rows(rows: torch.Tensor, indices: torch.Tensor, total: int) -> torch.
     return out
 
 
+def _starts_warm(init: str, previous_centroids: Optional[torch.Tensor], k: int, dim: int) -> bool:
+    """Whether `cluster_epoch` starts from previous_centroids: init "warm" and centroids (K, D)
+    exist. init must be one of KMEANS_INITS."""
+    if init not in KMEANS_INITS:
+        raise ValueError(
+            f"kmeans init={init!r} is unknown: set method_kwargs.kmeans_init to one of "
+            f"{', '.join(KMEANS_INITS)}"
+        )
+    return (init == "warm" and previous_centroids is not None
+            and tuple(previous_centroids.shape) == (k, dim))
+
+
 def cluster_epoch(
     features: torch.Tensor,
     k: int,
@@ -59,32 +78,46 @@ def cluster_epoch(
     seed: int,
     max_iter: int = 100,
     backend: str = "torch",
+    init: str = WARM_FALLBACK,
+    n_init: int = 1,
+    previous_centroids: Optional[torch.Tensor] = None,
 ) -> EpochClusters:
     """Spherical k-means of the whole training set's features (N, D) on rank 0, broadcast to all.
 
-    Every rank must call it with the same `features` (see `gather_rows`)."""
+    Every rank must call it with the same `features` (see `gather_rows`). init: "warm" starts
+    Lloyd from previous_centroids (K, D), the last epoch's; without them (first epoch) or when
+    their shape is not (K, D) (K or D changed) it seeds with AFK-MC² like init "afk-mc2".
+    "afk-mc2" / "k-means++" seed afresh from `seed`, keeping the best of n_init seedings."""
     start = time.perf_counter()
     if not torch.isfinite(features).all():
         raise ValueError(
             "the student's features contain NaN/inf, so they cannot be clustered: training "
             "diverged (lower optimizer.lr or check the stage-1 checkpoint)"
         )
-    result: Optional[object] = None
+    check_n_init(n_init)
+    warm = _starts_warm(init, previous_centroids, k, features.shape[1])
+    seeding = WARM_FALLBACK if init == "warm" else init
     if not _distributed() or dist.get_rank() == 0:
-        result = spherical_kmeans(features, k, max_iter=max_iter, seed=seed, backend=backend)
+        result = spherical_kmeans(features, k, init=previous_centroids if warm else seeding,
+                                  n_init=1 if warm else n_init, max_iter=max_iter, seed=seed,
+                                  backend=backend)
         centroids, labels = result.centroids.contiguous(), result.labels.contiguous()
+        summary = [result.objective, result.n_iter]
     else:
         centroids = features.new_empty((k, features.shape[1]))
         labels = torch.empty(features.shape[0], dtype=torch.long, device=features.device)
-    objective = torch.tensor([result.objective if result is not None else 0.0], device=features.device)
+        summary = [0.0, 0.0]
+    summary = torch.tensor(summary, dtype=torch.float64, device=features.device)
     if _distributed():
         dist.broadcast(centroids, src=0)
         dist.broadcast(labels, src=0)
-        dist.broadcast(objective, src=0)
+        dist.broadcast(summary, src=0)
     sizes = torch.bincount(labels, minlength=k).float()
     stats = {
         "cluster_time_s": time.perf_counter() - start,
-        "cluster_objective": float(objective.item()),
+        "cluster_objective": float(summary[0]),
+        "cluster_iterations": float(summary[1]),
+        "cluster_warm_start": float(warm),
         "cluster_size_min": float(sizes.min()),
         "cluster_size_median": float(sizes.median()),
         "cluster_size_max": float(sizes.max()),

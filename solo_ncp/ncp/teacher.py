@@ -2,13 +2,18 @@
 import copy
 import json
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
 from solo_ncp.models.backbones import BackboneSpec
 from solo_ncp.models.checkpoint import CheckpointError, LoadedEncoder, load_encoder, load_weights
 from solo_ncp.models.dual_bn import convert_dual_bn
+
+
+def _architecture(spec: BackboneSpec) -> Tuple:
+    """What a backbone's weights fit (zero_init_residual only changes a fresh initialisation)."""
+    return spec.name, spec.cifar, spec.widen_factor
 
 
 def load_teacher(
@@ -20,16 +25,15 @@ def load_teacher(
 ) -> LoadedEncoder:
     """The stage-1 encoder (Normalize + backbone), frozen and in eval mode.
 
-    expected: the backbone the run's config builds; a checkpoint of another architecture or stem
-    is refused with the two specs in the message. A dual-BN checkpoint (a previous stage 2) is
-    read through its clean branch."""
+    expected: the backbone the run's config builds; a checkpoint of another architecture, stem
+    or width is refused with the two specs in the message. A dual-BN checkpoint (a previous
+    stage 2) is read through its clean branch."""
     teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
-    got = (teacher.backbone.name, teacher.backbone.cifar)
-    if got != (expected.name, expected.cifar):
+    if _architecture(teacher.backbone) != _architecture(expected):
         raise CheckpointError(
-            f"stage-1 checkpoint {path} holds a {got[0]} (cifar stem: {got[1]}), but the config "
-            f"builds a {expected.name} (cifar stem: {expected.cifar}): set backbone.name / "
-            "backbone.kwargs.cifar to match the checkpoint, or pass the right checkpoint"
+            f"stage-1 checkpoint {path} holds a {teacher.backbone.describe()}, but the config "
+            f"builds a {expected.describe()}: set backbone.name / backbone.kwargs (cifar, "
+            "widen_factor) to match the checkpoint, or pass the right checkpoint"
         )
     return teacher
 

@@ -1,0 +1,72 @@
+"""`solo-ncp export`: a trained encoder as plain PyTorch files for torchvision, solo-learn's
+main_linear.py and RobustBench (see solo_ncp.models.export): encoder.pt (one BN branch folded in),
+solo_learn.ckpt, model.py and export.json; with --head, the classifier `solo-ncp eval` evaluated on
+this encoder (classifier.pt, [0, 1] images -> logits) and RobustBench's model_info.json."""
+import argparse
+import json
+from pathlib import Path
+
+from solo_ncp.commands._encoder import refuse_overwrite
+from solo_ncp.io import NotWritableError, check_writable
+from solo_ncp.models.checkpoint import EXPORT_INFO
+from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True,
+                        help="encoder checkpoint (solo-ncp or solo-learn), or an export folder")
+    parser.add_argument("--bn", choices=BRANCHES, default=None,
+                        help=f"BN branch of a dual-BN encoder to fold in (default {DEFAULT_BN}); a "
+                             "single-BN encoder (stage 1) has only its clean one")
+    parser.add_argument("--out", required=True, help="folder for encoder.pt, solo_learn.ckpt, model.py, "
+                                                     "export.json (and classifier.pt, model_info.json)")
+    parser.add_argument("--head", default=None, metavar="EVAL_DIR",
+                        help="a `solo-ncp eval --out` folder of this checkpoint: also export its "
+                             "classifier (normalisation, encoder, the branch's linear head)")
+    parser.add_argument("--dataset", default=None,
+                        help="only for a checkpoint without solo-ncp metadata (plain solo-learn): "
+                             "the dataset whose solo-learn mean/std it was trained with")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow checkpoints that need a full (unsafe) unpickling")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+
+
+def read_evaluation(eval_dir: Path, out: Path) -> dict:
+    """eval's metrics.json of `eval_dir`, checked as `solo-ncp report` checks it."""
+    from solo_ncp.eval.report import METRICS_FILE, load_runs
+
+    if eval_dir.resolve() == out.resolve():
+        raise ValueError(f"--out {out} is the --head folder: eval's files would be overwritten; "
+                         "choose another --out")
+    load_runs(eval_dir)
+    return json.loads((eval_dir / METRICS_FILE).read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    from solo_ncp.data import get_spec
+    from solo_ncp.models import load_encoder
+    from solo_ncp.models.export import write_export
+
+    out = Path(args.out)
+    refuse_overwrite(out / EXPORT_INFO, args.overwrite)
+    try:
+        check_writable(out)
+    except NotWritableError as err:
+        raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
+    eval_dir = Path(args.head) if args.head else None
+    evaluation = read_evaluation(eval_dir, out) if eval_dir else None
+    spec = get_spec(args.dataset) if args.dataset else None
+    normalization = {"mean": spec.mean, "std": spec.std} if spec else None
+    encoder = load_encoder(args.ckpt, normalization=normalization, bn=args.bn, trust=args.trust_checkpoint)
+    if args.bn is not None and not encoder.branches and args.bn != "clean":
+        raise ValueError(f"{args.ckpt} is a single-BN encoder: it has no {args.bn} branch; pass "
+                         "--bn clean or leave --bn out")
+    info = write_export(encoder, out, evaluation, eval_dir)
+    branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
+    print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "
+          + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+    if "classifier" in info:
+        metrics = info["classifier"]["evaluation"]["metrics"]
+        print(f"[solo-ncp] classifier.pt: [0, 1] images -> {info['classifier']['num_classes']} logits; "
+              f"eval's SA {metrics['sa']:.2f}% on {metrics['sa_n']} test images")
+    return 0

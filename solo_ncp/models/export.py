@@ -1,0 +1,282 @@
+"""An encoder, and the classifier `solo-ncp eval` trained on it, as plain PyTorch files that need
+neither solo-ncp nor Lightning (`write_export`). An export folder holds:
+
+- encoder.pt: the backbone's state dict with one BatchNorm per layer: a dual-BN encoder's chosen
+  branch folded in (`load_encoder` collapses it with `collapse_dual_bn`, for any module type), so
+  `layer1.0.bn1.adv.weight` becomes `layer1.0.bn1.weight`. Its keys are torchvision's and load with
+  strict=True into torchvision's ResNet with `fc = Identity` and, for the CIFAR stem, solo-learn's
+  conv1 / maxpool (`build_exported_encoder`), or into the WideResNet of
+  `solo_ncp.models.wide_resnet` (RobustBench's names);
+- solo_learn.ckpt: {"state_dict": {"backbone.<key>": tensor}, "solo_ncp": metadata}, for solo-learn
+  main's `main_linear.py` (`pretrained_feature_extractor`), and itself a solo-ncp checkpoint;
+- model.py: `build_exported_encoder`, `build_exported_classifier` and their loaders, needing only
+  torch and torchvision (`standalone_source`);
+- export.json: solo-ncp's metadata (`EXPORT_META_KEYS`: backbone, normalisation of [0, 1] inputs,
+  BN branch, source checkpoint and its sha256) and how to use the files;
+- with an eval folder: classifier.pt, the state dict of [0, 1] images -> Normalize -> encoder ->
+  the eval's linear head (logits), and model_info.json in the shape of RobustBench's model zoo.
+"""
+import inspect
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from solo_ncp.io import atomic_torch_save, atomic_write_json, atomic_write_text, file_sha256
+from solo_ncp.models import wide_resnet
+from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim
+from solo_ncp.models.checkpoint import (
+    EXPORT_INFO,
+    EXPORT_META_KEYS,
+    EXPORTED_ENCODER,
+    META_KEY,
+    LoadedEncoder,
+    load_weights,
+    read_checkpoint,
+)
+from solo_ncp.models.normalize import Normalize
+from solo_ncp.models.wide_resnet import WideResNet
+
+FORMAT = 1
+SOLO_LEARN_FILE = "solo_learn.ckpt"
+CLASSIFIER_FILE = "classifier.pt"
+MODEL_FILE = "model.py"
+MODEL_INFO_FILE = "model_info.json"
+THREAT_MODEL = "Linf"
+"""RobustBench's name of the threat model of `solo-ncp eval`'s PGD and AutoAttack."""
+SOLO_LEARN_CIFAR_DATASETS = ("cifar10", "cifar100")
+"""The data.dataset values for which solo-learn main's main_linear.py builds the CIFAR stem."""
+INPUTS = "(B, 3, H, W) float RGB images in [0, 1]"
+
+
+def build_exported_encoder(info: dict) -> nn.Module:
+    """The backbone export.json's `info` describes, untrained: (B, 3, H, W) normalised images ->
+    (B, info["features_dim"]) features; encoder.pt loads into it with strict=True."""
+    from torchvision import models
+
+    backbone = info["backbone"]
+    if backbone["name"] in WIDE_RESNETS:
+        return WideResNet(WIDE_RESNETS[backbone["name"]][0], backbone["widen_factor"])
+    net = getattr(models, backbone["name"])()
+    net.fc = nn.Identity()
+    if backbone["cifar"]:  # solo-learn's CIFAR stem: 3x3 stride-1 conv1, no max-pool
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+        net.maxpool = nn.Identity()
+    return net
+
+
+def build_exported_classifier(info: dict) -> nn.Sequential:
+    """[0, 1] images (B, 3, H, W) -> logits (B, num_classes): `normalize` (info["normalization"]),
+    `backbone`, `head` (a Linear); classifier.pt loads into it with strict=True."""
+    norm = info["normalization"]
+    return nn.Sequential(OrderedDict(
+        normalize=Normalize(norm["mean"], norm["std"]),
+        backbone=build_exported_encoder(info),
+        head=nn.Linear(info["features_dim"], info["classifier"]["num_classes"]),
+    ))
+
+
+def load_exported_encoder(folder) -> nn.Sequential:
+    """[0, 1] images (B, 3, H, W) -> features (B, D) of an export folder, in eval mode:
+    `normalize`, then `backbone` holding encoder.pt."""
+    folder = Path(folder)
+    info = json.loads((folder / EXPORT_INFO).read_text())
+    backbone = build_exported_encoder(info)
+    backbone.load_state_dict(torch.load(folder / EXPORTED_ENCODER, map_location="cpu", weights_only=True))
+    norm = info["normalization"]
+    encoder = nn.Sequential(OrderedDict(normalize=Normalize(norm["mean"], norm["std"]), backbone=backbone))
+    return encoder.eval()
+
+
+def load_exported_classifier(folder) -> nn.Sequential:
+    """[0, 1] images (B, 3, H, W) -> logits (B, num_classes) of an export folder written with an
+    eval folder, in eval mode: the model RobustBench and AutoAttack expect."""
+    folder = Path(folder)
+    model = build_exported_classifier(json.loads((folder / EXPORT_INFO).read_text()))
+    model.load_state_dict(torch.load(folder / CLASSIFIER_FILE, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+STANDALONE = (Normalize, build_exported_encoder, build_exported_classifier, load_exported_encoder,
+              load_exported_classifier)
+STANDALONE_CONSTANTS = ("EXPORT_INFO", "EXPORTED_ENCODER", "CLASSIFIER_FILE", "WIDE_RESNETS")
+STANDALONE_HEADER = '''"""Builders of the models in this export folder (written by `solo-ncp export`);
+needs only torch and torchvision:
+
+    from model import load_exported_classifier, load_exported_encoder
+    classifier = load_exported_classifier(FOLDER)  # [0, 1] images -> logits (with --head)
+    encoder = load_exported_encoder(FOLDER)  # [0, 1] images -> features
+"""
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+'''
+
+
+def standalone_source() -> str:
+    """model.py: STANDALONE_HEADER, the constants and solo_ncp.models.wide_resnet it uses, then the
+    source of each STANDALONE object (the code solo-ncp itself runs, not a copy to keep in step)."""
+    constants = "\n".join(f"{name} = {globals()[name]!r}" for name in STANDALONE_CONSTANTS)
+    sources = [(wide_resnet.__name__, inspect.getsource(wide_resnet))]
+    sources += [(obj.__module__, inspect.getsource(obj)) for obj in STANDALONE]
+    parts = [f"# {module}\n{source}" for module, source in sources]
+    return "\n\n".join([STANDALONE_HEADER, constants] + parts)
+
+
+def architecture(spec: BackboneSpec) -> str:
+    """RobustBench's architecture label: "ResNet-18", "WideResNet-28-10"."""
+    if spec.name in WIDE_RESNETS:
+        return f"WideResNet-{WIDE_RESNETS[spec.name][0]}-{spec.widen_factor}"
+    return f"ResNet-{spec.name[len('resnet'):]}"
+
+
+def solo_learn_usage(spec: BackboneSpec) -> Dict[str, str]:
+    """How solo-learn main's main_linear.py reads solo_learn.ckpt, and what it builds of `spec`."""
+    if spec.name in WIDE_RESNETS:
+        note = (f"solo-learn has no {spec.name} (main's wide_resnet28w* is FixMatch's): "
+                "solo_ncp.methods.register_backbones adds it to solo-learn's backbones")
+    elif spec.cifar:
+        note = ("CIFAR stem: main_linear.py builds it only for data.dataset "
+                f"{' or '.join(SOLO_LEARN_CIFAR_DATASETS)}")
+    else:
+        note = ("ImageNet stem: main_linear.py builds it for every data.dataset but "
+                f"{' and '.join(SOLO_LEARN_CIFAR_DATASETS)}")
+    return {"checkpoint": SOLO_LEARN_FILE,
+            "main_linear": (f"backbone.name={spec.name} "
+                            f"pretrained_feature_extractor=<folder>/{SOLO_LEARN_FILE}"),
+            "note": note}
+
+
+def export_info(encoder: LoadedEncoder) -> Dict:
+    """export.json's content for `encoder` (no classifier yet): EXPORT_META_KEYS, the feature
+    width, the files and their use."""
+    meta = {
+        "format": FORMAT,
+        "method": encoder.meta.get("method"),
+        "dataset": encoder.meta.get("dataset"),
+        "bn": encoder.bn,
+        "backbone": encoder.backbone.to_dict(),
+        "normalization": {k: list(v) for k, v in encoder.normalization.items()},
+        "source": {"path": str(encoder.path), "sha256": file_sha256(encoder.path)},
+    }
+    return {
+        **meta,
+        "features_dim": features_dim(encoder.model.backbone),
+        "inputs": f"{INPUTS}; the encoder expects (x - mean) / std per channel (normalization)",
+        "files": {"encoder": EXPORTED_ENCODER, "solo_learn": SOLO_LEARN_FILE, "builder": MODEL_FILE},
+        "torchvision": (f"{EXPORTED_ENCODER} loads with strict=True into {MODEL_FILE}'s "
+                        f"build_exported_encoder(export.json)"),
+        "solo_learn": solo_learn_usage(encoder.backbone),
+    }
+
+
+def evaluated_branch(record: Mapping, eval_dir: Path, info: Mapping) -> Dict:
+    """The entry of eval's metrics.json `record` for the exported encoder; ValueError if the eval
+    read another checkpoint (sha256) or left the exported BN branch out, or saved no head."""
+    evaluated = record.get("checkpoint") or {}
+    source = info["source"]
+    if evaluated.get("sha256") != source["sha256"]:
+        raise ValueError(
+            f"--head {eval_dir} evaluated {evaluated.get('path')} (sha256 "
+            f"{str(evaluated.get('sha256'))[:12]}), not --ckpt {source['path']} (sha256 "
+            f"{source['sha256'][:12]}): pass the checkpoint that eval read, or evaluate this one "
+            "with `solo-ncp eval --ckpt`"
+        )
+    branches = record.get("branches") or []
+    branch = next((b for b in branches if b.get("bn") == info["bn"]), None)
+    if branch is None:
+        bns = [b.get("bn") for b in branches]
+        exported = f"the {info['bn']} branch" if info["bn"] else "a single-BN encoder"
+        raise ValueError(f"--head {eval_dir} evaluated BN branch(es) {bns}, not {exported}: pass the "
+                         "--bn that eval tested, or evaluate this branch with `solo-ncp eval --bn`")
+    if "head" not in branch.get("files", {}):
+        raise ValueError(f"--head {eval_dir}: its metrics.json names no head file (an older solo-ncp "
+                         "eval): evaluate the checkpoint again with `solo-ncp eval`")
+    return branch
+
+
+def classifier_state(encoder: LoadedEncoder, branch: Mapping, eval_dir: Path) -> Dict[str, torch.Tensor]:
+    """build_exported_classifier's state: the encoder (or AFF's fine-tuned copy, eval's
+    encoder_<bn>.pt) under `normalize.` / `backbone.`, the eval's Linear under `head.`."""
+    files = branch["files"]
+    body = (read_checkpoint(eval_dir / files["encoder"]) if "encoder" in files
+            else encoder.model.state_dict())
+    head = read_checkpoint(eval_dir / files["head"])
+    return OrderedDict([*body.items(), *((f"head.{k}", v) for k, v in head.items())])
+
+
+def eps_label(eps: float) -> str:
+    """RobustBench's eps: "8/255" for a multiple of 1/255, else the number."""
+    steps = round(eps * 255)
+    return f"{steps}/255" if abs(eps * 255 - steps) < 1e-6 else f"{eps:g}"
+
+
+def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
+    """RobustBench's model_info entry (`robustbench.utils.ModelInfo`'s fields, as its zoo's JSON
+    files; numbers as strings with 2 decimals) plus the threat model its zoo keeps in the path."""
+    metrics, settings = branch["metrics"], record["settings"]
+    bn = f" ({branch['bn']} BN)" if branch["bn"] else ""
+    trained_on = info["dataset"]
+    return {
+        "link": None,
+        "name": f"solo-ncp {record['method']}{bn}, {record['mode'].upper()} {record['head']} head",
+        "authors": None,
+        "additional_data": None if trained_on is None else trained_on != record["dataset"],
+        "number_forward_passes": 1,
+        "dataset": record["dataset"],
+        "venue": None,
+        "architecture": architecture(BackboneSpec(**info["backbone"])),
+        "eps": eps_label(settings["aa"]["eps"]),
+        "clean_acc": f"{metrics['sa']:.2f}",
+        "reported": None,
+        "autoattack_acc": None if metrics["aa"] is None else f"{metrics['aa']:.2f}",
+        "footnote": (f"solo-ncp eval: clean accuracy on the first {metrics['sa_n']} test images, "
+                     f"AutoAttack ({settings['aa']['version']}) on the first {metrics['aa_n']}"),
+        "threat_model": THREAT_MODEL,
+    }
+
+
+def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = None,
+                 eval_dir: Optional[Path] = None) -> Dict:
+    """Writes the export folder `out` for `encoder` (a single-BN model: `load_encoder` folded the
+    chosen branch in) and, given eval's metrics.json `evaluation` of `eval_dir`, its classifier.
+    Every check runs before the first file is written; export.json comes last. Returns its content."""
+    out = Path(out)
+    info = export_info(encoder)
+    backbone = OrderedDict((k, v.detach().cpu()) for k, v in encoder.model.backbone.state_dict().items())
+    files = {EXPORTED_ENCODER: backbone,
+             SOLO_LEARN_FILE: {"state_dict": OrderedDict((f"backbone.{k}", v) for k, v in backbone.items()),
+                               META_KEY: {k: info[k] for k in EXPORT_META_KEYS}}}
+    load_weights(build_exported_encoder(info), backbone, f"folded encoder of {encoder.path}")
+    if evaluation is not None:
+        branch = evaluated_branch(evaluation, eval_dir, info)
+        state = classifier_state(encoder, branch, eval_dir)
+        info["classifier"] = {
+            "file": CLASSIFIER_FILE,
+            "num_classes": int(state["head.weight"].shape[0]),
+            "inputs": f"{INPUTS} -> logits; normalisation inside (normalize, backbone, head)",
+            "builder": f"{MODEL_FILE}: load_exported_classifier(folder)",
+            "encoder": (f"fine-tuned by AFF: {eval_dir / branch['files']['encoder']}"
+                        if "encoder" in branch["files"] else EXPORTED_ENCODER),
+            "evaluation": {"path": str(eval_dir), "mode": evaluation["mode"], "head": evaluation["head"],
+                           "seed": evaluation["seed"], "metrics": branch["metrics"]},
+            "model_info": MODEL_INFO_FILE,
+        }
+        load_weights(build_exported_classifier(info), state, f"classifier of {eval_dir}")
+        files[CLASSIFIER_FILE] = state
+        atomic_write_json(out / MODEL_INFO_FILE, model_info(info, evaluation, branch))
+    else:  # an earlier export's classifier would no longer match export.json
+        for name in (CLASSIFIER_FILE, MODEL_INFO_FILE):
+            (out / name).unlink(missing_ok=True)
+    for name, obj in files.items():
+        atomic_torch_save(obj, out / name)
+    atomic_write_text(out / MODEL_FILE, standalone_source())
+    atomic_write_json(out / EXPORT_INFO, info)
+    return info

@@ -1,0 +1,313 @@
+"""`solo-ncp export`: encoder.pt against torchvision's ResNet-18 and RobustBench's WideResNet,
+solo_learn.ckpt through solo-learn main's main_linear.py, features through the chosen BN branch,
+the classifier against RobustBench's clean_accuracy, `solo-ncp eval` on an export, bad input."""
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from solo_ncp.cli import main
+from tests.test_eval_cli import planted_dual_bn_ckpt  # noqa: F401 (fixture: adv BN stats moved)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TEST_N = 20
+EVAL = ["--dataset", "digits", "--epochs", "1", "--train-n", "256", "--test-n", str(TEST_N),
+        "--batch-size", "128", "--aa-n", "2", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
+
+
+def robustbench():
+    """robustbench 1.1.1's modules. It imports `autoattack` and `autoattack.state` (the GitHub
+    package's names); PyPI's pyautoattack 0.2.0 installs that same code as `pyautoattack`, so the
+    names are aliased before robustbench is imported."""
+    import pyautoattack
+    import pyautoattack.state
+
+    sys.modules.setdefault("autoattack", pyautoattack)
+    sys.modules.setdefault("autoattack.state", pyautoattack.state)
+    import robustbench.eval
+    import robustbench.model_zoo.architectures.wide_resnet
+    import robustbench.utils
+
+    return robustbench
+
+
+def solo_learn_resnet18(cifar: bool) -> nn.Module:
+    """The backbone of solo-learn main's main_linear.py at 9187ea3, lines 62-69: solo's
+    `resnet18(method, **kwargs)` is torchvision's `resnet18(**kwargs)`, then fc = Identity and,
+    for data.dataset cifar10/cifar100, the CIFAR stem."""
+    import torchvision
+
+    backbone = torchvision.models.resnet18()
+    backbone.fc = nn.Identity()
+    if cifar:
+        backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+        backbone.maxpool = nn.Identity()
+    return backbone
+
+
+def main_linear_state(path: Path) -> dict:
+    """main_linear.py at 9187ea3, lines 74-83, transcribed (its warning left out); it then loads
+    the result with strict=False (line 84), the tests with strict=True."""
+    state = torch.load(path, map_location="cpu")["state_dict"]
+    for k in list(state.keys()):
+        if "encoder" in k:
+            state[k.replace("encoder", "backbone")] = state[k]
+        if "backbone" in k:
+            state[k.replace("backbone.", "")] = state[k]
+        del state[k]
+    return state
+
+
+def digits_test(n: int = TEST_N):
+    """The first n digits test images (n, 3, 8, 8) in [0, 1] and labels: what eval tested on."""
+    from solo_ncp.data import build_dataset
+
+    test = build_dataset("digits", "test")
+    return torch.stack([test[i][0] for i in range(n)]), torch.tensor([test[i][1] for i in range(n)])
+
+
+def normalise(x: torch.Tensor, norm: dict) -> torch.Tensor:
+    """(x - mean) / std per channel, by hand."""
+    return (x - torch.tensor(norm["mean"]).view(1, -1, 1, 1)) / torch.tensor(norm["std"]).view(1, -1, 1, 1)
+
+
+def encoder_weights(ckpt: dict) -> dict:
+    """The checkpoint's encoder entries (`encoder.*` on 1.0.2, `backbone.*` on main), unprefixed."""
+    prefix = next(p for p in ("encoder.", "backbone.") if any(k.startswith(p) for k in ckpt["state_dict"]))
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def branch_features(ckpt: Path, bn: str, x: torch.Tensor) -> torch.Tensor:
+    """Features of the checkpoint's dual-BN backbone as training runs it (DualBatchNorm2d layers,
+    `bn_branch`), on x normalised by hand with the checkpoint's mean/std."""
+    from solo_ncp.models.backbones import BackboneSpec
+    from solo_ncp.models.checkpoint import backbone_from_weights
+    from solo_ncp.models.dual_bn import bn_branch, has_dual_bn
+
+    ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)
+    spec = BackboneSpec(**ckpt["solo_ncp"]["backbone"])
+    backbone = backbone_from_weights(spec, encoder_weights(ckpt), "test").eval()
+    assert has_dual_bn(backbone)
+    with torch.no_grad(), bn_branch(backbone, bn):
+        return backbone(normalise(x, ckpt["solo_ncp"]["normalization"]))
+
+
+def exported_features(folder: Path, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features of encoder.pt loaded with strict=True into `backbone`, normalised with export.json."""
+    backbone.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True), strict=True)
+    norm = json.loads((folder / "export.json").read_text())["normalization"]
+    with torch.no_grad():
+        return backbone.eval()(normalise(x, norm))
+
+
+def error_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def run_eval(ckpt, out: Path, *extra: str) -> dict:
+    assert main(["eval", "--ckpt", str(ckpt), "--out", str(out), *EVAL, *extra]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def eval_adv(planted_dual_bn_ckpt, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval_adv")
+    run_eval(planted_dual_bn_ckpt, out, "--bn", "adv")
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(planted_dual_bn_ckpt, eval_adv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "adv"
+    assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--head", str(eval_adv),
+                 "--out", str(out)]) == 0
+    return out
+
+
+def load_model_py(folder: Path):
+    spec = importlib.util.spec_from_file_location(f"exported_model_{folder.name}", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encoder_is_torchvisions_resnet18_with_the_adv_branch_folded_in(exported, planted_dual_bn_ckpt):
+    x, _ = digits_test(16)
+    features = exported_features(exported, solo_learn_resnet18(cifar=True), x)
+    adv, clean = (branch_features(planted_dual_bn_ckpt, bn, x) for bn in ("adv", "clean"))
+    torch.testing.assert_close(features, adv, atol=1e-5, rtol=0)
+    assert (features - clean).abs().max() > 1e-2
+    keys = torch.load(exported / "encoder.pt", weights_only=True).keys()
+    assert "layer1.0.bn1.weight" in keys and not any(".adv." in k or ".clean." in k for k in keys)
+
+
+def test_solo_learn_main_linear_loads_every_tensor(exported, planted_dual_bn_ckpt):
+    """The keys main_linear.py keeps are exactly the backbone's (strict=True): no BN tensor drops,
+    as the 80 of a dual-BN checkpoint did; the CIFAR stem needs data.dataset cifar10/cifar100."""
+    backbone = solo_learn_resnet18(cifar=True)
+    backbone.load_state_dict(main_linear_state(exported / "solo_learn.ckpt"), strict=True)
+    x, _ = digits_test(4)
+    info = json.loads((exported / "export.json").read_text())
+    with torch.no_grad():
+        features = backbone.eval()(normalise(x, info["normalization"]))
+    torch.testing.assert_close(features, branch_features(planted_dual_bn_ckpt, "adv", x), atol=1e-5, rtol=0)
+    assert "cifar10 or cifar100" in info["solo_learn"]["note"]
+
+
+def test_export_json_records_branch_normalisation_and_source(exported, planted_dual_bn_ckpt):
+    info = json.loads((exported / "export.json").read_text())
+    ckpt = torch.load(planted_dual_bn_ckpt, map_location="cpu", weights_only=True)
+    assert info["bn"] == "adv" and info["features_dim"] == 512
+    assert info["normalization"] == ckpt["solo_ncp"]["normalization"]
+    assert info["backbone"] == ckpt["solo_ncp"]["backbone"]
+    assert info["source"]["sha256"] == hashlib.sha256(planted_dual_bn_ckpt.read_bytes()).hexdigest()
+
+
+def test_robustbench_clean_accuracy_of_the_classifier_is_evals_sa(exported, eval_adv, planted_dual_bn_ckpt):
+    """Same images, same batches (eval's --batch-size) and the same float operations as eval: the
+    count of correct images is exact. Each prediction is that of the dual-BN encoder through its
+    adv branch followed by eval's saved head."""
+    record = json.loads((eval_adv / "metrics.json").read_text())
+    model = load_model_py(exported).load_exported_classifier(exported)
+    x, y = digits_test()
+    accuracy = robustbench().eval.clean_accuracy(model, x, y, batch_size=128, device=torch.device("cpu"))
+    assert round(accuracy * TEST_N) == round(record["metrics"]["sa"] * TEST_N / 100)
+    assert record["metrics"]["sa_n"] == TEST_N
+    head = nn.Linear(512, 10)
+    head.load_state_dict(torch.load(eval_adv / "head_adv.pt", weights_only=True))
+    with torch.no_grad():
+        expected = head(branch_features(planted_dual_bn_ckpt, "adv", x)).argmax(1)
+        assert torch.equal(model(x).argmax(1), expected)
+
+
+def test_model_py_needs_only_torch_and_torchvision(exported, eval_adv, planted_dual_bn_ckpt, tmp_path):
+    """model.py, in a process where `import solo_ncp` fails, gives the logits of the dual-BN
+    encoder through its adv branch followed by eval's saved head."""
+    x, _ = digits_test(8)
+    torch.save(x, tmp_path / "x.pt")
+    code = ("import sys, torch; sys.modules['solo_ncp'] = None; sys.path.insert(0, sys.argv[1]); "
+            "import model; x = torch.load(sys.argv[2]); "
+            "torch.save({'logits': model.load_exported_classifier(sys.argv[1])(x).detach(), "
+            "'features': model.load_exported_encoder(sys.argv[1])(x).detach()}, sys.argv[3])")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-I", "-c", code, str(exported), str(tmp_path / "x.pt"),
+                    str(tmp_path / "out.pt")], check=True, env=env)
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    head = nn.Linear(512, 10)
+    head.load_state_dict(torch.load(eval_adv / "head_adv.pt", weights_only=True))
+    features = branch_features(planted_dual_bn_ckpt, "adv", x)
+    torch.testing.assert_close(out["features"], features, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(out["logits"], head(features), atol=1e-5, rtol=0)
+
+
+def test_model_info_has_robustbenchs_shape_and_evals_numbers(exported, eval_adv):
+    info = json.loads((exported / "model_info.json").read_text())
+    record = json.loads((eval_adv / "metrics.json").read_text())
+    fields = {field.name for field in dataclasses.fields(robustbench().utils.ModelInfo)}
+    assert set(info) - fields == {"threat_model"}
+    robustbench().utils.ModelInfo(**{k: v for k, v in info.items() if k in fields})
+    assert (info["threat_model"], info["eps"], info["architecture"]) == ("Linf", "8/255", "ResNet-18")
+    assert info["clean_acc"] == f"{record['metrics']['sa']:.2f}"
+    assert info["autoattack_acc"] == f"{record['metrics']['aa']:.2f}"
+    assert info["dataset"] == "digits" and info["number_forward_passes"] == 1
+
+
+@pytest.mark.parametrize("target", ["", "encoder.pt", "solo_learn.ckpt"])
+def test_eval_of_the_export_equals_eval_of_the_checkpoint(exported, eval_adv, target, tmp_path):
+    """`--bn both` (the default) on an export of the adv branch evaluates that branch once, as
+    `--bn adv` on the checkpoint did, with the same numbers."""
+    record = run_eval(exported / target, tmp_path)
+    reference = json.loads((eval_adv / "metrics.json").read_text())
+    assert record["branches"] == reference["branches"]
+    weights = exported / (target or "encoder.pt")
+    assert record["checkpoint"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_single_bn_checkpoint_and_an_aff_classifier(digits_simclr_ckpt, tmp_path):
+    """A stage-1 checkpoint exports without --bn; with the folder of an AFF eval the classifier is
+    AFF's fine-tuned encoder and head, and RobustBench's accuracy is eval's SA."""
+    evaluated = tmp_path / "aff"
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(evaluated), "--mode", "aff",
+                 "--dataset", "digits", "--epochs", "1", "--train-n", "32", "--test-n", str(TEST_N),
+                 "--batch-size", "32", "--aa-n", "0"]) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(digits_simclr_ckpt), "--head", str(evaluated),
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "export.json").read_text())
+    assert info["bn"] is None and info["classifier"]["encoder"].endswith("encoder.pt")
+
+    ckpt = torch.load(digits_simclr_ckpt, map_location="cpu", weights_only=True)
+    stage1 = solo_learn_resnet18(cifar=True)
+    stage1.load_state_dict(encoder_weights(ckpt))
+    x, y = digits_test()
+    with torch.no_grad():
+        expected = stage1.eval()(normalise(x, ckpt["solo_ncp"]["normalization"]))
+    features = exported_features(out, solo_learn_resnet18(cifar=True), x)
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=0)
+
+    record = json.loads((evaluated / "metrics.json").read_text())
+    accuracy = robustbench().eval.clean_accuracy(load_model_py(out).load_exported_classifier(out), x, y,
+                                                 batch_size=32, device=torch.device("cpu"))
+    assert round(accuracy * TEST_N) == round(record["metrics"]["sa"] * TEST_N / 100)
+
+
+def test_wide_resnet_folds_and_loads_into_robustbenchs_wide_resnet(tmp_path):
+    """Folding is generic over module types: a tiny dual-BN WRN-28-1 whose branches differ exports
+    through its clean branch and loads with strict=True into RobustBench's WideResNet (fc = Identity)."""
+    from solo_ncp.models.backbones import BackboneSpec, build_backbone
+    from solo_ncp.models.dual_bn import convert_dual_bn
+
+    torch.manual_seed(0)
+    spec = BackboneSpec("wide_resnet28_10", widen_factor=1)
+    state = convert_dual_bn(build_backbone(spec)).state_dict()
+    for value in state.values():
+        if value.dim() == 1:  # each branch's BN weight, bias and running statistics, drawn apart
+            value.copy_(torch.rand(value.shape) + 0.5)
+    norm = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    ckpt = tmp_path / "wrn.ckpt"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in state.items()},
+                "solo_ncp": {"backbone": spec.to_dict(), "normalization": norm, "method": "ncp"}}, ckpt)
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(ckpt), "--bn", "clean", "--out", str(out)]) == 0
+
+    reference = robustbench().model_zoo.architectures.wide_resnet.WideResNet(depth=28, widen_factor=1)
+    reference.fc = nn.Identity()
+    x = torch.rand(2, 3, 32, 32)
+    features = exported_features(out, reference, x)
+    clean, adv = (branch_features(ckpt, bn, x) for bn in ("clean", "adv"))
+    torch.testing.assert_close(features, clean, atol=1e-5, rtol=0)
+    assert (features - adv).abs().max() > 1e-2
+    with torch.no_grad():
+        torch.testing.assert_close(load_model_py(out).load_exported_encoder(out)(x), clean, atol=1e-5, rtol=0)
+    assert json.loads((out / "export.json").read_text())["bn"] == "clean"
+
+
+def test_bad_inputs_end_with_one_error_line(exported, eval_adv, planted_dual_bn_ckpt, digits_simclr_ckpt,
+                                            tmp_path, capsys):
+    rows = [
+        (["export", "--ckpt", str(digits_simclr_ckpt), "--bn", "adv", "--out", str(tmp_path / "a")],
+         "single-BN encoder: it has no adv branch; pass --bn clean or leave --bn out"),
+        (["export", "--ckpt", str(digits_simclr_ckpt), "--head", str(eval_adv), "--out", str(tmp_path / "b")],
+         "sha256"),
+        (["export", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path / "e"), "--head", str(tmp_path)],
+         "no metrics.json in run directory"),
+        (["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "clean", "--head", str(eval_adv),
+          "--out", str(tmp_path / "c")], "evaluated BN branch(es) ['adv'], not the clean branch"),
+        (["eval", "--ckpt", str(exported), "--bn", "clean", "--out", str(tmp_path / "d"), *EVAL],
+         "exported through its adv BN branch only, not clean: pass --bn adv"),
+    ]
+    for argv, message in rows:
+        assert main(argv) == 2
+        line = error_line(capsys)
+        assert line.startswith("error:") and message in line, line
+    assert not any((tmp_path / name).exists() for name in "abce")

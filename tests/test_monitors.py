@@ -1,0 +1,246 @@
+"""Training monitors of stage 2 (`ncp`, `deacl`), checked on one tiny `ncp` run on digits against
+oracles computed here from its checkpoint and its CSV log:
+- `method_kwargs.val_robust_every`: the online classifier's clean accuracy (a plain forward count)
+  and PGD-20 accuracy (a transcription of torchattacks' PGD) on the first validation images;
+- solo-learn's `knn_eval`: scikit-learn's KNeighborsClassifier on the features the k-NN scored,
+  which are the checkpoint encoder's on the validation split;
+- the progress bar: `loss` is the stage-2 loss alone, the classifier's CE is `clf_loss`.
+"""
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+from torch import nn
+
+from solo_ncp._host import current_host
+from solo_ncp.commands.train import weak_augmentation_of
+from solo_ncp.config import load_config
+from solo_ncp.data import IndexedDataset, get_spec
+from solo_ncp.launch.data import config_dataset, eval_loader, train_loader
+from solo_ncp.launch.methods import build_method
+from solo_ncp.launch.trainer import LAST, build_trainer
+from solo_ncp.models import load_encoder
+from solo_ncp.models.checkpoint import read_checkpoint
+from tests.conftest import DIGITS_STAGE2, ROOT, train_stage2
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CONFIG = ROOT / "zoo_configs/fashionmnist/ncp.yaml"
+LAM, EPS, ALPHA = 6.0, 8 / 255, 2 / 255  # the config's lam, eps, alpha
+ROBUST_N, KNN_K, EPOCHS = 40, 5, 2
+MONITORED = [
+    "name=monitors", f"max_epochs={EPOCHS}", "data.val=true", "log_every_n_steps=1",
+    "optimizer.classifier_lr=0.01",  # the config's 0.5 makes this online classifier diverge
+    "+method_kwargs.val_robust_every=2", f"+method_kwargs.val_robust_n={ROBUST_N}",
+    "+knn_eval.enabled=true", f"+knn_eval.k={KNN_K}",
+]
+
+
+def build_with_knn(cfg):
+    """The method of `cfg`, whose `knn_eval` block turns solo-learn's k-NN on: main reads it
+    from the config, 1.0.2 from the keyword arguments solo-ncp's config mapping makes of it."""
+    spec = get_spec("digits")
+    model = build_method(cfg, (1, 0), normalization={"mean": spec.mean, "std": spec.std})
+    assert model.knn_eval and model.knn.k == KNN_K
+    return model
+
+
+def spy_on_knn(model) -> dict:
+    """Keeps the features and labels the k-NN holds each time it scores validation features
+    against training features (the last epoch's remain); main's k-NN also computes on each
+    batch alone (torchmetrics' forward), which is not kept."""
+    seen, compute = {}, model.knn.compute
+
+    def compute_and_keep():
+        knn = model.knn
+        if knn.train_features and knn.test_features:
+            seen.update({name: torch.cat(getattr(knn, name)).cpu() for name in
+                         ("train_features", "train_targets", "test_features", "test_targets")},
+                        distance=knn.distance_fx, T=knn.T, k=knn.k)
+        return compute()
+
+    model.knn.compute = compute_and_keep
+    return seen
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, digits_simclr_ckpt):
+    """Two epochs of `ncp` on 256 digits (4 steps each) with every monitor on, built as
+    `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg"}."""
+    out = tmp_path_factory.mktemp("monitors")
+    overrides = [*DIGITS_STAGE2, *MONITORED, f"checkpoint.dir={out}",
+                 f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}"]
+    if current_host().is_main:  # 1.0.2 has only the euclidean k-NN
+        overrides.append("+knn_eval.distance_func=cosine")
+    cfg = load_config(str(CONFIG), overrides)
+    torch.manual_seed(0)
+    model = build_with_knn(cfg)
+    knn = spy_on_knn(model)
+    model.set_cluster_data(config_dataset(cfg, "pretrain", None), 64, 0)
+    folder = out / "monitors"
+    folder.mkdir()
+    trainer = build_trainer(cfg, folder, model.checkpoint_meta())
+    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
+    trainer.fit(model, train_loader(cfg, train_set),
+                eval_loader(cfg, config_dataset(cfg, "test", None)))
+    rows = []
+    for path in sorted(folder.glob("logs/version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return {"trainer": trainer, "model": model, "folder": folder, "rows": rows, "knn": knn,
+            "cfg": cfg}
+
+
+def checkpoint_classifier(folder: Path) -> nn.Module:
+    """[0, 1] images -> logits from last.ckpt alone: the encoder through the clean branch (the
+    config's cluster_bn, which the online classifier is trained on) and `classifier.*`."""
+    encoder = load_encoder(folder / LAST, bn="clean").model
+    state = read_checkpoint(folder / LAST)["state_dict"]
+    head = nn.Linear(*state["classifier.weight"].shape[::-1])
+    head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    return nn.Sequential(encoder, head).eval()
+
+
+def first_test_images(cfg, n: int):
+    test = config_dataset(cfg, "test", None)
+    x = torch.stack([test[i][0] for i in range(n)])
+    return x, torch.tensor([test[i][1] for i in range(n)])
+
+
+def torchattacks_pgd(model: nn.Module, images, labels, eps, alpha, steps, start):
+    """torchattacks 3.5.1 `PGD.forward` (attacks/pgd.py), transcribed; its random start
+    `uniform_(-eps, eps)` is replaced by `start` (same shape, in [-eps, eps])."""
+    adv_images = images.clone().detach()
+    adv_images = torch.clamp(adv_images + start, min=0, max=1).detach()
+    loss = nn.CrossEntropyLoss()
+    for _ in range(steps):
+        adv_images.requires_grad = True
+        cost = loss(model(adv_images), labels)
+        grad = torch.autograd.grad(cost, adv_images, retain_graph=False, create_graph=False)[0]
+        adv_images = adv_images.detach() + alpha * grad.sign()
+        delta = torch.clamp(adv_images - images, min=-eps, max=eps)
+        adv_images = torch.clamp(images + delta, min=0, max=1).detach()
+    return adv_images
+
+
+def logged(rows, key):
+    """{epoch: value} of an epoch-level metric."""
+    return {int(r["epoch"]): float(r[key]) for r in rows if r.get(key)}
+
+
+def test_robust_monitor_matches_a_forward_count_and_torchattacks_pgd_on_the_checkpoint(run):
+    clean = logged(run["rows"], "val_robust/clean_acc")
+    robust = logged(run["rows"], "val_robust/pgd20_acc")
+    assert sorted(clean) == sorted(robust) == [1]  # every 2 epochs: after the second only
+    classifier = checkpoint_classifier(run["folder"])
+    x, y = first_test_images(run["cfg"], ROBUST_N)
+    with torch.no_grad():
+        clean_hit = classifier(x).argmax(1) == y
+    # the monitor's random start: seed 0, one draw for its single batch (40 < batch size 64)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    x_adv = torchattacks_pgd(classifier, x, y, EPS, ALPHA, 20, (2 * noise - 1) * EPS)
+    with torch.no_grad():
+        robust_hit = clean_hit & (classifier(x_adv).argmax(1) == y)
+    assert clean[1] == pytest.approx(100.0 * clean_hit.float().mean().item())
+    assert robust[1] == pytest.approx(100.0 * robust_hit.float().mean().item())
+    assert robust_hit.sum() < clean_hit.sum()  # the attack changed some predictions
+
+
+def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
+    knn, rows = run["knn"], run["rows"]
+    accuracy = logged(rows, "val_knn_acc1")
+    assert sorted(accuracy) == list(range(EPOCHS)) and min(accuracy.values()) >= 0
+    # the validation features are the checkpoint encoder's (clean branch) on the test split
+    x, y = first_test_images(run["cfg"], len(knn["test_targets"]))
+    with torch.no_grad():
+        expected = load_encoder(run["folder"] / LAST, bn="clean").model(x)
+    torch.testing.assert_close(knn["test_features"], expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(knn["test_targets"], y)
+    # the training features: one per training image of the last epoch (4 full batches of 64)
+    train_labels = [label for _, label in config_dataset(run["cfg"], "pretrain", None)]
+    assert sorted(knn["train_targets"].tolist()) == sorted(train_labels)
+    if knn["distance"] == "cosine":
+        oracle = KNeighborsClassifier(n_neighbors=knn["k"], metric="cosine",
+                                      weights=lambda d: np.exp((1 - d) / knn["T"]))
+    else:
+        oracle = KNeighborsClassifier(n_neighbors=knn["k"], metric="euclidean",
+                                      weights=lambda d: 1 / (d + 1e-5))
+    oracle.fit(knn["train_features"].double().numpy(), knn["train_targets"].numpy())
+    predicted = oracle.predict(knn["test_features"].double().numpy())
+    assert accuracy[EPOCHS - 1] == pytest.approx(100.0 * np.mean(predicted == y.numpy()))
+
+
+def test_progress_bar_shows_the_stage2_loss_its_terms_and_the_classifier_loss_apart(run):
+    trainer, model = run["trainer"], run["model"]
+    bar = trainer.progress_bar_metrics
+    assert {"loss", "distill", "robust", "clf_loss"} <= bar.keys()
+    with warnings.catch_warnings():  # Lightning 1.9 warns when a method logs `loss` itself
+        warnings.simplefilter("error")
+        shown = trainer.progress_bar_callback.get_metrics(trainer, model)
+    assert float(shown["loss"]) == pytest.approx(bar["distill"] + LAM * bar["robust"], rel=1e-5)
+    steps = [r for r in run["rows"] if r.get("train_loss_step")]
+    assert len(steps) == 8  # log_every_n_steps=1, 2 epochs of 4 steps
+    for row in steps:
+        distill, robust = float(row["train_distill_loss_step"]), float(row["train_robust_loss_step"])
+        assert float(row["train_loss_step"]) == pytest.approx(distill + LAM * robust, rel=1e-5)
+        assert float(row["train_class_loss_step"]) > 0.01  # so adding it would show
+    last = steps[-1]
+    assert bar["loss"] == pytest.approx(float(last["train_loss_step"]), rel=1e-6)
+    assert bar["clf_loss"] == pytest.approx(float(last["train_class_loss_step"]), rel=1e-6)
+
+
+def test_monitors_of_the_validation_split_are_refused_in_a_run_without_one(tmp_path,
+                                                                           digits_simclr_ckpt,
+                                                                           capsys):
+    code = train_stage2(tmp_path, digits_simclr_ckpt, "name=noval", "max_epochs=1",
+                        "+method_kwargs.val_robust_every=1")
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last_line.startswith("error: this run has no validation data for "
+                                "method_kwargs.val_robust_every=1")
+    assert "data.val=true" in last_line and "val_robust_every=0" in last_line
+
+
+def test_knn_without_validation_data_is_refused(tmp_path, digits_simclr_ckpt):
+    cfg = load_config(str(CONFIG), [*DIGITS_STAGE2, "max_epochs=1", f"checkpoint.dir={tmp_path}",
+                                    f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}",
+                                    "+knn_eval.enabled=true", f"+knn_eval.k={KNN_K}"])
+    model = build_with_knn(cfg)
+    model.set_cluster_data(config_dataset(cfg, "pretrain", None), 64, 0)
+    trainer = build_trainer(cfg, tmp_path, model.checkpoint_meta())
+    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
+    with pytest.raises(ValueError, match=r"no validation data for knn_eval.enabled=true"):
+        trainer.fit(model, train_loader(cfg, train_set))
+
+
+@pytest.mark.skipif(current_host().is_main, reason="solo-learn main has a cosine k-NN")
+def test_a_cosine_knn_is_refused_on_solo_learn_102(tmp_path, digits_simclr_ckpt, capsys):
+    code = train_stage2(tmp_path, digits_simclr_ckpt, "name=cos", "max_epochs=1", "data.val=true",
+                        "+knn_eval.enabled=true", "+knn_eval.distance_func=cosine")
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last_line.startswith("error: knn_eval.distance_func='cosine': solo-learn 1.0.2")
+
+
+@pytest.mark.parametrize("option", ["val_robust_every=-1", "val_robust_n=0"])
+def test_bad_monitor_options_are_one_error_line(tmp_path, digits_simclr_ckpt, capsys, option):
+    code = train_stage2(tmp_path, digits_simclr_ckpt, "name=bad", "max_epochs=1",
+                        f"+method_kwargs.{option}")
+    assert code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and option in last_line
+
+
+def test_deacl_logs_the_robust_monitor_too(tmp_path, digits_simclr_ckpt):
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=d", "max_epochs=1", "data.val=true",
+                        "+method_kwargs.val_robust_every=1", "+method_kwargs.val_robust_n=8",
+                        method="deacl") == 0
+    rows = []
+    for path in (tmp_path / "d").glob("logs/version_*/metrics.csv"):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    assert logged(rows, "val_robust/pgd20_acc").keys() == {0}
