@@ -4,9 +4,10 @@ checked and locked run folder, CSV logs (plus W&B and TensorBoard when the confi
 and a history every `checkpoint.frequency` epochs with `checkpoint.keep_prev`), resume from
 `last.ckpt` through the safe loader, per-group learning rates from the first epoch, and epochs
 whose randomness depends on (seed, epoch) alone."""
+import os
 import random
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -168,12 +169,23 @@ def resume_checkpoint(folder: Path, resume: bool, auto_resume: bool) -> Optional
     return last if last.is_file() else None
 
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+"""Environment variables in which launchers (Lightning's DDP children, torchrun, SLURM, a node of
+a multi-node run) tell a process its rank."""
+
+
+def is_first_process() -> bool:
+    """Whether this process is rank 0 of its run: every rank variable set is 0. The other ranks
+    share its run folder, so they neither lock it nor are refused by its lock."""
+    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+
+
 @contextmanager
 def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
-    """The run folder of `cfg`, checked writable before any work and locked for the block (a
-    second process training there is refused); its last.ckpt when resuming."""
+    """The run folder of `cfg`, checked writable before any work and locked for the block by rank
+    0 (a second run training there is refused); its last.ckpt when resuming."""
     folder = check_writable(run_dir(cfg))
-    with folder_lock(folder):
+    with folder_lock(folder) if is_first_process() else nullcontext(folder):
         yield RunFolder(folder, resume_checkpoint(
             folder, resume, bool(select(cfg, "auto_resume.enabled", False))))
 

@@ -30,6 +30,7 @@ from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import (
     Stage2Config,
     KMEANS_INITS,
+    broadcast_buffers,
     cluster_epoch,
     gather_rows,
     init_student,
@@ -304,7 +305,8 @@ class Stage2Hooks:
         online classifier (eval mode, `cluster_bn` branch) on the fixed validation subset, in
         percent, with the method's eps and alpha and the same random starts each time
         (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and attacked).
-        Every rank evaluates the same images; rank 0 logs."""
+        Every rank evaluates the same images, so the mean over ranks that is logged is each
+        rank's value."""
         super().on_train_epoch_end()
         if not self.val_robust_every or (self.current_epoch + 1) % self.val_robust_every:
             return
@@ -318,17 +320,19 @@ class Stage2Hooks:
                                seed=VAL_ROBUST_SEED, progress=False)
         self.log_dict({"val_robust/clean_acc": metrics["sa"],
                        f"val_robust/pgd{TEST_PGD_STEPS}_acc": metrics["ra"]},
-                      on_epoch=True, on_step=False, rank_zero_only=True)
+                      on_epoch=True, on_step=False, sync_dist=True)
 
     def _encode(self, indices: torch.Tensor) -> torch.Tensor:
         """f2 of the training images `indices` (eval mode, cluster_bn branch, no augmentation),
-        each rank encoding a shard, gathered into (len(indices), D) on every rank."""
+        each rank encoding a shard with rank 0's BN statistics (`broadcast_buffers`), gathered
+        into (len(indices), D) on every rank."""
         if self.cluster_data is None:
             raise ValueError("NCP needs set_cluster_data(dataset) before training (solo-ncp train does it)")
         world, rank = self.trainer.world_size, self.trainer.global_rank
         shard = indices[rank::world]
         loader = DataLoader(Subset(self.cluster_data, shard.tolist()), shuffle=False,
                             **self.cluster_loader_args)
+        broadcast_buffers(self.student_backbone)
         student = self.student()
         with bn_branch(student, self.stage2.cluster_bn):
             features, _ = extract_features(student, loader, device=self.device,
@@ -350,6 +354,9 @@ class Stage2Hooks:
         return features, 1.0 - len(missing) / n
 
     def on_train_epoch_start(self):
+        """Every `cluster_every` epochs: spherical k-means of the whole training set's features
+        (`cluster_epoch`; under DDP rank 0's result, broadcast), logged per epoch (identical on
+        every rank but the times, whose mean over ranks is logged)."""
         epoch = self.current_epoch
         due = epoch % self.cluster_every == 0 or int(self.clustered_epoch) < 0
         due = due or (self.stage2.assign == "index" and self.assigned is None)
@@ -370,7 +377,7 @@ class Stage2Hooks:
             self.assigned = torch.stack([clusters.labels, nbr], dim=1)
         stats = {**clusters.stats, "cluster_encode_time_s": encode_time,
                  "cluster_from_bank": from_bank}
-        self.log_dict(stats, on_epoch=True, on_step=False, rank_zero_only=True)
+        self.log_dict(stats, on_epoch=True, on_step=False, sync_dist=True)
 
     def _remember(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
         """Memory bank: keep this step's eval-mode features (cluster_bn branch) for the next

@@ -1,6 +1,12 @@
 """Host-independent core of stage 2 (NCP-ACL and DeACL): loss, per-epoch clustering, one
 training step, teacher loading. Plain torch; the solo-learn method classes only wire it in."""
-from solo_ncp.ncp.clustering import KMEANS_INITS, EpochClusters, cluster_epoch, gather_rows
+from solo_ncp.ncp.clustering import (
+    KMEANS_INITS,
+    EpochClusters,
+    broadcast_buffers,
+    cluster_epoch,
+    gather_rows,
+)
 from solo_ncp.ncp.losses import ncp_acl_loss, neg_cosine
 from solo_ncp.ncp.step import Stage2Config, StepOutput, adversarial_examples, stage2_step
 from solo_ncp.ncp.teacher import init_student, load_teacher, resolve_k
@@ -10,6 +16,7 @@ __all__ = [
     "Stage2Config",
     "StepOutput",
     "adversarial_examples",
+    "broadcast_buffers",
     "cluster_epoch",
     "gather_rows",
     "init_student",

@@ -34,6 +34,16 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Under DDP, gives every rank rank 0's buffers of `module` (BatchNorm running statistics):
+    each rank updates its own in every training step, so without this the shards of one
+    clustering pass would be encoded by slightly different encoders, none of them exactly the
+    one rank 0 checkpoints."""
+    if _distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def gather_rows(rows: torch.Tensor, indices: torch.Tensor, total: int) -> torch.Tensor:
     """Reassembles per-rank rows (n_r, D) with their global indices (n_r,) into (total, D) on every
     rank. Without DDP it only reorders."""
