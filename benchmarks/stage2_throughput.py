@@ -155,7 +155,7 @@ def combo_rows(args, device: torch.device) -> Iterator[str]:
             baseline = baseline or seconds
             yield (f"| {method} | {combo.precision} | {on(combo.channels_last)} | "
                    f"{on(combo.cudnn_benchmark)} | {on(combo.compile)} | {seconds * 1e3:.1f} ms | "
-                   f"{args.batch_size / seconds:,.0f} | {baseline / seconds:.2f}x |")
+                   f"{args.batch_size / seconds:,.1f} | {baseline / seconds:.2f}x |")
     for note in skipped:
         yield f"\nNot timed: {note}."
 
