@@ -10,15 +10,21 @@ k-means of the (N, 512) features with each available backend.
 
     python benchmarks/stage2_throughput.py                       # CPU, small batch, 4 steps
     python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --precision fp32 bf16
+    python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --method ncp --combos
 
 Prints one markdown table; every number is measured in this run (median of the timed steps).
+`--combos` times the step instead under every combination of the speed switches ({fp32, bf16} x
+channels_last x cudnn.benchmark x torch.compile; cudnn.benchmark only on a GPU), each as a ratio to
+the plain fp32 step of the same run, and skips the clustering.
 """
 import argparse
 import copy
+import itertools
 import statistics
 import sys
 import time
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +36,7 @@ from solo_ncp.data.datasets import DatasetNotFoundError
 from solo_ncp.models.backbones import BackboneSpec, build_backbone
 from solo_ncp.models.checkpoint import normalized_encoder
 from solo_ncp.models.dual_bn import convert_dual_bn
+from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
 from solo_ncp.ncp.step import Stage2Config, stage2_step
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,32 +82,82 @@ def build_pair(stem: str, device: torch.device):
     return student, teacher
 
 
+@dataclass(frozen=True)
+class Combo:
+    """One setting of the step's speed switches (the `method_kwargs` of the same names)."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    compile: bool = False
+
+
+def all_combos(device: torch.device) -> Tuple[List[Combo], List[str]]:
+    """Every combination of {fp32, bf16} x channels_last x cudnn.benchmark x compile that applies
+    on `device` (plain fp32 first), and a note per switch left out."""
+    benchmarks = (False, True) if device.type == "cuda" else (False,)
+    skipped = [] if device.type == "cuda" else ["cudnn.benchmark on (no cuDNN on the CPU)"]
+    combos = [Combo(p, cl, cb, c) for p, cl, cb, c in
+              itertools.product(("fp32", "bf16"), (False, True), benchmarks, (False, True))]
+    return combos, skipped
+
+
+def step_seconds(args, device: torch.device, method: str, combo: Combo, x_all) -> float:
+    """Median seconds of one stage-2 step + backward + SGD update with the switches of `combo`."""
+    torch.backends.cudnn.benchmark = combo.cudnn_benchmark
+    student, teacher = build_pair(args.stem, device)
+    if combo.channels_last:
+        use_channels_last(student, teacher)
+        x_all = channels_last(x_all)
+    if combo.compile:
+        torch._dynamo.reset()
+        compile_forward(student.backbone, teacher)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    cfg = Stage2Config(perturbation=method, lam=6.0)
+    centroids = F.normalize(torch.randn(args.k, 512, device=device), dim=1)
+    dtype = PRECISIONS[combo.precision]
+    batches = iter(range(10**9))
+
+    def one_step():
+        i = next(batches) % 2
+        x = x_all[i * args.batch_size:(i + 1) * args.batch_size]
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = stage2_step(student, teacher, x, cfg,
+                              centroids=centroids if method == "ncp" else None)
+        optimizer.zero_grad(set_to_none=True)
+        out.losses["loss"].backward()
+        optimizer.step()
+
+    return median_seconds(one_step, device, args.warmup, args.steps)
+
+
 def step_rows(args, device: torch.device) -> Iterator[str]:
     x_all = real_images(args.batch_size * 2, args.image_size).to(device)
     for precision in args.precision:
+        combo = Combo(precision, cudnn_benchmark=device.type == "cuda")
         for method in args.method:
-            student, teacher = build_pair(args.stem, device)
-            optimizer = torch.optim.SGD(student.parameters(), lr=0.5, momentum=0.9,
-                                        weight_decay=5e-4)
-            cfg = Stage2Config(perturbation=method, lam=6.0)
-            centroids = F.normalize(torch.randn(args.k, 512, device=device), dim=1)
-            batches = iter(range(10**9))
-
-            def one_step():
-                i = next(batches) % 2
-                x = x_all[i * args.batch_size:(i + 1) * args.batch_size]
-                with torch.autocast(device.type, dtype=PRECISIONS[precision],
-                                    enabled=PRECISIONS[precision] is not None):
-                    out = stage2_step(student, teacher, x, cfg,
-                                      centroids=centroids if method == "ncp" else None)
-                optimizer.zero_grad(set_to_none=True)
-                out.losses["loss"].backward()
-                optimizer.step()
-
-            seconds = median_seconds(one_step, device, args.warmup, args.steps)
+            seconds = step_seconds(args, device, method, combo, x_all)
             yield (f"| {method} step (5-step PGD) | {precision} | {args.batch_size} | "
                    f"{args.image_size}, {args.stem} | {seconds * 1e3:.1f} ms | "
                    f"{args.batch_size / seconds:,.0f} img/s |")
+
+
+def combo_rows(args, device: torch.device) -> Iterator[str]:
+    """One row per method and combination: time, img/s and the ratio to the plain fp32 step
+    (every switch off) of the same method, measured in this run."""
+    x_all = real_images(args.batch_size * 2, args.image_size).to(device)
+    combos, skipped = all_combos(device)
+    on = lambda flag: "on" if flag else "off"
+    for method in args.method:
+        baseline = None
+        for combo in combos:
+            seconds = step_seconds(args, device, method, combo, x_all)
+            baseline = baseline or seconds
+            yield (f"| {method} | {combo.precision} | {on(combo.channels_last)} | "
+                   f"{on(combo.cudnn_benchmark)} | {on(combo.compile)} | {seconds * 1e3:.1f} ms | "
+                   f"{args.batch_size / seconds:,.1f} | {baseline / seconds:.2f}x |")
+    for note in skipped:
+        yield f"\nNot timed: {note}."
 
 
 def clustering_rows(args, device: torch.device) -> Iterator[str]:
@@ -141,19 +198,28 @@ def main(argv=None) -> int:
     parser.add_argument("--cluster-n", type=int, default=5000,
                         help="training images encoded and clustered (CIFAR-10: 50,000)")
     parser.add_argument("--repeats", type=int, default=1, help="timed clustering repeats")
+    parser.add_argument("--combos", action="store_true",
+                        help="time the step under every combination of the speed switches")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda but no CUDA device is visible: use --device cpu")
-        torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
     print(f"## Stage-2 throughput on {name} (torch {torch.__version__})\n")
-    print("| what | precision | batch | px, stem | time | throughput |")
-    print("|---|---|---|---|---|---|")
-    for rows in (step_rows(args, device), clustering_rows(args, device)):
+    if args.combos:
+        print(f"Batch {args.batch_size}, {args.image_size} px, {args.stem} stem.\n")
+        print("| method | precision | channels_last | cudnn.benchmark | compile | time | img/s | "
+              "vs plain fp32 |")
+        print("|---|---|---|---|---|---|---|---|")
+        tables = (combo_rows(args, device),)
+    else:
+        print("| what | precision | batch | px, stem | time | throughput |")
+        print("|---|---|---|---|---|---|")
+        tables = (step_rows(args, device), clustering_rows(args, device))
+    for rows in tables:
         for row in rows:
             print(row, flush=True)
     return 0

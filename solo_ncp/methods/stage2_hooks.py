@@ -38,6 +38,7 @@ from solo_ncp.ncp import (
     resolve_k,
     stage2_step,
 )
+from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
 from solo_ncp.ncp.step import ASSIGNMENTS
 
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
@@ -83,6 +84,9 @@ OPTIONS = (
     Option("trust_teacher", bool, False),
     Option("val_robust_every", int, 0),
     Option("val_robust_n", int, 512),
+    Option("channels_last", bool, False),
+    Option("compile", bool, False),
+    Option("cudnn_benchmark", bool, False),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 
@@ -107,6 +111,9 @@ def take_options(values: Dict) -> Dict[str, Any]:
             raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
         if o.choices and value not in o.choices:
             raise ValueError(f"{o.name}={value!r} is not one of {', '.join(o.choices)}")
+        if o.type is bool and not isinstance(value, bool):
+            raise ValueError(f"method_kwargs.{o.name}={value!r} is not a boolean: set it to true "
+                             "or false")
     if options["cluster_every"] < 1:
         raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
     if options["kmeans_n_init"] < 1:
@@ -175,6 +182,12 @@ class Stage2Hooks:
         self.teacher_file = {"path": str(options["teacher_ckpt"]),
                              "sha256": file_sha256(options["teacher_ckpt"])}
         self.dual_bn = options["dual_bn"]
+        self.channels_last = options["channels_last"]
+        self.cudnn_benchmark = options["cudnn_benchmark"]
+        if self.channels_last:
+            use_channels_last(self.student_backbone, self.teacher)
+        if options["compile"]:
+            compile_forward(self.student_backbone, self.teacher)
         self.val_robust_every = options["val_robust_every"]
         self.val_robust_n = options["val_robust_n"]
         self.val_robust_data: Optional[TensorDataset] = None
@@ -250,6 +263,7 @@ class Stage2Hooks:
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)
         self._check_validation_data()
 
@@ -399,6 +413,7 @@ class Stage2Hooks:
         `train_class_loss`; on the progress bar `loss`, `distill`, `robust` and `clf_loss`."""
         indexes, X, targets = batch
         x = X[0] if isinstance(X, (list, tuple)) else X
+        x = channels_last(x) if self.channels_last else x
         assigned = self.assigned[indexes] if self.assigned is not None else None
         out = stage2_step(self.student(), self.teacher, x, self.stage2,
                           centroids=self.centroids if self.uses_clusters else None,
