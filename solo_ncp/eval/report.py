@@ -9,7 +9,7 @@ metrics.json schema (written by `solo-ncp eval`, "schema": 2):
      "ra_counting": str, "settings": {...}, "checkpoint": {"path": str, "sha256": str}}
     metrics: {"sa": %, "ra": %, "aa": % | null, "sa_n": int, "ra_n": int, "aa_n": int,
               "train_loss": float, "train_acc": %}
-    settings.ra / settings.aa hold each attack's "batch_size" (files since issue 16 item 2).
+    settings.ra / settings.aa hold each attack's "batch_size" (newer files).
 Older files (no "schema": one branch in "bn"/"metrics", no "loss"/"head") still load: their head
 was the paper's and their loss CE. Only the keys the tables need are checked; the rest is
 provenance.
