@@ -165,6 +165,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "AutoAttack subset beyond the test set": (lambda w: evaluate(w, "simclr", "--aa-n", "100000"),
                                               ["--aa-n"]),
     "no PGD steps": (lambda w: evaluate(w, "simclr", "--pgd-steps", "0"), ["--pgd-steps"]),
+    "zero PGD batch size": (lambda w: evaluate(w, "simclr", "--pgd-batch-size", "0"), ["--pgd-batch-size"]),
     # reproduce, refused before any step runs
     "reproduce: unknown method config": (lambda w: reproduce(w, "--methods", "ncp,nope", out="r2"),
                                          ["nope.yaml", "deacl, deacl_matched, ncp"]),

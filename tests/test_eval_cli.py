@@ -1,5 +1,7 @@
 """`solo-ncp eval` / `report`: both BN branches, AFF, files written beside metrics.json, bad input."""
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,8 @@ def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):
     (["--eps", "-0.1"], "--eps and --alpha"),
     (["--alpha", "-0.01"], "--eps and --alpha"),
     (["--pgd-steps", "0"], "--pgd-steps must be >= 1"),
+    (["--pgd-batch-size", "0"], "--pgd-batch-size must be >= 1 (or auto), got 0"),
+    (["--aa-batch-size", "-1"], "--aa-batch-size must be >= 1 (or auto), got -1"),
     (["--aa-n", "-1"], "--aa-n must be >= 0"),
     (["--test-n", "64", "--aa-n", "65"], "--aa-n=65 is larger than the test set (64 images)"),
     (["--epochs", "0"], "--epochs must be >= 1"),
@@ -176,3 +180,76 @@ def test_readme_lists_deacls_evaluation_values_beside_ours():
     readme = (ROOT / "README.md").read_text()
     for setting, (ours, deacl) in DEACL_VALUES.items():
         assert f"| {setting} | {ours} | {deacl} |" in readme, setting
+
+
+def test_attack_batch_sizes_fill_a_gpu_and_keep_the_head_batch_elsewhere():
+    from solo_ncp.eval.batch_sizes import CUDA_AA_BATCH, CUDA_PGD_BATCH, attack_batch_size
+
+    assert CUDA_PGD_BATCH >= 1024 and CUDA_AA_BATCH >= 512
+    assert attack_batch_size("auto", torch.device("cuda"), CUDA_PGD_BATCH, 128) == CUDA_PGD_BATCH
+    assert attack_batch_size("auto", torch.device("cuda:1"), CUDA_AA_BATCH, 128) == CUDA_AA_BATCH
+    assert attack_batch_size("auto", torch.device("cpu"), CUDA_PGD_BATCH, 128) == 128
+    assert attack_batch_size(7, torch.device("cuda"), CUDA_PGD_BATCH, 128) == 7
+
+
+def test_a_batch_size_that_is_no_integer_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", str(tmp_path), "--aa-batch-size", "big"])
+    assert exit_info.value.code == 2
+    assert "--aa-batch-size: expected auto or an integer batch size, got 'big'" in capsys.readouterr().err
+
+
+AA_TEN = ["--aa-n", "10", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
+
+
+@pytest.fixture(scope="module")
+def batch_runs(digits_simclr_ckpt, tmp_path_factory):
+    """Two tiny evaluations of one encoder, the second with small attack batches: for each,
+    (metrics.json record, printed lines, wall seconds of the call, AutoAttack log lines)."""
+    import contextlib
+    import io
+
+    runs = {}
+    for name, options in (("default", []), ("small", ["--pgd-batch-size", "7", "--aa-batch-size", "3"])):
+        out = tmp_path_factory.mktemp(name)
+        printed = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(out), "--cache-features",
+                         *TINY, *AA_TEN, *options]) == 0
+        wall = time.perf_counter() - start
+        runs[name] = (json.loads((out / "metrics.json").read_text()), printed.getvalue().splitlines(), wall,
+                      (out / "autoattack.log").read_text().splitlines())
+    return runs
+
+
+def test_attack_batch_sizes_change_no_result_and_are_recorded(batch_runs):
+    default, small = batch_runs["default"][0], batch_runs["small"][0]
+    assert default["metrics"]["ra_n"] == 64 and default["metrics"]["aa_n"] == 10
+    for key in ("sa", "ra", "aa"):
+        assert small["metrics"][key] == default["metrics"][key], key
+    assert (default["settings"]["ra"]["batch_size"], default["settings"]["aa"]["batch_size"]) == (128, 128)
+    assert (small["settings"]["ra"]["batch_size"], small["settings"]["aa"]["batch_size"]) == (7, 3)
+
+    def batches(log):  # AutoAttack logs "apgd-ce - <batch>/<batches> - ..." per batch it attacks
+        return {int(m.group(1)) for line in log for m in [re.search(r"apgd-ce - \d+/(\d+) -", line)] if m}
+
+    assert batches(batch_runs["default"][3]) == {1} and batches(batch_runs["small"][3]) == {3}
+
+
+def test_eval_prints_and_records_the_seconds_of_each_part(batch_runs):
+    record, printed, wall, _ = batch_runs["default"]
+    timings = record["branches"][0]["timings_s"]
+    assert set(timings) == {"fine_tune", "pgd", "autoattack"}
+    assert all(seconds > 0 for seconds in timings.values()) and sum(timings.values()) <= wall
+    line = next(line for line in printed if line.startswith("[solo-ncp] encoder: seconds "))
+    assert line == (f"[solo-ncp] encoder: seconds fine-tune {timings['fine_tune']:.2f}, "
+                    f"PGD-20 {timings['pgd']:.2f}, AutoAttack {timings['autoattack']:.2f}")
+
+
+def test_each_branch_is_timed_and_skipped_autoattack_is_not(both_dir, tmp_path, digits_simclr_ckpt):
+    record = json.loads((both_dir / "metrics.json").read_text())
+    assert [set(branch["timings_s"]) for branch in record["branches"]] == [{"fine_tune", "pgd", "autoattack"}] * 2
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
+                 "--aa-n", "0", *TINY]) == 0
+    assert set(json.loads((tmp_path / "metrics.json").read_text())["branches"][0]["timings_s"]) == {"fine_tune", "pgd"}

@@ -67,3 +67,39 @@ def test_autoattack_scores_its_adversarial_images_and_beats_pgd(digits, breakabl
     assert result.accuracy == pytest.approx(100.0 * (clean_hit & adv_hit).float().mean().item())
     assert torch.equal(result.robust, clean_hit & adv_hit)
     assert result.accuracy < pgd < clean
+
+
+def test_pgd_results_do_not_depend_on_the_batch_split(digits, breakable_classifier):
+    # One PGD step from a start anywhere in a wide ball: the start decides most outcomes (a new
+    # seed moves RA), so a start drawn per batch rather than per image would move it too.
+    test = Subset(digits[1], range(50))
+    ra = {(batch_size, seed): evaluate(breakable_classifier, test, eps=0.3, alpha=0.01, steps=1,
+                                       batch_size=batch_size, device="cpu", seed=seed, progress=False)["ra"]
+          for batch_size in (7, 50) for seed in (0, 1)}
+    assert ra[7, 0] == ra[50, 0] and ra[7, 1] == ra[50, 1]
+    assert ra[50, 0] != ra[50, 1]
+
+
+class DtypeRecorder(nn.Module):
+    """A linear classifier on flattened images that records the dtype of every logits tensor."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes)
+        self.dtypes = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x.flatten(1))
+        self.dtypes.add(logits.dtype)
+        return logits
+
+
+def test_autoattack_runs_in_fp32_under_a_callers_autocast(digits):
+    x, y = (tensor[:6] for tensor in digits[1].tensors)
+    model = DtypeRecorder(x[0].numel(), 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16  # the autocast is live for the caller
+        model.dtypes.clear()
+        autoattack_accuracy(model, x, y, eps=0.03, n=6, device="cpu", seed=0, version="custom",
+                            attacks=["apgd-ce"], progress=False)
+    assert model.dtypes == {torch.float32}

@@ -4,7 +4,7 @@ dual-BN encoder with its own head (`--bn both`, the default). Writes into --out:
 head of each branch (head_<bn>.pt, an nn.Linear state dict on raw features), for AFF the fine-tuned
 encoder (encoder_<bn>.pt, Normalize + backbone state dict), and AutoAttack's per-attack log
 (autoattack_<bn>.log); single-BN encoders drop the _<bn> suffix. Prints a Table-2 style row per
-branch."""
+branch and the seconds each part took per branch (also in metrics.json: branches[i]["timings_s"])."""
 import argparse
 from pathlib import Path
 from typing import List, Optional
@@ -18,6 +18,13 @@ from solo_ncp.commands._encoder import (
     head_config,
     load_args_encoder,
     refuse_overwrite,
+)
+from solo_ncp.eval.batch_sizes import (
+    AUTO,
+    CUDA_AA_BATCH,
+    CUDA_PGD_BATCH,
+    attack_batch_size,
+    parse_batch_option,
 )
 from solo_ncp.eval.protocol import (
     AA_ATTACKS,
@@ -37,6 +44,8 @@ BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
 """Order in which `--bn both` evaluates the branches; the first is copied to metrics.json's
 top-level "bn"/"metrics" for readers of the one-branch layout."""
+TIMED_PARTS = (("fine_tune", "fine-tune"), ("pgd", "PGD-{steps}"), ("autoattack", "AutoAttack"))
+"""timings_s keys of a branch, in the order they run, with their printed names."""
 
 
 def _deacl_table() -> str:
@@ -62,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
     parser.add_argument("--alpha", type=float, default=2 / 255, help="PGD step in [0, 1] units")
     parser.add_argument("--pgd-steps", type=int, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
+    for option, what, cuda_default in (("--pgd-batch-size", "PGD (SA and RA)", CUDA_PGD_BATCH),
+                                       ("--aa-batch-size", "AutoAttack", CUDA_AA_BATCH)):
+        parser.add_argument(option, type=parse_batch_option, default=AUTO,
+                            help=f"images per {what} batch: {AUTO} (default) is {cuda_default} on CUDA, "
+                                 "--batch-size elsewhere")
     parser.add_argument("--aa-n", type=int, default=None,
                         help="AutoAttack on the first N test images (default: all; 0 skips it)")
     parser.add_argument("--aa-version", choices=AA_VERSIONS, default="standard",
@@ -81,6 +95,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.eps < 0 or args.alpha < 0:
         raise ValueError(f"--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, "
                          f"got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
+    for option, value in (("--pgd-batch-size", args.pgd_batch_size), ("--aa-batch-size", args.aa_batch_size)):
+        if value != AUTO and value < 1:
+            raise ValueError(f"{option} must be >= 1 (or {AUTO}), got {value}")
     if args.pgd_steps < 1:
         raise ValueError(f"--pgd-steps must be >= 1 (the paper's RA uses 20), got {args.pgd_steps}")
     if args.aa_n is not None and args.aa_n < 0:
@@ -109,15 +126,27 @@ def load_branches(args: argparse.Namespace) -> List:
     return [encoder] + [load_args_encoder(args, bn, note=False) for bn in BRANCH_ORDER[1:]]
 
 
+def attack_batch_sizes(args: argparse.Namespace) -> dict:
+    """{"pgd": --pgd-batch-size, "aa": --aa-batch-size}, `auto` resolved for --device (see
+    solo_ncp.eval.batch_sizes)."""
+    device = device_of(args)
+    return {"pgd": attack_batch_size(args.pgd_batch_size, device, CUDA_PGD_BATCH, args.batch_size),
+            "aa": attack_batch_size(args.aa_batch_size, device, CUDA_AA_BATCH, args.batch_size)}
+
+
 def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, test_set, aa_n: int) -> dict:
     """Fine-tune and evaluate one branch; save its head (and AFF encoder) and AutoAttack log into
-    --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files"}."""
+    --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files", "timings_s"},
+    timings_s: seconds of fine-tuning (feature extraction included), PGD (SA and RA) and, when
+    run, AutoAttack."""
     from solo_ncp.eval import evaluate, fine_tune
+    from solo_ncp.eval.timing import timed
     from solo_ncp.io import atomic_torch_save
 
-    out, device = Path(args.out), device_of(args)
-    tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
-                      cache_features=args.cache_features)
+    out, device, batch_sizes, timings = Path(args.out), device_of(args), attack_batch_sizes(args), {}
+    with timed(timings, "fine_tune", device):
+        tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
+                          cache_features=args.cache_features)
     files = {"head": _file("head", encoder.bn, ".pt")}
     saved = {"head": tuned.head}
     if cfg.mode == "aff":
@@ -129,10 +158,20 @@ def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, tes
         files["autoattack_log"] = _file("autoattack", encoder.bn, ".log")
     aa_log_path = out / files["autoattack_log"] if aa_n else None
     metrics = evaluate(tuned.classifier, test_set, eps=args.eps, alpha=args.alpha, steps=args.pgd_steps,
-                       batch_size=args.batch_size, aa_n=aa_n, aa_version=args.aa_version,
-                       aa_attacks=args.aa_attacks, aa_log_path=aa_log_path, device=device, seed=args.seed)
+                       batch_size=batch_sizes["pgd"], aa_batch_size=batch_sizes["aa"], aa_n=aa_n,
+                       aa_version=args.aa_version, aa_attacks=args.aa_attacks, aa_log_path=aa_log_path,
+                       device=device, seed=args.seed, timings=timings)
     metrics.update(train_loss=tuned.history[-1]["loss"], train_acc=tuned.history[-1]["acc"])
-    return {"bn": encoder.bn, "metrics": metrics, "history": tuned.history, "files": files}
+    return {"bn": encoder.bn, "metrics": metrics, "history": tuned.history, "files": files,
+            "timings_s": timings}
+
+
+def timing_line(branch: dict, pgd_steps: int) -> str:
+    """'[solo-ncp] <bn>: seconds fine-tune 1.23, PGD-20 4.56, AutoAttack 7.89' (parts that ran)."""
+    seconds = branch["timings_s"]
+    parts = ", ".join(f"{name.format(steps=pgd_steps)} {seconds[key]:.2f}" for key, name in TIMED_PARTS
+                      if key in seconds)
+    return f"[solo-ncp] {branch['bn'] or 'encoder'}: seconds {parts}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if aa_n > len(test_set):
         raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
     branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n) for encoder in encoders]
+    batch_sizes = attack_batch_sizes(args)
     method = args.method or encoders[0].meta.get("method", "encoder")
     record = {
         "schema": 2,
@@ -174,8 +214,10 @@ def run(args: argparse.Namespace) -> int:
         "settings": {
             "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
             "cache_features": args.cache_features,
-            "ra": {"eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps},
-            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "eps": args.eps, "n": aa_n},
+            "ra": {"eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
+                   "batch_size": batch_sizes["pgd"]},
+            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "eps": args.eps, "n": aa_n,
+                   "batch_size": batch_sizes["aa"]},
             "train_n": len(train_set),
             "test_n": len(test_set),
         },
@@ -190,5 +232,7 @@ def run(args: argparse.Namespace) -> int:
         m = branch["metrics"]
         print(f"[solo-ncp] {branch['bn'] or 'encoder'}: {args.mode.upper()} final epoch training loss "
               f"{m['train_loss']:.4f}, training accuracy {m['train_acc']:.2f}%")
+    for branch in branches:
+        print(timing_line(branch, args.pgd_steps))
     print(f"[solo-ncp] SA/RA on {len(test_set)} test images, AA on {aa_n}; wrote {out}")
     return 0

@@ -3,12 +3,13 @@
 metrics.json schema (written by `solo-ncp eval`, "schema": 2):
     {"schema": 2, "method": str, "dataset": str, "mode": "slf" | "alf" | "aff",
      "loss": "ce" | "trades", "beta": float | null, "head": "standardized" | "paper", "seed": int,
-     "branches": [{"bn": "adv" | "clean" | null, "metrics": {...}, "history": [...], "files": {...}},
-                  ...],
+     "branches": [{"bn": "adv" | "clean" | null, "metrics": {...}, "history": [...], "files": {...},
+                   "timings_s": {"fine_tune": s, "pgd": s, "autoattack": s (when run)}}, ...],
      "bn": ..., "metrics": {...},          # a copy of branches[0], for one-branch readers
      "ra_counting": str, "settings": {...}, "checkpoint": {"path": str, "sha256": str}}
     metrics: {"sa": %, "ra": %, "aa": % | null, "sa_n": int, "ra_n": int, "aa_n": int,
               "train_loss": float, "train_acc": %}
+    settings.ra / settings.aa hold each attack's "batch_size" (newer files).
 Older files (no "schema": one branch in "bn"/"metrics", no "loss"/"head") still load: their head
 was the paper's and their loss CE. Only the keys the tables need are checked; the rest is
 provenance.

@@ -1,6 +1,6 @@
 """Standard accuracy (SA), PGD-20 robust accuracy (RA) and AutoAttack accuracy (AA), Section 4.1."""
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from solo_ncp.attacks import cross_entropy_objective, pgd
 from solo_ncp.eval.autoattack import autoattack_accuracy
+from solo_ncp.eval.timing import timed
 from solo_ncp.models.inference import Device, eval_mode
 
 
@@ -26,6 +27,7 @@ def evaluate(
     alpha: float = 2 / 255,
     steps: int = 20,
     batch_size: int = 256,
+    aa_batch_size: Optional[int] = None,
     aa_n: Optional[int] = None,
     aa_version: str = "standard",
     aa_attacks: Optional[Sequence[str]] = None,
@@ -33,16 +35,23 @@ def evaluate(
     device: Device,
     seed: int,
     progress: bool = True,
+    timings: Optional[Dict[str, float]] = None,
 ) -> dict:
     """SA, RA and AA of `classifier` (one module: [0, 1] images -> logits) on `test_set`.
 
     The classifier (normalisation, encoder with its BN branch already chosen, head) runs in eval
     mode for every metric; its modes are restored afterwards. test_set yields (x: (C, H, W) in
-    [0, 1], y: int). RA: `steps`-step L-inf PGD (eps, alpha in pixel units, random start seeded
-    by `seed`) on the cross-entropy; a sample counts as robust only if it is classified correctly
-    both clean and under attack (as AutoAttack counts), so RA <= SA. AA: AutoAttack `aa_version`
-    (with `aa_attacks` for "custom") on the first `aa_n` test images, its per-attack log written
-    to `aa_log_path` when given; aa_n None or 0 skips it (aa recorded as None, aa_n as 0).
+    [0, 1], y: int). RA: `steps`-step L-inf PGD (eps, alpha in pixel units) on the cross-entropy,
+    `batch_size` images at a time; a sample counts as robust only if it is classified correctly
+    both clean and under attack (as AutoAttack counts), so RA <= SA. The random start is drawn
+    from a CPU generator seeded by `seed`, serially in test-set order, so each image's start (and
+    its result) does not depend on `batch_size` or on the device's RNG. AA: AutoAttack
+    `aa_version` (with `aa_attacks` for "custom") on the first `aa_n` test images, `aa_batch_size`
+    (default `batch_size`) at a time, its per-attack log written to `aa_log_path` when given;
+    aa_n None or 0 skips it (aa recorded as None, aa_n as 0). AutoAttack reseeds its random
+    starts for every batch (pyautoattack's behaviour), so its per-image results, unlike PGD's,
+    may depend on `aa_batch_size`. `timings`: when given, receives the seconds of each part,
+    {"pgd": SA and RA, "autoattack": AA (only when run)}.
 
     Returns {"sa", "sa_n", "ra", "ra_n", "aa", "aa_n"}: accuracies in percent of the images
     evaluated, *_n the number of test images behind each.
@@ -50,9 +59,10 @@ def evaluate(
     aa_n = aa_n or 0
     if not 0 <= aa_n <= len(test_set):
         raise ValueError(f"aa_n={aa_n} must be in [0, {len(test_set)}] (the size of the test set)")
-    generator = torch.Generator(device=device).manual_seed(seed)
+    timings = {} if timings is None else timings
+    generator = torch.Generator().manual_seed(seed)
     clean_correct = robust_correct = seen = 0
-    with eval_mode(classifier):
+    with eval_mode(classifier), timed(timings, "pgd", device):
         loader = DataLoader(test_set, batch_size=batch_size)
         for x, y in tqdm(loader, desc=f"PGD-{steps}", disable=not progress, leave=False):
             x, y = x.to(device), torch.as_tensor(y).to(device)
@@ -74,9 +84,11 @@ def evaluate(
         "aa_n": 0,
     }
     if aa_n:
-        x_aa, y_aa = _first_images(test_set, aa_n, batch_size)
-        result = autoattack_accuracy(classifier, x_aa, y_aa, eps=eps, n=aa_n, device=device, seed=seed,
-                                     version=aa_version, attacks=aa_attacks, batch_size=batch_size,
-                                     log_path=aa_log_path, progress=progress)
+        aa_batch_size = aa_batch_size or batch_size
+        with timed(timings, "autoattack", device):
+            x_aa, y_aa = _first_images(test_set, aa_n, aa_batch_size)
+            result = autoattack_accuracy(classifier, x_aa, y_aa, eps=eps, n=aa_n, device=device, seed=seed,
+                                         version=aa_version, attacks=aa_attacks, batch_size=aa_batch_size,
+                                         log_path=aa_log_path, progress=progress)
         metrics.update(aa=result.accuracy, aa_n=result.n)
     return metrics
