@@ -12,19 +12,12 @@ import sys
 import pytest
 import torch
 
-from solo_ncp._host import current_host
 from solo_ncp.cli import main
 from solo_ncp.config import load_config
 from solo_ncp.launch.data import config_dataset
 from solo_ncp.models import load_encoder
 from tests.conftest import DIGITS_STAGE2, ROOT
 
-pytestmark = pytest.mark.skipif(
-    current_host().is_main,
-    reason="under Lightning 2.1 (solo-learn main) this run hangs at the end of epoch 0: rank 0 "
-    "waits in the all_reduce of an epoch-level metric (reached from the progress bar) while rank "
-    "1 waits in the barrier before it (reached from ModelCheckpoint); not yet diagnosed",
-)
 CONFIG = ROOT / "zoo_configs/fashionmnist/ncp.yaml"
 EPOCHS = 2
 

@@ -79,6 +79,17 @@ def epoch_checkpoint_name(run_name: str, epoch: int) -> str:
     return f"{run_name}-ep={epoch}.ckpt"
 
 
+def sync_epoch_metrics(trainer) -> Dict:
+    """The epoch's metrics (`trainer.callback_metrics`), computed now on this rank if not yet:
+    a metric logged with sync_dist costs a barrier and an all_reduce on every rank, once an
+    epoch. Rank 0's progress bar computes them in its on_train_epoch_end, the other ranks' bars
+    are off, so a callback that runs after the bar must call this on every rank before its own
+    collective (Lightning 2's `save_checkpoint` ends in a barrier) or rank 0's syncs meet the
+    other ranks' collective and DDP deadlocks; ModelCheckpoint reads them first for the same
+    reason."""
+    return trainer.callback_metrics
+
+
 class EpochCheckpoints(Callback):
     """Keeps a checkpoint after every `frequency`-th epoch (epochs f, 2f, ... counted from 1, so
     the last epoch of a run of a multiple of f epochs is among them), named by
@@ -96,6 +107,7 @@ class EpochCheckpoints(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
         if (epoch + 1) % self.frequency == 0:
+            sync_epoch_metrics(trainer)
             trainer.save_checkpoint(self.folder / epoch_checkpoint_name(self.run_name, epoch))
 
 
