@@ -12,7 +12,8 @@ again to continue an interrupted run (reproduce skips finished steps).
 
 `--speed OVERRIDE ...` checks that the stage-2 speed switches leave the results alone: `ncp` and
 `deacl` run as they are and as `ncp-fast` / `deacl-fast` with the overrides, from the same stage 1,
-seed and data, SLF only and without AutoAttack; the differences table pairs each with its plain run.
+seed and data (stage 1 at most 15 epochs), SLF only and without AutoAttack; the differences table
+pairs each with its plain run.
 
 Beside the table it prints, measured in the same run, the SA of a logistic-regression probe on the
 raw pixels of the same training images (the encoder's SLF head sees the same first N images and is
@@ -47,6 +48,8 @@ QUICK = dict(subset=512, stage1_epochs=1, stage2_epochs=1, stage1_batch=256, sta
              alf_n=128)
 
 
+SPEED_STAGE1_EPOCHS = 15
+"""--speed's stage 1 (at most): its encoder is the same for both arms of the check."""
 SPEED_METHODS = ("ncp", "deacl")
 """With --speed: the stage-2 methods run twice, as they are and as `<method>-fast` with the switches."""
 
@@ -160,8 +163,8 @@ def main(argv=None) -> int:
                              "+method_kwargs.channels_last=true), SLF only, no AutoAttack")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
-    if args.speed:
-        scale = dict(scale, aa_n=0)
+    if args.speed:  # both arms start from one stage 1, so a shorter one serves
+        scale = dict(scale, aa_n=0, stage1_epochs=min(scale["stage1_epochs"], SPEED_STAGE1_EPOCHS))
     out = Path(args.out)
     command = reproduce_argv(args.seeds, out, scale, alf=not (args.no_alf or args.speed), speed=args.speed)
     print("[proxy] solo-ncp " + " ".join(command), flush=True)
