@@ -4,19 +4,30 @@
 # to $OUT/<step>.log (default gpu-check/) and prints its last lines; a failed step does not stop
 # the others.
 #
-#   benchmarks/gpu_check.sh          (needs pytest-xdist and pytest-timeout beside pytest)
+#   benchmarks/gpu_check.sh [STEP ...]      (`tests` needs pytest-xdist and pytest-timeout)
 #
-# 1. kmcuda: scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there)
-# 2. cuda-tests: tests/test_cuda.py, serially, each test limited to 120 s (kmcuda's test too)
-# 3. throughput: benchmarks/stage2_throughput.py on the GPU, alone (the paper's CIFAR setting,
-#    batch 256, fp32 and bf16; and the proxy's 28 px ImageNet-stem setting), 50,000 images clustered
-# 4. proxy: benchmarks/proxy_fmnist.py on the GPU (one seed, PROXY_LIMIT seconds), in the
-#    background while 5 runs; AutoAttack's FAB-T and Square make it take over 10 minutes even there
-# 5. tests: the whole suite with CUDA visible (every command on the GPU), 120 s per test at most
+# On an offline GPU machine lent to a session, prepare here and carry both folders there:
+#   ../shared/tools/offline-wheels.sh .whl --with-autoattack
+#   mkdir -p datasets && cp -r /usr/share/datasets/fashion-mnist datasets/
+#   (device) benchmarks/gpu_check.sh          carry: .whl datasets; timeout 600 s
+#
+# With no STEP, the default steps run in order, within 9.5 minutes on an H200:
+#   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
+#                kmcuda test of tests/test_cuda.py with its whole traceback
+#   combos       stage2_throughput.py --combos of bf16, channels_last and cudnn.benchmark (batch 256)
+#   compile      the same with torch.compile off and on, the other switches on
+#   proxy-speed  benchmarks/proxy_fmnist.py --speed, one seed: ncp and deacl in plain fp32 and with
+#                bf16 + channels_last + cudnn.benchmark, same stage 1 (cut off after SPEED_LIMIT
+#                seconds, default 200; running the script again on the same machine continues it)
+# Other steps, by name:
+#   throughput   the fp32 / bf16 table with the 50,000-image clustering, and the proxy's setting
+#   proxy        benchmarks/proxy_fmnist.py on the GPU, one seed (over 10 minutes: AutoAttack)
+#   tests        the whole suite with CUDA visible, 120 s per test at most
 set -uo pipefail
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+steps=${*:-kmcuda proxy-speed combos compile}
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
@@ -28,6 +39,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, solo_ncp; print('torch', torch.__version__, 'host', solo_ncp.current_host())"
 
+wants() { [[ " $steps " == *" $1 "* ]]; }
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2 start=$SECONDS
     shift 2
@@ -35,19 +47,38 @@ step() {  # step NAME SECONDS COMMAND...
     echo "=== $name: rc $? in $((SECONDS - start)) s"
     grep -v -i "warn\|^  " "$out/$name.log" | tail -n "${TAIL:-12}"
 }
+throughput() {  # throughput NAME SECONDS ARGS...: the stage-2 step on the GPU, batch 256
+    local name=$1 limit=$2
+    shift 2
+    TAIL=24 step "$name" "$limit" python3 benchmarks/stage2_throughput.py --device cuda \
+        --batch-size 256 --steps 10 --warmup 3 "$@"
+}
 
-sdist=$(ls .whl/libKMCUDA-*.tar.gz 2>/dev/null | head -1)
-step kmcuda-build 150 scripts/build_kmcuda.sh $sdist --target /tmp/site
-step cuda-tests 300 python3 -m pytest -v -p no:randomly --timeout 120 tests/test_cuda.py
-TAIL=16 step throughput 120 python3 benchmarks/stage2_throughput.py --device cuda \
-    --batch-size 256 --precision fp32 bf16 --steps 10 --warmup 3 --cluster-n 50000 --repeats 3
-step throughput-proxy-setting 60 python3 benchmarks/stage2_throughput.py --device cuda \
-    --batch-size 128 --image-size 28 --stem imagenet --steps 10 --warmup 3 --cluster-n 3000
-proxy_start=$SECONDS
-timeout "${PROXY_LIMIT:-900}" python3 benchmarks/proxy_fmnist.py --out /tmp/proxy-gpu \
-    >"$out/proxy.log" 2>&1 &
-proxy=$!
-OMP_NUM_THREADS=2 step tests 400 python3 -m pytest -q -p no:randomly -n 6 --timeout 120 tests
-wait $proxy
-echo "=== proxy: rc $? in $((SECONDS - proxy_start)) s"
-sed -n '/^## Fashion-MNIST proxy/,$p' "$out/proxy.log"
+if wants kmcuda; then
+    sdist=$(ls .whl/libKMCUDA-*.tar.gz 2>/dev/null | head -1)
+    step kmcuda-build 100 scripts/build_kmcuda.sh $sdist --target /tmp/site
+    TAIL=80 step kmcuda-test 60 python3 -m pytest -v -p no:randomly --tb=long -k kmcuda \
+        tests/test_cuda.py
+fi
+wants combos && throughput combos 90 --method ncp --combos bf16 channels_last cudnn_benchmark
+wants compile && throughput compile 180 --method ncp --combos compile \
+    --fixed bf16 channels_last cudnn_benchmark
+if wants proxy-speed; then
+    step proxy-speed "${SPEED_LIMIT:-200}" python3 benchmarks/proxy_fmnist.py --seeds 0 \
+        --out runs/proxy-speed --speed precision=bf16-mixed +method_kwargs.channels_last=true \
+        +method_kwargs.cudnn_benchmark=true
+    sed -n '/^## Fashion-MNIST proxy/,$p' "$out/proxy-speed.log"
+fi
+if wants throughput; then
+    TAIL=16 step throughput 120 python3 benchmarks/stage2_throughput.py --device cuda \
+        --batch-size 256 --precision fp32 bf16 --steps 10 --warmup 3 --cluster-n 50000 --repeats 3
+    step throughput-proxy-setting 60 python3 benchmarks/stage2_throughput.py --device cuda \
+        --batch-size 128 --image-size 28 --stem imagenet --steps 10 --warmup 3 --cluster-n 3000
+fi
+if wants proxy; then
+    step proxy "${PROXY_LIMIT:-900}" python3 benchmarks/proxy_fmnist.py --seeds 0 --out runs/proxy-gpu
+    sed -n '/^## Fashion-MNIST proxy/,$p' "$out/proxy.log"
+fi
+wants tests && OMP_NUM_THREADS=2 step tests 400 python3 -m pytest -q -p no:randomly -n 6 \
+    --timeout 120 tests
+exit 0

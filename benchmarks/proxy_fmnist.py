@@ -1,12 +1,19 @@
 """Fashion-MNIST proxy of the paper's comparison at CPU scale: `solo-ncp reproduce` with a budget.
 
     python benchmarks/proxy_fmnist.py [--seeds 0,1,2] [--no-alf] [--quick] [--out runs/proxy-fmnist]
+    python benchmarks/proxy_fmnist.py --seeds 0 --speed precision=bf16-mixed \
+        +method_kwargs.channels_last=true +method_kwargs.cudnn_benchmark=true --out runs/proxy-speed
 
 One `solo-ncp reproduce` call (printed before it starts): per seed its own SimCLR stage 1 and K,
 the proof of concept, the stage-2 encoders `ncp` (λ 6), `deacl` as published (λ 2, one BN), the
 λ-matched ablation `deacl_matched` and `ncp` with `cluster_bn: adv` (row `ncp-advbn`); SLF for every
 encoder and ALF for `ncp` and `deacl` (`--no-alf` drops it), both BN branches. Run the same line
 again to continue an interrupted run (reproduce skips finished steps).
+
+`--speed OVERRIDE ...` checks that the stage-2 speed switches leave the results alone: `ncp` and
+`deacl` run as they are and as `ncp-fast` / `deacl-fast` with the overrides, from the same stage 1,
+seed and data (stage 1 at most 15 epochs), SLF only and without AutoAttack; the differences table
+pairs each with its plain run.
 
 Beside the table it prints, measured in the same run, the SA of a logistic-regression probe on the
 raw pixels of the same training images (the encoder's SLF head sees the same first N images and is
@@ -41,11 +48,24 @@ QUICK = dict(subset=512, stage1_epochs=1, stage2_epochs=1, stage1_batch=256, sta
              alf_n=128)
 
 
-def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool) -> list:
+SPEED_STAGE1_EPOCHS = 15
+"""--speed's stage 1 (at most): its encoder is the same for both arms of the check."""
+SPEED_METHODS = ("ncp", "deacl")
+"""With --speed: the stage-2 methods run twice, as they are and as `<method>-fast` with the switches."""
+
+
+def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool, speed=()) -> list:
+    """`speed`: overrides (the speed switches) that turn the run into SPEED_METHODS as they are
+    and as `<method>-fast` with the overrides, instead of METHODS."""
     k_min, k_max, k_step = scale["k"]
     evals = ["--eval", "slf"] + (["--eval", "alf=ncp,deacl"] if alf else [])
+    if speed:
+        methods = ",".join([*SPEED_METHODS, *(f"{m}-fast={m}" for m in SPEED_METHODS)])
+        per_method = [f"{m}-fast:{override}" for m in SPEED_METHODS for override in speed]
+    else:
+        methods, per_method = METHODS, ["ncp-advbn:method_kwargs.cluster_bn=adv"]
     return [
-        "reproduce", "--dataset", "fashionmnist", "--seeds", seeds, "--methods", METHODS, *evals,
+        "reproduce", "--dataset", "fashionmnist", "--seeds", seeds, "--methods", methods, *evals,
         "--out", str(out),
         f"--select-k-options=--k-min {k_min} --k-max {k_max} --k-step {k_step}",
         f"--eval-options=--epochs {scale['slf_epochs']} --test-n {scale['test_n']} "
@@ -58,7 +78,7 @@ def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool) -> list:
         f"simclr:max_epochs={scale['stage1_epochs']}", f"simclr:optimizer.batch_size={scale['stage1_batch']}",
         f"simclr:augmentations.0.rrc.crop_min_scale={scale['crop_min_scale']}",
         f"stage2:max_epochs={scale['stage2_epochs']}", f"stage2:optimizer.batch_size={scale['stage2_batch']}",
-        "ncp-advbn:method_kwargs.cluster_bn=adv",
+        *per_method,
     ]
 
 
@@ -87,13 +107,15 @@ COMPARISONS = (("ncp", "deacl"), ("ncp", "deacl_matched"), ("ncp", "ncp-advbn"),
                ("deacl_matched", "deacl"), ("ncp", "simclr"), ("deacl", "simclr"))
 """(A, B) pairs whose per-seed differences A - B the summary tests against twice their standard
 error; a one-BN encoder (simclr, deacl) is compared with each branch of a dual-BN one."""
+SPEED_COMPARISONS = tuple((f"{m}-fast", m) for m in SPEED_METHODS)
 
 
-def paired_differences(out: Path) -> str:
-    """Markdown table of A - B in SA and RA (points) for every pair of `COMPARISONS`, mode and BN
+def paired_differences(out: Path, comparisons=COMPARISONS) -> str:
+    """Markdown table of A - B in SA and RA (points) for every pair of `comparisons`, mode and BN
     branch evaluated in both, paired by seed (the seeds share their stage 1 and test images): mean
-    difference, its standard error sd(d) / sqrt(n) over the n seeds, and whether |mean| > 2 SE.
-    Two one-BN encoders give one row (BN "one"). AA (20 images, 5-point steps) is left out."""
+    difference, its standard error sd(d) / sqrt(n) over the n seeds, and whether |mean| > 2 SE
+    (with one seed: the difference alone, SE "-"). Two one-BN encoders give one row (BN "one").
+    AA (20 images, 5-point steps) is left out."""
     cells, one_bn = {}, set()
     for metrics in sorted(out.glob("s*/eval-*/metrics.json")):
         for run in load_runs(metrics.parent):
@@ -103,21 +125,26 @@ def paired_differences(out: Path) -> str:
                 cells[(run.method, run.mode, bn, run.seed)] = run.metrics
     lines = ["| A - B | mode | BN | n | SA diff ± SE | RA diff ± SE | > 2 SE |", "|---|---|---|---|---|---|---|"]
     modes = sorted({key[1] for key in cells})
-    for a, b in COMPARISONS:
+    for a, b in comparisons:
         branches = ("adv",) if {a, b} <= one_bn else ("adv", "clean")
         for mode in modes:
             for bn in branches:
                 seeds = sorted(s for (m, md, br, s) in cells if (m, md, br) == (a, mode, bn)
                                and (b, mode, bn, s) in cells)
-                if len(seeds) < 2:
+                if not seeds:
+                    continue
+                label = "one" if len(branches) == 1 else bn
+                diffs = {metric: [cells[(a, mode, bn, s)][metric] - cells[(b, mode, bn, s)][metric]
+                                  for s in seeds] for metric in ("sa", "ra")}
+                if len(seeds) == 1:
+                    lines.append(f"| {a} - {b} | {mode.upper()} | {label} | 1 | "
+                                 + " | ".join(f"{d[0]:+.2f} ± -" for d in diffs.values()) + " | - |")
                     continue
                 stats = {}
-                for metric in ("sa", "ra"):
-                    mean, std = mean_std([cells[(a, mode, bn, s)][metric] - cells[(b, mode, bn, s)][metric]
-                                          for s in seeds])
+                for metric, values in diffs.items():
+                    mean, std = mean_std(values)
                     stats[metric] = (mean, std / len(seeds) ** 0.5)
                 exceed = [m.upper() for m, (mean, se) in stats.items() if abs(mean) > 2 * se]
-                label = "one" if len(branches) == 1 else bn
                 lines.append(f"| {a} - {b} | {mode.upper()} | {label} | {len(seeds)} | "
                              + " | ".join(f"{mean:+.2f} ± {se:.2f}" for mean, se in stats.values())
                              + f" | {', '.join(exceed) or 'neither'} |")
@@ -130,10 +157,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-alf", action="store_true", help="SLF only (ALF is the slow part on CPUs)")
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run")
     parser.add_argument("--out", default="runs/proxy-fmnist")
+    parser.add_argument("--speed", nargs="+", default=(), metavar="OVERRIDE",
+                        help="speed check instead of the comparison: ncp and deacl as they are and "
+                             "with these overrides (e.g. precision=bf16-mixed "
+                             "+method_kwargs.channels_last=true), SLF only, no AutoAttack")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
+    if args.speed:  # both arms start from one stage 1, so a shorter one serves
+        scale = dict(scale, aa_n=0, stage1_epochs=min(scale["stage1_epochs"], SPEED_STAGE1_EPOCHS))
     out = Path(args.out)
-    command = reproduce_argv(args.seeds, out, scale, alf=not args.no_alf)
+    command = reproduce_argv(args.seeds, out, scale, alf=not (args.no_alf or args.speed), speed=args.speed)
     print("[proxy] solo-ncp " + " ".join(command), flush=True)
     start = time.perf_counter()
     if solo_ncp(command) != 0:
@@ -155,7 +188,7 @@ def main(argv=None) -> int:
         + " (compare the simclr row's SA).", "",
         table, "",
         "Paired differences over seeds (A - B, points; SE = sd of the per-seed differences / sqrt(n)):", "",
-        paired_differences(out),
+        paired_differences(out, SPEED_COMPARISONS if args.speed else COMPARISONS),
     ])
     atomic_write_text(out / "summary.md", summary)
     print("\n" + summary)

@@ -13,9 +13,14 @@ k-means of the (N, 512) features with each available backend.
     python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --method ncp --combos
 
 Prints one markdown table; every number is measured in this run (median of the timed steps).
-`--combos` times the step instead under every combination of the speed switches ({fp32, bf16} x
-channels_last x cudnn.benchmark x torch.compile; cudnn.benchmark only on a GPU), each as a ratio to
-the plain fp32 step of the same run, and skips the clustering.
+`--combos [SWITCH ...]` times the step instead under every combination of the named speed switches
+(none named: all of {fp32, bf16} x channels_last x cudnn.benchmark x torch.compile; cudnn.benchmark
+only on a GPU), with those of `--fixed` kept on, each as a ratio to the plain fp32 step of the same
+run, and skips the clustering. torch.compile compiles anew for every combination, so
+benchmarks/gpu_check.sh varies it only on top of the others all on:
+
+    python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --method ncp \
+        --combos compile --fixed bf16 channels_last cudnn_benchmark
 """
 import argparse
 import copy
@@ -92,13 +97,27 @@ class Combo:
     compile: bool = False
 
 
-def all_combos(device: torch.device) -> Tuple[List[Combo], List[str]]:
-    """Every combination of {fp32, bf16} x channels_last x cudnn.benchmark x compile that applies
-    on `device` (plain fp32 first), and a note per switch left out."""
-    benchmarks = (False, True) if device.type == "cuda" else (False,)
-    skipped = [] if device.type == "cuda" else ["cudnn.benchmark on (no cuDNN on the CPU)"]
-    combos = [Combo(p, cl, cb, c) for p, cl, cb, c in
-              itertools.product(("fp32", "bf16"), (False, True), benchmarks, (False, True))]
+SWITCHES = ("bf16", "channels_last", "cudnn_benchmark", "compile")
+"""The speed switches `--combos` varies (bf16: precision bf16 instead of fp32)."""
+
+
+def all_combos(device: torch.device, vary, fixed) -> Tuple[List[Combo], List[str]]:
+    """The plain fp32 step (every switch off) first, then every combination of the switches in
+    `vary` with those in `fixed` on and the rest off (cudnn_benchmark only on a GPU), and a note
+    per switch left out."""
+    vary = [name for name in SWITCHES if name in vary and name not in fixed]
+    skipped = []
+    if device.type != "cuda" and "cudnn_benchmark" in set(vary) | set(fixed):
+        vary = [name for name in vary if name != "cudnn_benchmark"]
+        fixed = [name for name in fixed if name != "cudnn_benchmark"]
+        skipped.append("cudnn.benchmark on (no cuDNN on the CPU)")
+    combos = [Combo()]
+    for values in itertools.product((False, True), repeat=len(vary)):
+        on = set(fixed) | {name for name, value in zip(vary, values) if value}
+        combo = Combo("bf16" if "bf16" in on else "fp32", "channels_last" in on,
+                      "cudnn_benchmark" in on, "compile" in on)
+        if combo not in combos:
+            combos.append(combo)
     return combos, skipped
 
 
@@ -146,7 +165,7 @@ def combo_rows(args, device: torch.device) -> Iterator[str]:
     """One row per method and combination: time, img/s and the ratio to the plain fp32 step
     (every switch off) of the same method, measured in this run."""
     x_all = real_images(args.batch_size * 2, args.image_size).to(device)
-    combos, skipped = all_combos(device)
+    combos, skipped = all_combos(device, args.combos, args.fixed)
     on = lambda flag: "on" if flag else "off"
     for method in args.method:
         baseline = None
@@ -198,9 +217,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cluster-n", type=int, default=5000,
                         help="training images encoded and clustered (CIFAR-10: 50,000)")
     parser.add_argument("--repeats", type=int, default=1, help="timed clustering repeats")
-    parser.add_argument("--combos", action="store_true",
-                        help="time the step under every combination of the speed switches")
+    parser.add_argument("--combos", nargs="*", choices=SWITCHES, default=None,
+                        help="time the step under every combination of these speed switches "
+                             "(none named: all four), each against the plain fp32 step")
+    parser.add_argument("--fixed", nargs="+", choices=SWITCHES, default=[],
+                        help="with --combos: switches kept on in every combination")
     args = parser.parse_args(argv)
+    if args.combos == []:
+        args.combos = list(SWITCHES)
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -209,7 +233,7 @@ def main(argv=None) -> int:
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
     print(f"## Stage-2 throughput on {name} (torch {torch.__version__})\n")
-    if args.combos:
+    if args.combos is not None:
         print(f"Batch {args.batch_size}, {args.image_size} px, {args.stem} stem.\n")
         print("| method | precision | channels_last | cudnn.benchmark | compile | time | img/s | "
               "vs plain fp32 |")

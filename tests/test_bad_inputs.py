@@ -193,6 +193,8 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "unknown bundled config": (lambda w: ["pretrain", "--config", "cifar10/nope"],
                                ["cifar10/nope", "cifar10/ncp"]),
     "kmeans_n_init 0": (lambda w: stage2(w, "+method_kwargs.kmeans_n_init=0"), ["kmeans_n_init=0"]),
+    "speed switch not a boolean": (lambda w: stage2(w, "+method_kwargs.channels_last=maybe"),
+                                   ["channels_last='maybe'", "true or false"]),
 }
 
 

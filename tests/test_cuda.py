@@ -65,3 +65,30 @@ def test_eval_on_cuda_writes_metrics(digits_ncp_ckpt, tmp_path):
                  "--cache-features"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics["ra"] <= metrics["sa"] <= 100 and 0 <= metrics["aa"] <= 100
+
+
+@pytest.mark.parametrize("switch", ["channels_last", "bf16"])
+def test_speed_switches_on_cuda_keep_the_step(switch):
+    """channels_last with cudnn.benchmark (other kernels, same fp32 maths, TF32 convolutions as in
+    the plain step) and bf16 autocast (its rounding) against the plain fp32 step on the GPU."""
+    from solo_ncp.data import build_dataset
+    from solo_ncp.ncp import speed
+    from tests.test_step_switches import BF16_RTOL, one_step, pair
+
+    digits = build_dataset("digits", "train")
+    x = torch.stack([digits[i][0] for i in range(8)]).to(CUDA)
+    plain = one_step(*(m.to(CUDA) for m in pair()), x)
+    student, teacher = (m.to(CUDA) for m in pair())
+    if switch == "channels_last":
+        speed.use_channels_last(student, teacher)
+        torch.backends.cudnn.benchmark = True
+        try:
+            out = one_step(student, teacher, speed.channels_last(x))
+        finally:
+            torch.backends.cudnn.benchmark = False
+    else:
+        out = one_step(student, teacher, x, bf16=True)
+    assert out.x_adv.dtype == torch.float32
+    assert (out.x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    for name, value in plain.losses.items():
+        torch.testing.assert_close(out.losses[name].float(), value, rtol=BF16_RTOL, atol=1e-4)

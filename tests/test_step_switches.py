@@ -40,9 +40,11 @@ def images():
 
 
 def one_step(student, teacher, x, bf16=False):
+    """The step on x's device, its PGD start and centroids seeded."""
     centroids = F.normalize(torch.randn(10, 512, generator=torch.Generator().manual_seed(1)), dim=1)
+    centroids = centroids.to(x.device)
     torch.manual_seed(3)  # the PGD's random start
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         return stage2_step(student, teacher, x, CFG, centroids=centroids)
 
 

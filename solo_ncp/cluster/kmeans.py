@@ -130,11 +130,12 @@ def _lloyd(
     )
 
 
-def check_n_init(n_init: int) -> int:
-    """Validate the number of seedings to run (keeping the best)."""
+def check_n_init(n_init: int, name: str = "n_init") -> int:
+    """Validate the number of seedings to run (keeping the best); `name`: the option's name in
+    the error message."""
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
         raise ValueError(
-            f"n_init={n_init!r} must be an integer >= 1: the number of seedings to run, keeping "
+            f"{name}={n_init!r} must be an integer >= 1: the number of seedings to run, keeping "
             "the clustering with the best objective (1 = a single run)"
         )
     return int(n_init)

@@ -188,7 +188,10 @@ a multi-node run) tell a process its rank."""
 
 def is_first_process() -> bool:
     """Whether this process is rank 0 of its run: every rank variable set is 0. The other ranks
-    share its run folder, so they neither lock it nor are refused by its lock."""
+    share its run folder, so they neither lock it nor are refused by its lock. Read before the
+    Trainer exists, so not Lightning's `rank_zero_only.rank`: that takes the first of RANK,
+    LOCAL_RANK, SLURM_PROCID set and so calls the first process of node 1 of a multi-node run
+    started by Lightning's launcher (NODE_RANK=1 only) rank 0."""
     return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
 
 
@@ -371,7 +374,8 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
     resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
     rates = learning_rates(cfg)
     print(f"[solo-ncp] {rates.describe()}", flush=True)
-    save_config(cfg, run.folder)
+    if is_first_process():
+        save_config(cfg, run.folder)
     with wandb_run_finished(logger_settings(cfg).wandb is not None):
         trainer = build_trainer(cfg, run.folder, meta, trust=trust,
                                 wandb_run_id=resumed.get(WANDB_RUN_ID))

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.cluster.kmeans import check_n_init
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.protocol import TEST_PGD_STEPS
@@ -116,9 +117,7 @@ def take_options(values: Dict) -> Dict[str, Any]:
                              "or false")
     if options["cluster_every"] < 1:
         raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
-    if options["kmeans_n_init"] < 1:
-        raise ValueError(f"kmeans_n_init={options['kmeans_n_init']} must be >= 1 (seedings to "
-                         "keep the best of)")
+    check_n_init(options["kmeans_n_init"], "method_kwargs.kmeans_n_init")
     if options["val_robust_every"] < 0 or options["val_robust_n"] < 1:
         raise ValueError(
             f"val_robust_every={options['val_robust_every']}, val_robust_n="

@@ -92,15 +92,22 @@ class BackboneSpec:
 def build_backbone(spec: BackboneSpec) -> nn.Module:
     """Returns the encoder: (B, 3, H, W) normalised images -> (B, D) features (`features_dim`:
     512 or 2048 for ResNet-18/50, 64 * widen_factor for WideResNets)."""
-    from torchvision import models
-
     if spec.name not in SUPPORTED:
         raise ValueError(f"unsupported backbone {spec.name!r}: choose one of {', '.join(SUPPORTED)}")
     if spec.name in WIDE_RESNETS:
         return WideResNet(WIDE_RESNETS[spec.name][0], spec.widen_factor)
-    net = getattr(models, spec.name)(zero_init_residual=spec.zero_init_residual)
+    return resnet_encoder(spec.name, spec.cifar, spec.zero_init_residual)
+
+
+def resnet_encoder(name: str, cifar: bool, zero_init_residual: bool = False) -> nn.Module:
+    """torchvision's ResNet `name` as solo-learn builds it: `fc` = Identity and, with `cifar`,
+    the CIFAR stem (3x3 stride-1 conv1 with padding 2, no max-pool). Pasted into an export's
+    model.py (`solo_ncp.models.export.standalone_source`), so it needs only torch and torchvision."""
+    from torchvision import models
+
+    net = getattr(models, name)(zero_init_residual=zero_init_residual)
     net.fc = nn.Identity()
-    if spec.cifar:
+    if cifar:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
         net.maxpool = nn.Identity()
     return net

@@ -27,7 +27,7 @@ from torch import nn
 
 from solo_ncp.io import atomic_torch_save, atomic_write_json, atomic_write_text, file_sha256
 from solo_ncp.models import wide_resnet
-from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim
+from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim, resnet_encoder
 from solo_ncp.models.checkpoint import (
     EXPORT_INFO,
     EXPORT_META_KEYS,
@@ -55,17 +55,10 @@ INPUTS = "(B, 3, H, W) float RGB images in [0, 1]"
 def build_exported_encoder(info: dict) -> nn.Module:
     """The backbone export.json's `info` describes, untrained: (B, 3, H, W) normalised images ->
     (B, info["features_dim"]) features; encoder.pt loads into it with strict=True."""
-    from torchvision import models
-
     backbone = info["backbone"]
     if backbone["name"] in WIDE_RESNETS:
         return WideResNet(WIDE_RESNETS[backbone["name"]][0], backbone["widen_factor"])
-    net = getattr(models, backbone["name"])()
-    net.fc = nn.Identity()
-    if backbone["cifar"]:  # solo-learn's CIFAR stem: 3x3 stride-1 conv1, no max-pool
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-        net.maxpool = nn.Identity()
-    return net
+    return resnet_encoder(backbone["name"], backbone["cifar"])
 
 
 def build_exported_classifier(info: dict) -> nn.Sequential:
@@ -100,8 +93,8 @@ def load_exported_classifier(folder) -> nn.Sequential:
     return model.eval()
 
 
-STANDALONE = (Normalize, build_exported_encoder, build_exported_classifier, load_exported_encoder,
-              load_exported_classifier)
+STANDALONE = (Normalize, resnet_encoder, build_exported_encoder, build_exported_classifier,
+              load_exported_encoder, load_exported_classifier)
 STANDALONE_CONSTANTS = ("EXPORT_INFO", "EXPORTED_ENCODER", "CLASSIFIER_FILE", "WIDE_RESNETS")
 STANDALONE_HEADER = '''"""Builders of the models in this export folder (written by `solo-ncp export`);
 needs only torch and torchvision:
