@@ -262,7 +262,8 @@ class Stage2Hooks:
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        if self.cudnn_benchmark:  # off: left as the Trainer's `benchmark` set it
+            torch.backends.cudnn.benchmark = True
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)
         self._check_validation_data()
 
