@@ -8,17 +8,19 @@
 #
 # On an offline GPU machine lent to a session, prepare here and carry both folders there:
 #   ../shared/tools/offline-wheels.sh .whl --with-autoattack
+#   python3 -m pip download --no-deps --no-binary=:all: -d .whl libKMCUDA==6.2.3   # kmcuda's sdist
 #   mkdir -p datasets && cp -r /usr/share/datasets/fashion-mnist datasets/
 #   (device) benchmarks/gpu_check.sh          carry: .whl datasets; timeout 600 s
 #
-# With no STEP, the default steps run in order, within 9.5 minutes on an H200:
+# With no STEP, the default steps run in order, within 9.5 minutes (a device call's 10):
 #   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
 #                kmcuda test of tests/test_cuda.py with its whole traceback
 #   combos       stage2_throughput.py --combos of bf16, channels_last and cudnn.benchmark (batch 256)
 #   compile      the same with torch.compile off and on, the other switches on
 #   proxy-speed  benchmarks/proxy_fmnist.py --speed, one seed: ncp and deacl in plain fp32 and with
 #                bf16 + channels_last + cudnn.benchmark, same stage 1 (cut off after SPEED_LIMIT
-#                seconds, default 200; running the script again on the same machine continues it)
+#                seconds, default what is left of 570 s since the start; running the script again on
+#                the same machine continues it: `benchmarks/gpu_check.sh proxy-speed`)
 # Other steps, by name:
 #   throughput   the fp32 / bf16 table with the 50,000-image clustering, and the proxy's setting
 #   proxy        benchmarks/proxy_fmnist.py on the GPU, one seed (over 10 minutes: AutoAttack)
@@ -56,7 +58,7 @@ throughput() {  # throughput NAME SECONDS ARGS...: the stage-2 step on the GPU, 
 
 if wants kmcuda; then
     sdist=$(ls .whl/libKMCUDA-*.tar.gz 2>/dev/null | head -1)
-    step kmcuda-build 100 scripts/build_kmcuda.sh $sdist --target /tmp/site
+    step kmcuda-build 100 scripts/build_kmcuda.sh "$sdist" --target /tmp/site
     TAIL=80 step kmcuda-test 60 python3 -m pytest -v -p no:randomly --tb=long -k kmcuda \
         tests/test_cuda.py
 fi
@@ -64,7 +66,8 @@ wants combos && throughput combos 90 --method ncp --combos bf16 channels_last cu
 wants compile && throughput compile 180 --method ncp --combos compile \
     --fixed bf16 channels_last cudnn_benchmark
 if wants proxy-speed; then
-    step proxy-speed "${SPEED_LIMIT:-200}" python3 benchmarks/proxy_fmnist.py --seeds 0 \
+    left=$((570 - SECONDS > 30 ? 570 - SECONDS : 30))
+    step proxy-speed "${SPEED_LIMIT:-$left}" python3 benchmarks/proxy_fmnist.py --seeds 0 \
         --out runs/proxy-speed --speed precision=bf16-mixed +method_kwargs.channels_last=true \
         +method_kwargs.cudnn_benchmark=true
     sed -n '/^## Fashion-MNIST proxy/,$p' "$out/proxy-speed.log"
