@@ -49,11 +49,11 @@ step() {  # step NAME SECONDS COMMAND...
     echo "=== $name: rc $? in $((SECONDS - start)) s"
     grep -v -i "warn\|^  " "$out/$name.log" | tail -n "${TAIL:-12}"
 }
-throughput() {  # throughput NAME SECONDS ARGS...: the stage-2 step on the GPU, batch 256
+throughput() {  # throughput NAME SECONDS ARGS...: stage2_throughput.py on the GPU, 10 timed steps
     local name=$1 limit=$2
     shift 2
     TAIL=24 step "$name" "$limit" python3 benchmarks/stage2_throughput.py --device cuda \
-        --batch-size 256 --steps 10 --warmup 3 "$@"
+        --steps 10 --warmup 3 "$@"
 }
 
 if wants kmcuda; then
@@ -62,8 +62,9 @@ if wants kmcuda; then
     TAIL=80 step kmcuda-test 60 python3 -m pytest -v -p no:randomly --tb=long -k kmcuda \
         tests/test_cuda.py
 fi
-wants combos && throughput combos 90 --method ncp --combos bf16 channels_last cudnn_benchmark
-wants compile && throughput compile 180 --method ncp --combos compile \
+wants combos && throughput combos 90 --batch-size 256 --method ncp \
+    --combos bf16 channels_last cudnn_benchmark
+wants compile && throughput compile 180 --batch-size 256 --method ncp --combos compile \
     --fixed bf16 channels_last cudnn_benchmark
 if wants proxy-speed; then
     left=$((570 - SECONDS > 30 ? 570 - SECONDS : 30))
@@ -73,10 +74,9 @@ if wants proxy-speed; then
     sed -n '/^## Fashion-MNIST proxy/,$p' "$out/proxy-speed.log"
 fi
 if wants throughput; then
-    TAIL=16 step throughput 120 python3 benchmarks/stage2_throughput.py --device cuda \
-        --batch-size 256 --precision fp32 bf16 --steps 10 --warmup 3 --cluster-n 50000 --repeats 3
-    step throughput-proxy-setting 60 python3 benchmarks/stage2_throughput.py --device cuda \
-        --batch-size 128 --image-size 28 --stem imagenet --steps 10 --warmup 3 --cluster-n 3000
+    throughput throughput 120 --batch-size 256 --precision fp32 bf16 --cluster-n 50000 --repeats 3
+    throughput throughput-proxy-setting 60 --batch-size 128 --image-size 28 --stem imagenet \
+        --cluster-n 3000
 fi
 if wants proxy; then
     step proxy "${PROXY_LIMIT:-900}" python3 benchmarks/proxy_fmnist.py --seeds 0 --out runs/proxy-gpu

@@ -134,16 +134,17 @@ def attack_batch_sizes(args: argparse.Namespace) -> dict:
             "aa": attack_batch_size(args.aa_batch_size, device, CUDA_AA_BATCH, args.batch_size)}
 
 
-def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, test_set, aa_n: int) -> dict:
-    """Fine-tune and evaluate one branch; save its head (and AFF encoder) and AutoAttack log into
-    --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files", "timings_s"},
+def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, test_set, aa_n: int,
+                    batch_sizes: dict) -> dict:
+    """Fine-tune and evaluate one branch, attacking in `batch_sizes` (`attack_batch_sizes`); save
+    its head (and AFF encoder) and AutoAttack log into --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files", "timings_s"},
     timings_s: seconds of fine-tuning (feature extraction included), PGD (SA and RA) and, when
     run, AutoAttack."""
     from solo_ncp.eval import evaluate, fine_tune
     from solo_ncp.eval.timing import timed
     from solo_ncp.io import atomic_torch_save
 
-    out, device, batch_sizes, timings = Path(args.out), device_of(args), attack_batch_sizes(args), {}
+    out, device, timings = Path(args.out), device_of(args), {}
     with timed(timings, "fine_tune", device):
         tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
                           cache_features=args.cache_features)
@@ -195,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
     aa_n = len(test_set) if args.aa_n is None else args.aa_n
     if aa_n > len(test_set):
         raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
-    branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n) for encoder in encoders]
     batch_sizes = attack_batch_sizes(args)
+    branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes)
+                for encoder in encoders]
     method = args.method or encoders[0].meta.get("method", "encoder")
     record = {
         "schema": 2,
