@@ -14,8 +14,8 @@ CONFIGS = sorted(ZOO.glob("*/*.yaml"))
 OVERRIDE_SETS = {
     "change": ["max_epochs=2", "optimizer.lr=0.1", "augmentations.0.crop_size=8",
                "data.dataset=digits", "seed=null", "precision=16-mixed"],
-    "add": ["+foo=3", "+bar.baz=[1,2]", "++optimizer.lr=1e-3", "++name=n",
-            "+extra={a: 1, b: [x, 'y z']}", "+method_kwargs.new_option=true"],
+    "add": ["+knn_eval.k=3", "+scheduler.lr_decay_steps=[1,2]", "++optimizer.lr=1e-3", "++name=n",
+            "+auto_umap={enabled: false, dir: [x, 'y z']}", "+optimizer.kwargs.nesterov=true"],
     "delete": ["~auto_resume", "~checkpoint.frequency", "~seed=5"],
     "quoted": ["checkpoint.dir='/tmp/a b'", "name=${method}-x", "max_epochs='7'"],
     "launcher": ["+data.subset=10", "++limit_train_batches=0.5", "+backbone.kwargs.cifar=false"],

@@ -27,10 +27,32 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help="allow checkpoints that need a full (unsafe) unpickling")
 
 
-def device_of(args: argparse.Namespace) -> torch.device:
-    if args.device == "auto":
+def checked_device(value: str) -> torch.device:
+    """`--device` as a torch device: auto (CUDA when one is visible, else the CPU), cpu, cuda or
+    cuda:N. ValueError naming the value and the fix (`--device cpu`) for a string torch does not
+    read as a device, a device type other than cpu and cuda, or a CUDA device not visible here."""
+    if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(args.device)
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {value!r} is not a device solo-ncp runs on (auto, cpu, cuda, "
+                         "cuda:N): pass --device cpu, or --device auto")
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and visible == 0:
+        raise ValueError(f"--device {value}: no CUDA device is visible here: pass --device cpu, or "
+                         "--device auto (the CPU when there is no CUDA device)")
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise ValueError(f"--device {value}: {visible} CUDA device(s) are visible (cuda:0 to "
+                         f"cuda:{visible - 1}): pass one of them, or --device cpu")
+    return device
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    """The checked `--device` (`checked_device`)."""
+    return checked_device(args.device)
 
 
 def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: bool = True):

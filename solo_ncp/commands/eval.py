@@ -88,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
     check_head_arguments(args)
+    device_of(args)
     check_loss(args.mode, args.loss, args.beta)
     if args.cache_features and args.mode != "slf":
         raise ValueError(f"--cache-features is SLF only: --mode {args.mode} attacks images through the "

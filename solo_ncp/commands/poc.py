@@ -6,6 +6,7 @@ from pathlib import Path
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     add_head_arguments,
+    check_head_arguments,
     device_of,
     evaluation_splits,
     load_args_encoder,
@@ -32,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.data import get_spec
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
-    from solo_ncp.io import atomic_write_json, atomic_write_text, file_sha256
+    from solo_ncp.io import atomic_write_json, atomic_write_text, check_writable, file_sha256
 
+    check_head_arguments(args)
+    device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / "poc.json", args.overwrite)
+    check_writable(out)
     spec = get_spec(args.dataset)
-    device = device_of(args)
     encoder = load_args_encoder(args)
     train_set, test_set = evaluation_splits(args, spec)
     head, _ = train_head(args, encoder, spec, train_set)

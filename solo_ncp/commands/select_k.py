@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
         raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
                          f"{args.k_min}, {args.k_max}, {args.k_step}")
+    device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / "k.json", args.overwrite)
     check_writable(out)
@@ -44,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.k_max > len(train_set):
         raise ValueError(f"--k-max={args.k_max} is larger than the {len(train_set)} training images")
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
-    features, _ = extract_features(encoder.model, loader, device=device_of(args))
-    features = F.normalize(features.to(device_of(args)), dim=1)
+    features, _ = extract_features(encoder.model, loader, device=device)
+    features = F.normalize(features.to(device), dim=1)
     scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
                      backend=args.backend)
     selection = write_k_selection(scores, out)

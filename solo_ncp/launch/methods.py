@@ -2,7 +2,7 @@
 from omegaconf import DictConfig
 
 from solo_ncp._host import current_host
-from solo_ncp.config import ConfigError, select, to_solo102_kwargs, to_solo_main_cfg
+from solo_ncp.config import method_class, select, to_solo102_kwargs, to_solo_main_cfg
 from solo_ncp.data.registry import get_spec
 from solo_ncp.models.backbones import SUPPORTED, BackboneSpec
 
@@ -20,13 +20,9 @@ def build_method(cfg: DictConfig, num_crops=(2, 0), **extra):
     arguments (`extra` added to them), or with solo-learn main's `cfg` (`extra` added to its
     `method_kwargs`) and the ResNet stem of `backbone.kwargs.cifar` (see `methods.main_host`).
     A backbone of solo-ncp's (`SUPPORTED`) has its kwargs checked first."""
-    from solo.methods import METHODS
-
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method={cfg.method!r} is not registered: choose one of {', '.join(METHODS)}")
+    cls = method_class(cfg.method)
     if cfg.backbone.name in SUPPORTED:
         config_backbone_spec(cfg)
-    cls = METHODS[cfg.method]
     if not current_host().is_main:
         return cls(**to_solo102_kwargs(cfg, num_crops), **extra)
     from solo_ncp.methods.main_host import cifar_stem, match_stem, stem_key_hidden

@@ -9,6 +9,7 @@ its pipelines normalised are mapped back to [0, 1] pixels (PGD budgets are in pi
 from omegaconf import DictConfig, OmegaConf
 from solo.methods.base import BaseMethod
 
+from solo_ncp.config import unread_key_error
 from solo_ncp.methods.main_host import cifar_stem, main_pretrain_images, match_stem, stem_key_hidden
 from solo_ncp.methods.stage2_hooks import OPTION_NAMES, Stage2Hooks, take_options
 from solo_ncp.models.backbones import BackboneSpec
@@ -37,10 +38,8 @@ class NCP(Stage2Hooks, BaseMethod):
         given = OmegaConf.to_container(cfg.method_kwargs, resolve=True)
         options = take_options(given)
         if given:
-            raise ValueError(
-                f"method_kwargs.{sorted(given)[0]} is not an option of {cfg.method}: choose "
-                f"among {', '.join(OPTION_NAMES)}"
-            )
+            raise unread_key_error(f"method_kwargs.{sorted(given)[0]}",
+                                   [f"method_kwargs.{name}" for name in OPTION_NAMES], cfg.method)
         cfg.method_kwargs = options
         return cfg
 

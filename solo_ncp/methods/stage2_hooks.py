@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
-from solo_ncp.cluster.kmeans import check_n_init
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.protocol import TEST_PGD_STEPS
@@ -52,44 +51,49 @@ VAL_ROBUST_SEED = 0
 class Option:
     """One stage-2 option: `method_kwargs.<name>` in a config, `--<name>` on solo-learn 1.0.2's
     command line (booleans: `--<name>` when off by default, `--no_<name>` when on; dicts: config
-    files only)."""
+    files only). `at_least` / `above`: the bounds of a number."""
 
     name: str
     type: type
     default: Any = None
     choices: Tuple[str, ...] = ()
     required: bool = False
+    at_least: Optional[float] = None
+    above: Optional[float] = None
 
 
 OPTIONS = (
     Option("teacher_ckpt", str, required=True),
-    Option("k", int),
+    Option("k", int, at_least=1),
     Option("k_file", str),
-    Option("lam", float, 6.0),
-    Option("eps", float, 8 / 255),
-    Option("alpha", float, 2 / 255),
-    Option("pgd_steps", int, 5),
+    Option("lam", float, 6.0, at_least=0),
+    Option("eps", float, 8 / 255, at_least=0),
+    Option("alpha", float, 2 / 255, above=0),
+    Option("pgd_steps", int, 5, at_least=1),
     Option("strategy", str, "iii", NCP_STRATEGIES),
-    Option("neighbor_rank", int, 2),
+    Option("neighbor_rank", int, 2, at_least=2),
     Option("assign", str, "nearest", ASSIGNMENTS),
-    Option("cluster_every", int, 1),
+    Option("cluster_every", int, 1, at_least=1),
     Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
-    Option("kmeans_max_iter", int, 100),
+    Option("kmeans_max_iter", int, 100, at_least=1),
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
     Option("kmeans_seed", int, 0),
     Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
-    Option("kmeans_n_init", int, 1),
+    Option("kmeans_n_init", int, 1, at_least=1),
     Option("dual_bn", bool, True),
     Option("cluster_bn", str, "clean", BRANCHES),
     Option("normalization", dict),
     Option("trust_teacher", bool, False),
-    Option("val_robust_every", int, 0),
-    Option("val_robust_n", int, 512),
+    Option("val_robust_every", int, 0, at_least=0),
+    Option("val_robust_n", int, 512, at_least=1),
     Option("channels_last", bool, False),
     Option("compile", bool, False),
     Option("cudnn_benchmark", bool, False),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
+KINDS = {int: "a whole number", float: "a number", str: "a text", bool: "true or false",
+         dict: "a block of keys"}
+"""What each option type takes, in the words of the refusals."""
 
 
 def add_arguments(group) -> None:
@@ -103,27 +107,35 @@ def add_arguments(group) -> None:
                                choices=o.choices or None)
 
 
+def _is_type(value, kind: type) -> bool:
+    """`value` is of the option type `kind` (an int is a float; a bool is no number)."""
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def check_option(o: Option, value) -> None:
+    """ValueError naming `method_kwargs.<name>`, the value and what the option takes."""
+    allowed = (f"one of {', '.join(o.choices)}" if o.choices else KINDS[o.type]
+               + (f" >= {o.at_least:g}" if o.at_least is not None else "")
+               + (f" > {o.above:g}" if o.above is not None else ""))
+    fits = value in o.choices if o.choices else _is_type(value, o.type) and (
+        (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above))
+    if not fits:
+        raise ValueError(f"method_kwargs.{o.name}={value!r} must be {allowed}")
+
+
 def take_options(values: Dict) -> Dict[str, Any]:
-    """Pops every stage-2 option out of `values` (defaults for the absent ones) and checks them."""
-    options = {o.name: values.pop(o.name, o.default) for o in OPTIONS}
+    """Pops every stage-2 option out of `values` and checks it (`check_option`); an absent or
+    null option takes its default."""
+    options = {}
     for o in OPTIONS:
-        value = options[o.name]
-        if o.required and value is None:
+        value = values.pop(o.name, None)
+        options[o.name] = o.default if value is None else value
+        if options[o.name] is None and o.required:
             raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
-        if o.choices and value not in o.choices:
-            raise ValueError(f"{o.name}={value!r} is not one of {', '.join(o.choices)}")
-        if o.type is bool and not isinstance(value, bool):
-            raise ValueError(f"method_kwargs.{o.name}={value!r} is not a boolean: set it to true "
-                             "or false")
-    if options["cluster_every"] < 1:
-        raise ValueError(f"cluster_every={options['cluster_every']} must be >= 1")
-    check_n_init(options["kmeans_n_init"], "method_kwargs.kmeans_n_init")
-    if options["val_robust_every"] < 0 or options["val_robust_n"] < 1:
-        raise ValueError(
-            f"val_robust_every={options['val_robust_every']}, val_robust_n="
-            f"{options['val_robust_n']}: need val_robust_every >= 0 (0 = no robust monitor) and "
-            "val_robust_n >= 1"
-        )
+        if options[o.name] is not None:
+            check_option(o, options[o.name])
     return options
 
 
@@ -155,6 +167,8 @@ class Stage2Hooks:
 
     perturbation = "ncp"
     backbone_attr = "encoder"
+    option_names = OPTION_NAMES
+    """The `method_kwargs` keys the method reads (`solo_ncp.config.method_keys`)."""
 
     def setup_stage2(self, spec: BackboneSpec, options: Mapping[str, Any],
                      dataset: Optional[str] = None) -> None:
