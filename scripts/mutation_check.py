@@ -68,11 +68,15 @@ MUTATIONS = (
              "steps=steps, generator=torch.Generator().manual_seed(seed))",
              ("tests/test_eval_robust.py::test_pgd_results_do_not_depend_on_the_batch_split",)),
     Mutation("a speed switch taking any value", "solo_ncp/methods/stage2_hooks.py",
-             "if o.type is bool and not isinstance(value, bool):", "if False:",
+             "    if not fits:", "    if not fits and o.type is not bool:",
              ("tests/test_step_switches.py::test_a_switch_that_is_not_a_boolean_is_one_error_line",)),
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
              ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+    Mutation("config keys nothing reads accepted", "solo_ncp/config.py",
+             "raise unread_key_error(\".\".join(path), list(known), reader)", "continue",
+             ("tests/test_overrides.py::test_a_key_nothing_reads_is_refused_naming_the_closest_read_key",
+              "tests/test_config.py::test_a_file_key_nothing_reads_is_refused")),
 )
 
 

@@ -306,14 +306,13 @@ def method_keys(cls: type) -> Tuple[str, ...]:
     return declared or tuple(f"method_kwargs.{name}" for name in sorted(_arguments_102(cls)))
 
 
-def _leaves(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
-    """(key path, value) of every value of a plain config that is not a non-empty dict or list."""
+def _walk(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
+    """(key path, value) of every key of a plain config, blocks and lists before their items."""
     for key, child in node.items() if isinstance(node, dict) else enumerate(node):
         path = (*prefix, str(key))
-        if isinstance(child, (dict, list)) and child:
-            yield from _leaves(child, path)
-        else:
-            yield path, child
+        yield path, child
+        if isinstance(child, (dict, list)):
+            yield from _walk(child, path)
 
 
 def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
@@ -358,8 +357,9 @@ def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str)
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
-    for path, value in _leaves(plain):
-        if not any(_matches(pattern, path) for pattern, _ in patterns):
+    for path, value in _walk(plain):
+        holds_keys = isinstance(value, (dict, list)) and value
+        if not holds_keys and not any(_matches(pattern, path) for pattern, _ in patterns):
             raise unread_key_error(".".join(path), list(known), reader)
         kind = next((kind for pattern, kind in patterns
                      if len(pattern) == len(path) and _matches(pattern, path)), None)

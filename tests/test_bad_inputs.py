@@ -48,6 +48,8 @@ def world(tmp_path_factory, digits_simclr_ckpt):
     (root / "eval").mkdir()
     (root / "eval" / "metrics.json").write_text("{}\n")
     (root / "a_file").write_text("")
+    (root / "unknown_block.yaml").write_text(
+        (ROOT / "zoo_configs/fashionmnist/simclr.yaml").read_text() + "knn_evaluation:\n  enabled: true\n")
     cifar = root / "cifar" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
     for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
@@ -95,11 +97,42 @@ def evaluate(world, ckpt, *options, out="fresh"):
     return [*EVAL, "--ckpt", str(world[ckpt]), "--out", str(world["root"] / out), *options]
 
 
+POC = ["poc", "--dataset", "digits", "--k", "5", "--epochs", "1", "--test-n", "20"]
+DEVICE_COMMANDS = {  # command -> argv builder, given a text file as its checkpoint
+    "eval": lambda w: evaluate(w, "text"),
+    "select-k": lambda w: ["select-k", "--ckpt", str(w["text"]), "--dataset", "digits", "--k-min",
+                           "2", "--k-max", "4", "--out", str(w["root"] / "k3")],
+    "poc": lambda w: [*POC, "--ckpt", str(w["text"]), "--out", str(w["root"] / "poc")],
+}
+NO_CUDA_ROWS = {f"{command}: --device cuda" for command in DEVICE_COMMANDS}
+"""Rows whose input is bad only where no CUDA device is visible."""
+
+
+def on_device(command, device):
+    """The row of `command` (DEVICE_COMMANDS) run with `--device device`: its builder and words."""
+    named = f"--device {device!r}" if device == "foo" else f"--device {device}:"
+    return lambda w: [*DEVICE_COMMANDS[command](w), "--device", device], [named, "--device cpu"]
+
+
 ROWS = {  # case -> (argv builder taking the world, words the error line must hold)
     # overrides (Hydra grammar)
     "misspelt key": (lambda w: [*SIMCLR, "max_epoch=2"], ["max_epoch", "max_epochs"]),
     "misspelt method option": (lambda w: stage2(w, "method_kwargs.lamda=3"), ["lamda", "lam"]),
     "+ on an existing key": (lambda w: [*SIMCLR, "+optimizer.lr=0.1"], ["optimizer.lr"]),
+    "+ a key nothing reads": (lambda w: [*SIMCLR, "+unknown.key=1"], ["`unknown.key` is not read"]),
+    "++ a key nothing reads": (lambda w: [*SIMCLR, "++unknown.key=1"], ["`unknown.key` is not read"]),
+    "+ a misspelt method option": (lambda w: stage2(w, "+method_kwargs.lamda=3"),
+                                   ["`method_kwargs.lamda`", "did you mean `method_kwargs.lam`?"]),
+    "a block nothing reads in the file": (lambda w: ["pretrain", "--config",
+                                                     str(w["root"] / "unknown_block.yaml"),
+                                                     *DIGITS_SIMCLR],
+                                          ["`knn_evaluation.enabled`", "`knn_eval.enabled`"]),
+    "a whole number given as text": (lambda w: [*SIMCLR, "max_epochs=abc"],
+                                     ["max_epochs='abc' must be a whole number"]),
+    "a negative method eps": (lambda w: stage2(w, "method_kwargs.eps=-1"),
+                              ["method_kwargs.eps=-1 must be a number >= 0"]),
+    "a method K given as text": (lambda w: stage2(w, "method_kwargs.k=abc"),
+                                 ["method_kwargs.k='abc' must be a whole number"]),
     "override without =": (lambda w: [*SIMCLR, "max_epochs"], ["max_epochs"]),
     "cluster_bn adv on one BN": (lambda w: stage2(w, "method_kwargs.dual_bn=false",
                                                   "method_kwargs.cluster_bn=adv"),
@@ -151,6 +184,8 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                                       str(w["root"] / "a_file" / "k")], ["a_file"]),
     "pretrain into an unwritable folder": (lambda w: [*SIMCLR, "checkpoint.dir="
                                                       f"{w['root'] / 'a_file'}"], ["a_file"]),
+    "poc into an unwritable folder": (lambda w: [*POC, "--ckpt", str(w["text"]), "--out",
+                                                 str(w["root"] / "a_file" / "poc")], ["a_file"]),
     "report into an unwritable file": (lambda w: ["report", str(w["root"] / "eval"), "--out",
                                                   str(w["root"] / "a_file" / "t.md")], ["a_file"]),
     "report of a folder without results": (lambda w: ["report", str(w["root"] / "k")],
@@ -166,6 +201,9 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                               ["--aa-n"]),
     "no PGD steps": (lambda w: evaluate(w, "simclr", "--pgd-steps", "0"), ["--pgd-steps"]),
     "zero PGD batch size": (lambda w: evaluate(w, "simclr", "--pgd-batch-size", "0"), ["--pgd-batch-size"]),
+    # --device, checked before any work (the checkpoint is not a checkpoint: it is not read)
+    **{f"{command}: --device {device}": on_device(command, device)
+       for command in DEVICE_COMMANDS for device in ("foo", "cuda")},
     # reproduce, refused before any step runs
     "reproduce: unknown method config": (lambda w: reproduce(w, "--methods", "ncp,nope", out="r2"),
                                          ["nope.yaml", "deacl, deacl_matched, ncp"]),
@@ -202,7 +240,9 @@ def snapshot(root: Path):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("case", sorted(ROWS))
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is visible"))
+    if case in NO_CUDA_ROWS else case for case in sorted(ROWS)])
 def test_bad_input_is_one_error_line_and_changes_no_result(case, world, capsys):
     build, words = ROWS[case]
     argv = build(world)

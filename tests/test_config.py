@@ -131,3 +131,146 @@ def test_fractional_warmup_is_refused_on_solo_learn_102():
     cfg = load_config(ZOO / "fashionmnist/simclr.yaml", ["scheduler.warmup_epochs=0.5"])
     with pytest.raises(ConfigError, match="warmup_epochs=0.5.*integer"):
         to_solo102_kwargs(cfg)
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_every_bundled_config_loads_as_written(path):
+    """Every key of the zoo is read by solo-ncp or by the host's method (or accepted unread)."""
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.to_container(load_config(path)) == OmegaConf.to_container(OmegaConf.load(path))
+
+
+@pytest.mark.parametrize("block, key, closest", [
+    ("knn_evaluation:\n  enabled: true\n", "knn_evaluation.enabled", "knn_eval.enabled"),
+    ("momentum_tau: 0.99\n", "momentum_tau", None),
+])
+def test_a_file_key_nothing_reads_is_refused(tmp_path, block, key, closest):
+    path = tmp_path / "mine.yaml"
+    path.write_text((ZOO / "fashionmnist/simclr.yaml").read_text() + block)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"`{key}` is not read by solo-ncp or simclr on ")
+    assert (f"did you mean `{closest}`?" if closest else "the closest key read is") in str(err.value)
+
+
+MAIN_EXAMPLE = """
+# solo-learn main's scripts/pretrain/cifar/simclr.yaml as Hydra composes it (defaults
+# augmentations/symmetric.yaml and wandb/private.yaml), and the keys its parse_cfg fills in that
+# solo-ncp accepts unread
+name: "simclr-cifar10"
+method: "simclr"
+backbone:
+  name: "resnet18"
+method_kwargs:
+  proj_hidden_dim: 2048
+  proj_output_dim: 256
+  temperature: 0.2
+data:
+  dataset: cifar10
+  train_path: "./datasets"
+  val_path: "datasets/imagenet100/val"
+  format: "image_folder"
+  num_workers: 4
+  num_classes: 10
+  num_large_crops: 2
+  num_small_crops: 0
+optimizer:
+  name: "lars"
+  batch_size: 256
+  lr: 0.4
+  classifier_lr: 0.1
+  weight_decay: 1e-4
+  kwargs:
+    clip_lr: True
+    eta: 0.02
+    exclude_bias_n_norm: True
+scheduler:
+  name: "warmup_cosine"
+checkpoint:
+  enabled: True
+  dir: "trained_models"
+  frequency: 1
+auto_resume:
+  enabled: True
+  max_hours: 36
+auto_umap:
+  enabled: False
+  dir: "auto_umap"
+  frequency: 1
+dali:
+  device: "gpu"
+  encode_indexes_into_labels: False
+debug_augmentations: False
+performance:
+  disable_channel_last: False
+knn_eval:
+  enabled: False
+  k: 20
+  distance_func: "euclidean"
+max_epochs: 1000
+devices: [0]
+sync_batchnorm: True
+accelerator: "gpu"
+strategy: "ddp"
+precision: 16
+augmentations:
+  - rrc:
+      enabled: True
+      crop_min_scale: 0.08
+      crop_max_scale: 1.0
+    color_jitter:
+      prob: 0.8
+      brightness: 0.8
+      contrast: 0.8
+      saturation: 0.8
+      hue: 0.2
+    grayscale:
+      prob: 0.2
+    gaussian_blur:
+      prob: 0.5
+    solarization:
+      prob: 0.0
+    equalization:
+      prob: 0.0
+    horizontal_flip:
+      prob: 0.5
+    crop_size: 32
+    num_crops: 2
+wandb:
+  enabled: True
+  entity: None
+  project: "solo-learn"
+"""
+
+
+def test_solo_learn_mains_example_config_loads(tmp_path):
+    path = tmp_path / "simclr.yaml"
+    path.write_text(MAIN_EXAMPLE)
+    cfg = load_config(path)
+    assert cfg.method_kwargs.proj_output_dim == 256 and cfg.data.format == "image_folder"
+
+
+def test_the_keys_solo_learn_mains_method_fills_in_load_on_main_only(tmp_path):
+    """solo-learn main's BaseMethod reads `optimizer.exclude_bias_n_norm_wd` (its
+    add_and_assert_specific_cfg fills it in); solo-learn 1.0.2's does not, nor does solo-ncp."""
+    from omegaconf import OmegaConf
+
+    from solo_ncp._host import current_host
+
+    cfg = OmegaConf.create(MAIN_EXAMPLE)
+    if current_host().is_main:
+        from solo.methods import METHODS
+
+        cfg = METHODS["simclr"].add_and_assert_specific_cfg(cfg)
+        assert cfg.optimizer.exclude_bias_n_norm_wd is False  # filled in by main's BaseMethod
+    else:
+        cfg.optimizer.exclude_bias_n_norm_wd = False
+    path = tmp_path / "filled.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    if current_host().is_main:
+        assert load_config(path).optimizer.exclude_bias_n_norm_wd is False
+    else:
+        with pytest.raises(ConfigError, match="`optimizer.exclude_bias_n_norm_wd` is not read by "
+                                              "solo-ncp or simclr on solo-learn-1.0.2"):
+            load_config(path)

@@ -101,3 +101,64 @@ def test_launcher_keys_take_key_value_as_plus_plus(key, value):
 def test_an_unknown_launcher_key_names_the_launcher_key():
     with pytest.raises(ConfigError, match="did you mean `data.subset`"):
         load_config(ZOO / "cifar10/simclr.yaml", ["data.subst=5"])
+
+
+@pytest.mark.parametrize(
+    "config, override, key, closest",
+    [
+        ("simclr", "+unknown.key=1", "unknown.key", None),
+        ("simclr", "++unknown.key=1", "unknown.key", None),
+        ("ncp", "+method_kwargs.lamda=3", "method_kwargs.lamda", "method_kwargs.lam"),
+        ("ncp", "++method_kwargs.lamda=3", "method_kwargs.lamda", "method_kwargs.lam"),
+        ("simclr", "+method_kwargs.temprature=0.2", "method_kwargs.temprature",
+         "method_kwargs.temperature"),
+        ("simclr", "++optimizer.weight_decy=0", "optimizer.weight_decy", "optimizer.weight_decay"),
+        ("simclr", "+augmentations.0.rrc.crop_min_scal=0.2", "augmentations.0.rrc.crop_min_scal",
+         "augmentations.0.rrc.crop_min_scale"),
+        ("simclr", "+knn_evl={enabled: true}", "knn_evl.enabled", "knn_eval.enabled"),
+    ],
+)
+def test_a_key_nothing_reads_is_refused_naming_the_closest_read_key(config, override, key, closest):
+    """Hydra adds these keys; nothing reads them, so a run would silently train without them
+    (`+method_kwargs.lamda=3` at lambda 6)."""
+    path = ZOO / f"cifar10/{config}.yaml"
+    assert OmegaConf.select(hydra_compose(path, [override]), key) is not None
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    message = str(err.value)
+    assert message.startswith(f"`{key}` is not read by solo-ncp or {config} on ")
+    assert (f"did you mean `{closest}`?" if closest else "the closest key read is `") in message
+    assert "\n" not in message
+
+
+def test_the_methods_own_options_are_its_classs_on_this_host():
+    """Read from solo-learn's source: SimCLR's options are proj_hidden_dim, proj_output_dim and
+    temperature on both hosts, plus `supervised` on 1.0.2; BYOL on main also reads `momentum.*`;
+    solo-ncp's methods declare theirs (`normalization` has no 1.0.2 command-line argument)."""
+    from solo_ncp._host import current_host
+    from solo_ncp.config import method_class, method_keys
+    from solo_ncp.methods.stage2_hooks import OPTIONS
+
+    def options(method):
+        return {k.split(".", 1)[1] for k in method_keys(method_class(method))
+                if k.startswith("method_kwargs.")}
+
+    main = current_host().is_main
+    assert options("simclr") == {"proj_hidden_dim", "proj_output_dim", "temperature",
+                                 *(() if main else ("supervised",))}
+    assert options("ncp") == options("deacl") == {o.name for o in OPTIONS} > {"normalization", "lam"}
+    momentum = {"momentum.base_tau", "momentum.final_tau", "momentum.classifier"}
+    assert (momentum <= set(method_keys(method_class("byol")))) == main
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_epochs=abc", "max_epochs='abc' must be a whole number"),
+    ("max_epochs=2.5", "max_epochs=2.5 must be a whole number"),
+    ("optimizer.lr=fast", "optimizer.lr='fast' must be a number"),
+    ("+data.val=no", "data.val='no' must be true or false"),
+    ("augmentations.0.crop_size=[8]", "augmentations.0.crop_size=[8] must be a whole number"),
+])
+def test_a_value_of_another_kind_names_key_value_and_kind(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [override])
+    assert str(err.value) == message

@@ -165,7 +165,8 @@ def test_solo_main_cfg_gets_every_default_and_refuses_unknown_keys():
     expected = {o.name: o.default for o in OPTIONS} | {"teacher_ckpt": "t.ckpt", "k": 7}
     assert OmegaConf.to_container(filled) == expected
     cfg.method_kwargs.lamda = 3.0
-    with pytest.raises(ValueError, match="method_kwargs.lamda is not an option of ncp"):
+    with pytest.raises(ValueError, match=r"`method_kwargs.lamda` is not read by ncp \(did you mean "
+                                         r"`method_kwargs.lam`\?\)"):
         METHODS["ncp"].add_and_assert_specific_cfg(cfg)
 
 
