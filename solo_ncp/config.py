@@ -104,7 +104,7 @@ RUN_BLOCKS = {
 """The keys solo-ncp accepts in the logger and checkpoint blocks (see `logger_settings`,
 `checkpoint_history`)."""
 WHOLE, NUMBER, FLAG = "a whole number", "a number", "true or false"
-"""Kinds of the values solo-ncp converts (`KINDS`); null is always allowed (the default)."""
+"""Kinds of the values solo-ncp converts (`_is_kind`); null is always allowed (the default)."""
 LAUNCHER_KEYS = {
     "data.subset": WHOLE, "data.subset_seed": WHOLE, "data.val": FLAG, "backbone.kwargs.cifar": FLAG,
     "limit_train_batches": NUMBER, "limit_val_batches": NUMBER, "log_every_n_steps": WHOLE,
@@ -320,28 +320,39 @@ def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
     return all(p == q or (p == "*" and q.isdigit()) for p, q in zip(pattern, path))
 
 
+def _parses(convert, text: str) -> bool:
+    try:
+        convert(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_kind(value, kind: Optional[str]) -> bool:
-    """`value` converts as a key of `kind` does (see `SCHEMA`): null always (the default)."""
+    """`value` converts as a key of `kind` does (see `SCHEMA`): null always (the default); a
+    number also as text ('7'), a whole number also as a float without fraction (1e3)."""
     if value is None or kind is None:
         return True
-    if kind == FLAG or isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return kind == FLAG and isinstance(value, bool)
+    if kind == FLAG:
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
     if isinstance(value, str):
-        try:
-            (float if kind == NUMBER else int)(value)
-        except ValueError:
-            return False
-        return True
+        return _parses(float if kind == NUMBER else int, value)
     return kind == NUMBER or float(value).is_integer()
+
+
+def _instance(pattern: str, key: str) -> str:
+    """`pattern` with each `*` replaced by the index `key` has there (else 0)."""
+    parts = key.split(".")
+    return ".".join(parts[i] if p == "*" and i < len(parts) and parts[i].isdigit() else
+                    p.replace("*", "0") for i, p in enumerate(pattern.split(".")))
 
 
 def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError:
     """The one-line refusal of `key`, which no key of `known` (dotted, `*` for a list index) reads,
     naming the closest of them (difflib): "did you mean" it when it is close."""
-    parts = key.split(".")
-    candidates = [".".join(parts[i] if p == "*" and i < len(parts) and parts[i].isdigit() else
-                           p.replace("*", "0") for i, p in enumerate(pattern.split(".")))
-                  for pattern in known]
+    candidates = [_instance(pattern, key) for pattern in known]
     close = difflib.get_close_matches(key, candidates, n=1)
     closest = close or difflib.get_close_matches(key, candidates, n=1, cutoff=0)
     hint = f"did you mean `{closest[0]}`?" if close else f"the closest key read is `{closest[0]}`"
