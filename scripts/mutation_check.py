@@ -77,6 +77,42 @@ MUTATIONS = (
              "raise unread_key_error(\".\".join(path), list(known), reader)", "continue",
              ("tests/test_overrides.py::test_a_key_nothing_reads_is_refused_naming_the_closest_read_key",
               "tests/test_config.py::test_a_file_key_nothing_reads_is_refused")),
+    Mutation("clustering features placed in loader order, not at their indices (no DDP)",
+             "solo_ncp/ncp/clustering.py", "out[indices] = rows", "out[: len(rows)] = rows",
+             ("tests/test_ncp.py::test_encoding_indices_out_of_order_returns_each_index_its_own_row",)),
+    Mutation("clustering pass over a shuffled loader", "solo_ncp/methods/stage2_hooks.py",
+             "shuffle=False,", "shuffle=True,",
+             ("tests/test_ncp.py::test_full_pass_features_are_in_dataset_order",)),
+    Mutation("memory bank's missing rows filled out of order", "solo_ncp/methods/stage2_hooks.py",
+             "features[missing] = self._encode(missing.cpu())",
+             "features[missing] = self._encode(missing.cpu()).flip(0)",
+             ("tests/test_ncp.py::test_memory_bank_keeps_seen_rows_and_encodes_the_missing_ones_in_their_rows",)),
+    Mutation("report mean weighted by test images (Tables 2 and 3)", "solo_ncp/eval/report.py",
+             "values = [run.metrics[metric] for run in runs if run.metrics.get(metric) is not None]",
+             "kept = [run for run in runs if run.metrics.get(metric) is not None]\n"
+             "    values = [run.metrics[metric] * run.metrics[f'{metric}_n'] * len(kept)\n"
+             "              / sum(r.metrics[f'{metric}_n'] for r in kept) for run in kept]",
+             ("tests/test_eval.py::test_table_cells_are_the_mean_over_seeds_not_over_test_images",)),
+    Mutation("report mean weighted by test images (Table 1)", "solo_ncp/eval/report.py",
+             "cells = [_mean_cell([r[row][m] for r in records])",
+             "cells = [_mean_cell([r[row][m] * r['n_correct'] * len(records)\n"
+             "                     / sum(q['n_correct'] for q in records) for r in records])",
+             ("tests/test_eval.py::test_poc_table_cells_are_the_mean_over_seeds_not_over_test_images",)),
+    Mutation("PoC random noise of the PGD step size, not eps", "solo_ncp/eval/poc.py",
+             '"random_noise": pgd(toward_nbr, x, eps=eps,', '"random_noise": pgd(toward_nbr, x, eps=alpha,',
+             ("tests/test_eval.py::test_poc_random_noise_fills_the_linf_ball_uniformly",)),
+    Mutation("PoC success rate over all test images", "solo_ncp/eval/poc.py",
+             "**{key: tally.summary() for key, tally in rows.items()},",
+             '**{key: {**tally.summary(), "attack_success": 100.0 * tally.flipped / total}\n'
+             "           for key, tally in rows.items()},",
+             ("tests/test_eval.py::test_poc_rates_are_over_the_correctly_classified_images",)),
+    Mutation("eval's head and its statistics fitted on the test split", "solo_ncp/commands/eval.py",
+             "tuned = fine_tune(encoder.model, train_set,", "tuned = fine_tune(encoder.model, test_set,",
+             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[eval-standardized]",)),
+    Mutation("poc's head and its statistics fitted on the test split", "solo_ncp/commands/poc.py",
+             "head, _ = train_head(args, encoder, spec, train_set)",
+             "head, _ = train_head(args, encoder, spec, test_set)",
+             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[poc-whitened]",)),
 )
 
 

@@ -125,7 +125,27 @@ def test_kmeans_result_is_consistent():
     norms = torch.linalg.vector_norm(result.centroids, dim=1)
     assert torch.allclose(norms, torch.ones(7), atol=1e-5)
     assert_consistent(x, result, 7)
-    assert 1 <= result.n_iter <= 100
+
+
+def on_circle(degrees):
+    """Unit vectors (len(degrees), 2) at the given angles."""
+    radians = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    return torch.stack([radians.cos(), radians.sin()], dim=1)
+
+
+@pytest.mark.parametrize("init_degrees, iterations", [
+    # 1: 20 is closer to 25 than to 0, so labels (0, 1, 1, 1) and centroids 0 and 56.7 degrees;
+    # 2: 20 is now closer to 0, labels (0, 0, 1, 1), centroids 10 and 75; 3: the labels repeat.
+    ((0.0, 25.0), 3),
+    # the converged centroids: one iteration finds the objective unchanged
+    ((10.0, 75.0), 1),
+])
+def test_lloyd_runs_the_iterations_counted_by_hand(init_degrees, iterations):
+    x = on_circle([0.0, 20.0, 60.0, 90.0])
+    result = spherical_kmeans(x, 2, init=on_circle(init_degrees))
+    assert result.n_iter == iterations
+    assert result.labels.tolist() == [0, 0, 1, 1]
+    torch.testing.assert_close(result.centroids, on_circle([10.0, 75.0]))
 
 
 def test_kmeans_labels_are_nearest_centroid_at_convergence():

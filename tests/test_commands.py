@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from solo_ncp.cli import main
+from solo_ncp.eval.protocol import POC_ROWS
 
 QUICK = ["--dataset", "digits", "--epochs", "2", "--test-n", "64", "--cache-features"]
 
@@ -19,13 +22,44 @@ def ncp_eval_dir(tmp_path_factory, digits_ncp_ckpt):
     return out
 
 
+def recomputed_metrics(eval_dir: Path, ckpt: Path, device: str = "cpu") -> dict:
+    """SA, RA and AA of the head `solo-ncp eval` saved in eval_dir on the checkpoint's encoder
+    (the branch metrics.json names), recomputed here on the first `test_n` digits test images: SA by
+    a plain forward count, RA and AA by PGD and AutoAttack run directly on that classifier with the
+    settings metrics.json records."""
+    from solo_ncp.data import build_dataset
+    from solo_ncp.eval import autoattack_accuracy, evaluate
+    from solo_ncp.models import load_encoder
+
+    record = json.loads((eval_dir / "metrics.json").read_text())
+    settings, seed = record["settings"], record["seed"]
+    weights = torch.load(eval_dir / f"head_{record['bn']}.pt", weights_only=True)
+    head = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+    head.load_state_dict(weights)
+    classifier = nn.Sequential(load_encoder(ckpt, bn=record["bn"]).model, head).to(device).eval()
+    test = build_dataset("digits", "test")
+    x = torch.stack([test[i][0] for i in range(settings["test_n"])]).to(device)
+    y = torch.tensor([test[i][1] for i in range(settings["test_n"])]).to(device)
+    with torch.no_grad():
+        sa = 100.0 * (classifier(x).argmax(1) == y).sum().item() / len(y)
+    ra, aa = settings["ra"], settings["aa"]
+    attacked = evaluate(classifier, TensorDataset(x, y), eps=ra["eps"], alpha=ra["alpha"], steps=ra["steps"],
+                        batch_size=ra["batch_size"], device=device, seed=seed, progress=False)
+    auto = autoattack_accuracy(classifier, x, y, eps=aa["eps"], n=aa["n"], device=device, seed=seed,
+                               version=aa["version"], attacks=aa["attacks"], batch_size=aa["batch_size"],
+                               progress=False)
+    return {"sa": sa, "ra": attacked["ra"], "aa": auto.accuracy}
+
+
 def test_eval_writes_metrics_with_counts_settings_and_hash(ncp_eval_dir, digits_ncp_ckpt, capsys):
     record = json.loads((ncp_eval_dir / "metrics.json").read_text())
     metrics = record["metrics"]
     assert (record["method"], record["dataset"], record["mode"], record["bn"]) == (
         "ncp", "digits", "slf", "clean")
     assert (metrics["sa_n"], metrics["ra_n"], metrics["aa_n"]) == (64, 64, 8)
-    assert 0 <= metrics["ra"] <= metrics["sa"] <= 100 and 0 <= metrics["aa"] <= 100
+    recomputed = recomputed_metrics(ncp_eval_dir, digits_ncp_ckpt)
+    assert metrics["sa"] == pytest.approx(recomputed["sa"])
+    assert (metrics["ra"], metrics["aa"]) == (recomputed["ra"], recomputed["aa"])
     assert record["settings"]["ra"]["steps"] == 20 and record["settings"]["fine_tune"]["epochs"] == 2
     assert record["settings"]["fine_tune"]["head"] == "whitened" and record["settings"]["aa"]["n"] == 8
     assert [branch["bn"] for branch in record["branches"]] == ["clean"]
@@ -61,8 +95,10 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
                  *QUICK]) == 0
     result = json.loads((tmp_path / "poc.json").read_text())
     assert result["random_noise"]["n"] == result["nbr"]["n"] == result["n_correct"] > 0
-    for row in ("random_noise", "nbr"):
-        assert 0 <= result[row]["attack_success"] <= 100
+    assert result["n_total"] == 64
+    for row in POC_ROWS:  # a whole number of the correctly classified images flipped
+        flipped = result[row]["attack_success"] * result["n_correct"] / 100
+        assert flipped == pytest.approx(round(flipped), abs=1e-9)
     assert result["settings"]["k"] == 10
     assert "δ_nbr (n=2)" in (tmp_path / "poc.md").read_text()
 

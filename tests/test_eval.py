@@ -1,11 +1,11 @@
 """Tests for solo_ncp.eval on scikit-learn's digits (8x8, scaled to [0, 1], 3 channels)."""
 import ast
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,16 +174,39 @@ def test_adversarial_fine_tuning_with_cached_features_is_refused(digits, mode):
 
 # --- SA / RA / AA -----------------------------------------------------------------------------------
 
+class ConstantClassifier(nn.Module):
+    """Logits favouring class `label` whatever the image, with a zero gradient: no attack moves it."""
+
+    def __init__(self, label: int):
+        super().__init__()
+        self.logits = F.one_hot(torch.tensor(label), NUM_CLASSES).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), -1) + 0.0 * x.flatten(1)[:, :1]
+
+
+def test_a_constant_classifier_has_ra_equal_to_sa_equal_to_its_class_share(digits):
+    labels = digits[1].tensors[1]
+    metrics = evaluate(ConstantClassifier(3), digits[1], eps=0.05, alpha=0.0125, device=DEVICE, seed=0,
+                       progress=False)
+    share = 100.0 * (labels == 3).sum().item() / len(labels)
+    assert metrics["sa"] == metrics["ra"] == share
+
+
 def test_evaluate_reports_ra_below_sa_with_counts(digits, slf_classifier):
+    """SA is a plain forward count; with no budget (eps 0) the attack cannot move an image, so RA
+    is SA; with eps 0.05 it must break some of the right ones."""
     slf_classifier.train()
     metrics = evaluate(slf_classifier, digits[1], eps=0.05, alpha=0.0125, device=DEVICE, seed=0, progress=False)
     assert all(m.training for m in slf_classifier.modules())
     assert metrics["sa"] == pytest.approx(accuracy(slf_classifier, digits[1]))
-    assert 0.0 <= metrics["ra"] < metrics["sa"] <= 100.0
+    assert metrics["ra"] < metrics["sa"]
     assert metrics["sa_n"] == metrics["ra_n"] == len(digits[1])
     assert metrics["aa"] is None and metrics["aa_n"] == 0
     again = evaluate(slf_classifier, digits[1], eps=0.05, alpha=0.0125, device=DEVICE, seed=0, progress=False)
     assert again["ra"] == metrics["ra"]
+    no_budget = evaluate(slf_classifier, digits[1], eps=0.0, alpha=0.0125, device=DEVICE, seed=0, progress=False)
+    assert no_budget["ra"] == no_budget["sa"] == metrics["sa"]
 
 
 def test_aa_n_larger_than_the_test_set_is_a_clear_error(digits, slf_classifier):
@@ -210,24 +233,47 @@ def test_standard_autoattack_runs_quickly_on_eight_images(digits, slf_classifier
 
 
 def test_evaluate_includes_autoattack_on_the_first_images(digits, slf_classifier, tmp_path):
-    metrics = evaluate(slf_classifier, digits[1], aa_n=8, aa_log_path=tmp_path / "aa.log", device=DEVICE,
-                       seed=0, progress=False)
-    assert metrics["aa_n"] == 8 and 0.0 <= metrics["aa"] <= 100.0
+    """AA is AutoAttack's accuracy on the first 8 test images, run here directly with the same seed."""
+    aa = dict(version="custom", attacks=["apgd-ce"])
+    metrics = evaluate(slf_classifier, digits[1], aa_n=8, aa_version=aa["version"], aa_attacks=aa["attacks"],
+                       aa_log_path=tmp_path / "aa.log", device=DEVICE, seed=0, progress=False)
+    x, y = digits[1].tensors
+    direct = autoattack_accuracy(slf_classifier, x[:8], y[:8], eps=8 / 255, n=8, device=DEVICE, seed=0,
+                                 progress=False, **aa)
+    assert metrics["aa_n"] == 8 and metrics["aa"] == direct.accuracy
     assert "robust accuracy" in (tmp_path / "aa.log").read_text()
 
 
 # --- reports ----------------------------------------------------------------------------------------
 
 def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, sa, ra, aa, bn=None,
-              head="whitened") -> Path:
+              head="whitened", test_n: int = 10000, aa_n: int = 1000) -> Path:
+    """A run folder with a metrics.json: SA and RA on `test_n` test images, AA (when given) on aa_n."""
     directory.mkdir(parents=True)
     record = {
         "method": method, "dataset": dataset, "mode": mode, "seed": seed, "bn": bn, "head": head,
-        "metrics": {"sa": sa, "ra": ra, "aa": aa, "sa_n": 10000, "ra_n": 10000, "aa_n": 1000 if aa else 0},
+        "metrics": {"sa": sa, "ra": ra, "aa": aa, "sa_n": test_n, "ra_n": test_n,
+                    "aa_n": aa_n if aa else 0},
         "settings": {}, "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
     }
     (directory / "metrics.json").write_text(json.dumps(record))
     return directory
+
+
+SEED_TEST_IMAGES = (100, 300, 1000)
+"""Test images behind seeds 0, 1, 2: unequal, so a mean weighted by images differs from the mean
+over seeds."""
+
+
+def seed_cell(values) -> str:
+    """numpy's mean and sample std (ddof=1, as the tables' legend says) over seeds, as a cell."""
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n={len(values)})"
+
+
+def table_rows(table: str, title: str) -> list:
+    """The cells of each body row of the markdown table under the heading `title`."""
+    lines = table[table.index(title):].split("\n\n")[1].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 def test_format_row():
@@ -256,6 +302,40 @@ def test_aggregate_builds_mean_and_sample_std_tables(tmp_path):
            "80.40 (n=1) | 54.61 (n=1) | 49.23 (n=1) |" in table3
     assert "Table 3: CIFAR-10, SLF vs ALF (CE)" in table3
     assert "DeACL" not in table3
+
+
+@pytest.mark.parametrize("mode, title", [("slf", "Table 2"), ("alf", "Table 3")])
+def test_table_cells_are_the_mean_over_seeds_not_over_test_images(tmp_path, mode, title):
+    per_seed = {"sa": [80.0, 90.0, 84.0], "ra": [40.0, 52.0, 47.0], "aa": [30.0, 45.0, 38.0]}
+    runs = [write_run(tmp_path / f"seed{seed}", "NCP-ACL", "cifar10", mode, seed,
+                      *(per_seed[metric][seed] for metric in ("sa", "ra", "aa")), test_n=n, aa_n=n)
+            for seed, n in enumerate(SEED_TEST_IMAGES)]
+    assert table_rows(aggregate(runs), title) == [
+        ["NCP-ACL"] + [seed_cell(per_seed[metric]) for metric in ("sa", "ra", "aa")]]
+
+
+def write_poc(directory: Path, seed: int, n_correct: int, random_noise, nbr) -> Path:
+    """A `solo-ncp poc` folder; random_noise, nbr: (Prob. Dec., Attk. Succ.) in %, each over
+    `n_correct` test images."""
+    directory.mkdir(parents=True)
+    rows = {key: {"prob_dec": prob_dec, "attack_success": success, "n": n_correct}
+            for key, (prob_dec, success) in (("random_noise", random_noise), ("nbr", nbr))}
+    record = {**rows, "n_correct": n_correct, "n_total": n_correct + 7,
+              "settings": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "n": 2, "seed": seed,
+                           "k": 10, "dataset": "cifar10"}}
+    (directory / "poc.json").write_text(json.dumps(record))
+    return directory
+
+
+def test_poc_table_cells_are_the_mean_over_seeds_not_over_test_images(tmp_path):
+    random_noise = [(1.0, 2.0), (3.0, 8.0), (2.0, 4.0)]
+    nbr = [(15.0, 20.0), (25.0, 34.0), (18.0, 25.0)]
+    folders = [write_poc(tmp_path / f"seed{seed}", seed, n, random_noise[seed], nbr[seed])
+               for seed, n in enumerate(SEED_TEST_IMAGES)]
+    assert table_rows(aggregate(folders), "Table 1") == [
+        ["CIFAR-10", "8/255", label, seed_cell([prob_dec for prob_dec, _ in per_seed]),
+         seed_cell([success for _, success in per_seed]), "100/300/1000"]
+        for label, per_seed in (("random noise", random_noise), ("δ_nbr (n=2)", nbr))]
 
 
 def test_aggregate_rejects_missing_malformed_and_duplicate_runs(tmp_path):
@@ -293,15 +373,80 @@ def test_poc_table_counts_correct_samples_and_reports_sane_rates(digits, slf_cla
     with torch.no_grad(), eval_mode(slf_classifier):
         num_correct = (slf_classifier(x).argmax(1) == y).sum().item()
     assert result["n_correct"] == num_correct and result["n_total"] == len(y)
-    for key in ("random_noise", "nbr"):
-        row = result[key]
-        assert row["n"] == num_correct
-        assert 0.0 <= row["attack_success"] <= 100.0
-        assert -100.0 <= row["prob_dec"] <= 100.0 and math.isfinite(row["prob_dec"])
+    assert result["random_noise"]["n"] == result["nbr"]["n"] == num_correct
     assert result["nbr"]["prob_dec"] > result["random_noise"]["prob_dec"]
     assert result["nbr"]["attack_success"] >= result["random_noise"]["attack_success"]
     table = format_poc_table(result)
     assert len(table.strip().splitlines()) == 4 and "random noise" in table and "δ_nbr (n=2)" in table
+
+
+class InkDetector(nn.Module):
+    """Two classes: logits (0, 1e4 * (max pixel - 0.001)), so class 1 iff some pixel is above 0.001.
+    A blank image of class 0 is right when clean and wrong once any pixel rises (a certain flip
+    under noise in the eps-ball: its negative half is clamped to 0, its positive half is not); a
+    gray (0.5) image of class 1 stays right anywhere in the ball."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ink = x.flatten(1).amax(1) - 0.001
+        return torch.stack([torch.zeros_like(ink), 1e4 * ink], dim=1)
+
+
+class RecordingClassifier(InkDetector):
+    """InkDetector that keeps every batch it classifies."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return super().forward(x)
+
+
+class ConstantEncoder(nn.Module):
+    """Features (1, 0) for every image, with a zero gradient: PGD's sign steps do not move, so both
+    PoC rows are their uniform random start (projected)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0]).expand(len(x), 2) + 0.0 * x.flatten(1)[:, :1]
+
+
+POC_CENTROIDS = torch.eye(2)
+
+
+def test_poc_random_noise_fills_the_linf_ball_uniformly():
+    """On gray images (no clamping) each perturbed pixel is x + U(-eps, eps): its largest size is
+    eps (up to 1 part in 100 over 960 pixels), its mean size eps / 2 and its mean 0."""
+    eps, x = 8 / 255, torch.full((20, 3, 4, 4), 0.5)
+    classifier = RecordingClassifier()
+    poc_table(classifier, ConstantEncoder(), POC_CENTROIDS, TensorDataset(x, torch.ones(20, dtype=torch.long)),
+              eps=eps, alpha=2 / 255, steps=5, n=2, seed=0, device=DEVICE, batch_size=20, progress=False)
+    clean, *perturbed = classifier.inputs
+    assert torch.equal(clean, x) and len(perturbed) == 2  # random noise, delta_nbr
+    for x_perturbed in perturbed:
+        delta = x_perturbed - x
+        assert delta.abs().max() <= eps + 1e-7 and delta.abs().max() >= 0.99 * eps
+        assert delta.abs().mean().item() == pytest.approx(eps / 2, rel=0.05)
+        assert abs(delta.mean().item()) < 0.05 * eps
+
+
+def test_poc_rates_are_over_the_correctly_classified_images():
+    """12 test images: 3 blank of class 0 (right, then flipped by any noise), 5 gray of class 1
+    (right, never flipped), 2 blank of class 1 and 2 gray of class 0 (wrong when clean, left out).
+    Both rows: 3 flipped of 8 right = 37.5 %; each flip drops the true-class probability from
+    sigmoid(10) to 0, so Prob. Dec. = 100 * 3 * sigmoid(10) / 8."""
+    blank, gray = torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.5)
+    images_and_labels = [(blank, 0)] * 3 + [(gray, 1)] * 5 + [(blank, 1)] * 2 + [(gray, 0)] * 2
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    x = torch.stack([images_and_labels[i][0] for i in order])
+    y = torch.tensor([images_and_labels[i][1] for i in order])
+    result = poc_table(InkDetector(), ConstantEncoder(), POC_CENTROIDS, TensorDataset(x, y), eps=8 / 255,
+                       alpha=2 / 255, steps=5, n=2, seed=0, device=DEVICE, batch_size=5, progress=False)
+    assert (result["n_correct"], result["n_total"]) == (8, 12)
+    for key in ("random_noise", "nbr"):
+        assert result[key]["n"] == 8
+        assert result[key]["attack_success"] == 100.0 * 3 / 8
+        assert result[key]["prob_dec"] == pytest.approx(100.0 * 3 * torch.sigmoid(torch.tensor(10.0)).item() / 8)
 
 
 # --- structure --------------------------------------------------------------------------------------

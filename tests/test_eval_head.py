@@ -1,11 +1,12 @@
 """The linear head converges: folding is exact, and on a real encoder SLF reaches a converged convex probe."""
+import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from solo_ncp.eval import (
     FineTuneConfig,
@@ -15,7 +16,7 @@ from solo_ncp.eval import (
     feature_affine,
     fine_tune,
 )
-from solo_ncp.eval.heads import new_head
+from solo_ncp.eval.heads import STD_FLOOR, WHITEN_FLOOR, new_head
 from solo_ncp.eval.protocol import DEFAULT_HEAD
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -96,3 +97,78 @@ def test_paper_head_does_not_converge_on_raw_features(digits_features, convex_pr
     SimCLR differs slightly: 87.5-93.3 against probes of 95.3-96.9)."""
     cfg = FineTuneConfig(head="paper", lr=default_lr("digits", "slf", "paper"))
     assert slf_test_accuracy(digits_features, cfg) < convex_probe_accuracy - 2.0
+
+
+def digits_with_unlike_splits(real_build_dataset):
+    """build_dataset for `solo-ncp eval` / `poc`: digits' first 64 training images as they are and
+    32 test images inverted and dimmed (0.3 (1 - x)), whose features have quite other statistics."""
+
+    def build(name, split, **kwargs):
+        dataset = real_build_dataset(name, split, **kwargs)
+        count = 64 if split == "train" else 32
+        x = torch.stack([dataset[i][0] for i in range(count)])
+        y = torch.tensor([dataset[i][1] for i in range(count)])
+        return TensorDataset(x if split == "train" else 0.3 * (1.0 - x), y)
+
+    return build
+
+
+def fitted_affines(monkeypatch) -> list:
+    """Keeps (features, (mean, matrix)) of every `feature_affine` call the evaluation makes."""
+    from solo_ncp.eval import linear
+
+    fitted, real = [], linear.feature_affine
+
+    def recording(features, kind):
+        affine = real(features, kind)
+        fitted.append((features.clone(), affine))
+        return affine
+
+    monkeypatch.setattr(linear, "feature_affine", recording)
+    return fitted
+
+
+def expected_matrix(train: np.ndarray, kind: str) -> np.ndarray:
+    """What heads.py documents, from numpy on the training features (N, D): standardized:
+    diag(1 / population std), a std below STD_FLOOR taken as 1; whitened: (C + floor I)^(-1/2),
+    C the population covariance, floor = WHITEN_FLOOR x its largest eigenvalue, found here as the
+    inverse of the square root's square (a symmetric positive definite matrix M with M M = that)."""
+    if kind == "standardized":
+        std = train.std(axis=0)
+        return np.diag(1.0 / np.where(std < STD_FLOOR, 1.0, std))
+    covariance = np.cov(train, rowvar=False, ddof=0)
+    floor = max(WHITEN_FLOOR * np.linalg.eigvalsh(covariance).max(), STD_FLOOR**2)
+    return np.linalg.inv(covariance + floor * np.eye(len(covariance)))
+
+
+@pytest.mark.parametrize("command, head", [("eval", "standardized"), ("eval", "whitened"),
+                                           ("poc", "whitened")])
+def test_head_statistics_come_from_the_training_split(digits_simclr_ckpt, tmp_path, monkeypatch,
+                                                      command, head):
+    """`solo-ncp eval` and `poc` fit the head's mean and matrix on the training images' features
+    (un-augmented, eval mode), never on the test split's."""
+    from solo_ncp import data
+    from solo_ncp.cli import main
+    from solo_ncp.models import load_encoder
+
+    splits = digits_with_unlike_splits(data.build_dataset)
+    monkeypatch.setattr("solo_ncp.data.build_dataset", splits)
+    fitted = fitted_affines(monkeypatch)
+    options = (["--aa-n", "0", "--pgd-steps", "1", "--cache-features"] if command == "eval"
+               else ["--k", "4", "--steps", "1"])
+    assert main([command, "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits", "--out",
+                 str(tmp_path), "--epochs", "1", "--head", head, *options]) == 0
+    encoder = load_encoder(digits_simclr_ckpt).model.eval()
+    with torch.no_grad():
+        train, test = (encoder(splits("digits", split).tensors[0]).double().numpy()
+                       for split in ("train", "test"))
+    (features, (mean, matrix)), = fitted
+    np.testing.assert_allclose(features.numpy(), train, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean.numpy(), train.mean(axis=0), rtol=1e-5, atol=1e-5)
+    assert np.abs(test.mean(axis=0) - train.mean(axis=0)).max() > 0.1
+    if head == "standardized":
+        np.testing.assert_allclose(matrix.numpy(), expected_matrix(train, head), rtol=1e-4, atol=1e-6)
+    else:
+        square = matrix.double().numpy() @ matrix.double().numpy()
+        np.testing.assert_allclose(matrix.numpy(), matrix.numpy().T, atol=1e-5)
+        np.testing.assert_allclose(square, expected_matrix(train, head), rtol=1e-4, atol=1e-3)

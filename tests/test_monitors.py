@@ -4,8 +4,10 @@ oracles computed here from its checkpoint and its CSV log:
   and PGD-20 accuracy (a transcription of torchattacks' PGD) on the first validation images;
 - solo-learn's `knn_eval`: scikit-learn's KNeighborsClassifier on the features the k-NN scored,
   which are the checkpoint encoder's on the validation split;
-- the progress bar: `loss` is the stage-2 loss alone, the classifier's CE is `clf_loss`.
+- the progress bar and the log: `loss` is the stage-2 loss alone (Eq. 3 recomputed here from each
+  step's batch with a copy of the student), the classifier's CE is `clf_loss`.
 """
+import copy
 import csv
 import warnings
 from pathlib import Path
@@ -26,6 +28,7 @@ from solo_ncp.launch.trainer import LAST, build_trainer
 from solo_ncp.models import load_encoder
 from solo_ncp.models.checkpoint import read_checkpoint
 from tests.conftest import DIGITS_STAGE2, ROOT, train_stage2
+from tests.test_stage2_oracles import eq3_oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -67,10 +70,28 @@ def spy_on_knn(model) -> dict:
     return seen
 
 
+def recomputing_eq3(real_step, recomputed: list):
+    """`stage2_step` that also appends Eq. 3's terms as floats, recomputed by `eq3_oracle` with a
+    copy of the student as the step received it and the step's own x_adv."""
+
+    def step(student, teacher, x, cfg, **kwargs):
+        before = copy.deepcopy(student)
+        out = real_step(student, teacher, x, cfg, **kwargs)
+        with torch.no_grad():
+            terms = eq3_oracle(before, teacher, x, out.x_adv, cfg.lam)
+        recomputed.append({name: value.item() for name, value in terms.items()})
+        return out
+
+    return step
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_simclr_ckpt):
     """Two epochs of `ncp` on 256 digits (4 steps each) with every monitor on, built as
-    `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg"}."""
+    `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg",
+    "eq3": each step's Eq. 3 terms recomputed (`recomputing_eq3`)}."""
+    import solo_ncp.methods.stage2_hooks as hooks
+
     out = tmp_path_factory.mktemp("monitors")
     overrides = [*DIGITS_STAGE2, *MONITORED, f"checkpoint.dir={out}",
                  f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}"]
@@ -85,14 +106,17 @@ def run(tmp_path_factory, digits_simclr_ckpt):
     folder.mkdir()
     trainer = build_trainer(cfg, folder, model.checkpoint_meta())
     train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
-    trainer.fit(model, train_loader(cfg, train_set),
-                eval_loader(cfg, config_dataset(cfg, "test", None)))
+    eq3 = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hooks, "stage2_step", recomputing_eq3(hooks.stage2_step, eq3))
+        trainer.fit(model, train_loader(cfg, train_set),
+                    eval_loader(cfg, config_dataset(cfg, "test", None)))
     rows = []
     for path in sorted(folder.glob("logs/version_*/metrics.csv")):
         with open(path) as f:
             rows += list(csv.DictReader(f))
     return {"trainer": trainer, "model": model, "folder": folder, "rows": rows, "knn": knn,
-            "cfg": cfg}
+            "cfg": cfg, "eq3": eq3}
 
 
 def checkpoint_classifier(folder: Path) -> nn.Module:
@@ -175,22 +199,23 @@ def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
 
 
 def test_progress_bar_shows_the_stage2_loss_its_terms_and_the_classifier_loss_apart(run):
-    trainer, model = run["trainer"], run["model"]
+    trainer, model, eq3 = run["trainer"], run["model"], run["eq3"]
     bar = trainer.progress_bar_metrics
     assert {"loss", "distill", "robust", "clf_loss"} <= bar.keys()
     with warnings.catch_warnings():  # Lightning 1.9 warns when a method logs `loss` itself
         warnings.simplefilter("error")
         shown = trainer.progress_bar_callback.get_metrics(trainer, model)
-    assert float(shown["loss"]) == pytest.approx(bar["distill"] + LAM * bar["robust"], rel=1e-5)
-    steps = [r for r in run["rows"] if r.get("train_loss_step")]
-    assert len(steps) == 8  # log_every_n_steps=1, 2 epochs of 4 steps
-    for row in steps:
-        distill, robust = float(row["train_distill_loss_step"]), float(row["train_robust_loss_step"])
-        assert float(row["train_loss_step"]) == pytest.approx(distill + LAM * robust, rel=1e-5)
+    steps = sorted((r for r in run["rows"] if r.get("train_loss_step")), key=lambda r: int(r["step"]))
+    assert len(steps) == len(eq3) == 8  # log_every_n_steps=1, 2 epochs of 4 steps
+    for row, expected in zip(steps, eq3):
+        for term in ("loss", "distill", "robust"):
+            logged_name = "train_loss_step" if term == "loss" else f"train_{term}_loss_step"
+            assert float(row[logged_name]) == pytest.approx(expected[term], rel=1e-5), term
         assert float(row["train_class_loss_step"]) > 0.01  # so adding it would show
-    last = steps[-1]
-    assert bar["loss"] == pytest.approx(float(last["train_loss_step"]), rel=1e-6)
-    assert bar["clf_loss"] == pytest.approx(float(last["train_class_loss_step"]), rel=1e-6)
+    for term in ("loss", "distill", "robust"):
+        assert bar[term] == pytest.approx(eq3[-1][term], rel=1e-5), term
+    assert float(shown["loss"]) == pytest.approx(eq3[-1]["loss"], rel=1e-5)
+    assert bar["clf_loss"] == pytest.approx(float(steps[-1]["train_class_loss_step"]), rel=1e-6)
 
 
 def test_monitors_of_the_validation_split_are_refused_in_a_run_without_one(tmp_path,

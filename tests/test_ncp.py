@@ -7,13 +7,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from solo_ncp.attacks import ncp_objective
+from solo_ncp.methods.stage2_hooks import Stage2Hooks
 from solo_ncp.models import load_encoder
 from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint, split_state_dict
 from solo_ncp.models.inference import eval_mode
@@ -75,6 +78,75 @@ def test_stage2_config_rejects_bad_values():
         Stage2Config(neighbor_rank=1)
     with pytest.raises(ValueError, match="perturbation='fgsm'"):
         Stage2Config(perturbation="fgsm")
+
+
+class ClusteringHost(Stage2Hooks):
+    """The stage-2 hooks' clustering methods on a plain object: one process (no DDP), CPU, f2 =
+    `tiny_student()` whose clean and adversarial BN branches differ, so encoding through the wrong
+    branch shows too."""
+
+    def __init__(self, images: torch.Tensor, cluster_features: str, batch_size: int):
+        student = tiny_student()
+        student(torch.rand(16, 3, 8, 8))  # clean running statistics move away from (0, 1)
+        with torch.no_grad():
+            for m in student.modules():
+                if isinstance(m, DualBatchNorm2d):
+                    m.adv.weight.mul_(3.0)
+        self.normalize, self.encoder = student
+        self.stage2 = Stage2Config(cluster_bn="clean")
+        self.trainer = SimpleNamespace(world_size=1, global_rank=0)
+        self.device = torch.device("cpu")
+        self.cluster_features = cluster_features
+        self.bank = None
+        self.set_cluster_data(TensorDataset(images, torch.zeros(len(images), dtype=torch.long)),
+                              batch_size=batch_size)
+
+
+def encoded_one_by_one(host: Stage2Hooks, indices) -> torch.Tensor:
+    """(len(indices), D): f2 of each training image `indices[j]` encoded alone (eval mode,
+    cluster_bn branch): the row that belongs to that dataset index, whatever any loader's order."""
+    student = host.student()
+    with torch.no_grad(), eval_mode(student), bn_branch(student, host.stage2.cluster_bn):
+        return torch.cat([student(host.cluster_data[int(i)][0][None]) for i in indices])
+
+
+IMAGES = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+
+
+def test_full_pass_features_are_in_dataset_order():
+    """Without DDP, batches of 4 (three loader batches): row i is image i's feature."""
+    host = ClusteringHost(IMAGES, "full_pass", batch_size=4)
+    features, from_bank = host._features_to_cluster()
+    torch.testing.assert_close(features, encoded_one_by_one(host, range(len(IMAGES))))
+    assert from_bank == 0.0
+
+
+def test_encoding_indices_out_of_order_returns_each_index_its_own_row():
+    """The loader then runs in the order of `indices`, not the dataset's: each returned row
+    must still be the feature of the index at its position."""
+    host = ClusteringHost(IMAGES, "full_pass", batch_size=3)
+    indices = torch.tensor([7, 2, 9, 0, 5, 3])
+    torch.testing.assert_close(host._encode(indices), encoded_one_by_one(host, indices))
+
+
+def test_gather_rows_without_ddp_puts_rows_at_their_indices():
+    rows = torch.tensor([[7.0], [2.0], [9.0], [0.0]])
+    gathered = gather_rows(rows, torch.tensor([7, 2, 9, 0]), 10)
+    assert gathered[[0, 2, 7, 9]].flatten().tolist() == [0.0, 2.0, 7.0, 9.0]
+
+
+def test_memory_bank_keeps_seen_rows_and_encodes_the_missing_ones_in_their_rows():
+    """Rows 0, 2, 3, 6, 9 were seen (the bank holds marker values there); 1, 4, 5, 7, 8 were
+    not and must be f2 of those very images."""
+    host = ClusteringHost(IMAGES, "memory_bank", batch_size=2)
+    host.bank = 1000.0 + torch.arange(10 * 4, dtype=torch.float32).view(10, 4)
+    host.bank_seen = torch.zeros(10, dtype=torch.bool)
+    seen, missing = [0, 2, 3, 6, 9], [1, 4, 5, 7, 8]
+    host.bank_seen[seen] = True
+    features, from_bank = host._features_to_cluster()
+    assert torch.equal(features[seen], host.bank[seen])
+    torch.testing.assert_close(features[missing], encoded_one_by_one(host, missing))
+    assert from_bank == 0.5
 
 
 def _metrics(run: Path):
@@ -155,12 +227,45 @@ def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, dig
     assert not torch.equal(final["state_dict"][conv1], killed["state_dict"][conv1])
 
 
-def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simclr_ckpt):
-    """250 images in batches of 64 with drop-last: 192 are seen per epoch and come from the bank,
-    the 58 skipped ones are encoded at clustering time."""
+def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simclr_ckpt,
+                                                          monkeypatch):
+    """250 images in batches of 64 with drop-last: 3 x 64 = 192 are seen in epoch 0. Epoch 0
+    clusters a full pass; epoch 1 clusters the bank, whose seen rows are the features epoch 0's
+    steps remembered for those dataset indices, and whose other rows are f2 of those images at
+    clustering time, each encoded alone here."""
+    import solo_ncp.methods.stage2_hooks as hooks
+
+    remembered, encoded, clustered = [], [], []
+    real_remember, real_encode, real_cluster = (hooks.Stage2Hooks._remember,
+                                                hooks.Stage2Hooks._encode, hooks.cluster_epoch)
+
+    def recording_remember(self, indexes, features):
+        remembered.append((indexes.clone(), features.clone()))
+        return real_remember(self, indexes, features)
+
+    def recording_encode(self, indices):
+        encoded.append((indices.clone(), encoded_one_by_one(self, indices)))
+        return real_encode(self, indices)
+
+    def recording_cluster(features, *args, **kwargs):
+        clustered.append(features.clone())
+        return real_cluster(features, *args, **kwargs)
+
+    monkeypatch.setattr(hooks.Stage2Hooks, "_remember", recording_remember)
+    monkeypatch.setattr(hooks.Stage2Hooks, "_encode", recording_encode)
+    monkeypatch.setattr(hooks, "cluster_epoch", recording_cluster)
     assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=2", "name=bank",
                         "data.subset=250", "method_kwargs.cluster_features=memory_bank",
                         "method_kwargs.assign=index") == 0
+    (all_indices, full_pass), (missing, missing_rows) = encoded
+    assert torch.equal(all_indices, torch.arange(250))
+    torch.testing.assert_close(clustered[0], full_pass)
+    seen = torch.cat([indexes for indexes, _ in remembered[:3]])
+    assert len(remembered) == 6 and len(seen) == len(set(seen.tolist())) == 192
+    assert sorted(missing.tolist()) == sorted(set(range(250)) - set(seen.tolist()))
+    torch.testing.assert_close(clustered[1][missing], missing_rows)
+    for indexes, features in remembered[:3]:
+        assert torch.equal(clustered[1][indexes], features)
     from_bank = [float(r["cluster_from_bank"]) for r in _metrics(tmp_path / "bank")
                  if r.get("cluster_from_bank")]
     assert from_bank == [0.0, pytest.approx(192 / 250)]

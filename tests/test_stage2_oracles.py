@@ -120,7 +120,8 @@ def dual_bn_pair(seed: int = 0):
 
 def eq3_oracle(student, teacher, x, x_adv, lam):
     """Eq. 3 recomputed with the test's own forwards: f2(x) through the clean BN and f2(x_adv)
-    through the adversarial BN, both train mode; f1(x) from the frozen teacher."""
+    through the adversarial BN, both in the student's mode (train); f1(x) from the frozen teacher.
+    Returns {"distill", "robust", "loss"} (scalars, with graph)."""
     with bn_branch(student, "clean"):
         clean = student(x)
     with bn_branch(student, "adv"):
@@ -128,7 +129,7 @@ def eq3_oracle(student, teacher, x, x_adv, lam):
     target = teacher(x)
     distill = -F.cosine_similarity(clean, target, dim=1).mean()
     robust = -F.cosine_similarity(adv, clean, dim=1).mean()
-    return distill + lam * robust
+    return {"distill": distill, "robust": robust, "loss": distill + lam * robust}
 
 
 @pytest.mark.parametrize("perturbation", ["ncp", "deacl"])
@@ -140,7 +141,7 @@ def test_dual_bn_step_loss_and_gradients_equal_eq3_recomputed(perturbation):
     cfg = Stage2Config(perturbation=perturbation, lam=6.0, steps=2)
     out = stage2_step(student, teacher, x, cfg, centroids=centroids)
     out.losses["loss"].backward()
-    expected = eq3_oracle(reference, teacher, x, out.x_adv, 6.0)
+    expected = eq3_oracle(reference, teacher, x, out.x_adv, 6.0)["loss"]
     expected.backward()
     torch.testing.assert_close(out.losses["loss"], expected, rtol=0, atol=1e-6)
     for (name, ours), theirs in zip(student.named_parameters(), reference.parameters()):
