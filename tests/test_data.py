@@ -57,23 +57,10 @@ def _write_idx(path, array):
     path.write_bytes(gzip.compress(_idx_bytes(array)))
 
 
-def test_fashion_mnist_from_data_dir_in_torchvision_layout(tmp_path):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    images = np.arange(5 * 28 * 28, dtype=np.int64).reshape(5, 28, 28) % 256
-    for prefix in ("train", "t10k"):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(5))
-    data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
-    x, y = data[2]
-    assert y == 2
-    assert torch.allclose(x[0], torch.tensor(images[2] / 255.0, dtype=torch.float32))
-
-
 IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
 
 
-def _fashion_folder(folder, n_images=5, n_labels=5, size=28):
+def write_fashion_mnist(folder, n_images=5, n_labels=5, size=28):
     """Fashion-MNIST's four files, gzipped, with `n_images` test images of size x size pixels and
     `n_labels` test labels (the training files: 5 of each)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,8 +72,23 @@ def _fashion_folder(folder, n_images=5, n_labels=5, size=28):
     return folder
 
 
+def test_fashion_mnist_from_data_dir_in_torchvision_layout(tmp_path):
+    write_fashion_mnist(tmp_path / "FashionMNIST" / "raw")
+    data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
+    x, y = data[2]
+    assert y == 2
+    image = np.arange(2 * 28 * 28, 3 * 28 * 28).reshape(28, 28) % 256
+    assert torch.allclose(x[0], torch.tensor(image / 255.0, dtype=torch.float32))
+
+
 def _cut_in_half(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _unzip_without_last_byte(path):
+    """`path` (.gz) replaced by its content without `.gz` and without its last byte."""
+    path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes())[:-1])
+    path.unlink()
 
 
 def _rename(path, name):
@@ -100,12 +102,11 @@ MALFORMED_FASHION_MNIST = {  # fault -> (plant it in a folder of good files, wor
                               [IMAGES, "magic number"]),
     "labels where the images belong": (lambda d: (d / IMAGES).write_bytes((d / LABELS).read_bytes()),
                                        [IMAGES, "magic number 00000801 where 00000803"]),
-    "an unzipped file cut short": (lambda d: ((d / "t10k-images-idx3-ubyte").write_bytes(
-        gzip.decompress((d / IMAGES).read_bytes())[:-1]), (d / IMAGES).unlink()),
-        ["t10k-images-idx3-ubyte ", "3935 bytes", "3936"]),
-    "images of another size": (lambda d: _fashion_folder(d, size=27), [IMAGES, "27x27"]),
-    "fewer labels than images": (lambda d: _fashion_folder(d, n_labels=4), [IMAGES, LABELS, "5 images",
-                                                                             "4 labels"]),
+    "an unzipped file cut short": (lambda d: _unzip_without_last_byte(d / IMAGES),
+                                   ["t10k-images-idx3-ubyte ", "3935 bytes", "3936"]),
+    "images of another size": (lambda d: write_fashion_mnist(d, size=27), [IMAGES, "27x27"]),
+    "fewer labels than images": (lambda d: write_fashion_mnist(d, n_labels=4),
+                                 [IMAGES, LABELS, "5 images", "4 labels"]),
     "a label file of another name": (lambda d: _rename(d / LABELS, "t10k-labels.gz"),
                                      [LABELS, "t10k-labels.gz", "give a file that name"]),
     "a missing image file": (lambda d: (d / IMAGES).unlink(), [IMAGES]),
@@ -115,7 +116,7 @@ MALFORMED_FASHION_MNIST = {  # fault -> (plant it in a folder of good files, wor
 @pytest.mark.parametrize("fault", sorted(MALFORMED_FASHION_MNIST))
 def test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix(tmp_path, fault):
     plant, words = MALFORMED_FASHION_MNIST[fault]
-    folder = _fashion_folder(tmp_path / "fashion-mnist")
+    folder = write_fashion_mnist(tmp_path / "fashion-mnist")
     plant(folder)
     with pytest.raises(DatasetNotFoundError) as caught:
         build_dataset("fashionmnist", "test", data_dir=tmp_path)
@@ -127,7 +128,7 @@ def test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix(tmp_p
 
 def test_the_fashion_mnist_files_built_here_read_before_a_fault_is_planted(tmp_path):
     """Control for the faults above: the good folder holds 5 test images and their labels."""
-    _fashion_folder(tmp_path / "fashion-mnist")
+    write_fashion_mnist(tmp_path / "fashion-mnist")
     data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
     assert len(data) == 5 and [data[i][1] for i in range(5)] == [0, 1, 2, 3, 4]
 

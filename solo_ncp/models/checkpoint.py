@@ -8,6 +8,7 @@ import pydoc
 import re
 import struct
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,9 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint"
         )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # of a byte that garbage holds where a protocol goes
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
         refused, reason = _refusal(err)
         if not refused:
