@@ -42,8 +42,8 @@ def zip_of_notes() -> bytes:
 
 NOT_CHECKPOINTS = {  # stem of a world file -> its bytes: texts of three first bytes, a zip, nothing
     "text-h": b"hello, my notes\n",
-    "text-paren": b"(my notes)\n",
-    "text-x80": b"\x80my notes\n",
+    "text-paren": b"(edited) my notes\n",
+    "text-x80": b"\x80eur: prices in cp1252\n",
     "zip": zip_of_notes(),
     "empty": b"",
 }
