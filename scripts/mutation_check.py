@@ -113,6 +113,18 @@ MUTATIONS = (
              "head, _ = train_head(args, encoder, spec, train_set)",
              "head, _ = train_head(args, encoder, spec, test_set)",
              ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[poc-whitened]",)),
+    Mutation("the checkpoint reader catching only the parser errors it caught before issue 24",
+             "solo_ncp/models/checkpoint.py",
+             "UNREADABLE = (\n    EOFError, LookupError, struct.error, ValueError, TypeError, AttributeError, "
+             "AssertionError,\n    RuntimeError, OSError, ImportError, ArithmeticError,\n)",
+             "UNREADABLE = (RuntimeError, EOFError, OSError)",
+             ("tests/test_checkpoint_files.py::test_a_text_file_of_any_first_byte_is_one_checkpoint_error",)),
+    Mutation("any refused global taken for an unsafe pickle", "solo_ncp/models/checkpoint.py",
+             "return bool(named) and _may_name_an_object(named[1]), reason", "return True, reason",
+             ("tests/test_checkpoint_files.py",)),
+    Mutation("a Fashion-MNIST file of the wrong size read as far as it goes", "solo_ncp/data/datasets.py",
+             "if len(data) < header or len(data) != header + math.prod(shape):", "if len(data) < header:",
+             ("tests/test_data.py::test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix",)),
 )
 
 

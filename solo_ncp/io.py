@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 import torch
 
@@ -55,6 +55,17 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def remove_outputs(folder: PathLike, names: Iterable[str]) -> List[str]:
+    """Removes the files `names` (all a command may write into `folder`) where they exist, so that
+    a run writing there leaves no earlier run's file beside its own; any other file stays. Returns
+    the names removed."""
+    folder = Path(folder)
+    removed = [name for name in names if (folder / name).is_file()]
+    for name in removed:
+        (folder / name).unlink()
+    return removed
 
 
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -6,8 +6,11 @@ Rows run `solo_ncp.cli.main` in this process (the console script is `sys.exit(ma
 exception escaping it would fail the test as a traceback would; the rows that need a process of
 their own (a lock held by another pid, an environment variable at torch's import) are in
 test_resume.py and test_io.py."""
+import functools
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import torch
 from solo_ncp.cli import main
 from solo_ncp.launch.reproduce import build_plan
 from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
+from tests.test_data import IMAGES, LABELS, write_fashion_mnist
 
 SIMCLR = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR]
 EVAL = ["eval", "--dataset", "digits", "--epochs", "1", "--test-n", "20", "--aa-n", "0"]
@@ -26,6 +30,23 @@ class CodeRunner:
 
     def __reduce__(self):
         return (print, ("code ran",))
+
+
+def zip_of_notes() -> bytes:
+    """A zip archive that is no torch archive."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as notes:
+        notes.writestr("notes.txt", "my notes\n")
+    return archive.getvalue()
+
+
+NOT_CHECKPOINTS = {  # stem of a world file -> its bytes: texts of three first bytes, a zip, nothing
+    "text-h": b"hello, my notes\n",
+    "text-paren": b"(edited) my notes\n",
+    "text-x80": b"\x80eur: prices in cp1252\n",
+    "zip": zip_of_notes(),
+    "empty": b"",
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +76,12 @@ def world(tmp_path_factory, digits_simclr_ckpt):
     for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                  "test_batch", "batches.meta"]:
         (cifar / name).write_bytes(b"corrupt" * 10)
-    for name in ("truncated", "text", "unsafe", "list"):
+    for stem, content in NOT_CHECKPOINTS.items():
+        (root / f"{stem}.ckpt").write_bytes(content)
+    for fault, plant in (("truncated", lambda d: (d / IMAGES).write_bytes((d / IMAGES).read_bytes()[:99])),
+                         ("random", lambda d: (d / LABELS).write_bytes(bytes(range(7, 250, 3))))):
+        plant(write_fashion_mnist(root / f"fmnist-{fault}" / "fashion-mnist"))
+    for name in ("truncated", "text", "unsafe", "list", *NOT_CHECKPOINTS):
         run = root / "runs" / name
         run.mkdir(parents=True)
         (run / "last.ckpt").write_bytes((root / f"{name}.ckpt").read_bytes())
@@ -112,6 +138,25 @@ def on_device(command, device):
     """The row of `command` (DEVICE_COMMANDS) run with `--device device`: its builder and words."""
     named = f"--device {device!r}" if device == "foo" else f"--device {device}:"
     return lambda w: [*DEVICE_COMMANDS[command](w), "--device", device], [named, "--device cpu"]
+def fashion_mnist_eval(world, fault):
+    """eval on the Fashion-MNIST folder of the world with a malformed file."""
+    return [*EVAL[:2], "fashionmnist", *EVAL[3:], "--ckpt", str(world["simclr"]), "--data-dir",
+            str(world["root"] / f"fmnist-{fault}"), "--out", str(world["root"] / "fresh")]
+
+
+CHECKPOINT_USES = {  # how a command reads a checkpoint -> (argv builder of the world and the
+    # stem of a world file, where the error line finds that file)
+    "eval --ckpt": (lambda w, stem: evaluate(w, stem), "{stem}.ckpt"),
+    "teacher": (lambda w, stem: stage2(w, f"method_kwargs.teacher_ckpt={w[stem]}"), "{stem}.ckpt"),
+    "resume": (lambda w, stem: resume(w, stem), "{stem}/last.ckpt"),
+}
+
+
+def not_a_checkpoint_rows():
+    """Each file of NOT_CHECKPOINTS as each use of CHECKPOINT_USES: one row apiece."""
+    return {f"{use}: {stem} file": (functools.partial(build, stem=stem),
+                                    [where.format(stem=stem), "not a PyTorch checkpoint"])
+            for use, (build, where) in CHECKPOINT_USES.items() for stem in NOT_CHECKPOINTS}
 
 
 ROWS = {  # case -> (argv builder taking the world, words the error line must hold)
@@ -233,6 +278,10 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "kmeans_n_init 0": (lambda w: stage2(w, "+method_kwargs.kmeans_n_init=0"), ["kmeans_n_init=0"]),
     "speed switch not a boolean": (lambda w: stage2(w, "+method_kwargs.channels_last=maybe"),
                                    ["channels_last='maybe'", "true or false"]),
+    # files that are no checkpoint; malformed Fashion-MNIST files
+    **not_a_checkpoint_rows(),
+    "truncated Fashion-MNIST gzip": (lambda w: fashion_mnist_eval(w, "truncated"), [IMAGES, "download"]),
+    "random bytes as Fashion-MNIST labels": (lambda w: fashion_mnist_eval(w, "random"), [LABELS, "download"]),
 }
 
 

@@ -437,6 +437,23 @@ def test_sweep_k_finds_planted_k_and_writes_outputs(tmp_path):
     ]
 
 
+def test_a_sweep_failing_mid_write_leaves_no_file_of_an_earlier_sweep(tmp_path, monkeypatch):
+    from solo_ncp.cluster import select_k
+
+    out = tmp_path / "select"
+    write_k_selection({2: 0.1, 3: 0.5}, out)
+    (out / "notes.txt").write_text("my notes\n")
+
+    def no_plot(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(select_k, "_plot_scores", no_plot)
+    with pytest.raises(OSError, match="disk full"):
+        write_k_selection({2: 0.9, 3: 0.2}, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "silhouette.csv"]
+    assert (out / "silhouette.csv").read_text() == "k,silhouette\n2,0.90000000\n3,0.20000000\n"
+
+
 def test_best_k_prefers_smallest_on_ties_and_rejects_empty():
     assert best_k({30: 0.2, 10: 0.5, 20: 0.5}) == 10
     with pytest.raises(ValueError, match="scores is empty"):

@@ -47,23 +47,90 @@ def test_fashion_mnist_from_debian_files():
     _check_split(test, 28, 10)
 
 
-def _write_idx(path, array):
+def _idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic number 0, 0, 8, ndim; the sizes; the values."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write_idx(path, array):
+    path.write_bytes(gzip.compress(_idx_bytes(array)))
+
+
+IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+
+
+def write_fashion_mnist(folder, n_images=5, n_labels=5, size=28):
+    """Fashion-MNIST's four files, gzipped, with `n_images` test images of size x size pixels and
+    `n_labels` test labels (the training files: 5 of each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {"train": (5, 5), "t10k": (n_images, n_labels)}
+    for prefix, (images, labels) in counts.items():
+        pixels = np.arange(images * size * size).reshape(images, size, size) % 256
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", pixels)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(labels))
+    return folder
 
 
 def test_fashion_mnist_from_data_dir_in_torchvision_layout(tmp_path):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    images = np.arange(5 * 28 * 28, dtype=np.int64).reshape(5, 28, 28) % 256
-    for prefix in ("train", "t10k"):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(5))
+    write_fashion_mnist(tmp_path / "FashionMNIST" / "raw")
     data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
     x, y = data[2]
     assert y == 2
-    assert torch.allclose(x[0], torch.tensor(images[2] / 255.0, dtype=torch.float32))
+    image = np.arange(2 * 28 * 28, 3 * 28 * 28).reshape(28, 28) % 256
+    assert torch.allclose(x[0], torch.tensor(image / 255.0, dtype=torch.float32))
+
+
+def _cut_in_half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _unzip_without_last_byte(path):
+    """`path` (.gz) replaced by its content without `.gz` and without its last byte."""
+    path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes())[:-1])
+    path.unlink()
+
+
+def _rename(path, name):
+    path.rename(path.with_name(name))
+
+
+MALFORMED_FASHION_MNIST = {  # fault -> (plant it in a folder of good files, words the error holds)
+    "truncated gzip": (lambda d: _cut_in_half(d / IMAGES), [IMAGES]),
+    "random bytes": (lambda d: (d / LABELS).write_bytes(bytes(range(7, 250, 3))), [LABELS]),
+    "random bytes, gzipped": (lambda d: (d / IMAGES).write_bytes(gzip.compress(bytes(range(200)))),
+                              [IMAGES, "magic number"]),
+    "labels where the images belong": (lambda d: (d / IMAGES).write_bytes((d / LABELS).read_bytes()),
+                                       [IMAGES, "magic number 00000801 where 00000803"]),
+    "an unzipped file cut short": (lambda d: _unzip_without_last_byte(d / IMAGES),
+                                   ["t10k-images-idx3-ubyte ", "3935 bytes", "3936"]),
+    "images of another size": (lambda d: write_fashion_mnist(d, size=27), [IMAGES, "27x27"]),
+    "fewer labels than images": (lambda d: write_fashion_mnist(d, n_labels=4),
+                                 [IMAGES, LABELS, "5 images", "4 labels"]),
+    "a label file of another name": (lambda d: _rename(d / LABELS, "t10k-labels.gz"),
+                                     [LABELS, "t10k-labels.gz", "give a file that name"]),
+    "a missing image file": (lambda d: (d / IMAGES).unlink(), [IMAGES]),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(MALFORMED_FASHION_MNIST))
+def test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix(tmp_path, fault):
+    plant, words = MALFORMED_FASHION_MNIST[fault]
+    folder = write_fashion_mnist(tmp_path / "fashion-mnist")
+    plant(folder)
+    with pytest.raises(DatasetNotFoundError) as caught:
+        build_dataset("fashionmnist", "test", data_dir=tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in [*words, "download Fashion-MNIST's files again", "--data-dir"]:
+        assert word in message, (word, message)
+
+
+def test_the_fashion_mnist_files_built_here_read_before_a_fault_is_planted(tmp_path):
+    """Control for the faults above: the good folder holds 5 test images and their labels."""
+    write_fashion_mnist(tmp_path / "fashion-mnist")
+    data = build_dataset("fashionmnist", "test", data_dir=tmp_path)
+    assert len(data) == 5 and [data[i][1] for i in range(5)] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "fashionmnist"])

@@ -1,6 +1,7 @@
 """`solo-ncp eval` / `report`: both BN branches, AFF, files written beside metrics.json, bad input."""
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -110,6 +111,22 @@ def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_simclr_ckpt, tmp_p
     assert [branch["bn"] for branch in record["branches"]] == [None] and record["head"] == "paper"
     assert record["branches"][0]["files"] == {"head": "head.pt"} and (tmp_path / "head.pt").is_file()
     assert record["metrics"]["aa"] is None and record["metrics"]["aa_n"] == 0
+
+
+def test_eval_over_an_earlier_eval_leaves_its_own_files_and_the_users(both_dir, digits_simclr_ckpt,
+                                                                    tmp_path):
+    """A single-BN eval --overwrite into the folder of a dual-BN eval with AutoAttack: the earlier
+    branch heads and logs go, a file of the user's stays."""
+    out = tmp_path / "eval"
+    shutil.copytree(both_dir, out)
+    (out / "notes.txt").write_text("my notes\n")
+    earlier = {"metrics.json", "head_adv.pt", "head_clean.pt", "autoattack_adv.log", "autoattack_clean.log"}
+    assert earlier <= {p.name for p in out.iterdir()}
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(out), "--cache-features",
+                 "--aa-n", "0", "--overwrite", *TINY]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["head.pt", "metrics.json", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    assert json.loads((out / "metrics.json").read_text())["branches"][0]["files"] == {"head": "head.pt"}
 
 
 def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,18 @@ def exported(planted_dual_bn_ckpt, eval_adv, tmp_path_factory) -> Path:
     assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--head", str(eval_adv),
                  "--out", str(out)]) == 0
     return out
+
+
+def test_export_without_head_over_one_with_a_classifier_leaves_no_classifier(exported, planted_dual_bn_ckpt,
+                                                                            tmp_path):
+    out = tmp_path / "export"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("my notes\n")
+    assert {"classifier.pt", "model_info.json"} <= {p.name for p in out.iterdir()}
+    assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--out", str(out),
+                 "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.pt", "export.json", "model.py", "notes.txt",
+                                                     "solo_learn.ckpt"]
 
 
 def load_model_py(folder: Path):

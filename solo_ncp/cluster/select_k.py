@@ -4,10 +4,14 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Union
 
-from solo_ncp.io import atomic_write, atomic_write_json, atomic_write_text
+from solo_ncp.io import atomic_write, atomic_write_json, atomic_write_text, remove_outputs
 from .kmeans import spherical_kmeans
 from .silhouette import cosine_silhouette
 from .validation import ArrayLike, check_features
+
+SCORES_CSV, SCORES_PNG, K_FILE = "silhouette.csv", "silhouette.png", "k.json"
+K_SELECTION_FILES = (SCORES_CSV, SCORES_PNG, K_FILE)
+"""The files `write_k_selection` writes."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -68,16 +72,18 @@ def _plot_scores(scores: Dict[int, float], best: int, path: Path) -> None:
 
 
 def write_k_selection(scores: Dict[int, float], out_dir: PathLike) -> dict:
-    """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir.
+    """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir, after removing
+    those of an earlier sweep (a failed write leaves no mix of two sweeps).
 
     Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}}.
     """
     best = best_k(scores)
     out_dir = Path(out_dir)
+    remove_outputs(out_dir, K_SELECTION_FILES)
     ks = sorted(scores)
     rows = "".join(f"{k},{scores[k]:.8f}\n" for k in ks)
-    atomic_write_text(out_dir / "silhouette.csv", "k,silhouette\n" + rows)
-    _plot_scores(scores, best, out_dir / "silhouette.png")
+    atomic_write_text(out_dir / SCORES_CSV, "k,silhouette\n" + rows)
+    _plot_scores(scores, best, out_dir / SCORES_PNG)
     selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}}
-    atomic_write_json(out_dir / "k.json", selection)
+    atomic_write_json(out_dir / K_FILE, selection)
     return selection

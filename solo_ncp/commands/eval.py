@@ -3,8 +3,10 @@ and head), then SA, PGD-20 RA and AutoAttack AA on the test set, through each BN
 dual-BN encoder with its own head (`--bn both`, the default). Writes into --out: metrics.json, the
 head of each branch (head_<bn>.pt, an nn.Linear state dict on raw features), for AFF the fine-tuned
 encoder (encoder_<bn>.pt, Normalize + backbone state dict), and AutoAttack's per-attack log
-(autoattack_<bn>.log); single-BN encoders drop the _<bn> suffix. Prints a Table-2 style row per
-branch and the seconds each part took per branch (also in metrics.json: branches[i]["timings_s"])."""
+(autoattack_<bn>.log); single-BN encoders drop the _<bn> suffix. The files an earlier eval wrote
+there (`output_files`) are removed before the first is written; other files stay. Prints a Table-2
+style row per branch and the seconds each part took per branch (also in metrics.json:
+branches[i]["timings_s"])."""
 import argparse
 from pathlib import Path
 from typing import List, Optional
@@ -111,8 +113,23 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--aa-attacks goes with --aa-version custom, and custom needs --aa-attacks")
 
 
-def _file(stem: str, bn: Optional[str], suffix: str) -> str:
+BRANCH_FILES = {"head": ("head", ".pt"), "encoder": ("encoder", ".pt"),
+                "autoattack_log": ("autoattack", ".log")}
+"""metrics.json's names of a branch's files -> (stem, suffix) of the file in --out."""
+
+
+def branch_file(key: str, bn: Optional[str]) -> str:
+    """`<stem>_<bn><suffix>` of BRANCH_FILES[key] for BN branch `bn`; `<stem><suffix>` for None."""
+    stem, suffix = BRANCH_FILES[key]
     return f"{stem}_{bn}{suffix}" if bn else f"{stem}{suffix}"
+
+
+def output_files() -> List[str]:
+    """Every file eval may write into --out: metrics.json and each branch file, for each BN branch
+    and for a single-BN encoder."""
+    from solo_ncp.eval.report import METRICS_FILE
+
+    return [METRICS_FILE, *(branch_file(key, bn) for key in BRANCH_FILES for bn in (None, *BRANCHES))]
 
 
 def load_branches(args: argparse.Namespace) -> List:
@@ -149,15 +166,15 @@ def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, tes
     with timed(timings, "fine_tune", device):
         tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
                           cache_features=args.cache_features)
-    files = {"head": _file("head", encoder.bn, ".pt")}
+    files = {"head": branch_file("head", encoder.bn)}
     saved = {"head": tuned.head}
     if cfg.mode == "aff":
-        files["encoder"] = _file("encoder", encoder.bn, ".pt")
+        files["encoder"] = branch_file("encoder", encoder.bn)
         saved["encoder"] = tuned.encoder
     for key, module in saved.items():
         atomic_torch_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, out / files[key])
     if aa_n:
-        files["autoattack_log"] = _file("autoattack", encoder.bn, ".log")
+        files["autoattack_log"] = branch_file("autoattack_log", encoder.bn)
     aa_log_path = out / files["autoattack_log"] if aa_n else None
     metrics = evaluate(tuned.classifier, test_set, eps=args.eps, alpha=args.alpha, steps=args.pgd_steps,
                        batch_size=batch_sizes["pgd"], aa_batch_size=batch_sizes["aa"], aa_n=aa_n,
@@ -180,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import get_spec
     from solo_ncp.eval import format_row
     from solo_ncp.eval.report import METRICS_FILE
-    from solo_ncp.io import atomic_write_json, file_sha256
+    from solo_ncp.io import atomic_write_json, file_sha256, remove_outputs
 
     check_arguments(args)
     out = Path(args.out) / METRICS_FILE
@@ -198,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if aa_n > len(test_set):
         raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
     batch_sizes = attack_batch_sizes(args)
+    remove_outputs(args.out, output_files())
     branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes)
                 for encoder in encoders]
     method = args.method or encoders[0].meta.get("method", "encoder")

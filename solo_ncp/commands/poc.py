@@ -14,6 +14,10 @@ from solo_ncp.commands._encoder import (
     train_head,
 )
 
+POC_JSON, POC_TABLE = "poc.json", "poc.md"
+POC_FILES = (POC_JSON, POC_TABLE)
+"""The files poc writes into --out."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
@@ -33,12 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.data import get_spec
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
-    from solo_ncp.io import atomic_write_json, atomic_write_text, check_writable, file_sha256
+    from solo_ncp.io import (atomic_write_json, atomic_write_text, check_writable, file_sha256,
+                             remove_outputs)
 
     check_head_arguments(args)
     device = device_of(args)
     out = Path(args.out)
-    refuse_overwrite(out / "poc.json", args.overwrite)
+    refuse_overwrite(out / POC_JSON, args.overwrite)
     check_writable(out)
     spec = get_spec(args.dataset)
     encoder = load_args_encoder(args)
@@ -53,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn,
                               checkpoint={"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)})
     table = format_poc_table(result)
-    atomic_write_json(out / "poc.json", result)
-    atomic_write_text(out / "poc.md", table)
+    remove_outputs(out, POC_FILES)
+    atomic_write_json(out / POC_JSON, result)
+    atomic_write_text(out / POC_TABLE, table)
     print(table)
     print(f"[solo-ncp] {result['n_correct']} of {result['n_total']} test images classified "
-          f"correctly (eps={args.eps:.4f}, K={args.k}); wrote {out / 'poc.md'}")
+          f"correctly (eps={args.eps:.4f}, K={args.k}); wrote {out / POC_TABLE}")
     return 0

@@ -6,10 +6,12 @@ are stated in pixel space. Single-channel data (Fashion-MNIST, digits) is replic
 so every backbone, augmentation and checkpoint keeps the RGB layout of CIFAR/STL.
 """
 import gzip
+import math
 import os
 import pickle
+import zlib
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -124,28 +126,74 @@ def _stl10(root: Path, split: str, transform, download: bool) -> Dataset:
                 transform)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (MNIST format), gzipped or not."""
+IDX_UBYTE = 0x08
+"""The IDX type code of unsigned bytes, the third byte of every Fashion-MNIST file's magic number."""
+FASHION_MNIST_FIX = (
+    "download Fashion-MNIST's files again (the release's *-ubyte.gz, or `sudo apt-get install "
+    f"--reinstall dataset-fashion-mnist`), or pass {DATA_DIR_FLAG} pointing at a folder of intact ones"
+)
+
+
+def _not_idx(path: Path, reason: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"{path} is not a Fashion-MNIST IDX file ({reason}): {FASHION_MNIST_FIX}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of `path`, gunzipped for a `.gz`; a damaged gzip is a DatasetNotFoundError."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
+    try:
+        with opener(path, "rb") as f:
+            return f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # truncated, damaged, no gzip at all
+        raise _not_idx(path, f"{type(err).__name__}: {err}".rstrip(": ")) from None
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file (MNIST format) of unsigned bytes with `ndim` dimensions, gzipped or not: its
+    magic number is 0, 0, IDX_UBYTE, ndim and its size exactly the header plus the shape's bytes."""
+    data = _read_bytes(path)
+    magic = bytes([0, 0, IDX_UBYTE, ndim])
+    if data[:4] != magic:
+        raise _not_idx(path, f"magic number {data[:4].hex() or 'absent'} where {magic.hex()} belongs")
+    header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) < header or len(data) != header + math.prod(shape):
+        raise _not_idx(path, f"{len(data)} bytes where a header of {ndim} sizes {shape} needs "
+                             f"{header + math.prod(shape)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_names(names: Sequence[str]) -> List[str]:
+    """Each of Fashion-MNIST's file names, gzipped (`.gz`) or not."""
+    return [n for name in names for n in (name, name[: -len(".gz")])]
 
 
 def _fashion_mnist_root(data_dir: Optional[Path]) -> Path:
     """Finds the folder holding the four IDX files: --data-dir (flat, `fashion-mnist/` or
-    torchvision's `FashionMNIST/raw/` layout), else Debian's dataset-fashion-mnist."""
+    torchvision's `FashionMNIST/raw/` layout), else Debian's dataset-fashion-mnist. A folder holding
+    some of them is named with the files it lacks and the others it holds."""
     spec = get_spec("fashionmnist")
     candidates = (
         [data_dir, data_dir / spec.folder, data_dir / "FashionMNIST" / "raw"]
         if data_dir is not None
         else [DEBIAN_FASHION_MNIST]
     )
-    for folder in candidates:
-        if all((folder / f).exists() or (folder / f[:-3]).exists() for f in spec.files):
-            return folder
+
+    def absent(folder: Path) -> List[str]:
+        return [f for f in spec.files if not any((folder / n).exists() for n in _idx_names([f]))]
+
+    folder = min(candidates, key=lambda c: len(absent(c)))
+    missing = absent(folder)
+    if not missing:
+        return folder
+    if len(missing) < len(spec.files):
+        others = sorted(p.name for p in folder.iterdir()
+                        if p.is_file() and p.name not in _idx_names(spec.files))
+        raise DatasetNotFoundError(
+            f"dataset 'fashionmnist' in {folder} lacks {', '.join(missing)} (or the same without "
+            f".gz){'; other files there: ' + ', '.join(others[:5]) if others else ''}: give a "
+            f"file that name, or {FASHION_MNIST_FIX}"
+        )
     raise DatasetNotFoundError(
         f"dataset 'fashionmnist' not found: expected {', '.join(spec.files)} in "
         f"{' or '.join(str(c) for c in candidates)}. Install Debian's files with "
@@ -155,14 +203,24 @@ def _fashion_mnist_root(data_dir: Optional[Path]) -> Path:
 
 
 def _fashion_mnist(data_dir: Optional[Path], split: str, transform) -> Dataset:
+    spec = get_spec("fashionmnist")
     root = _fashion_mnist_root(data_dir)
     prefix = "t10k" if split == "test" else "train"
 
-    def read(kind: str) -> np.ndarray:
+    def path(kind: str) -> Path:
         gz = root / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
-        return _read_idx(gz if gz.exists() else gz.with_suffix(""))
+        return gz if gz.exists() else gz.with_suffix("")
 
-    return ArrayImageDataset(read("images"), read("labels"), transform)
+    images, labels = _read_idx(path("images"), 3), _read_idx(path("labels"), 1)
+    if images.shape[1:] != (spec.image_size,) * 2:
+        raise _not_idx(path("images"), f"images of {images.shape[1]}x{images.shape[2]} pixels, "
+                                       f"Fashion-MNIST's are {spec.image_size}x{spec.image_size}")
+    if len(images) != len(labels):
+        raise DatasetNotFoundError(
+            f"{path('images')} holds {len(images)} images but {path('labels')} {len(labels)} labels: "
+            f"the two files do not belong together: {FASHION_MNIST_FIX}"
+        )
+    return ArrayImageDataset(images, labels, transform)
 
 
 def _digits(split: str, transform) -> Dataset:

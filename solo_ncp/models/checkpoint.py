@@ -4,6 +4,11 @@ by `solo-ncp export` (a folder: `encoder.pt`, a plain single-BN state dict, besi
 whose solo-ncp entries describe it; `solo_ncp.models.export` writes them)."""
 import json
 import pickle
+import pydoc
+import re
+import struct
+import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +34,55 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why and what to do."""
 
 
+UNREADABLE = (
+    EOFError, LookupError, struct.error, ValueError, TypeError, AttributeError, AssertionError,
+    RuntimeError, OSError, ImportError, ArithmeticError,
+)
+"""What `torch.load` raises, besides pickle.UnpicklingError, on bytes that are no checkpoint:
+the weights-only unpickler's opcodes on garbage (EOFError at the end, IndexError / KeyError on
+an empty stack or memo, struct.error on a short read, UnicodeDecodeError, TypeError /
+AttributeError from allowed constructors given wrong objects), torch's own checks (its asserts,
+RuntimeError of the zip reader and of the legacy format's magic number, OSError), and with a full
+unpickling classes not installed here (ImportError) and absurd lengths (OverflowError)."""
+REFUSED_GLOBAL = re.compile(r"GLOBAL (.*?) (?:was not an allowed global|whose module)")
+"""The global in torch's refusal of a weights-only load: `module.name` as the pickle spells it."""
+
+
+def _may_name_an_object(global_path: str) -> bool:
+    """Whether a global that a weights-only load refused (`module.name`) can be a Python object
+    that a trusted load would find: dotted identifiers and, under a package this process has
+    imported (torch, collections: those a checkpoint's own objects come from; not `__main__`, a
+    user's script), a name that package has. A name cut short by a truncation is neither."""
+    parts = global_path.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return False
+    if parts[0] == "__main__" or parts[0] not in sys.modules:
+        return True
+    return pydoc.locate(global_path) is not None
+
+
 def _refusal(err: pickle.UnpicklingError) -> Tuple[bool, str]:
     """(whether a weights-only load refused a Python object, the reason on one line) of torch's
-    UnpicklingError: a global it does not allow, or bytes that are no pickle at all."""
+    UnpicklingError: a global it does not allow, or bytes that are no pickle at all (a "global"
+    that names no Python object: a text whose first letter `c`, pickle's GLOBAL opcode, makes its
+    first lines one, or a name cut short by a truncation)."""
     text = str(err)
     refused = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
     if refused is not None:
-        return True, refused.rsplit("error:", 1)[-1].strip().split(". ")[0].rstrip(".")
+        reason = refused.rsplit("error:", 1)[-1].strip().split(". ")[0].rstrip(".")
+        named = REFUSED_GLOBAL.search(refused)
+        return bool(named) and _may_name_an_object(named[1]), reason
     after = text.rsplit("WeightsUnpickler error:", 1)[-1].strip()
     return False, (after.splitlines() or [type(err).__name__])[0].rstrip(".")
+
+
+def unreadable(path: Path, reason: str) -> CheckpointError:
+    """The one error of a file torch cannot load: `reason` is the parser's complaint, one line."""
+    return CheckpointError(
+        f"cannot read {path}: not a PyTorch checkpoint, or a truncated or corrupt one ({reason}). "
+        "Pass a `.ckpt` written by `solo-ncp pretrain` / `solo-ncp train` or by solo-learn; "
+        "a truncated file must be copied or written again"
+    )
 
 
 def read_checkpoint(path, *, trust: bool = False) -> Dict:
@@ -51,19 +96,20 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint"
         )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # of a byte that garbage holds where a protocol goes
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
         refused, reason = _refusal(err)
         if not refused:
-            raise CheckpointError(f"cannot read {path}: not a PyTorch checkpoint ({reason})") from None
+            raise unreadable(path, reason) from None
         raise CheckpointError(
             f"{path} holds pickled Python objects that a safe load refuses ({reason}). "
             "If you trust where it came from, re-run with --trust-checkpoint."
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"cannot read {path}: not a PyTorch checkpoint or truncated ({err})"
-        ) from None
+    except UNREADABLE as err:
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise unreadable(path, f"{type(err).__name__}: {first_line}".rstrip(": ")) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict): "

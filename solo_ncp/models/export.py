@@ -25,7 +25,13 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from solo_ncp.io import atomic_torch_save, atomic_write_json, atomic_write_text, file_sha256
+from solo_ncp.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    remove_outputs,
+)
 from solo_ncp.models import wide_resnet
 from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim, resnet_encoder
 from solo_ncp.models.checkpoint import (
@@ -50,6 +56,8 @@ THREAT_MODEL = "Linf"
 SOLO_LEARN_CIFAR_DATASETS = ("cifar10", "cifar100")
 """The data.dataset values for which solo-learn main's main_linear.py builds the CIFAR stem."""
 INPUTS = "(B, 3, H, W) float RGB images in [0, 1]"
+EXPORT_FILES = (EXPORTED_ENCODER, SOLO_LEARN_FILE, MODEL_FILE, CLASSIFIER_FILE, MODEL_INFO_FILE, EXPORT_INFO)
+"""Every file `write_export` may write into an export folder."""
 
 
 def build_exported_encoder(info: dict) -> nn.Module:
@@ -240,7 +248,8 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
                  eval_dir: Optional[Path] = None) -> Dict:
     """Writes the export folder `out` for `encoder` (a single-BN model: `load_encoder` folded the
     chosen branch in) and, given eval's metrics.json `evaluation` of `eval_dir`, its classifier.
-    Every check runs before the first file is written; export.json comes last. Returns its content."""
+    Every check runs before the files of an earlier export there (EXPORT_FILES) are removed and the
+    first is written; export.json comes last. Returns its content."""
     out = Path(out)
     info = export_info(encoder)
     backbone = OrderedDict((k, v.detach().cpu()) for k, v in encoder.model.backbone.state_dict().items())
@@ -264,10 +273,9 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
         }
         load_weights(build_exported_classifier(info), state, f"classifier of {eval_dir}")
         files[CLASSIFIER_FILE] = state
+    remove_outputs(out, EXPORT_FILES)  # an earlier export's classifier would not match export.json
+    if evaluation is not None:
         atomic_write_json(out / MODEL_INFO_FILE, model_info(info, evaluation, branch))
-    else:  # an earlier export's classifier would no longer match export.json
-        for name in (CLASSIFIER_FILE, MODEL_INFO_FILE):
-            (out / name).unlink(missing_ok=True)
     for name, obj in files.items():
         atomic_torch_save(obj, out / name)
     atomic_write_text(out / MODEL_FILE, standalone_source())
