@@ -73,6 +73,9 @@ MUTATIONS = (
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
              ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+    Mutation("the lr schedule not rebuilt on --resume", "solo_ncp/launch/trainer.py",
+             "callbacks=[ResumedSchedule()] if run.resume_from else [],", "callbacks=[],",
+             ("tests/test_resume.py::test_a_resume_trains_on_the_cosine_of_its_config",)),
 )
 
 

@@ -363,11 +363,25 @@ def test_an_unsafe_teacher_is_refused_naming_what_trusts_it(tmp_path, capsys, di
     assert "+method_kwargs.trust_teacher=true" in line and "main_pretrain.py" in line
 
 
-@pytest.mark.parametrize("trust", ["--trust-checkpoint", "+method_kwargs.trust_teacher=true"])
-def test_a_trusted_unsafe_teacher_trains(trust, tmp_path, digits_simclr_ckpt):
-    """`train --trust-checkpoint` trusts the teacher as well as --resume's last.ckpt; the
-    method's own option (solo-learn main's main_pretrain.py has no such flag) still works."""
+def test_train_trust_checkpoint_trusts_the_teacher(tmp_path, digits_simclr_ckpt):
+    """`train --trust-checkpoint` trusts the teacher as well as --resume's last.ckpt, through the
+    method's own option (the one solo-learn main's main_pretrain.py takes), recorded in
+    config.yaml."""
+    from omegaconf import OmegaConf
+
     teacher = unsafe_copy(digits_simclr_ckpt, tmp_path / "teacher.ckpt")
     assert train_stage2(tmp_path, teacher, "name=t", "max_epochs=1", "limit_train_batches=1",
-                        trust) == 0
+                        "--trust-checkpoint") == 0
     assert torch.load(tmp_path / "t" / LAST, weights_only=True)["epoch"] == 0
+    assert OmegaConf.load(tmp_path / "t" / "config.yaml").method_kwargs.trust_teacher is True
+
+
+@pytest.mark.parametrize("text", ["a: [unclosed\n", "- a list\n"])
+def test_an_unreadable_recorded_config_is_one_error(text, tmp_path):
+    from solo_ncp.config import ConfigError, load_config
+    from solo_ncp.launch.resume import check_resume_config
+
+    (tmp_path / "config.yaml").write_text(text)
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
+    with pytest.raises(ConfigError, match="cannot read the run's recorded config .*remove it"):
+        check_resume_config(tmp_path, cfg)

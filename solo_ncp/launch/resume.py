@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from solo_ncp.config import ConfigError, device_count
 from solo_ncp.launch.compat import Callback
@@ -109,13 +111,26 @@ def plain_config(cfg: DictConfig) -> Dict:
     return OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)))
 
 
+def recorded_config(path: Path) -> Dict:
+    """The plain config in a run's config.yaml; ConfigError if it cannot be read as one."""
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(path))
+        reason = "" if isinstance(recorded, dict) else "not a block of keys"
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        reason = str(err).splitlines()[0]
+    if reason:
+        raise ConfigError(f"--resume: cannot read the run's recorded config {path} ({reason}): "
+                          "restore it, or remove it to resume with the keys unchecked")
+    return recorded
+
+
 def check_resume_config(folder: Path, cfg: DictConfig) -> List[Change]:
     """The keys `cfg` changes against `folder/config.yaml` (none without that file); raises one
     ConfigError naming every refused key with its recorded and given values."""
     path = folder / CONFIG
     if not path.is_file():
         return []
-    changes = config_changes(OmegaConf.to_container(OmegaConf.load(path)), plain_config(cfg))
+    changes = config_changes(recorded_config(path), plain_config(cfg))
     refused = [c for c in changes if c.rule == REFUSED]
     if refused:
         listed = "; ".join(f"{c.key}: {c.recorded} recorded, {c.given} given" for c in refused)
