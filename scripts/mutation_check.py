@@ -125,6 +125,9 @@ MUTATIONS = (
     Mutation("a Fashion-MNIST file of the wrong size read as far as it goes", "solo_ncp/data/datasets.py",
              "if len(data) < header or len(data) != header + math.prod(shape):", "if len(data) < header:",
              ("tests/test_data.py::test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix",)),
+    Mutation("the lr schedule not rebuilt on --resume", "solo_ncp/launch/trainer.py",
+             "callbacks=[ResumedSchedule()] if run.resume_from else [],", "callbacks=[],",
+             ("tests/test_resume.py::test_a_resume_trains_on_the_cosine_of_its_config",)),
 )
 
 

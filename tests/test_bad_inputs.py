@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from solo_ncp.cli import main
+from solo_ncp.config import load_config
 from solo_ncp.launch.reproduce import build_plan
+from solo_ncp.launch.trainer import save_config
 from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
 from tests.test_data import IMAGES, LABELS, write_fashion_mnist
 
@@ -85,6 +87,11 @@ def world(tmp_path_factory, digits_simclr_ckpt):
         run = root / "runs" / name
         run.mkdir(parents=True)
         (run / "last.ckpt").write_bytes((root / f"{name}.ckpt").read_bytes())
+    recorded = root / "runs" / "recorded"  # a run's config.yaml beside a good last.ckpt
+    recorded.mkdir()
+    (recorded / "last.ckpt").write_bytes(good)
+    save_config(load_config(SIMCLR[2], [*DIGITS_SIMCLR, f"checkpoint.dir={root / 'runs'}",
+                                        "name=recorded"]), recorded)
     paths.update({p.stem: p for p in root.glob("*.ckpt")})
     plan = build_plan(dataset="digits", seeds=[0], methods=["ncp"], evals=["slf"], out=root / "repro",
                       overrides=REPRODUCE[REPRODUCE.index("--out") + 2:], teacher=digits_simclr_ckpt,
@@ -203,6 +210,9 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "resume: unsafe last.ckpt": (lambda w: resume(w, "unsafe"), ["--trust-checkpoint"]),
     "resume: a saved list": (lambda w: resume(w, "list"), ["last.ckpt"]),
     "resume without a run": (lambda w: resume(w, "nothing"), ["--resume"]),
+    "resume with a key that cannot change": (lambda w: resume(w, "recorded", "data.dataset=cifar10"),
+                                             ["data.dataset: digits recorded, cifar10 given",
+                                              "name="]),
     # data
     "corrupt CIFAR files": (lambda w: [*EVAL[:2], "cifar10", *EVAL[3:], "--ckpt", str(w["simclr"]),
                                        "--data-dir", str(w["root"] / "cifar"),

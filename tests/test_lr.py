@@ -1,6 +1,7 @@
 """Learning rates on either host: solo-learn main's rule (lr x batch x devices / 256, as its
-main_pretrain.py applies it), printed and logged; `optimizer.classifier_lr` honoured with and
-without warmup (read back from the CSV log of tiny digits runs)."""
+main_pretrain.py applies it), printed and logged; the lrs the optimizer trains with, and
+`optimizer.classifier_lr` honoured with and without warmup (read back from the CSV log of tiny
+digits runs)."""
 import csv
 import math
 from pathlib import Path
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 
 from solo_ncp._host import current_host
 from solo_ncp.config import ConfigError, LearningRates, learning_rates, load_config
-from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain
+from tests.conftest import ROOT, pretrain
 
 ZOO = ROOT / "zoo_configs"
 BASE_LR, CLASSIFIER_LR = 0.4, 0.1
@@ -59,22 +60,11 @@ def test_the_line_names_base_batch_devices_and_result():
     assert "classifier_lr 0.1 -> 0.1" in line
 
 
-@pytest.mark.parametrize("batch", [256, 512])
-def test_the_built_method_starts_at_the_scaled_lr(batch):
-    """Either host's method, built from the config as `solo-ncp pretrain` builds it."""
-    from solo_ncp.launch.methods import build_method
-
-    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", [
-        *DIGITS_SIMCLR, f"optimizer.batch_size={batch}", f"optimizer.lr={BASE_LR}"])
-    optimizers, _ = build_method(cfg).configure_optimizers()
-    group = next(g for g in optimizers[0].param_groups if g["name"] in ("encoder", "backbone"))
-    assert group["lr"] == pytest.approx(BASE_LR * batch / 256)
-
-
 def lr_columns(run_dir: Path):
-    """{"encoder": [lr of epoch 0, 1, ...], "classifier": [...]} from the run's CSV log
-    (LearningRateMonitor's `lr-<optimizer>/<group>` columns; the encoder is `backbone` on main)."""
-    (log,) = run_dir.glob("logs/version_*/metrics.csv")
+    """{"encoder": [lr of each epoch], "classifier": [...]} of the run's newest attempt, from its
+    CSV log (LearningRateMonitor's `lr-<optimizer>/<group>` columns, the lrs the optimizer
+    trained with; the encoder is `backbone` on main)."""
+    log = max(run_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
     with open(log) as f:
         rows = [row for row in csv.DictReader(f) if any(k.startswith("lr-") and row[k] for k in row)]
     columns = {}
@@ -83,6 +73,17 @@ def lr_columns(run_dir: Path):
         if key.startswith("lr-") and group in ("encoder", "backbone", "classifier"):
             columns["classifier" if group == "classifier" else "encoder"] = [float(r[key]) for r in rows]
     return columns
+
+
+def test_training_starts_at_the_scaled_lr(tmp_path):
+    """Batch 64 on either host: the first epoch trains the encoder at 0.4 x 64 / 256 = 0.1 and the
+    classifier at its own classifier_lr 0.3, not at the scheduler's warmup_start_lr (0.003 here,
+    unused without warmup)."""
+    assert pretrain(tmp_path, "name=lr", "max_epochs=1", "limit_train_batches=1",
+                    "optimizer.batch_size=64", f"optimizer.lr={BASE_LR}",
+                    "optimizer.classifier_lr=0.3", "scheduler.warmup_start_lr=0.003") == 0
+    lrs = lr_columns(tmp_path / "lr")
+    assert (lrs["encoder"], lrs["classifier"]) == (pytest.approx([0.1]), pytest.approx([0.3]))
 
 
 @pytest.mark.parametrize("warmup", [0, 1])

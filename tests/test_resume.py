@@ -1,8 +1,14 @@
 """`--resume`: through the safe loader only (also with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1), one
 `error:` line for any last.ckpt it cannot continue from, a run folder locked while a process
-trains in it, and, after a kill -9, the same per-epoch losses as an uninterrupted run."""
+trains in it, and, after a kill -9, the same per-epoch losses as an uninterrupted run. A resume
+with another config: the lrs of that config's schedule at the resumed epoch (against the cosine
+computed here), a key that cannot change refused with one line and no file of the run changed,
+and each key group of the README's "Resume semantics" under its rule. `train --trust-checkpoint`
+trusts the stage-1 teacher too."""
 import csv
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +20,7 @@ import torch
 from PIL import Image
 
 from solo_ncp.io import LOCK_NAME
+from solo_ncp.launch.resume import APPLIED, REFUSED, SCHEDULE
 from solo_ncp.launch.trainer import LAST
 from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain, train_stage2
 
@@ -213,3 +220,168 @@ def test_each_epoch_restarts_the_global_rngs_from_seed_and_epoch():
         return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
 
     assert draws(3, consumed=0) == draws(3, consumed=9) != draws(4, consumed=0)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """The folder of a finished 1-epoch SimCLR run on digits (lr 0.4 x 128 / 256 = 0.2, no
+    warmup, so its cosine ends at lr 0)."""
+    out = tmp_path_factory.mktemp("finished")
+    assert pretrain(out, "name=done", "max_epochs=1", "limit_train_batches=1") == 0
+    return out / "done"
+
+
+def copied(run: Path, out: Path) -> Path:
+    """A copy of the run folder `run` under `out` (so its checkpoint.dir is recorded otherwise)."""
+    return Path(shutil.copytree(run, out / run.name))
+
+
+def cosine(peak: float, epoch: int, max_epochs: int) -> float:
+    """The lr of `epoch` on a cosine from `peak` to 0 over `max_epochs` epochs without warmup."""
+    return peak * (1 + math.cos(math.pi * epoch / max_epochs)) / 2
+
+
+@pytest.mark.parametrize("max_epochs, lr, classifier_lr", [(2, None, None), (3, 0.1, 0.3)])
+def test_a_resume_trains_on_the_cosine_of_its_config(max_epochs, lr, classifier_lr, tmp_path,
+                                                      capsys, finished_run):
+    """A finished 1-epoch run resumed with more epochs (and new lrs) trains each further epoch at
+    the lr this config's cosine gives it, as printed (was: lr 0, then rising)."""
+    from tests.test_lr import lr_columns
+
+    run = copied(finished_run, tmp_path)
+    given = [f"optimizer.lr={lr}", f"optimizer.classifier_lr={classifier_lr}"] if lr else []
+    capsys.readouterr()
+    assert pretrain(tmp_path, "name=done", f"max_epochs={max_epochs}", "limit_train_batches=1",
+                    *given, resume=True) == 0
+    peak, classifier_peak = (lr or 0.4) * 128 / 256, classifier_lr or 0.1  # the config's rule
+    epochs = range(1, max_epochs)
+    lrs = lr_columns(run)
+    assert lrs["encoder"] == pytest.approx([cosine(peak, e, max_epochs) for e in epochs])
+    assert lrs["classifier"] == pytest.approx([cosine(classifier_peak, e, max_epochs) for e in epochs])
+    out = capsys.readouterr().out
+    assert f"max_epochs 1 -> {max_epochs} (applied, schedule rebuilt)" in out
+    (line,) = [line for line in out.splitlines() if "resuming at epoch" in line]
+    printed = dict(re.findall(r"(encoder|backbone|classifier) ([0-9.e-]+)", line))
+    assert float(printed.pop("classifier")) == pytest.approx(lrs["classifier"][0])
+    assert [float(v) for v in printed.values()] == pytest.approx(lrs["encoder"][:1])
+    assert f"max_epochs: {max_epochs}" in (run / "config.yaml").read_text()
+
+
+def snapshot(folder: Path) -> dict:
+    """{path: bytes} of every file under `folder`."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+REFUSED_RESUMES = {  # case -> (overrides, words of the error line)
+    "another dataset": (["data.dataset=cifar10"], ["data.dataset: digits recorded, cifar10 given"]),
+    "another backbone": (["backbone.name=resnet50"],
+                         ["backbone.name: resnet18 recorded, resnet50 given"]),
+    "another batch size": (["optimizer.batch_size=64"],
+                           ["optimizer.batch_size: 128 recorded, 64 given"]),
+    "more devices": (["devices=2"], ["devices: 1 recorded, 2 given"]),
+    "two keys": (["seed=1", "method_kwargs.temperature=0.2"],
+                 ["method_kwargs.temperature: 0.5 recorded, 0.2 given", "seed: 5 recorded, 1 given"]),
+    "an accelerator it lacks": (["accelerator=gpu"], ["accelerator=gpu", "no CUDA device"]),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RESUMES)
+def test_a_refused_resume_is_one_error_line_and_changes_no_file(case, tmp_path, capsys,
+                                                                finished_run):
+    overrides, words = REFUSED_RESUMES[case]
+    if case == "an accelerator it lacks" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    run = copied(finished_run, tmp_path)
+    before = snapshot(run)
+    assert pretrain(tmp_path, "name=done", "max_epochs=2", "limit_train_batches=1", *overrides,
+                    resume=True) == 2
+    (line,) = error_lines(capsys.readouterr())
+    assert all(word in line for word in words), line
+    assert "accelerator" in case or "start a new run with another name=" in line
+    assert snapshot(run) == before
+
+
+def test_resuming_stage_2_with_another_k_is_refused_by_its_config(tmp_path, capsys,
+                                                                  digits_simclr_ckpt,
+                                                                  digits_ncp_ckpt):
+    run = copied(digits_ncp_ckpt.parent, tmp_path)  # K = 10
+    before = snapshot(run)
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=ncp", "max_epochs=2",
+                        "method_kwargs.k=5", resume=True) == 2
+    (line,) = error_lines(capsys.readouterr())
+    assert "method_kwargs.k: 10 recorded, 5 given" in line and "another name=" in line
+    assert snapshot(run) == before
+
+
+RESUME_ROWS = {  # an override per key group of the README's "Resume semantics" -> its rule
+    "max_epochs=5": SCHEDULE, "optimizer.lr=0.1": SCHEDULE, "optimizer.classifier_lr=0.3": SCHEDULE,
+    "scheduler.min_lr=0.001": SCHEDULE,
+    "name=moved": APPLIED, "checkpoint.dir=/elsewhere": APPLIED, "checkpoint.keep_prev=true": APPLIED,
+    "auto_resume.enabled=true": APPLIED,
+    "tensorboard.enabled=true": APPLIED, "wandb.offline=true": APPLIED, "log_every_n_steps=1": APPLIED,
+    "data.train_path=/elsewhere": APPLIED, "data.num_workers=2": APPLIED, "data.val=true": APPLIED,
+    "limit_train_batches=3": APPLIED, "limit_val_batches=3": APPLIED,
+    "accelerator=cpu": APPLIED, "+strategy=ddp": APPLIED, "+method_kwargs.trust_teacher=true": APPLIED,
+    "devices=2": REFUSED, "data.dataset=cifar10": REFUSED, "backbone.name=resnet50": REFUSED,
+    "method_kwargs.temperature=0.2": REFUSED, "optimizer.batch_size=64": REFUSED,
+    "optimizer.weight_decay=0.1": REFUSED, "augmentations.0.crop_size=6": REFUSED, "seed=1": REFUSED,
+    "precision=16": REFUSED, "+num_nodes=2": REFUSED, "+accumulate_grad_batches=2": REFUSED,
+}
+
+
+@pytest.mark.parametrize("override", RESUME_ROWS)
+def test_each_key_group_has_its_resume_rule(override):
+    from solo_ncp.config import load_config
+    from solo_ncp.launch.resume import config_changes, plain_config
+
+    recorded = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
+    given = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [*DIGITS_SIMCLR, override])
+    (change,) = config_changes(plain_config(recorded), plain_config(given))
+    assert (change.key, change.rule) == (override.lstrip("+").split("=")[0], RESUME_ROWS[override])
+
+
+def test_other_devices_of_the_same_count_are_no_change():
+    from solo_ncp.config import load_config
+    from solo_ncp.launch.resume import config_changes, plain_config
+
+    one, other = (load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [*DIGITS_SIMCLR, d])
+                  for d in ("devices=1", "devices=[3]"))
+    assert config_changes(plain_config(one), plain_config(other)) == []
+
+
+def unsafe_copy(ckpt: Path, path: Path) -> Path:
+    """`ckpt` saved again at `path` with one Python object the safe loader refuses."""
+    torch.save({**torch.load(ckpt, weights_only=True), "note": Image.new("RGB", (1, 1))}, path)
+    return path
+
+
+def test_an_unsafe_teacher_is_refused_naming_what_trusts_it(tmp_path, capsys, digits_simclr_ckpt):
+    teacher = unsafe_copy(digits_simclr_ckpt, tmp_path / "teacher.ckpt")
+    assert train_stage2(tmp_path, teacher, "name=t", "max_epochs=1", "limit_train_batches=1") == 2
+    (line,) = error_lines(capsys.readouterr())
+    assert "`solo-ncp train --trust-checkpoint`" in line
+    assert "+method_kwargs.trust_teacher=true" in line and "main_pretrain.py" in line
+
+
+def test_train_trust_checkpoint_trusts_the_teacher(tmp_path, digits_simclr_ckpt):
+    """`train --trust-checkpoint` trusts the teacher as well as --resume's last.ckpt, through the
+    method's own option (the one solo-learn main's main_pretrain.py takes), recorded in
+    config.yaml."""
+    from omegaconf import OmegaConf
+
+    teacher = unsafe_copy(digits_simclr_ckpt, tmp_path / "teacher.ckpt")
+    assert train_stage2(tmp_path, teacher, "name=t", "max_epochs=1", "limit_train_batches=1",
+                        "--trust-checkpoint") == 0
+    assert torch.load(tmp_path / "t" / LAST, weights_only=True)["epoch"] == 0
+    assert OmegaConf.load(tmp_path / "t" / "config.yaml").method_kwargs.trust_teacher is True
+
+
+@pytest.mark.parametrize("text", ["a: [unclosed\n", "- a list\n"])
+def test_an_unreadable_recorded_config_is_one_error(text, tmp_path):
+    from solo_ncp.config import ConfigError, load_config
+    from solo_ncp.launch.resume import check_resume_config
+
+    (tmp_path / "config.yaml").write_text(text)
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
+    with pytest.raises(ConfigError, match="cannot read the run's recorded config .*remove it"):
+        check_resume_config(tmp_path, cfg)

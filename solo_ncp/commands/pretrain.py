@@ -10,7 +10,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
                         help=f"a YAML file, or a bundled config <dataset>/<name>, e.g. {example}")
     parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
     parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="--resume from a last.ckpt that needs a full (unsafe) unpickling")
+                        help="load checkpoints that need a full (unsafe) unpickling: --resume's "
+                             "last.ckpt, and train's stage-1 teacher (method_kwargs.teacher_ckpt)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra-style overrides: key=value, +new.key=value, ++key=value, ~key")
 

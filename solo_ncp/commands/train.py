@@ -1,6 +1,8 @@
 """`solo-ncp train`: stage 2 (`ncp`, or the `deacl` baseline) from a stage-1 checkpoint."""
 import argparse
 
+from omegaconf import OmegaConf
+
 from solo_ncp.commands.pretrain import add_run_arguments
 from solo_ncp.config import load_config, select
 
@@ -32,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
+    if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)
+        OmegaConf.update(cfg, "method_kwargs.trust_teacher", True, force_add=True)
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
         spec = get_spec(cfg.data.dataset)

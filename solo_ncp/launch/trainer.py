@@ -2,8 +2,9 @@
 checked and locked run folder, CSV logs (plus W&B and TensorBoard when the config's `wandb:` /
 `tensorboard:` blocks enable them), atomic checkpoints carrying solo-ncp's metadata (`last.ckpt`,
 and a history every `checkpoint.frequency` epochs with `checkpoint.keep_prev`), resume from
-`last.ckpt` through the safe loader, per-group learning rates from the first epoch, and epochs
-whose randomness depends on (seed, epoch) alone."""
+`last.ckpt` through the safe loader with the config checked and the lr schedule rebuilt (see
+`resume`), per-group learning rates from the first epoch, and epochs whose randomness depends on
+(seed, epoch) alone."""
 import os
 import random
 import warnings
@@ -40,6 +41,13 @@ from solo_ncp.launch.compat import (
     trainer_precision,
 )
 from solo_ncp.launch.data import epoch_seed
+from solo_ncp.launch.resume import (
+    CONFIG,
+    ResumedSchedule,
+    check_resume_config,
+    describe_changes,
+    start_groups_at_own_lrs,
+)
 from solo_ncp.models.checkpoint import META_KEY, CheckpointError, read_checkpoint, state_mismatch
 
 LAST = "last.ckpt"
@@ -123,19 +131,12 @@ class CheckpointMeta(Callback):
 
 
 class GroupLearningRates(Callback):
-    """Starts every parameter group at its own lr when a run without warmup begins: solo-learn's
-    LinearWarmupCosineAnnealingLR (pl_bolts' on 1.0.2, its own on main) puts all groups at one
-    `warmup_start_lr` at epoch 0, and its cosine is chained (each epoch scales the previous lr),
-    so with `warmup_epochs: 0` the online classifier would follow `optimizer.lr` instead of
-    `classifier_lr` for the whole run. With warmup, groups rise from `warmup_start_lr` to their
-    own lr, as written; a resumed run keeps the lrs of its checkpoint."""
+    """Starts every parameter group at its own lr when a run without warmup begins (see
+    `start_groups_at_own_lrs`); a resumed run's lrs are rebuilt by `ResumedSchedule`."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if getattr(scheduler, "warmup_epochs", None) == 0 and scheduler.last_epoch == 0:
-                for group, lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-                    group["lr"] = lr
+            start_groups_at_own_lrs(config.scheduler)
 
 
 class EpochSeeds(Callback):
@@ -198,11 +199,19 @@ def is_first_process() -> bool:
 @contextmanager
 def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
     """The run folder of `cfg`, checked writable before any work and locked for the block by rank
-    0 (a second run training there is refused); its last.ckpt when resuming."""
+    0 (a second run training there is refused); its last.ckpt when resuming, after `cfg` was
+    checked against the run's config.yaml (`check_resume_config`: a refused key stops here,
+    the applied ones are printed). The accelerator is checked here too, before any work."""
     folder = check_writable(run_dir(cfg))
     with folder_lock(folder) if is_first_process() else nullcontext(folder):
-        yield RunFolder(folder, resume_checkpoint(
-            folder, resume, bool(select(cfg, "auto_resume.enabled", False))))
+        resume_from = resume_checkpoint(folder, resume,
+                                        bool(select(cfg, "auto_resume.enabled", False)))
+        changes = check_resume_config(folder, cfg) if resume_from else []
+        accelerator_and_devices(cfg)
+        if changes and is_first_process():
+            print(f"[solo-ncp] --resume with a changed config: {describe_changes(changes)}",
+                  flush=True)
+        yield RunFolder(folder, resume_from)
 
 
 def check_resumable(path: Path, model, trust: bool = False) -> Dict:
@@ -354,8 +363,9 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
 
 
 def save_config(cfg: DictConfig, folder: Path) -> Path:
-    """Dumps the resolved config next to the checkpoints (atomic)."""
-    return atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    """Dumps the resolved config next to the checkpoints (atomic): the run's recorded config
+    (see `resume`)."""
+    return atomic_write_text(folder / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def stopped_message(message: str, last: Path) -> str:
@@ -368,17 +378,19 @@ def stopped_message(message: str, last: Path) -> str:
 def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
         trust: bool = False) -> Path:
     """Trains `model` in `run` (see `open_run`), resuming from its last.ckpt (and its W&B run)
-    if set; prints and logs the learning rates; returns the path of `last.ckpt`."""
+    if set, on this config's lr schedule (`ResumedSchedule`); prints and logs the learning rates;
+    writes config.yaml once every check has passed; returns the path of `last.ckpt`."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
     resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
     rates = learning_rates(cfg)
     print(f"[solo-ncp] {rates.describe()}", flush=True)
-    if is_first_process():
-        save_config(cfg, run.folder)
     with wandb_run_finished(logger_settings(cfg).wandb is not None):
-        trainer = build_trainer(cfg, run.folder, meta, trust=trust,
-                                wandb_run_id=resumed.get(WANDB_RUN_ID))
+        trainer = build_trainer(cfg, run.folder, meta,
+                                callbacks=[ResumedSchedule()] if run.resume_from else [],
+                                trust=trust, wandb_run_id=resumed.get(WANDB_RUN_ID))
+        if is_first_process():
+            save_config(cfg, run.folder)
         for logger in trainer.loggers:
             logger.log_hyperparams({"learning_rate": {
                 **asdict(rates), "factor": rates.factor, "lr": rates.lr,

@@ -27,8 +27,19 @@ def load_teacher(
 
     expected: the backbone the run's config builds; a checkpoint of another architecture, stem
     or width is refused with the two specs in the message. A dual-BN checkpoint (a previous
-    stage 2) is read through its clean branch."""
-    teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
+    stage 2) is read through its clean branch. A teacher only a full unpickling reads (`trust`)
+    is refused naming both ways to trust it: `solo-ncp train --trust-checkpoint`, and
+    `method_kwargs.trust_teacher` for solo-learn main's own main_pretrain.py."""
+    try:
+        teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
+    except CheckpointError as err:
+        if trust or "--trust-checkpoint" not in str(err):
+            raise
+        raise CheckpointError(
+            f"{err} For the stage-1 teacher (method_kwargs.teacher_ckpt) that is `solo-ncp train "
+            "--trust-checkpoint`; solo-learn's own main_pretrain.py takes "
+            "+method_kwargs.trust_teacher=true."
+        ) from None
     if _architecture(teacher.backbone) != _architecture(expected):
         raise CheckpointError(
             f"stage-1 checkpoint {path} holds a {teacher.backbone.describe()}, but the config "
