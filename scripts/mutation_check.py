@@ -73,6 +73,12 @@ MUTATIONS = (
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
              ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+    Mutation("import solo_ncp imports solo-learn to register at once", "solo_ncp/__init__.py",
+             "register_with_solo_learn()\n", "import solo_ncp.methods\n",
+             ("tests/test_startup.py::test_help_and_version_import_no_framework",)),
+    Mutation("solo-learn imported after solo_ncp gets no methods", "solo_ncp/_registration.py",
+             "self.loader\n        importlib.import_module(REGISTRAR)", "self.loader",
+             ("tests/test_startup.py::test_import_solo_ncp_registers_its_methods",)),
 )
 
 
