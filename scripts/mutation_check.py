@@ -128,6 +128,12 @@ MUTATIONS = (
     Mutation("the lr schedule not rebuilt on --resume", "solo_ncp/launch/trainer.py",
              "callbacks=[ResumedSchedule()] if run.resume_from else [],", "callbacks=[],",
              ("tests/test_resume.py::test_a_resume_trains_on_the_cosine_of_its_config",)),
+    Mutation("import solo_ncp imports solo-learn to register at once", "solo_ncp/__init__.py",
+             "register_with_solo_learn()\n", "import solo_ncp.methods\n",
+             ("tests/test_startup.py::test_help_and_version_import_no_framework",)),
+    Mutation("solo-learn imported after solo_ncp gets no methods", "solo_ncp/_registration.py",
+             "self.loader\n        importlib.import_module(REGISTRAR)", "self.loader",
+             ("tests/test_startup.py::test_import_solo_ncp_registers_its_methods",)),
 )
 
 

@@ -1,26 +1,18 @@
 """solo-ncp: NCP-ACL (Neighboring-Cluster Pursuit Adversarial Contrastive Learning) for solo-learn.
 
-Importing the package checks the installed solo-learn and registers solo-ncp's methods into
-`solo.methods.METHODS`, so solo-learn's own launchers can build them by name. The `solo-ncp`
-console script alone imports it without a host: `solo-ncp --version` then prints the host's error
-after the version, and every command stops with that error as its one `error:` line.
+Importing the package imports neither torch nor solo-learn nor Lightning, so the `solo-ncp` console
+script starts at once. It registers solo-ncp's methods into `solo.methods.METHODS`, so solo-learn's
+own launchers can build them by name, as soon as solo-learn's `solo.methods` is imported (at once
+if it already is; solo_ncp/_registration.py); registering checks the installed host and raises
+HostError naming the install lines when there is none. `register_methods()` (imported on first
+use) registers explicitly.
 """
-import sys
-from pathlib import Path
-
 from solo_ncp._host import HostError, current_host
+from solo_ncp._lazy import lazy_exports
+from solo_ncp._registration import register_with_solo_learn
 from solo_ncp.version import __version__
 
-CONSOLE_SCRIPT = "solo-ncp"
+register_with_solo_learn()
 
-try:
-    current_host()
-except HostError:
-    if Path(sys.argv[0] if sys.argv else "").stem != CONSOLE_SCRIPT:
-        raise
-else:
-    from solo_ncp.methods import register_methods  # needs the host
-
-    register_methods()
-
-__all__ = ["HostError", "__version__", "register_methods"]
+__getattr__, _on_first_use = lazy_exports(__name__, {"solo_ncp.methods": ("register_methods",)})
+__all__ = ["HostError", "__version__", "current_host", *_on_first_use]

@@ -1,5 +1,7 @@
-"""Which solo-learn runs solo-ncp, found once at `import solo_ncp` from the installed solo-learn's
-API (its `BaseMethod`), with version checks only to refuse untested combinations.
+"""Which solo-learn runs solo-ncp, found once per process (`current_host`, by the commands that
+train and by the registration of solo-ncp's methods) from the installed solo-learn's API (its
+`BaseMethod`), with version checks only to refuse untested combinations; `installed_host` reads the
+same from the installed distributions' metadata without importing solo-learn (`solo-ncp --version`).
 
 Two hosts are supported:
 - "solo-learn-1.0.2" (PyPI): methods take keyword arguments and declare
@@ -8,6 +10,7 @@ Two hosts are supported:
   `cfg: DictConfig` and declare `add_and_assert_specific_cfg`; they are `lightning.pytorch` 2 modules.
 """
 import importlib
+import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,12 +52,37 @@ class Host:
     def is_main(self) -> bool:
         return self.api == API_MAIN
 
+    @property
+    def lightning_dist(self) -> str:
+        """The distribution of `lightning`: "lightning" (main) or "pytorch-lightning" (1.0.2)."""
+        return "lightning" if self.is_main else "pytorch-lightning"
+
+    @property
+    def lightning_version(self) -> str:
+        """The installed version of `lightning_dist` (its metadata: what `lightning.__version__`
+        says, without importing it)."""
+        return _version(self.lightning_dist)
+
 
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return ""
+
+
+def _solo_version() -> str:
+    solo = _version("solo-learn")
+    if not solo:
+        raise HostError(f"solo-learn is not installed. {INSTALL_HINT}")
+    return solo
+
+
+def _requirement_names(dist: str) -> set:
+    """The distribution names `dist`'s metadata requires ("pytorch-lightning (==1.4.7)" ->
+    "pytorch-lightning"), lower-case with "-" for "_"."""
+    requirements = metadata.requires(dist) or []
+    return {re.match(r"[\w.-]+", req).group(0).lower().replace("_", "-") for req in requirements}
 
 
 def import_solo(module: str = "solo.methods"):
@@ -97,7 +125,7 @@ def _api_of(base) -> Host:
 def _check_versions(host: Host) -> None:
     """Refuses Lightning versions the host's adapter is not tested with."""
     if host.is_main:
-        lightning = _version("lightning")
+        lightning = _version(host.lightning_dist)
         if not lightning.startswith("2."):
             found = f"lightning {lightning} is installed" if lightning else "no lightning"
             raise HostError(f"{found}; solo-learn main needs Lightning 2.x. {INSTALL_HINT}")
@@ -107,7 +135,7 @@ def _check_versions(host: Host) -> None:
             f"solo-learn {host.solo_version} is installed with the 1.0.2 API; solo-ncp needs "
             f"1.0.x. {INSTALL_HINT}"
         )
-    lightning = _version("pytorch-lightning")
+    lightning = _version(host.lightning_dist)
     if not lightning.startswith("1.9."):
         found = f"pytorch-lightning {lightning} is installed" if lightning else "no pytorch-lightning"
         raise HostError(f"{found}; solo-learn 1.0.2 needs 1.9.x. {INSTALL_HINT}")
@@ -116,9 +144,26 @@ def _check_versions(host: Host) -> None:
 def check_host() -> Host:
     """The installed host; raises HostError naming both install lines when there is none or it
     is of an untested combination."""
-    if not _version("solo-learn"):
-        raise HostError(f"solo-learn is not installed. {INSTALL_HINT}")
+    _solo_version()
     host = _api_of(_base_method())
+    _check_versions(host)
+    return host
+
+
+def installed_host() -> Host:
+    """The host as the installed distributions' metadata state it, importing neither solo-learn
+    nor Lightning (milliseconds, for `solo-ncp --version`): the Lightning solo-learn requires tells
+    the API apart ("lightning" from tag 1.0.8 on: main's; "pytorch-lightning": 1.0.2's), refused
+    as `check_host` refuses. Unlike `check_host` it does not see a solo-learn that fails to import."""
+    solo = _solo_version()
+    required = _requirement_names("solo-learn")
+    if "lightning" in required:
+        host = Host(API_MAIN, "lightning.pytorch", solo)
+    elif "pytorch-lightning" in required:
+        host = Host(API_102, "pytorch_lightning", solo)
+    else:
+        raise HostError(f"solo-learn {solo} requires neither lightning nor pytorch-lightning: "
+                        f"solo-ncp does not know its API. {INSTALL_HINT}")
     _check_versions(host)
     return host
 

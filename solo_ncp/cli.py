@@ -1,6 +1,8 @@
 """`solo-ncp <command> ...`: the console script. Bad input, unwritable outputs and a training that
 stops (NaN loss) end with one `error:` line, the last line printed (exit 2); set SOLO_NCP_DEBUG=1
-to see the traceback. Options may stand anywhere among a command's `key=value` overrides."""
+to see the traceback. Options may stand anywhere among a command's `key=value` overrides.
+The options, `--help` and `--version` import neither torch nor solo-learn nor Lightning
+(tests/test_startup.py): a command imports what it needs when it runs."""
 import argparse
 import importlib
 import os
@@ -18,6 +20,9 @@ COMMANDS = {
     "reproduce": ("reproduce", "one results table over seeds: every step, resumable, then report"),
     "export": ("export", "an encoder (and its eval's classifier) for torchvision, solo-learn, RobustBench"),
 }
+TRAINING = ("pretrain", "train", "demo")
+"""Commands that import solo-learn and Lightning in this process: `main` checks the host before
+them (reproduce runs its trainings as `solo-ncp` subprocesses, which check it)."""
 USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
 """Bad input (ValueError, ImportError), files (OSError: missing, unwritable, locked) and a stopped
 training (ArithmeticError: FloatingPointError for a NaN loss), raised in the command or inside
@@ -26,17 +31,17 @@ Lightning's training loop, which re-raises them as they are."""
 
 def version_line() -> str:
     """`solo-ncp <version> (host <api>: solo-learn <version>, <Lightning module> <version>)`; the
-    host's error in place of the host where there is none."""
+    host's error in place of the host where there is none. From the installed distributions'
+    metadata (`installed_host`): solo-learn and Lightning are not imported."""
     from solo_ncp import __version__
-    from solo_ncp._host import HostError, current_host
+    from solo_ncp._host import HostError, installed_host
 
     try:
-        host = current_host()
+        host = installed_host()
     except HostError as err:
         return f"solo-ncp {__version__} (no host: {one_line(err)})"
-    lightning = importlib.import_module(host.lightning).__version__
     return (f"solo-ncp {__version__} (host {host.api}: solo-learn {host.solo_version}, "
-            f"{host.lightning} {lightning})")
+            f"{host.lightning} {host.lightning_version})")
 
 
 class VersionAction(argparse.Action):
@@ -105,9 +110,10 @@ def report_error(command: str, err: BaseException) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from solo_ncp._host import current_host
+        if args.command in TRAINING:
+            from solo_ncp._host import current_host
 
-        current_host()  # the console script runs without a host only to say so (solo_ncp/__init__.py)
+            current_host()  # without a host: its error as the one `error:` line, before any work
         command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
         return command.run(args)
     except USER_ERRORS as err:

@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
-import torch
-
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
 
@@ -54,6 +52,8 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
+    import torch  # here only: the console script's options import this module
+
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

@@ -41,6 +41,42 @@ def test_host_check_passes_on_the_installed_stack():
     _host.check_host()
 
 
+def test_the_metadata_tells_the_installed_host_without_importing_it():
+    """`--version`'s host (metadata) is the one the commands find in solo-learn's BaseMethod."""
+    assert _host.installed_host() == _host.current_host()
+
+
+REQUIRES_102 = ["torch (==1.9.1)", "einops", "pytorch-lightning (==1.4.7)", "lightning-bolts (>=0.4.0)",
+                "nvidia-dali-cuda110 ; extra == 'dali'"]
+REQUIRES_107 = ["torch>=1.10.0", "einops", "pytorch-lightning==2.0.2", "hydra-core"]
+REQUIRES_MAIN = ["torch>=1.10.0", "einops", "lightning==2.1.2", "hydra-core",
+                 'nvidia-dali-cuda110; extra == "dali"']
+"""Requires-Dist of solo-learn's 1.0.2 wheel, of tag 1.0.7 (requirements.txt) and of main's wheel."""
+
+
+@pytest.mark.parametrize(
+    "requires, versions, outcome",
+    [
+        (REQUIRES_102, {"solo-learn": "1.0.2", "pytorch-lightning": "1.9.5"},
+         _host.Host(_host.API_102, "pytorch_lightning", "1.0.2")),
+        (REQUIRES_MAIN, {"solo-learn": "1.0.6", "lightning": "2.1.2", "pytorch-lightning": "2.6.6"},
+         _host.Host(_host.API_MAIN, "lightning.pytorch", "1.0.6")),
+        (REQUIRES_107, {"solo-learn": "1.0.6", "pytorch-lightning": "2.0.2"}, "pytorch-lightning 2.0.2 is"),
+        (["torch"], {"solo-learn": "1.0.2"}, "requires neither lightning nor pytorch-lightning"),
+        (REQUIRES_102, {"pytorch-lightning": "1.9.5"}, "solo-learn is not installed"),
+    ],
+    ids=["1.0.2", "main", "tag 1.0.7", "no lightning", "no solo-learn"],
+)
+def test_installed_host_follows_the_lightning_solo_learn_requires(monkeypatch, requires, versions, outcome):
+    monkeypatch.setattr(_host, "_version", lambda dist: versions.get(dist, ""))
+    monkeypatch.setattr(_host.metadata, "requires", {"solo-learn": requires}.get)
+    if isinstance(outcome, _host.Host):
+        assert _host.installed_host() == outcome
+        return
+    with pytest.raises(_host.HostError, match=outcome):
+        _host.installed_host()
+
+
 def _module_level_imports(path: Path):
     tree = ast.parse(path.read_text())
     for node in tree.body:

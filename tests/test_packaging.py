@@ -103,26 +103,40 @@ def test_version_names_the_host_or_its_error(installed, tmp_path):
     assert proc.stdout == (f"solo-ncp {version} (host {api}: solo-learn {SOLO_VERSION}, "
                            f"{module} {metadata.version(dist)})\n")
 
+    newer = tmp_path / "newer"  # an untested solo-learn's metadata shadows the installed one's
+    (newer / "solo_learn-1.1.0.dist-info").mkdir(parents=True)
+    (newer / "solo_learn-1.1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: solo-learn\nVersion: 1.1.0\nRequires-Dist: pytorch-lightning\n")
+    proc = run_installed(target, tmp_path, "--version", extra_path=str(newer))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith(f"solo-ncp {version} (no host: solo-learn 1.1.0 is installed with the "
+                           "1.0.2 API; solo-ncp needs 1.0.x.")
+    assert "pip install --no-deps solo-learn==1.0.2" in line
+
+
+def test_a_solo_learn_that_does_not_import_is_the_host_error(installed, tmp_path):
+    """The training commands' one `error:` line, and registering the methods as a library does."""
+    _, _, target = installed
     broken = tmp_path / "broken"  # a solo-learn that does not import shadows the installed one
     (broken / "solo").mkdir(parents=True)
     (broken / "solo" / "__init__.py").write_text("raise ImportError('simulated')\n")
     host_error = f"solo-learn {SOLO_VERSION} is installed but does not import (simulated)"
-    proc = run_installed(target, tmp_path, "--version", extra_path=str(broken))
-    assert proc.returncode == 0, proc.stderr
-    (line,) = proc.stdout.splitlines()
-    assert line.startswith(f"solo-ncp {version} (no host: {host_error}")
-    assert "pip install --no-deps solo-learn==1.0.2" in line
+    proc = run_installed(target, tmp_path, "pretrain", "--config", "fashionmnist/simclr",
+                         extra_path=str(broken))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {host_error}") and last.endswith("(solo-ncp pretrain)")
 
-    importing = subprocess.run([sys.executable, "-c", "import solo_ncp"], cwd=tmp_path,
+    importing = subprocess.run([sys.executable, "-c", "import solo_ncp.methods"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=600,
                                env={**os.environ, "PYTHONPATH": f"{broken}{os.pathsep}{target}"})
-    assert importing.returncode == 1  # a library import still refuses the missing host
+    assert importing.returncode == 1  # registering the methods refuses the missing host
     assert importing.stderr.strip().splitlines()[-1].startswith(f"solo_ncp._host.HostError: {host_error}")
 
 
 def test_a_command_without_host_is_one_error_line(monkeypatch, capsys):
-    """What the console script does after importing solo_ncp without a host (its __init__ lets
-    it): the command stops with the host's error before any work."""
+    """A training command stops with the host's error before any work."""
     def no_host():
         raise HostError("solo-learn is not installed (simulated)")
 

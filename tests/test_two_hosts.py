@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
+import solo_ncp
 from solo_ncp import _host
 from solo_ncp._host import API_102, API_MAIN, HostError, current_host
 from solo_ncp.cli import main
@@ -111,17 +112,19 @@ def test_untested_lightning_is_refused(monkeypatch, api, versions, message):
     assert "solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3" in str(err.value)
 
 
-def test_import_without_any_host_is_one_error_naming_both_installs():
-    """A Python without site-packages has neither solo-learn: `import solo_ncp` says how to get one."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import solo_ncp"
+def test_without_any_host_the_version_line_names_both_installs():
+    """A Python without site-packages has neither solo-learn: `import solo_ncp` still works (it needs
+    only the standard library), and `solo-ncp --version` says how to get a host."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import solo_ncp\n"
+            "from solo_ncp.cli import version_line; print(version_line())")
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("solo_ncp._host.HostError: solo-learn is not installed.")
-    assert "pip install --no-deps solo-learn==1.0.2" in last
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith(f"solo-ncp {solo_ncp.__version__} (no host: solo-learn is not installed.")
+    assert "pip install --no-deps solo-learn==1.0.2" in line
     assert ("pip install --no-deps --no-build-isolation "
-            "\"solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3\"") in last
+            "\"solo-learn @ git+https://github.com/vturrisi/solo-learn@9187ea3\"") in line
 
 
 def test_adapter_compat_and_registry_follow_the_installed_solo_learn():

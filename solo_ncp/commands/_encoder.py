@@ -1,13 +1,14 @@
 """Options and loading shared by the commands that read an encoder checkpoint
 (select-k, eval, poc), and the linear head that eval and poc train on it."""
 import argparse
-from typing import Optional, Sequence
-
-import torch
-from torch.utils.data import Dataset, Subset
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
-from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
+
+if TYPE_CHECKING:  # torch is imported where used: the options are built without it
+    import torch
+    from torch.utils.data import Dataset
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
@@ -27,10 +28,12 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help="allow checkpoints that need a full (unsafe) unpickling")
 
 
-def checked_device(value: str) -> torch.device:
+def checked_device(value: str) -> "torch.device":
     """`--device` as a torch device: auto (CUDA when one is visible, else the CPU), cpu, cuda or
     cuda:N. ValueError naming the value and the fix (`--device cpu`) for a string torch does not
     read as a device, a device type other than cpu and cuda, or a CUDA device not visible here."""
+    import torch
+
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -50,7 +53,7 @@ def checked_device(value: str) -> torch.device:
     return device
 
 
-def device_of(args: argparse.Namespace) -> torch.device:
+def device_of(args: argparse.Namespace) -> "torch.device":
     """The checked `--device` (`checked_device`)."""
     return checked_device(args.device)
 
@@ -74,8 +77,10 @@ def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: 
     return encoder
 
 
-def first(dataset: Dataset, n, what: str) -> Dataset:
+def first(dataset: "Dataset", n, what: str) -> "Dataset":
     """The first `n` samples of `dataset` (all when n is None); n beyond its size is an error."""
+    from torch.utils.data import Subset
+
     if n is None:
         return dataset
     if not 0 < n <= len(dataset):

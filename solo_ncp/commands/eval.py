@@ -40,7 +40,7 @@ from solo_ncp.eval.protocol import (
     default_loss,
 )
 from solo_ncp.io import NotWritableError, check_writable
-from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)

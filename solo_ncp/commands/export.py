@@ -8,8 +8,7 @@ from pathlib import Path
 
 from solo_ncp.commands._encoder import refuse_overwrite
 from solo_ncp.io import NotWritableError, check_writable
-from solo_ncp.models.checkpoint import EXPORT_INFO
-from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN
+from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +44,7 @@ def read_evaluation(eval_dir: Path, out: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import get_spec
     from solo_ncp.models import load_encoder
+    from solo_ncp.models.checkpoint import EXPORT_INFO
     from solo_ncp.models.export import write_export
 
     out = Path(args.out)

@@ -1,28 +1,10 @@
-"""Datasets in [0, 1] pixel space and their transforms."""
-from solo_ncp.data.datasets import (
-    ArrayImageDataset,
-    DatasetNotFoundError,
-    IndexedDataset,
-    build_dataset,
-)
-from solo_ncp.data.registry import DATASETS, DatasetSpec, get_spec
-from solo_ncp.data.transforms import (
-    find_normalization,
-    normalization_of,
-    simclr_transform,
-    weak_augmentation,
-)
+"""Datasets in [0, 1] pixel space and their transforms (imported on first use: solo_ncp/_lazy.py)."""
+from solo_ncp._lazy import lazy_exports
 
-__all__ = [
-    "ArrayImageDataset",
-    "DATASETS",
-    "DatasetNotFoundError",
-    "DatasetSpec",
-    "IndexedDataset",
-    "build_dataset",
-    "find_normalization",
-    "get_spec",
-    "normalization_of",
-    "simclr_transform",
-    "weak_augmentation",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "solo_ncp.data.datasets": ("ArrayImageDataset", "DatasetNotFoundError", "IndexedDataset",
+                               "build_dataset"),
+    "solo_ncp.data.registry": ("DATASETS", "DatasetSpec", "get_spec"),
+    "solo_ncp.data.transforms": ("find_normalization", "normalization_of", "simclr_transform",
+                                 "weak_augmentation"),
+})

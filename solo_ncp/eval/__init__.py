@@ -17,38 +17,19 @@ branch is evaluated; both reference codebases evaluate the adversarial one:
   code uses a single-BN ResNet, so the branch question only arises for dual-BN checkpoints.)
 The clean branch stays available ("clean"); `solo-ncp eval --bn both` (its default) evaluates
 each branch with its own head, and the checkpoint loader applies the choice.
+The names below are imported on first use (solo_ncp/_lazy.py).
 """
-from solo_ncp.eval.autoattack import AutoAttackResult, autoattack_accuracy
-from solo_ncp.eval.heads import PreconditionedLinear, feature_affine
-from solo_ncp.eval.linear import FineTuneConfig, FineTuned, fine_tune, pad_crop_flip
-from solo_ncp.eval.poc import format_poc_table, poc_table
-from solo_ncp.eval.protocol import default_loss, default_lr
-from solo_ncp.eval.report import aggregate, format_row, load_runs, mean_std
-from solo_ncp.eval.robust import evaluate
-from solo_ncp.eval.trades import trades_loss
-from solo_ncp.models.dual_bn import DEFAULT_BN
-from solo_ncp.models.inference import eval_mode, extract_features
+from solo_ncp._lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_BN",
-    "AutoAttackResult",
-    "FineTuneConfig",
-    "FineTuned",
-    "PreconditionedLinear",
-    "aggregate",
-    "autoattack_accuracy",
-    "default_loss",
-    "default_lr",
-    "evaluate",
-    "eval_mode",
-    "extract_features",
-    "feature_affine",
-    "fine_tune",
-    "format_poc_table",
-    "format_row",
-    "load_runs",
-    "mean_std",
-    "pad_crop_flip",
-    "poc_table",
-    "trades_loss",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "solo_ncp.eval.autoattack": ("AutoAttackResult", "autoattack_accuracy"),
+    "solo_ncp.eval.heads": ("PreconditionedLinear", "feature_affine"),
+    "solo_ncp.eval.linear": ("FineTuneConfig", "FineTuned", "fine_tune", "pad_crop_flip"),
+    "solo_ncp.eval.poc": ("format_poc_table", "poc_table"),
+    "solo_ncp.eval.protocol": ("default_loss", "default_lr"),
+    "solo_ncp.eval.report": ("aggregate", "format_row", "load_runs", "mean_std"),
+    "solo_ncp.eval.robust": ("evaluate",),
+    "solo_ncp.eval.trades": ("trades_loss",),
+    "solo_ncp.models.branches": ("DEFAULT_BN",),
+    "solo_ncp.models.inference": ("eval_mode", "extract_features"),
+})

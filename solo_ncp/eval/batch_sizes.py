@@ -9,9 +9,10 @@ stays that of the head (--batch-size), as before these options existed. A WideRe
 roughly 10x the memory per image: pass smaller values there.
 """
 import argparse
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import torch
+if TYPE_CHECKING:  # imported where used: the console script's options are built without torch
+    import torch
 
 AUTO = "auto"
 CUDA_PGD_BATCH = 2048
@@ -31,8 +32,10 @@ def parse_batch_option(text: str) -> BatchOption:
         raise argparse.ArgumentTypeError(f"expected {AUTO} or an integer batch size, got {text!r}") from None
 
 
-def attack_batch_size(option: BatchOption, device: torch.device, cuda_default: int, cpu_default: int) -> int:
+def attack_batch_size(option: BatchOption, device: "torch.device", cuda_default: int, cpu_default: int) -> int:
     """The batch size for `option`: itself if an int, else `cuda_default` on CUDA, `cpu_default` elsewhere."""
     if option != AUTO:
         return option
+    import torch
+
     return cuda_default if torch.device(device).type == "cuda" else cpu_default

@@ -1,4 +1,6 @@
-"""solo-learn methods and backbones contributed by solo-ncp, and their registration into solo-learn.
+"""solo-learn methods and backbones contributed by solo-ncp, and their registration into solo-learn:
+importing this package registers them (HostError without a host); `import solo_ncp` imports it
+once solo-learn's `solo.methods` is imported (solo_ncp/_registration.py).
 
 The classes come from the adapter of the installed host (`solo_ncp._host`): `ncp.py` for
 solo-learn 1.0.2, `ncp_main.py` for solo-learn main; both wrap the same `stage2_hooks`.
@@ -72,8 +74,9 @@ def register_backbones() -> Tuple[str, ...]:
     `encoder`); returns their names. solo-learn main: entries of `BaseMethod._BACKBONES`, its
     registry. 1.0.2: entries of `BaseMethod._SUPPORTED_ENCODERS` (its assert and `--encoder`
     choices) and a `BaseMethod.__init__` that builds them (`_init_102`). Idempotent."""
+    host = current_host()
     base = import_solo("solo.methods.base").BaseMethod
-    if current_host().is_main:
+    if host.is_main:
         base._BACKBONES.update({n: functools.partial(_build_for_main, n) for n in WIDE_RESNETS})
         return tuple(WIDE_RESNETS)
     base._SUPPORTED_ENCODERS.extend(n for n in WIDE_RESNETS if n not in base._SUPPORTED_ENCODERS)
@@ -89,3 +92,6 @@ def register_methods() -> Dict[str, Type]:
     methods = solo_ncp_methods()
     import_solo().METHODS.update(methods)
     return methods
+
+
+register_methods()

@@ -1,14 +1,9 @@
-"""Model pieces: in-model normalisation, solo-learn-compatible backbones, checkpoint loading."""
-from solo_ncp.models.backbones import BackboneSpec, build_backbone, features_dim
-from solo_ncp.models.checkpoint import CheckpointError, LoadedEncoder, load_encoder
-from solo_ncp.models.normalize import Normalize
+"""Model pieces: in-model normalisation, solo-learn-compatible backbones, checkpoint loading
+(imported on first use: solo_ncp/_lazy.py)."""
+from solo_ncp._lazy import lazy_exports
 
-__all__ = [
-    "BackboneSpec",
-    "CheckpointError",
-    "LoadedEncoder",
-    "Normalize",
-    "build_backbone",
-    "features_dim",
-    "load_encoder",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "solo_ncp.models.backbones": ("BackboneSpec", "build_backbone", "features_dim"),
+    "solo_ncp.models.checkpoint": ("CheckpointError", "LoadedEncoder", "load_encoder"),
+    "solo_ncp.models.normalize": ("Normalize",),
+})

@@ -12,9 +12,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-BRANCHES = ("clean", "adv")
-DEFAULT_BN = "adv"
-"""Branch used to evaluate dual-BN encoders, as ACL and DeACL do (sources in `solo_ncp.eval`)."""
+from solo_ncp.models.branches import BRANCHES, DEFAULT_BN  # noqa: F401  DEFAULT_BN re-exported
 
 
 class DualBatchNorm2d(nn.Module):
