@@ -132,10 +132,12 @@ def _cli(*args) -> list:
 
 
 def _epochs_of_the_last_attempt(run: Path) -> list:
-    """Epochs with a logged training loss in the run's newest CSV log (logs/version_<attempt>)."""
+    """Epochs with a logged epoch loss (`*loss_epoch`) in the run's newest CSV log
+    (logs/version_<attempt>)."""
     log = max(run.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     with open(log) as f:
-        return sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("train_loss_epoch")})
+        return sorted({int(r["epoch"]) for r in csv.DictReader(f)
+                       if any(key.endswith("loss_epoch") and value for key, value in r.items())})
 
 
 def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, digits_simclr_ckpt):

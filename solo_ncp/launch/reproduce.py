@@ -251,17 +251,17 @@ def read_record(out: Path) -> Optional[Dict]:
 
 
 def with_recorded_methods(chosen: List[Method], recorded: Dict, record: Path) -> List[Method]:
-    """The recorded methods (their labels and configs, in recorded order) the call does not name,
-    then the call's."""
-    named = {m.label for m in chosen}
-    kept = []
+    """The recorded methods in recorded order (as the call defines those it names), then the
+    call's new ones."""
+    named = {m.label: m for m in chosen}
+    methods = []
     for label, entry in recorded.items():
         config = Path(entry["config"])
         if label not in named and not config.is_file():
             raise ValueError(f"{record} records method {label} with the config {config}, which is gone: "
                              "restore it, or pass another --out")
-        kept += [] if label in named else [Method(label, config)]
-    return kept + chosen
+        methods.append(named.pop(label, None) or Method(label, config))
+    return methods + list(named.values())
 
 
 def merged_evals(specs: Sequence[str]) -> List[str]:
