@@ -73,6 +73,12 @@ MUTATIONS = (
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
              ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+    Mutation("the step marker written on exit code 0 alone", "solo_ncp/launch/steps.py",
+             "missing = self.missing()\n", "missing = None\n",
+             ("tests/test_reproduce.py::test_a_training_step_is_marked_done_only_at_its_last_epoch",)),
+    Mutation("reproduce's own lock removed", "solo_ncp/commands/reproduce.py",
+             "else folder_lock(out):", "else nullcontext():",
+             ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
 )
 
 
