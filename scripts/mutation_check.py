@@ -126,7 +126,8 @@ MUTATIONS = (
              "if len(data) < header or len(data) != header + math.prod(shape):", "if len(data) < header:",
              ("tests/test_data.py::test_a_malformed_fashion_mnist_file_is_one_error_naming_it_and_the_fix",)),
     Mutation("the lr schedule not rebuilt on --resume", "solo_ncp/launch/trainer.py",
-             "callbacks=[ResumedSchedule()] if run.resume_from else [],", "callbacks=[],",
+             "resumed_schedule = [ResumedSchedule()] if run.resume_from else []",
+             "resumed_schedule = []",
              ("tests/test_resume.py::test_a_resume_trains_on_the_cosine_of_its_config",)),
     Mutation("import solo_ncp imports solo-learn to register at once", "solo_ncp/__init__.py",
              "register_with_solo_learn()\n", "import solo_ncp.methods\n",
@@ -134,6 +135,12 @@ MUTATIONS = (
     Mutation("solo-learn imported after solo_ncp gets no methods", "solo_ncp/_registration.py",
              "self.loader\n        importlib.import_module(REGISTRAR)", "self.loader",
              ("tests/test_startup.py::test_import_solo_ncp_registers_its_methods",)),
+    Mutation("the step marker written on exit code 0 alone", "solo_ncp/launch/steps.py",
+             "missing = self.missing()\n", "missing = None\n",
+             ("tests/test_reproduce.py::test_a_training_step_is_marked_done_only_at_its_last_epoch",)),
+    Mutation("reproduce's own lock removed", "solo_ncp/commands/reproduce.py",
+             "else folder_lock(out):", "else nullcontext():",
+             ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
 )
 
 

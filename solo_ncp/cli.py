@@ -99,16 +99,50 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines) or type(err).__name__
 
 
-def report_error(command: str, err: BaseException) -> None:
-    """Prints `error: ... (solo-ncp <command>)` as the last line, on a line of its own (after a
-    newline when progress bars were open: they may have left the cursor mid-line)."""
+def print_last_line(text: str) -> None:
+    """Prints `text` to stderr as the last line, on a line of its own (after a newline when progress
+    bars were open: they may have left the cursor mid-line)."""
     start = "\n" if close_progress_bars() else ""
     sys.stdout.flush()
-    print(f"{start}error: {one_line(err)} (solo-ncp {command})", file=sys.stderr, flush=True)
+    print(f"{start}{text}", file=sys.stderr, flush=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def report_error(command: str, err: BaseException) -> None:
+    """Prints `error: ... (solo-ncp <command>)` as the last line."""
+    print_last_line(f"error: {one_line(err)} (solo-ncp {command})")
+
+
+def interrupted_line(command: str, argv: Sequence[str], err) -> str:
+    """`interrupted: solo-ncp <command> stopped by <SIGNAL> <where>; <again>: solo-ncp <argv>
+    [<option>]` of an `Interrupted` (the part after ';' when there is something to continue)."""
+    import shlex
+
+    line = f"interrupted: solo-ncp {command} stopped by {err.signal_name}"
+    line += f" {err.where}" if err.where else ""
+    if err.again is not None:
+        rerun = [*argv, err.option] if err.option and err.option not in argv else list(argv)
+        line += f"; {err.again}: solo-ncp {shlex.join(rerun)}"
+    return line
+
+
+def report_interrupted(err: KeyboardInterrupt, argv: Sequence[str], outermost: bool) -> int:
+    """Prints an interruption (SIGINT, SIGTERM) as the last line and returns 128 + the signal's
+    number; a command run in-process by another (`demo`) passes it on with its line composed, which
+    the outer one then prints."""
+    from solo_ncp.interrupt import as_interrupted
+
+    interrupted = as_interrupted(err)
+    if interrupted.line is None:
+        command = next((arg for arg in argv if arg in COMMANDS), "")
+        interrupted.line = interrupted_line(command, argv, interrupted)
+    if not outermost or os.environ.get("SOLO_NCP_DEBUG"):
+        raise interrupted
+    print_last_line(interrupted.line)
+    return interrupted.exit_code
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Runs the parsed command; a bad input, file or stopped training is one `error:` line, exit 2."""
     try:
         if args.command in TRAINING:
             from solo_ncp._host import current_host
@@ -121,6 +155,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         report_error(args.command, err)
         return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`solo-ncp <argv>`: the command's exit code; 130 (SIGINT) or 143 (SIGTERM) with one
+    `interrupted:` line when a signal stops it."""
+    from solo_ncp.interrupt import interrupt_signals
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with interrupt_signals() as outermost:
+        try:
+            return run_command(parse_args(argv))
+        except KeyboardInterrupt as err:
+            return report_interrupted(err, argv, outermost)
 
 
 if __name__ == "__main__":

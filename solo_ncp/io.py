@@ -1,13 +1,15 @@
 """Files a command writes: atomic writes and checksums (a crash never leaves a half-written result
 behind), a check that an output folder can be written before any work starts, and the lock that
 keeps two processes from training in one run folder."""
+import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Union
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
@@ -93,67 +95,98 @@ def check_writable(folder: PathLike) -> Path:
     return folder
 
 
-def _create_lock(path: Path) -> bool:
-    """Creates `path` holding this process's pid, atomically (O_EXCL); False if it exists."""
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}")
+"""Names of `atomic_write`'s (and `check_writable`'s) temporary files: `.<name>.` and mkstemp's 8
+random characters, e.g. `.last.ckpt.k2x9_a0q`."""
+
+
+_held_locks = set()
+"""Descriptors of the lock files this process holds."""
+
+
+def _close_held_locks() -> None:
+    """In a forked child (a DataLoader worker): closes its copies of the held lock files, so a
+    lock ends with the process that took it, not with its last worker (the flock belongs to the
+    open file, which a fork shares; closing a copy keeps it, unlocking would not)."""
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks)
+
+
+def _lock_holder(fd: int) -> str:
+    """The pid written in the open lock file, or "(unknown)"."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return text if text.isdigit() else "(unknown)"
+
+
+def _open_locked(path: Path) -> int:
+    """An open descriptor of `path` holding its exclusive flock. Retries while the file it locked
+    is no longer the one at `path` (its holder released it and removed it meanwhile). Raises
+    FolderLockedError naming the pid written in the file when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise FolderLockedError(f"{path.parent} is in use by process {holder} (lock file {path}): "
+                                    "wait until it ends") from None
+        if _same_file(path, fd):
+            return fd
+        os.close(fd)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd`."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    return True
 
 
-def _lock_holder(path: Path) -> Optional[int]:
-    """The pid written in a lock file; None when it is unreadable or gone."""
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def _acquire(path: Path) -> None:
-    """Takes the lock file `path`, taking over a stale one (its process is gone)."""
-    if _create_lock(path):
-        return
-    holder = _lock_holder(path)
-    if holder is None or _is_alive(holder):
-        raise FolderLockedError(
-            f"{path.parent} is in use by process {holder if holder is not None else '(unknown)'} "
-            f"(lock file {path}): wait until it ends, or remove the lock file if no such process runs"
-        )
-    print(f"[solo-ncp] {path.parent}: taking over the lock of process {holder}, which is gone")
-    path.unlink(missing_ok=True)
-    if not _create_lock(path):
-        raise FolderLockedError(
-            f"{path.parent} is in use by process {_lock_holder(path)} (lock file {path}), which "
-            "took it over at the same time"
-        )
+def remove_temporaries(folder: Path) -> None:
+    """Removes the temporary files atomic writes left in `folder` when their process was killed."""
+    for path in folder.iterdir():
+        if TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
 def folder_lock(folder: PathLike) -> Iterator[Path]:
-    """Holds `folder/.lock` (this process's pid) for the block; a folder it had to create is
-    removed again if it is empty at the end. Raises FolderLockedError naming a live holder."""
+    """Holds an exclusive `fcntl.flock` on `folder/.lock` for the block (the kernel releases it when
+    the process dies, however it dies); the file holds the pid for the error message of a process
+    refused. Taking it, removes the temporary files a killed holder's atomic writes left. A folder
+    it had to create is removed again if it is empty at the end. Raises FolderLockedError naming
+    a live holder."""
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    _acquire(path)
+    fd = _open_locked(path)
+    _held_locks.add(fd)
     try:
+        previous = _lock_holder(fd)
+        if previous != "(unknown)":
+            print(f"[solo-ncp] {folder}: taking over the lock of process {previous}, which is gone")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_temporaries(folder)
         yield path
     finally:
-        if _lock_holder(path) == os.getpid():
-            path.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
+        if fd in _held_locks:  # not in a forked child leaving the block
+            _release(path, fd, remove_folder=created)
+
+
+def _release(path: Path, fd: int, remove_folder: bool) -> None:
+    """Removes the lock file (while still locked, if it is still ours), then unlocks it by closing
+    it; then its folder if `remove_folder` and it is empty."""
+    _held_locks.discard(fd)
+    if _same_file(path, fd):
+        path.unlink()
+    os.close(fd)
+    if remove_folder and not any(path.parent.iterdir()):
+        path.parent.rmdir()

@@ -1,5 +1,8 @@
 """solo_ncp.io: atomic writes keep the old file on failure, output folders are checked before any
-work, and a folder lock admits one live process (a dead one's lock is taken over)."""
+work, and a folder lock admits one live process (a dead one's lock is taken over, by one process
+of several racing for it, also when its pid now belongs to another process), whose taking it
+removes the temporary files a killed atomic write left."""
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -82,15 +85,18 @@ def test_the_lock_is_released_on_errors(tmp_path):
 
 
 def test_another_live_process_holds_the_lock(tmp_path):
+    """...and the temporary file of its atomic write in progress stays."""
     code = ("import sys, time; from solo_ncp.io import folder_lock\n"
             f"with folder_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline() == "held\n"
+        (tmp_path / ".last.ckpt.k2x9_a0q").write_bytes(b"half a checkpoint")
         with pytest.raises(FolderLockedError, match=f"in use by process {holder.pid}"):
             with folder_lock(tmp_path):
                 pass
+        assert (tmp_path / ".last.ckpt.k2x9_a0q").is_file()
     finally:
         holder.kill()
         holder.wait()
@@ -104,3 +110,64 @@ def test_a_dead_processs_lock_is_taken_over(tmp_path, capsys):
         assert lock.read_text() == f"{os.getpid()}\n"
     assert f"taking over the lock of process {dead}, which is gone" in capsys.readouterr().out
     assert not lock.exists()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_lock_whose_pid_now_names_another_live_process_is_taken(tmp_path):
+    """The pid in a lock file left behind was reused by a process that holds no lock."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(f"{other.pid}\n")
+        with folder_lock(tmp_path) as lock:
+            assert lock.read_text() == f"{os.getpid()}\n"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_taking_the_lock_removes_a_killed_writers_temporary_files(tmp_path):
+    """Left by a kill during atomic writes: `.<name>.` and mkstemp's 8 characters."""
+    (tmp_path / LOCK_NAME).write_text(f"{_dead_pid()}\n")
+    left = [".last.ckpt.k2x9_a0q", ".config.yaml.abcdefgh", ".run-ep=9.ckpt.0_1_2_3_"]
+    kept = ["last.ckpt", ".step-done.json", ".hidden", "notes.abcdefgh", ".last.ckpt.short"]
+    for name in left + kept:
+        (tmp_path / name).write_text(name)
+    with folder_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [LOCK_NAME])
+
+
+def _race(folder: str, start, outcomes, release) -> None:
+    """One of the racers: takes `folder`'s lock once all are ready, says whether it got it, and
+    keeps it until `release` is set."""
+    start.wait()
+    try:
+        with folder_lock(folder):
+            outcomes.put("held")
+            release.wait()
+    except FolderLockedError:
+        outcomes.put("refused")
+
+
+def test_three_processes_racing_for_a_dead_processs_lock_one_gets_it(tmp_path):
+    """50 times: a lock file of a process that is gone, three processes taking it at the same
+    moment (a barrier); exactly one holds it, the others are refused."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(50):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        (folder / LOCK_NAME).write_text(f"{_dead_pid()}\n")
+        start, outcomes, release = context.Barrier(3), context.Queue(), context.Event()
+        racers = [context.Process(target=_race, args=(str(folder), start, outcomes, release))
+                  for _ in range(3)]
+        for racer in racers:
+            racer.start()
+        got = sorted(outcomes.get(timeout=60) for _ in racers)
+        release.set()
+        for racer in racers:
+            racer.join()
+        assert got == ["held", "refused", "refused"], (trial, got)

@@ -1,5 +1,7 @@
 """`solo-ncp reproduce` on digits at tiny scale: every step once, every step skipped on the second
-call, and after kill -9 mid-step only what was left runs (the killed training resumes)."""
+call, and after kill -9 mid-step only what was left runs (the killed training resumes); a training
+step is marked done only at its last epoch; a call naming fewer methods keeps the recorded ones in
+the report; one reproduce at a time in an output folder."""
 import csv
 import json
 import os
@@ -102,6 +104,26 @@ def test_the_same_command_again_skips_every_step(two_seeds, capsys):
     assert snapshot(two_seeds / "s0") | snapshot(two_seeds / "s1") == before
 
 
+def test_a_call_naming_fewer_methods_keeps_the_recorded_ones_in_the_report(two_seeds, capsys):
+    """--methods ncp on the folder of ncp and deacl: every step is done, the report (deacl's rows
+    included) stays as it is."""
+    before = snapshot(two_seeds)
+    assert main(reproduce_argv(two_seeds, "--seeds", "0,1", "--methods", "ncp")) == 0
+    assert "0 step(s) ran, 17 skipped" in capsys.readouterr().out
+    assert snapshot(two_seeds) == before
+    assert "| deacl |" in (two_seeds / "report" / "report.md").read_text()
+
+
+def test_a_refused_call_names_only_the_differing_override(two_seeds, capsys):
+    argv = [("max_epochs=4" if arg == "max_epochs=1" else arg)
+            for arg in reproduce_argv(two_seeds, "--seeds", "0,1", "--methods", "ncp,deacl")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {two_seeds} holds a reproduce run of other settings (overrides: recorded has "
+        "'max_epochs=1', now 'max_epochs=4'): pass another --out, or the recorded settings "
+        "(solo-ncp reproduce)")
+
+
 def test_dry_run_lists_the_steps_and_which_are_done(two_seeds, capsys):
     argv = reproduce_argv(two_seeds, "--seeds", "0,1,2", "--methods", "ncp,deacl", "--dry-run")
     assert main(argv) == 0
@@ -132,10 +154,12 @@ def _cli(*args) -> list:
 
 
 def _epochs_of_the_last_attempt(run: Path) -> list:
-    """Epochs with a logged training loss in the run's newest CSV log (logs/version_<attempt>)."""
+    """Epochs with a logged epoch loss (`*loss_epoch`) in the run's newest CSV log
+    (logs/version_<attempt>)."""
     log = max(run.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     with open(log) as f:
-        return sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("train_loss_epoch")})
+        return sorted({int(r["epoch"]) for r in csv.DictReader(f)
+                       if any(key.endswith("loss_epoch") and value for key, value in r.items())})
 
 
 def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, digits_simclr_ckpt):
@@ -185,3 +209,72 @@ def _processes() -> list:
             except OSError:
                 pass
     return found
+
+
+def test_a_dataset_without_bundled_configs_needs_config_dir(tmp_path, capsys):
+    assert main(["reproduce", "--dataset", "digits", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --dataset digits has no bundled configs (bundled: cifar10, cifar100, fashionmnist, "
+        "stl10): pass --config-dir, a folder with simclr.yaml and the method configs (solo-ncp reproduce)")
+    assert not (tmp_path / "run").exists()
+
+
+class FakeSteps:
+    """Stands for the steps' processes (subprocess.Popen): `pretrain` writes a last.ckpt holding
+    `epoch` (counted from 0, as Lightning's) into its run folder and exits 0; any other command
+    exits 1 at once."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, argv, **kwargs):
+        command = argv[3]
+        if command == "pretrain":
+            options = dict(arg.split("=", 1) for arg in argv if arg.startswith(("checkpoint.dir=", "name=")))
+            run = Path(options["checkpoint.dir"]) / options["name"]
+            run.mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": self.epoch, "state_dict": {}}, run / "last.ckpt")
+        return FakeProcess(0 if command == "pretrain" else 1)
+
+
+class FakeProcess:
+    def __init__(self, code: int):
+        self.code = code
+
+    def wait(self) -> int:
+        return self.code
+
+
+@pytest.mark.parametrize("epoch, marked", [(1, False), (2, True)])
+def test_a_training_step_is_marked_done_only_at_its_last_epoch(tmp_path, monkeypatch, capsys, epoch, marked):
+    """Stage 1 of 3 epochs exits 0 with a last.ckpt of epoch 1 (2 done; what an interrupted
+    training used to leave) or epoch 2 (all 3): only the second is marked done."""
+    monkeypatch.setattr(subprocess, "Popen", FakeSteps(epoch))
+    out = tmp_path / "run"
+    assert main(reproduce_argv(out, "--seeds", "0", "--methods", "deacl", "simclr:max_epochs=3")) == 2
+    stage1 = out / "s0" / "simclr"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (stage1 / ".step-done.json").is_file() == marked
+    expected = ("step s0/select-k failed (exit 1)" if marked else
+                f"step s0/simclr exited 0 but {stage1 / 'last.ckpt'} holds 2 of its 3 epochs: not marked done")
+    assert last.startswith(f"error: {expected}"), last
+
+
+def test_a_second_reproduce_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
+    """Another process holds the folder's lock (as a running reproduce does): the call is refused
+    before any step runs (the steps would fail at once here)."""
+    out = tmp_path / "run"
+    code = ("import time; from solo_ncp.io import folder_lock\n"
+            f"with folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    monkeypatch.setattr(subprocess, "Popen", FakeSteps(0))
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(reproduce_argv(out, "--seeds", "0", "--methods", "deacl")) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"error: {out} is in use by process {holder.pid}"), last
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -50,20 +50,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (see below)")
 
 
-def run(args: argparse.Namespace) -> int:
+def config_dir(args: argparse.Namespace):
+    """--config-dir, or the bundled configs of --dataset; a ValueError naming the bundled datasets
+    when --dataset has none."""
     from pathlib import Path
 
+    from solo_ncp.zoo import bundled_datasets, zoo_dir
+
+    if args.config_dir:
+        return Path(args.config_dir)
+    if args.dataset not in bundled_datasets():
+        raise ValueError(f"--dataset {args.dataset} has no bundled configs (bundled: "
+                         f"{', '.join(bundled_datasets())}): pass --config-dir, a folder with "
+                         f"{STAGE1}.yaml and the method configs")
+    return zoo_dir() / args.dataset
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from solo_ncp.io import folder_lock
     from solo_ncp.launch.reproduce import build_plan, run_plan
-    from solo_ncp.zoo import zoo_dir
 
     out = Path(args.out)
-    plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
-                      evals=args.evals or ["slf"], out=out, overrides=args.overrides,
-                      teacher=Path(args.teacher) if args.teacher else None,
-                      config_dir=Path(args.config_dir) if args.config_dir else zoo_dir() / args.dataset,
-                      select_k_options=args.select_k_options, eval_options=args.eval_options,
-                      poc_options=args.poc_options)
-    rows = run_plan(plan, args.dry_run)
+    configs = config_dir(args)
+    with nullcontext() if args.dry_run else folder_lock(out):  # one reproduce at a time in --out
+        plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
+                          evals=args.evals or ["slf"], out=out, overrides=args.overrides,
+                          teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
+                          select_k_options=args.select_k_options, eval_options=args.eval_options,
+                          poc_options=args.poc_options)
+        rows = run_plan(plan, args.dry_run)
     ran = sum(state == "ran" for _, state, _ in rows)
     if args.dry_run:
         print(f"[reproduce] {len(rows) - sum(s == 'would run' for _, s, _ in rows)} of {len(rows)} "

@@ -3,7 +3,9 @@ concept, every stage-2 method, every evaluation, the report.
 
 Each step is a `solo_ncp.launch.steps.Step` (a subprocess with its log; skipped when done, resumed
 when interrupted). `reproduce.json` in the output folder records the settings that define the
-results; a later call with other settings is refused.
+results; a later call with other settings is refused, one with other seeds, methods or evaluations
+adds them: the folder's table covers everything recorded (a call naming fewer runs, and reports,
+the recorded ones too).
 
 Layout under OUT: s<seed>/simclr (stage 1; absent with a shared teacher), s<seed>/select-k,
 s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<mode>, report/ (report.md).
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_write_json, file_sha256
-from solo_ncp.launch.steps import LOG, Step, fixed, say_now
+from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
 
 STAGE1 = "simclr"
 """Label of the stage-1 encoder (config zoo_configs/<dataset>/simclr.yaml) in steps and tables."""
@@ -109,18 +112,39 @@ def without(argv: Sequence[str], dropped: Sequence[str]) -> List[str]:
 
 
 def compare_settings(old: Dict, new: Dict, path: Path) -> None:
-    """Refuses `new` when a recorded setting differs; seeds and evaluations may grow, methods may
-    be added (a method already recorded must keep its config)."""
-    differing = [key for key in sorted(set(old) | set(new))
-                 if key not in GROWING + ("methods",) and old.get(key) != new.get(key)]
+    """Refuses `new` when a recorded setting differs, naming only what differs; seeds and
+    evaluations may grow, methods may be added (a method already recorded must keep its config)."""
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        if key not in GROWING + ("methods",):
+            differing += differences(key, old.get(key), new.get(key))
     for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
-        if old["methods"][label] != new["methods"][label]:
-            differing.append(f"methods.{label}")
+        differing += differences(f"methods.{label}", old["methods"][label], new["methods"][label])
     if differing:
-        details = "; ".join(f"{key}: recorded {lookup(old, key)!r}, now {lookup(new, key)!r}"
-                            for key in differing)
-        raise ValueError(f"{path.parent} holds a reproduce run of other settings ({details}): "
+        raise ValueError(f"{path.parent} holds a reproduce run of other settings ({'; '.join(differing)}): "
                          "pass another --out, or the recorded settings")
+
+
+def differences(key: str, old, new) -> List[str]:
+    """`key: recorded X, now Y` for each differing entry of two recorded values: dicts entry by
+    entry, lists (overrides, options) by the items only one of them has."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for part in sorted(set(old) | set(new))
+                for line in differences(f"{key}.{part}", old.get(part), new.get(part))]
+    if isinstance(old, list) and isinstance(new, list):
+        gone, added = [item for item in old if item not in new], [item for item in new if item not in old]
+        if gone and added:
+            return [f"{key}: recorded has {_items(gone)}, now {_items(added)}"]
+        if gone or added:
+            return [f"{key}: recorded has {_items(gone)}, now not" if gone else
+                    f"{key}: now has {_items(added)}, recorded not"]
+    return [f"{key}: recorded {old!r}, now {new!r}"]
+
+
+def _items(items: Sequence) -> str:
+    return ", ".join(map(repr, items))
 
 
 def lookup(settings: Dict, dotted: str):
@@ -220,16 +244,55 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
             raise ValueError(f"--teacher for method {label}: {err}") from None
 
 
+def read_record(out: Path) -> Optional[Dict]:
+    """The settings recorded in `out/reproduce.json`; None before the first run there."""
+    record = out / SETTINGS
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def with_recorded_methods(chosen: List[Method], recorded: Dict, record: Path) -> List[Method]:
+    """The recorded methods in recorded order (as the call defines those it names), then the
+    call's new ones."""
+    named = {m.label: m for m in chosen}
+    methods = []
+    for label, entry in recorded.items():
+        config = Path(entry["config"])
+        if label not in named and not config.is_file():
+            raise ValueError(f"{record} records method {label} with the config {config}, which is gone: "
+                             "restore it, or pass another --out")
+        methods.append(named.pop(label, None) or Method(label, config))
+    return methods + list(named.values())
+
+
+def merged_evals(specs: Sequence[str]) -> List[str]:
+    """One spec per mode from several: `MODE` (every encoder) if one is, else `MODE=` the encoders
+    of them all, in order."""
+    encoders: Dict[str, Optional[List[str]]] = {}
+    for spec in specs:
+        mode, _, names = spec.partition("=")
+        known = encoders.get(mode, [])
+        encoders[mode] = None if known is None or not names else list(dict.fromkeys(known + names.split(",")))
+    return [mode if names is None else f"{mode}={','.join(names)}" for mode, names in encoders.items()]
+
+
 def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], evals: Sequence[str],
                out: Path, overrides: Sequence[str], teacher: Optional[Path], config_dir: Path,
                select_k_options: str = "", eval_options: Sequence[str] = (), poc_options: str = "") -> Plan:
-    """Every step of the table, in order; every input checked before any step runs."""
+    """Every step of the table, in order; every input checked before any step runs. The seeds,
+    methods and evaluations recorded in `out` join those given (the folder's table is of them all)."""
     from solo_ncp.eval.protocol import MODES
 
     check_seeds(seeds)
     chosen = parse_methods(methods, config_dir)
+    recorded = read_record(out)
+    if recorded is not None:
+        seeds = list(dict.fromkeys([*recorded["seeds"], *seeds]))
+        chosen = with_recorded_methods(chosen, recorded["methods"], out / SETTINGS)
     encoders = [STAGE1] + [m.label for m in chosen]
     modes = parse_evals(evals, encoders, MODES)
+    if recorded is not None:
+        evals = merged_evals([*recorded["evals"], *evals])
+        modes = parse_evals(evals, encoders, MODES)
     scoped = split_scoped(overrides, [STAGE1, STAGE2_SCOPE] + [m.label for m in chosen])
     check_overrides(scoped)
     select_k_argv = options(select_k_options, "--select-k-options")
@@ -266,13 +329,16 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         if teacher is None:
             plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, fixed(
                 ["pretrain", "--config", str(stage1_config), *stage1_overrides,
-                 f"checkpoint.dir={base}", f"name={STAGE1}", f"seed={seed}"]), rerun="--resume"))
+                 f"checkpoint.dir={base}", f"name={STAGE1}", f"seed={seed}"]),
+                trained(stage1, int(configs[STAGE1].max_epochs)), rerun="--resume"))
         k_dir = base / "select-k"
         plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
-            ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)])))
+            ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)]),
+            result_file(k_dir / "k.json")))
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
-            ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir)))
+            ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir),
+            result_file(poc_dir / "poc.json")))
         results.append(poc_dir)
         checkpoints = {STAGE1: stage1}
         for m in chosen:
@@ -281,7 +347,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
             plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, fixed(
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
                  f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
-                 f"method_kwargs.teacher_ckpt={stage1}", *clusters]), rerun="--resume"))
+                 f"method_kwargs.teacher_ckpt={stage1}", *clusters]),
+                trained(base / m.label / "last.ckpt", int(configs[m.label].max_epochs)), rerun="--resume"))
             checkpoints[m.label] = base / m.label / "last.ckpt"
         for mode, names in modes.items():
             for name in names:
@@ -290,11 +357,12 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 extra = extra if mode == "slf" else without(extra, SLF_ONLY)
                 plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
-                     "--method", name, *extra, "--out", str(folder)])))
+                     "--method", name, *extra, "--out", str(folder)]), result_file(folder / "metrics.json")))
                 results.append(folder)
     report = out / "report"
     plan.steps.append(Step("report", report, fixed(
-        ["report", *map(str, results), "--out", str(report / "report.md")]), rerun="",
+        ["report", *map(str, results), "--out", str(report / "report.md")]),
+        result_file(report / "report.md"), rerun="",
         inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json"))))
     return plan
 
@@ -310,9 +378,8 @@ def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:
 
 def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) -> List[Tuple[str, str, float]]:
     """Runs the steps not done yet, in order (or, with dry_run, only lists them); returns
-    [(step, "skipped" | "ran" | "would run", seconds)]."""
-    from solo_ncp.io import folder_lock
-
+    [(step, "skipped" | "ran" | "would run", seconds)]. The caller holds the lock of plan.out
+    (unless dry_run): the recorded settings `build_plan` read stay as they are."""
     record = plan.out / SETTINGS
     if record.is_file():
         compare_settings(json.loads(record.read_text()), plan.settings, record)
@@ -323,23 +390,24 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
             say(f"[reproduce] {state:7s} {step.name}: solo-ncp {shlex.join(step.command(state))}")
             rows.append((step.name, "skipped" if state == "done" else "would run", 0.0))
         return rows
-    rows = []
-    with folder_lock(plan.out):
-        if record.is_file():  # read again under the lock: another call may have extended it
-            old = json.loads(record.read_text())
-            plan.settings["seeds"] = sorted(set(old["seeds"]) | set(plan.settings["seeds"]))
-            plan.settings["evals"] = list(dict.fromkeys(old["evals"] + plan.settings["evals"]))
-            plan.settings["methods"] = {**old["methods"], **plan.settings["methods"]}
-        atomic_write_json(record, plan.settings)
-        for step in plan.steps:
-            state = step.state()
-            if state == "done":
-                say(f"[reproduce] skipped {step.name} (done)")
-                rows.append((step.name, "skipped", 0.0))
-                continue
-            verb = "resuming" if state == "partial" else "running"
-            say(f"[reproduce] {verb} {step.name} (log: {step.folder / LOG})")
-            seconds = step.run(state)
-            say(f"[reproduce] finished {step.name} in {seconds:.0f} s")
-            rows.append((step.name, "ran", seconds))
-    return rows
+    atomic_write_json(record, plan.settings)
+    try:
+        return [run_step(step, say) for step in plan.steps]
+    except KeyboardInterrupt as err:  # between steps: wait_for names the step it stopped
+        interrupted = as_interrupted(err)
+        if interrupted.again is None:
+            interrupted = Interrupted(interrupted.signum, again="resume with")
+        raise interrupted from None
+
+
+def run_step(step: Step, say: Callable[[str], None]) -> Tuple[str, str, float]:
+    """Runs `step` unless it is done: (its name, "skipped" | "ran", seconds)."""
+    state = step.state()
+    if state == "done":
+        say(f"[reproduce] skipped {step.name} (done)")
+        return step.name, "skipped", 0.0
+    verb = "resuming" if state == "partial" else "running"
+    say(f"[reproduce] {verb} {step.name} (log: {step.folder / LOG})")
+    seconds = step.run(state)
+    say(f"[reproduce] finished {step.name} in {seconds:.0f} s")
+    return step.name, "ran", seconds

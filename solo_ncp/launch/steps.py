@@ -1,18 +1,25 @@
 """A step of a pipeline: one `solo-ncp` command run in a subprocess, its output in
-`<folder>/step.log`, done when `<folder>/.step-done.json` exists (written atomically after the
-command succeeded, with its argv and the hashes of its input files). A step with a folder but no
-valid marker was interrupted: run again, a training resumes from its last.ckpt (`--resume`), other
-commands replace what they may have written (`--overwrite`)."""
+`<folder>/step.log`, done when `<folder>/.step-done.json` exists (written atomically once the
+command succeeded and its result is complete - a training's last.ckpt at its last epoch, another
+command's result file - with its argv and the hashes of its input files). A step with a folder but
+no valid marker was interrupted: run again, a training resumes from its last.ckpt (`--resume`),
+other commands replace what they may have written (`--overwrite`)."""
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_write_json, file_sha256
+from solo_ncp.models.checkpoint import read_checkpoint
+
+Missing = Callable[[], Optional[str]]
+"""What a step's result still lacks, in words ("no k.json in ..."); None when it is complete."""
 
 DONE = ".step-done.json"
 LOG = "step.log"
@@ -29,6 +36,8 @@ class Step:
     name: str
     folder: Path
     argv: Callable[[], List[str]]
+    missing: Missing
+    """Checked after the command exited 0, and again before a marked step is skipped."""
     rerun: str = "--overwrite"
     """What an interrupted step adds when run again: "--resume" (a training: when its last.ckpt
     exists), "--overwrite" (replaces a result written just before the interruption) or ""."""
@@ -36,12 +45,13 @@ class Step:
     """Files whose contents the step's result depends on beyond its argv (the report's inputs)."""
 
     def state(self) -> str:
-        """"done" (marker present, same argv and inputs), "partial" (interrupted: folder present,
-        no valid marker) or "todo"."""
+        """"done" (marker present, same argv and inputs, result complete), "partial" (interrupted:
+        folder present, no valid marker) or "todo"."""
         marker = self.folder / DONE
         if marker.is_file():
             recorded = json.loads(marker.read_text())
-            if recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes():
+            if (recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes()
+                    and self.missing() is None):
                 return "done"
         return "partial" if self.folder.is_dir() and any(self.folder.iterdir()) else "todo"
 
@@ -59,7 +69,8 @@ class Step:
         return argv
 
     def run(self, state: str) -> float:
-        """Runs the command (output appended to the step's log); marks the step done; seconds."""
+        """Runs the command (output appended to the step's log); marks the step done when it
+        exited 0 with its result complete; seconds."""
         argv = self.command(state)
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / LOG
@@ -67,25 +78,64 @@ class Step:
         with open(log, "a") as stream:
             stream.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n")
             stream.flush()
-            code = subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], stdout=stream,
-                                  stderr=subprocess.STDOUT,
-                                  preexec_fn=die_with_parent if sys.platform == "linux" else None
-                                  ).returncode
+            process = subprocess.Popen([sys.executable, "-m", "solo_ncp.cli", *argv],
+                                       stdin=subprocess.DEVNULL, stdout=stream,
+                                       stderr=subprocess.STDOUT, preexec_fn=own_group_dying_with_parent)
+            code = wait_for(process, self.name)
         if code != 0:
             raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; its log: {log}")
+        missing = self.missing()
+        if missing is not None:
+            raise StepFailed(f"step {self.name} exited 0 but {missing}: not marked done; its log: {log}")
         seconds = time.perf_counter() - start
         atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
                                                "inputs": self._input_hashes()})
         return seconds
 
 
-def die_with_parent() -> None:
-    """Linux, in the step's process before it starts: SIGKILL it when reproduce dies (kill -9
-    included), so a re-run never meets a step still running from the killed one."""
-    import ctypes
-    import signal
+def wait_for(process: subprocess.Popen, name: str) -> int:
+    """The exit code of step `name`'s process. Interrupted (SIGINT, SIGTERM), this process passes
+    the signal on to it (in its own process group, a Ctrl-C at the terminal does not reach it),
+    waits for its graceful end (a training saves nothing more, its last.ckpt stays), then raises
+    `Interrupted` naming the step."""
+    try:
+        return process.wait()
+    except KeyboardInterrupt as err:
+        signum = as_interrupted(err).signum
+        process.send_signal(signum)
+        process.wait()
+        raise Interrupted(signum, f"in step {name}, not marked done", "resume with") from None
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+def own_group_dying_with_parent() -> None:
+    """In the step's process before it starts: its own process group (a signal reaches it once,
+    from `wait_for`), and on Linux SIGKILL when reproduce dies (kill -9 included), so a re-run
+    never meets a step still running from the killed one."""
+    os.setpgid(0, 0)
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def result_file(path: Path) -> Missing:
+    """A step whose result is the file `path` (k.json, poc.json, metrics.json, report.md)."""
+    return lambda: None if path.is_file() else f"it wrote no {path}"
+
+
+def trained(last: Path, max_epochs: int) -> Missing:
+    """A training step, complete when its `last` (last.ckpt) holds its last epoch: `epoch`, which
+    counts from 0, is max_epochs - 1."""
+    def missing() -> Optional[str]:
+        if not last.is_file():
+            return f"it wrote no {last}"
+        try:
+            done = int(read_checkpoint(last)["epoch"]) + 1
+        except (KeyError, TypeError, ValueError) as err:  # CheckpointError among them
+            return f"{last} is no complete training checkpoint ({err})"
+        return None if done >= max_epochs else f"{last} holds {done} of its {max_epochs} epochs"
+    return missing
 
 
 def last_error(log: Path) -> str:

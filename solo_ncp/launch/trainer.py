@@ -26,6 +26,7 @@ from solo_ncp.config import (
     logger_settings,
     select,
 )
+from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_torch_save, atomic_write_text, check_writable, folder_lock
 from solo_ncp.launch.compat import (
     NO_STRATEGY,
@@ -128,6 +129,18 @@ class CheckpointMeta(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict) -> None:
         checkpoint[META_KEY] = self.meta
+
+
+class CaughtInterrupt(Callback):
+    """The KeyboardInterrupt (an `Interrupted`: SIGINT or SIGTERM) Lightning caught: its fit then
+    ends normally after a graceful shutdown, with `trainer.interrupted` set."""
+
+    def __init__(self):
+        self.caught: Optional[KeyboardInterrupt] = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.caught = exception
 
 
 class GroupLearningRates(Callback):
@@ -375,30 +388,53 @@ def stopped_message(message: str, last: Path) -> str:
     return f"{message}; {kept}"
 
 
+def interrupted_training(err: Interrupted, last: Path, max_epochs: int, trust: bool) -> Interrupted:
+    """`err` with the epoch the training stopped in, from the epochs `last` holds, and how to go
+    on: `--resume` from it, or the same command again when no checkpoint was written yet."""
+    if not last.is_file():
+        return Interrupted(err.signum, f"in epoch 1 of {max_epochs}, before its first checkpoint",
+                           "start again with")
+    try:
+        done = int(read_checkpoint(last, trust=trust)["epoch"]) + 1
+    except (KeyError, TypeError, ValueError):  # CheckpointError among them: unreadable
+        return err
+    where = (f"in epoch {done + 1} of {max_epochs}" if done < max_epochs else
+             f"after its last epoch ({max_epochs})")
+    return Interrupted(err.signum, f"{where}, {done} done in {last}", "resume with", "--resume")
+
+
 def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
         trust: bool = False) -> Path:
     """Trains `model` in `run` (see `open_run`), resuming from its last.ckpt (and its W&B run)
     if set, on this config's lr schedule (`ResumedSchedule`); prints and logs the learning rates;
-    writes config.yaml once every check has passed; returns the path of `last.ckpt`."""
+    writes config.yaml once every check has passed; returns the path of `last.ckpt`.
+    Interrupted (SIGINT, SIGTERM; Lightning shuts down gracefully and returns), it raises
+    `Interrupted` naming the epoch and the command's `--resume`."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
     resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
     rates = learning_rates(cfg)
     print(f"[solo-ncp] {rates.describe()}", flush=True)
-    with wandb_run_finished(logger_settings(cfg).wandb is not None):
-        trainer = build_trainer(cfg, run.folder, meta,
-                                callbacks=[ResumedSchedule()] if run.resume_from else [],
-                                trust=trust, wandb_run_id=resumed.get(WANDB_RUN_ID))
-        if is_first_process():
-            save_config(cfg, run.folder)
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"learning_rate": {
-                **asdict(rates), "factor": rates.factor, "lr": rates.lr,
-                "classifier_lr": rates.classifier_lr}})
-        val_loader = eval_loader(cfg, val_set) if val_set is not None else None
-        try:
+    caught = CaughtInterrupt()
+    try:
+        with wandb_run_finished(logger_settings(cfg).wandb is not None):
+            resumed_schedule = [ResumedSchedule()] if run.resume_from else []
+            trainer = build_trainer(cfg, run.folder, meta, [caught, *resumed_schedule],
+                                    trust=trust, wandb_run_id=resumed.get(WANDB_RUN_ID))
+            if is_first_process():
+                save_config(cfg, run.folder)
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"learning_rate": {
+                    **asdict(rates), "factor": rates.factor, "lr": rates.lr,
+                    "classifier_lr": rates.classifier_lr}})
+            val_loader = eval_loader(cfg, val_set) if val_set is not None else None
             trainer.fit(model, train_loader(cfg, train_set), val_loader,
                         ckpt_path=str(run.resume_from) if run.resume_from else None)
-        except FloatingPointError as err:
-            raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
+            if trainer.interrupted:
+                raise as_interrupted(caught.caught or KeyboardInterrupt())
+    except FloatingPointError as err:
+        raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
+    except KeyboardInterrupt as err:
+        raise interrupted_training(as_interrupted(err), run.folder / LAST, int(cfg.max_epochs),
+                                   trust) from None
     return run.folder / LAST

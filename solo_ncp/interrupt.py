@@ -1,0 +1,64 @@
+"""Ctrl-C (SIGINT) and SIGTERM: `interrupt_signals()` turns both into `Interrupted`, a
+KeyboardInterrupt (so Lightning's graceful shutdown runs for either), which the command that was
+running may fill in (where it stopped, how to continue) before `solo_ncp.cli` prints it as one line
+and exits with 128 + the signal's number (130, 143)."""
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_depth = 0
+"""How many `interrupt_signals` blocks are open (a command running another in-process: demo)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Signal `signum` arrived. `where`: what it stopped, e.g. "in epoch 2 of 3 (...)" ("": not
+    known); `again`: how to continue, "resume with" / "start again with" (None: nothing to
+    continue), by the same command plus `option` ("--resume", or "" for none); `line`: the whole
+    message once a command running in-process under another has composed it."""
+
+    def __init__(self, signum: int = signal.SIGINT, where: str = "", again: Optional[str] = None,
+                 option: str = ""):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.where = where
+        self.again = again
+        self.option = option
+        self.line: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code of a process ended by the signal: 130 (SIGINT), 143 (SIGTERM)."""
+        return 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
+    """`err` itself, or, for a KeyboardInterrupt raised by Python's own SIGINT handler, the same
+    as an Interrupted of SIGINT."""
+    return err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interrupt_signals() -> Iterator[bool]:
+    """Within the block SIGINT and SIGTERM raise `Interrupted` (in the main thread; elsewhere Python
+    cannot handle signals); the previous handlers come back at the end. Yields True for the
+    outermost block, whose caller reports an interruption (an inner one passes it on)."""
+    global _depth
+    install = _depth == 0 and threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in SIGNALS} if install else {}
+    _depth += 1
+    try:
+        yield _depth == 1
+    finally:
+        _depth -= 1
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,141 @@
+"""Ctrl-C (SIGINT) and SIGTERM, sent to real processes: a training ends with exit 130 / 143 and one
+last line naming its epoch and the command that resumes it; any other command with one line;
+`reproduce` interrupted through its process group leaves the step unmarked, and the same command
+resumes it."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
+from tests.test_reproduce import CONFIGS, OPTIONS, TINY, _epochs_of_the_last_attempt
+
+MAX_EPOCHS = 1000
+"""A training the test always interrupts long before its end."""
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _start(argv: list, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "solo_ncp.cli", *argv], env=_env(),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _wait_for(path: Path, process: subprocess.Popen) -> None:
+    """Until `path` exists (the training finished an epoch); fails if the process ended first."""
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+
+
+def _training_argv(command: str, run_dir: Path, teacher) -> list:
+    if command == "pretrain":
+        return ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR,
+                f"checkpoint.dir={run_dir}", "name=run", f"max_epochs={MAX_EPOCHS}", "limit_train_batches=2"]
+    return ["train", "--config", str(ROOT / "zoo_configs/fashionmnist/ncp.yaml"), *DIGITS_STAGE2,
+            f"checkpoint.dir={run_dir}", f"method_kwargs.teacher_ckpt={teacher}", "name=run",
+            f"max_epochs={MAX_EPOCHS}", "limit_train_batches=1"]
+
+
+@pytest.mark.parametrize("command, signum", [("pretrain", signal.SIGINT), ("train", signal.SIGTERM)])
+def test_an_interrupted_training_names_its_epoch_and_the_command_that_resumes_it(
+        command, signum, tmp_path, request):
+    """The signal arrives once the first last.ckpt exists (epoch 1 or later of 1000); the
+    checkpoint left holds an earlier epoch than the last, and the line names the epoch after the
+    one it holds and the same command plus --resume."""
+    teacher = request.getfixturevalue("digits_simclr_ckpt") if command == "train" else None
+    argv = _training_argv(command, tmp_path, teacher)
+    last = tmp_path / "run" / "last.ckpt"
+    victim = _start(argv)
+    _wait_for(last, victim)
+    victim.send_signal(signum)
+    out, err = victim.communicate(timeout=600)
+    assert victim.returncode == 128 + signum, err[-3000:]
+    finished = torch.load(last, weights_only=True)["epoch"] + 1  # "epoch" counts from 0
+    assert finished < MAX_EPOCHS
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp {command} stopped by {signal.Signals(signum).name} in epoch "
+        f"{finished + 1} of {MAX_EPOCHS}, {finished} done in {last}; resume with: solo-ncp "
+        f"{shlex.join([*argv, '--resume'])}")
+    assert "Traceback" not in out + err
+
+
+CASES = [  # command, argv, signal
+    ("select-k", ["select-k", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "k"], "SIGINT"),
+    ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGTERM"),
+    ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGINT"),
+    ("report", ["report", "runs"], "SIGINT"),
+    ("export", ["export", "--ckpt", "x.ckpt", "--out", "x"], "SIGINT"),
+]
+SIGNAL_EACH = """
+import contextlib, importlib, io, json, os, signal, sys
+from solo_ncp import cli
+results = {}
+for command, argv, name in json.loads(sys.argv[1]):
+    module = importlib.import_module(f"solo_ncp.commands.{cli.COMMANDS[command][0]}")
+    module.run = lambda args, signum=getattr(signal, name): os.kill(os.getpid(), signum)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        results[command] = [cli.main(argv), err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def interrupted_commands() -> dict:
+    """{command: [exit code, stderr]} of each command of CASES signalled while it runs (its `run`
+    sends the signal to its own process), all in one process."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_EACH, json.dumps(CASES)], env=_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("command, argv, name", CASES)
+def test_any_other_command_interrupted_is_one_line(interrupted_commands, command, argv, name):
+    code, err = interrupted_commands[command]
+    assert code == 128 + getattr(signal, name)
+    assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}"]
+
+
+def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resumes_it(tmp_path):
+    """SIGINT to reproduce's process group once stage 1 (3 epochs) wrote its first last.ckpt:
+    exit 130, one line naming the step and the same command, no marker; the same command then
+    resumes stage 1 at the next epoch, marks it done, and stops at select-k (a K range beyond
+    the 256 training images: the test ends there)."""
+    out = tmp_path / "run"
+    argv = ["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(out),
+            "--seeds", "0", "--methods", "deacl", *OPTIONS[1:],
+            "--select-k-options=--k-min 5 --k-max 500", *TINY, "simclr:max_epochs=3"]
+    stage1 = out / "s0" / "simclr"
+    victim = _start(argv, start_new_session=True)
+    _wait_for(stage1 / "last.ckpt", victim)
+    os.killpg(victim.pid, signal.SIGINT)
+    printed, err = victim.communicate(timeout=600)
+    assert victim.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp reproduce stopped by SIGINT in step s0/simclr, not marked done; "
+        f"resume with: solo-ncp {shlex.join(argv)}")
+    assert "Traceback" not in printed + err
+    assert not (stage1 / ".step-done.json").exists()
+    killed_at = torch.load(stage1 / "last.ckpt", weights_only=True)["epoch"]
+    assert killed_at < 2
+    assert (stage1 / "step.log").read_text().strip().splitlines()[-1].startswith(
+        f"interrupted: solo-ncp pretrain stopped by SIGINT in epoch {killed_at + 2} of 3")
+
+    rerun = _start(argv)
+    printed, err = rerun.communicate(timeout=900)
+    assert rerun.returncode == 2 and "step s0/select-k failed" in err.strip().splitlines()[-1], err[-3000:]
+    assert "[reproduce] resuming s0/simclr" in printed
+    assert (stage1 / ".step-done.json").is_file()
+    assert torch.load(stage1 / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert _epochs_of_the_last_attempt(stage1) == list(range(killed_at + 1, 3))
