@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_write_json, file_sha256
-from solo_ncp.models.checkpoint import read_checkpoint
 
 Missing = Callable[[], Optional[str]]
-"""What a step's result still lacks, in words ("no k.json in ..."); None when it is complete."""
+"""What a step's result still lacks, in words ("it wrote no <folder>/k.json"); None when it is
+complete."""
 
 DONE = ".step-done.json"
 LOG = "step.log"
@@ -128,6 +128,8 @@ def trained(last: Path, max_epochs: int) -> Missing:
     """A training step, complete when its `last` (last.ckpt) holds its last epoch: `epoch`, which
     counts from 0, is max_epochs - 1."""
     def missing() -> Optional[str]:
+        from solo_ncp.models.checkpoint import read_checkpoint
+
         if not last.is_file():
             return f"it wrote no {last}"
         try:
