@@ -5,6 +5,7 @@ the report; one reproduce at a time in an output folder."""
 import csv
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from solo_ncp.cli import main
+from solo_ncp.launch.reproduce import build_plan
 from tests.conftest import ROOT
 
 CONFIGS = ROOT / "zoo_configs/fashionmnist"
@@ -114,16 +116,6 @@ def test_a_call_naming_fewer_methods_keeps_the_recorded_ones_in_the_report(two_s
     assert "| deacl |" in (two_seeds / "report" / "report.md").read_text()
 
 
-def test_a_refused_call_names_only_the_differing_override(two_seeds, capsys):
-    argv = [("max_epochs=4" if arg == "max_epochs=1" else arg)
-            for arg in reproduce_argv(two_seeds, "--seeds", "0,1", "--methods", "ncp,deacl")]
-    assert main(argv) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: {two_seeds} holds a reproduce run of other settings (overrides: recorded has "
-        "'max_epochs=1', now 'max_epochs=4'): pass another --out, or the recorded settings "
-        "(solo-ncp reproduce)")
-
-
 def test_dry_run_lists_the_steps_and_which_are_done(two_seeds, capsys):
     argv = reproduce_argv(two_seeds, "--seeds", "0,1,2", "--methods", "ncp,deacl", "--dry-run")
     assert main(argv) == 0
@@ -211,6 +203,41 @@ def _processes() -> list:
     return found
 
 
+def record_plan(out: Path, methods: list):
+    """The plan of `reproduce_argv(out, "--seeds", "0", "--methods", ...)`, its settings recorded in
+    `out` as a run would record them (no step run)."""
+    plan = build_plan(dataset="digits", seeds=[0], methods=methods, evals=["slf"], out=out, overrides=TINY,
+                      teacher=None, config_dir=CONFIGS, select_k_options=OPTIONS[0].split("=", 1)[1],
+                      eval_options=[OPTIONS[1].split("=", 1)[1]], poc_options=OPTIONS[2].split("=", 1)[1])
+    out.mkdir()
+    (out / "reproduce.json").write_text(json.dumps(plan.settings))
+    return plan
+
+
+def test_the_plan_of_a_call_naming_fewer_methods_keeps_the_recorded_ones(tmp_path, capsys):
+    """--methods ncp on a folder recording ncp and deacl: the same steps with the same commands
+    (deacl's evaluation in the report's)."""
+    out = tmp_path / "run"
+    recorded = record_plan(out, ["ncp", "deacl"])
+    assert main(reproduce_argv(out, "--seeds", "0", "--methods", "ncp", "--dry-run")) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[reproduce] todo")]
+    assert listed == [f"[reproduce] todo    {step.name}: solo-ncp {shlex.join(step.argv())}"
+                      for step in recorded.steps]
+    assert str(out / "s0" / "eval-deacl-slf") in recorded.steps[-1].argv()
+
+
+def test_a_refused_call_names_only_the_differing_override(tmp_path, capsys):
+    out = tmp_path / "run"
+    record_plan(out, ["deacl"])
+    argv = [("max_epochs=4" if arg == "max_epochs=1" else arg)
+            for arg in reproduce_argv(out, "--seeds", "0", "--methods", "deacl")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {out} holds a reproduce run of other settings (overrides: recorded has "
+        "'max_epochs=1', now 'max_epochs=4'): pass another --out, or the recorded settings "
+        "(solo-ncp reproduce)")
+
+
 def test_a_dataset_without_bundled_configs_needs_config_dir(tmp_path, capsys):
     assert main(["reproduce", "--dataset", "digits", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
@@ -256,7 +283,8 @@ def test_a_training_step_is_marked_done_only_at_its_last_epoch(tmp_path, monkeyp
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert (stage1 / ".step-done.json").is_file() == marked
     expected = ("step s0/select-k failed (exit 1)" if marked else
-                f"step s0/simclr exited 0 but {stage1 / 'last.ckpt'} holds 2 of its 3 epochs: not marked done")
+                f"step s0/simclr exited 0 but {stage1 / 'last.ckpt'} holds 2 of its 3 epochs: not "
+                "marked done")
     assert last.startswith(f"error: {expected}"), last
 
 

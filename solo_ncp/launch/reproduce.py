@@ -121,8 +121,8 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
         differing += differences(f"methods.{label}", old["methods"][label], new["methods"][label])
     if differing:
-        raise ValueError(f"{path.parent} holds a reproduce run of other settings ({'; '.join(differing)}): "
-                         "pass another --out, or the recorded settings")
+        raise ValueError(f"{path.parent} holds a reproduce run of other settings "
+                         f"({'; '.join(differing)}): pass another --out, or the recorded settings")
 
 
 def differences(key: str, old, new) -> List[str]:
@@ -145,13 +145,6 @@ def differences(key: str, old, new) -> List[str]:
 
 def _items(items: Sequence) -> str:
     return ", ".join(map(repr, items))
-
-
-def lookup(settings: Dict, dotted: str):
-    value = settings
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
@@ -251,17 +244,14 @@ def read_record(out: Path) -> Optional[Dict]:
 
 
 def with_recorded_methods(chosen: List[Method], recorded: Dict, record: Path) -> List[Method]:
-    """The recorded methods in recorded order (as the call defines those it names), then the
-    call's new ones."""
-    named = {m.label: m for m in chosen}
-    methods = []
-    for label, entry in recorded.items():
-        config = Path(entry["config"])
-        if label not in named and not config.is_file():
-            raise ValueError(f"{record} records method {label} with the config {config}, which is gone: "
-                             "restore it, or pass another --out")
-        methods.append(named.pop(label, None) or Method(label, config))
-    return methods + list(named.values())
+    """The call's methods, then the recorded ones it does not name (with their recorded configs)."""
+    named = {m.label for m in chosen}
+    kept = [Method(label, Path(entry["config"])) for label, entry in recorded.items() if label not in named]
+    for method in kept:
+        if not method.config.is_file():
+            raise ValueError(f"{record} records method {method.label} with the config {method.config}, "
+                             "which is gone: restore it, or pass another --out")
+    return chosen + kept
 
 
 def merged_evals(specs: Sequence[str]) -> List[str]:
@@ -271,7 +261,8 @@ def merged_evals(specs: Sequence[str]) -> List[str]:
     for spec in specs:
         mode, _, names = spec.partition("=")
         known = encoders.get(mode, [])
-        encoders[mode] = None if known is None or not names else list(dict.fromkeys(known + names.split(",")))
+        encoders[mode] = (None if known is None or not names else
+                          list(dict.fromkeys(known + names.split(","))))
     return [mode if names is None else f"{mode}={','.join(names)}" for mode, names in encoders.items()]
 
 
@@ -348,7 +339,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
                  f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
                  f"method_kwargs.teacher_ckpt={stage1}", *clusters]),
-                trained(base / m.label / "last.ckpt", int(configs[m.label].max_epochs)), rerun="--resume"))
+                trained(base / m.label / "last.ckpt", int(configs[m.label].max_epochs)),
+                rerun="--resume"))
             checkpoints[m.label] = base / m.label / "last.ckpt"
         for mode, names in modes.items():
             for name in names:
@@ -357,7 +349,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 extra = extra if mode == "slf" else without(extra, SLF_ONLY)
                 plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
-                     "--method", name, *extra, "--out", str(folder)]), result_file(folder / "metrics.json")))
+                     "--method", name, *extra, "--out", str(folder)]),
+                    result_file(folder / "metrics.json")))
                 results.append(folder)
     report = out / "report"
     plan.steps.append(Step("report", report, fixed(

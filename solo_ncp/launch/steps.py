@@ -18,7 +18,8 @@ from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_write_json, file_sha256
 
 Missing = Callable[[], Optional[str]]
-"""What a step's result still lacks, in words ("no k.json in ..."); None when it is complete."""
+"""What a step's result still lacks, in words ("it wrote no <folder>/k.json"); None when it is
+complete."""
 
 DONE = ".step-done.json"
 LOG = "step.log"
