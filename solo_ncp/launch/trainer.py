@@ -412,11 +412,11 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
     `Interrupted` naming the epoch and the command's `--resume`."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
-    resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
-    rates = learning_rates(cfg)
-    print(f"[solo-ncp] {rates.describe()}", flush=True)
     caught = CaughtInterrupt()
     try:
+        resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
+        rates = learning_rates(cfg)
+        print(f"[solo-ncp] {rates.describe()}", flush=True)
         with wandb_run_finished(logger_settings(cfg).wandb is not None):
             resumed_schedule = [ResumedSchedule()] if run.resume_from else []
             trainer = build_trainer(cfg, run.folder, meta, [caught, *resumed_schedule],
