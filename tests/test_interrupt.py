@@ -25,15 +25,25 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _start(argv: list, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "solo_ncp.cli", *argv], env=_env(),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+def _start(argv: list, logs: Path, **kwargs) -> subprocess.Popen:
+    """`solo-ncp <argv>` in a process of its own, its stdout and stderr written to files in `logs`
+    (a pipe nobody reads while the test waits could fill up and stop it)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
+        return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "solo_ncp.cli", *argv], env=_env(),
+                                cwd=ROOT, stdout=out, stderr=err, **kwargs)
+
+
+def _finish(process: subprocess.Popen, logs: Path) -> tuple:
+    """(stdout, stderr) of the process once it ended."""
+    process.wait(timeout=900)
+    return (logs / "stdout").read_text(), (logs / "stderr").read_text()
 
 
 def _wait_for(path: Path, process: subprocess.Popen) -> None:
     """Until `path` exists (the training finished an epoch); fails if the process ended first."""
     while not path.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert process.poll() is None, f"it ended with exit code {process.returncode} first"
         time.sleep(0.05)
 
 
@@ -55,10 +65,10 @@ def test_an_interrupted_training_names_its_epoch_and_the_command_that_resumes_it
     teacher = request.getfixturevalue("digits_simclr_ckpt") if command == "train" else None
     argv = _training_argv(command, tmp_path, teacher)
     last = tmp_path / "run" / "last.ckpt"
-    victim = _start(argv)
+    victim = _start(argv, tmp_path / "logs")
     _wait_for(last, victim)
     victim.send_signal(signum)
-    out, err = victim.communicate(timeout=600)
+    out, err = _finish(victim, tmp_path / "logs")
     assert victim.returncode == 128 + signum, err[-3000:]
     finished = torch.load(last, weights_only=True)["epoch"] + 1  # "epoch" counts from 0
     assert finished < MAX_EPOCHS
@@ -117,10 +127,10 @@ def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resum
             "--seeds", "0", "--methods", "deacl", *OPTIONS[1:],
             "--select-k-options=--k-min 5 --k-max 500", *TINY, "simclr:max_epochs=3"]
     stage1 = out / "s0" / "simclr"
-    victim = _start(argv, start_new_session=True)
+    victim = _start(argv, tmp_path / "first", start_new_session=True)
     _wait_for(stage1 / "last.ckpt", victim)
     os.killpg(victim.pid, signal.SIGINT)
-    printed, err = victim.communicate(timeout=600)
+    printed, err = _finish(victim, tmp_path / "first")
     assert victim.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == (
         f"interrupted: solo-ncp reproduce stopped by SIGINT in step s0/simclr, not marked done; "
@@ -132,8 +142,8 @@ def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resum
     assert (stage1 / "step.log").read_text().strip().splitlines()[-1].startswith(
         f"interrupted: solo-ncp pretrain stopped by SIGINT in epoch {killed_at + 2} of 3")
 
-    rerun = _start(argv)
-    printed, err = rerun.communicate(timeout=900)
+    rerun = _start(argv, tmp_path / "rerun")
+    printed, err = _finish(rerun, tmp_path / "rerun")
     assert rerun.returncode == 2 and "step s0/select-k failed" in err.strip().splitlines()[-1], err[-3000:]
     assert "[reproduce] resuming s0/simclr" in printed
     assert (stage1 / ".step-done.json").is_file()
