@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# The host before any test captures stderr: Lightning, first imported inside a test, would bind
+# its log handler to that test's capture stream, closed for the later tests ("Logging error").
+import solo_ncp.methods  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
