@@ -176,13 +176,19 @@ def parse_overrides(overrides: Sequence[str]) -> List:
     return parsed
 
 
-def dotted_keys(node, prefix: str = "") -> Iterator[str]:
+def _walk(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
+    """(key path, value) of every key of a plain config, blocks and lists before their items."""
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        path = (*prefix, str(key))
+        yield path, child
+        if isinstance(child, (dict, list)):
+            yield from _walk(child, path)
+
+
+def dotted_keys(node) -> Iterator[str]:
     """Every key of a plain dict/list config (`OmegaConf.to_container`), dotted, list items by
     index ("augmentations.0.crop_size")."""
-    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
-        yield f"{prefix}{key}"
-        if isinstance(child, (dict, list)):
-            yield from dotted_keys(child, f"{prefix}{key}.")
+    return (".".join(path) for path, _ in _walk(node))
 
 
 def _closest(cfg: DictConfig, key: str) -> str:
@@ -304,15 +310,6 @@ def method_keys(cls: type) -> Tuple[str, ...]:
     if current_host().is_main:
         return declared + _named_in_cfg_checks(cls)
     return declared or tuple(f"method_kwargs.{name}" for name in sorted(_arguments_102(cls)))
-
-
-def _walk(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
-    """(key path, value) of every key of a plain config, blocks and lists before their items."""
-    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
-        path = (*prefix, str(key))
-        yield path, child
-        if isinstance(child, (dict, list)):
-            yield from _walk(child, path)
 
 
 def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
