@@ -12,16 +12,20 @@
 #   mkdir -p datasets && cp -r /usr/share/datasets/fashion-mnist datasets/
 #   (device) benchmarks/gpu_check.sh          carry: .whl datasets; timeout 600 s
 #
-# With no STEP, the default steps run in order, within 9.5 minutes (a device call's 10):
-#   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
-#                kmcuda test of tests/test_cuda.py with its whole traceback
+# With no STEP, the default steps run in order, within 10 minutes (a device call's limit; kmcuda last):
 #   combos       stage2_throughput.py --combos of bf16, channels_last and cudnn.benchmark (batch 256)
-#   compile      the same with torch.compile off and on, the other switches on
+#   profile      stage2_throughput.py --profile with those three on: the 5-step PGD's share of the
+#                step and torch.profiler's top kernels
+#   cost         reproduction_cost.py: every part of one seed at CIFAR-10's shape, timed
+#   compile      the same as combos with torch.compile off and on, the other switches on
+#   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
+#                kmcuda test of tests/test_cuda.py with its whole traceback, then torch against
+#                kmcuda k-means at 50,000 x 512 planted vectors, K = 70 and 300, 3 seeds: time, objective
+# Other steps, by name:
 #   proxy-speed  benchmarks/proxy_fmnist.py --speed, one seed: ncp and deacl in plain fp32 and with
 #                bf16 + channels_last + cudnn.benchmark, same stage 1 (cut off after SPEED_LIMIT
 #                seconds, default what is left of 570 s since the start; running the script again on
 #                the same machine continues it: `benchmarks/gpu_check.sh proxy-speed`)
-# Other steps, by name:
 #   throughput   the fp32 / bf16 table with the 50,000-image clustering, and the proxy's setting
 #   proxy        benchmarks/proxy_fmnist.py on the GPU, one seed (over 10 minutes: AutoAttack)
 #   tests        the whole suite with CUDA visible, 120 s per test at most
@@ -29,7 +33,7 @@ set -uo pipefail
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-steps=${*:-kmcuda proxy-speed combos compile}
+steps=${*:-combos profile cost compile kmcuda}
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
@@ -56,16 +60,22 @@ throughput() {  # throughput NAME SECONDS ARGS...: stage2_throughput.py on the G
         --steps 10 --warmup 3 "$@"
 }
 
+wants combos && throughput combos 90 --batch-size 256 --method ncp \
+    --combos bf16 channels_last cudnn_benchmark
+wants profile && throughput profile 60 --batch-size 256 --method ncp deacl --profile \
+    --fixed bf16 channels_last cudnn_benchmark
+wants cost && TAIL=16 step cost 230 python3 benchmarks/reproduction_cost.py --device cuda \
+    --select-k-limit 40
+wants compile && throughput compile 150 --batch-size 256 --method ncp --combos compile \
+    --fixed bf16 channels_last cudnn_benchmark
 if wants kmcuda; then
     sdist=$(ls .whl/libKMCUDA-*.tar.gz 2>/dev/null | head -1)
     step kmcuda-build 100 scripts/build_kmcuda.sh "$sdist" --target /tmp/site
     TAIL=80 step kmcuda-test 60 python3 -m pytest -v -p no:randomly --tb=long -k kmcuda \
         tests/test_cuda.py
+    throughput kmcuda-speed 90 --clustering-only --planted --cluster-n 50000 --cluster-k 70 300 \
+        --cluster-seeds 3 --repeats 3
 fi
-wants combos && throughput combos 90 --batch-size 256 --method ncp \
-    --combos bf16 channels_last cudnn_benchmark
-wants compile && throughput compile 180 --batch-size 256 --method ncp --combos compile \
-    --fixed bf16 channels_last cudnn_benchmark
 if wants proxy-speed; then
     left=$((570 - SECONDS > 30 ? 570 - SECONDS : 30))
     step proxy-speed "${SPEED_LIMIT:-$left}" python3 benchmarks/proxy_fmnist.py --seeds 0 \

@@ -42,7 +42,8 @@ from solo_ncp.models.backbones import BackboneSpec, build_backbone
 from solo_ncp.models.checkpoint import normalized_encoder
 from solo_ncp.models.dual_bn import convert_dual_bn
 from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
-from solo_ncp.ncp.step import Stage2Config, stage2_step
+from solo_ncp.attacks import deacl_objective, ncp_objective, nearest_centroids
+from solo_ncp.ncp.step import Stage2Config, adversarial_examples, cluster_space, stage2_step
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEAN, STD = (0.2860,) * 3, (0.3530,) * 3
@@ -121,8 +122,9 @@ def all_combos(device: torch.device, vary, fixed) -> Tuple[List[Combo], List[str
     return combos, skipped
 
 
-def step_seconds(args, device: torch.device, method: str, combo: Combo, x_all) -> float:
-    """Median seconds of one stage-2 step + backward + SGD update with the switches of `combo`."""
+def build_step(args, device: torch.device, method: str, combo: Combo, x_all):
+    """(one stage-2 step + backward + SGD update, the step's 5-step PGD alone on the same batch),
+    both closures, with the switches of `combo`, alternating between two batches of x_all."""
     torch.backends.cudnn.benchmark = combo.cudnn_benchmark
     student, teacher = build_pair(args.stem, device)
     if combo.channels_last:
@@ -137,17 +139,68 @@ def step_seconds(args, device: torch.device, method: str, combo: Combo, x_all) -
     dtype = PRECISIONS[combo.precision]
     batches = iter(range(10**9))
 
-    def one_step():
+    def batch():
         i = next(batches) % 2
-        x = x_all[i * args.batch_size:(i + 1) * args.batch_size]
+        return x_all[i * args.batch_size:(i + 1) * args.batch_size]
+
+    def one_step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = stage2_step(student, teacher, x, cfg,
+            out = stage2_step(student, teacher, batch(), cfg,
                               centroids=centroids if method == "ncp" else None)
         optimizer.zero_grad(set_to_none=True)
         out.losses["loss"].backward()
         optimizer.step()
 
+    def pgd_only():
+        x = batch()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if method == "ncp":
+                with torch.no_grad():
+                    features = cluster_space(student, x, cfg)
+                choice = nearest_centroids(features, centroids, cfg.neighbor_rank)
+                objective = ncp_objective(student, choice.own, choice.nbr, cfg.strategy)
+            else:
+                with torch.no_grad():
+                    objective = deacl_objective(student, teacher(x))
+            adversarial_examples(student, x, objective, cfg)
+
+    return one_step, pgd_only
+
+
+def step_seconds(args, device: torch.device, method: str, combo: Combo, x_all) -> float:
+    """Median seconds of one stage-2 step + backward + SGD update with the switches of `combo`."""
+    one_step, _ = build_step(args, device, method, combo, x_all)
     return median_seconds(one_step, device, args.warmup, args.steps)
+
+
+def profile_rows(args, device: torch.device) -> Iterator[str]:
+    """Where the step's time goes, with the `--fixed` switches on: per method the step's median,
+    the median of its 5-step PGD alone (same batch, same switches) and their ratio, then
+    torch.profiler's top kernels of 3 steps by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x_all = real_images(args.batch_size * 2, args.image_size).to(device)
+    fixed = set(args.fixed)
+    combo = Combo("bf16" if "bf16" in fixed else "fp32", "channels_last" in fixed,
+                  "cudnn_benchmark" in fixed, "compile" in fixed)
+    tables = []
+    for method in args.method:
+        one_step, pgd_only = build_step(args, device, method, combo, x_all)
+        step_s = median_seconds(one_step, device, args.warmup, args.steps)
+        pgd_s = median_seconds(pgd_only, device, args.warmup, args.steps)
+        yield (f"| {method} | {', '.join(sorted(fixed)) or 'plain fp32'} | {step_s * 1e3:.1f} ms | "
+               f"{pgd_s * 1e3:.1f} ms | {100 * pgd_s / step_s:.0f}% | "
+               f"{(step_s - pgd_s) * 1e3:.1f} ms |")
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                one_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        tables.append(f"\n{method}, 3 steps, top kernels by device time:\n\n"
+                      + prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows))
+    yield from tables
 
 
 def step_rows(args, device: torch.device) -> Iterator[str]:
@@ -179,7 +232,8 @@ def combo_rows(args, device: torch.device) -> Iterator[str]:
         yield f"\nNot timed: {note}."
 
 
-def clustering_rows(args, device: torch.device) -> Iterator[str]:
+def encoded_features(args, device: torch.device):
+    """Yields the timing row of encoding --cluster-n images; returns their (N, 512) features."""
     student, _ = build_pair(args.stem, device)
     student.eval()
     x = real_images(args.cluster_n, args.image_size)
@@ -193,13 +247,31 @@ def clustering_rows(args, device: torch.device) -> Iterator[str]:
     seconds = median_seconds(encode, device, 1, args.repeats)
     yield (f"| encode training set (eval, no grad) | fp32 | {batch} | {args.image_size}, {args.stem} "
            f"| {seconds:.2f} s for {args.cluster_n:,} | {args.cluster_n / seconds:,.0f} img/s |")
-    features = encode()
+    return encode()
+
+
+def clustering_rows(args, device: torch.device) -> Iterator[str]:
+    """Encoding --cluster-n images, then spherical k-means of their (N, 512) features (with
+    --planted: of planted unit vectors around max(--cluster-k) centres, noise 1.0, instead) per
+    K, seed and backend: time and objective."""
+    if args.planted:
+        from clustering import planted_unit_vectors
+
+        features = planted_unit_vectors(args.cluster_n, 512, max(args.cluster_k), 1.0, 0).to(device)
+    else:
+        features = yield from encoded_features(args, device)
     backends = ["torch"] + (["kmcuda"] if device.type == "cuda" and kmcuda_module() else [])
-    for backend in backends:
-        seconds = median_seconds(lambda: spherical_kmeans(features, args.k, backend=backend),
-                                 device, 1, args.repeats)
-        yield (f"| spherical k-means K={args.k} ({backend}) | fp32 | - | - | "
-               f"{seconds * 1e3:.1f} ms for {args.cluster_n:,} x 512 | - |")
+    for k in args.cluster_k:
+        for seed in range(args.cluster_seeds):
+            objectives = {}
+            for backend in backends:
+                run = lambda: spherical_kmeans(features, k, seed=seed, backend=backend)
+                seconds = median_seconds(run, device, 1, args.repeats)
+                objectives[backend] = run().objective
+                gap = objectives[backend] - objectives["torch"]
+                yield (f"| spherical k-means K={k} seed {seed} ({backend}) | fp32 | - | - | "
+                       f"{seconds * 1e3:.1f} ms for {args.cluster_n:,} x 512 | objective "
+                       f"{objectives[backend]:.5f} ({gap:+.5f} vs torch) |")
 
 
 def main(argv=None) -> int:
@@ -217,11 +289,23 @@ def main(argv=None) -> int:
     parser.add_argument("--cluster-n", type=int, default=5000,
                         help="training images encoded and clustered (CIFAR-10: 50,000)")
     parser.add_argument("--repeats", type=int, default=1, help="timed clustering repeats")
+    parser.add_argument("--cluster-k", type=int, nargs="+", default=[10],
+                        help="K of the timed clusterings (kmcuda's verdict: 70 300)")
+    parser.add_argument("--cluster-seeds", type=int, default=1, help="seeds per K of the clusterings")
+    parser.add_argument("--planted", action="store_true",
+                        help="cluster planted unit vectors instead of the encoder's features")
+    parser.add_argument("--clustering-only", action="store_true",
+                        help="time only the encoding and the clusterings (torch and, on a GPU with "
+                             "libKMCUDA, kmcuda: time and objective)")
     parser.add_argument("--combos", nargs="*", choices=SWITCHES, default=None,
                         help="time the step under every combination of these speed switches "
                              "(none named: all four), each against the plain fp32 step")
     parser.add_argument("--fixed", nargs="+", choices=SWITCHES, default=[],
                         help="with --combos: switches kept on in every combination")
+    parser.add_argument("--profile", action="store_true",
+                        help="where the step's time goes with the --fixed switches: the 5-step PGD's "
+                             "share and torch.profiler's top kernels")
+    parser.add_argument("--profile-rows", type=int, default=15, help="kernels listed with --profile")
     args = parser.parse_args(argv)
     if args.combos == []:
         args.combos = list(SWITCHES)
@@ -233,7 +317,13 @@ def main(argv=None) -> int:
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
     print(f"## Stage-2 throughput on {name} (torch {torch.__version__})\n")
-    if args.combos is not None:
+    if args.profile:
+        print(f"Batch {args.batch_size}, {args.image_size} px, {args.stem} stem.\n")
+        print("| method | switches | step | 5-step PGD alone | PGD share | rest (loss forwards, "
+              "backward, update) |")
+        print("|---|---|---|---|---|---|")
+        tables = (profile_rows(args, device),)
+    elif args.combos is not None:
         print(f"Batch {args.batch_size}, {args.image_size} px, {args.stem} stem.\n")
         print("| method | precision | channels_last | cudnn.benchmark | compile | time | img/s | "
               "vs plain fp32 |")
@@ -242,7 +332,8 @@ def main(argv=None) -> int:
     else:
         print("| what | precision | batch | px, stem | time | throughput |")
         print("|---|---|---|---|---|---|")
-        tables = (step_rows(args, device), clustering_rows(args, device))
+        tables = ((clustering_rows(args, device),) if args.clustering_only
+                  else (step_rows(args, device), clustering_rows(args, device)))
     for rows in tables:
         for row in rows:
             print(row, flush=True)
