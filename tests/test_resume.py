@@ -22,7 +22,7 @@ from PIL import Image
 from solo_ncp.io import LOCK_NAME
 from solo_ncp.launch.resume import APPLIED, REFUSED, SCHEDULE
 from solo_ncp.launch.trainer import LAST
-from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain, train_stage2
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, pretrain, train_stage2
 
 TINY = ["max_epochs=1", "limit_train_batches=1"]
 
@@ -116,11 +116,27 @@ def test_resuming_with_another_k_names_the_centroids(tmp_path, capsys, digits_si
     assert "another configuration" in line and "centroids (10, 512) vs (5, 512) here" in line
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from solo_ncp.io import folder_lock
+with folder_lock(sys.argv[1]):
+    Path(sys.argv[2]).write_text("held")
+    time.sleep(120)
+"""
+
+
 def test_a_live_processs_run_folder_is_refused_naming_its_pid(tmp_path, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    """Another process holds the run folder's lock (its flock, not only its pid in the file)."""
+    (tmp_path / "r").mkdir()
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "r"), str(ready)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        (tmp_path / "r").mkdir()
-        (tmp_path / "r" / LOCK_NAME).write_text(f"{holder.pid}\n")
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.05)
         assert pretrain(tmp_path, "name=r", *TINY) == 2
         (line,) = error_lines(capsys.readouterr())
         assert f"in use by process {holder.pid}" in line
@@ -328,14 +344,18 @@ RESUME_ROWS = {  # an override per key group of the README's "Resume semantics" 
     "precision=16": REFUSED, "+num_nodes=2": REFUSED, "+accumulate_grad_batches=2": REFUSED,
 }
 
+STAGE2_ROWS = {"+method_kwargs.trust_teacher=true"}
+"""Rows of keys only the stage-2 method reads (checked on its config; simclr refuses them)."""
+
 
 @pytest.mark.parametrize("override", RESUME_ROWS)
 def test_each_key_group_has_its_resume_rule(override):
     from solo_ncp.config import load_config
     from solo_ncp.launch.resume import config_changes, plain_config
 
-    recorded = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
-    given = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [*DIGITS_SIMCLR, override])
+    config, shared = ("ncp.yaml", DIGITS_STAGE2) if override in STAGE2_ROWS else ("simclr.yaml", DIGITS_SIMCLR)
+    recorded = load_config(ROOT / "zoo_configs/fashionmnist" / config, shared)
+    given = load_config(ROOT / "zoo_configs/fashionmnist" / config, [*shared, override])
     (change,) = config_changes(plain_config(recorded), plain_config(given))
     assert (change.key, change.rule) == (override.lstrip("+").split("=")[0], RESUME_ROWS[override])
 

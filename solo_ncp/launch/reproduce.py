@@ -374,8 +374,9 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
     [(step, "skipped" | "ran" | "would run", seconds)]. The caller holds the lock of plan.out
     (unless dry_run): the recorded settings `build_plan` read stay as they are."""
     record = plan.out / SETTINGS
-    if record.is_file():
-        compare_settings(json.loads(record.read_text()), plan.settings, record)
+    recorded = json.loads(record.read_text()) if record.is_file() else None
+    if recorded is not None:
+        compare_settings(recorded, plan.settings, record)
     if dry_run:
         rows = []
         for step in plan.steps:
@@ -383,7 +384,8 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
             say(f"[reproduce] {state:7s} {step.name}: solo-ncp {shlex.join(step.command(state))}")
             rows.append((step.name, "skipped" if state == "done" else "would run", 0.0))
         return rows
-    atomic_write_json(record, plan.settings)
+    if recorded != json.loads(json.dumps(plan.settings)):  # a call adding nothing leaves it be
+        atomic_write_json(record, plan.settings)
     try:
         return [run_step(step, say) for step in plan.steps]
     except KeyboardInterrupt as err:  # between steps: wait_for names the step it stopped
