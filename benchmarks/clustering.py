@@ -4,6 +4,9 @@ Prints markdown tables, every number measured in this run (sections chosen with 
   * kmeans: spherical k-means, 50,000 x 512, K = 70: ours vs sklearn KMeans (normalised data,
     n_init=1, same max_iter) vs faiss-cpu spherical k-means (niter = max_iter, and niter = our
     iterations);
+  * lloyd: one Lloyd iteration of ours (assignment, cluster sums, new centroids) on the same data
+    as a ratio to one `x @ c.T` matmul of the same shapes, both best of 10 in this run (target
+    <= 1.2x), and the objective of a whole k-means run;
   * n_init: per seed, the objective of ours at n_init 1 and 3 against sklearn KMeans at n_init
     1 and 3 (best of 3) on the same L2-normalised data, and their means over the seeds;
   * seeding: greedy and non-greedy AFK-MC² (several chain lengths) and k-means++ at
@@ -49,10 +52,11 @@ import torch
 import torch.nn.functional as F
 
 from solo_ncp.cluster import afk_mc2, cosine_silhouette, kmeans_plus_plus, spherical_kmeans
+from solo_ncp.cluster.kmeans import DEFAULT_CHUNK_SIZE, _lloyd
 from solo_ncp.cluster.seeding import local_trials
 from solo_ncp.ncp.clustering import cluster_epoch
 
-SECTIONS = ("kmeans", "n_init", "seeding", "warm", "silhouette")
+SECTIONS = ("kmeans", "lloyd", "n_init", "seeding", "warm", "silhouette")
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,32 @@ def _kmeans_row(
         f"ours: {seconds / ours_s:.2f}x its speed, objective {ours_obj - objective:+.5f} vs it"
     )
     return Row("k-means", method, size, f"{seconds:.2f}", f"{objective:.5f}", comparison)
+
+
+def best_of(run: Callable[[], object], repeats: int = 10) -> float:
+    """Best wall time in seconds of `repeats` runs of run()."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_lloyd(sizes: Sizes, x: torch.Tensor) -> Table:
+    """One Lloyd iteration against the matmul it is built on (x (N, D) @ centroids.T)."""
+    k = sizes.kmeans_k
+    centroids = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:k]].clone()
+    centroids_t = centroids.T.contiguous()
+    matmul_s = best_of(lambda: x @ centroids_t)
+    lloyd_s = best_of(lambda: _lloyd(x, centroids, max_iter=1, tol=0.0, chunk_size=DEFAULT_CHUNK_SIZE))
+    result = spherical_kmeans(x, k, max_iter=sizes.max_iter)
+    data = f"{len(x):,} x {x.shape[1]}, K = {k}"
+    return Table("One Lloyd iteration against one matmul of the same shapes (best of 10 each)",
+                 ("what", "data", "time (ms)", "vs matmul", "objective (whole k-means)"),
+                 [("x @ c.T", data, f"{matmul_s * 1e3:.1f}", "1.00x", ""),
+                  ("Lloyd iteration (assign + sums + centroids)", data, f"{lloyd_s * 1e3:.1f}",
+                   f"{lloyd_s / matmul_s:.2f}x", f"{result.objective:.5f} ({result.n_iter} iterations)")])
 
 
 def bench_n_init(sizes: Sizes, x: torch.Tensor, notes: List[str]) -> Table:
@@ -588,6 +618,8 @@ def main() -> None:
         if "kmeans" in args.sections:
             kmeans_rows, labels = bench_kmeans(sizes, x, notes)
             rows += kmeans_rows
+        if "lloyd" in args.sections:
+            tables.append(bench_lloyd(sizes, x))
         if "n_init" in args.sections:
             tables.append(bench_n_init(sizes, x, notes))
         if "seeding" in args.sections:

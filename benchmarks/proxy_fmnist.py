@@ -3,12 +3,20 @@
     python benchmarks/proxy_fmnist.py [--seeds 0,1,2] [--no-alf] [--quick] [--out runs/proxy-fmnist]
     python benchmarks/proxy_fmnist.py --seeds 0 --speed precision=bf16-mixed \
         +method_kwargs.channels_last=true +method_kwargs.cudnn_benchmark=true --out runs/proxy-speed
+    python benchmarks/proxy_fmnist.py --table4 [--seeds 0,1,2] [--out runs/proxy-table4]
 
 One `solo-ncp reproduce` call (printed before it starts): per seed its own SimCLR stage 1 and K,
 the proof of concept, the stage-2 encoders `ncp` (λ 6), `deacl` as published (λ 2, one BN), the
 λ-matched ablation `deacl_matched` and `ncp` with `cluster_bn: adv` (row `ncp-advbn`); SLF for every
-encoder and ALF for `ncp` and `deacl` (`--no-alf` drops it), both BN branches. Run the same line
-again to continue an interrupted run (reproduce skips finished steps).
+encoder under the paper's head and again under the whitened head, and ALF (paper's head) for `ncp`
+and `deacl` (`--no-alf` drops it), both BN branches. Run the same line again to continue an
+interrupted run (reproduce skips finished steps).
+
+`--table4` runs the paper's Table 4 at proxy scale instead: NCP's perturbation strategies i, ii and
+iii (`ncp-i`, `ncp-ii`, `ncp-iii`) against `deacl_matched`, with stage 2 long enough for the
+per-epoch re-clustering to matter (15 epochs), on 3,000 training images with a 30-epoch stage 1 per
+seed (about 2.5 hours for 3 seeds on 2 cores); SLF under both heads, adversarial BN branch only
+(the pre-registered row), no ALF.
 
 `--speed OVERRIDE ...` checks that the stage-2 speed switches leave the results alone: `ncp` and
 `deacl` run as they are and as `ncp-fast` / `deacl-fast` with the overrides, from the same stage 1,
@@ -43,6 +51,9 @@ the zoo's crops (min scale 0.08) SA 80.8 in 892 s; with min scale 0.3 SA 82.4 in
 Fashion-MNIST objects fill the frame: small crops lose them). 60 epochs are the budget's choice:
 the 3-seed run gave SA 81.27 ± 0.06 against raw-pixel probes of 80.70 (head's regulariser) and 82.50
 (C tuned by cross-validation)."""
+TABLE4 = dict(FULL, subset=3000, stage1_epochs=30, stage2_epochs=15)
+"""--table4's scale: FULL with 3,000 images, a 30-epoch stage 1 and 15-epoch stage-2 runs."""
+TABLE4_METHODS = ("ncp-i", "ncp-ii", "ncp-iii", "deacl_matched")
 QUICK = dict(subset=512, stage1_epochs=1, stage2_epochs=1, stage1_batch=256, stage2_batch=128,
              crop_min_scale=0.3, k=(5, 15, 5), test_n=100, aa_n=4, slf_epochs=2, alf_epochs=1,
              alf_n=128)
@@ -54,14 +65,20 @@ SPEED_METHODS = ("ncp", "deacl")
 """With --speed: the stage-2 methods run twice, as they are and as `<method>-fast` with the switches."""
 
 
-def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool, speed=()) -> list:
+def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool, speed=(), table4: bool = False) -> list:
     """`speed`: overrides (the speed switches) that turn the run into SPEED_METHODS as they are
-    and as `<method>-fast` with the overrides, instead of METHODS."""
+    and as `<method>-fast` with the overrides, instead of METHODS; `table4`: TABLE4_METHODS."""
     k_min, k_max, k_step = scale["k"]
-    evals = ["--eval", "slf"] + (["--eval", "alf=ncp,deacl"] if alf else [])
+    evals = ["--eval", "slf"] + ([] if speed else ["--eval", "slf-whitened"])
+    evals += ["--eval", "alf=ncp,deacl"] if alf else []
+    branch = ["--eval-options=--bn adv"] if table4 else []
     if speed:
         methods = ",".join([*SPEED_METHODS, *(f"{m}-fast={m}" for m in SPEED_METHODS)])
         per_method = [f"{m}-fast:{override}" for m in SPEED_METHODS for override in speed]
+    elif table4:
+        methods = ",".join(f"{label}=ncp" if label.startswith("ncp-") else label for label in TABLE4_METHODS)
+        per_method = [f"{label}:method_kwargs.strategy={label[4:]}" for label in TABLE4_METHODS
+                      if label.startswith("ncp-")]
     else:
         methods, per_method = METHODS, ["ncp-advbn:method_kwargs.cluster_bn=adv"]
     return [
@@ -69,7 +86,7 @@ def reproduce_argv(seeds: str, out: Path, scale: dict, alf: bool, speed=()) -> l
         "--out", str(out),
         f"--select-k-options=--k-min {k_min} --k-max {k_max} --k-step {k_step}",
         f"--eval-options=--epochs {scale['slf_epochs']} --test-n {scale['test_n']} "
-        f"--aa-n {scale['aa_n']} --batch-size 128 --cache-features",
+        f"--aa-n {scale['aa_n']} --batch-size 128 --cache-features", *branch,
         f"--eval-options=alf=--epochs {scale['alf_epochs']} --train-n {scale['alf_n']}",
         f"--poc-options=--epochs {scale['slf_epochs']} --test-n {scale['test_n']} --cache-features",
         # ResNet-18 with the ImageNet stem (about 6x cheaper than the CIFAR stem on 28 px)
@@ -108,9 +125,10 @@ COMPARISONS = (("ncp", "deacl"), ("ncp", "deacl_matched"), ("ncp", "ncp-advbn"),
 """(A, B) pairs whose per-seed differences A - B the summary tests against twice their standard
 error; a one-BN encoder (simclr, deacl) is compared with each branch of a dual-BN one."""
 SPEED_COMPARISONS = tuple((f"{m}-fast", m) for m in SPEED_METHODS)
+TABLE4_COMPARISONS = tuple((label, "deacl_matched") for label in TABLE4_METHODS[:3])
 
 
-def paired_differences(out: Path, comparisons=COMPARISONS) -> str:
+def paired_differences(out: Path, comparisons=COMPARISONS, metrics_compared=("sa", "ra")) -> str:
     """Markdown table of A - B in SA and RA (points) for every pair of `comparisons`, mode and BN
     branch evaluated in both, paired by seed (the seeds share their stage 1 and test images): mean
     difference, its standard error sd(d) / sqrt(n) over the n seeds, and whether |mean| > 2 SE
@@ -122,32 +140,34 @@ def paired_differences(out: Path, comparisons=COMPARISONS) -> str:
             if run.bn is None:
                 one_bn.add(run.method)
             for bn in ("adv", "clean") if run.bn is None else (run.bn,):
-                cells[(run.method, run.mode, bn, run.seed)] = run.metrics
-    lines = ["| A - B | mode | BN | n | SA diff ± SE | RA diff ± SE | > 2 SE |", "|---|---|---|---|---|---|---|"]
+                cells[(run.method, run.mode, run.head, bn, run.seed)] = run.metrics
+    lines = [f"| A - B | mode | head | BN | n | {' | '.join(f'{m.upper()} diff ± SE' for m in metrics_compared)} "
+             "| > 2 SE |", "|---|---|---|---|---|" + "---|" * (len(metrics_compared) + 1)]
     modes = sorted({key[1] for key in cells})
+    heads = sorted({key[2] for key in cells}, key=lambda head: head != "paper")
     for a, b in comparisons:
         branches = ("adv",) if {a, b} <= one_bn else ("adv", "clean")
-        for mode in modes:
-            for bn in branches:
-                seeds = sorted(s for (m, md, br, s) in cells if (m, md, br) == (a, mode, bn)
-                               and (b, mode, bn, s) in cells)
-                if not seeds:
-                    continue
-                label = "one" if len(branches) == 1 else bn
-                diffs = {metric: [cells[(a, mode, bn, s)][metric] - cells[(b, mode, bn, s)][metric]
-                                  for s in seeds] for metric in ("sa", "ra")}
-                if len(seeds) == 1:
-                    lines.append(f"| {a} - {b} | {mode.upper()} | {label} | 1 | "
-                                 + " | ".join(f"{d[0]:+.2f} ± -" for d in diffs.values()) + " | - |")
-                    continue
-                stats = {}
-                for metric, values in diffs.items():
-                    mean, std = mean_std(values)
-                    stats[metric] = (mean, std / len(seeds) ** 0.5)
-                exceed = [m.upper() for m, (mean, se) in stats.items() if abs(mean) > 2 * se]
-                lines.append(f"| {a} - {b} | {mode.upper()} | {label} | {len(seeds)} | "
-                             + " | ".join(f"{mean:+.2f} ± {se:.2f}" for mean, se in stats.values())
-                             + f" | {', '.join(exceed) or 'neither'} |")
+        for mode, head, bn in ((mode, head, bn) for mode in modes for head in heads for bn in branches):
+            seeds = sorted(s for (m, md, hd, br, s) in cells if (m, md, hd, br) == (a, mode, head, bn)
+                           and (b, mode, head, bn, s) in cells)
+            if not seeds:
+                continue
+            label = "one" if len(branches) == 1 else bn
+            both = [(cells[(a, mode, head, bn, s)], cells[(b, mode, head, bn, s)]) for s in seeds]
+            diffs = {metric: [x[metric] - y[metric] for x, y in both
+                              if x.get(metric) is not None and y.get(metric) is not None]
+                     for metric in metrics_compared}
+            row = f"| {a} - {b} | {mode.upper()} | {head} | {label} | {len(seeds)} | "
+            if len(seeds) == 1:
+                lines.append(row + " | ".join(f"{d[0]:+.2f} ± -" if d else "n/a" for d in diffs.values())
+                             + " | - |")
+                continue
+            stats = {metric: (mean_std(values)[0], mean_std(values)[1] / len(values) ** 0.5)
+                     for metric, values in diffs.items() if len(values) > 1}
+            exceed = [m.upper() for m, (mean, se) in stats.items() if abs(mean) > 2 * se]
+            lines.append(row + " | ".join(f"{stats[m][0]:+.2f} ± {stats[m][1]:.2f}" if m in stats else "n/a"
+                                          for m in metrics_compared)
+                         + f" | {', '.join(exceed) or 'none'} |")
     return "\n".join(lines)
 
 
@@ -156,17 +176,25 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
     parser.add_argument("--no-alf", action="store_true", help="SLF only (ALF is the slow part on CPUs)")
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run")
-    parser.add_argument("--out", default="runs/proxy-fmnist")
+    parser.add_argument("--out", default=None, help="default runs/proxy-fmnist (--table4: runs/proxy-table4)")
+    parser.add_argument("--table4", action="store_true",
+                        help="the paper's Table 4 at proxy scale: strategies i, ii, iii against "
+                             "deacl_matched, 15-epoch stage 2, both heads")
     parser.add_argument("--speed", nargs="+", default=(), metavar="OVERRIDE",
                         help="speed check instead of the comparison: ncp and deacl as they are and "
                              "with these overrides (e.g. precision=bf16-mixed "
                              "+method_kwargs.channels_last=true), SLF only, no AutoAttack")
     args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
+    scale = QUICK if args.quick else TABLE4 if args.table4 else FULL
     if args.speed:  # both arms start from one stage 1, so a shorter one serves
         scale = dict(scale, aa_n=0, stage1_epochs=min(scale["stage1_epochs"], SPEED_STAGE1_EPOCHS))
-    out = Path(args.out)
-    command = reproduce_argv(args.seeds, out, scale, alf=not (args.no_alf or args.speed), speed=args.speed)
+    if args.table4 and args.speed:
+        parser.error("--table4 and --speed are separate runs: pass one")
+    if args.table4 and args.quick:
+        scale = dict(QUICK, stage2_epochs=2)
+    out = Path(args.out or ("runs/proxy-table4" if args.table4 else "runs/proxy-fmnist"))
+    command = reproduce_argv(args.seeds, out, scale, alf=not (args.no_alf or args.speed or args.table4),
+                             speed=args.speed, table4=args.table4)
     print("[proxy] solo-ncp " + " ".join(command), flush=True)
     start = time.perf_counter()
     if solo_ncp(command) != 0:
@@ -188,7 +216,8 @@ def main(argv=None) -> int:
         + " (compare the simclr row's SA).", "",
         table, "",
         "Paired differences over seeds (A - B, points; SE = sd of the per-seed differences / sqrt(n)):", "",
-        paired_differences(out, SPEED_COMPARISONS if args.speed else COMPARISONS),
+        paired_differences(out, *((SPEED_COMPARISONS,) if args.speed else
+                                  (TABLE4_COMPARISONS, ("sa", "ra", "aa")) if args.table4 else (COMPARISONS,))),
     ])
     atomic_write_text(out / "summary.md", summary)
     print("\n" + summary)

@@ -26,7 +26,6 @@ is measured or extrapolated (and from what). The encoder is untrained (one SimCL
 image does not depend on the weights, except AutoAttack's (see autoattack-ub).
 """
 import argparse
-import math
 import sys
 import time
 from typing import Callable, List, Tuple

@@ -87,12 +87,13 @@ MUTATIONS = (
              "features[missing] = self._encode(missing.cpu())",
              "features[missing] = self._encode(missing.cpu()).flip(0)",
              ("tests/test_ncp.py::test_memory_bank_keeps_seen_rows_and_encodes_the_missing_ones_in_their_rows",)),
-    Mutation("report mean weighted by test images (Tables 2 and 3)", "solo_ncp/eval/report.py",
-             "values = [run.metrics[metric] for run in runs if run.metrics.get(metric) is not None]",
-             "kept = [run for run in runs if run.metrics.get(metric) is not None]\n"
-             "    values = [run.metrics[metric] * run.metrics[f'{metric}_n'] * len(kept)\n"
-             "              / sum(r.metrics[f'{metric}_n'] for r in kept) for run in kept]",
-             ("tests/test_eval.py::test_table_cells_are_the_mean_over_seeds_not_over_test_images",)),
+    Mutation("report column over different test images accepted", "solo_ncp/eval/report.py",
+             "    if len(counts) > 1:\n", "    if len(counts) > 2:\n",
+             ("tests/test_eval.py::test_a_column_over_different_test_images_is_refused",)),
+    Mutation("report tables not split by head", "solo_ncp/eval/report.py",
+             "sections += _head_tables([run for run in runs if run.head == head], head)",
+             "sections += _head_tables([run for run in runs], head)",
+             ("tests/test_eval.py::test_each_head_gets_its_own_tables_the_papers_under_the_papers_titles",)),
     Mutation("report mean weighted by test images (Table 1)", "solo_ncp/eval/report.py",
              "cells = [_mean_cell([r[row][m] for r in records])",
              "cells = [_mean_cell([r[row][m] * r['n_correct'] * len(records)\n"

@@ -247,22 +247,26 @@ def test_evaluate_includes_autoattack_on_the_first_images(digits, slf_classifier
 # --- reports ----------------------------------------------------------------------------------------
 
 def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, sa, ra, aa, bn=None,
-              head="whitened", test_n: int = 10000, aa_n: int = 1000) -> Path:
-    """A run folder with a metrics.json: SA and RA on `test_n` test images, AA (when given) on aa_n."""
+              head="paper", test_n: int = 10000, aa_n: int = 1000, pgd_steps: int = 20,
+              encoder=None) -> Path:
+    """A run folder with a metrics.json: SA and RA (PGD-`pgd_steps`) on `test_n` test images, AA
+    (when given, AutoAttack standard) on aa_n."""
     directory.mkdir(parents=True)
     record = {
         "method": method, "dataset": dataset, "mode": mode, "seed": seed, "bn": bn, "head": head,
         "metrics": {"sa": sa, "ra": ra, "aa": aa, "sa_n": test_n, "ra_n": test_n,
                     "aa_n": aa_n if aa else 0},
-        "settings": {}, "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
+        "settings": {"ra": {"eps": 8 / 255, "alpha": 2 / 255, "steps": pgd_steps},
+                     "aa": {"version": "standard", "attacks": None, "eps": 8 / 255}},
+        "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
+        "encoder": encoder or {},
     }
     (directory / "metrics.json").write_text(json.dumps(record))
     return directory
 
 
 SEED_TEST_IMAGES = (100, 300, 1000)
-"""Test images behind seeds 0, 1, 2: unequal, so a mean weighted by images differs from the mean
-over seeds."""
+"""Test images behind seeds 0, 1, 2 where a test needs them unequal."""
 
 
 def seed_cell(values) -> str:
@@ -296,7 +300,10 @@ def test_aggregate_builds_mean_and_sample_std_tables(tmp_path):
     assert slf_row.endswith("| n/a | n/a | n/a |")
     assert "| DeACL | n/a | n/a | n/a | 80.87 (n=1) | 65.86 (n=1) | 58.50 (n=1) |" in table
     assert "± 0.00" not in table
-    assert "CIFAR-10 SA (%)" in table and "STL-10 AA (%) [n=1000]" in table
+    assert "CIFAR-10 SA (%) [n=10000]" in table and "STL-10 AA (%) [n=1000]" in table
+    assert "## Table 2: standard linear fine-tuning (SLF)" in table  # the paper's head: its title
+    assert "Head: the paper's head (Appendix A.3" in table
+    assert "RA: PGD-20, L-inf eps 8/255, step 2/255. AA: AutoAttack standard, L-inf eps 8/255." in table
     table3 = table[table.index("Table 3"):]
     assert "| NCP-ACL | 82.00 ± 2.00 (n=3) | 52.00 ± 2.65 (n=3) | 45.50 ± 0.71 (n=2) | " \
            "80.40 (n=1) | 54.61 (n=1) | 49.23 (n=1) |" in table3
@@ -305,13 +312,126 @@ def test_aggregate_builds_mean_and_sample_std_tables(tmp_path):
 
 
 @pytest.mark.parametrize("mode, title", [("slf", "Table 2"), ("alf", "Table 3")])
-def test_table_cells_are_the_mean_over_seeds_not_over_test_images(tmp_path, mode, title):
+def test_table_cells_are_the_mean_and_sample_std_over_seeds(tmp_path, mode, title):
     per_seed = {"sa": [80.0, 90.0, 84.0], "ra": [40.0, 52.0, 47.0], "aa": [30.0, 45.0, 38.0]}
     runs = [write_run(tmp_path / f"seed{seed}", "NCP-ACL", "cifar10", mode, seed,
-                      *(per_seed[metric][seed] for metric in ("sa", "ra", "aa")), test_n=n, aa_n=n)
-            for seed, n in enumerate(SEED_TEST_IMAGES)]
+                      *(per_seed[metric][seed] for metric in ("sa", "ra", "aa")))
+            for seed in range(3)]
     assert table_rows(aggregate(runs), title) == [
         ["NCP-ACL"] + [seed_cell(per_seed[metric]) for metric in ("sa", "ra", "aa")]]
+
+
+@pytest.mark.parametrize("metric", ["sa", "aa"])
+def test_a_column_over_different_test_images_is_refused(tmp_path, metric):
+    sizes = {"test_n": [10000, 500]} if metric == "sa" else {"aa_n": [1000, 200]}
+    runs = [write_run(tmp_path / f"seed{seed}", "ncp", "cifar10", "slf", seed, 80.0, 50.0, 40.0,
+                      **{key: values[seed] for key, values in sizes.items()}) for seed in range(2)]
+    with pytest.raises(ValueError, match=rf"column CIFAR-10 {metric.upper()} mixes runs on "
+                                         rf"\d+ and \d+ test images .*seed0.*seed1.*--test-n"):
+        aggregate(runs)
+
+
+def test_a_column_over_different_attacks_is_refused(tmp_path):
+    runs = [write_run(tmp_path / f"seed{seed}", "ncp", "cifar10", "slf", seed, 80.0, 50.0, None,
+                      pgd_steps=steps) for seed, steps in enumerate((20, 10))]
+    with pytest.raises(ValueError, match="column CIFAR-10 RA mixes attacks \\(PGD-10.*; PGD-20"):
+        aggregate(runs)
+
+
+def test_each_head_gets_its_own_tables_the_papers_under_the_papers_titles(tmp_path):
+    runs = [write_run(tmp_path / head, "ncp", "cifar10", "slf", 0, sa, 50.0, None, bn="adv", head=head)
+            for head, sa in (("whitened", 90.0), ("paper", 80.0))]
+    table = aggregate(runs)
+    paper = table[:table.index("## Table 2 (whitened head")]
+    whitened = table[table.index("## Table 2 (whitened head"):]
+    assert paper.startswith("## Table 2: standard linear fine-tuning (SLF)")
+    assert "| ncp (adv BN) | 80.00 (n=1) |" in paper and "90.00" not in paper
+    assert "| ncp (adv BN) | 90.00 (n=1) |" in whitened and "80.00" not in whitened
+    assert "Head: whitened head" in whitened and "not the paper's protocol" in whitened
+
+
+def ncp_settings(strategy="iii", rank=2, k=10, k_source="k_file") -> dict:
+    """What eval records of an NCP encoder's checkpoint (`encoder_settings`)."""
+    return {"k": k, "strategy": strategy, "neighbor_rank": rank, "k_source": k_source}
+
+
+def test_tables_4_5_and_fig_3_are_read_from_the_encoders_recorded_settings(tmp_path):
+    """Labels say nothing (`run<i>`): rows come from the settings the checkpoints recorded; each
+    ablation holds the others at the paper's values, and the main ncp run joins each as its row."""
+    settings = [ncp_settings(), ncp_settings("i"), ncp_settings("ii"), ncp_settings(rank=3),
+                ncp_settings(k=40, k_source="k"), ncp_settings("i", k=40, k_source="k")]
+    runs = [write_run(tmp_path / f"s{seed}-{i}", f"run{i}", "cifar10", "slf", seed, 80.0 + i + seed,
+                      50.0 + i, None, bn="adv", encoder=encoder)
+            for seed in range(2) for i, encoder in enumerate(settings)]
+    runs.append(write_run(tmp_path / "deacl", "deacl", "cifar10", "slf", 0, 70.0, 40.0, None))
+    table = aggregate(runs)
+    rows = lambda title: [(row[0], row[1]) for row in table_rows(table, title)]
+    assert rows("Table 4") == [("strategy (i) (adv BN)", "81.50 ± 0.71 (n=2)"),
+                               ("strategy (ii) (adv BN)", "82.50 ± 0.71 (n=2)"),
+                               ("strategy (iii) (ours) (adv BN)", "80.50 ± 0.71 (n=2)")]
+    assert rows("Table 5") == [("n = 2 (NCP-ACL) (adv BN)", "80.50 ± 0.71 (n=2)"),
+                               ("n = 3 (adv BN)", "83.50 ± 0.71 (n=2)")]
+    assert rows("Fig. 3") == [("K = 10 (silhouette) (adv BN)", "80.50 ± 0.71 (n=2)"),
+                              ("K = 40 (adv BN)", "84.50 ± 0.71 (n=2)")]
+    assert "Table 4, SLF: perturbation strategies" in table and "deacl" not in table[table.index("Table 4"):]
+
+
+def test_two_encoders_of_one_ablation_row_and_seed_are_refused(tmp_path):
+    runs = [write_run(tmp_path / label, label, "cifar10", "slf", 0, 80.0, 50.0, None, bn="adv",
+                      encoder=ncp_settings(strategy)) for label, strategy in
+            (("ncp", "iii"), ("ncp-iii", "iii"), ("ncp-i", "i"))]
+    with pytest.raises(ValueError, match="duplicate run.*strategy \\(iii\\)"):
+        aggregate(runs)
+
+
+def write_selection(directory: Path, dataset: str, seed: int, scores: dict) -> Path:
+    """A select-k folder: k.json with the silhouette per K and the best K."""
+    directory.mkdir(parents=True)
+    best = max(scores, key=scores.get)
+    (directory / "k.json").write_text(json.dumps({"k": best, "scores": {str(k): v for k, v in scores.items()},
+                                                  "dataset": dataset, "seed": seed, "n": 500}))
+    return directory
+
+
+def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
+    from PIL import Image
+
+    from solo_ncp.cli import main
+
+    folders = [write_selection(tmp_path / f"k{seed}", "cifar10", seed, {10: 0.1, 20: 0.3 + seed / 10, 30: 0.2})
+               for seed in range(2)]
+    for seed in range(2):
+        for k, source in ((20, "k_file"), (10, "k"), (30, "k")):
+            folders.append(write_run(tmp_path / f"s{seed}-k{k}", f"ncp-k{k}", "cifar10", "slf", seed,
+                                     80.0 + k / 10, 50.0 + seed, 40.0, bn="adv",
+                                     encoder=ncp_settings(k=k, k_source=source)))
+    out = tmp_path / "report" / "report.md"
+    out.parent.mkdir()
+    assert main(["report", *map(str, folders), "--out", str(out)]) == 0
+    table = out.read_text()
+    assert [row[:4] for row in table_rows(table, "Fig. 2")] == [
+        ["cifar10", "0", "10..30 (3)", "20"], ["cifar10", "1", "10..30 (3)", "20"]]
+    assert [(row[0], row[2]) for row in table_rows(table, "Fig. 3")] == [
+        ("K = 10 (adv BN)", "50.50 ± 0.71 (n=2)"), ("K = 20 (silhouette) (adv BN)", "50.50 ± 0.71 (n=2)"),
+        ("K = 30 (adv BN)", "50.50 ± 0.71 (n=2)")]
+    printed = capsys.readouterr().out
+    for name in ("fig2.png", "fig3_cifar10_paper.png"):
+        assert Image.open(out.parent / name).size[0] > 500
+        assert f"wrote {out.parent / name}" in printed
+
+
+def test_a_k_json_that_is_no_selection_is_one_error(tmp_path):
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "k.json").write_text('{"k": 3}')
+    with pytest.raises(ValueError, match="k.json: not a k.json of `solo-ncp select-k`"):
+        aggregate([tmp_path / "k"])
+
+
+def test_the_adv_branch_row_comes_first_and_the_clean_one_is_marked(tmp_path):
+    runs = [write_run(tmp_path / f"{bn}{method}", method, "cifar10", "slf", 0, sa, 50.0, None, bn=bn)
+            for method, bn, sa in (("ncp", "clean", 81.0), ("deacl", None, 79.0), ("ncp", "adv", 80.0))]
+    rows = [row[0] for row in table_rows(aggregate(runs), "Table 2")]
+    assert rows == ["ncp (adv BN)", "ncp (clean BN) †", "deacl"]
 
 
 def write_poc(directory: Path, seed: int, n_correct: int, random_noise, nbr) -> Path:
@@ -355,7 +475,7 @@ def test_aggregate_rejects_missing_malformed_and_duplicate_runs(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         aggregate([first, second])
     other_bn = write_run(tmp_path / "other_bn", "X", "cifar10", "slf", 0, 81.0, 51.0, None, bn="clean")
-    assert "| X (clean BN) |" in aggregate([first, other_bn])
+    assert "| X (clean BN) † |" in aggregate([first, other_bn])
     with pytest.raises(ValueError, match="at least one"):
         aggregate([])
 

@@ -99,7 +99,9 @@ def test_report_shows_both_branches_and_the_autoattack_subset(both_dir, tmp_path
         "method": "old", "dataset": "digits", "mode": "slf", "seed": 0, "bn": "adv",
         "metrics": {"sa": 50.0, "ra": 20.0, "aa": None, "sa_n": 64, "ra_n": 64, "aa_n": 0}}))
     assert main(["report", str(legacy)]) == 0
-    assert "| old (adv BN) [paper head] | 50.00 (n=1) | 20.00 (n=1) | n/a |" in capsys.readouterr().out
+    legacy_table = capsys.readouterr().out
+    assert "| old (adv BN) | 50.00 (n=1) | 20.00 (n=1) | n/a |" in legacy_table
+    assert "## Table 2: standard" in legacy_table and "RA: not recorded." in legacy_table
 
 
 def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_simclr_ckpt, tmp_path, capsys):

@@ -38,11 +38,14 @@ def _assign(
     """Assign each unit row of x (N, D) to its most similar centroid (K, D).
 
     Returns labels (N,) int64, similarity to the assigned centroid (N,) and per-cluster sums of
-    the assigned rows (K, D). Only a (chunk_size, K) block of similarities exists at a time.
+    the assigned rows (K, D). Only a (chunk_size, K) block of similarities exists at a time, and
+    each chunk of rows is added to the sums right after its matmul, while it is still in cache
+    (x is read from memory once per iteration, not twice).
     """
     n = x.shape[0]
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     best = torch.empty(n, dtype=x.dtype, device=x.device)
+    sums = torch.zeros_like(centroids)
     centroids_t = centroids.T.contiguous()
     similarities = x.new_empty((min(chunk_size, n), centroids.shape[0]))
     for start in range(0, n, chunk_size):
@@ -50,7 +53,8 @@ def _assign(
         rows = x[chunk]
         block = torch.matmul(rows, centroids_t, out=similarities[: rows.shape[0]])
         torch.max(block, dim=1, out=(best[chunk], labels[chunk]))
-    return labels, best, torch.zeros_like(centroids).index_add_(0, labels, x)
+        sums.index_add_(0, labels[chunk], rows)
+    return labels, best, sums
 
 
 def _fill_empty_clusters(

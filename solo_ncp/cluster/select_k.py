@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Union
+from typing import Dict, Iterable, Optional, Union
 
 from solo_ncp.io import atomic_write, atomic_write_json, atomic_write_text, remove_outputs
 from .kmeans import spherical_kmeans
@@ -71,11 +71,12 @@ def _plot_scores(scores: Dict[int, float], best: int, path: Path) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def write_k_selection(scores: Dict[int, float], out_dir: PathLike) -> dict:
+def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Optional[Dict] = None) -> dict:
     """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir, after removing
     those of an earlier sweep (a failed write leaves no mix of two sweeps).
 
-    Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}}.
+    Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}, **about}; `about`
+    describes the sweep (e.g. {"dataset", "seed", "n", "ckpt"}, for Fig. 2's legend).
     """
     best = best_k(scores)
     out_dir = Path(out_dir)
@@ -84,6 +85,6 @@ def write_k_selection(scores: Dict[int, float], out_dir: PathLike) -> dict:
     rows = "".join(f"{k},{scores[k]:.8f}\n" for k in ks)
     atomic_write_text(out_dir / SCORES_CSV, "k,silhouette\n" + rows)
     _plot_scores(scores, best, out_dir / SCORES_PNG)
-    selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}}
+    selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}, **(about or {})}
     atomic_write_json(out_dir / K_FILE, selection)
     return selection

@@ -9,7 +9,7 @@ style row per branch and the seconds each part took per branch (also in metrics.
 branches[i]["timings_s"])."""
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
@@ -116,6 +116,15 @@ def check_arguments(args: argparse.Namespace) -> None:
 BRANCH_FILES = {"head": ("head", ".pt"), "encoder": ("encoder", ".pt"),
                 "autoattack_log": ("autoattack", ".log")}
 """metrics.json's names of a branch's files -> (stem, suffix) of the file in --out."""
+
+
+def encoder_settings(meta: Mapping) -> Dict:
+    """What the encoder's checkpoint says NCP's ablations varied: {"k", "strategy", "neighbor_rank",
+    "k_source" ("k_file": the silhouette's K from select-k, "k": set by hand)}; None where it does not
+    say (a stage-1 or DeACL encoder, an older checkpoint)."""
+    perturbation = meta.get("perturbation") or {}
+    return {"k": meta.get("k"), **{key: perturbation.get(key)
+                                   for key in ("strategy", "neighbor_rank", "k_source")}}
 
 
 def branch_file(key: str, bn: Optional[str]) -> str:
@@ -243,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
             "test_n": len(test_set),
         },
         "checkpoint": {"path": str(args.ckpt), "sha256": file_sha256(encoders[0].path)},
+        "encoder": encoder_settings(encoders[0].meta),
     }
     atomic_write_json(out, record)
     print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")

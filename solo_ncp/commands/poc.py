@@ -1,5 +1,7 @@
 """`solo-ncp poc`: the paper's Table 1 - random noise vs a perturbation toward the neighbouring
-cluster (Appendix A.1) on the frozen stage-1 encoder with an SLF head."""
+cluster (Appendix A.1) on the frozen stage-1 encoder with an SLF head. The K clusters are of the
+split select-k chose K on (the "pretrain" split: STL-10's train + unlabeled, else the training
+set; its first --train-n images), the head is trained on the labelled training set."""
 import argparse
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from solo_ncp.commands._encoder import (
     check_head_arguments,
     device_of,
     evaluation_splits,
+    first,
     load_args_encoder,
     refuse_overwrite,
     train_head,
@@ -22,7 +25,8 @@ POC_FILES = (POC_JSON, POC_TABLE)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
     add_head_arguments(parser)
-    parser.add_argument("--k", type=int, required=True, help="clusters of the training features")
+    parser.add_argument("--k", type=int, required=True,
+                        help="clusters of the pretraining split's features (select-k's K)")
     parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid")
     parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
     parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import spherical_kmeans
-    from solo_ncp.data import get_spec
+    from solo_ncp.data import build_dataset, get_spec
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
     from solo_ncp.io import (atomic_write_json, atomic_write_text, check_writable, file_sha256,
                              remove_outputs)
@@ -49,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_args_encoder(args)
     train_set, test_set = evaluation_splits(args, spec)
     head, _ = train_head(args, encoder, spec, train_set)
-    features, _ = extract_features(encoder.model, DataLoader(train_set, batch_size=args.batch_size),
+    cluster_set = first(build_dataset(spec.name, "pretrain", data_dir=args.data_dir), args.train_n,
+                        "--train-n")
+    features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
                                    device=device)
     clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)
     result = poc_table(nn.Sequential(encoder.model, head), encoder.model, clusters.centroids,
                        test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
                        seed=args.seed, device=device, batch_size=args.batch_size)
-    result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn,
+    result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, clustered_n=len(cluster_set),
                               checkpoint={"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)})
     table = format_poc_table(result)
     remove_outputs(out, POC_FILES)

@@ -1,16 +1,39 @@
-"""`solo-ncp report`: mean ± std tables (layout of the paper's Tables 2 and 3) over run folders."""
+"""`solo-ncp report`: mean ± std tables (the layout of the paper's Tables 1-5) over run folders,
+and with --out the paper's figures beside the markdown (Fig. 2 from select-k folders, Fig. 3 from a
+K sweep's evaluations)."""
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", help="folders holding metrics.json (one per seed/method) or poc.json (Table 1)")
-    parser.add_argument("--out", default=None, help="write the markdown here as well")
+    parser.add_argument("runs", nargs="+", help="folders holding metrics.json (an evaluation), poc.json "
+                                                "(Table 1) or k.json (select-k: Fig. 2)")
+    parser.add_argument("--out", default=None, help="write the markdown here, and the figures' PNGs "
+                                                    "beside it (fig2.png, fig3_<dataset>_<head>.png)")
+
+
+def draw_figures(runs, k_dirs, folder) -> list:
+    """Fig. 2 from the select-k folders and one Fig. 3 per dataset and head whose evaluations sweep
+    K (the adversarial BN branch, or the only one), as PNGs into `folder`; their paths."""
+    from solo_ncp.eval.figures import figure2, figure3, figure3_bars
+    from solo_ncp.eval.report import _dataset_title, read_selection
+
+    paths = []
+    if k_dirs:
+        paths.append(figure2([read_selection(d) for d in k_dirs], folder / "fig2.png"))
+    slf = [run for run in runs if run.mode == "slf" and run.bn in (None, "adv")]
+    for dataset, head in sorted({(run.dataset, run.head) for run in slf}):
+        chosen = [run for run in slf if (run.dataset, run.head) == (dataset, head)]
+        if figure3_bars(chosen):
+            title = f"Fig. 3: {_dataset_title(dataset)}, SLF, {head} head, adv BN"
+            paths.append(figure3(chosen, title, folder / f"fig3_{dataset}_{head}.png"))
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from solo_ncp.eval import aggregate
+    from solo_ncp.eval.report import split_inputs
     from solo_ncp.io import atomic_write_text, check_writable
 
     if args.out:
@@ -19,4 +42,7 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     if args.out:
         atomic_write_text(args.out, table)
+        runs, _, k_dirs = split_inputs(args.runs)
+        for path in draw_figures(runs, k_dirs, Path(args.out).parent):
+            print(f"[solo-ncp] wrote {path}")
     return 0

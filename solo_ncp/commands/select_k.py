@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     features = F.normalize(features.to(device), dim=1)
     scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
                      backend=args.backend)
-    selection = write_k_selection(scores, out)
+    selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
+                                                "n": len(train_set), "ckpt": str(args.ckpt)})
     print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
           f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
           f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")

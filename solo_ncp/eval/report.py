@@ -1,5 +1,12 @@
 """Markdown tables from run directories' metrics.json, in the layout of the paper's Tables 2 and 3.
 
+Each head gets its own tables: the paper's head (Appendix A.3) under the paper's titles, any other
+head under titles naming it as a second evaluation. Every table says how its numbers were measured:
+the head and the BN-branch rows in its legend, the test images per seed in each column header, the
+attacks (PGD settings, AutoAttack version) and how RA counts in its legend. A column whose runs were
+measured on different numbers of test images, or with different attacks, is refused (ValueError
+naming the files).
+
 metrics.json schema (written by `solo-ncp eval`, "schema": 2):
     {"schema": 2, "method": str, "dataset": str, "mode": "slf" | "alf" | "aff",
      "loss": "ce" | "trades", "beta": float | null, "head": "standardized" | "paper", "seed": int,
@@ -14,6 +21,7 @@ Older files (no "schema": one branch in "bn"/"metrics", no "loss"/"head") still 
 was the paper's and their loss CE. Only the keys the tables need are checked; the rest is
 provenance.
 """
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import DEFAULT_HEAD, HEADS, LOSSES, MODES, POC_ROWS, default_loss
+from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, POC_ROWS, RA_COUNTING, default_loss
 
 METRICS = ("sa", "ra", "aa")
 METRIC_TITLES = {"sa": "SA (%)", "ra": "RA (%)", "aa": "AA (%)"}
@@ -30,13 +38,22 @@ BN_BRANCHES = ("clean", "adv")
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 METRICS_FILE = "metrics.json"
 POC_FILE = "poc.json"
+K_FILE = "k.json"
 NOT_AVAILABLE = "n/a"
 HEAD_NOTES = {
-    "whitened": "trained on whitened features",
-    "standardized": "trained on per-dimension standardised features (not whitened)",
-    "paper": "Appendix A.3's head on raw features (older metrics.json files have no other)",
+    "whitened": "whitened head (a linear layer on whitened features, trained to convergence): a "
+                "second evaluation, not the paper's protocol",
+    "standardized": "standardized head (a linear layer on per-dimension standardised features): a "
+                    "second evaluation, not the paper's protocol",
+    "paper": "the paper's head (Appendix A.3: a linear layer on the raw features, SGD)",
 }
-LEGACY_HEAD = "paper"
+BRANCH_LEGEND = ("Rows: `(adv BN)` is a dual-BN encoder evaluated through its adversarial BN, the "
+                 "row fixed in advance for comparison with the paper; `(clean BN) †` the same "
+                 "encoder through its clean BN, a second row; a row without a branch is a one-BN "
+                 "encoder. ")
+NOT_RECORDED = "not recorded"
+PAPER_HEAD = "paper"
+LEGACY_HEAD = PAPER_HEAD
 """Head of metrics.json files that do not name one: the evaluation then had only the paper's."""
 
 
@@ -62,13 +79,19 @@ class RunRecord:
     seed: int
     bn: Optional[str]
     metrics: Mapping[str, Optional[float]]
+    attacks: Mapping[str, str]
+    """{"ra": the PGD attack behind RA, "aa": AutoAttack's version and eps}, as recorded."""
+    encoder: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """What the encoder's checkpoint says NCP's ablations varied: k, strategy, neighbor_rank,
+    k_source (`solo_ncp.commands.eval.encoder_settings`); empty for older files."""
 
     @property
     def label(self) -> str:
-        """Row label: the method, the BN branch evaluated (if any), and the head unless the default
-        one (e.g. "[paper head]")."""
-        label = self.method if self.bn is None else f"{self.method} ({self.bn} BN)"
-        return label + ("" if self.head == DEFAULT_HEAD else f" [{self.head} head]")
+        """Row label: the method and the BN branch evaluated: "ncp (adv BN)", "ncp (clean BN) †"
+        (the second row of a dual-BN encoder), or the method alone (one BN)."""
+        if self.bn is None:
+            return self.method
+        return f"{self.method} ({self.bn} BN)" + (" †" if self.bn == "clean" else "")
 
     @property
     def protocol(self) -> str:
@@ -132,11 +155,36 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     _require(head in HEADS, path, f"'head' must be one of {HEADS}, got {head!r}")
     seed = record.get("seed")
     _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
+    attacks = _attacks(record.get("settings"))
+    encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
     return [
         RunRecord(path=path, method=record["method"], dataset=record["dataset"].lower(), mode=mode,
-                  loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"])
+                  loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"],
+                  attacks=attacks, encoder=encoder)
         for branch in _branches(record, path)
     ]
+
+
+def _fraction_of_255(value: float) -> str:
+    return f"{value * 255:.3g}/255"
+
+
+def _attacks(settings: object) -> Dict[str, str]:
+    """{"ra": "PGD-20, L-inf eps 8/255, step 2/255", "aa": "AutoAttack standard, L-inf eps 8/255"}
+    from metrics.json's settings (NOT_RECORDED where an older file lacks them)."""
+    settings = settings if isinstance(settings, dict) else {}
+    ra, aa = settings.get("ra") or {}, settings.get("aa") or {}
+    try:
+        ra_text = (f"PGD-{int(ra['steps'])}, L-inf eps {_fraction_of_255(float(ra['eps']))}, "
+                   f"step {_fraction_of_255(float(ra['alpha']))}")
+    except (KeyError, TypeError, ValueError):
+        ra_text = NOT_RECORDED
+    try:
+        attacks = f" ({', '.join(aa['attacks'])})" if aa.get("attacks") else ""
+        aa_text = f"AutoAttack {aa['version']}{attacks}, L-inf eps {_fraction_of_255(float(aa['eps']))}"
+    except (KeyError, TypeError, ValueError):
+        aa_text = NOT_RECORDED
+    return {"ra": ra_text, "aa": aa_text}
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -162,20 +210,36 @@ def _counts(runs: Iterable[RunRecord], metric: str) -> List[int]:
     return sorted({run.metrics.get(f"{metric}_n") for run in runs} - {None, 0})
 
 
-def _metric_title(metric: str, runs: Sequence[RunRecord]) -> str:
-    """Column title; AA on fewer images than SA in any run adds "[n=...]" (the AA image counts)."""
-    title = METRIC_TITLES[metric]
-    subset = any(0 < (run.metrics.get("aa_n") or 0) < (run.metrics.get("sa_n") or 0) for run in runs)
-    if metric == "aa" and subset:
-        title += " [n=" + "/".join(str(count) for count in _counts(runs, "aa")) + "]"
-    return title
+def _column_images(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
+    """The test images per seed behind column (`group`, `metric`): "[n=10000]", or "[not run]";
+    ValueError naming the files when its runs differ in that number or in the attack."""
+    counts = _counts(runs, metric)
+    if len(counts) > 1:
+        files = ", ".join(sorted({str(run.path) for run in runs}))
+        raise ValueError(f"column {group} {metric.upper()} mixes runs on {' and '.join(map(str, counts))} "
+                         f"test images ({files}): evaluate every run on the same test images "
+                         f"(`solo-ncp eval --test-n` / `--aa-n`)")
+    if metric in ("ra", "aa"):
+        used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
+        if len(used) > 1:
+            files = ", ".join(sorted({str(run.path) for run in runs}))
+            raise ValueError(f"column {group} {metric.upper()} mixes attacks ({'; '.join(used)}) in "
+                             f"{files}: evaluate every run with the same attack settings")
+    return f"[n={counts[0]}]" if counts else "[not run]"
 
 
-def _sample_counts(runs: Sequence[RunRecord]) -> str:
-    """Footnote listing the distinct numbers of test images behind each metric."""
-    parts = [f"{metric.upper()} " + ("/".join(str(c) for c in _counts(runs, metric)) or NOT_AVAILABLE)
-             for metric in METRICS]
-    return "Test images per run: " + "; ".join(parts) + "."
+def _metric_title(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
+    """Column title: group, metric and the test images per seed behind it."""
+    return f"{group} {METRIC_TITLES[metric]} {_column_images(group, metric, runs)}"
+
+
+def _attack_legend(runs: Sequence[RunRecord]) -> str:
+    """How RA and AA were measured and counted in these runs."""
+    parts = []
+    for metric, name in (("ra", "RA"), ("aa", "AA")):
+        used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
+        parts.append(f"{name}: {'; '.join(used) or 'not run'}.")
+    return " ".join(parts) + f" Counting: {RA_COUNTING}."
 
 
 def _table(
@@ -183,10 +247,15 @@ def _table(
     groups: Sequence[Tuple[str, Callable[[RunRecord], bool]]],
     runs: Sequence[RunRecord],
 ) -> str:
-    """Rows = run labels (first-seen order); per group title, SA/RA/AA cells over the group's runs."""
-    labels = list(dict.fromkeys(run.label for run in runs))
+    """Rows = run labels (methods in first-seen order, a dual-BN encoder's adv row before its clean
+    one); per group title, SA/RA/AA cells over the group's runs. All runs share one head."""
+    (head,) = {run.head for run in runs}
+    methods = list(dict.fromkeys(run.method for run in runs))
+    labels = sorted(dict.fromkeys(run.label for run in runs),
+                    key=lambda label: next((methods.index(run.method), run.bn == "clean")
+                                           for run in runs if run.label == label))
     header = ["Method"] + [
-        f"{group} {_metric_title(metric, [run for run in runs if belongs(run)])}"
+        _metric_title(group, metric, [run for run in runs if belongs(run)])
         for group, belongs in groups
         for metric in METRICS
     ]
@@ -197,20 +266,17 @@ def _table(
             group_runs = [run for run in runs if run.label == label and belongs(run)]
             cells += [_cell(group_runs, metric) for metric in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell (one seed: its value). "
-    if any(run.bn is not None for run in runs):
-        legend += ("(adv BN) / (clean BN): the BN branch of a dual-BN encoder the row was evaluated "
-                   "through, each with its own head. ")
-    legend += "".join(sorted({f"[{run.head} head]: {HEAD_NOTES[run.head]}. " for run in runs
-                              if run.head != DEFAULT_HEAD}))
-    lines += ["", legend + _sample_counts(runs), ""]
+    legend = (f"Head: {HEAD_NOTES[head]}. {BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
+              "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
+              "test images per seed. " + _attack_legend(runs))
+    lines += ["", legend, ""]
     return "\n".join(lines)
 
 
 def _check_unique(runs: Sequence[RunRecord]) -> None:
     seen: Dict[tuple, Path] = {}
     for run in runs:
-        key = (run.label, run.dataset, run.protocol, run.seed)
+        key = (run.label, run.dataset, run.protocol, run.head, run.seed)
         if key in seen:
             raise ValueError(f"duplicate run {key}: {seen[key]} and {run.path}")
         seen[key] = run.path
@@ -263,6 +329,48 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     return "\n".join(lines)
 
 
+def read_selection(folder: Path) -> Dict:
+    """A select-k folder's k.json: {"k", "scores": {K: silhouette}, "dataset", "seed", "n"} (the
+    last three None in files written before they were recorded); ValueError naming the file."""
+    path = Path(folder) / K_FILE
+    try:
+        record = json.loads(path.read_text())
+        scores = {int(k): float(v) for k, v in record["scores"].items()}
+        best = int(record["k"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a k.json of `solo-ncp select-k` ({err!r})") from None
+    return {"k": best, "scores": scores, **{key: record.get(key) for key in ("dataset", "seed", "n")}}
+
+
+def figure2_table(selections: Sequence[Dict]) -> str:
+    """Markdown: the best K and its silhouette per (dataset, seed), over how many images."""
+    lines = ["## Fig. 2: silhouette score against K", "",
+             "| dataset | seed | K swept | best K | silhouette | training images |", "|---|---|---|---|---|---|"]
+    for s in selections:
+        ks = sorted(s["scores"])
+        lines.append(f"| {s['dataset'] or '?'} | {s['seed'] if s['seed'] is not None else '?'} | "
+                     f"{ks[0]}..{ks[-1]} ({len(ks)}) | {s['k']} | {s['scores'][s['k']]:.4f} | "
+                     f"{s['n'] if s['n'] is not None else '?'} |")
+    return "\n".join(lines + [""])
+
+
+def split_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> Tuple[List[RunRecord], List[Path], List[Path]]:
+    """(the evaluations' runs, the proof-of-concept folders (poc.json), the select-k folders
+    (k.json)) of `report`'s inputs; a folder holding none of the three files is an evaluation
+    folder missing its metrics.json (FileNotFoundError from `load_runs`)."""
+    runs, poc_dirs, k_dirs = [], [], []
+    for run_dir in map(Path, run_dirs):
+        if (run_dir / METRICS_FILE).exists():
+            runs += load_runs(run_dir)
+        elif (run_dir / POC_FILE).is_file():
+            poc_dirs.append(run_dir)
+        elif (run_dir / K_FILE).is_file():
+            k_dirs.append(run_dir)
+        else:
+            runs += load_runs(run_dir)
+    return runs, poc_dirs, k_dirs
+
+
 def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     """Markdown summary of the runs in `run_dirs` (each BN branch of a run is its own row).
 
@@ -271,24 +379,89 @@ def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     groups = SLF and each adversarial fine-tuning present (e.g. "ALF (CE)", "AFF (TRADES)"). Each
     cell is the mean ± sample std over seeds with the seed count.
     Table 1: folders holding a poc.json instead of a metrics.json (`poc_summary`).
+    Tables 4, 5 and Fig. 3: NCP encoders whose recorded settings vary (`ABLATIONS`).
+    Fig. 2: select-k folders (k.json): the best K per dataset and seed.
     """
-    run_dirs = list(run_dirs)
-    poc_dirs = [d for d in run_dirs if (Path(d) / POC_FILE).is_file() and not (Path(d) / METRICS_FILE).exists()]
-    runs = [run for run_dir in run_dirs if run_dir not in poc_dirs for run in load_runs(run_dir)]
-    if not runs and not poc_dirs:
+    runs, poc_dirs, k_dirs = split_inputs(run_dirs)
+    if not runs and not poc_dirs and not k_dirs:
         raise ValueError("aggregate needs at least one run directory")
     _check_unique(runs)
-    datasets = sorted({run.dataset for run in runs}, key=_dataset_order)
     sections = [poc_summary(poc_dirs)] if poc_dirs else []
+    if k_dirs:
+        sections.append(figure2_table([read_selection(d) for d in k_dirs]))
+    for head in sorted({run.head for run in runs}, key=lambda head: head != PAPER_HEAD):
+        sections += _head_tables([run for run in runs if run.head == head], head)
+    return "\n".join(sections)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One of the paper's ablations of NCP: the setting it varies, the others it holds at the
+    paper's values, its title and how a row names its value."""
+
+    setting: str
+    fixed: Mapping[str, object]
+    title: str
+    row: Callable[[RunRecord], str]
+
+
+def _strategy_row(run: RunRecord) -> str:
+    strategy = run.encoder["strategy"]
+    return f"strategy ({strategy})" + (" (ours)" if strategy == "iii" else "")
+
+
+def _rank_row(run: RunRecord) -> str:
+    rank = run.encoder["neighbor_rank"]
+    return f"n = {rank}" + (" (NCP-ACL)" if rank == 2 else "")
+
+
+def _k_row(run: RunRecord) -> str:
+    return f"K = {run.encoder['k']}" + (" (silhouette)" if run.encoder.get("k_source") == "k_file" else "")
+
+
+ABLATIONS = (
+    Ablation("strategy", {"neighbor_rank": 2, "k_source": "k_file"},
+             "Table 4: perturbation strategies (Appendix B.1)", _strategy_row),
+    Ablation("neighbor_rank", {"strategy": "iii", "k_source": "k_file"},
+             "Table 5: the n-th nearest cluster targeted (Appendix B.2)", _rank_row),
+    Ablation("k", {"strategy": "iii", "neighbor_rank": 2},
+             "Fig. 3: accuracy against the number of clusters K", _k_row),
+)
+"""Tables 4 and 5 and Fig. 3, read from what each encoder's checkpoint recorded (not its label)."""
+
+
+def ablation_runs(runs: Sequence[RunRecord], ablation: Ablation) -> List[RunRecord]:
+    """The NCP runs of `ablation` (its fixed settings at the paper's values), each renamed to its
+    row (e.g. "strategy (i)"), sorted by the varied setting; [] when fewer than two values of it
+    are present (no ablation was run)."""
+    chosen = [run for run in runs if run.encoder.get("strategy") is not None
+              and all(run.encoder.get(key) == value for key, value in ablation.fixed.items())]
+    if len({run.encoder[ablation.setting] for run in chosen}) < 2:
+        return []
+    chosen.sort(key=lambda run: (run.encoder[ablation.setting], run.encoder.get("k_source") != "k_file"))
+    return [dataclasses.replace(run, method=ablation.row(run)) for run in chosen]
+
+
+def _head_tables(runs: Sequence[RunRecord], head: str) -> List[str]:
+    """Tables 2 and 3 of the runs of one head; titled as the paper's for the paper's head."""
+    tag = "" if head == PAPER_HEAD else f" ({head} head: a second evaluation, not the paper's protocol)"
+    datasets = sorted({run.dataset for run in runs}, key=_dataset_order)
+    tables = []
     slf_runs = [run for run in runs if run.mode == "slf"]
+    groups = [(_dataset_title(d), lambda run, d=d: run.dataset == d) for d in datasets]
     if slf_runs:
-        groups = [(_dataset_title(d), lambda run, d=d: run.dataset == d) for d in datasets]
-        sections.append(_table("Table 2: standard linear fine-tuning (SLF)", groups, slf_runs))
+        tables.append(_table(f"Table 2{tag}: standard linear fine-tuning (SLF)", groups, slf_runs))
+    for ablation in ABLATIONS:
+        rows = ablation_runs(slf_runs, ablation)
+        _check_unique(rows)
+        if rows:
+            title = ablation.title.replace(":", f"{tag}, SLF:", 1)
+            tables.append(_table(title, groups, rows))
     for dataset in datasets:
         dataset_runs = [run for run in runs if run.dataset == dataset]
         protocols = sorted({run.protocol for run in dataset_runs}, key=_protocol_order)
         if protocols != ["SLF"]:
             groups = [(p, lambda run, p=p: run.protocol == p) for p in protocols]
-            title = f"Table 3: {_dataset_title(dataset)}, " + " vs ".join(protocols)
-            sections.append(_table(title, groups, dataset_runs))
-    return "\n".join(sections)
+            title = f"Table 3{tag}: {_dataset_title(dataset)}, " + " vs ".join(protocols)
+            tables.append(_table(title, groups, dataset_runs))
+    return tables

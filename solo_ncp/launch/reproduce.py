@@ -8,7 +8,12 @@ adds them: the folder's table covers everything recorded (a call naming fewer ru
 the recorded ones too).
 
 Layout under OUT: s<seed>/simclr (stage 1; absent with a shared teacher), s<seed>/select-k,
-s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<mode>, report/ (report.md).
+s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<evaluation>, report/ (report.md).
+
+Evaluations (`--eval`): a mode (`slf`, `alf`, `aff`) evaluates with the paper's head (Appendix A.3,
+`eval --head paper`): the paper's protocol, the one its tables use. `<mode>-<head>` (e.g.
+`slf-whitened`) adds the same evaluation with another head of `solo_ncp.eval.heads`, in its own
+folder and its own report tables.
 """
 import json
 import shlex
@@ -31,9 +36,24 @@ OWN_KEYS = ("data.dataset", "checkpoint.dir", "name", "seed", "method_kwargs.tea
             "method_kwargs.k_file")
 """Config keys reproduce sets per step (refused among the overrides)."""
 OWN_EVAL_OPTIONS = ("--ckpt", "--dataset", "--seed", "--mode", "--out", "--method", "--data-dir",
-                    "--overwrite")
+                    "--overwrite", "--head")
 """Options `reproduce` sets on select-k, poc and eval itself (refused in --*-options)."""
 SLF_ONLY = ("--cache-features",)
+PAPER_HEAD = "paper"
+"""The head of the paper's protocol (Appendix A.3): what an evaluation named by its mode alone uses."""
+
+
+def evaluation_kinds() -> Tuple[str, ...]:
+    """Every `--eval` name: each mode (the paper's head), then `<mode>-<head>` for the other heads."""
+    from solo_ncp.eval.protocol import HEADS, MODES
+
+    return MODES + tuple(f"{mode}-{head}" for mode in MODES for head in HEADS if head != PAPER_HEAD)
+
+
+def mode_and_head(kind: str) -> Tuple[str, str]:
+    """("slf", "paper") from "slf"; ("slf", "whitened") from "slf-whitened"."""
+    mode, _, head = kind.partition("-")
+    return mode, head or PAPER_HEAD
 
 
 @dataclass(frozen=True)
@@ -53,17 +73,23 @@ class Plan:
     settings: Dict = field(default_factory=dict)
 
 
+def scope_of(override: str) -> Optional[str]:
+    """"ncp" of `ncp:key=value`; None of `key=value` (a ':' after the first '=' is the value's)."""
+    colon, equals = override.find(":"), override.find("=")
+    return None if colon < 0 or (0 <= equals < colon) else override[:colon]
+
+
 def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Optional[str], List[str]]:
     """{scope or None: [override, ...]} for `scope:key=value` (one stage) and `key=value` (all).
 
     A prefix counts as a scope when its ':' comes before the first '='; it must name a scope."""
     scoped: Dict[Optional[str], List[str]] = {None: []}
     for override in overrides:
-        colon, equals = override.find(":"), override.find("=")
-        if colon < 0 or (0 <= equals < colon):
+        scope = scope_of(override)
+        if scope is None:
             scoped[None].append(override)
             continue
-        scope, rest = override[:colon], override[colon + 1:]
+        rest = override[len(scope) + 1:]
         if scope not in scopes:
             raise ValueError(f"override {override!r}: unknown scope {scope!r}; scopes are "
                              f"{', '.join(scopes)} (or no scope: every stage)")
@@ -113,10 +139,15 @@ def without(argv: Sequence[str], dropped: Sequence[str]) -> List[str]:
 
 def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     """Refuses `new` when a recorded setting differs, naming only what differs; seeds and
-    evaluations may grow, methods may be added (a method already recorded must keep its config)."""
+    evaluations may grow, methods may be added with overrides of their own (`label:key=value`; a
+    method already recorded must keep its config and its own overrides)."""
     differing = []
+    added = set(new.get("methods", {})) - set(old.get("methods", {}))
     for key in sorted(set(old) | set(new)):
-        if key not in GROWING + ("methods",):
+        if key == "overrides":
+            kept = [item for item in new.get(key, []) if scope_of(item) not in added]
+            differing += differences(key, sorted(old.get(key, [])), sorted(kept))
+        elif key not in GROWING + ("methods",):
             differing += differences(key, old.get(key), new.get(key))
     for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
         differing += differences(f"methods.{label}", old["methods"][label], new["methods"][label])
@@ -174,12 +205,14 @@ def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
 
 
 def parse_evals(specs: Sequence[str], encoders: Sequence[str], modes: Sequence[str]) -> Dict[str, List[str]]:
-    """{mode: [encoder, ...]} from `MODE` (every encoder) or `MODE=enc1,enc2`."""
+    """{evaluation: [encoder, ...]} from `EVALUATION` (every encoder) or `EVALUATION=enc1,enc2`;
+    `modes`: the evaluations allowed (see `evaluation_kinds`)."""
     evals: Dict[str, List[str]] = {}
     for spec in specs:
         mode, _, names = spec.partition("=")
         if mode not in modes:
-            raise ValueError(f"--eval {spec!r}: mode must be one of {', '.join(modes)}")
+            raise ValueError(f"--eval {spec!r}: the evaluation must be one of {', '.join(modes)} (a "
+                             "mode alone uses the paper's head; <mode>-<head> another head)")
         chosen = names.split(",") if names else list(encoders)
         unknown = [name for name in chosen if name not in encoders]
         if unknown:
@@ -199,11 +232,14 @@ def check_seeds(seeds: Sequence[int]) -> None:
         raise ValueError("--seeds needs at least one seed")
 
 
-def check_overrides(scoped: Dict[Optional[str], List[str]]) -> None:
+def check_overrides(scoped: Dict[Optional[str], List[str]],
+                    allowed: Optional[Dict[str, Sequence[str]]] = None) -> None:
+    """Refuses the keys reproduce sets itself (OWN_KEYS), except those `allowed` in a scope: a
+    method's own `method_kwargs.k` (a point of Fig. 3's K sweep, instead of its seed's select-k K)."""
     for scope, overrides in scoped.items():
         for override in overrides:
             key = override.lstrip("+~").split("=")[0]
-            if key in OWN_KEYS:
+            if key in OWN_KEYS and key not in (allowed or {}).get(scope, ()):
                 where = f"{scope}:" if scope else ""
                 raise ValueError(f"override {where}{override!r}: reproduce sets {key} itself (from "
                                  "--out, --seeds, --teacher and each seed's select-k)")
@@ -278,14 +314,19 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     recorded = read_record(out)
     if recorded is not None:
         seeds = list(dict.fromkeys([*recorded["seeds"], *seeds]))
+        kept = set(recorded["methods"]) - {m.label for m in chosen}
+        overrides = list(overrides) + [item for item in recorded["overrides"]
+                                       if scope_of(item) in kept and item not in overrides]
         chosen = with_recorded_methods(chosen, recorded["methods"], out / SETTINGS)
     encoders = [STAGE1] + [m.label for m in chosen]
-    modes = parse_evals(evals, encoders, MODES)
+    modes = parse_evals(evals, encoders, evaluation_kinds())
     if recorded is not None:
         evals = merged_evals([*recorded["evals"], *evals])
-        modes = parse_evals(evals, encoders, MODES)
+        modes = parse_evals(evals, encoders, evaluation_kinds())
     scoped = split_scoped(overrides, [STAGE1, STAGE2_SCOPE] + [m.label for m in chosen])
-    check_overrides(scoped)
+    own_k = {label for label, items in scoped.items() if label not in (None, STAGE1, STAGE2_SCOPE)
+             and any(item.lstrip("+").startswith("method_kwargs.k=") for item in items)}
+    check_overrides(scoped, allowed={label: ("method_kwargs.k",) for label in own_k})
     select_k_argv = options(select_k_options, "--select-k-options")
     eval_argv = mode_options(eval_options, MODES)
     poc_argv = options(poc_options, "--poc-options")
@@ -326,6 +367,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
             ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)]),
             result_file(k_dir / "k.json")))
+        results.append(k_dir)
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
             ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir),
@@ -333,7 +375,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         results.append(poc_dir)
         checkpoints = {STAGE1: stage1}
         for m in chosen:
-            clusters = ([] if "k" not in configs[m.label].method_kwargs else
+            clusters = ([] if "k" not in configs[m.label].method_kwargs or m.label in own_k else
                         ["method_kwargs.k=null", f"method_kwargs.k_file={k_dir / 'k.json'}"])
             plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, fixed(
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
@@ -342,21 +384,22 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 trained(base / m.label / "last.ckpt", int(configs[m.label].max_epochs)),
                 rerun="--resume"))
             checkpoints[m.label] = base / m.label / "last.ckpt"
-        for mode, names in modes.items():
+        for kind, names in modes.items():
+            mode, head = mode_and_head(kind)
             for name in names:
-                folder = base / f"eval-{name}-{mode}"
+                folder = base / f"eval-{name}-{kind}"
                 extra = eval_argv[None] + eval_argv.get(mode, [])
                 extra = extra if mode == "slf" else without(extra, SLF_ONLY)
-                plan.steps.append(Step(f"s{seed}/eval-{name}-{mode}", folder, fixed(
+                plan.steps.append(Step(f"s{seed}/eval-{name}-{kind}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
-                     "--method", name, *extra, "--out", str(folder)]),
+                     "--head", head, "--method", name, *extra, "--out", str(folder)]),
                     result_file(folder / "metrics.json")))
                 results.append(folder)
     report = out / "report"
     plan.steps.append(Step("report", report, fixed(
         ["report", *map(str, results), "--out", str(report / "report.md")]),
         result_file(report / "report.md"), rerun="",
-        inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json"))))
+        inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json", "k.json"))))
     return plan
 
 

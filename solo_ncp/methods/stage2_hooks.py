@@ -211,6 +211,12 @@ class Stage2Hooks:
                            init=options["kmeans_init"], n_init=options["kmeans_n_init"])
         self.kmeans_seed = options["kmeans_seed"]
         self.k = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else 0
+        self.k_source = "k_file" if self.uses_clusters and options["k"] is None else "k"
+        rank = self.stage2.neighbor_rank
+        if self.uses_clusters and rank > self.k:
+            raise ValueError(f"method_kwargs.neighbor_rank={rank} targets the {rank}-th nearest of K "
+                             f"centroids (1 is the sample's own), but K = {self.k}: lower "
+                             f"neighbor_rank to at most {self.k} or raise K")
         self.register_buffer("centroids", torch.zeros(self.k, features_dim(self.student_backbone)))
         self.register_buffer("clustered_epoch", torch.tensor(-1))
         self.cluster_data: Optional[Dataset] = None
@@ -265,6 +271,10 @@ class Stage2Hooks:
             "k": int(self.k),
             "teacher": dict(self.teacher_file),
         }
+        if self.uses_clusters:  # what NCP's ablations (Tables 4, 5, Fig. 3) vary, for `report`
+            meta["perturbation"] = {"strategy": self.stage2.strategy,
+                                    "neighbor_rank": int(self.stage2.neighbor_rank),
+                                    "k_source": self.k_source}
         if self.dataset_name:
             meta["dataset"] = str(self.dataset_name)
         return meta

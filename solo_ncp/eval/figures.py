@@ -1,0 +1,82 @@
+"""The paper's figures as PNGs: Fig. 2 (silhouette against K, from select-k folders) and Fig. 3
+(SA / RA / AA against K, from the K-sweep's evaluations; the silhouette's K hatched)."""
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from solo_ncp.eval.report import ABLATIONS, METRICS, METRIC_TITLES, RunRecord, ablation_runs, mean_std
+from solo_ncp.io import atomic_write
+
+FIG3 = ABLATIONS[2]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=150)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return path
+
+
+def figure2(selections: Sequence[Dict], path: Path) -> Path:
+    """Silhouette against K, one line per (dataset, seed), its best K starred; integer K ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _figure(6, 4)
+    axes = figure.add_subplot()
+    for selection in selections:
+        ks = sorted(selection["scores"])
+        label = f"{selection['dataset'] or '?'}, seed {selection['seed'] if selection['seed'] is not None else '?'}"
+        line, = axes.plot(ks, [selection["scores"][k] for k in ks], marker="o", markersize=2, label=label)
+        best = selection["k"]
+        axes.plot([best], [selection["scores"][best]], marker="*", markersize=12, color=line.get_color(),
+                  label=f"best K = {best}")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("number of clusters K")
+    axes.set_ylabel("mean cosine silhouette")
+    axes.set_title("Fig. 2: silhouette of spherical k-means of the stage-1 features", fontsize=10)
+    axes.margins(x=0.05, y=0.15)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def figure3_bars(runs: Sequence[RunRecord]) -> List[Tuple[str, bool, Dict[str, float]]]:
+    """[(row, is the silhouette's K, {metric: mean over seeds})] of the K-sweep's runs (one dataset,
+    head and BN branch), in K order."""
+    rows: Dict[str, List[RunRecord]] = {}
+    for run in ablation_runs(runs, FIG3):
+        rows.setdefault(run.method, []).append(run)
+    bars = []
+    for row, members in rows.items():
+        means = {metric: mean_std([r.metrics[metric] for r in members])[0] for metric in METRICS
+                 if all(r.metrics.get(metric) is not None for r in members)}
+        bars.append((row, members[0].encoder.get("k_source") == "k_file", means))
+    return bars
+
+
+def figure3(runs: Sequence[RunRecord], title: str, path: Path) -> Path:
+    """Grouped bars of SA / RA / AA (mean over seeds) per K; the silhouette's K hatched."""
+    bars = figure3_bars(runs)
+    figure = _figure(max(5.0, 1.0 + 0.9 * len(bars)), 3.8)
+    axes = figure.add_subplot()
+    width = 0.8 / len(METRICS)
+    for m, metric in enumerate(METRICS):
+        for i, (row, silhouette, means) in enumerate(bars):
+            if metric in means:
+                axes.bar(i + (m - 1) * width, means[metric], width, color=f"C{m}",
+                         hatch="//" if silhouette else None, edgecolor="tab:red" if silhouette else None,
+                         label=METRIC_TITLES[metric] if i == 0 else None)
+    axes.bar(0, 0, 0, color="white", hatch="//", edgecolor="tab:red", label="the silhouette's K (*)")
+    axes.set_xticks(range(len(bars)))
+    axes.set_xticklabels([row.replace(" (silhouette)", "*") for row, _, _ in bars], fontsize=8)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 119)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7, loc="upper center", ncol=4)
+    return _save(figure, path)

@@ -1,0 +1,120 @@
+"""The launchers of the paper's Table 4, Table 5 and Fig. 3 (bash_files/reproduce/strategies.sh,
+neighbor_rank.sh, k_sweep.sh): their steps evaluate with the paper's head, they add their rows to
+the main table's folder (sharing stage 1 and select-k), and at tiny scale on digits they produce
+their tables and Fig. 3's PNG; the ablations' bad settings are one error line each."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from solo_ncp.launch.reproduce import build_plan
+from tests.conftest import DIGITS_STAGE2, ROOT, train_stage2
+from tests.test_reproduce import CONFIGS, OPTIONS, TINY
+from tests.test_resume import error_lines
+
+LAUNCHERS = ROOT / "bash_files/reproduce"
+
+
+def launch(script: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    """bash LAUNCHERS/script args, with this checkout's solo-ncp first on PATH and PYTHONPATH."""
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return subprocess.run(["bash", str(LAUNCHERS / script), *args], capture_output=True, text=True,
+                          env={**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+@pytest.mark.parametrize("script, rows", [("strategies.sh", ("ncp-i", "ncp-ii")),
+                                          ("neighbor_rank.sh", ("ncp-n3", "ncp-n4", "ncp-n5")),
+                                          ("k_sweep.sh", ("ncp-k10", "ncp-k200"))])
+def test_each_launcher_lists_its_runs_evaluated_with_the_papers_head(script, rows, tmp_path):
+    done = launch(script, "cifar10", "--dry-run", env={"OUT": str(tmp_path / "run")})
+    assert done.returncode == 0, done.stderr
+    evals = [line for line in done.stdout.splitlines() if " eval --ckpt " in line]
+    assert evals and all("--mode slf --head paper" in line for line in evals)
+    for row in ("ncp",) + rows:
+        assert f"s4/eval-{row}-slf: " in done.stdout
+
+
+def test_a_launcher_without_a_dataset_says_how_to_call_it():
+    done = launch("k_sweep.sh")
+    assert done.returncode != 0 and "usage: k_sweep.sh DATASET" in done.stderr
+
+
+def plan(out: Path, methods: str, *overrides: str):
+    return build_plan(dataset="digits", seeds=[0], methods=methods.split(","), evals=["slf"], out=out,
+                      overrides=[*TINY, *overrides], teacher=None, config_dir=CONFIGS)
+
+
+def test_an_ablation_joins_the_main_folder_and_the_main_call_keeps_its_rows(tmp_path):
+    """The record of the main table (ncp, deacl) admits the strategies' runs with their own
+    overrides; their steps use that folder's stage 1 and select-k; the main call made again keeps
+    them (with their overrides) instead of refusing the folder."""
+    from solo_ncp.launch.reproduce import SETTINGS, compare_settings
+
+    out = tmp_path / "run"
+    out.mkdir()
+    main_plan = plan(out, "ncp,deacl")
+    (out / SETTINGS).write_text(json.dumps(main_plan.settings))
+    ablation = plan(out, "ncp,ncp-i=ncp", "ncp-i:method_kwargs.strategy=i")
+    compare_settings(main_plan.settings, ablation.settings, out / SETTINGS)
+    steps = {step.name: step for step in ablation.steps}
+    argv = steps["s0/ncp-i"].argv()
+    assert "method_kwargs.strategy=i" in argv and f"method_kwargs.teacher_ckpt={out}/s0/simclr/last.ckpt" in argv
+    assert f"method_kwargs.k_file={out}/s0/select-k/k.json" in argv
+    assert {"s0/simclr", "s0/select-k", "s0/deacl", "s0/eval-deacl-slf"} <= set(steps)
+    (out / SETTINGS).write_text(json.dumps(ablation.settings))
+    again = plan(out, "ncp,deacl")
+    compare_settings(ablation.settings, again.settings, out / SETTINGS)
+    assert "method_kwargs.strategy=i" in {step.name: step for step in again.steps}["s0/ncp-i"].argv()
+    with pytest.raises(ValueError, match="ncp-i:method_kwargs.strategy=i.*now 'ncp-i:method_kwargs.strategy=ii'"):
+        compare_settings(ablation.settings, plan(out, "ncp-i=ncp", "ncp-i:method_kwargs.strategy=ii").settings,
+                         out / SETTINGS)
+
+
+def test_a_run_with_its_own_k_skips_the_select_k_file(tmp_path):
+    steps = {s.name: s for s in plan(tmp_path / "run", "ncp,ncp-k7=ncp", "ncp-k7:method_kwargs.k=7").steps}
+    own = steps["s0/ncp-k7"].argv()
+    assert "method_kwargs.k=7" in own and not any(arg.startswith("method_kwargs.k_file") for arg in own)
+    assert any(arg.startswith("method_kwargs.k_file") for arg in steps["s0/ncp"].argv())
+
+
+def test_method_kwargs_k_stays_reproduces_own_outside_a_methods_scope(tmp_path):
+    with pytest.raises(ValueError, match="reproduce sets method_kwargs.k itself"):
+        plan(tmp_path / "run", "ncp", "method_kwargs.k=7")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method_kwargs.strategy=iv", "strategy='iv' is not one of i, ii, iii"),
+    ("method_kwargs.neighbor_rank=11", "method_kwargs.neighbor_rank=11 targets the 11-th nearest of K "
+                                       "centroids (1 is the sample's own), but K = 10"),
+])
+def test_a_bad_ablation_setting_is_one_error_line(override, message, tmp_path, capsys, digits_simclr_ckpt):
+    assert "method_kwargs.k=10" in DIGITS_STAGE2
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=t", "max_epochs=1", override) == 2
+    (line,) = error_lines(capsys.readouterr())
+    assert message in line
+
+
+def test_the_three_launchers_share_one_folder_and_print_tables_4_5_and_fig_3(tmp_path):
+    """digits, one seed, tiny scale: strategies.sh, neighbor_rank.sh and k_sweep.sh (KS=5) into one
+    folder; the report has the three tables (rows read from the checkpoints) and Fig. 3's PNG."""
+    out = tmp_path / "run"
+    tiny = ["--seeds", "0", "--config-dir", str(CONFIGS), *OPTIONS, *TINY]
+    for script in ("strategies.sh", "neighbor_rank.sh", "k_sweep.sh"):
+        done = launch(script, "digits", *tiny, env={"OUT": str(out), "KS": "5"})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (out / "report" / "report.md").read_text()
+    silhouette_k = json.loads((out / "s0" / "select-k" / "k.json").read_text())["k"]
+    k_rows = [f"K = {k}" + (" (silhouette)" if own else "")
+              for k, own in sorted([(5, False), (silhouette_k, True)], key=lambda row: (row[0], not row[1]))]
+    for title, rows in (("Table 4", ["strategy (i)", "strategy (ii)", "strategy (iii) (ours)"]),
+                        ("Table 5", ["n = 2 (NCP-ACL)", "n = 3", "n = 4", "n = 5"]),
+                        ("Fig. 3", k_rows)):
+        body = report[report.index(f"## {title}"):].split("\n\n")[1].splitlines()[2:]
+        assert [line.split(" | ")[0].lstrip("| ") for line in body] == [
+            label for row in rows for label in (f"{row} (adv BN)", f"{row} (clean BN) †")], title
+    assert (out / "report" / "fig3_digits_paper.png").is_file() and (out / "report" / "fig2.png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["report", "reproduce.json", "s0"]
+    assert (out / "s0" / "simclr" / ".step-done.json").is_file()
