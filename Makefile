@@ -8,7 +8,7 @@ venv:
 	scripts/setup_env.sh $(VENV)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 demo: venv
 	$(VENV)/bin/solo-ncp demo
@@ -23,4 +23,4 @@ VENV_MAIN ?= .venv-solo-main
 
 test-solo-main:
 	SOLO_LEARN_MAIN="$(SOLO_LEARN_MAIN)" scripts/setup_env_main.sh $(VENV_MAIN)
-	SOLO_NCP_OTHER_PYTHON=$(abspath $(VENV))/bin/python $(VENV_MAIN)/bin/python -m pytest -q
+	SOLO_NCP_OTHER_PYTHON=$(abspath $(VENV))/bin/python $(VENV_MAIN)/bin/python -m pytest -q --durations=20

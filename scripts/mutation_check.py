@@ -186,8 +186,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="mutation names (substrings)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
+    parser.add_argument("--list", action="store_true", help="print the mutations and their tests, run none")
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
+    if args.list:
+        for mutation in chosen:
+            print(f"{mutation.name} ({mutation.path}): {' '.join(mutation.tests)}")
+        return 0
     print("| mutation | tests | result | seconds |\n|---|---|---|---|", flush=True)
     tests = sorted({t for m in chosen for t in m.tests})
     failed, seconds = run(None, tests, args.python)

@@ -68,6 +68,7 @@ def world(tmp_path_factory, digits_simclr_ckpt):
     torch.save(ckpt, root / "nan.ckpt")
     (root / "k").mkdir()
     (root / "k" / "k.json").write_text('{"k": 5}\n')
+    (root / "no_results").mkdir()
     (root / "eval").mkdir()
     (root / "eval" / "metrics.json").write_text("{}\n")
     (root / "a_file").write_text("")
@@ -243,8 +244,10 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                                  str(w["root"] / "a_file" / "poc")], ["a_file"]),
     "report into an unwritable file": (lambda w: ["report", str(w["root"] / "eval"), "--out",
                                                   str(w["root"] / "a_file" / "t.md")], ["a_file"]),
-    "report of a folder without results": (lambda w: ["report", str(w["root"] / "k")],
+    "report of a folder without results": (lambda w: ["report", str(w["root"] / "no_results")],
                                            ["metrics.json"]),
+    "report of a k.json without scores": (lambda w: ["report", str(w["root"] / "k")],
+                                          ["k.json", "not a k.json of `solo-ncp select-k`"]),
     "pretrain over an existing run": (lambda w: resume(w, "text")[:-1], ["--resume"]),
     # evaluation options, checked before any work
     "negative eps": (lambda w: evaluate(w, "simclr", "--eps", "-0.1"), ["--eps"]),

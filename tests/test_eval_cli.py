@@ -89,7 +89,8 @@ def test_report_shows_both_branches_and_the_autoattack_subset(both_dir, tmp_path
     table = capsys.readouterr().out
     record = json.loads((both_dir / "metrics.json").read_text())
     for branch in record["branches"]:
-        row = next(line for line in table.splitlines() if line.startswith(f"| simclr ({branch['bn']} BN) |"))
+        mark = " †" if branch["bn"] == "clean" else ""
+        row = next(line for line in table.splitlines() if line.startswith(f"| simclr ({branch['bn']} BN){mark} |"))
         assert f"| {branch['metrics']['sa']:.2f} (n=1) |" in row
     assert "digits AA (%) [n=2]" in table and "± 0.00" not in table
 

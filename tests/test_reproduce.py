@@ -87,7 +87,7 @@ def test_the_report_holds_the_mean_and_std_over_seeds(two_seeds):
             records = [json.loads((two_seeds / f"s{s}" / f"eval-{method}-slf" / "metrics.json").read_text())
                        for s in (0, 1)]
             values = [next(b["metrics"]["sa"] for b in r["branches"] if b["bn"] == bn) for r in records]
-            label = method if bn is None else f"{method} ({bn} BN)"
+            label = method if bn is None else f"{method} ({bn} BN)" + (" †" if bn == "clean" else "")
             expected = f"| {label} | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n=2) |"
             assert expected in report, (expected, report)
     pocs = [json.loads((two_seeds / f"s{s}" / "poc" / "poc.json").read_text()) for s in (0, 1)]

@@ -86,7 +86,7 @@ def test_method_kwargs_k_stays_reproduces_own_outside_a_methods_scope(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method_kwargs.strategy=iv", "strategy='iv' is not one of i, ii, iii"),
+    ("method_kwargs.strategy=iv", "method_kwargs.strategy='iv' must be one of i, ii, iii"),
     ("method_kwargs.neighbor_rank=11", "method_kwargs.neighbor_rank=11 targets the 11-th nearest of K "
                                        "centroids (1 is the sample's own), but K = 10"),
 ])

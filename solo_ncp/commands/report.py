@@ -15,7 +15,7 @@ def draw_figures(runs, k_dirs, folder) -> list:
     """Fig. 2 from the select-k folders and one Fig. 3 per dataset and head whose evaluations sweep
     K (the adversarial BN branch, or the only one), as PNGs into `folder`; their paths."""
     from solo_ncp.eval.figures import figure2, figure3, figure3_bars
-    from solo_ncp.eval.report import _dataset_title, read_selection
+    from solo_ncp.eval.report import dataset_title, read_selection
 
     paths = []
     if k_dirs:
@@ -24,7 +24,7 @@ def draw_figures(runs, k_dirs, folder) -> list:
     for dataset, head in sorted({(run.dataset, run.head) for run in slf}):
         chosen = [run for run in slf if (run.dataset, run.head) == (dataset, head)]
         if figure3_bars(chosen):
-            title = f"Fig. 3: {_dataset_title(dataset)}, SLF, {head} head, adv BN"
+            title = f"Fig. 3: {dataset_title(dataset)}, SLF, {head} head, adv BN"
             paths.append(figure3(chosen, title, folder / f"fig3_{dataset}_{head}.png"))
     return paths
 

@@ -249,7 +249,12 @@ def _table(
 ) -> str:
     """Rows = run labels (methods in first-seen order, a dual-BN encoder's adv row before its clean
     one); per group title, SA/RA/AA cells over the group's runs. All runs share one head."""
-    (head,) = {run.head for run in runs}
+    heads = sorted({run.head for run in runs})
+    if len(heads) > 1:
+        files = ", ".join(sorted({str(run.path) for run in runs}))
+        raise ValueError(f"{title}: its runs mix heads ({', '.join(heads)}) in {files}: each head "
+                         "needs its own table")
+    (head,) = heads
     methods = list(dict.fromkeys(run.method for run in runs))
     labels = sorted(dict.fromkeys(run.label for run in runs),
                     key=lambda label: next((methods.index(run.method), run.bn == "clean")
@@ -288,7 +293,7 @@ def _dataset_order(dataset: str) -> Tuple[int, str]:
     return (known.index(dataset) if dataset in known else len(known), dataset)
 
 
-def _dataset_title(dataset: str) -> str:
+def dataset_title(dataset: str) -> str:
     return DATASET_TITLES.get(dataset, dataset)
 
 
@@ -322,7 +327,7 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
             name = f"{label} (n={n})" if row == "nbr" else label
             cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
             counts = "/".join(str(c) for c in sorted({r["n_correct"] for r in records}))
-            lines.append(f"| {_dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
+            lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
                          f"{cells[0]} | {cells[1]} | {counts} |")
     lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "
               "over its correctly classified test images.", ""]
@@ -448,7 +453,7 @@ def _head_tables(runs: Sequence[RunRecord], head: str) -> List[str]:
     datasets = sorted({run.dataset for run in runs}, key=_dataset_order)
     tables = []
     slf_runs = [run for run in runs if run.mode == "slf"]
-    groups = [(_dataset_title(d), lambda run, d=d: run.dataset == d) for d in datasets]
+    groups = [(dataset_title(d), lambda run, d=d: run.dataset == d) for d in datasets]
     if slf_runs:
         tables.append(_table(f"Table 2{tag}: standard linear fine-tuning (SLF)", groups, slf_runs))
     for ablation in ABLATIONS:
@@ -462,6 +467,6 @@ def _head_tables(runs: Sequence[RunRecord], head: str) -> List[str]:
         protocols = sorted({run.protocol for run in dataset_runs}, key=_protocol_order)
         if protocols != ["SLF"]:
             groups = [(p, lambda run, p=p: run.protocol == p) for p in protocols]
-            title = f"Table 3{tag}: {_dataset_title(dataset)}, " + " vs ".join(protocols)
+            title = f"Table 3{tag}: {dataset_title(dataset)}, " + " vs ".join(protocols)
             tables.append(_table(title, groups, dataset_runs))
     return tables
