@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from solo_ncp.cluster import afk_mc2, cosine_silhouette, kmeans_plus_plus, spherical_kmeans
-from solo_ncp.cluster.kmeans import DEFAULT_CHUNK_SIZE, _lloyd
+from solo_ncp.cluster.kmeans import CHUNK_SIZES, _lloyd
 from solo_ncp.cluster.seeding import local_trials
 from solo_ncp.ncp.clustering import cluster_epoch
 
@@ -239,7 +239,7 @@ def bench_lloyd(sizes: Sizes, x: torch.Tensor) -> Table:
     centroids = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:k]].clone()
     centroids_t = centroids.T.contiguous()
     matmul_s = best_of(lambda: x @ centroids_t)
-    lloyd_s = best_of(lambda: _lloyd(x, centroids, max_iter=1, tol=0.0, chunk_size=DEFAULT_CHUNK_SIZE))
+    lloyd_s = best_of(lambda: _lloyd(x, centroids, max_iter=1, tol=0.0, chunk_size=CHUNK_SIZES["cpu"]))
     result = spherical_kmeans(x, k, max_iter=sizes.max_iter)
     data = f"{len(x):,} x {x.shape[1]}, K = {k}"
     return Table("One Lloyd iteration against one matmul of the same shapes (best of 10 each)",

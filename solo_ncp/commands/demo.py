@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
           f"{b['metrics']['train_acc']:.1f} |" for b in record["branches"]],
         "",
         f"SA and RA (PGD-20) on the first {m['sa_n']} test images, AA (AutoAttack standard) on "
-        f"the first {m['aa_n']}.",
+        f"the first {m['aa_n']}; the {record['head']} head (`solo-ncp eval`'s default; the paper's "
+        "tables use `--head paper`).",
         "",
         "| stage | seconds |",
         "|---|---|",
