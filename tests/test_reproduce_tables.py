@@ -80,6 +80,13 @@ def test_a_run_with_its_own_k_skips_the_select_k_file(tmp_path):
     assert any(arg.startswith("method_kwargs.k_file") for arg in steps["s0/ncp"].argv())
 
 
+def test_a_runs_own_k_may_be_written_with_plus_but_not_deleted(tmp_path):
+    steps = {s.name: s for s in plan(tmp_path / "run", "ncp,ncp-k7=ncp", "ncp-k7:++method_kwargs.k=7").steps}
+    assert not any(arg.startswith("method_kwargs.k_file") for arg in steps["s0/ncp-k7"].argv())
+    with pytest.raises(ValueError, match="reproduce sets method_kwargs.k itself"):
+        plan(tmp_path / "other", "ncp,ncp-k7=ncp", "ncp-k7:~method_kwargs.k")
+
+
 def test_method_kwargs_k_stays_reproduces_own_outside_a_methods_scope(tmp_path):
     with pytest.raises(ValueError, match="reproduce sets method_kwargs.k itself"):
         plan(tmp_path / "run", "ncp", "method_kwargs.k=7")

@@ -11,38 +11,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "beside it (fig2.png, fig3_<dataset>_<head>.png)")
 
 
-def draw_figures(runs, k_dirs, folder) -> list:
-    """Fig. 2 from the select-k folders and one Fig. 3 per dataset and head whose evaluations sweep
+def draw_figures(inputs, folder) -> list:
+    """Fig. 2 from the select-k results and one Fig. 3 per dataset and head whose evaluations sweep
     K (the adversarial BN branch, or the only one), as PNGs into `folder`; their paths."""
     from solo_ncp.eval.figures import figure2, figure3, figure3_bars
-    from solo_ncp.eval.report import dataset_title, read_selection
+    from solo_ncp.eval.report import dataset_title
 
     paths = []
-    if k_dirs:
-        paths.append(figure2([read_selection(d) for d in k_dirs], folder / "fig2.png"))
-    slf = [run for run in runs if run.mode == "slf" and run.bn in (None, "adv")]
+    if inputs.selections:
+        paths.append(figure2(inputs.selections, folder / "fig2.png"))
+    slf = [run for run in inputs.runs if run.mode == "slf" and run.bn in (None, "adv")]
     for dataset, head in sorted({(run.dataset, run.head) for run in slf}):
-        chosen = [run for run in slf if (run.dataset, run.head) == (dataset, head)]
-        if figure3_bars(chosen):
+        bars = figure3_bars([run for run in slf if (run.dataset, run.head) == (dataset, head)])
+        if bars:
             title = f"Fig. 3: {dataset_title(dataset)}, SLF, {head} head, adv BN"
-            paths.append(figure3(chosen, title, folder / f"fig3_{dataset}_{head}.png"))
+            paths.append(figure3(bars, title, folder / f"fig3_{dataset}_{head}.png"))
     return paths
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from solo_ncp.eval import aggregate
-    from solo_ncp.eval.report import split_inputs
+    from solo_ncp.eval.report import read_inputs, tables
     from solo_ncp.io import atomic_write_text, check_writable
 
     if args.out:
         check_writable(Path(args.out).parent)
-    table = aggregate(args.runs)
+    inputs = read_inputs(args.runs)
+    table = tables(inputs)
     print(table)
     if args.out:
         atomic_write_text(args.out, table)
-        runs, _, k_dirs = split_inputs(args.runs)
-        for path in draw_figures(runs, k_dirs, Path(args.out).parent):
+        for path in draw_figures(inputs, Path(args.out).parent):
             print(f"[solo-ncp] wrote {path}")
     return 0

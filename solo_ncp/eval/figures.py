@@ -60,9 +60,9 @@ def figure3_bars(runs: Sequence[RunRecord]) -> List[Tuple[str, bool, Dict[str, f
     return bars
 
 
-def figure3(runs: Sequence[RunRecord], title: str, path: Path) -> Path:
-    """Grouped bars of SA / RA / AA (mean over seeds) per K; the silhouette's K hatched."""
-    bars = figure3_bars(runs)
+def figure3(bars: Sequence[Tuple[str, bool, Dict[str, float]]], title: str, path: Path) -> Path:
+    """Grouped bars of SA / RA / AA (mean over seeds) per K (`figure3_bars`); the silhouette's K
+    hatched."""
     figure = _figure(max(5.0, 1.0 + 0.9 * len(bars)), 3.8)
     axes = figure.add_subplot()
     width = 0.8 / len(METRICS)

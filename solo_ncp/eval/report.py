@@ -210,21 +210,24 @@ def _counts(runs: Iterable[RunRecord], metric: str) -> List[int]:
     return sorted({run.metrics.get(f"{metric}_n") for run in runs} - {None, 0})
 
 
+def _files(runs: Sequence[RunRecord]) -> str:
+    """The metrics.json files behind `runs`, for an error message."""
+    return ", ".join(sorted({str(run.path) for run in runs}))
+
+
 def _column_images(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
     """The test images per seed behind column (`group`, `metric`): "[n=10000]", or "[not run]";
     ValueError naming the files when its runs differ in that number or in the attack."""
     counts = _counts(runs, metric)
     if len(counts) > 1:
-        files = ", ".join(sorted({str(run.path) for run in runs}))
         raise ValueError(f"column {group} {metric.upper()} mixes runs on {' and '.join(map(str, counts))} "
-                         f"test images ({files}): evaluate every run on the same test images "
+                         f"test images ({_files(runs)}): evaluate every run on the same test images "
                          f"(`solo-ncp eval --test-n` / `--aa-n`)")
     if metric in ("ra", "aa"):
         used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
         if len(used) > 1:
-            files = ", ".join(sorted({str(run.path) for run in runs}))
             raise ValueError(f"column {group} {metric.upper()} mixes attacks ({'; '.join(used)}) in "
-                             f"{files}: evaluate every run with the same attack settings")
+                             f"{_files(runs)}: evaluate every run with the same attack settings")
     return f"[n={counts[0]}]" if counts else "[not run]"
 
 
@@ -251,8 +254,7 @@ def _table(
     one); per group title, SA/RA/AA cells over the group's runs. All runs share one head."""
     heads = sorted({run.head for run in runs})
     if len(heads) > 1:
-        files = ", ".join(sorted({str(run.path) for run in runs}))
-        raise ValueError(f"{title}: its runs mix heads ({', '.join(heads)}) in {files}: each head "
+        raise ValueError(f"{title}: its runs mix heads ({', '.join(heads)}) in {_files(runs)}: each head "
                          "needs its own table")
     (head,) = heads
     methods = list(dict.fromkeys(run.method for run in runs))
@@ -359,25 +361,39 @@ def figure2_table(selections: Sequence[Dict]) -> str:
     return "\n".join(lines + [""])
 
 
-def split_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> Tuple[List[RunRecord], List[Path], List[Path]]:
-    """(the evaluations' runs, the proof-of-concept folders (poc.json), the select-k folders
-    (k.json)) of `report`'s inputs; a folder holding none of the three files is an evaluation
-    folder missing its metrics.json (FileNotFoundError from `load_runs`)."""
-    runs, poc_dirs, k_dirs = [], [], []
+@dataclass(frozen=True)
+class ReportInputs:
+    """What `report`'s folders hold: the evaluations' runs (metrics.json), the proof-of-concept
+    folders (poc.json) and the select-k results (k.json, read by `read_selection`)."""
+
+    runs: List[RunRecord]
+    poc_dirs: List[Path]
+    selections: List[Dict]
+
+
+def read_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
+    """Reads and checks every folder once; a folder holding none of the three files is an
+    evaluation folder missing its metrics.json (FileNotFoundError from `load_runs`)."""
+    inputs = ReportInputs([], [], [])
     for run_dir in map(Path, run_dirs):
         if (run_dir / METRICS_FILE).exists():
-            runs += load_runs(run_dir)
+            inputs.runs.extend(load_runs(run_dir))
         elif (run_dir / POC_FILE).is_file():
-            poc_dirs.append(run_dir)
+            inputs.poc_dirs.append(run_dir)
         elif (run_dir / K_FILE).is_file():
-            k_dirs.append(run_dir)
+            inputs.selections.append(read_selection(run_dir))
         else:
-            runs += load_runs(run_dir)
-    return runs, poc_dirs, k_dirs
+            inputs.runs.extend(load_runs(run_dir))
+    return inputs
 
 
 def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
-    """Markdown summary of the runs in `run_dirs` (each BN branch of a run is its own row).
+    """`tables` of `read_inputs(run_dirs)`."""
+    return tables(read_inputs(run_dirs))
+
+
+def tables(inputs: ReportInputs) -> str:
+    """Markdown summary of the inputs' runs (each BN branch of a run is its own row).
 
     Table 2: SLF runs; rows = methods, column groups = datasets (SA/RA/AA each).
     Table 3: for each dataset with ALF or AFF runs (CIFAR-10 in the paper); rows = methods, column
@@ -387,13 +403,13 @@ def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     Tables 4, 5 and Fig. 3: NCP encoders whose recorded settings vary (`ABLATIONS`).
     Fig. 2: select-k folders (k.json): the best K per dataset and seed.
     """
-    runs, poc_dirs, k_dirs = split_inputs(run_dirs)
-    if not runs and not poc_dirs and not k_dirs:
+    runs = inputs.runs
+    if not runs and not inputs.poc_dirs and not inputs.selections:
         raise ValueError("aggregate needs at least one run directory")
     _check_unique(runs)
-    sections = [poc_summary(poc_dirs)] if poc_dirs else []
-    if k_dirs:
-        sections.append(figure2_table([read_selection(d) for d in k_dirs]))
+    sections = [poc_summary(inputs.poc_dirs)] if inputs.poc_dirs else []
+    if inputs.selections:
+        sections.append(figure2_table(inputs.selections))
     for head in sorted({run.head for run in runs}, key=lambda head: head != PAPER_HEAD):
         sections += _head_tables([run for run in runs if run.head == head], head)
     return "\n".join(sections)

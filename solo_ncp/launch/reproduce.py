@@ -79,6 +79,11 @@ def scope_of(override: str) -> Optional[str]:
     return None if colon < 0 or (0 <= equals < colon) else override[:colon]
 
 
+def override_key(override: str) -> str:
+    """"method_kwargs.k" of `method_kwargs.k=3`, `+method_kwargs.k=3`, `~method_kwargs.k`."""
+    return override.lstrip("+~").split("=")[0]
+
+
 def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Optional[str], List[str]]:
     """{scope or None: [override, ...]} for `scope:key=value` (one stage) and `key=value` (all).
 
@@ -238,7 +243,7 @@ def check_overrides(scoped: Dict[Optional[str], List[str]],
     method's own `method_kwargs.k` (a point of Fig. 3's K sweep, instead of its seed's select-k K)."""
     for scope, overrides in scoped.items():
         for override in overrides:
-            key = override.lstrip("+~").split("=")[0]
+            key = override_key(override)
             if key in OWN_KEYS and key not in (allowed or {}).get(scope, ()):
                 where = f"{scope}:" if scope else ""
                 raise ValueError(f"override {where}{override!r}: reproduce sets {key} itself (from "
@@ -325,7 +330,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         modes = parse_evals(evals, encoders, evaluation_kinds())
     scoped = split_scoped(overrides, [STAGE1, STAGE2_SCOPE] + [m.label for m in chosen])
     own_k = {label for label, items in scoped.items() if label not in (None, STAGE1, STAGE2_SCOPE)
-             and any(item.lstrip("+").startswith("method_kwargs.k=") for item in items)}
+             and any(override_key(item) == "method_kwargs.k" and not item.startswith("~") for item in items)}
     check_overrides(scoped, allowed={label: ("method_kwargs.k",) for label in own_k})
     select_k_argv = options(select_k_options, "--select-k-options")
     eval_argv = mode_options(eval_options, MODES)
