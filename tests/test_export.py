@@ -1,5 +1,5 @@
 """`solo-ncp export`: encoder.pt against torchvision's ResNet-18 and RobustBench's WideResNet,
-solo_learn.ckpt through solo-learn main's main_linear.py, features through the chosen BN branch,
+solo_learn.ckpt through main_linear.py's key loops of solo-learn 1.0.2 and main, features through the chosen BN branch,
 the classifier against RobustBench's clean_accuracy, `solo-ncp eval` on an export, bad input."""
 import dataclasses
 import hashlib
@@ -42,9 +42,10 @@ def robustbench():
 
 
 def solo_learn_resnet18(cifar: bool) -> nn.Module:
-    """The backbone of solo-learn main's main_linear.py at 9187ea3, lines 62-69: solo's
-    `resnet18(method, **kwargs)` is torchvision's `resnet18(**kwargs)`, then fc = Identity and,
-    for data.dataset cifar10/cifar100, the CIFAR stem."""
+    """The backbone of main_linear.py in solo-learn main at 9187ea3, lines 62-69 (solo's
+    `resnet18(method, **kwargs)` is torchvision's `resnet18(**kwargs)`), and in 1.0.2 at a8296434,
+    lines 28 and 78-84 (torchvision's `resnet18` itself): fc = Identity and, for the dataset
+    cifar10/cifar100, the CIFAR stem."""
     import torchvision
 
     backbone = torchvision.models.resnet18()
@@ -55,9 +56,9 @@ def solo_learn_resnet18(cifar: bool) -> nn.Module:
     return backbone
 
 
-def main_linear_state(path: Path) -> dict:
-    """main_linear.py at 9187ea3, lines 74-83, transcribed (its warning left out); it then loads
-    the result with strict=False (line 84), the tests with strict=True."""
+def main_linear_state_main(path: Path) -> dict:
+    """main_linear.py at 9187ea3 (solo-learn main), lines 74-83, transcribed (its warning left out);
+    it then loads the result with strict=False (line 84), the tests with strict=True."""
     state = torch.load(path, map_location="cpu")["state_dict"]
     for k in list(state.keys()):
         if "encoder" in k:
@@ -66,6 +67,20 @@ def main_linear_state(path: Path) -> dict:
             state[k.replace("backbone.", "")] = state[k]
         del state[k]
     return state
+
+
+def main_linear_state_1_0_2(path: Path) -> dict:
+    """main_linear.py at a8296434 (solo-learn 1.0.2; not in its wheel), lines 93-97, transcribed;
+    it then loads the result with strict=False (line 98), the tests with strict=True."""
+    state = torch.load(path, map_location="cpu")["state_dict"]
+    for k in list(state.keys()):
+        if "encoder" in k:
+            state[k.replace("encoder.", "")] = state[k]
+        del state[k]
+    return state
+
+
+MAIN_LINEAR_KEY_LOOPS = {"main": main_linear_state_main, "1.0.2": main_linear_state_1_0_2}
 
 
 def digits_test(n: int = TEST_N):
@@ -163,17 +178,32 @@ def test_encoder_is_torchvisions_resnet18_with_the_adv_branch_folded_in(exported
     assert "layer1.0.bn1.weight" in keys and not any(".adv." in k or ".clean." in k for k in keys)
 
 
-def test_solo_learn_main_linear_loads_every_tensor(exported, planted_dual_bn_ckpt):
-    """The keys main_linear.py keeps are exactly the backbone's (strict=True): no BN tensor drops,
-    as the 80 of a dual-BN checkpoint did; the CIFAR stem needs data.dataset cifar10/cifar100."""
+@pytest.mark.parametrize("host", sorted(MAIN_LINEAR_KEY_LOOPS))
+def test_solo_learn_main_linear_loads_every_tensor(exported, planted_dual_bn_ckpt, host):
+    """The keys each host's main_linear.py keeps are exactly the backbone's (strict=True): no BN
+    tensor drops, as the 80 of a dual-BN checkpoint did, and 1.0.2's loop, which keeps only
+    `encoder.*`, no longer keeps none; the CIFAR stem needs the dataset cifar10/cifar100."""
     backbone = solo_learn_resnet18(cifar=True)
-    backbone.load_state_dict(main_linear_state(exported / "solo_learn.ckpt"), strict=True)
+    state = MAIN_LINEAR_KEY_LOOPS[host](exported / "solo_learn.ckpt")
+    assert len(state) == len(backbone.state_dict()) == 120
+    backbone.load_state_dict(state, strict=True)
     x, _ = digits_test(4)
     info = json.loads((exported / "export.json").read_text())
     with torch.no_grad():
         features = backbone.eval()(normalise(x, info["normalization"]))
     torch.testing.assert_close(features, branch_features(planted_dual_bn_ckpt, "adv", x), atol=1e-5, rtol=0)
     assert "cifar10 or cifar100" in info["solo_learn"]["note"]
+
+
+def test_solo_learn_ckpt_stores_each_tensor_once(exported):
+    """The two prefixes share storage: the file is no larger than encoder.pt plus the metadata."""
+    ckpt = torch.load(exported / "solo_learn.ckpt", weights_only=True)
+    state = ckpt["state_dict"]
+    for key, tensor in torch.load(exported / "encoder.pt", weights_only=True).items():
+        assert torch.equal(state[f"encoder.{key}"], tensor)
+        assert state[f"encoder.{key}"].data_ptr() == state[f"backbone.{key}"].data_ptr()
+    size = (exported / "solo_learn.ckpt").stat().st_size
+    assert size < 1.05 * (exported / "encoder.pt").stat().st_size
 
 
 def test_export_json_records_branch_normalisation_and_source(exported, planted_dual_bn_ckpt):
@@ -223,16 +253,26 @@ def test_model_py_needs_only_torch_and_torchvision(exported, eval_adv, planted_d
         torch.testing.assert_close(out["logits"], head(features), atol=1e-5, rtol=0)
 
 
-def test_model_info_has_robustbenchs_shape_and_evals_numbers(exported, eval_adv):
+def test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper(exported, eval_adv, tmp_path,
+                                                                         monkeypatch):
+    """RobustBench's own readers: `ModelInfo(**json)` (every key, nothing left out) and
+    `get_leaderboard_bibtex` over its zoo's tree (model_info/<dataset>/<threat model>/*.json, read
+    from the working directory), which skips a model without a paper and crashed on venue null."""
     info = json.loads((exported / "model_info.json").read_text())
     record = json.loads((eval_adv / "metrics.json").read_text())
-    fields = {field.name for field in dataclasses.fields(robustbench().utils.ModelInfo)}
-    assert set(info) - fields == {"threat_model"}
-    robustbench().utils.ModelInfo(**{k: v for k, v in info.items() if k in fields})
-    assert (info["threat_model"], info["eps"], info["architecture"]) == ("Linf", "8/255", "ResNet-18")
+    loaded = robustbench().utils.ModelInfo(**info)
+    assert (loaded.eps, loaded.architecture, loaded.venue) == ("8/255", "ResNet-18", "N/A")
     assert info["clean_acc"] == f"{record['metrics']['sa']:.2f}"
     assert info["autoattack_acc"] == f"{record['metrics']['aa']:.2f}"
     assert info["dataset"] == "digits" and info["number_forward_passes"] == 1
+    export = json.loads((exported / "export.json").read_text())
+    assert export["classifier"]["threat_model"] == "Linf"
+    assert "model_info/digits/Linf/" in export["classifier"]["robustbench"]
+    zoo = tmp_path / "model_info" / "cifar10" / "Linf"
+    zoo.mkdir(parents=True)
+    shutil.copy(exported / "model_info.json", zoo / "Solo2026NCP.json")
+    monkeypatch.chdir(tmp_path)
+    assert robustbench().utils.get_leaderboard_bibtex("cifar10", "Linf") == (set(), "")
 
 
 @pytest.mark.parametrize("target", ["", "encoder.pt", "solo_learn.ckpt"])

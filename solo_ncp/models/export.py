@@ -7,8 +7,11 @@ neither solo-ncp nor Lightning (`write_export`). An export folder holds:
   strict=True into torchvision's ResNet with `fc = Identity` and, for the CIFAR stem, solo-learn's
   conv1 / maxpool (`build_exported_encoder`), or into the WideResNet of
   `solo_ncp.models.wide_resnet` (RobustBench's names);
-- solo_learn.ckpt: {"state_dict": {"backbone.<key>": tensor}, "solo_ncp": metadata}, for solo-learn
-  main's `main_linear.py` (`pretrained_feature_extractor`), and itself a solo-ncp checkpoint;
+- solo_learn.ckpt: {"state_dict": {"encoder.<key>": tensor, ..., "backbone.<key>": tensor, ...},
+  "solo_ncp": metadata}: each tensor under both prefixes (stored once: the keys share it), so the
+  `pretrained_feature_extractor` key loops of `main_linear.py` in solo-learn 1.0.2 (keeps
+  `encoder.*`) and in main (renames `encoder.*` to `backbone.*`, then keeps `backbone.*`; the
+  `encoder.` keys come first for that) both load every tensor; itself a solo-ncp checkpoint;
 - model.py: `build_exported_encoder`, `build_exported_classifier` and their loaders, needing only
   torch and torchvision (`standalone_source`);
 - export.json: solo-ncp's metadata (`EXPORT_META_KEYS`: backbone, normalisation of [0, 1] inputs,
@@ -53,6 +56,10 @@ MODEL_FILE = "model.py"
 MODEL_INFO_FILE = "model_info.json"
 THREAT_MODEL = "Linf"
 """RobustBench's name of the threat model of `solo-ncp eval`'s PGD and AutoAttack."""
+UNPUBLISHED = "N/A"
+"""RobustBench's venue of a model without a paper (its bibtex helper skips it)."""
+SOLO_LEARN_PREFIXES = ("encoder.", "backbone.")
+"""solo_learn.ckpt's key prefixes: what solo-learn 1.0.2's main_linear.py keeps, then main's."""
 SOLO_LEARN_CIFAR_DATASETS = ("cifar10", "cifar100")
 """The data.dataset values for which solo-learn main's main_linear.py builds the CIFAR stem."""
 INPUTS = "(B, 3, H, W) float RGB images in [0, 1]"
@@ -139,20 +146,30 @@ def architecture(spec: BackboneSpec) -> str:
 
 
 def solo_learn_usage(spec: BackboneSpec) -> Dict[str, str]:
-    """How solo-learn main's main_linear.py reads solo_learn.ckpt, and what it builds of `spec`."""
+    """How main_linear.py of solo-learn main and of 1.0.2 reads solo_learn.ckpt, and what each builds
+    of `spec`."""
     if spec.name in WIDE_RESNETS:
         note = (f"solo-learn has no {spec.name} (main's wide_resnet28w* is FixMatch's): "
-                "solo_ncp.methods.register_backbones adds it to solo-learn's backbones")
+                "solo_ncp.methods.register_backbones adds it to main's backbones; 1.0.2's "
+                "main_linear.py builds only its own (--encoder resnet18, resnet50, vit_*, swin_*)")
     elif spec.cifar:
-        note = ("CIFAR stem: main_linear.py builds it only for data.dataset "
+        note = ("CIFAR stem: main_linear.py builds it only for data.dataset (1.0.2: --dataset) "
                 f"{' or '.join(SOLO_LEARN_CIFAR_DATASETS)}")
     else:
-        note = ("ImageNet stem: main_linear.py builds it for every data.dataset but "
-                f"{' and '.join(SOLO_LEARN_CIFAR_DATASETS)}")
+        note = ("ImageNet stem: main_linear.py builds it for every data.dataset (1.0.2: --dataset) "
+                f"but {' and '.join(SOLO_LEARN_CIFAR_DATASETS)}")
     return {"checkpoint": SOLO_LEARN_FILE,
             "main_linear": (f"backbone.name={spec.name} "
                             f"pretrained_feature_extractor=<folder>/{SOLO_LEARN_FILE}"),
+            "main_linear_1.0.2": (f"--encoder {spec.name} "
+                                  f"--pretrained_feature_extractor <folder>/{SOLO_LEARN_FILE}"),
             "note": note}
+
+
+def solo_learn_state_dict(backbone: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """solo_learn.ckpt's state dict: every tensor of `backbone` as `encoder.<key>` (solo-learn 1.0.2),
+    then again as `backbone.<key>` (main), in that order."""
+    return OrderedDict((f"{prefix}{k}", v) for prefix in SOLO_LEARN_PREFIXES for k, v in backbone.items())
 
 
 def export_info(encoder: LoadedEncoder) -> Dict:
@@ -220,8 +237,9 @@ def eps_label(eps: float) -> str:
 
 
 def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
-    """RobustBench's model_info entry (`robustbench.utils.ModelInfo`'s fields, as its zoo's JSON
-    files; numbers as strings with 2 decimals) plus the threat model its zoo keeps in the path."""
+    """RobustBench's model_info entry: exactly `robustbench.utils.ModelInfo`'s fields, as its zoo's
+    JSON files (numbers as strings with 2 decimals, `venue` "N/A" for an unpublished model, which its
+    bibtex helper skips); the threat model is the zoo's folder (`model_info_path`)."""
     metrics, settings = branch["metrics"], record["settings"]
     bn = f" ({branch['bn']} BN)" if branch["bn"] else ""
     trained_on = info["dataset"]
@@ -232,7 +250,7 @@ def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
         "additional_data": None if trained_on is None else trained_on != record["dataset"],
         "number_forward_passes": 1,
         "dataset": record["dataset"],
-        "venue": None,
+        "venue": UNPUBLISHED,
         "architecture": architecture(BackboneSpec(**info["backbone"])),
         "eps": eps_label(settings["aa"]["eps"]),
         "clean_acc": f"{metrics['sa']:.2f}",
@@ -240,8 +258,12 @@ def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
         "autoattack_acc": None if metrics["aa"] is None else f"{metrics['aa']:.2f}",
         "footnote": (f"solo-ncp eval: clean accuracy on the first {metrics['sa_n']} test images, "
                      f"AutoAttack ({settings['aa']['version']}) on the first {metrics['aa_n']}"),
-        "threat_model": THREAT_MODEL,
     }
+
+
+def model_info_path(record: Mapping) -> str:
+    """Where RobustBench's zoo keeps model_info.json: model_info/<dataset>/<threat model>/<name>.json."""
+    return f"model_info/{record['dataset']}/{THREAT_MODEL}/<model name>.json"
 
 
 def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = None,
@@ -254,7 +276,7 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
     info = export_info(encoder)
     backbone = OrderedDict((k, v.detach().cpu()) for k, v in encoder.model.backbone.state_dict().items())
     files = {EXPORTED_ENCODER: backbone,
-             SOLO_LEARN_FILE: {"state_dict": OrderedDict((f"backbone.{k}", v) for k, v in backbone.items()),
+             SOLO_LEARN_FILE: {"state_dict": solo_learn_state_dict(backbone),
                                META_KEY: {k: info[k] for k in EXPORT_META_KEYS}}}
     load_weights(build_exported_encoder(info), backbone, f"folded encoder of {encoder.path}")
     if evaluation is not None:
@@ -270,6 +292,8 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
             "evaluation": {"path": str(eval_dir), "mode": evaluation["mode"], "head": evaluation["head"],
                            "seed": evaluation["seed"], "metrics": branch["metrics"]},
             "model_info": MODEL_INFO_FILE,
+            "threat_model": THREAT_MODEL,
+            "robustbench": f"{MODEL_INFO_FILE} belongs at {model_info_path(evaluation)} in RobustBench's tree",
         }
         load_weights(build_exported_classifier(info), state, f"classifier of {eval_dir}")
         files[CLASSIFIER_FILE] = state
