@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny real stage-1 run on scikit-learn's digits, made once per session."""
+"""Shared fixtures: a tiny real stage-1 run on scikit-learn's digits, made once per session (once per
+pytest-xdist worker)."""
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,17 @@ import torch
 import solo_ncp.methods  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs `-n auto`), each worker gets its share of the CPU's
+    threads, it and the processes its tests start (OMP_NUM_THREADS), instead of every worker
+    running as many threads as there are cores."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # 2 epochs of SimCLR on digits (8x8), small projector: about 20 s on 2 CPU cores.
