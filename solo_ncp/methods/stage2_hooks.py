@@ -40,6 +40,7 @@ from solo_ncp.ncp import (
 )
 from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
 from solo_ncp.ncp.step import ASSIGNMENTS
+from solo_ncp.threat_model import NORMS, budget_warning
 
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
 KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
@@ -67,6 +68,7 @@ OPTIONS = (
     Option("k", int, at_least=1),
     Option("k_file", str),
     Option("lam", float, 6.0, at_least=0),
+    Option("norm", str, "Linf", NORMS),
     Option("eps", float, 8 / 255, at_least=0),
     Option("alpha", float, 2 / 255, above=0),
     Option("pgd_steps", int, 5, at_least=1),
@@ -177,10 +179,13 @@ class Stage2Hooks:
         else with solo-ncp's statistics of `dataset`."""
         self.stage2 = Stage2Config(
             perturbation=self.perturbation, strategy=options["strategy"],
-            neighbor_rank=options["neighbor_rank"], lam=options["lam"], eps=options["eps"],
+            neighbor_rank=options["neighbor_rank"], lam=options["lam"], norm=options["norm"], eps=options["eps"],
             alpha=options["alpha"], steps=options["pgd_steps"], assign=options["assign"],
             dual_bn=options["dual_bn"], cluster_bn=options["cluster_bn"],
         )
+        warning = budget_warning(options["norm"], options["eps"])
+        if warning:
+            print(f"[solo-ncp] warning: method_kwargs.eps: {warning}")
         normalization = options["normalization"]
         if normalization is None and dataset in DATASETS:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
@@ -341,7 +346,7 @@ class Stage2Hooks:
     def on_train_epoch_end(self) -> None:
         """Every `val_robust_every` epochs (after epochs N, 2N, ...): SA and PGD-20 RA of the
         online classifier (eval mode, `cluster_bn` branch) on the fixed validation subset, in
-        percent, with the method's eps and alpha and the same random starts each time
+        percent, with the method's norm, eps and alpha and the same random starts each time
         (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and attacked).
         Every rank evaluates the same images, so the mean over ranks that is logged is each
         rank's value."""
@@ -352,7 +357,7 @@ class Stage2Hooks:
             self._set_val_robust_subset()
         classifier = self.online_classifier()
         with bn_branch(classifier, self.stage2.cluster_bn):
-            metrics = evaluate(classifier, self.val_robust_data, eps=self.stage2.eps,
+            metrics = evaluate(classifier, self.val_robust_data, norm=self.stage2.norm, eps=self.stage2.eps,
                                alpha=self.stage2.alpha, steps=TEST_PGD_STEPS,
                                batch_size=self.val_robust_batch_size, device=self.device,
                                seed=VAL_ROBUST_SEED, progress=False)
