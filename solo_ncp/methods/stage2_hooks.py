@@ -26,7 +26,7 @@ from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import META_KEY
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch
-from solo_ncp.models.normalize import Normalize
+from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
     Stage2Config,
     KMEANS_INITS,
@@ -155,7 +155,8 @@ class Stage2Hooks:
     neighbouring cluster, spherical k-means of the whole training set every `cluster_every` epochs.
 
     Monitors: the progress bar shows the stage-2 loss (`loss`), its terms (`distill`, `robust`)
-    and the online classifier's cross-entropy (`clf_loss`); every `val_robust_every` epochs the
+    and the online classifier's cross-entropy (`clf_loss`; the classifier reads f2's features
+    centred and L2-normalised, `monitor_logits`); every `val_robust_every` epochs the
     online classifier's clean and PGD-20 accuracy on the first `val_robust_n` validation images
     are logged (`val_robust/*`); solo-learn's `knn_eval` scores the encoder's features. The
     online classifier, the validation forward and the k-NN all see f2 in eval mode through the
@@ -253,12 +254,17 @@ class Stage2Hooks:
         one the online classifier is trained on: the host's forward (validation, k-NN)."""
         with bn_branch(self.student_backbone, self.stage2.cluster_bn):
             feats = self.student_backbone(self.normalize(X))
-        return {"logits": self.classifier(feats.detach()), "feats": feats}
+        return {"logits": self.monitor_logits(feats.detach()), "feats": feats}
+
+    def monitor_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, D) of f2 -> the online classifier's logits (B, classes), on the features
+        centred and L2-normalised (`UnitFeatures`)."""
+        return self.classifier(UnitFeatures()(features))
 
     def online_classifier(self) -> nn.Module:
-        """[0, 1] images -> logits: normalisation, f2 and the online linear classifier, one module
-        built on the fly (its dual BNs take the branch the caller chooses)."""
-        return nn.Sequential(self.normalize, self.student_backbone, self.classifier)
+        """[0, 1] images -> logits: normalisation, f2, unit-length features and the online linear
+        classifier, one module built on the fly (its dual BNs take the branch the caller chooses)."""
+        return nn.Sequential(self.normalize, self.student_backbone, UnitFeatures(), self.classifier)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -458,7 +464,7 @@ class Stage2Hooks:
             )
         if self.cluster_features == "memory_bank":
             self._remember(indexes, out.eval_features)
-        logits = self.classifier(out.eval_features)
+        logits = self.monitor_logits(out.eval_features)
         class_loss = F.cross_entropy(logits, targets, ignore_index=-1)
         acc1, acc5 = accuracy_at_k(logits, targets, top_k=(1, min(5, logits.size(1))))
         metrics = {
