@@ -1,20 +1,24 @@
 """Apply deliberate bugs to a copy of the repository and check that the tests guarding each one fail.
 
-Usage: .venv/bin/python scripts/mutation_check.py [--only NAME ...] [--python PATH]
+Usage: .venv/bin/python scripts/mutation_check.py [--only NAME ...] [--python PATH] [--jobs N]
 
 For each mutation: copy the working tree (git's tracked and untracked-but-not-ignored files) to a
 temporary folder, replace one snippet of one file, run the named tests there with `-x`, and print
 one table row. A mutation the tests do not catch ("MISSED") makes the exit code 1. The snippet must
 occur exactly once in the file, so a refactor that moves it fails loudly instead of testing nothing.
+`--jobs N` (default: the CPU count) runs N mutants at once, each in its own copy and process, with
+the CPU's threads shared out between them (OMP_NUM_THREADS); rows print in the table's order.
 """
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,6 +152,18 @@ MUTATIONS = (
     Mutation("model_info.json with RobustBench's venue null", "solo_ncp/models/export.py",
              '"venue": UNPUBLISHED,', '"venue": None,',
              ("tests/test_export.py::test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper",)),
+    Mutation("L2 PGD steps along sign(grad)", "solo_ncp/attacks/pgd.py",
+             "return grad / (_l2_norms(grad) + DIVISION_EPS)", "return grad.sign()",
+             ("tests/test_attacks_l2.py",)),
+    Mutation("AutoAttack always in the L-inf ball", "solo_ncp/eval/autoattack.py",
+             "norm=norm,", 'norm="Linf",',
+             ("tests/test_eval_l2.py::test_autoattack_ran_in_the_l2_ball",)),
+    Mutation("stage 2 ignores method_kwargs.norm", "solo_ncp/methods/stage2_hooks.py",
+             'norm=options["norm"], ', "",
+             ("tests/test_eval_l2.py::test_stage2_norm_reaches_its_pgd",)),
+    Mutation("online classifier on raw features", "solo_ncp/models/normalize.py",
+             "return F.normalize(features - features.mean(dim=1, keepdim=True), dim=1)", "return features",
+             ("tests/test_monitors.py::test_the_online_classifier_stays_near_chance_at_the_configs_lr",)),
     Mutation("reproduce's own lock removed", "solo_ncp/commands/reproduce.py",
              "else folder_lock(out):", "else nullcontext():",
              ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
@@ -177,8 +193,10 @@ def apply(root: Path, mutation: Mutation) -> None:
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
-def run(mutation: Optional[Mutation], tests: Sequence[str], python: str) -> Tuple[bool, float]:
-    """(the tests failed, seconds) in a copy of the tree with `mutation` applied (None: unchanged)."""
+def run(mutation: Optional[Mutation], tests: Sequence[str], python: str,
+        env: Optional[Dict[str, str]] = None) -> Tuple[bool, float]:
+    """(the tests failed, seconds) in a copy of the tree with `mutation` applied (None: unchanged),
+    pytest running in the environment `env` (default: this process's)."""
     with tempfile.TemporaryDirectory(prefix="solo-ncp-mutant-") as tmp:
         root = Path(tmp)
         copy_tree(root)
@@ -187,7 +205,7 @@ def run(mutation: Optional[Mutation], tests: Sequence[str], python: str) -> Tupl
         start = time.time()
         result = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:randomly",
                                  "-p", "no:cacheprovider", *tests],
-                                cwd=root, capture_output=True, text=True)
+                                cwd=root, capture_output=True, text=True, env=env)
         return result.returncode != 0, time.time() - start
 
 
@@ -196,7 +214,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="mutation names (substrings)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pytest")
     parser.add_argument("--list", action="store_true", help="print the mutations and their tests, run none")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="mutants tested at once (default: the CPU count)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
     if args.list:
         for mutation in chosen:
@@ -210,12 +232,15 @@ def main() -> int:
     if failed:
         print("error: the unmutated tests fail, so no mutation can be judged: fix them first")
         return 1
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     missed = 0
-    for mutation in chosen:
-        caught, seconds = run(mutation, mutation.tests, args.python)
-        missed += not caught
-        print(f"| {mutation.name} | {' '.join(mutation.tests)} | {'caught' if caught else 'MISSED'} "
-              f"| {seconds:.0f} |", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = pool.map(lambda m: run(m, m.tests, args.python, env), chosen)
+        for mutation, (caught, seconds) in zip(chosen, results):
+            missed += not caught
+            print(f"| {mutation.name} | {' '.join(mutation.tests)} | {'caught' if caught else 'MISSED'} "
+                  f"| {seconds:.0f} |", flush=True)
     return 1 if missed else 0
 
 

@@ -258,6 +258,8 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "AutoAttack subset beyond the test set": (lambda w: evaluate(w, "simclr", "--aa-n", "100000"),
                                               ["--aa-n"]),
     "no PGD steps": (lambda w: evaluate(w, "simclr", "--pgd-steps", "0"), ["--pgd-steps"]),
+    "unknown threat model": (lambda w: evaluate(w, "simclr", "--norm", "L3"),
+                             ["--norm 'L3'", "--norm Linf or --norm L2"]),
     "zero PGD batch size": (lambda w: evaluate(w, "simclr", "--pgd-batch-size", "0"), ["--pgd-batch-size"]),
     # --device, checked before any work (the checkpoint is not a checkpoint: it is not read)
     **{f"{command}: --device {device}": on_device(command, device)
@@ -289,6 +291,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "unknown bundled config": (lambda w: ["pretrain", "--config", "cifar10/nope"],
                                ["cifar10/nope", "cifar10/ncp"]),
     "kmeans_n_init 0": (lambda w: stage2(w, "+method_kwargs.kmeans_n_init=0"), ["kmeans_n_init=0"]),
+    "unknown stage-2 threat model": (lambda w: stage2(w, "+method_kwargs.norm=L3"), ["norm", "L3", "Linf, L2"]),
     "speed switch not a boolean": (lambda w: stage2(w, "+method_kwargs.channels_last=maybe"),
                                    ["channels_last='maybe'", "true or false"]),
     # files that are no checkpoint; malformed Fashion-MNIST files

@@ -41,6 +41,7 @@ from solo_ncp.eval.protocol import (
 )
 from solo_ncp.io import NotWritableError, check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
+from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, default_alpha
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
@@ -70,8 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=None,
                         help="TRADES weight (default 6; --loss trades only)")
     parser.add_argument("--out", required=True, help="run folder for metrics.json, heads and logs")
-    parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
-    parser.add_argument("--alpha", type=float, default=2 / 255, help="PGD step in [0, 1] units")
+    parser.add_argument("--norm", default="Linf", metavar="{" + ",".join(NORMS) + "}",
+                        help="threat model of PGD (RA, and ALF/AFF's training examples) and AutoAttack "
+                             "(default Linf, the paper's)")
+    parser.add_argument("--eps", type=float, default=None,
+                        help="budget in [0, 1] pixel units (default: "
+                             + ", ".join(f"{norm} {eps:.4g}" for norm, eps in DEFAULT_EPS.items())
+                             + "; L2 over the whole image)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="PGD step in [0, 1] pixel units (default: 2/255 for Linf, eps / 4 for L2)")
     parser.add_argument("--pgd-steps", type=int, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
     for option, what, cuda_default in (("--pgd-batch-size", "PGD (SA and RA)", CUDA_PGD_BATCH),
                                        ("--aa-batch-size", "AutoAttack", CUDA_AA_BATCH)):
@@ -95,9 +103,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.cache_features and args.mode != "slf":
         raise ValueError(f"--cache-features is SLF only: --mode {args.mode} attacks images through the "
                          "encoder; drop --cache-features")
+    if args.norm not in NORMS:
+        raise ValueError(f"--norm {args.norm!r} is not a threat model solo-ncp attacks in: pass "
+                         f"--norm {' or --norm '.join(NORMS)}")
+    if args.eps is None:
+        args.eps = DEFAULT_EPS[args.norm]
+    if args.alpha is None:
+        args.alpha = default_alpha(args.norm, args.eps)
     if args.eps < 0 or args.alpha < 0:
-        raise ValueError(f"--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, "
-                         f"got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
+        raise ValueError(f"--eps and --alpha are {args.norm} sizes in [0, 1] pixel units and must be "
+                         f">= 0, got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
     for option, value in (("--pgd-batch-size", args.pgd_batch_size), ("--aa-batch-size", args.aa_batch_size)):
         if value != AUTO and value < 1:
             raise ValueError(f"{option} must be >= 1 (or {AUTO}), got {value}")
@@ -185,7 +200,8 @@ def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, tes
     if aa_n:
         files["autoattack_log"] = branch_file("autoattack_log", encoder.bn)
     aa_log_path = out / files["autoattack_log"] if aa_n else None
-    metrics = evaluate(tuned.classifier, test_set, eps=args.eps, alpha=args.alpha, steps=args.pgd_steps,
+    metrics = evaluate(tuned.classifier, test_set, norm=args.norm, eps=args.eps, alpha=args.alpha,
+                       steps=args.pgd_steps,
                        batch_size=batch_sizes["pgd"], aa_batch_size=batch_sizes["aa"], aa_n=aa_n,
                        aa_version=args.aa_version, aa_attacks=args.aa_attacks, aa_log_path=aa_log_path,
                        device=device, seed=args.seed, timings=timings)
@@ -209,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_json, file_sha256, remove_outputs
 
     check_arguments(args)
+    warning = budget_warning(args.norm, args.eps)
+    if warning:
+        print(f"[solo-ncp] warning: {warning}")
     out = Path(args.out) / METRICS_FILE
     refuse_overwrite(out, args.overwrite)
     try:
@@ -217,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
     spec = get_spec(args.dataset)
     cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
-                      beta=args.beta, eps=args.eps, alpha=args.alpha)
+                      beta=args.beta, norm=args.norm, eps=args.eps, alpha=args.alpha)
     encoders = load_branches(args)
     train_set, test_set = evaluation_splits(args, spec)
     aa_n = len(test_set) if args.aa_n is None else args.aa_n
@@ -241,12 +260,14 @@ def run(args: argparse.Namespace) -> int:
         "bn": branches[0]["bn"],
         "metrics": branches[0]["metrics"],
         "ra_counting": RA_COUNTING,
+        "threat_model": args.norm,
         "settings": {
             "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
             "cache_features": args.cache_features,
-            "ra": {"eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
+            "ra": {"norm": args.norm, "eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
                    "batch_size": batch_sizes["pgd"]},
-            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "eps": args.eps, "n": aa_n,
+            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "norm": args.norm, "eps": args.eps,
+                   "n": aa_n,
                    "batch_size": batch_sizes["aa"]},
             "train_n": len(train_set),
             "test_n": len(test_set),

@@ -79,6 +79,7 @@ def autoattack_accuracy(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
+    norm: str = "Linf",
     eps: float,
     n: int,
     device: Device,
@@ -89,7 +90,8 @@ def autoattack_accuracy(
     log_path: Optional[Union[str, os.PathLike]] = None,
     progress: bool = True,
 ) -> AutoAttackResult:
-    """L-inf AutoAttack robust accuracy (%) of `classifier` on the first `n` of (x, y).
+    """AutoAttack robust accuracy (%) of `classifier` on the first `n` of (x, y), in the `norm` ball
+    ("Linf" or "L2": AutoAttack's own versions of each attack for that threat model).
 
     classifier: [0, 1] images -> logits, normalisation inside; run in eval mode (restored after)
     and in fp32 (autocast disabled, x cast to float32). x: (N, C, H, W) in [0, 1]; y: (N,).
@@ -118,7 +120,7 @@ def autoattack_accuracy(
             attacks=list(attacks) if attacks is not None else None,
             device=device,
             eps=eps,
-            norm="Linf",
+            norm=norm,
             seed=seed,
             version=version,
         )

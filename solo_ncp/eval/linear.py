@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from solo_ncp.attacks import cross_entropy_objective, pgd
+from solo_ncp.attacks import check_norm, cross_entropy_objective, pgd
 from solo_ncp.eval import protocol
 from solo_ncp.eval.heads import as_linear, feature_affine, new_head
 from solo_ncp.eval.trades import trades_loss, trades_objective
@@ -38,8 +38,9 @@ class FineTuneConfig:
 
     lr: learning rate of every trained parameter. loss: "ce" or "trades" (alf/aff; slf is CE on
     clean images); beta: TRADES weight, only with loss "trades" (default protocol.TRADES_BETA).
-    head: one of protocol.HEADS (solo_ncp.eval.heads). eps, alpha: [0, 1] pixel units;
-    steps: PGD steps of the training examples.
+    head: one of protocol.HEADS (solo_ncp.eval.heads). norm: the threat model of the training
+    examples' PGD ("Linf" or "L2"); eps, alpha: its radius and step in [0, 1] pixel units; steps:
+    its iterations.
     """
 
     epochs: int = protocol.EPOCHS
@@ -53,6 +54,7 @@ class FineTuneConfig:
     loss: str = "ce"
     beta: Optional[float] = None
     head: str = protocol.DEFAULT_HEAD
+    norm: str = "Linf"
     eps: float = 8 / 255
     alpha: float = 2 / 255
     steps: int = protocol.TRAIN_PGD_STEPS
@@ -65,6 +67,7 @@ class FineTuneConfig:
         if self.head not in protocol.HEADS:
             raise ValueError(f"head must be one of {protocol.HEADS}, got {self.head!r}")
         protocol.check_loss(self.mode, self.loss, self.beta)
+        check_norm(self.norm)
         if self.loss == "trades" and self.beta is None:
             object.__setattr__(self, "beta", protocol.TRADES_BETA)
         if self.epochs < 1 or self.batch_size < 1:
@@ -143,7 +146,7 @@ def _feature_dim(encoder: nn.Module, train_set: Dataset, device: Device) -> int:
 
 
 def _adversarial_loss(classifier: nn.Module, cfg: FineTuneConfig, generator: torch.Generator) -> BatchLoss:
-    """ALF/AFF batch loss: PGD (cfg.steps, eps, alpha, random start) in eval mode on the CE or the
+    """ALF/AFF batch loss: PGD (cfg.norm, steps, eps, alpha, random start) in eval mode on the CE or the
     TRADES KL, then the loss in the classifier's current mode (train mode for AFF's encoder)."""
 
     def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -153,7 +156,8 @@ def _adversarial_loss(classifier: nn.Module, cfg: FineTuneConfig, generator: tor
                     objective = trades_objective(classifier, classifier(x))
             else:
                 objective = cross_entropy_objective(classifier, y)
-            return pgd(objective, x, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, generator=generator)
+            return pgd(objective, x, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, generator=generator,
+                       norm=cfg.norm)
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x_adv = attack(x, y)

@@ -52,6 +52,8 @@ BRANCH_LEGEND = ("Rows: `(adv BN)` is a dual-BN encoder evaluated through its ad
                  "encoder through its clean BN, a second row; a row without a branch is a one-BN "
                  "encoder. ")
 NOT_RECORDED = "not recorded"
+LINF_LABEL = "L-inf"
+"""How tables write the L-inf threat model."""
 PAPER_HEAD = "paper"
 LEGACY_HEAD = PAPER_HEAD
 """Head of metrics.json files that do not name one: the evaluation then had only the paper's."""
@@ -169,19 +171,28 @@ def _fraction_of_255(value: float) -> str:
     return f"{value * 255:.3g}/255"
 
 
+def _budget(attack: Mapping, key: str) -> str:
+    """An attack's size `key` ("eps", "alpha") in its threat model's usual units: "8/255" in L-inf
+    (the norm of files written before L2 existed), "0.5" in L2; with the norm's name for "eps"."""
+    norm = attack.get("norm", "Linf")
+    value = float(attack[key])
+    size = _fraction_of_255(value) if norm == "Linf" else f"{value:.3g}"
+    return f"{LINF_LABEL if norm == 'Linf' else norm} eps {size}" if key == "eps" else size
+
+
 def _attacks(settings: object) -> Dict[str, str]:
     """{"ra": "PGD-20, L-inf eps 8/255, step 2/255", "aa": "AutoAttack standard, L-inf eps 8/255"}
-    from metrics.json's settings (NOT_RECORDED where an older file lacks them)."""
+    (or "L2 eps 0.5, step 0.125") from metrics.json's settings (NOT_RECORDED where an older file
+    lacks them)."""
     settings = settings if isinstance(settings, dict) else {}
     ra, aa = settings.get("ra") or {}, settings.get("aa") or {}
     try:
-        ra_text = (f"PGD-{int(ra['steps'])}, L-inf eps {_fraction_of_255(float(ra['eps']))}, "
-                   f"step {_fraction_of_255(float(ra['alpha']))}")
+        ra_text = f"PGD-{int(ra['steps'])}, {_budget(ra, 'eps')}, step {_budget(ra, 'alpha')}"
     except (KeyError, TypeError, ValueError):
         ra_text = NOT_RECORDED
     try:
         attacks = f" ({', '.join(aa['attacks'])})" if aa.get("attacks") else ""
-        aa_text = f"AutoAttack {aa['version']}{attacks}, L-inf eps {_fraction_of_255(float(aa['eps']))}"
+        aa_text = f"AutoAttack {aa['version']}{attacks}, {_budget(aa, 'eps')}"
     except (KeyError, TypeError, ValueError):
         aa_text = NOT_RECORDED
     return {"ra": ra_text, "aa": aa_text}

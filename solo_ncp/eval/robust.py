@@ -23,6 +23,7 @@ def evaluate(
     classifier: nn.Module,
     test_set: Dataset,
     *,
+    norm: str = "Linf",
     eps: float = 8 / 255,
     alpha: float = 2 / 255,
     steps: int = 20,
@@ -41,12 +42,14 @@ def evaluate(
 
     The classifier (normalisation, encoder with its BN branch already chosen, head) runs in eval
     mode for every metric; its modes are restored afterwards. test_set yields (x: (C, H, W) in
-    [0, 1], y: int). RA: `steps`-step L-inf PGD (eps, alpha in pixel units) on the cross-entropy,
+    [0, 1], y: int). RA: `steps`-step PGD in the `norm` ball ("Linf" or "L2"; eps, alpha in pixel
+    units) on the cross-entropy,
     `batch_size` images at a time; a sample counts as robust only if it is classified correctly
     both clean and under attack (as AutoAttack counts), so RA <= SA. The random start is drawn
     from a CPU generator seeded by `seed`, serially in test-set order, so each image's start (and
     its result) does not depend on `batch_size` or on the device's RNG. AA: AutoAttack
-    `aa_version` (with `aa_attacks` for "custom") on the first `aa_n` test images, `aa_batch_size`
+    `aa_version` (with `aa_attacks` for "custom"), in the same `norm` ball, on the first `aa_n` test
+    images, `aa_batch_size`
     (default `batch_size`) at a time, its per-attack log written to `aa_log_path` when given;
     aa_n None or 0 skips it (aa recorded as None, aa_n as 0). AutoAttack reseeds its random
     starts for every batch (pyautoattack's behaviour), so its per-image results, unlike PGD's,
@@ -69,7 +72,7 @@ def evaluate(
             with torch.no_grad():
                 clean_hit = classifier(x).argmax(1) == y
             objective = cross_entropy_objective(classifier, y)
-            x_adv = pgd(objective, x, eps=eps, alpha=alpha, steps=steps, generator=generator)
+            x_adv = pgd(objective, x, eps=eps, alpha=alpha, steps=steps, generator=generator, norm=norm)
             with torch.no_grad():
                 robust_hit = clean_hit & (classifier(x_adv).argmax(1) == y)
             clean_correct += clean_hit.sum().item()
@@ -87,7 +90,8 @@ def evaluate(
         aa_batch_size = aa_batch_size or batch_size
         with timed(timings, "autoattack", device):
             x_aa, y_aa = _first_images(test_set, aa_n, aa_batch_size)
-            result = autoattack_accuracy(classifier, x_aa, y_aa, eps=eps, n=aa_n, device=device, seed=seed,
+            result = autoattack_accuracy(classifier, x_aa, y_aa, norm=norm, eps=eps, n=aa_n, device=device,
+                                         seed=seed,
                                          version=aa_version, attacks=aa_attacks, batch_size=aa_batch_size,
                                          log_path=aa_log_path, progress=progress)
         metrics.update(aa=result.accuracy, aa_n=result.n)

@@ -26,7 +26,7 @@ from solo_ncp.io import file_sha256
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import META_KEY
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch
-from solo_ncp.models.normalize import Normalize
+from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
     Stage2Config,
     KMEANS_INITS,
@@ -40,6 +40,7 @@ from solo_ncp.ncp import (
 )
 from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
 from solo_ncp.ncp.step import ASSIGNMENTS
+from solo_ncp.threat_model import NORMS, budget_warning
 
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
 KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
@@ -67,6 +68,7 @@ OPTIONS = (
     Option("k", int, at_least=1),
     Option("k_file", str),
     Option("lam", float, 6.0, at_least=0),
+    Option("norm", str, "Linf", NORMS),
     Option("eps", float, 8 / 255, at_least=0),
     Option("alpha", float, 2 / 255, above=0),
     Option("pgd_steps", int, 5, at_least=1),
@@ -153,7 +155,8 @@ class Stage2Hooks:
     neighbouring cluster, spherical k-means of the whole training set every `cluster_every` epochs.
 
     Monitors: the progress bar shows the stage-2 loss (`loss`), its terms (`distill`, `robust`)
-    and the online classifier's cross-entropy (`clf_loss`); every `val_robust_every` epochs the
+    and the online classifier's cross-entropy (`clf_loss`; the classifier reads f2's features
+    centred and L2-normalised, `monitor_logits`); every `val_robust_every` epochs the
     online classifier's clean and PGD-20 accuracy on the first `val_robust_n` validation images
     are logged (`val_robust/*`); solo-learn's `knn_eval` scores the encoder's features. The
     online classifier, the validation forward and the k-NN all see f2 in eval mode through the
@@ -177,10 +180,13 @@ class Stage2Hooks:
         else with solo-ncp's statistics of `dataset`."""
         self.stage2 = Stage2Config(
             perturbation=self.perturbation, strategy=options["strategy"],
-            neighbor_rank=options["neighbor_rank"], lam=options["lam"], eps=options["eps"],
+            neighbor_rank=options["neighbor_rank"], lam=options["lam"], norm=options["norm"], eps=options["eps"],
             alpha=options["alpha"], steps=options["pgd_steps"], assign=options["assign"],
             dual_bn=options["dual_bn"], cluster_bn=options["cluster_bn"],
         )
+        warning = budget_warning(options["norm"], options["eps"])
+        if warning:
+            print(f"[solo-ncp] warning: method_kwargs.eps: {warning}")
         normalization = options["normalization"]
         if normalization is None and dataset in DATASETS:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
@@ -248,12 +254,17 @@ class Stage2Hooks:
         one the online classifier is trained on: the host's forward (validation, k-NN)."""
         with bn_branch(self.student_backbone, self.stage2.cluster_bn):
             feats = self.student_backbone(self.normalize(X))
-        return {"logits": self.classifier(feats.detach()), "feats": feats}
+        return {"logits": self.monitor_logits(feats.detach()), "feats": feats}
+
+    def monitor_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, D) of f2 -> the online classifier's logits (B, classes), on the features
+        centred and L2-normalised (`UnitFeatures`)."""
+        return self.classifier(UnitFeatures()(features))
 
     def online_classifier(self) -> nn.Module:
-        """[0, 1] images -> logits: normalisation, f2 and the online linear classifier, one module
-        built on the fly (its dual BNs take the branch the caller chooses)."""
-        return nn.Sequential(self.normalize, self.student_backbone, self.classifier)
+        """[0, 1] images -> logits: normalisation, f2, unit-length features and the online linear
+        classifier, one module built on the fly (its dual BNs take the branch the caller chooses)."""
+        return nn.Sequential(self.normalize, self.student_backbone, UnitFeatures(), self.classifier)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -341,7 +352,7 @@ class Stage2Hooks:
     def on_train_epoch_end(self) -> None:
         """Every `val_robust_every` epochs (after epochs N, 2N, ...): SA and PGD-20 RA of the
         online classifier (eval mode, `cluster_bn` branch) on the fixed validation subset, in
-        percent, with the method's eps and alpha and the same random starts each time
+        percent, with the method's norm, eps and alpha and the same random starts each time
         (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and attacked).
         Every rank evaluates the same images, so the mean over ranks that is logged is each
         rank's value."""
@@ -352,7 +363,7 @@ class Stage2Hooks:
             self._set_val_robust_subset()
         classifier = self.online_classifier()
         with bn_branch(classifier, self.stage2.cluster_bn):
-            metrics = evaluate(classifier, self.val_robust_data, eps=self.stage2.eps,
+            metrics = evaluate(classifier, self.val_robust_data, norm=self.stage2.norm, eps=self.stage2.eps,
                                alpha=self.stage2.alpha, steps=TEST_PGD_STEPS,
                                batch_size=self.val_robust_batch_size, device=self.device,
                                seed=VAL_ROBUST_SEED, progress=False)
@@ -453,7 +464,7 @@ class Stage2Hooks:
             )
         if self.cluster_features == "memory_bank":
             self._remember(indexes, out.eval_features)
-        logits = self.classifier(out.eval_features)
+        logits = self.monitor_logits(out.eval_features)
         class_loss = F.cross_entropy(logits, targets, ignore_index=-1)
         acc1, acc5 = accuracy_at_k(logits, targets, top_k=(1, min(5, logits.size(1))))
         metrics = {

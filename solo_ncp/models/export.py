@@ -54,8 +54,6 @@ SOLO_LEARN_FILE = "solo_learn.ckpt"
 CLASSIFIER_FILE = "classifier.pt"
 MODEL_FILE = "model.py"
 MODEL_INFO_FILE = "model_info.json"
-THREAT_MODEL = "Linf"
-"""RobustBench's name of the threat model of `solo-ncp eval`'s PGD and AutoAttack."""
 UNPUBLISHED = "N/A"
 """RobustBench's venue of a model without a paper (its bibtex helper skips it)."""
 SOLO_LEARN_PREFIXES = ("encoder.", "backbone.")
@@ -230,10 +228,16 @@ def classifier_state(encoder: LoadedEncoder, branch: Mapping, eval_dir: Path) ->
     return OrderedDict([*body.items(), *((f"head.{k}", v) for k, v in head.items())])
 
 
-def eps_label(eps: float) -> str:
-    """RobustBench's eps: "8/255" for a multiple of 1/255, else the number."""
+def eps_label(eps: float, norm: str) -> str:
+    """RobustBench's eps: in L-inf "8/255" for a multiple of 1/255, else (and in L2) the number."""
     steps = round(eps * 255)
-    return f"{steps}/255" if abs(eps * 255 - steps) < 1e-6 else f"{eps:g}"
+    return f"{steps}/255" if norm == "Linf" and abs(eps * 255 - steps) < 1e-6 else f"{eps:g}"
+
+
+def threat_model(record: Mapping) -> str:
+    """The threat model (RobustBench's name) of eval's metrics.json `record`: "Linf" for files
+    written before L2 existed."""
+    return record.get("threat_model", "Linf")
 
 
 def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
@@ -252,7 +256,7 @@ def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
         "dataset": record["dataset"],
         "venue": UNPUBLISHED,
         "architecture": architecture(BackboneSpec(**info["backbone"])),
-        "eps": eps_label(settings["aa"]["eps"]),
+        "eps": eps_label(settings["aa"]["eps"], threat_model(record)),
         "clean_acc": f"{metrics['sa']:.2f}",
         "reported": None,
         "autoattack_acc": None if metrics["aa"] is None else f"{metrics['aa']:.2f}",
@@ -263,7 +267,7 @@ def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
 
 def model_info_path(record: Mapping) -> str:
     """Where RobustBench's zoo keeps model_info.json: model_info/<dataset>/<threat model>/<name>.json."""
-    return f"model_info/{record['dataset']}/{THREAT_MODEL}/<model name>.json"
+    return f"model_info/{record['dataset']}/{threat_model(record)}/<model name>.json"
 
 
 def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = None,
@@ -292,7 +296,7 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
             "evaluation": {"path": str(eval_dir), "mode": evaluation["mode"], "head": evaluation["head"],
                            "seed": evaluation["seed"], "metrics": branch["metrics"]},
             "model_info": MODEL_INFO_FILE,
-            "threat_model": THREAT_MODEL,
+            "threat_model": threat_model(evaluation),
             "robustbench": f"{MODEL_INFO_FILE} belongs at {model_info_path(evaluation)} in RobustBench's tree",
         }
         load_weights(build_exported_classifier(info), state, f"classifier of {eval_dir}")

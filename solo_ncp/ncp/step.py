@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solo_ncp.attacks import deacl_objective, ncp_objective, nearest_centroids, pgd
+from solo_ncp.attacks import check_norm, deacl_objective, ncp_objective, nearest_centroids, pgd
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.inference import eval_mode
@@ -33,7 +33,8 @@ ASSIGNMENTS = ("nearest", "index")
 class Stage2Config:
     """perturbation: "ncp" (Eq. 4) or "deacl" (Eq. 2). strategy: NCP's "i", "ii" or "iii".
     neighbor_rank: n of the n-th nearest centroid. lam: weight of the robust term of Eq. 3.
-    eps, alpha: L-inf budget and PGD step in [0, 1] pixel units; steps: PGD iterations.
+    norm: the PGD ball, "Linf" (the paper's) or "L2"; eps, alpha: its radius and step in [0, 1]
+    pixel units; steps: PGD iterations.
     assign: "nearest" = C_x / C_nbr ranked against f2(x) of the current view (Algorithm 1);
         "index" = the sample's cluster from the epoch's k-means and the n-th nearest centroid
         to its epoch feature (Section 3.2 (iii): "the cluster it belongs to").
@@ -46,6 +47,7 @@ class Stage2Config:
     strategy: str = "iii"
     neighbor_rank: int = 2
     lam: float = 6.0
+    norm: str = "Linf"
     eps: float = 8 / 255
     alpha: float = 2 / 255
     steps: int = 5
@@ -62,6 +64,7 @@ class Stage2Config:
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        check_norm(self.norm)
         if self.neighbor_rank < 2:
             raise ValueError(f"neighbor_rank={self.neighbor_rank} must be >= 2")
         if self.eps < 0 or self.alpha <= 0 or self.steps < 1 or self.lam < 0:
@@ -93,7 +96,7 @@ def adversarial_examples(student: nn.Module, x: torch.Tensor, objective, cfg: St
     """PGD on `objective` with the student in eval mode through the adversarial BN; the student's
     modes and branches are restored afterwards."""
     with eval_mode(student), bn_branch(student, "adv"):
-        return pgd(objective, x, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps)
+        return pgd(objective, x, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, norm=cfg.norm)
 
 
 @torch.no_grad()

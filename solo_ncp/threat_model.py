@@ -1,0 +1,39 @@
+"""The threat models of every attack (RobustBench's and AutoAttack's names) and their default
+budgets, in [0, 1] pixel units; importable without torch (the CLI's options use it)."""
+from typing import Optional
+
+NORMS = ("Linf", "L2")
+DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
+"""The budgets of RobustBench's CIFAR tracks: L-inf 8/255 (the paper's), L2 0.5 (per image, over
+all C*H*W pixels)."""
+LINF_STEP = 2 / 255
+"""The paper's L-inf PGD step (Section 4.1, Appendix A.3)."""
+L2_STEP_FRACTION = 1 / 4
+"""An L2 PGD step is eps / 4, the paper's L-inf step-to-budget ratio (2/255 of 8/255)."""
+SIZES_OF_THE_OTHER = {"Linf": 0.25, "L2": 0.1}
+"""An eps at or above ("Linf") / below ("L2") this is the size of the other norm's budgets."""
+
+
+def check_norm(norm: str) -> None:
+    """ValueError naming NORMS unless `norm` is one of them."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+
+
+def default_alpha(norm: str, eps: float) -> float:
+    """The PGD step for a `norm` ball of radius `eps`: the paper's 2/255 for L-inf, eps / 4 for L2."""
+    check_norm(norm)
+    return LINF_STEP if norm == "Linf" else eps * L2_STEP_FRACTION
+
+
+def budget_warning(norm: str, eps: float) -> Optional[str]:
+    """A warning when `eps` is the size of the other norm's budgets (L2 with 8/255: 16x smaller than
+    RobustBench's 0.5; L-inf with 0.5: half the pixel range), else None."""
+    check_norm(norm)
+    if norm == "L2" and eps < SIZES_OF_THE_OTHER["L2"]:
+        return (f"L2 eps {eps:.4g} is an L-inf-sized budget ({eps * 255:.3g}/255): tiny in L2, where "
+                f"RobustBench's CIFAR budget is {DEFAULT_EPS['L2']:g} over the whole image")
+    if norm == "Linf" and eps >= SIZES_OF_THE_OTHER["Linf"]:
+        return (f"L-inf eps {eps:.4g} ({eps * 255:.3g}/255) is an L2-sized budget: it lets every pixel "
+                f"move by a quarter of its range or more; pass --norm L2 for an L2 budget")
+    return None
