@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 venv:
 	scripts/setup_env.sh $(VENV)
 
+# PYTEST_ARGS: one pytest worker per CPU core (pytest-xdist), each test file on one worker so its
+# module fixtures are made once; the 20 slowest tests are listed at the end.
+PYTEST_ARGS ?= -q -n auto --dist loadfile --durations=20
+
 test: venv
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/solo-ncp demo
@@ -23,4 +27,4 @@ VENV_MAIN ?= .venv-solo-main
 
 test-solo-main:
 	SOLO_LEARN_MAIN="$(SOLO_LEARN_MAIN)" scripts/setup_env_main.sh $(VENV_MAIN)
-	SOLO_NCP_OTHER_PYTHON=$(abspath $(VENV))/bin/python $(VENV_MAIN)/bin/python -m pytest -q --durations=20
+	SOLO_NCP_OTHER_PYTHON=$(abspath $(VENV))/bin/python $(VENV_MAIN)/bin/python -m pytest $(PYTEST_ARGS)
