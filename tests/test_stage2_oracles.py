@@ -38,11 +38,12 @@ def fixed_start(monkeypatch):
     """PGD's random start replaced by a known noise tensor (returned), so an oracle can use it."""
     noise = {}
 
-    def start(x, eps, generator):
+    def start(x, eps, norm, generator):
+        assert norm == "Linf"
         noise["delta"] = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(7)) - 1) * eps
         return noise["delta"]
 
-    monkeypatch.setattr(sys.modules["solo_ncp.attacks.pgd"], "_uniform_start", start)
+    monkeypatch.setattr(sys.modules["solo_ncp.attacks.pgd"], "_random_start", start)
     return noise
 
 
