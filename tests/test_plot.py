@@ -165,15 +165,15 @@ def test_embedding_marks_every_test_image_by_class_and_the_k_centroids(digits_nc
 
 
 def test_silhouette_plot_has_integer_k_ticks_a_framed_star_and_a_title(tmp_path):
-    scores = {2: 0.31, 3: 0.52, 4: 0.47, 5: 0.18}
+    scores = {2: 0.52, 3: 0.31, 4: 0.47, 5: 0.18}  # the best K at the corner: first and highest
     about = {"dataset": "digits", "seed": 3, "n": 1437, "ckpt": "/runs/simclr-digits/last.ckpt"}
-    figure = select_k.plot_scores(scores, 3, tmp_path / "s.png", about)
+    figure = select_k.plot_scores(scores, 2, tmp_path / "s.png", about)
     axes = figure.axes[0]
     low, high = axes.get_xlim()
     ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
     assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
     star = next(line for line in axes.get_lines() if line.get_marker() == "*")
-    x, y = axes.transData.transform((3, scores[3]))
+    x, y = axes.transData.transform((2, scores[2]))
     radius = star.get_markersize() / 2 * figure.dpi / 72
     box = axes.bbox
     assert box.x0 + radius <= x <= box.x1 - radius and box.y0 + radius <= y <= box.y1 - radius
