@@ -19,6 +19,7 @@ COMMANDS = {
     "poc": ("poc", "Table 1: random noise vs a perturbation toward the neighbouring cluster"),
     "reproduce": ("reproduce", "one results table over seeds: every step, resumable, then report"),
     "export": ("export", "an encoder (and its eval's classifier) for torchvision, solo-learn, RobustBench"),
+    "plot": ("plot", "PNGs of a run: per-epoch training curves, or a 2-D embedding of its features"),
 }
 TRAINING = ("pretrain", "train", "demo")
 """Commands that import solo-learn and Lightning in this process: `main` checks the host before

@@ -248,6 +248,9 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                            ["metrics.json"]),
     "report of a k.json without scores": (lambda w: ["report", str(w["root"] / "k")],
                                           ["k.json", "not a k.json of `solo-ncp select-k`"]),
+    "plot of a run folder without logs": (lambda w: ["plot", str(w["root"] / "runs" / "recorded")],
+                                          [str(Path("runs") / "recorded"), "no training logs",
+                                           "metrics.csv"]),
     "pretrain over an existing run": (lambda w: resume(w, "text")[:-1], ["--resume"]),
     # evaluation options, checked before any work
     "negative eps": (lambda w: evaluate(w, "simclr", "--eps", "-0.1"), ["--eps"]),

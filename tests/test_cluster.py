@@ -447,7 +447,7 @@ def test_a_sweep_failing_mid_write_leaves_no_file_of_an_earlier_sweep(tmp_path, 
     def no_plot(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(select_k, "_plot_scores", no_plot)
+    monkeypatch.setattr(select_k, "plot_scores", no_plot)
     with pytest.raises(OSError, match="disk full"):
         write_k_selection({2: 0.9, 3: 0.2}, out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "silhouette.csv"]

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
-from solo_ncp.io import atomic_write, atomic_write_json, atomic_write_text, remove_outputs
+from solo_ncp.io import atomic_write_json, atomic_write_text, remove_outputs
 from .kmeans import spherical_kmeans
 from .silhouette import cosine_silhouette
 from .validation import ArrayLike, check_features
@@ -50,25 +50,33 @@ def best_k(scores: Dict[int, float]) -> int:
     return max(sorted(scores), key=lambda k: scores[k])
 
 
-def _plot_scores(scores: Dict[int, float], best: int, path: Path) -> None:
-    """Write the silhouette-vs-K curve with the best K marked as a PNG, atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def plot_scores(scores: Dict[int, float], best: int, path: Path, about: Optional[Dict] = None):
+    """Writes the silhouette-vs-K curve as a PNG to `path`, atomically: integer K ticks, the best K
+    starred inside the frame, titled with the sweep's dataset, N (images clustered), encoder
+    checkpoint and seed (`about`: k.json's {"dataset", "n", "ckpt", "seed"}, '?' where absent).
+    Returns the matplotlib Figure."""
+    from matplotlib.ticker import MaxNLocator
 
+    from solo_ncp.eval.figures import encoder_label, new_figure, run_title, save_figure
+
+    about = about or {}
     ks = sorted(scores)
-    figure = Figure(figsize=(5, 3.5), dpi=150)
-    FigureCanvasAgg(figure)
+    figure = new_figure(5.5, 3.8)
     axes = figure.add_subplot()
     axes.plot(ks, [scores[k] for k in ks], marker="o", markersize=3)
     axes.axvline(best, color="tab:red", linestyle="--", linewidth=1)
-    axes.plot(
-        [best], [scores[best]], marker="*", markersize=12, color="tab:red", label=f"best K = {best}"
-    )
+    axes.plot([best], [scores[best]], marker="*", markersize=14, color="tab:red",
+              linestyle="none", label=f"best K = {best}")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.margins(x=0.08, y=0.2)
     axes.set_xlabel("number of clusters K")
-    axes.set_ylabel("silhouette score")
-    axes.legend()
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    axes.set_ylabel("mean cosine silhouette")
+    ckpt = about.get("ckpt")
+    axes.set_title(run_title("silhouette of spherical k-means", about.get("dataset"), about.get("n"),
+                             encoder_label(ckpt) if ckpt else None, about.get("seed")), fontsize=9)
+    axes.legend(fontsize=8)
+    save_figure(figure, path)
+    return figure
 
 
 def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Optional[Dict] = None) -> dict:
@@ -84,7 +92,7 @@ def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Option
     ks = sorted(scores)
     rows = "".join(f"{k},{scores[k]:.8f}\n" for k in ks)
     atomic_write_text(out_dir / SCORES_CSV, "k,silhouette\n" + rows)
-    _plot_scores(scores, best, out_dir / SCORES_PNG)
+    plot_scores(scores, best, out_dir / SCORES_PNG, about)
     selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}, **(about or {})}
     atomic_write_json(out_dir / K_FILE, selection)
     return selection

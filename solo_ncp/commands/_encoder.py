@@ -12,16 +12,23 @@ if TYPE_CHECKING:  # torch is imported where used: the options are built without
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
-                          bn_default: Optional[str] = None, bn_help: Optional[str] = None) -> None:
-    parser.add_argument("--ckpt", required=True,
+                          bn_default: Optional[str] = None, bn_help: Optional[str] = None,
+                          from_run: bool = False) -> None:
+    """The encoder's options; `from_run`: --ckpt, --dataset and --seed may be left out, for the
+    command to take them from a run folder (left None)."""
+    run_default = " (default: the run's {})" if from_run else ""
+    parser.add_argument("--ckpt", required=not from_run,
                         help="encoder checkpoint (solo-ncp or solo-learn), or a folder written by "
-                             "`solo-ncp export` (or its encoder.pt)")
-    parser.add_argument("--dataset", required=True, help="cifar10, cifar100, stl10, fashionmnist, digits")
+                             "`solo-ncp export` (or its encoder.pt)" + run_default.format("last.ckpt"))
+    parser.add_argument("--dataset", required=not from_run,
+                        help="cifar10, cifar100, stl10, fashionmnist, digits"
+                             + run_default.format("data.dataset"))
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset")
     parser.add_argument("--bn", choices=bn_choices, default=bn_default,
                         help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
                                         "ACL/DeACL; an exported encoder: the branch it holds)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None if from_run else 0,
+                        help=run_default.format("seed").strip() if from_run else None)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--trust-checkpoint", action="store_true",

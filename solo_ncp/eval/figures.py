@@ -9,7 +9,22 @@ from solo_ncp.io import atomic_write
 FIG3 = ABLATIONS[2]
 
 
-def _figure(width: float, height: float):
+def encoder_label(ckpt) -> str:
+    """A checkpoint path as `<its folder>/<its name>` (e.g. `simclr-cifar10/last.ckpt`), the run
+    it comes from being more telling than `last.ckpt`."""
+    path = Path(ckpt)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def run_title(what: str, dataset, n, encoder, seed) -> str:
+    """A figure's two-line title: `<what>` over `<dataset>, N = <n> images, encoder <encoder>,
+    seed <seed>`; `?` stands for a fact that is not known (None)."""
+    dataset, n, encoder, seed = ("?" if value is None else value for value in (dataset, n, encoder, seed))
+    return f"{what}\n{dataset}, N = {n} images, encoder {encoder}, seed {seed}"
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure of width x height inches at 150 dpi on the Agg canvas (no GUI backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -18,7 +33,8 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
+    """Lays `figure` out and writes it to `path` as a PNG, atomically; returns `path`."""
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
@@ -28,7 +44,7 @@ def figure2(selections: Sequence[Dict], path: Path) -> Path:
     """Silhouette against K, one line per (dataset, seed), its best K starred; integer K ticks."""
     from matplotlib.ticker import MaxNLocator
 
-    figure = _figure(6, 4)
+    figure = new_figure(6, 4)
     axes = figure.add_subplot()
     for selection in selections:
         ks = sorted(selection["scores"])
@@ -43,7 +59,7 @@ def figure2(selections: Sequence[Dict], path: Path) -> Path:
     axes.set_title("Fig. 2: silhouette of spherical k-means of the stage-1 features", fontsize=10)
     axes.margins(x=0.05, y=0.15)
     axes.legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def figure3_bars(runs: Sequence[RunRecord]) -> List[Tuple[str, bool, Dict[str, float]]]:
@@ -63,7 +79,7 @@ def figure3_bars(runs: Sequence[RunRecord]) -> List[Tuple[str, bool, Dict[str, f
 def figure3(bars: Sequence[Tuple[str, bool, Dict[str, float]]], title: str, path: Path) -> Path:
     """Grouped bars of SA / RA / AA (mean over seeds) per K (`figure3_bars`); the silhouette's K
     hatched."""
-    figure = _figure(max(5.0, 1.0 + 0.9 * len(bars)), 3.8)
+    figure = new_figure(max(5.0, 1.0 + 0.9 * len(bars)), 3.8)
     axes = figure.add_subplot()
     width = 0.8 / len(METRICS)
     for m, metric in enumerate(METRICS):
@@ -79,4 +95,4 @@ def figure3(bars: Sequence[Tuple[str, bool, Dict[str, float]]], title: str, path
     axes.set_ylim(0, 119)
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7, loc="upper center", ncol=4)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -1,0 +1,146 @@
+"""`solo-ncp plot RUN`: PNGs of a training run folder (`solo-ncp pretrain` / `solo-ncp train`),
+titled with its dataset, N, encoder and seed. By default curves.png: per-epoch curves of the CSV
+logs of every attempt (loss terms, online and robust accuracy, cluster objective, centroid
+cosines). With --embedding instead embedding.png: a 2-D embedding (UMAP if umap-learn is
+installed, else t-SNE) of the encoder's test features coloured by class, with the spherical
+k-means centroids of those features (K: --k, else the run's method_kwargs.k / k_file)."""
+import argparse
+from pathlib import Path
+from typing import Dict, Optional
+
+from solo_ncp.commands._encoder import add_encoder_arguments
+
+CURVES_PNG, EMBEDDING_PNG = "curves.png", "embedding.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder: config.yaml, last.ckpt, logs/version_*/metrics.csv")
+    parser.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    parser.add_argument("--embedding", action="store_true",
+                        help=f"draw {EMBEDDING_PNG} instead of {CURVES_PNG}: a 2-D embedding (UMAP "
+                             "if umap-learn imports, else scikit-learn's t-SNE; the title says "
+                             "which) of the encoder's test features coloured by class, with the "
+                             "spherical k-means centroids of those features")
+    parser.add_argument("--k", type=int, default=None,
+                        help="clusters of the embedding (default: the run's method_kwargs.k or "
+                             "k_file; a stage-1 run has none)")
+    parser.add_argument("--test-n", type=int, default=None,
+                        help="embed the first N test images (default: the whole test split)")
+    add_encoder_arguments(parser, from_run=True)
+
+
+def run_config(run: Path) -> Dict:
+    """The run's config.yaml as a plain dict ({} when it has none)."""
+    import yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"cannot read {path} ({str(err).splitlines()[0]})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def training_images(config: Dict) -> Optional[int]:
+    """N of the run: `data.subset`, else the size of the dataset's pretraining split; None when
+    the config names no dataset or its files are not here."""
+    from solo_ncp.data import DatasetNotFoundError, build_dataset
+
+    data = config.get("data") or {}
+    if data.get("subset") is not None:
+        return int(data["subset"])
+    if not data.get("dataset"):
+        return None
+    try:
+        return len(build_dataset(data["dataset"], "pretrain", data_dir=data.get("train_path")))
+    except DatasetNotFoundError:
+        return None
+
+
+def config_k(config: Dict) -> Optional[int]:
+    """The run's K (method_kwargs.k, or the k.json of method_kwargs.k_file); None without one."""
+    from solo_ncp.ncp import resolve_k
+
+    options = config.get("method_kwargs") or {}
+    if options.get("k") is None and options.get("k_file") is None:
+        return None
+    return resolve_k(options.get("k"), options.get("k_file"))
+
+
+def draw_curves(run: Path, config: Dict, out: Path):
+    """curves.png of the run's CSV logs into `out`; returns (its path, the Panels drawn, the Figure)."""
+    from solo_ncp.eval.curves import metrics_files, plot_panels, run_panels
+    from solo_ncp.eval.figures import encoder_label, run_title
+
+    panels = run_panels(run)
+    attempts = len(metrics_files(run))
+    method = f"{config['method']} " if config.get("method") else ""
+    what = f"{method}training curves ({attempts} attempt{'s' * (attempts > 1)})"
+    title = run_title(what, (config.get("data") or {}).get("dataset"), training_images(config),
+                      encoder_label(run / "last.ckpt"), config.get("seed"))
+    figure = plot_panels(panels, title, out / CURVES_PNG)
+    return out / CURVES_PNG, panels, figure
+
+
+def fill_from_run(args: argparse.Namespace, run: Path, config: Dict) -> None:
+    """--ckpt, --dataset and --seed left out: the run's last.ckpt, data.dataset and seed."""
+    args.ckpt = args.ckpt or str(run / "last.ckpt")
+    args.dataset = args.dataset or (config.get("data") or {}).get("dataset")
+    if args.dataset is None:
+        raise ValueError(f"{run} has no config.yaml naming data.dataset: pass --dataset")
+    if args.seed is None:
+        args.seed = int(config.get("seed", 0))
+
+
+def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path):
+    """embedding.png of the encoder's test features and their k-means centroids into `out`;
+    returns (its path, the Embedding drawn, the Figure)."""
+    from torch.utils.data import DataLoader
+
+    from solo_ncp.cluster import spherical_kmeans
+    from solo_ncp.commands._encoder import device_of, first, load_args_encoder
+    from solo_ncp.data import build_dataset, get_spec
+    from solo_ncp.eval.embedding import embed_with_centroids, plot_embedding
+    from solo_ncp.eval.figures import encoder_label, run_title
+    from solo_ncp.models.inference import extract_features
+
+    k = args.k if args.k is not None else config_k(config)
+    if k is None:
+        raise ValueError(f"{run}'s config sets no method_kwargs.k nor k_file (a stage-1 run?): "
+                         "pass --k, the number of clusters to mark")
+    fill_from_run(args, run, config)
+    spec = get_spec(args.dataset)
+    test_set = first(build_dataset(spec.name, "test", data_dir=args.data_dir), args.test_n, "--test-n")
+    if not 2 <= k <= len(test_set):
+        raise ValueError(f"K={k} must be in [2, {len(test_set)}] (the test images embedded)")
+    encoder = load_args_encoder(args)
+    features, labels = extract_features(encoder.model, DataLoader(test_set, batch_size=args.batch_size),
+                                        device=device_of(args))
+    clusters = spherical_kmeans(features, k, seed=args.seed)
+    embedding = embed_with_centroids(features.numpy(), labels.numpy(), clusters.centroids.cpu().numpy(),
+                                     args.seed)
+    branch = f", {encoder.bn} BN" if encoder.bn else ""
+    title = run_title(f"{embedding.method} of the test features and their k-means centroids (K = {k})",
+                      spec.name, len(test_set), encoder_label(args.ckpt) + branch, args.seed)
+    figure = plot_embedding(embedding, title, out / EMBEDDING_PNG)
+    return out / EMBEDDING_PNG, embedding, figure
+
+
+def run(args: argparse.Namespace) -> int:
+    from solo_ncp.eval.curves import metrics_files
+    from solo_ncp.io import check_writable
+
+    run_folder = Path(args.run)
+    out = Path(args.out) if args.out else run_folder
+    if not args.embedding:
+        metrics_files(run_folder)  # no logs: the error before anything else
+    check_writable(out)
+    config = run_config(run_folder)
+    if args.embedding:
+        path = draw_embedding(args, run_folder, config, out)[0]
+    else:
+        path = draw_curves(run_folder, config, out)[0]
+    print(f"[solo-ncp] wrote {path}")
+    return 0

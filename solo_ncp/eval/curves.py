@@ -1,0 +1,141 @@
+"""Per-epoch training curves of a run folder (`solo-ncp pretrain` / `solo-ncp train`) from its
+Lightning CSV logs, `<run>/logs/version_<attempt>/metrics.csv`, one version per attempt: the
+loss terms, the online classifier's accuracies (the robust monitor's clean / PGD-20 ones among
+them), the cluster objective and the centroid cosines, one panel each.
+
+A column logged per step and per epoch is read from its `<name>_epoch` column (shown as `<name>`);
+`<name>_step` columns are left out; a column logged per epoch only has no suffix. Epochs are
+counted from 1 on the plots (the CSV counts from 0)."""
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from solo_ncp.eval.figures import new_figure, save_figure
+
+METRICS_CSV = "metrics.csv"
+VERSION = re.compile(r"version_(\d+)$")
+
+Series = Dict[int, float]
+"""{epoch (0-based, as the CSV counts): value}."""
+
+
+@dataclass
+class Panel:
+    """One subplot: its title, y-axis label and curves {column: (epochs from 1, values)}."""
+
+    title: str
+    ylabel: str
+    curves: Dict[str, Tuple[List[int], List[float]]]
+
+
+def _is_loss_term(name: str) -> bool:
+    """The method's loss and its terms (`train_loss`, `train_nce_loss`, `train_distill_loss`,
+    ...), not the online classifier's cross-entropy, whose scale is another."""
+    return name.startswith("train_") and name.endswith("loss") and name != "train_class_loss"
+
+
+def _is_accuracy(name: str) -> bool:
+    """Top-1 accuracies in percent: the online classifier's on the training batches and the
+    validation set, k-NN's, and the robust monitor's clean and PGD accuracies."""
+    return name in ("train_acc1", "val_acc1", "val_knn_acc1") or name.startswith("val_robust/")
+
+
+PANELS: Sequence[Tuple[str, str, Callable[[str], bool]]] = (
+    ("loss terms", "loss", _is_loss_term),
+    ("online accuracy", "top-1 accuracy (%)", _is_accuracy),
+    ("cluster objective", "mean cosine to own centroid", lambda name: name == "cluster_objective"),
+    ("centroid cosines", "mean cosine", lambda name: name.startswith("train_cos_")),
+)
+"""(title, y label, which columns) of each panel, in drawing order."""
+
+
+def metrics_files(run: Path) -> List[Path]:
+    """The run's `logs/version_<n>/metrics.csv` files in attempt order (n as a number); ValueError
+    naming the folder and what is missing when there are none."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ValueError(f"{run} is not a folder: pass a run folder written by `solo-ncp pretrain` "
+                         "or `solo-ncp train`")
+    found = [(int(VERSION.match(path.parent.name).group(1)), path)
+             for path in run.glob(f"logs/version_*/{METRICS_CSV}") if VERSION.match(path.parent.name)]
+    if not found:
+        raise ValueError(f"{run} holds no training logs (no logs/version_<attempt>/{METRICS_CSV}): "
+                         "pass a run folder written by `solo-ncp pretrain` or `solo-ncp train`")
+    return [path for _, path in sorted(found)]
+
+
+def _column_name(column: str) -> str:
+    """The metric a CSV column holds per epoch (`train_loss_epoch` -> `train_loss`); empty for
+    per-step columns and for `epoch` / `step` themselves."""
+    if column.endswith("_step") or column in ("epoch", "step"):
+        return ""
+    return column[: -len("_epoch")] if column.endswith("_epoch") else column
+
+
+def epoch_series(paths: Sequence[Path]) -> Dict[str, Series]:
+    """{metric: {epoch: value}} from the CSV files, read in order: rows without an epoch (the
+    learning rates') are skipped, and an epoch a later attempt logged again (after a resume)
+    takes that attempt's value."""
+    series: Dict[str, Series] = {}
+    for path in paths:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                for column, value in row.items():
+                    name = _column_name(column)
+                    if name and value:
+                        series.setdefault(name, {})[epoch] = float(value)
+    return series
+
+
+def curve_panels(series: Dict[str, Series]) -> List[Panel]:
+    """The PANELS that have at least one metric in `series`, each curve over epochs counted from 1."""
+    panels = []
+    for title, ylabel, wanted in PANELS:
+        curves = {name: ([epoch + 1 for epoch in sorted(values)], [values[e] for e in sorted(values)])
+                  for name, values in sorted(series.items()) if wanted(name)}
+        if curves:
+            panels.append(Panel(title, ylabel, curves))
+    return panels
+
+
+def run_panels(run: Path) -> List[Panel]:
+    """The panels of the run folder's CSV logs; ValueError when there are no logs, or no metric
+    logged per epoch yet (a run stopped in its first epoch)."""
+    paths = metrics_files(run)
+    panels = curve_panels(epoch_series(paths))
+    if not panels:
+        raise ValueError(f"{run}: its {len(paths)} {METRICS_CSV} file(s) hold no per-epoch loss, "
+                         "accuracy or cluster metric yet: plot it after its first epoch")
+    return panels
+
+
+def plot_panels(panels: Sequence[Panel], title: str, path: Path):
+    """Draws each panel as a subplot (two columns; a marker per epoch, integer epoch ticks, half an
+    epoch of margin) under `title` and writes the PNG to `path`, atomically. Returns the
+    matplotlib Figure."""
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = new_figure(5.2 * columns, 3.4 * rows + 0.5)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for name, (epochs, values) in panel.curves.items():
+            axes.plot(epochs, values, marker="o", markersize=3, label=name)
+        epochs = [epoch for epochs, _ in panel.curves.values() for epoch in epochs]
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.margins(y=0.1)
+        axes.set_title(panel.title, fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(panel.ylabel)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure

@@ -1,0 +1,194 @@
+"""`solo-ncp plot` and select-k's silhouette.png: the figures draw the values of the files they
+read, titled with dataset, N, encoder and seed.
+
+Oracles: the values of each run's Lightning CSV logs read here with the csv module, the digits
+split sizes from scikit-learn, the figure's own artists (lines, scatter offsets, tick values,
+title text) and the PNG's pixel size read back with matplotlib."""
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.image import imread
+from sklearn.datasets import load_digits
+
+from solo_ncp.cli import main, parse_args
+from solo_ncp.cluster import select_k
+from solo_ncp.commands import plot
+from solo_ncp.data.datasets import DIGITS_TEST_EVERY
+from solo_ncp.eval import embedding as embedding_module
+from solo_ncp.eval.curves import curve_panels
+
+DIGITS = load_digits().target
+DIGITS_TRAIN_N = int(sum(i % DIGITS_TEST_EVERY != 0 for i in range(len(DIGITS))))
+
+
+def read_rows(path: Path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rows(path: Path, rows, columns) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def column_by_epoch(rows, column):
+    """{epoch: value} of the rows where `column` holds a value."""
+    return {int(row["epoch"]): float(row[column]) for row in rows if row.get(column)}
+
+
+def drawn(figure):
+    """{panel title: {curve label: (x values, y values)}} of the figure's lines."""
+    return {axes.get_title(): {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+                               for line in axes.get_lines()} for axes in figure.axes}
+
+
+def png_size(path: Path):
+    """(width, height) in pixels of a PNG file."""
+    height, width = imread(str(path)).shape[:2]
+    return width, height
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def test_stage2_curves_draw_the_logged_losses_objective_and_cosines(digits_ncp_ckpt, tmp_path, capsys):
+    run = digits_ncp_ckpt.parent
+    assert main(["plot", str(run), "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(tmp_path / "curves.png"))
+    assert png_size(tmp_path / "curves.png") == (2 * 780, 1095)  # 2 x 2 panels of 5.2 x 3.4 in, 150 dpi
+
+    _, _, figure = plot.draw_curves(run, plot.run_config(run), tmp_path)
+    rows = read_rows(run / "logs" / "version_0" / "metrics.csv")
+    expected = {
+        "loss terms": ["train_loss", "train_distill_loss", "train_robust_loss"],
+        "online accuracy": ["train_acc1"],
+        "cluster objective": ["cluster_objective"],
+        "centroid cosines": ["train_cos_clean_own", "train_cos_clean_nbr", "train_cos_adv_own",
+                             "train_cos_adv_nbr"],
+    }
+    curves = drawn(figure)
+    assert {title: sorted(lines) for title, lines in curves.items()} == \
+        {title: sorted(names) for title, names in expected.items()}
+    for title, names in expected.items():
+        for name in names:
+            column = name if name == "cluster_objective" else f"{name}_epoch"
+            values = column_by_epoch(rows, column)
+            assert list(values) == [0]
+            assert curves[title][name] == ([1], [values[0]]), (title, name)
+    heading = figure._suptitle.get_text()
+    seed = yaml.safe_load((run / "config.yaml").read_text())["seed"]
+    for words in ("ncp training curves", "digits", "N = 256 images", "ncp/last.ckpt", f"seed {seed}"):
+        assert words in heading, (words, heading)
+
+
+def test_curves_concatenate_the_attempts_a_later_attempt_replacing_an_epoch(digits_simclr_ckpt, tmp_path):
+    """Two attempts as a resume writes them: version_9 logged epochs 0 and 1, version_10 (after it
+    in number, before it as text) epoch 1 again, whose values must win."""
+    rows = read_rows(digits_simclr_ckpt.parent / "logs" / "version_0" / "metrics.csv")
+    columns = list(rows[0])
+    run = tmp_path / "run"
+    write_rows(run / "logs" / "version_9" / "metrics.csv", rows, columns)
+    redone = [{**row, "train_nce_loss_epoch": str(float(row["train_nce_loss_epoch"]) + 1.0)}
+              for row in rows if row["epoch"] == "1" and row["train_nce_loss_epoch"]]
+    write_rows(run / "logs" / "version_10" / "metrics.csv", redone, columns)
+    config = yaml.safe_load((digits_simclr_ckpt.parent / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 7}))  # a seed no default gives
+
+    _, _, figure = plot.draw_curves(run, plot.run_config(run), run)
+    first = column_by_epoch(rows, "train_nce_loss_epoch")
+    assert sorted(first) == [0, 1]
+    assert drawn(figure)["loss terms"]["train_nce_loss"] == ([1, 2], [first[0], first[1] + 1.0])
+    accuracy = column_by_epoch(rows, "train_acc1_epoch")
+    assert drawn(figure)["online accuracy"]["train_acc1"] == ([1, 2], [accuracy[0], accuracy[1]])
+    heading = figure._suptitle.get_text()
+    for words in ("simclr training curves (2 attempts)", "digits", f"N = {DIGITS_TRAIN_N} images",
+                  "run/last.ckpt", "seed 7"):
+        assert words in heading, (words, heading)
+    ticks = [tick for axes in figure.axes for tick in axes.get_xticks()
+             if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+
+
+def test_the_robust_monitor_and_knn_accuracies_join_the_accuracy_panel():
+    series = {"val_robust/clean_acc": {0: 50.0}, "val_robust/pgd20_acc": {0: 20.0},
+              "val_knn_acc1": {0: 70.0}, "train_class_loss": {0: 3.0}, "lr-SGD/encoder": {0: 0.1}}
+    panels = {panel.title: panel.curves for panel in curve_panels(series)}
+    assert panels == {"online accuracy": {"val_knn_acc1": ([1], [70.0]),
+                                          "val_robust/clean_acc": ([1], [50.0]),
+                                          "val_robust/pgd20_acc": ([1], [20.0])}}
+
+
+def test_plot_of_a_stage1_run_without_k_asks_for_it(digits_simclr_ckpt, capsys):
+    code = main(["plot", str(digits_simclr_ckpt.parent), "--embedding"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("error:") and "--k" in last and str(digits_simclr_ckpt.parent) in last
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def test_embedding_marks_every_test_image_by_class_and_the_k_centroids(digits_ncp_ckpt, tmp_path,
+                                                                        monkeypatch):
+    run = digits_ncp_ckpt.parent
+    embedded = []
+    original = embedding_module.embed_2d
+    monkeypatch.setattr(embedding_module, "embed_2d",
+                        lambda vectors, seed: embedded.append(vectors.shape) or original(vectors, seed))
+    args = parse_args(["plot", str(run), "--embedding", "--test-n", "64", "--device", "cpu"])
+    path, result, figure = plot.draw_embedding(args, run, plot.run_config(run), tmp_path)
+
+    labels = DIGITS[::DIGITS_TEST_EVERY][:64]
+    assert [rows for rows, _ in embedded] == [64 + 10]  # features and centroids embedded together
+    assert Counter(result.labels.tolist()) == Counter(labels.tolist())
+    assert result.points.shape == (64, 2) and result.centroids.shape == (10, 2)
+    scatters = {collection.get_label(): collection.get_offsets()
+                for collection in figure.axes[0].collections}
+    assert {label: len(offsets) for label, offsets in scatters.items() if label.isdigit()} == \
+        {str(label): count for label, count in Counter(labels.tolist()).items()}
+    centroids = next(offsets for label, offsets in scatters.items() if "centroid" in label)
+    np.testing.assert_array_equal(np.asarray(centroids), result.centroids)
+    title = figure.axes[0].get_title()
+    seed = yaml.safe_load((run / "config.yaml").read_text())["seed"]
+    for words in ("t-SNE", "K = 10", "digits", "N = 64 images", "ncp/last.ckpt", f"seed {seed}"):
+        assert words in title, (words, title)
+    assert path == tmp_path / "embedding.png" and png_size(path) == (1020, 780)
+
+
+# ---------------------------------------------------------------- select-k
+
+
+def test_silhouette_plot_has_integer_k_ticks_a_framed_star_and_a_title(tmp_path):
+    scores = {2: 0.52, 3: 0.31, 4: 0.47, 5: 0.18}  # the best K at the corner: first and highest
+    about = {"dataset": "digits", "seed": 3, "n": 1437, "ckpt": "/runs/simclr-digits/last.ckpt"}
+    figure = select_k.plot_scores(scores, 2, tmp_path / "s.png", about)
+    axes = figure.axes[0]
+    low, high = axes.get_xlim()
+    ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+    star = next(line for line in axes.get_lines() if line.get_marker() == "*")
+    x, y = axes.transData.transform((2, scores[2]))
+    radius = star.get_markersize() / 2 * figure.dpi / 72
+    box = axes.bbox
+    assert box.x0 + radius <= x <= box.x1 - radius and box.y0 + radius <= y <= box.y1 - radius
+    for words in ("digits", "N = 1437 images", "simclr-digits/last.ckpt", "seed 3"):
+        assert words in axes.get_title(), (words, axes.get_title())
+    assert png_size(tmp_path / "s.png") == (825, 570)
+
+
+def test_select_k_titles_its_plot_with_what_k_json_records(digits_simclr_ckpt, tmp_path, monkeypatch):
+    figures = []
+    original = select_k.plot_scores
+    monkeypatch.setattr(select_k, "plot_scores", lambda *a: figures.append(original(*a)) or figures[-1])
+    assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits", "--k-min", "2",
+                 "--k-max", "5", "--train-n", "200", "--seed", "4", "--device", "cpu",
+                 "--out", str(tmp_path)]) == 0
+    title = figures[0].axes[0].get_title()
+    for words in ("digits", "N = 200 images", f"{digits_simclr_ckpt.parent.name}/last.ckpt", "seed 4"):
+        assert words in title, (words, title)
