@@ -152,6 +152,18 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and the fix."""
 
 
+def read_config_file(path: Path) -> Dict:
+    """The plain dict a YAML config file (a run's config.yaml) holds; ValueError naming why when it
+    holds none: the YAML error's first line, or "not a block of keys"."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+    if not isinstance(config, dict):
+        raise ValueError("not a block of keys")
+    return config
+
+
 def parse_overrides(overrides: Sequence[str]) -> List:
     """hydra-core's `Override`s of command-line strings; refuses sweeps and packages, which
     only Hydra's multirun and config groups give a meaning."""

@@ -30,17 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config(run: Path) -> Dict:
-    """The run's config.yaml as a plain dict ({} when it has none)."""
-    import yaml
+    """The run's config.yaml as a plain dict (`read_config_file`; {} when it has none)."""
+    from solo_ncp.config import read_config_file
 
     path = run / "config.yaml"
     if not path.is_file():
         return {}
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"cannot read {path} ({str(err).splitlines()[0]})") from None
-    return config if isinstance(config, dict) else {}
+        return read_config_file(path)
+    except ValueError as err:
+        raise ValueError(f"cannot read {path} ({err})") from None
 
 
 def training_images(config: Dict) -> Optional[int]:

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from solo_ncp.config import ConfigError, device_count
+from solo_ncp.config import ConfigError, device_count, read_config_file
 from solo_ncp.launch.compat import Callback
 
 CONFIG = "config.yaml"
@@ -112,16 +110,13 @@ def plain_config(cfg: DictConfig) -> Dict:
 
 
 def recorded_config(path: Path) -> Dict:
-    """The plain config in a run's config.yaml; ConfigError if it cannot be read as one."""
+    """The plain config in a run's config.yaml (`read_config_file`); ConfigError if it cannot be
+    read as one."""
     try:
-        recorded = OmegaConf.to_container(OmegaConf.load(path))
-        reason = "" if isinstance(recorded, dict) else "not a block of keys"
-    except (OmegaConfBaseException, yaml.YAMLError) as err:
-        reason = str(err).splitlines()[0]
-    if reason:
-        raise ConfigError(f"--resume: cannot read the run's recorded config {path} ({reason}): "
-                          "restore it, or remove it to resume with the keys unchecked")
-    return recorded
+        return read_config_file(path)
+    except ValueError as err:
+        raise ConfigError(f"--resume: cannot read the run's recorded config {path} ({err}): "
+                          "restore it, or remove it to resume with the keys unchecked") from None
 
 
 def check_resume_config(folder: Path, cfg: DictConfig) -> List[Change]:
