@@ -68,8 +68,8 @@ MUTATIONS = (
              'argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []', "argv += []",
              ("tests/test_reproduce.py::test_killed_mid_training_the_rerun_finishes_only_what_was_left",)),
     Mutation("PGD's random start reseeded per test batch", "solo_ncp/eval/robust.py",
-             "steps=steps, generator=generator)",
-             "steps=steps, generator=torch.Generator().manual_seed(seed))",
+             "steps=steps, generator=generator, norm=norm)",
+             "steps=steps, generator=torch.Generator().manual_seed(seed), norm=norm)",
              ("tests/test_eval_robust.py::test_pgd_results_do_not_depend_on_the_batch_split",)),
     Mutation("a speed switch taking any value", "solo_ncp/methods/stage2_hooks.py",
              "    if not fits:", "    if not fits and o.type is not bool:",
@@ -183,14 +183,22 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(source, dest / rel)
 
 
+def snippet_error(root: Path, mutation: Mutation) -> Optional[str]:
+    """Why `mutation` cannot be applied in the tree at `root` (its snippet must occur exactly once),
+    or None."""
+    count = (root / mutation.path).read_text().count(mutation.old)
+    if count == 1:
+        return None
+    return (f"mutation {mutation.name!r}: its snippet occurs {count} times in {mutation.path} "
+            "(expected once): update scripts/mutation_check.py")
+
+
 def apply(root: Path, mutation: Mutation) -> None:
+    error = snippet_error(root, mutation)
+    if error is not None:
+        raise SystemExit(f"error: {error}")
     path = root / mutation.path
-    text = path.read_text()
-    if text.count(mutation.old) != 1:
-        raise SystemExit(f"error: mutation {mutation.name!r}: its snippet occurs "
-                         f"{text.count(mutation.old)} times in {mutation.path} (expected once): "
-                         "update scripts/mutation_check.py")
-    path.write_text(text.replace(mutation.old, mutation.new))
+    path.write_text(path.read_text().replace(mutation.old, mutation.new))
 
 
 def run(mutation: Optional[Mutation], tests: Sequence[str], python: str,
@@ -224,6 +232,10 @@ def main() -> int:
         for mutation in chosen:
             print(f"{mutation.name} ({mutation.path}): {' '.join(mutation.tests)}")
         return 0
+    errors = [e for e in (snippet_error(ROOT, m) for m in chosen) if e is not None]
+    if errors:
+        print("\n".join(f"error: {e}" for e in errors))
+        return 1
     print("| mutation | tests | result | seconds |\n|---|---|---|---|", flush=True)
     tests = sorted({t for m in chosen for t in m.tests})
     failed, seconds = run(None, tests, args.python)

@@ -1,0 +1,39 @@
+"""The mutation check's table stays applicable to this tree: CI runs it after the suite, so a
+refactor that moves a snippet must fail here, in seconds, not 20 minutes into CI."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_mutation_check():
+    spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MUTATION_CHECK = load_mutation_check()
+
+
+@pytest.mark.parametrize("mutation", MUTATION_CHECK.MUTATIONS, ids=lambda m: m.name)
+def test_each_mutation_applies_once_and_names_tests_that_exist(mutation):
+    assert (ROOT / mutation.path).read_text().count(mutation.old) == 1, (
+        f"{mutation.old!r} does not occur exactly once in {mutation.path}")
+    assert mutation.old != mutation.new
+    for test in mutation.tests:
+        path, _, name = test.partition("::")
+        assert (ROOT / path).is_file(), test
+        if name:
+            assert f"def {name.split('[')[0]}(" in (ROOT / path).read_text(), test
+
+
+def test_a_moved_snippet_is_reported_before_any_test_runs(tmp_path):
+    mutation = MUTATION_CHECK.MUTATIONS[0]
+    (tmp_path / mutation.path).parent.mkdir(parents=True)
+    (tmp_path / mutation.path).write_text("nothing of the snippet here\n")
+    assert MUTATION_CHECK.snippet_error(tmp_path, mutation) == (
+        f"mutation {mutation.name!r}: its snippet occurs 0 times in {mutation.path} "
+        "(expected once): update scripts/mutation_check.py")
