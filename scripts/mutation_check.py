@@ -167,6 +167,16 @@ MUTATIONS = (
     Mutation("reproduce's own lock removed", "solo_ncp/commands/reproduce.py",
              "else folder_lock(out):", "else nullcontext():",
              ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
+    Mutation("best.ckpt replaced by a tied epoch", "solo_ncp/launch/trainer.py",
+             'measured["ra"] <= self.kept["pgd20_acc"]', 'measured["ra"] < self.kept["pgd20_acc"]',
+             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",)),
+    Mutation("the best so far forgotten on --resume", "solo_ncp/launch/trainer.py",
+             'self.kept = state_dict.get("kept")', "self.kept = None",
+             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",)),
+    Mutation("the held-out images trained on", "solo_ncp/commands/train.py",
+             "train_set, cluster_set = Subset(train_set, trained), Subset(cluster_set, trained)",
+             "train_set, cluster_set = train_set, cluster_set",
+             ("tests/test_best_checkpoint.py::test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered",)),
 )
 
 

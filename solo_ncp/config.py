@@ -32,10 +32,11 @@ true or false).
 
 The blocks `wandb:` (solo-learn main's: `enabled`, `project`, `entity`, `offline`),
 `tensorboard:` (`enabled`) and `checkpoint:` (solo-learn main's `Checkpointer` keys: `enabled`,
-`dir`, `frequency`, `keep_prev`) are checked when a config loads (`logger_settings`,
-`checkpoint_history`): a flag that is not true/false or a frequency below 1 is refused, and
-`wandb.enabled: true` needs a `project`. Absent blocks or keys mean what they meant before them:
-CSV logs only, `last.ckpt` only.
+`dir`, `frequency`, `keep_prev`; solo-ncp's `save_best`) are checked when a config loads
+(`logger_settings`, `checkpoint_history`): a flag that is not true/false or a frequency below 1 is
+refused, `wandb.enabled: true` needs a `project` and `checkpoint.save_best: true` stage 2's
+`method_kwargs.val_robust_every`. Absent blocks or keys mean what they meant before them: CSV logs
+only, `last.ckpt` only.
 
 Learning rates follow solo-learn main's rule (`parse_cfg`, applied by its main_pretrain.py), on
 both hosts (`learning_rates`): `optimizer.lr` is multiplied by batch_size * devices * num_nodes
@@ -99,7 +100,7 @@ PRECISION_102 = {"16-mixed": 16, "16": 16, "32-true": 32, "32": 32, "bf16-mixed"
 RUN_BLOCKS = {
     "wandb": ("enabled", "project", "entity", "offline"),
     "tensorboard": ("enabled",),
-    "checkpoint": ("enabled", "dir", "frequency", "keep_prev"),
+    "checkpoint": ("enabled", "dir", "frequency", "keep_prev", "save_best"),
 }
 """The keys solo-ncp accepts in the logger and checkpoint blocks (see `logger_settings`,
 `checkpoint_history`)."""
@@ -489,10 +490,13 @@ class CheckpointHistory:
     """`checkpoint.frequency` (epochs, >= 1, default 1) and `checkpoint.keep_prev` (default false):
     with keep_prev, a checkpoint is kept after every frequency-th epoch besides `last.ckpt`;
     without, only `last.ckpt` (solo-learn main's Checkpointer without keep_prev keeps only its
-    newest checkpoint, which here is `last.ckpt`)."""
+    newest checkpoint, which here is `last.ckpt`). `checkpoint.save_best` (default false): also
+    keep `best.ckpt`, the epoch of the best held-out PGD-20 accuracy, which stage 2 measures every
+    `method_kwargs.val_robust_every` epochs (needed >= 1)."""
 
     frequency: int
     keep_prev: bool
+    save_best: bool = False
 
 
 def checkpoint_history(cfg: DictConfig) -> CheckpointHistory:
@@ -502,7 +506,15 @@ def checkpoint_history(cfg: DictConfig) -> CheckpointHistory:
     if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
         raise ConfigError(f"`checkpoint.frequency: {frequency}` must be a whole number of epochs, "
                           "1 or more")
-    return CheckpointHistory(frequency=frequency, keep_prev=_flag(block, "checkpoint", "keep_prev"))
+    save_best = _flag(block, "checkpoint", "save_best")
+    if save_best and not select(cfg, "method_kwargs.val_robust_every", 0):
+        raise ConfigError(
+            "checkpoint.save_best=true keeps best.ckpt by the held-out robust accuracy that only stage 2 "
+            "(solo-ncp train) measures, every method_kwargs.val_robust_every epochs: set "
+            "method_kwargs.val_robust_every=1 (or more), or drop checkpoint.save_best"
+        )
+    return CheckpointHistory(frequency=frequency, keep_prev=_flag(block, "checkpoint", "keep_prev"),
+                             save_best=save_best)
 
 
 def device_count(devices) -> int:

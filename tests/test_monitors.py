@@ -1,7 +1,8 @@
 """Training monitors of stage 2 (`ncp`, `deacl`), checked on one tiny `ncp` run on digits against
 oracles computed here from its checkpoint and its CSV log:
 - `method_kwargs.val_robust_every`: the online classifier's clean accuracy (a plain forward count)
-  and PGD-20 accuracy (a transcription of torchattacks' PGD) on the first validation images;
+  and PGD-20 accuracy (a transcription of torchattacks' PGD) on the training images held out of
+  training;
 - solo-learn's `knn_eval`: scikit-learn's KNeighborsClassifier on the features the k-NN scored,
   which are the checkpoint encoder's on the validation split;
 - the progress bar and the log: `loss` is the stage-2 loss alone (Eq. 3 recomputed here from each
@@ -20,10 +21,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from solo_ncp._host import current_host
-from solo_ncp.commands.train import weak_augmentation_of
+from solo_ncp.commands.train import stage2_data, weak_augmentation_of
 from solo_ncp.config import load_config
 from solo_ncp.data import IndexedDataset, get_spec
-from solo_ncp.launch.data import config_dataset, eval_loader, train_loader
+from solo_ncp.launch.data import config_dataset, eval_loader, held_out_split, train_loader
 from solo_ncp.launch.methods import build_method
 from solo_ncp.launch.trainer import LAST, build_trainer
 from solo_ncp.models import load_encoder
@@ -35,9 +36,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 CONFIG = ROOT / "zoo_configs/fashionmnist/ncp.yaml"
 LAM, EPS, ALPHA = 6.0, 8 / 255, 2 / 255  # the config's lam, eps, alpha
-ROBUST_N, KNN_K, EPOCHS = 40, 5, 2
+ROBUST_N, KNN_K, EPOCHS, SUBSET = 64, 5, 2, 320
+STEPS = (SUBSET - ROBUST_N) // 64  # per epoch: the training images less those held out, batch 64
 MONITORED = [
-    "name=monitors", f"max_epochs={EPOCHS}", "data.val=true", "log_every_n_steps=1",
+    "name=monitors", f"max_epochs={EPOCHS}", f"data.subset={SUBSET}", "data.val=true", "log_every_n_steps=1",
     "optimizer.classifier_lr=2.0",  # 8 steps at the config's 0.5 leave it too weak for PGD to flip
     "+method_kwargs.val_robust_every=2", f"+method_kwargs.val_robust_n={ROBUST_N}",
     "+knn_eval.enabled=true", f"+knn_eval.k={KNN_K}",
@@ -88,9 +90,9 @@ def recomputing_eq3(real_step, recomputed: list):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_simclr_ckpt):
-    """Two epochs of `ncp` on 256 digits (4 steps each) with every monitor on, built as
-    `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg",
-    "eq3": each step's Eq. 3 terms recomputed (`recomputing_eq3`)}."""
+    """Two epochs of `ncp` on 320 digits less the 64 held out (4 steps each) with every monitor on,
+    built as `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg",
+    "cluster_set", "eq3": each step's Eq. 3 terms recomputed (`recomputing_eq3`)}."""
     import solo_ncp.methods.stage2_hooks as hooks
 
     out = tmp_path_factory.mktemp("monitors")
@@ -102,11 +104,11 @@ def run(tmp_path_factory, digits_simclr_ckpt):
     torch.manual_seed(0)
     model = build_with_knn(cfg)
     knn = spy_on_knn(model)
-    model.set_cluster_data(config_dataset(cfg, "pretrain", None), 64, 0)
+    train_set, cluster_set = stage2_data(cfg, model)
+    model.set_cluster_data(cluster_set, 64, 0)
     folder = out / "monitors"
     folder.mkdir()
     trainer = build_trainer(cfg, folder, model.checkpoint_meta())
-    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
     eq3 = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hooks, "stage2_step", recomputing_eq3(hooks.stage2_step, eq3))
@@ -117,7 +119,7 @@ def run(tmp_path_factory, digits_simclr_ckpt):
         with open(path) as f:
             rows += list(csv.DictReader(f))
     return {"trainer": trainer, "model": model, "folder": folder, "rows": rows, "knn": knn,
-            "cfg": cfg, "eq3": eq3}
+            "cfg": cfg, "cluster_set": cluster_set, "eq3": eq3}
 
 
 class UnitLength(nn.Module):
@@ -143,6 +145,13 @@ def first_test_images(cfg, n: int):
     test = config_dataset(cfg, "test", None)
     x = torch.stack([test[i][0] for i in range(n)])
     return x, torch.tensor([test[i][1] for i in range(n)])
+
+
+def held_out_images(cfg):
+    """The ROBUST_N training images the launcher held out (seed 0), in the order it drew them."""
+    train = config_dataset(cfg, "pretrain", None)
+    _, held_out = held_out_split(len(train), ROBUST_N, 0)
+    return torch.stack([train[i][0] for i in held_out]), torch.tensor([train[i][1] for i in held_out])
 
 
 def torchattacks_pgd(model: nn.Module, images, labels, eps, alpha, steps, start):
@@ -171,10 +180,10 @@ def test_robust_monitor_matches_a_forward_count_and_torchattacks_pgd_on_the_chec
     robust = logged(run["rows"], "val_robust/pgd20_acc")
     assert sorted(clean) == sorted(robust) == [1]  # every 2 epochs: after the second only
     classifier = checkpoint_classifier(run["folder"])
-    x, y = first_test_images(run["cfg"], ROBUST_N)
+    x, y = held_out_images(run["cfg"])
     with torch.no_grad():
         clean_hit = classifier(x).argmax(1) == y
-    # the monitor's random start: seed 0, one draw for its single batch (40 < batch size 64)
+    # the monitor's random start: seed 0, one draw for its single batch (64 images, batch size 64)
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
     x_adv = torchattacks_pgd(classifier, x, y, EPS, ALPHA, 20, (2 * noise - 1) * EPS)
     with torch.no_grad():
@@ -195,7 +204,7 @@ def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
     torch.testing.assert_close(knn["test_features"], expected, rtol=1e-4, atol=1e-5)
     assert torch.equal(knn["test_targets"], y)
     # the training features: one per training image of the last epoch (4 full batches of 64)
-    train_labels = [label for _, label in config_dataset(run["cfg"], "pretrain", None)]
+    train_labels = [label for _, label in run["cluster_set"]]
     assert sorted(knn["train_targets"].tolist()) == sorted(train_labels)
     if knn["distance"] == "cosine":
         oracle = KNeighborsClassifier(n_neighbors=knn["k"], metric="cosine",
@@ -216,7 +225,7 @@ def test_progress_bar_shows_the_stage2_loss_its_terms_and_the_classifier_loss_ap
         warnings.simplefilter("error")
         shown = trainer.progress_bar_callback.get_metrics(trainer, model)
     steps = sorted((r for r in run["rows"] if r.get("train_loss_step")), key=lambda r: int(r["step"]))
-    assert len(steps) == len(eq3) == 8  # log_every_n_steps=1, 2 epochs of 4 steps
+    assert len(steps) == len(eq3) == EPOCHS * STEPS  # log_every_n_steps=1
     for row, expected in zip(steps, eq3):
         for term in ("loss", "distill", "robust"):
             logged_name = "train_loss_step" if term == "loss" else f"train_{term}_loss_step"
@@ -241,16 +250,20 @@ def test_the_online_classifier_stays_near_chance_at_the_configs_lr(digits_ncp_ck
     assert len(epochs) == 1 and epochs[0] < 1.5 * math.log(10), epochs
 
 
-def test_monitors_of_the_validation_split_are_refused_in_a_run_without_one(tmp_path,
-                                                                           digits_simclr_ckpt,
-                                                                           capsys):
-    code = train_stage2(tmp_path, digits_simclr_ckpt, "name=noval", "max_epochs=1",
-                        "+method_kwargs.val_robust_every=1")
-    last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2
-    assert last_line.startswith("error: this run has no validation data for "
-                                "method_kwargs.val_robust_every=1")
-    assert "data.val=true" in last_line and "val_robust_every=0" in last_line
+def test_the_robust_monitor_is_refused_when_no_training_images_were_held_out(tmp_path, digits_simclr_ckpt):
+    """A launcher other than `solo-ncp train` (here: the Trainer alone, as solo-learn's
+    main_pretrain.py runs it) holds nothing out: the monitor would have no images but the test set."""
+    cfg = load_config(str(CONFIG), [*DIGITS_STAGE2, "max_epochs=1", f"checkpoint.dir={tmp_path}",
+                                    f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}",
+                                    "+method_kwargs.val_robust_every=1"])
+    model = build_method(cfg, (1, 0), normalization={"mean": get_spec("digits").mean,
+                                                     "std": get_spec("digits").std})
+    model.set_cluster_data(config_dataset(cfg, "pretrain", None), 64, 0)
+    trainer = build_trainer(cfg, tmp_path, model.checkpoint_meta())
+    train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
+    with pytest.raises(ValueError, match=r"val_robust_every=1 measures robust accuracy on training "
+                                         r"images held out of training, .*set method_kwargs.val_robust_every=0"):
+        trainer.fit(model, train_loader(cfg, train_set))
 
 
 def test_knn_without_validation_data_is_refused(tmp_path, digits_simclr_ckpt):
@@ -284,7 +297,7 @@ def test_bad_monitor_options_are_one_error_line(tmp_path, digits_simclr_ckpt, ca
 
 
 def test_deacl_logs_the_robust_monitor_too(tmp_path, digits_simclr_ckpt):
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=d", "max_epochs=1", "data.val=true",
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=d", "max_epochs=1",
                         "+method_kwargs.val_robust_every=1", "+method_kwargs.val_robust_n=8",
                         method="deacl") == 0
     rows = []

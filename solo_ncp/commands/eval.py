@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import get_spec
     from solo_ncp.eval import format_row
     from solo_ncp.eval.report import METRICS_FILE
-    from solo_ncp.io import atomic_write_json, file_sha256, remove_outputs
+    from solo_ncp.io import atomic_write_json, remove_outputs
+    from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
     warning = budget_warning(args.norm, args.eps)
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             "train_n": len(train_set),
             "test_n": len(test_set),
         },
-        "checkpoint": {"path": str(args.ckpt), "sha256": file_sha256(encoders[0].path)},
+        "checkpoint": {**source_record(encoders[0]), "path": str(args.ckpt)},
         "encoder": encoder_settings(encoders[0].meta),
     }
     atomic_write_json(out, record)

@@ -4,6 +4,10 @@ then `report`. Running the same command again skips finished steps and resumes a
 import argparse
 
 from solo_ncp.launch.reproduce import STAGE1, STAGE2_SCOPE
+from solo_ncp.run_files import BEST, LAST
+
+CHECKPOINTS = {"last": LAST, "best": BEST}
+"""--checkpoint's choices and the file each one evaluates."""
 
 
 def _names(text: str) -> list:
@@ -46,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='repeatable; e.g. --eval-options="--test-n 500 --aa-n 1000 --cache-features" '
                              '(the last: SLF only), --eval-options="alf=--epochs 5" (one mode)')
     parser.add_argument("--poc-options", default="", help='e.g. --poc-options="--test-n 500 --cache-features"')
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                        help=f"the checkpoint of each stage-2 run that is evaluated: last ({LAST}, the "
+                             f"default) or best ({BEST}: the trainings keep their most robust epoch on "
+                             "held-out training images, checkpoint.save_best, with "
+                             "method_kwargs.val_robust_every=1 unless set); recorded")
     parser.add_argument("--dry-run", action="store_true", help="print the steps and which are done")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (see below)")
 
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                           evals=args.evals or ["slf"], out=out, overrides=args.overrides,
                           teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
-                          poc_options=args.poc_options)
+                          poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
         rows = run_plan(plan, args.dry_run)
     ran = sum(state == "ran" for _, state, _ in rows)
     if args.dry_run:

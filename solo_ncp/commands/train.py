@@ -24,8 +24,27 @@ def weak_augmentation_of(cfg):
     )
 
 
+def stage2_data(cfg, model):
+    """(training set: `IndexedDataset` of the weakly augmented training images, clustering set: the
+    same images without augmentation, (x in [0, 1], y)). With the robust monitor on
+    (`method_kwargs.val_robust_every`), `val_robust_n` images drawn with `val_robust_seed`
+    (`held_out_split`) are left out of both and given to `model.set_val_robust_data`."""
+    from torch.utils.data import Subset
+
+    from solo_ncp.data import IndexedDataset
+    from solo_ncp.launch.data import config_dataset, held_out_split
+
+    train_set = config_dataset(cfg, "pretrain", weak_augmentation_of(cfg))
+    cluster_set = config_dataset(cfg, "pretrain", None)
+    if model.val_robust_every:
+        trained, held_out = held_out_split(len(cluster_set), model.val_robust_n, model.val_robust_seed)
+        model.set_val_robust_data(Subset(cluster_set, held_out), int(cfg.optimizer.batch_size))
+        train_set, cluster_set = Subset(train_set, trained), Subset(cluster_set, trained)
+    return IndexedDataset(train_set), cluster_set
+
+
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.data import IndexedDataset, get_spec
+    from solo_ncp.data import get_spec
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import build_method
@@ -39,13 +58,12 @@ def run(args: argparse.Namespace) -> int:
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
         spec = get_spec(cfg.data.dataset)
-        train_set = IndexedDataset(config_dataset(cfg, "pretrain", weak_augmentation_of(cfg)))
-        cluster_set = config_dataset(cfg, "pretrain", None)
         val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
         extra = {}
         if not select(cfg, "method_kwargs.normalization"):
             extra["normalization"] = {"mean": spec.mean, "std": spec.std}
         model = build_method(cfg, (1, 0), **extra)
+        train_set, cluster_set = stage2_data(cfg, model)
         if getattr(model, "k", 0) > len(cluster_set):
             raise ValueError(
                 f"K={model.k} clusters but the training set has only {len(cluster_set)} images: "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, POC_ROWS, RA_COUNTING, default_loss
+from solo_ncp.run_files import BEST
 
 METRICS = ("sa", "ra", "aa")
 METRIC_TITLES = {"sa": "SA (%)", "ra": "RA (%)", "aa": "AA (%)"}
@@ -52,6 +53,8 @@ BRANCH_LEGEND = ("Rows: `(adv BN)` is a dual-BN encoder evaluated through its ad
                  "encoder through its clean BN, a second row; a row without a branch is a one-BN "
                  "encoder. ")
 NOT_RECORDED = "not recorded"
+BEST_LEGEND = (f" `[{BEST}]`: the stage-2 epoch of the best PGD-20 accuracy on training images held "
+               "out of training (`checkpoint.save_best`); other rows: the last epoch.")
 LINF_LABEL = "L-inf"
 """How tables write the L-inf threat model."""
 PAPER_HEAD = "paper"
@@ -86,14 +89,18 @@ class RunRecord:
     encoder: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """What the encoder's checkpoint says NCP's ablations varied: k, strategy, neighbor_rank,
     k_source (`solo_ncp.commands.eval.encoder_settings`); empty for older files."""
+    best: bool = False
+    """The encoder is a run's best.ckpt (`checkpoint.save_best`), not the last epoch."""
 
     @property
     def label(self) -> str:
         """Row label: the method and the BN branch evaluated: "ncp (adv BN)", "ncp (clean BN) †"
-        (the second row of a dual-BN encoder), or the method alone (one BN)."""
+        (the second row of a dual-BN encoder), or the method alone (one BN); " [best.ckpt]" after
+        the method of a best epoch."""
+        method = f"{self.method} [{BEST}]" if self.best else self.method
         if self.bn is None:
-            return self.method
-        return f"{self.method} ({self.bn} BN)" + (" †" if self.bn == "clean" else "")
+            return method
+        return f"{method} ({self.bn} BN)" + (" †" if self.bn == "clean" else "")
 
     @property
     def protocol(self) -> str:
@@ -159,10 +166,12 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
     attacks = _attacks(record.get("settings"))
     encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
+    checkpoint = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
+    best = Path(str(checkpoint.get("path", ""))).name == BEST
     return [
         RunRecord(path=path, method=record["method"], dataset=record["dataset"].lower(), mode=mode,
                   loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"],
-                  attacks=attacks, encoder=encoder)
+                  attacks=attacks, encoder=encoder, best=best)
         for branch in _branches(record, path)
     ]
 
@@ -286,7 +295,8 @@ def _table(
         lines.append("| " + " | ".join(cells) + " |")
     legend = (f"Head: {HEAD_NOTES[head]}. {BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
               "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
-              "test images per seed. " + _attack_legend(runs))
+              "test images per seed. " + _attack_legend(runs)
+              + (BEST_LEGEND if any(run.best for run in runs) else ""))
     lines += ["", legend, ""]
     return "\n".join(lines)
 

@@ -1,5 +1,5 @@
 """Data loaders of the launchers, built from a run config."""
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +33,20 @@ def config_dataset(cfg: DictConfig, split: str, transform: Optional[Callable]) -
         generator = torch.Generator().manual_seed(int(select(cfg, "data.subset_seed", 0)))
         dataset = Subset(dataset, torch.randperm(len(dataset), generator=generator)[: int(subset)].tolist())
     return dataset
+
+
+def held_out_split(length: int, n: int, seed: int) -> Tuple[List[int], List[int]]:
+    """(indices trained on, indices held out) of a training set of `length` images: `n` of them,
+    the first `n` of a permutation drawn by `torch.randperm` from a generator seeded with `seed`, are
+    held out (in that drawn order); the rest are trained on, in increasing order. ConfigError when
+    `n` leaves fewer than one image to train on."""
+    if not 0 < n < length:
+        raise ConfigError(
+            f"method_kwargs.val_robust_n={n} training images held out for the robust monitor leave "
+            f"{max(length - n, 0)} of the {length} to train on: lower method_kwargs.val_robust_n"
+        )
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n:]), order[:n]
 
 
 def train_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from solo_ncp.interrupt import Interrupted, as_interrupted
 from solo_ncp.io import atomic_write_json, file_sha256
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
+from solo_ncp.run_files import BEST, LAST
 
 STAGE1 = "simclr"
 """Label of the stage-1 encoder (config zoo_configs/<dataset>/simclr.yaml) in steps and tables."""
@@ -147,6 +148,7 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     evaluations may grow, methods may be added with overrides of their own (`label:key=value`; a
     method already recorded must keep its config and its own overrides)."""
     differing = []
+    old = {"checkpoint": LAST, **old}  # runs recorded before --checkpoint evaluated last.ckpt
     added = set(new.get("methods", {})) - set(old.get("methods", {}))
     for key in sorted(set(old) | set(new)):
         if key == "overrides":
@@ -309,9 +311,12 @@ def merged_evals(specs: Sequence[str]) -> List[str]:
 
 def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], evals: Sequence[str],
                out: Path, overrides: Sequence[str], teacher: Optional[Path], config_dir: Path,
-               select_k_options: str = "", eval_options: Sequence[str] = (), poc_options: str = "") -> Plan:
+               select_k_options: str = "", eval_options: Sequence[str] = (), poc_options: str = "",
+               checkpoint: str = LAST) -> Plan:
     """Every step of the table, in order; every input checked before any step runs. The seeds,
-    methods and evaluations recorded in `out` join those given (the folder's table is of them all)."""
+    methods and evaluations recorded in `out` join those given (the folder's table is of them all).
+    `checkpoint`: which checkpoint of each stage-2 run is evaluated, last.ckpt or best.ckpt (the
+    trainings then keep it: `best_checkpoint_overrides`)."""
     from solo_ncp.eval.protocol import MODES
 
     check_seeds(seeds)
@@ -345,6 +350,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                         for m in chosen}
     for m in chosen:
         configs[m.label] = stage_config(m.config, stage2_overrides[m.label])
+        if checkpoint == BEST:
+            stage2_overrides[m.label] += best_checkpoint_overrides(configs[m.label])
     if teacher is not None:
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
@@ -357,11 +364,12 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                                                     "sha256": file_sha256(stage1_config)},
         "methods": {m.label: {"config": str(m.config), "sha256": file_sha256(m.config)} for m in chosen},
         "select_k_options": select_k_argv, "eval_options": {mode or "every mode": argv for mode, argv in eval_argv.items()}, "poc_options": poc_argv,
+        "checkpoint": checkpoint,
     }
     results: List[Path] = []
     for seed in seeds:
         base = out / f"s{seed}"
-        stage1 = teacher if teacher is not None else base / STAGE1 / "last.ckpt"
+        stage1 = teacher if teacher is not None else base / STAGE1 / LAST
         encoder_args = ["--dataset", dataset, "--seed", str(seed), *data_argv]
         if teacher is None:
             plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, fixed(
@@ -386,9 +394,9 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
                  f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
                  f"method_kwargs.teacher_ckpt={stage1}", *clusters]),
-                trained(base / m.label / "last.ckpt", int(configs[m.label].max_epochs)),
+                trained(base / m.label / LAST, int(configs[m.label].max_epochs)),
                 rerun="--resume"))
-            checkpoints[m.label] = base / m.label / "last.ckpt"
+            checkpoints[m.label] = base / m.label / checkpoint
         for kind, names in modes.items():
             mode, head = mode_and_head(kind)
             for name in names:
@@ -406,6 +414,15 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         result_file(report / "report.md"), rerun="",
         inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json", "k.json"))))
     return plan
+
+
+def best_checkpoint_overrides(cfg) -> List[str]:
+    """What a stage-2 training of config `cfg` adds to keep best.ckpt: `checkpoint.save_best`, and the
+    held-out robust monitor after every epoch unless the config already runs it."""
+    from solo_ncp.config import select
+
+    every = [] if select(cfg, "method_kwargs.val_robust_every", 0) else ["++method_kwargs.val_robust_every=1"]
+    return ["++checkpoint.save_best=true", *every]
 
 
 def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:

@@ -49,9 +49,15 @@ from solo_ncp.launch.resume import (
     describe_changes,
     start_groups_at_own_lrs,
 )
-from solo_ncp.models.checkpoint import META_KEY, CheckpointError, read_checkpoint, state_mismatch
+from solo_ncp.models.checkpoint import (
+    BEST_META,
+    META_KEY,
+    CheckpointError,
+    read_checkpoint,
+    state_mismatch,
+)
+from solo_ncp.run_files import BEST, LAST
 
-LAST = "last.ckpt"
 WANDB_RUN_ID = "wandb_run_id"
 """The key of the W&B run id in a checkpoint's solo-ncp metadata: `--resume` continues that run."""
 
@@ -118,6 +124,45 @@ class EpochCheckpoints(Callback):
         if (epoch + 1) % self.frequency == 0:
             sync_epoch_metrics(trainer)
             trainer.save_checkpoint(self.folder / epoch_checkpoint_name(self.run_name, epoch))
+
+
+class RobustMonitor(Callback):
+    """After every `every`-th epoch (epochs N, 2N, ... counted from 1) the stage-2 method measures
+    its online classifier's clean and PGD-20 accuracy on its held-out training images
+    (`measure_val_robust`, which logs them). With `best` (a path: `checkpoint.save_best`), the run
+    is saved there whenever that PGD-20 accuracy beats every earlier measurement (on a tie the
+    earlier epoch stays), and every checkpoint's metadata records the best so far (`BEST_META`).
+
+    A plain callback, so on both Lightning versions it runs before the checkpoint callback that
+    writes last.ckpt: last.ckpt holds the best so far (this callback's state) and a resumed run
+    compares with it; a kill between the two saves repeats the epoch, which writes the same
+    best.ckpt again."""
+
+    def __init__(self, every: int, best: Optional[Path] = None):
+        self.every = every
+        self.best = best
+        self.kept: Optional[Dict] = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        if (epoch + 1) % self.every:
+            return
+        measured = pl_module.measure_val_robust()
+        if self.best is None or (self.kept is not None and measured["ra"] <= self.kept["pgd20_acc"]):
+            return
+        self.kept = {"epoch": int(epoch), "pgd20_acc": measured["ra"], "clean_acc": measured["sa"]}
+        sync_epoch_metrics(trainer)
+        trainer.save_checkpoint(self.best)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict) -> None:
+        if self.kept is not None:
+            checkpoint[META_KEY] = {**checkpoint.get(META_KEY, {}), BEST_META: dict(self.kept)}
+
+    def state_dict(self) -> Dict:
+        return {} if self.kept is None else {"kept": dict(self.kept)}
+
+    def load_state_dict(self, state_dict: Dict) -> None:
+        self.kept = state_dict.get("kept")
 
 
 class CheckpointMeta(Callback):
@@ -329,7 +374,9 @@ class LoggedLossBar(TQDMProgressBar):
 def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Callback] = (),
                   trust: bool = False, wandb_run_id: Optional[str] = None):
     """A Trainer writing `last.ckpt` after every epoch into `folder`, an epoch checkpoint every
-    `checkpoint.frequency` epochs with `checkpoint.keep_prev` (`EpochCheckpoints`), and the
+    `checkpoint.frequency` epochs with `checkpoint.keep_prev` (`EpochCheckpoints`), the held-out
+    robust accuracy every `method_kwargs.val_robust_every` epochs (stage 2) and with
+    `checkpoint.save_best` the most robust epoch as best.ckpt (`RobustMonitor`), and the
     learning rates of every epoch into its logs (`lr-<optimizer>`, see `build_loggers`; W&B
     continues run `wandb_run_id` when given, and the run's id goes into every checkpoint's
     metadata); it resumes through the safe loader (any pickle only if `trust`)."""
@@ -349,6 +396,9 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     )
     if history.keep_prev:
         callbacks = [EpochCheckpoints(folder, folder.name, history.frequency), *callbacks]
+    robust_every = int(select(cfg, "method_kwargs.val_robust_every", 0) or 0)
+    if robust_every:
+        callbacks = [*callbacks, RobustMonitor(robust_every, folder / BEST if history.save_best else None)]
     loggers = build_loggers(cfg, folder, wandb_run_id)
     wandb_logger = next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
     if wandb_logger is not None:

@@ -45,7 +45,12 @@ from solo_ncp.threat_model import NORMS, budget_warning
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
 KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
 VAL_ROBUST_SEED = 0
-"""Seed of the PGD random starts of the validation monitor: the same starts at every evaluation."""
+"""Seed of the PGD random starts of the robust monitor: the same starts at every evaluation."""
+VAL_ROBUST_CLEAN = "val_robust/clean_acc"
+VAL_ROBUST_PGD = f"val_robust/pgd{TEST_PGD_STEPS}_acc"
+"""The robust monitor's logged metrics (%): what `checkpoint.save_best` keeps the best epoch by."""
+HELD_OUT = "held out of the training set"
+"""Where the robust monitor's images come from, as checkpoints record it (never the test set)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ OPTIONS = (
     Option("trust_teacher", bool, False),
     Option("val_robust_every", int, 0, at_least=0),
     Option("val_robust_n", int, 512, at_least=1),
+    Option("val_robust_seed", int, 0, at_least=0),
     Option("channels_last", bool, False),
     Option("compile", bool, False),
     Option("cudnn_benchmark", bool, False),
@@ -156,11 +162,11 @@ class Stage2Hooks:
 
     Monitors: the progress bar shows the stage-2 loss (`loss`), its terms (`distill`, `robust`)
     and the online classifier's cross-entropy (`clf_loss`; the classifier reads f2's features
-    centred and L2-normalised, `monitor_logits`); every `val_robust_every` epochs the
-    online classifier's clean and PGD-20 accuracy on the first `val_robust_n` validation images
-    are logged (`val_robust/*`); solo-learn's `knn_eval` scores the encoder's features. The
-    online classifier, the validation forward and the k-NN all see f2 in eval mode through the
-    `cluster_bn` branch.
+    centred and L2-normalised, `monitor_logits`); `measure_val_robust` logs the online
+    classifier's clean and PGD-20 accuracy on `val_robust_n` training images the launcher held out
+    (`set_val_robust_data`; solo-ncp train's `RobustMonitor` calls it every `val_robust_every`
+    epochs); solo-learn's `knn_eval` scores the encoder's features. The online classifier, the
+    validation forward and the k-NN all see f2 in eval mode through the `cluster_bn` branch.
 
     A mixin placed before the host's `BaseMethod`: the adapter sets `backbone_attr` (the attribute
     holding its BaseMethod's encoder) and calls `setup_stage2` once its BaseMethod is built. Images
@@ -209,6 +215,7 @@ class Stage2Hooks:
             compile_forward(self.student_backbone, self.teacher)
         self.val_robust_every = options["val_robust_every"]
         self.val_robust_n = options["val_robust_n"]
+        self.val_robust_seed = options["val_robust_seed"]
         self.val_robust_data: Optional[TensorDataset] = None
         self.val_robust_batch_size = 0
         self.cluster_every = options["cluster_every"]
@@ -288,6 +295,9 @@ class Stage2Hooks:
                                     "k_source": self.k_source}
         if self.dataset_name:
             meta["dataset"] = str(self.dataset_name)
+        if self.val_robust_every:
+            meta["val_robust"] = {"every": int(self.val_robust_every), "n": int(self.val_robust_n),
+                                  "seed": int(self.val_robust_seed), "images": HELD_OUT}
         return meta
 
     def on_save_checkpoint(self, checkpoint: Dict) -> None:
@@ -300,20 +310,23 @@ class Stage2Hooks:
         if self.cudnn_benchmark:  # off: left as the Trainer's `benchmark` set it
             torch.backends.cudnn.benchmark = True
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)
-        self._check_validation_data()
+        self._check_monitor_data()
 
-    def _check_validation_data(self) -> None:
-        """Refuses the monitors that score the validation split in a run that has none (the k-NN
-        would otherwise keep every training feature, never scored)."""
-        wanted = [name for name, on in (
-            ("knn_eval.enabled=true", self.knn_eval),
-            (f"method_kwargs.val_robust_every={self.val_robust_every}", self.val_robust_every > 0),
-        ) if on]
-        if wanted and not self.trainer.enable_validation:
+    def _check_monitor_data(self) -> None:
+        """Refuses the k-NN in a run without validation data (it would keep every training feature,
+        never scored) and the robust monitor in a run whose launcher held out no training images."""
+        if self.knn_eval and not self.trainer.enable_validation:
             raise ValueError(
-                f"this run has no validation data for {' and '.join(wanted)} to score: set "
+                "this run has no validation data for knn_eval.enabled=true to score: set "
                 "data.val=true (solo-ncp train; data.val_path for solo-learn's main_pretrain.py), "
-                "or turn the monitor off (knn_eval.enabled=false, method_kwargs.val_robust_every=0)"
+                "or turn the k-NN off (knn_eval.enabled=false)"
+            )
+        if self.val_robust_every and self.val_robust_data is None:
+            raise ValueError(
+                f"method_kwargs.val_robust_every={self.val_robust_every} measures robust accuracy on "
+                "training images held out of training, which `solo-ncp train` sets aside "
+                "(method_kwargs.val_robust_n, val_robust_seed) and this launcher did not: train with "
+                "`solo-ncp train`, or set method_kwargs.val_robust_every=0"
             )
 
     def on_validation_start(self) -> None:
@@ -332,44 +345,32 @@ class Stage2Hooks:
         X, targets = batch
         return to_pixels(X, norm), targets
 
-    def _set_val_robust_subset(self) -> None:
-        """Keeps the first `val_robust_n` images of the validation split (all of them if it has
-        fewer) as (x (n, C, H, W) in [0, 1] pixels, y (n,)) on the CPU, read once from the
-        validation loader's dataset (in its order: validation loaders do not shuffle), and the
-        loader's batch size."""
-        loaders = self.trainer.val_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        dataset = loader.dataset
-        first = Subset(dataset, range(min(self.val_robust_n, len(dataset))))
-        norm = find_normalization(loader)
+    def set_val_robust_data(self, dataset: Dataset, batch_size: int) -> None:
+        """The robust monitor's images: `dataset` of (x (C, H, W) in [0, 1] pixels, y), training
+        images held out of training, read once into memory, scored in batches of `batch_size`."""
         xs, ys = [], []
-        for x, y in DataLoader(first, batch_size=loader.batch_size or 1):
-            xs.append(x if norm is None else to_pixels(x, norm))
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            xs.append(x)
             ys.append(torch.as_tensor(y))
         self.val_robust_data = TensorDataset(torch.cat(xs), torch.cat(ys))
-        self.val_robust_batch_size = loader.batch_size or 1
+        self.val_robust_batch_size = batch_size
 
-    def on_train_epoch_end(self) -> None:
-        """Every `val_robust_every` epochs (after epochs N, 2N, ...): SA and PGD-20 RA of the
-        online classifier (eval mode, `cluster_bn` branch) on the fixed validation subset, in
-        percent, with the method's norm, eps and alpha and the same random starts each time
-        (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and attacked).
+    def measure_val_robust(self) -> Dict[str, float]:
+        """The online classifier's (eval mode, `cluster_bn` branch) clean and PGD-20 accuracy in
+        percent on the held-out images, with the method's norm, eps and alpha and the same random
+        starts each time (`solo_ncp.eval.robust.evaluate`; a sample is robust if right clean and
+        attacked), logged as `val_robust/clean_acc` and `val_robust/pgd20_acc`: {"sa", "ra"}.
         Every rank evaluates the same images, so the mean over ranks that is logged is each
         rank's value."""
-        super().on_train_epoch_end()
-        if not self.val_robust_every or (self.current_epoch + 1) % self.val_robust_every:
-            return
-        if self.val_robust_data is None:
-            self._set_val_robust_subset()
         classifier = self.online_classifier()
         with bn_branch(classifier, self.stage2.cluster_bn):
             metrics = evaluate(classifier, self.val_robust_data, norm=self.stage2.norm, eps=self.stage2.eps,
                                alpha=self.stage2.alpha, steps=TEST_PGD_STEPS,
                                batch_size=self.val_robust_batch_size, device=self.device,
                                seed=VAL_ROBUST_SEED, progress=False)
-        self.log_dict({"val_robust/clean_acc": metrics["sa"],
-                       f"val_robust/pgd{TEST_PGD_STEPS}_acc": metrics["ra"]},
+        self.log_dict({VAL_ROBUST_CLEAN: metrics["sa"], VAL_ROBUST_PGD: metrics["ra"]},
                       on_epoch=True, on_step=False, sync_dist=True)
+        return {"sa": float(metrics["sa"]), "ra": float(metrics["ra"])}
 
     def _encode(self, indices: torch.Tensor) -> torch.Tensor:
         """f2 of the training images `indices` (eval mode, cluster_bn branch, no augmentation),

@@ -17,12 +17,17 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from solo_ncp.io import file_sha256
+from solo_ncp.run_files import BEST
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")
 META_KEY = "solo_ncp"
+BEST_META = "best_val_robust"
+"""The key, in a checkpoint's solo-ncp metadata, of the run's best held-out robust accuracy so far:
+{"epoch" (0-based), "pgd20_acc", "clean_acc" (%)}; best.ckpt holds that epoch's weights."""
 EXPORT_INFO = "export.json"
 EXPORTED_ENCODER = "encoder.pt"
 EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source")
@@ -90,6 +95,11 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD override only an unset weights_only); arbitrary pickles only
     if `trust`."""
     path = Path(path)
+    if not path.is_file() and path.name == BEST:
+        raise CheckpointError(
+            f"{path.parent} holds no {BEST}: a stage-2 run keeps one only with checkpoint.save_best=true "
+            "and method_kwargs.val_robust_every >= 1; pass its last.ckpt, or train with both set"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist: pass the `.ckpt` written by `solo-ncp pretrain` "
@@ -222,6 +232,15 @@ class LoadedEncoder:
     bn: Optional[str] = None
     branches: Tuple[str, ...] = ()
     path: Optional[Path] = None
+
+
+def source_record(encoder: LoadedEncoder) -> Dict:
+    """Which checkpoint an encoder came from, as eval's metrics.json and export.json record it:
+    {"path", "sha256"}, and "best_val_robust" (`BEST_META`) when its run kept a best epoch."""
+    record = {"path": str(encoder.path), "sha256": file_sha256(encoder.path)}
+    if encoder.meta.get(BEST_META):
+        record[BEST_META] = dict(encoder.meta[BEST_META])
+    return record
 
 
 def is_dual_bn_state(weights: Mapping[str, torch.Tensor]) -> bool:

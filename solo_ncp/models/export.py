@@ -32,7 +32,6 @@ from solo_ncp.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
-    file_sha256,
     remove_outputs,
 )
 from solo_ncp.models import wide_resnet
@@ -45,6 +44,7 @@ from solo_ncp.models.checkpoint import (
     LoadedEncoder,
     load_weights,
     read_checkpoint,
+    source_record,
 )
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.models.wide_resnet import WideResNet
@@ -180,7 +180,7 @@ def export_info(encoder: LoadedEncoder) -> Dict:
         "bn": encoder.bn,
         "backbone": encoder.backbone.to_dict(),
         "normalization": {k: list(v) for k, v in encoder.normalization.items()},
-        "source": {"path": str(encoder.path), "sha256": file_sha256(encoder.path)},
+        "source": source_record(encoder),
     }
     return {
         **meta,

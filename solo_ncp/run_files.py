@@ -1,0 +1,5 @@
+"""The checkpoint files of a training run's folder (importable without torch)."""
+LAST = "last.ckpt"
+"""The checkpoint after the last finished epoch: what `--resume` continues."""
+BEST = "best.ckpt"
+"""The checkpoint of a stage-2 run's most robust epoch on its held-out images (`checkpoint.save_best`)."""
