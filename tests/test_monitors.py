@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 CONFIG = ROOT / "zoo_configs/fashionmnist/ncp.yaml"
 LAM, EPS, ALPHA = 6.0, 8 / 255, 2 / 255  # the config's lam, eps, alpha
-ROBUST_N, KNN_K, EPOCHS, SUBSET = 64, 5, 2, 320
+ROBUST_N, KNN_K, EPOCHS, SUBSET = 64, 5, 2, 576
 STEPS = (SUBSET - ROBUST_N) // 64  # per epoch: the training images less those held out, batch 64
 MONITORED = [
     "name=monitors", f"max_epochs={EPOCHS}", f"data.subset={SUBSET}", "data.val=true", "log_every_n_steps=1",
@@ -90,7 +90,7 @@ def recomputing_eq3(real_step, recomputed: list):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_simclr_ckpt):
-    """Two epochs of `ncp` on 320 digits less the 64 held out (4 steps each) with every monitor on,
+    """Two epochs of `ncp` on 576 digits less the 64 held out (8 steps each) with every monitor on,
     built as `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg",
     "cluster_set", "eq3": each step's Eq. 3 terms recomputed (`recomputing_eq3`)}."""
     import solo_ncp.methods.stage2_hooks as hooks
