@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from solo_ncp.cli import main
 from solo_ncp.commands._encoder import dataset_of
 from solo_ncp.config import dataset_spec, load_config, to_solo102_kwargs, to_solo_main_cfg
-from solo_ncp.data import build_dataset, custom_data, normalization_of
+from solo_ncp.data import build_dataset, config_custom_data, custom_data, normalization_of
 from solo_ncp.launch.compat import HOST, pretrain_transform
 from solo_ncp.models.checkpoint import read_checkpoint
 from tests.conftest import ROOT, write_image_folder
@@ -94,6 +94,16 @@ def test_a_custom_config_counts_the_class_folders_and_normalises_with_its_statis
     classes = to_solo_main_cfg(cfg).data.num_classes if HOST.is_main else to_solo102_kwargs(cfg)["num_classes"]
     assert classes == 3
     assert normalization_of(pretrain_transform(cfg)) == {"mean": tuple(MEAN), "std": tuple(STD)}
+
+
+def test_the_image_size_is_the_largest_crop_and_every_entry_gives_the_same_statistics(folders):
+    data = {"train_path": str(folders["train"]), "val_path": None}
+    entries = [{"crop_size": 4, "mean": MEAN, "std": STD}, {"crop_size": 8, "mean": MEAN, "std": STD}]
+    custom = config_custom_data(data, entries, validate=False)
+    assert (custom.image_size, custom.val_path, list(custom.mean), list(custom.std)) == (8, None, MEAN, STD)
+    entries[0]["std"] = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match=r"augmentations\[\]\.std differ between entries"):
+        config_custom_data(data, entries, validate=False)
 
 
 def encoder_args(**options):
