@@ -15,11 +15,16 @@ the same config under `solo-ncp` and under solo-learn main's own main_pretrain.p
 solo-ncp's launcher keys (`LAUNCHER_KEYS`) take `key=value` even where a file lacks them (as
 `++key=value` would): `data.subset` (train on a fixed random subset of that many images, drawn
 with `data.subset_seed`, default 0), `data.val` (validate the online classifier on the test
-split; default true), `data.val_path` (custom data's test ImageFolder), `backbone.kwargs.cifar` (the ResNet stem; default: the dataset's), the
-Trainer's `limit_train_batches`, `limit_val_batches`, `log_every_n_steps`,
-`accumulate_grad_batches`, `sync_batchnorm`, `num_nodes` (Lightning's defaults), and the keys of
-the logger and checkpoint blocks (`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the
-command line needs no `wandb:` block in the file).
+split; default true), `data.val_path` (custom data's test ImageFolder), `backbone.kwargs.cifar`
+(the ResNet stem; default: the dataset's), the Trainer's `limit_train_batches`,
+`limit_val_batches`, `log_every_n_steps`, `accumulate_grad_batches`, `sync_batchnorm`,
+`num_nodes` (Lightning's defaults), and the keys of the logger and checkpoint blocks
+(`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the command line needs no `wandb:` block
+in the file).
+
+`data.dataset: custom` reads torchvision ImageFolders, `data.train_path` and `data.val_path`,
+normalised with the `mean`/`std` of every `augmentations` entry (`custom_data_of`, see
+solo_ncp.data.custom); the folders and statistics are checked when the config loads.
 
 Every key of a loaded config, from the file or an override, must be read by something
 (`check_config_keys`): by solo-ncp (`SCHEMA`: the keys of main's schema it honours, and
@@ -431,7 +436,8 @@ def custom_data_of(cfg: DictConfig) -> Optional[CustomData]:
     if cfg.data.dataset != CUSTOM:
         return None
     try:
-        augmentations = OmegaConf.to_container(cfg.get("augmentations") or ListConfig([]), resolve=True)
+        augmentations = cfg.get("augmentations")
+        augmentations = OmegaConf.to_container(augmentations, resolve=True) if augmentations else []
         return config_custom_data(OmegaConf.to_container(cfg.data, resolve=True), augmentations,
                                   validate=bool(select(cfg, "data.val", True)))
     except OmegaConfBaseException as err:

@@ -371,6 +371,8 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
         lambda w: custom_eval(w, "--train-path", str(custom_folder(w, "flat")), "--val-path",
                               str(custom_folder(w, "val")), "--image-size", "8"),
         ["--train-path", "flat has no class sub-folders"]),
+    "eval --dataset custom: --image-size 0": (lambda w: custom_eval(w, "--image-size", "0"),
+                                              ["--image-size must be >= 1"]),
     "eval --dataset custom with --data-dir": (lambda w: custom_eval(w, "--data-dir", str(w["root"])),
                                               ["--data-dir is for the registered datasets",
                                                "--train-path and --val-path"]),

@@ -2,7 +2,6 @@
 config, the stage-1 transform, and the whole pipeline (pretrain, select-k, train, eval, export)."""
 import argparse
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

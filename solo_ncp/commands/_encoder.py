@@ -8,6 +8,7 @@ normalisation from the checkpoint."""
 import argparse
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from solo_ncp.data.custom import CUSTOM
 from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:  # torch is imported where used: the options are built without
     from solo_ncp.data.registry import DatasetSpec
     from solo_ncp.models.checkpoint import LoadedEncoder
 
-CUSTOM = "custom"  # solo_ncp.data.custom.CUSTOM, without importing torch for the options
 CUSTOM_OPTIONS = {"train_path": "--train-path", "val_path": "--val-path", "image_size": "--image-size"}
 """The options of --dataset custom: the record's key (and args' attribute) -> the option."""
 
@@ -91,7 +91,6 @@ def check_data_options(args: argparse.Namespace) -> None:
     (--data-dir with custom, custom's options with another), before any loading."""
     from solo_ncp.data import get_spec
 
-    given = [option for key, option in CUSTOM_OPTIONS.items() if getattr(args, key) is not None]
     if args.dataset == CUSTOM:
         if args.data_dir is not None:
             raise ValueError("--data-dir is for the registered datasets: --dataset custom reads "
@@ -100,6 +99,7 @@ def check_data_options(args: argparse.Namespace) -> None:
             raise ValueError(f"--image-size must be >= 1 (pixels), got {args.image_size}")
         return
     get_spec(args.dataset)
+    given = [option for key, option in CUSTOM_OPTIONS.items() if getattr(args, key) is not None]
     if given:
         raise ValueError(f"{given[0]} is for --dataset custom: drop it, or pass --data-dir, the folder "
                          f"holding {args.dataset}")
@@ -115,7 +115,8 @@ def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: 
     from solo_ncp.models import load_encoder
 
     spec = None if args.dataset == CUSTOM else get_spec(args.dataset)
-    encoder = load_encoder(args.ckpt, normalization=None if spec is None else {"mean": spec.mean, "std": spec.std},
+    normalization = None if spec is None else {"mean": spec.mean, "std": spec.std}
+    encoder = load_encoder(args.ckpt, normalization=normalization,
                            bn=bn or (args.bn if args.bn in BRANCHES else None),
                            trust=args.trust_checkpoint)
     trained_on = encoder.meta.get("dataset")

@@ -155,8 +155,8 @@ def _statistic(augmentations: Sequence[Mapping], key: str) -> Tuple[float, ...]:
 def config_custom_data(data: Mapping, augmentations: Sequence[Mapping], validate: bool) -> CustomData:
     """The CustomData of a run config's plain `data` block and `augmentations` list: folders
     `data.train_path` (required) and `data.val_path` (required when `validate`: `data.val`), image
-    size the largest `crop_size` (stage 1's large crops), mean/std those of every entry (`_statistic`). ValueError
-    (DatasetNotFoundError for the folders) naming the key and the fix."""
+    size the largest `crop_size` (stage 1's large crops), mean/std those of every entry
+    (`_statistic`). ValueError (DatasetNotFoundError for the folders) naming the key and the fix."""
     if not data.get("train_path"):
         raise ValueError(f"data.dataset={CUSTOM} needs data.train_path=<{LAYOUT}> (and data.val_path, "
                          "the same for the test images)")
