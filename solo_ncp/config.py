@@ -15,11 +15,16 @@ the same config under `solo-ncp` and under solo-learn main's own main_pretrain.p
 solo-ncp's launcher keys (`LAUNCHER_KEYS`) take `key=value` even where a file lacks them (as
 `++key=value` would): `data.subset` (train on a fixed random subset of that many images, drawn
 with `data.subset_seed`, default 0), `data.val` (validate the online classifier on the test
-split; default true), `backbone.kwargs.cifar` (the ResNet stem; default: the dataset's), the
-Trainer's `limit_train_batches`, `limit_val_batches`, `log_every_n_steps`,
-`accumulate_grad_batches`, `sync_batchnorm`, `num_nodes` (Lightning's defaults), and the keys of
-the logger and checkpoint blocks (`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the
-command line needs no `wandb:` block in the file).
+split; default true), `data.val_path` (custom data's test ImageFolder), `backbone.kwargs.cifar`
+(the ResNet stem; default: the dataset's), the Trainer's `limit_train_batches`,
+`limit_val_batches`, `log_every_n_steps`, `accumulate_grad_batches`, `sync_batchnorm`,
+`num_nodes` (Lightning's defaults), and the keys of the logger and checkpoint blocks
+(`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the command line needs no `wandb:` block
+in the file).
+
+`data.dataset: custom` reads torchvision ImageFolders, `data.train_path` and `data.val_path`,
+normalised with the `mean`/`std` of every `augmentations` entry (`custom_data_of`, see
+solo_ncp.data.custom); the folders and statistics are checked when the config loads.
 
 Every key of a loaded config, from the file or an override, must be read by something
 (`check_config_keys`): by solo-ncp (`SCHEMA`: the keys of main's schema it honours, and
@@ -89,7 +94,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from solo_ncp._host import current_host, import_solo
-from solo_ncp.data.registry import get_spec
+from solo_ncp.data.custom import CUSTOM, CustomData, config_custom_data
+from solo_ncp.data.registry import DatasetSpec, get_spec
 from solo_ncp.zoo import config_path
 
 REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
@@ -107,7 +113,8 @@ RUN_BLOCKS = {
 WHOLE, NUMBER, FLAG = "a whole number", "a number", "true or false"
 """Kinds of the values solo-ncp converts (`_is_kind`); null is always allowed (the default)."""
 LAUNCHER_KEYS = {
-    "data.subset": WHOLE, "data.subset_seed": WHOLE, "data.val": FLAG, "backbone.kwargs.cifar": FLAG,
+    "data.subset": WHOLE, "data.subset_seed": WHOLE, "data.val": FLAG, "data.val_path": None,
+    "backbone.kwargs.cifar": FLAG,
     "limit_train_batches": NUMBER, "limit_val_batches": NUMBER, "log_every_n_steps": WHOLE,
     "accumulate_grad_batches": WHOLE, "sync_batchnorm": FLAG, "num_nodes": WHOLE,
     **{f"{block}.{key}": None for block, keys in RUN_BLOCKS.items() for key in keys},
@@ -409,7 +416,7 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"config {path} lacks `{key}` (solo-learn main's schema)")
     check_config_keys(cfg)
-    get_spec(cfg.data.dataset)
+    dataset_spec(cfg)  # an unknown dataset, custom folders and statistics: refused before any work
     if cfg.optimizer.name not in OPTIMIZERS:
         raise ConfigError(
             f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
@@ -422,6 +429,26 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
 def select(cfg: DictConfig, key: str, default=None):
     value = OmegaConf.select(cfg, key)
     return default if value is None else value
+
+
+def custom_data_of(cfg: DictConfig) -> Optional[CustomData]:
+    """The checked folders, image size and statistics of `data.dataset: custom`
+    (`solo_ncp.data.custom.config_custom_data`); None for a registered dataset."""
+    if cfg.data.dataset != CUSTOM:
+        return None
+    try:
+        augmentations = cfg.get("augmentations")
+        augmentations = OmegaConf.to_container(augmentations, resolve=True) if augmentations else []
+        return config_custom_data(OmegaConf.to_container(cfg.data, resolve=True), augmentations,
+                                  validate=bool(select(cfg, "data.val", True)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
+
+
+def dataset_spec(cfg: DictConfig) -> DatasetSpec:
+    """The DatasetSpec of `data.dataset`: the registry's, or that of the custom folders."""
+    custom = custom_data_of(cfg)
+    return get_spec(cfg.data.dataset) if custom is None else custom.spec
 
 
 def run_block(cfg: DictConfig, name: str) -> Dict:
@@ -624,7 +651,7 @@ def _plain(value):
 
 def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> Dict:
     """Keyword arguments for a solo-learn 1.0.2 method class (see the module's mapping table)."""
-    spec = get_spec(cfg.data.dataset)
+    spec = dataset_spec(cfg)
     opt, sched = cfg.optimizer, cfg.get("scheduler") or {}
     rates = learning_rates(cfg)
     opt_kwargs = dict(_plain(opt.get("kwargs")) or {})
@@ -699,7 +726,7 @@ def to_solo_main_cfg(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0),
                      **method_kwargs) -> DictConfig:
     """The `cfg` of a solo-learn main method class (see the module's docstring); `method_kwargs`
     are merged into `cfg.method_kwargs`. `cfg` itself is left as it is."""
-    spec = get_spec(cfg.data.dataset)
+    spec = dataset_spec(cfg)
     rates = learning_rates(cfg)
     out = copy.deepcopy(cfg)
     out.data.num_classes = spec.num_classes

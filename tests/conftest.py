@@ -53,6 +53,18 @@ def digits_simclr_ckpt(tmp_path_factory) -> Path:
     return out / "digits" / "last.ckpt"
 
 
+def write_image_folder(root: Path, images, labels, classes) -> Path:
+    """`images` ((N, H, W) or (N, H, W, 3) uint8) as PNGs in an ImageFolder at `root`: image i
+    is root/classes[labels[i]]/<i>.png. Returns root."""
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    return root
+
+
 needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)",

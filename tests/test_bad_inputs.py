@@ -13,6 +13,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ from solo_ncp.cli import main
 from solo_ncp.config import load_config
 from solo_ncp.launch.reproduce import build_plan
 from solo_ncp.launch.trainer import save_config
-from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, write_image_folder
 from tests.test_data import IMAGES, LABELS, write_fashion_mnist
 
 SIMCLR = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR]
@@ -81,6 +82,7 @@ def world(tmp_path_factory, digits_simclr_ckpt):
         (cifar / name).write_bytes(b"corrupt" * 10)
     for stem, content in NOT_CHECKPOINTS.items():
         (root / f"{stem}.ckpt").write_bytes(content)
+    write_custom_folders(root / "custom")
     for fault, plant in (("truncated", lambda d: (d / IMAGES).write_bytes((d / IMAGES).read_bytes()[:99])),
                          ("random", lambda d: (d / LABELS).write_bytes(bytes(range(7, 250, 3))))):
         plant(write_fashion_mnist(root / f"fmnist-{fault}" / "fashion-mnist"))
@@ -104,6 +106,40 @@ def world(tmp_path_factory, digits_simclr_ckpt):
     torch.save({**torch.load(digits_simclr_ckpt, weights_only=True), "other": 1}, other)
     paths["other"] = other
     return paths
+
+
+def write_custom_folders(root: Path) -> None:
+    """Custom data under `root`: ImageFolders `train` and `val` (classes a, b), and folders that are
+    none: `empty`, `flat` (images, no class folders), `hollow` (class b without an image), `other`
+    (an ImageFolder of classes a, c)."""
+    images, labels = np.zeros((4, 8, 8), dtype=np.uint8), [0, 1, 0, 1]
+    for name in ("train", "val"):
+        write_image_folder(root / name, images, labels, ["a", "b"])
+    write_image_folder(root / "other", images, labels, ["a", "c"])
+    write_image_folder(root / "hollow", images[:1], labels[:1], ["a", "b"])
+    (root / "hollow" / "b").mkdir()
+    (root / "hollow" / "b" / "notes.txt").write_text("no image\n")
+    write_image_folder(root / "flat", images[:1], labels[:1], ["."])
+    (root / "empty").mkdir()
+
+
+CUSTOM_STATISTICS = ["+augmentations.0.mean=[0.5,0.5,0.5]", "+augmentations.0.std=[0.25,0.25,0.25]"]
+
+
+def custom(world, *overrides, statistics=CUSTOM_STATISTICS):
+    """pretrain on the world's custom ImageFolder `train` (without validation), then `overrides`."""
+    return [*SIMCLR, f"checkpoint.dir={world['root'] / 'runs'}", "data.dataset=custom",
+            f"data.train_path={world['root'] / 'custom' / 'train'}", *statistics, *overrides]
+
+
+def custom_folder(world, name):
+    return world["root"] / "custom" / name
+
+
+def custom_eval(world, *options):
+    """eval of the digits stage-1 checkpoint (it records no custom data) with --dataset custom."""
+    return [*EVAL[:2], "custom", *EVAL[3:], "--ckpt", str(world["simclr"]),
+            "--out", str(world["root"] / "fresh"), *options]
 
 
 REPRODUCE = ["reproduce", "--dataset", "digits", "--config-dir", str(ROOT / "zoo_configs/fashionmnist"),
@@ -299,6 +335,50 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                    ["channels_last='maybe'", "true or false"]),
     # files that are no checkpoint; malformed Fashion-MNIST files
     **not_a_checkpoint_rows(),
+    # custom data (ImageFolders)
+    "custom: no data.train_path": (lambda w: custom(w, "data.train_path=null"),
+                                   ["data.dataset=custom needs data.train_path=<an ImageFolder"]),
+    "custom: a missing folder": (lambda w: custom(w, "data.train_path=/nonexistent/custom"),
+                                 ["data.train_path /nonexistent/custom does not exist",
+                                  "pass data.train_path=<an ImageFolder"]),
+    "custom: a file as folder": (lambda w: custom(w, f"data.train_path={w['root'] / 'a_file'}"),
+                                 ["a_file is a file, not a folder"]),
+    "custom: an empty folder": (lambda w: custom(w, f"data.train_path={custom_folder(w, 'empty')}"),
+                                ["empty has no class sub-folders", "a sub-folder of its own"]),
+    "custom: images without class folders": (
+        lambda w: custom(w, f"data.train_path={custom_folder(w, 'flat')}"),
+        ["flat has no class sub-folders (its images lie directly in it)", "a sub-folder of its own"]),
+    "custom: a class folder without images": (
+        lambda w: custom(w, f"data.train_path={custom_folder(w, 'hollow')}"),
+        ["class folder(s) b hold no image", "add images to them or remove them"]),
+    "custom: test folder of other classes": (
+        lambda w: custom(w, "data.val=true", f"data.val_path={custom_folder(w, 'other')}"),
+        ["data.val_path", "the class folders a, c", "same class sub-folders"]),
+    "custom: validation without data.val_path": (lambda w: custom(w, "data.val=true"),
+                                                 ["data.val_path", "data.val=false"]),
+    "custom: no mean": (lambda w: custom(w, statistics=CUSTOM_STATISTICS[1:]),
+                        ["augmentations.0.mean is missing", "+augmentations.0.mean=[0.5,0.5,0.5]"]),
+    "custom: std of two numbers": (lambda w: custom(w, statistics=[CUSTOM_STATISTICS[0],
+                                                                   "+augmentations.0.std=[0.2,0.2]"]),
+                                   ["augmentations.0.std=[0.2, 0.2] must be 3 numbers", "std: [r, g, b]"]),
+    "custom: a std of 0": (lambda w: custom(w, statistics=[CUSTOM_STATISTICS[0],
+                                                           "+augmentations.0.std=[0.2,0,0.2]"]),
+                           ["augmentations.0.std=[0.2, 0, 0.2]", "must be > 0"]),
+    "eval --dataset custom: folders nobody recorded": (lambda w: custom_eval(w),
+                                                       ["--dataset custom needs --train-path, --val-path, "
+                                                        "--image-size", "pass --train-path"]),
+    "eval --dataset custom: not an ImageFolder": (
+        lambda w: custom_eval(w, "--train-path", str(custom_folder(w, "flat")), "--val-path",
+                              str(custom_folder(w, "val")), "--image-size", "8"),
+        ["--train-path", "flat has no class sub-folders"]),
+    "eval --dataset custom: --image-size 0": (lambda w: custom_eval(w, "--image-size", "0"),
+                                              ["--image-size must be >= 1"]),
+    "eval --dataset custom with --data-dir": (lambda w: custom_eval(w, "--data-dir", str(w["root"])),
+                                              ["--data-dir is for the registered datasets",
+                                               "--train-path and --val-path"]),
+    "eval --train-path of a registered dataset": (
+        lambda w: evaluate(w, "simclr", "--train-path", str(custom_folder(w, "train"))),
+        ["--train-path is for --dataset custom", "--data-dir"]),
     "truncated Fashion-MNIST gzip": (lambda w: fashion_mnist_eval(w, "truncated"), [IMAGES, "download"]),
     "random bytes as Fashion-MNIST labels": (lambda w: fashion_mnist_eval(w, "random"), [LABELS, "download"]),
 }

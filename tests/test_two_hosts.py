@@ -40,7 +40,7 @@ from solo_ncp.io import file_sha256
 from solo_ncp.methods.stage2_hooks import OPTIONS, to_pixels
 from solo_ncp.models import BackboneSpec, build_backbone, load_encoder
 from solo_ncp.models.checkpoint import read_checkpoint
-from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, train_stage2
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, train_stage2, write_image_folder
 
 HOST = current_host()
 PREFIX = {API_102: "encoder.", API_MAIN: "backbone."}  # where each BaseMethod keeps the encoder
@@ -402,11 +402,7 @@ MAIN_PRETRAIN = textwrap.dedent('''
 def _digits_image_folder(root: Path, n: int) -> Path:
     """The first `n` digits training images as PNGs in an ImageFolder (solo-learn's "custom")."""
     dataset = build_dataset("digits", "train")
-    for i in range(n):
-        image, label = dataset.images[i], int(dataset.targets[i])
-        (root / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(root / str(label) / f"{i:04d}.png")
-    return root
+    return write_image_folder(root, dataset.images[:n], dataset.targets[:n], [str(c) for c in range(10)])
 
 
 @only_solo_main

@@ -1,14 +1,26 @@
 """Options and loading shared by the commands that read an encoder checkpoint
-(select-k, eval, poc), and the linear head that eval and poc train on it."""
+(select-k, eval, poc, plot), and the linear head that eval and poc train on it.
+
+`--dataset custom` (ImageFolders, solo_ncp.data.custom) takes its folders and image size from
+--train-path, --val-path and --image-size, each by default from the checkpoint's record of the
+custom data it was trained on (`solo_ncp.data`, written by solo-ncp pretrain and train), and its
+normalisation from the checkpoint."""
 import argparse
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from solo_ncp.data.custom import CUSTOM
 from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 if TYPE_CHECKING:  # torch is imported where used: the options are built without it
     import torch
     from torch.utils.data import Dataset
+
+    from solo_ncp.data.registry import DatasetSpec
+    from solo_ncp.models.checkpoint import LoadedEncoder
+
+CUSTOM_OPTIONS = {"train_path": "--train-path", "val_path": "--val-path", "image_size": "--image-size"}
+"""The options of --dataset custom: the record's key (and args' attribute) -> the option."""
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
@@ -21,9 +33,18 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help="encoder checkpoint (solo-ncp or solo-learn), or a folder written by "
                              "`solo-ncp export` (or its encoder.pt)" + run_default.format("last.ckpt"))
     parser.add_argument("--dataset", required=not from_run,
-                        help="cifar10, cifar100, stl10, fashionmnist, digits"
+                        help="cifar10, cifar100, stl10, fashionmnist, digits, custom (ImageFolders)"
                              + run_default.format("data.dataset"))
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset (not custom's)")
+    record = " (default: the checkpoint's, where solo-ncp pretrain/train recorded its custom data)"
+    parser.add_argument("--train-path", default=None,
+                        help="--dataset custom: ImageFolder of the training images" + record)
+    parser.add_argument("--val-path", default=None,
+                        help="--dataset custom: ImageFolder of the test images" + record)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="--dataset custom: side in pixels its images are resized and "
+                             "centre-cropped to" + record)
+    parser.set_defaults(custom=None)
     parser.add_argument("--bn", choices=bn_choices, default=bn_default,
                         help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
                                         "ACL/DeACL; an exported encoder: the branch it holds)")
@@ -65,23 +86,76 @@ def device_of(args: argparse.Namespace) -> "torch.device":
     return checked_device(args.device)
 
 
+def check_data_options(args: argparse.Namespace) -> None:
+    """ValueError for a --dataset no run can read, or data options that do not go with it
+    (--data-dir with custom, custom's options with another), before any loading."""
+    from solo_ncp.data import get_spec
+
+    if args.dataset == CUSTOM:
+        if args.data_dir is not None:
+            raise ValueError("--data-dir is for the registered datasets: --dataset custom reads "
+                             "--train-path and --val-path (default: the folders its checkpoint records)")
+        if args.image_size is not None and args.image_size < 1:
+            raise ValueError(f"--image-size must be >= 1 (pixels), got {args.image_size}")
+        return
+    get_spec(args.dataset)
+    given = [option for key, option in CUSTOM_OPTIONS.items() if getattr(args, key) is not None]
+    if given:
+        raise ValueError(f"{given[0]} is for --dataset custom: drop it, or pass --data-dir, the folder "
+                         f"holding {args.dataset}")
+
+
 def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: bool = True):
     """The checkpoint's encoder (Normalize + backbone), frozen, on the chosen device, through BN
     branch `bn` (default: --bn when it names a branch, else the encoder's own, see `load_encoder`)
-    if it has dual BN; a plain solo-learn checkpoint gets the dataset's solo-learn normalisation.
-    `note`: say when the checkpoint was trained on another dataset."""
+    if it has dual BN; a plain solo-learn checkpoint gets the dataset's solo-learn normalisation
+    (custom data has none: such a checkpoint is refused). `note`: say when the checkpoint was
+    trained on another dataset."""
     from solo_ncp.data import get_spec
     from solo_ncp.models import load_encoder
 
-    spec = get_spec(args.dataset)
-    encoder = load_encoder(args.ckpt, normalization={"mean": spec.mean, "std": spec.std},
+    spec = None if args.dataset == CUSTOM else get_spec(args.dataset)
+    normalization = None if spec is None else {"mean": spec.mean, "std": spec.std}
+    encoder = load_encoder(args.ckpt, normalization=normalization,
                            bn=bn or (args.bn if args.bn in BRANCHES else None),
                            trust=args.trust_checkpoint)
     trained_on = encoder.meta.get("dataset")
-    if note and trained_on and trained_on != spec.name:
-        print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {spec.name}")
+    if note and trained_on and trained_on != args.dataset:
+        print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {args.dataset}")
     encoder.model.to(device_of(args))
     return encoder
+
+
+def dataset_of(args: argparse.Namespace, encoder: "LoadedEncoder", test: bool = True) -> "DatasetSpec":
+    """The DatasetSpec of --dataset; for custom also `args.custom` (CustomData, read by
+    `dataset_split`): each of --train-path, --val-path (only with `test`: the command reads the test
+    split) and --image-size, else the checkpoint's record, checked; the encoder's normalisation."""
+    from solo_ncp.data import custom_data, get_spec
+
+    if args.dataset != CUSTOM:
+        return get_spec(args.dataset)
+    record = encoder.meta.get("data") or {}
+    needed = ("train_path", "val_path", "image_size") if test else ("train_path", "image_size")
+    values = {key: getattr(args, key) if getattr(args, key) is not None else record.get(key)
+              for key in CUSTOM_OPTIONS}
+    missing = [CUSTOM_OPTIONS[key] for key in needed if values[key] is None]
+    if missing:
+        trained_on = encoder.meta.get("dataset") or "data it does not name"
+        raise ValueError(f"--dataset custom needs {', '.join(missing)}: {args.ckpt} records none (it was "
+                         f"trained on {trained_on}): pass {' '.join(f'{m} ...' for m in missing)}")
+    args.custom = custom_data(values["train_path"], values["val_path"] if test else None,
+                              values["image_size"], encoder.normalization["mean"],
+                              encoder.normalization["std"], (CUSTOM_OPTIONS["train_path"],
+                                                             CUSTOM_OPTIONS["val_path"]))
+    return args.custom.spec
+
+
+def dataset_split(args: argparse.Namespace, spec: "DatasetSpec", split: str) -> "Dataset":
+    """`split` of the dataset of `spec` in [0, 1] pixels: from --data-dir, or custom's folders
+    (`dataset_of`)."""
+    from solo_ncp.data import build_dataset
+
+    return build_dataset(spec.name, split, data_dir=args.data_dir, custom=args.custom)
 
 
 def first(dataset: "Dataset", n, what: str) -> "Dataset":
@@ -132,11 +206,8 @@ def refuse_overwrite(path, overwrite: bool) -> None:
 
 def evaluation_splits(args: argparse.Namespace, spec):
     """(train, test) datasets in [0, 1], cut to --train-n / --test-n."""
-    from solo_ncp.data import build_dataset
-
-    train = build_dataset(spec.name, "train", data_dir=args.data_dir)
-    test = build_dataset(spec.name, "test", data_dir=args.data_dir)
-    return first(train, args.train_n, "--train-n"), first(test, args.test_n, "--test-n")
+    return (first(dataset_split(args, spec, "train"), args.train_n, "--train-n"),
+            first(dataset_split(args, spec, "test"), args.test_n, "--test-n"))
 
 
 def head_config(args: argparse.Namespace, spec, mode: str = "slf", **settings):

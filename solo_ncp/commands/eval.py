@@ -14,7 +14,9 @@ from typing import Dict, List, Mapping, Optional
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     add_head_arguments,
+    check_data_options,
     check_head_arguments,
+    dataset_of,
     device_of,
     evaluation_splits,
     head_config,
@@ -98,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
     check_head_arguments(args)
+    check_data_options(args)
     device_of(args)
     check_loss(args.mode, args.loss, args.beta)
     if args.cache_features and args.mode != "slf":
@@ -219,7 +222,6 @@ def timing_line(branch: dict, pgd_steps: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.data import get_spec
     from solo_ncp.eval import format_row
     from solo_ncp.eval.report import METRICS_FILE
     from solo_ncp.io import atomic_write_json, remove_outputs
@@ -235,10 +237,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out)
     except NotWritableError as err:
         raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
-    spec = get_spec(args.dataset)
+    encoders = load_branches(args)
+    spec = dataset_of(args, encoders[0])
     cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
                       beta=args.beta, norm=args.norm, eps=args.eps, alpha=args.alpha)
-    encoders = load_branches(args)
     train_set, test_set = evaluation_splits(args, spec)
     aa_n = len(test_set) if args.aa_n is None else args.aa_n
     if aa_n > len(test_set):

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "classifier (normalisation, encoder, the branch's linear head)")
     parser.add_argument("--dataset", default=None,
                         help="only for a checkpoint without solo-ncp metadata (plain solo-learn): "
-                             "the dataset whose solo-learn mean/std it was trained with")
+                             "the registered dataset whose solo-learn mean/std it was trained with "
+                             "(custom data's are recorded by solo-ncp pretrain and train)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow checkpoints that need a full (unsafe) unpickling")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
@@ -42,7 +43,7 @@ def read_evaluation(eval_dir: Path, out: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.data import get_spec
+    from solo_ncp.data import CUSTOM, get_spec
     from solo_ncp.models import load_encoder
     from solo_ncp.models.checkpoint import EXPORT_INFO
     from solo_ncp.models.export import write_export
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
     eval_dir = Path(args.head) if args.head else None
     evaluation = read_evaluation(eval_dir, out) if eval_dir else None
-    spec = get_spec(args.dataset) if args.dataset else None
+    spec = get_spec(args.dataset) if args.dataset not in (None, CUSTOM) else None  # custom: recorded
     normalization = {"mean": spec.mean, "std": spec.std} if spec else None
     encoder = load_encoder(args.ckpt, normalization=normalization, bn=args.bn, trust=args.trust_checkpoint)
     if args.bn is not None and not encoder.branches and args.bn != "clean":

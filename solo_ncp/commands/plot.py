@@ -45,7 +45,7 @@ def run_config(run: Path) -> Dict:
 def training_images(config: Dict) -> Optional[int]:
     """N of the run: `data.subset`, else the size of the dataset's pretraining split; None when
     the config names no dataset or its files are not here."""
-    from solo_ncp.data import DatasetNotFoundError, build_dataset
+    from solo_ncp.data import CUSTOM, DatasetNotFoundError, build_dataset, config_custom_data
 
     data = config.get("data") or {}
     if data.get("subset") is not None:
@@ -53,7 +53,10 @@ def training_images(config: Dict) -> Optional[int]:
     if not data.get("dataset"):
         return None
     try:
-        return len(build_dataset(data["dataset"], "pretrain", data_dir=data.get("train_path")))
+        custom = (config_custom_data(data, config.get("augmentations") or [], validate=False)
+                  if data["dataset"] == CUSTOM else None)
+        return len(build_dataset(data["dataset"], "pretrain", data_dir=data.get("train_path"),
+                                 custom=custom))
     except DatasetNotFoundError:
         return None
 
@@ -99,8 +102,14 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import spherical_kmeans
-    from solo_ncp.commands._encoder import device_of, first, load_args_encoder
-    from solo_ncp.data import build_dataset, get_spec
+    from solo_ncp.commands._encoder import (
+        check_data_options,
+        dataset_of,
+        dataset_split,
+        device_of,
+        first,
+        load_args_encoder,
+    )
     from solo_ncp.eval.embedding import embed_with_centroids, plot_embedding
     from solo_ncp.eval.figures import encoder_label, run_title
     from solo_ncp.models.inference import extract_features
@@ -110,11 +119,12 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
         raise ValueError(f"{run}'s config sets no method_kwargs.k nor k_file (a stage-1 run?): "
                          "pass --k, the number of clusters to mark")
     fill_from_run(args, run, config)
-    spec = get_spec(args.dataset)
-    test_set = first(build_dataset(spec.name, "test", data_dir=args.data_dir), args.test_n, "--test-n")
+    check_data_options(args)
+    encoder = load_args_encoder(args)
+    spec = dataset_of(args, encoder)
+    test_set = first(dataset_split(args, spec, "test"), args.test_n, "--test-n")
     if not 2 <= k <= len(test_set):
         raise ValueError(f"K={k} must be in [2, {len(test_set)}] (the test images embedded)")
-    encoder = load_args_encoder(args)
     features, labels = extract_features(encoder.model, DataLoader(test_set, batch_size=args.batch_size),
                                         device=device_of(args))
     clusters = spherical_kmeans(features, k, seed=args.seed)

@@ -8,7 +8,10 @@ from pathlib import Path
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     add_head_arguments,
+    check_data_options,
     check_head_arguments,
+    dataset_of,
+    dataset_split,
     device_of,
     evaluation_splits,
     first,
@@ -39,22 +42,21 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import spherical_kmeans
-    from solo_ncp.data import build_dataset, get_spec
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
     from solo_ncp.io import (atomic_write_json, atomic_write_text, check_writable, file_sha256,
                              remove_outputs)
 
     check_head_arguments(args)
+    check_data_options(args)
     device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / POC_JSON, args.overwrite)
     check_writable(out)
-    spec = get_spec(args.dataset)
     encoder = load_args_encoder(args)
+    spec = dataset_of(args, encoder)
     train_set, test_set = evaluation_splits(args, spec)
     head, _ = train_head(args, encoder, spec, train_set)
-    cluster_set = first(build_dataset(spec.name, "pretrain", data_dir=args.data_dir), args.train_n,
-                        "--train-n")
+    cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
     features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
                                    device=device)
     clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)

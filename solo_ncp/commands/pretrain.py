@@ -1,7 +1,14 @@
 """`solo-ncp pretrain`: stage 1, a solo-learn method (SimCLR) through the host's Lightning Trainer."""
 import argparse
 
-from solo_ncp.config import augmentation_pipelines, crop_counts, load_config, select
+from solo_ncp.config import (
+    augmentation_pipelines,
+    crop_counts,
+    custom_data_of,
+    dataset_spec,
+    load_config,
+    select,
+)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
@@ -20,10 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser, "cifar10/simclr")
 
 
+def data_record(cfg) -> dict:
+    """The checkpoint metadata's `data` entry of custom data (its folders and image size, for
+    select-k, eval, poc and plot to find by default); nothing for a registered dataset."""
+    custom = custom_data_of(cfg)
+    return {} if custom is None else {"data": custom.record()}
+
+
 def run(args: argparse.Namespace) -> int:
     from torchvision import transforms
 
-    from solo_ncp.data import IndexedDataset, get_spec, normalization_of
+    from solo_ncp.data import IndexedDataset, normalization_of
     from solo_ncp.launch.compat import pretrain_transform, seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import backbone_meta, build_method
@@ -32,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
-        spec = get_spec(cfg.data.dataset)
+        spec = dataset_spec(cfg)
         pipelines = augmentation_pipelines(cfg)
         transform = pretrain_transform(cfg)
         normalization = normalization_of(transform)
@@ -49,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             "backbone": backbone_meta(model),
             "normalization": {k: list(v) for k, v in normalization.items()},
             "dual_bn": False,
+            **data_record(cfg),
         }
         last = fit(cfg, model, train_set, val_set, meta, run_folder, trust=args.trust_checkpoint)
     print(f"[solo-ncp] stage-1 checkpoint: {last}")

@@ -5,6 +5,9 @@ from pathlib import Path
 
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
+    check_data_options,
+    dataset_of,
+    dataset_split,
     device_of,
     first,
     load_args_encoder,
@@ -29,19 +32,19 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import sweep_k, write_k_selection
-    from solo_ncp.data import build_dataset, get_spec
     from solo_ncp.eval import extract_features
 
     if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
         raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
                          f"{args.k_min}, {args.k_max}, {args.k_step}")
+    check_data_options(args)
     device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / "k.json", args.overwrite)
     check_writable(out)
-    spec = get_spec(args.dataset)
     encoder = load_args_encoder(args)
-    train_set = first(build_dataset(spec.name, "pretrain", data_dir=args.data_dir), args.train_n, "--train-n")
+    spec = dataset_of(args, encoder, test=False)
+    train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
     if args.k_max > len(train_set):
         raise ValueError(f"--k-max={args.k_max} is larger than the {len(train_set)} training images")
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)

@@ -3,8 +3,8 @@ import argparse
 
 from omegaconf import OmegaConf
 
-from solo_ncp.commands.pretrain import add_run_arguments
-from solo_ncp.config import load_config, select
+from solo_ncp.commands.pretrain import add_run_arguments, data_record
+from solo_ncp.config import dataset_spec, load_config, select
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,6 @@ def stage2_data(cfg, model):
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.data import get_spec
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import build_method
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         OmegaConf.update(cfg, "method_kwargs.trust_teacher", True, force_add=True)
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
-        spec = get_spec(cfg.data.dataset)
+        spec = dataset_spec(cfg)
         val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
         extra = {}
         if not select(cfg, "method_kwargs.normalization"):
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             )
         model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size),
                                int(select(cfg, "data.num_workers", 4)))
-        meta = {**model.checkpoint_meta(), "dataset": spec.name}
+        meta = {**model.checkpoint_meta(), "dataset": spec.name, **data_record(cfg)}
         last = fit(cfg, model, train_set, val_set, meta, run_folder, trust=args.trust_checkpoint)
     print(f"[solo-ncp] stage-2 checkpoint: {last}")
     return 0

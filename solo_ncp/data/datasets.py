@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from solo_ncp.data.custom import CUSTOM, CustomData, image_folder_dataset
 from solo_ncp.data.registry import get_spec
 
 SPLITS = ("train", "test", "pretrain")
@@ -258,6 +259,7 @@ def build_dataset(
     data_dir: Optional[os.PathLike] = None,
     transform: Optional[Callable] = None,
     download: bool = False,
+    custom: Optional[CustomData] = None,
 ) -> Dataset:
     """Returns the `split` ("train", "test" or "pretrain") of dataset `name`.
 
@@ -266,11 +268,17 @@ def build_dataset(
     transform: applied to the PIL RGB image; default `ToTensor()` -> (3, H, W) float32 in [0, 1].
     download: let torchvision fetch CIFAR/STL (needs internet); off by default so an offline
         run fails at once with the folder and files it expects.
+    custom: the folders and image size of name "custom" (solo_ncp.data.custom), which has no
+        `data_dir`: "train" and "pretrain" are its train_path, "test" its val_path.
     """
-    spec = get_spec(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     transform = transforms.ToTensor() if transform is None else transform
+    if name == CUSTOM:
+        if custom is None:
+            raise ValueError(f"dataset {CUSTOM!r} needs its folders (CustomData)")
+        return image_folder_dataset(custom.folder(split), custom.image_size, transform)
+    spec = get_spec(name)
     given = Path(data_dir) if data_dir is not None else None
     if spec.name == "fashionmnist":
         return _fashion_mnist(given, split, transform)

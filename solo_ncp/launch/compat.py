@@ -39,9 +39,9 @@ def pretrain_transform(cfg: DictConfig):
     """Stage 1's multi-crop transform, built by the installed solo-learn from `cfg.augmentations`:
     PIL image -> list of normalised crops. Datasets solo-learn main has no statistics for get
     solo-ncp's (`augmentations[i].mean/std` when given)."""
-    from solo_ncp.data import get_spec
+    from solo_ncp.config import dataset_spec
 
-    spec = get_spec(cfg.data.dataset)
+    spec = dataset_spec(cfg)
     if not HOST.is_main:
         from solo_ncp.config import augmentation_pipelines
         from solo_ncp.data import simclr_transform

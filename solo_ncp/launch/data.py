@@ -6,7 +6,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from solo_ncp.config import ConfigError, select
+from solo_ncp.config import ConfigError, custom_data_of, select
 from solo_ncp.data import DatasetNotFoundError, build_dataset
 from solo_ncp.data.datasets import DATA_DIR_FLAG
 
@@ -17,13 +17,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def config_dataset(cfg: DictConfig, split: str, transform: Optional[Callable]) -> Dataset:
-    """`split` of `data.dataset` from `data.train_path`; `data.subset` keeps a fixed random
-    subset of the training images, drawn with `data.subset_seed` (default 0) so that runs with
-    different training seeds see the same images."""
+    """`split` of `data.dataset` from `data.train_path` (custom data: its "test" split from
+    `data.val_path`); `data.subset` keeps a fixed random subset of the training images, drawn with
+    `data.subset_seed` (default 0) so that runs with different training seeds see the same images."""
     try:
-        dataset = build_dataset(
-            cfg.data.dataset, split, data_dir=select(cfg, "data.train_path"), transform=transform
-        )
+        dataset = build_dataset(cfg.data.dataset, split, data_dir=select(cfg, "data.train_path"),
+                                transform=transform, custom=custom_data_of(cfg))
     except DatasetNotFoundError as err:
         raise DatasetNotFoundError(str(err).replace(DATA_DIR_FLAG, "data.train_path=<folder>")) from None
     subset = select(cfg, "data.subset")

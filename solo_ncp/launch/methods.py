@@ -2,8 +2,7 @@
 from omegaconf import DictConfig
 
 from solo_ncp._host import current_host
-from solo_ncp.config import method_class, select, to_solo102_kwargs, to_solo_main_cfg
-from solo_ncp.data.registry import get_spec
+from solo_ncp.config import dataset_spec, method_class, select, to_solo102_kwargs, to_solo_main_cfg
 from solo_ncp.models.backbones import SUPPORTED, BackboneSpec
 
 
@@ -11,7 +10,7 @@ def config_backbone_spec(cfg: DictConfig) -> BackboneSpec:
     """The backbone a solo-ncp config builds: `backbone.name` with `backbone.kwargs` (`cifar`
     defaulting to the dataset's stem); ValueError for options the backbone does not take."""
     kwargs = dict(select(cfg, "backbone.kwargs", {}))
-    kwargs.setdefault("cifar", get_spec(cfg.data.dataset).cifar_stem)
+    kwargs.setdefault("cifar", dataset_spec(cfg).cifar_stem)
     return BackboneSpec.from_kwargs(cfg.backbone.name, kwargs)
 
 

@@ -310,7 +310,9 @@ def load_encoder(
     if norm is None:
         raise CheckpointError(
             f"{path} has no solo-ncp metadata, so the normalisation it was trained with is "
-            "unknown: pass the dataset (its solo-learn mean/std are used) or --mean/--std"
+            "unknown: pass --dataset, the registered dataset whose solo-learn mean/std it was trained "
+            "with (custom data has none of its own: use a checkpoint of solo-ncp pretrain or train, "
+            "which records its config's)"
         )
     branch, branches = select_branch(weights, meta, bn, path)
     backbone = backbone_from_weights(spec, weights, f"encoder of {path}")

@@ -1,0 +1,174 @@
+"""`data.dataset=custom`: torchvision ImageFolders written here as PNGs, read by the dataset, the
+config, the stage-1 transform, and the whole pipeline (pretrain, select-k, train, eval, export)."""
+import argparse
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from solo_ncp.cli import main
+from solo_ncp.commands._encoder import dataset_of
+from solo_ncp.config import dataset_spec, load_config, to_solo102_kwargs, to_solo_main_cfg
+from solo_ncp.data import build_dataset, config_custom_data, custom_data, normalization_of
+from solo_ncp.launch.compat import HOST, pretrain_transform
+from solo_ncp.models.checkpoint import read_checkpoint
+from tests.conftest import ROOT, write_image_folder
+
+CLASSES = ("zebra", "apple", "mango")
+"""Folder names of the digits 0, 1 and 2: sorted, as ImageFolder numbers them, they are 2, 0, 1."""
+MEAN, STD = [0.25, 0.3, 0.35], [0.4, 0.45, 0.5]
+N_TRAIN, N_VAL = 30, 9
+
+
+def digits_012(start: int, n: int):
+    """The first `n` images of scikit-learn's digits 0, 1 and 2 from index `start` on: (images
+    (n, 8, 8) uint8, their digits)."""
+    digits = load_digits()
+    pick = [i for i in range(start, len(digits.target)) if digits.target[i] < 3][:n]
+    return np.round(digits.images[pick] * (255 / 16)).astype(np.uint8), digits.target[pick]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """{"train", "val"}: ImageFolders of N_TRAIN and N_VAL digits, classes CLASSES."""
+    root = tmp_path_factory.mktemp("custom")
+    return {"train": write_image_folder(root / "train", *digits_012(0, N_TRAIN), CLASSES),
+            "val": write_image_folder(root / "val", *digits_012(1000, N_VAL), CLASSES)}
+
+
+def as_pixels(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    return (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def test_a_custom_split_yields_the_written_pixels_with_sorted_class_indices(tmp_path):
+    gray, digits = digits_012(0, 12)
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    write_image_folder(tmp_path / "train", gray, digits, CLASSES)
+    for i, image in enumerate(rgb):
+        Image.fromarray(image).save(tmp_path / "train" / "apple" / f"rgb{i}.png")
+    write_image_folder(tmp_path / "val", *digits_012(1000, 5), CLASSES)
+    data = custom_data(tmp_path / "train", tmp_path / "val", 8, MEAN, STD, ("--train-path", "--val-path"))
+    index = {name: i for i, name in enumerate(sorted(CLASSES))}
+    expected = sorted([(np.stack([g] * 3, axis=-1).tobytes(), index[CLASSES[d]]) for g, d in zip(gray, digits)]
+                      + [(image.tobytes(), index["apple"]) for image in rgb])
+    train = build_dataset("custom", "train", custom=data)
+    assert sorted((as_pixels(x).tobytes(), y) for x, y in train) == expected
+    assert len(build_dataset("custom", "pretrain", custom=data)) == len(expected)
+    assert len(build_dataset("custom", "test", custom=data)) == 5
+    assert (data.spec.num_classes, data.spec.image_size, data.spec.mean) == (3, 8, tuple(MEAN))
+
+
+def test_custom_images_of_another_size_are_resized_then_centre_cropped(tmp_path):
+    flat = np.full((12, 20, 3), (200, 50, 100), dtype=np.uint8)  # 20 wide, 12 high, one colour
+    bands = np.zeros((16, 8, 3), dtype=np.uint8)  # 8 wide, 16 high: red, green, blue bands
+    bands[:4, :, 0], bands[4:12, :, 1], bands[12:, :, 2] = 255, 255, 255
+    for name, image in (("flat", flat), ("bands", bands)):
+        (tmp_path / name).mkdir()
+        Image.fromarray(image).save(tmp_path / name / "0.png")
+    data = custom_data(tmp_path, None, 8, MEAN, STD, ("--train-path", "--val-path"))
+    (x_bands, _), (x_flat, _) = build_dataset("custom", "train", custom=data)  # sorted: bands, flat
+    assert x_flat.shape == x_bands.shape == (3, 8, 8)
+    assert (as_pixels(x_flat) == (200, 50, 100)).all()
+    assert (as_pixels(x_bands) == (0, 255, 0)).all()  # the middle 8 rows of 16
+
+
+def custom_overrides(folders, *extra):
+    """Overrides of the bundled Fashion-MNIST configs for the custom folders, at digits' scale."""
+    return ["data.dataset=custom", f"data.train_path={folders['train']}",
+            f"data.val_path={folders['val']}", f"+augmentations.0.mean={MEAN}",
+            f"+augmentations.0.std={STD}", "augmentations.0.crop_size=8", "backbone.kwargs.cifar=true",
+            "data.num_workers=0", "scheduler.warmup_epochs=0", "max_epochs=1", *extra]
+
+
+def test_a_custom_config_counts_the_class_folders_and_normalises_with_its_statistics(folders):
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", custom_overrides(folders))
+    spec = dataset_spec(cfg)
+    assert (spec.name, spec.num_classes, spec.image_size) == ("custom", 3, 8)
+    assert (list(spec.mean), list(spec.std)) == (MEAN, STD)
+    classes = to_solo_main_cfg(cfg).data.num_classes if HOST.is_main else to_solo102_kwargs(cfg)["num_classes"]
+    assert classes == 3
+    assert normalization_of(pretrain_transform(cfg)) == {"mean": tuple(MEAN), "std": tuple(STD)}
+
+
+def test_the_image_size_is_the_largest_crop_and_every_entry_gives_the_same_statistics(folders):
+    data = {"train_path": str(folders["train"]), "val_path": None}
+    entries = [{"crop_size": 4, "mean": MEAN, "std": STD}, {"crop_size": 8, "mean": MEAN, "std": STD}]
+    custom = config_custom_data(data, entries, validate=False)
+    assert (custom.image_size, custom.val_path, list(custom.mean), list(custom.std)) == (8, None, MEAN, STD)
+    entries[0]["std"] = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match=r"augmentations\[\]\.std differ between entries"):
+        config_custom_data(data, entries, validate=False)
+
+
+def encoder_args(**options):
+    return argparse.Namespace(dataset="custom", ckpt="run/last.ckpt", custom=None,
+                              **{key: options.get(key) for key in ("train_path", "val_path", "image_size")})
+
+
+def test_eval_options_take_the_custom_folders_and_size_from_the_checkpoint_unless_given(folders, tmp_path):
+    write_image_folder(tmp_path / "other", *digits_012(500, 6), CLASSES)
+    encoder = SimpleNamespace(normalization={"mean": tuple(MEAN), "std": tuple(STD)}, meta={
+        "dataset": "custom", "data": {"train_path": str(folders["train"]), "val_path": str(folders["val"]),
+                                      "image_size": 8}})
+    recorded = encoder_args()
+    assert dataset_of(recorded, encoder).num_classes == 3
+    assert (recorded.custom.train_path, recorded.custom.val_path, recorded.custom.image_size) == (
+        str(folders["train"]), str(folders["val"]), 8)
+    given = encoder_args(train_path=str(tmp_path / "other"), image_size=16)
+    dataset_of(given, encoder, test=False)
+    assert (given.custom.train_path, given.custom.val_path, given.custom.image_size) == (
+        str(tmp_path / "other"), None, 16)
+    assert given.custom.mean == tuple(MEAN)
+
+
+@pytest.fixture(scope="module")
+def pipeline(folders, tmp_path_factory):
+    """A custom run through every command: {step: its output path}."""
+    out = tmp_path_factory.mktemp("custom_runs")
+    fashion = ROOT / "zoo_configs/fashionmnist"
+    stage1 = ["pretrain", "--config", str(fashion / "simclr.yaml"), f"checkpoint.dir={out}", "name=s1",
+              "optimizer.batch_size=15", "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16"]
+    assert main([*stage1, *custom_overrides(folders)]) == 0
+    simclr = out / "s1" / "last.ckpt"
+    assert main(["select-k", "--ckpt", str(simclr), "--dataset", "custom", "--k-min", "2", "--k-max", "3",
+                 "--k-step", "1", "--out", str(out / "k"), "--device", "cpu"]) == 0
+    stage2 = ["train", "--config", str(fashion / "ncp.yaml"), f"checkpoint.dir={out}", "name=s2",
+              "optimizer.batch_size=15", "limit_train_batches=1", "method_kwargs.pgd_steps=1",
+              f"method_kwargs.teacher_ckpt={simclr}", "method_kwargs.k=null",
+              f"method_kwargs.k_file={out / 'k' / 'k.json'}"]
+    assert main([*stage2, *custom_overrides(folders)]) == 0
+    ncp = out / "s2" / "last.ckpt"
+    assert main(["eval", "--ckpt", str(ncp), "--dataset", "custom", "--out", str(out / "eval"), "--epochs",
+                 "1", "--aa-n", "0", "--cache-features", "--pgd-steps", "1", "--bn", "adv", "--device",
+                 "cpu"]) == 0
+    assert main(["export", "--ckpt", str(ncp), "--bn", "adv", "--head", str(out / "eval"),
+                 "--out", str(out / "export")]) == 0
+    return {"simclr": simclr, "k": out / "k" / "k.json", "ncp": ncp, "eval": out / "eval" / "metrics.json",
+            "export": out / "export" / "export.json"}
+
+
+@pytest.mark.parametrize("stage", ["simclr", "ncp"])
+def test_a_custom_run_records_its_folders_size_and_statistics(pipeline, folders, stage):
+    state = read_checkpoint(pipeline[stage])
+    meta = state["solo_ncp"]
+    assert meta["dataset"] == "custom"
+    assert meta["normalization"] == {"mean": MEAN, "std": STD}
+    assert meta["data"] == {"train_path": str(folders["train"]), "val_path": str(folders["val"]),
+                            "image_size": 8}
+    weights = [v for k, v in state["state_dict"].items() if k.endswith("classifier.weight")]
+    assert [w.shape[0] for w in weights] == [len(CLASSES)]
+
+
+def test_select_k_eval_and_export_read_the_recorded_custom_folders(pipeline):
+    assert json.loads(pipeline["k"].read_text())["n"] == N_TRAIN
+    record = json.loads(pipeline["eval"].read_text())
+    assert (record["dataset"], record["settings"]["train_n"], record["settings"]["test_n"]) == (
+        "custom", N_TRAIN, N_VAL)
+    info = json.loads(pipeline["export"].read_text())
+    assert (info["dataset"], info["normalization"]) == ("custom", {"mean": MEAN, "std": STD})
+    assert info["classifier"]["num_classes"] == len(CLASSES)
