@@ -172,3 +172,12 @@ def test_select_k_eval_and_export_read_the_recorded_custom_folders(pipeline):
     info = json.loads(pipeline["export"].read_text())
     assert (info["dataset"], info["normalization"]) == ("custom", {"mean": MEAN, "std": STD})
     assert info["classifier"]["num_classes"] == len(CLASSES)
+
+
+def test_reproduce_passes_no_data_dir_for_custom_data_its_steps_read_the_recorded_folders(folders):
+    from solo_ncp.launch.reproduce import data_options
+
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", custom_overrides(folders) + ["data.subset=20"])
+    assert data_options(cfg) == ["--train-n", "20"]
+    registered = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", ["data.train_path=/data", "data.subset=20"])
+    assert data_options(registered) == ["--data-dir", "/data", "--train-n", "20"]

@@ -105,11 +105,15 @@ def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Option
 
 def data_options(cfg) -> List[str]:
     """--data-dir and --train-n of select-k, poc and eval from a training config's data.train_path
-    and data.subset (eval takes the first N images, training a fixed random subset of N)."""
+    and data.subset (eval takes the first N images, training a fixed random subset of N); custom
+    data gets no --data-dir: those commands read its folders from the checkpoint."""
     from solo_ncp.config import select
+    from solo_ncp.data.custom import CUSTOM
 
+    keys = (("data.subset", "--train-n"),) if select(cfg, "data.dataset") == CUSTOM else (
+        ("data.train_path", "--data-dir"), ("data.subset", "--train-n"))
     argv = []
-    for key, option in (("data.train_path", "--data-dir"), ("data.subset", "--train-n")):
+    for key, option in keys:
         value = select(cfg, key)
         argv += [option, str(value)] if value is not None else []
     return argv
