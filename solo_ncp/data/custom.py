@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple
 
-from solo_ncp.data.registry import DatasetSpec
+from solo_ncp.data.registry import DatasetNotFoundError, DatasetSpec
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -49,8 +49,6 @@ def image_folder_classes(path, option: str) -> List[str]:
     """The class names (sorted) of the ImageFolder at `path`; DatasetNotFoundError naming `path`,
     what is wrong and the fix (`option`: how the user gives the folder, e.g. "data.train_path") when
     it is missing, not a folder, holds no class sub-folders, or a class sub-folder holds no image."""
-    from solo_ncp.data.datasets import DatasetNotFoundError
-
     folder = Path(path)
     fix = f"pass {option}=<{LAYOUT}>"
     if not folder.exists():

@@ -19,16 +19,12 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from solo_ncp.data.custom import CUSTOM, CustomData, image_folder_dataset
-from solo_ncp.data.registry import get_spec
+from solo_ncp.data.registry import DatasetNotFoundError, get_spec
 
 SPLITS = ("train", "test", "pretrain")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_EVERY = 5  # every 5th digit image is test data: a fixed, class-balanced 80/20 split
 DATA_DIR_FLAG = "--data-dir"  # how the messages name the data folder option; config launchers rename it
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not on disk; the message names the folder and files to provide."""
 
 
 class ArrayImageDataset(Dataset):

@@ -6,6 +6,10 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.247, 0.243, 0.261)
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not on disk; the message names the folder and files to provide."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Static facts about a dataset.
