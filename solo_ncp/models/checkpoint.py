@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from solo_ncp.io import file_sha256
-from solo_ncp.run_files import BEST
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
+from solo_ncp.run_files import BEST
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")
 META_KEY = "solo_ncp"
