@@ -37,3 +37,18 @@ def test_a_moved_snippet_is_reported_before_any_test_runs(tmp_path):
     assert MUTATION_CHECK.snippet_error(tmp_path, mutation) == (
         f"mutation {mutation.name!r}: its snippet occurs 0 times in {mutation.path} "
         "(expected once): update scripts/mutation_check.py")
+
+
+@pytest.mark.parametrize("flags, baseline_runs", [([], 1), (["--no-baseline"], 0)])
+def test_the_baseline_runs_unless_the_caller_has_just_run_the_suite(flags, baseline_runs, monkeypatch, capsys):
+    """Each mutant's run recorded instead of made; the mutants are judged either way."""
+    calls = []
+    monkeypatch.setattr(MUTATION_CHECK, "run", lambda mutation, tests, *args: calls.append(mutation) or
+                        (mutation is not None, 0.0))
+    first, second = MUTATION_CHECK.MUTATIONS[:2]
+    monkeypatch.setattr("sys.argv", ["mutation_check.py", "--only", first.name, second.name, "--jobs", "1", *flags])
+    assert MUTATION_CHECK.main() == 0
+    assert calls.count(None) == baseline_runs and calls[baseline_runs:] == [first, second]
+    printed = capsys.readouterr().out
+    assert ("| none (baseline) |" in printed) == bool(baseline_runs)
+    assert printed.count("| caught |") == 2
