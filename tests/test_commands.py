@@ -134,7 +134,8 @@ def test_select_k_bad_range(digits_simclr_ckpt, tmp_path, capsys, k_range, messa
 
 def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tmp_path, monkeypatch,
                                                                               capsys):
-    """`solo-ncp demo` end to end at a tiny scale, with Fashion-MNIST made unavailable."""
+    """`solo-ncp demo` end to end at a tiny scale, with Fashion-MNIST made unavailable; AutoAttack
+    as APGD-CE alone (the standard version's four attacks: tests/test_eval_robust.py)."""
     import re
 
     from solo_ncp import data
@@ -149,7 +150,7 @@ def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tm
 
     monkeypatch.setattr("solo_ncp.data.build_dataset", no_fashion_mnist)
     monkeypatch.setitem(demo.SCALES, "digits",
-                        demo.DemoScale("digits", 8, 512, 1, 1, (5, 10, 5), 64, 4, 2))
+                        demo.DemoScale("digits", 8, 512, 1, 1, (5, 10, 5), 64, 4, 2, ("apgd-ce",)))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -157,6 +158,7 @@ def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tm
     summary = (out / "summary.md").read_text()
     assert summary in printed and "# solo-ncp demo on digits" in summary
     assert re.search(r"K = (5|10) chosen by silhouette over K = 5\.\.10 step 5", summary)
+    assert "AA (AutoAttack custom: apgd-ce) on the first 4; the whitened head" in summary
     branches = json.loads((out / "eval-slf" / "metrics.json").read_text())["branches"]
     assert [b["bn"] for b in branches] == ["adv", "clean"]
     for b in branches:

@@ -69,6 +69,24 @@ def test_autoattack_scores_its_adversarial_images_and_beats_pgd(digits, breakabl
     assert result.accuracy < pgd < clean
 
 
+def test_standard_autoattack_runs_its_four_linf_attacks_and_is_no_weaker_than_its_first(
+        digits, breakable_classifier):
+    """AutoAttack's standard L-inf version (eval's default) is APGD-CE, APGD-T, FAB-T and Square
+    (Croce & Hein 2020, Sec. 5), each on what the previous left robust: every one reports in the
+    log, and with the same seed its accuracy is at most that of APGD-CE alone (which runs first)."""
+    eps, n = 0.015, 10
+    x, y = (tensor[:n] for tensor in digits[1].tensors)
+    standard, first = (autoattack_accuracy(breakable_classifier, x, y, eps=eps, n=n, device="cpu", seed=0,
+                                           progress=False, **version)
+                       for version in ({}, {"version": "custom", "attacks": ["apgd-ce"]}))
+    reported = [name for name in ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
+                if any(line.startswith(f"robust accuracy after {name.upper()}") for line in standard.log)]
+    assert reported == ["apgd-ce", "apgd-t", "fab-t", "square"], standard.log
+    assert standard.accuracy <= first.accuracy
+    assert not (standard.robust & ~first.robust).any()
+    assert (standard.x_adv - x).abs().max().item() <= eps + 1e-6
+
+
 def test_pgd_results_do_not_depend_on_the_batch_split(digits, breakable_classifier):
     # One PGD step from a start anywhere in a wide ball: the start decides most outcomes (a new
     # seed moves RA), so a start drawn per batch rather than per image would move it too.

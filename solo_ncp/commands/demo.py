@@ -7,12 +7,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
 class DemoScale:
-    """What the demo trains: a fixed training subset and few epochs (see `cpu_scale_overrides`)."""
+    """What the demo trains: a fixed training subset and few epochs (see `cpu_scale_overrides`);
+    `aa_attacks`: None for AutoAttack's standard version, else its attacks as version "custom"."""
 
     dataset: str
     crop_size: int
@@ -23,6 +24,7 @@ class DemoScale:
     test_n: int
     aa_n: int
     slf_epochs: int
+    aa_attacks: Optional[Tuple[str, ...]] = None
 
 
 SCALES = {
@@ -84,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
             "eval", "--ckpt", str(ncp), *encoder_args, "--mode", "slf", "--cache-features",
             "--epochs", str(scale.slf_epochs), "--train-n", str(scale.subset),
             "--test-n", str(scale.test_n), "--aa-n", str(scale.aa_n), "--batch-size", "128",
+            *(["--aa-version", "custom", "--aa-attacks", *scale.aa_attacks] if scale.aa_attacks else []),
             "--out", str(eval_dir)]),
     }
     k = json.loads((k_dir / "k.json").read_text())["k"]
     record = json.loads((eval_dir / "metrics.json").read_text())
-    m = record["metrics"]
+    m, aa = record["metrics"], record["settings"]["aa"]
     summary = "\n".join([
         f"# solo-ncp demo on {scale.dataset}",
         "",
@@ -105,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
           f"{b['metrics']['aa']:.2f} | {b['metrics']['train_loss']:.3f} / "
           f"{b['metrics']['train_acc']:.1f} |" for b in record["branches"]],
         "",
-        f"SA and RA (PGD-20) on the first {m['sa_n']} test images, AA (AutoAttack standard) on "
-        f"the first {m['aa_n']}; the {record['head']} head (`solo-ncp eval`'s default; the paper's "
+        f"SA and RA (PGD-20) on the first {m['sa_n']} test images, AA (AutoAttack {aa['version']}"
+        f"{': ' + ', '.join(aa['attacks']) if aa['attacks'] else ''}) on the first {m['aa_n']}; "
+        f"the {record['head']} head (`solo-ncp eval`'s default; the paper's "
         "tables use `--head paper`).",
         "",
         "| stage | seconds |",
