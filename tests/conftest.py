@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny real stage-1 run on scikit-learn's digits, made once per session (once per
-pytest-xdist worker)."""
+"""Shared fixtures: a tiny real stage-1 run on scikit-learn's digits and a stage-2 run from it, each
+made once per test run (shared by the pytest-xdist workers)."""
+import fcntl
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -45,12 +48,30 @@ def pretrain(out_dir: Path, *overrides: str, resume: bool = False) -> int:
     return main(argv + DIGITS_SIMCLR + [f"checkpoint.dir={out_dir}", *overrides])
 
 
+def once_per_run(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """`make(folder)`'s path, made once per test run: pytest-xdist's workers share the folder `name`
+    beside their own temp folders and take turns on its lock (flock): the first makes it, the
+    others reuse it; a make that failed is tried again, in an emptied folder, by the next."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    folder, made = root / name, root / f"{name}.made"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            made.write_text(str(make(folder)))
+        return Path(made.read_text())
+
+
 @pytest.fixture(scope="session")
 def digits_simclr_ckpt(tmp_path_factory) -> Path:
     """last.ckpt of a 2-epoch SimCLR run on digits through `solo-ncp pretrain`."""
-    out = tmp_path_factory.mktemp("stage1")
-    assert pretrain(out, "max_epochs=2", "name=digits") == 0
-    return out / "digits" / "last.ckpt"
+    def make(out: Path) -> Path:
+        assert pretrain(out, "max_epochs=2", "name=digits") == 0
+        return out / "digits" / "last.ckpt"
+
+    return once_per_run(tmp_path_factory, "stage1", make)
 
 
 def write_image_folder(root: Path, images, labels, classes) -> Path:
@@ -98,9 +119,11 @@ def train_stage2(out_dir: Path, teacher: Path, *overrides: str, method: str = "n
 @pytest.fixture(scope="session")
 def digits_ncp_ckpt(tmp_path_factory, digits_simclr_ckpt) -> Path:
     """last.ckpt of one epoch of `ncp` on digits through `solo-ncp train`."""
-    out = tmp_path_factory.mktemp("stage2")
-    assert train_stage2(out, digits_simclr_ckpt, "max_epochs=1", "name=ncp") == 0
-    return out / "ncp" / "last.ckpt"
+    def make(out: Path) -> Path:
+        assert train_stage2(out, digits_simclr_ckpt, "max_epochs=1", "name=ncp") == 0
+        return out / "ncp" / "last.ckpt"
+
+    return once_per_run(tmp_path_factory, "stage2", make)
 
 
 @pytest.fixture(scope="module")
