@@ -103,3 +103,13 @@ def test_an_unsafe_pickle_keeps_its_own_message(tmp_path):
     with pytest.raises(CheckpointError, match="--trust-checkpoint") as caught:
         read_checkpoint(path)
     assert "not a PyTorch checkpoint" not in str(caught.value)
+
+
+@pytest.mark.parametrize("state", [None, [1, 2], "weights"])
+def test_a_trusted_checkpoint_whose_state_dict_is_no_mapping_is_one_checkpoint_error(tmp_path, state):
+    """What `--trust-checkpoint` lets through (any pickle) still has to hold a mapping of tensors."""
+    path = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=f"holds a state_dict that is a {type(state).__name__}, "
+                                              "not a mapping of tensors"):
+        read_checkpoint(path, trust=True)

@@ -125,6 +125,11 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict): "
             "pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`"
         )
+    if not isinstance(ckpt.get("state_dict", {}), Mapping):
+        raise CheckpointError(
+            f"{path} holds a state_dict that is a {type(ckpt['state_dict']).__name__}, not a mapping "
+            "of tensors: pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`"
+        )
     return ckpt
 
 
