@@ -15,8 +15,8 @@ interrupted run (reproduce skips finished steps).
 `--table4` runs the paper's Table 4 at proxy scale instead: NCP's perturbation strategies i, ii and
 iii (`ncp-i`, `ncp-ii`, `ncp-iii`) against `deacl_matched`, with stage 2 long enough for the
 per-epoch re-clustering to matter (15 epochs), on 3,000 training images with a 30-epoch stage 1 per
-seed (about 2.5 hours for 3 seeds on 2 cores); SLF under both heads, adversarial BN branch only
-(the pre-registered row), no ALF.
+seed (about 1.3 h per seed on 2 cores, measured: README "Table 4 at proxy scale"); SLF under both
+heads, adversarial BN branch only (the pre-registered row), no ALF.
 
 `--speed OVERRIDE ...` checks that the stage-2 speed switches leave the results alone: `ncp` and
 `deacl` run as they are and as `ncp-fast` / `deacl-fast` with the overrides, from the same stage 1,
