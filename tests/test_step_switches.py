@@ -122,7 +122,9 @@ def test_switches_reach_the_step_and_keep_checkpoint_keys(tmp_path, digits_ncp_c
 @pytest.mark.parametrize("switch", ["channels_last", "compile", "cudnn_benchmark"])
 def test_a_switch_that_is_not_a_boolean_is_one_error_line(switch, tmp_path, digits_simclr_ckpt,
                                                          capsys):
-    code = train_stage2(tmp_path, digits_simclr_ckpt, f"+method_kwargs.{switch}=maybe")
+    # one step, so a switch that wrongly takes the value trains briefly (the mutation check's case)
+    code = train_stage2(tmp_path, digits_simclr_ckpt, f"+method_kwargs.{switch}=maybe", "max_epochs=1",
+                        "limit_train_batches=1")
     printed = "".join(capsys.readouterr()).rstrip("\n").splitlines()
     assert code == 2
     assert printed[-1].startswith("error:") and f"method_kwargs.{switch}='maybe'" in printed[-1]
