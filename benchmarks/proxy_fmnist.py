@@ -129,8 +129,8 @@ TABLE4_COMPARISONS = tuple((label, "deacl_matched") for label in TABLE4_METHODS[
 
 
 def paired_differences(out: Path, comparisons=COMPARISONS, metrics_compared=("sa", "ra", "aa")) -> str:
-    """Markdown table of A - B in `metrics_compared` (points) for every pair of `comparisons`, mode and BN
-    branch evaluated in both, paired by seed (the seeds share their stage 1 and test images): mean
+    """Markdown table of A - B in `metrics_compared` (points) for every pair of `comparisons`, mode
+    and BN branch evaluated in both, paired by seed (the seeds share their stage 1 and test images): mean
     difference, its standard error sd(d) / sqrt(n) over the n seeds, and whether |mean| > 2 SE
     (with one seed: the difference alone, SE "-"). Two one-BN encoders give one row (BN "one").
     AA is on few images (20 at the proxy's scale: 5-point steps), so its SE is coarse; a metric
