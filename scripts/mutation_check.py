@@ -1,6 +1,7 @@
 """Apply deliberate bugs to a copy of the repository and check that the tests guarding each one fail.
 
 Usage: .venv/bin/python scripts/mutation_check.py [--only NAME ...] [--python PATH] [--jobs N]
+                                                  [--no-baseline] [--skip-training]
 
 For each mutation: copy the working tree (git's tracked and untracked-but-not-ignored files) to a
 temporary folder, replace one snippet of one file, run the named tests there with `-x`, and print
@@ -10,7 +11,10 @@ occur exactly once in the file, so a refactor that moves it fails loudly instead
 the CPU's threads shared out between them (OMP_NUM_THREADS); rows print in the table's order.
 First the named tests run on an unmutated copy (the baseline: a mutant is judged only by tests
 that pass without it); `--no-baseline` leaves that run out for a caller that has just seen the
-whole suite pass on this tree (`.ci/run` after `make test`).
+whole suite pass on this tree (`.ci/run` after `make test`). `--skip-training` leaves out the
+mutations whose tests train digits runs (`trains=True`: 3-6 min each on a slow 2-core machine,
+against 15-30 s for the others); `.ci/run` passes it to stay inside CI's time, and a session that
+changes what those tests guard runs them with `--only`.
 """
 import argparse
 import os
@@ -32,6 +36,7 @@ class Mutation(NamedTuple):
     old: str
     new: str
     tests: Tuple[str, ...]
+    trains: bool = False  # its tests train digits runs: minutes each on 2 cores, not seconds
 
 
 MUTATIONS = (
@@ -69,17 +74,20 @@ MUTATIONS = (
     Mutation("reproduce restarts an interrupted training instead of resuming it",
              "solo_ncp/launch/steps.py",
              'argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []', "argv += []",
-             ("tests/test_reproduce.py::test_killed_mid_training_the_rerun_finishes_only_what_was_left",)),
+             ("tests/test_reproduce.py::test_killed_mid_training_the_rerun_finishes_only_what_was_left",),
+             trains=True),
     Mutation("PGD's random start reseeded per test batch", "solo_ncp/eval/robust.py",
              "steps=steps, generator=generator, norm=norm)",
              "steps=steps, generator=torch.Generator().manual_seed(seed), norm=norm)",
              ("tests/test_eval_robust.py::test_pgd_results_do_not_depend_on_the_batch_split",)),
     Mutation("a speed switch taking any value", "solo_ncp/methods/stage2_hooks.py",
              "    if not fits:", "    if not fits and o.type is not bool:",
-             ("tests/test_step_switches.py::test_a_switch_that_is_not_a_boolean_is_one_error_line",)),
+             ("tests/test_step_switches.py::test_a_switch_that_is_not_a_boolean_is_one_error_line",),
+             trains=True),
     Mutation("memory-bank rows under the wrong sample indices", "solo_ncp/methods/stage2_hooks.py",
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
-             ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",)),
+             ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",),
+             trains=True),
     Mutation("config keys nothing reads accepted", "solo_ncp/config.py",
              "raise unread_key_error(\".\".join(path), list(known), reader)", "continue",
              ("tests/test_overrides.py::test_a_key_nothing_reads_is_refused_naming_the_closest_read_key",
@@ -116,11 +124,13 @@ MUTATIONS = (
              ("tests/test_eval.py::test_poc_rates_are_over_the_correctly_classified_images",)),
     Mutation("eval's head and its statistics fitted on the test split", "solo_ncp/commands/eval.py",
              "tuned = fine_tune(encoder.model, train_set,", "tuned = fine_tune(encoder.model, test_set,",
-             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[eval-standardized]",)),
+             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[eval-standardized]",),
+             trains=True),
     Mutation("poc's head and its statistics fitted on the test split", "solo_ncp/commands/poc.py",
              "head, _ = train_head(args, encoder, spec, train_set)",
              "head, _ = train_head(args, encoder, spec, test_set)",
-             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[poc-whitened]",)),
+             ("tests/test_eval_head.py::test_head_statistics_come_from_the_training_split[poc-whitened]",),
+             trains=True),
     Mutation("the checkpoint reader catching only the parser errors it caught before issue 24",
              "solo_ncp/models/checkpoint.py",
              "UNREADABLE = (\n    EOFError, LookupError, struct.error, ValueError, TypeError, AttributeError, "
@@ -148,38 +158,47 @@ MUTATIONS = (
              ("tests/test_reproduce.py::test_a_training_step_is_marked_done_only_at_its_last_epoch",)),
     Mutation("solo_learn.ckpt under main's prefix only", "solo_ncp/models/export.py",
              'SOLO_LEARN_PREFIXES = ("encoder.", "backbone.")', 'SOLO_LEARN_PREFIXES = ("backbone.",)',
-             ("tests/test_export.py::test_solo_learn_main_linear_loads_every_tensor",)),
+             ("tests/test_export.py::test_solo_learn_main_linear_loads_every_tensor",),
+             trains=True),
     Mutation("solo_learn.ckpt's backbone. keys before its encoder. keys", "solo_ncp/models/export.py",
              'SOLO_LEARN_PREFIXES = ("encoder.", "backbone.")', 'SOLO_LEARN_PREFIXES = ("backbone.", "encoder.")',
-             ("tests/test_export.py::test_solo_learn_main_linear_loads_every_tensor",)),
+             ("tests/test_export.py::test_solo_learn_main_linear_loads_every_tensor",),
+             trains=True),
     Mutation("model_info.json with RobustBench's venue null", "solo_ncp/models/export.py",
              '"venue": UNPUBLISHED,', '"venue": None,',
-             ("tests/test_export.py::test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper",)),
+             ("tests/test_export.py::test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper",),
+             trains=True),
     Mutation("L2 PGD steps along sign(grad)", "solo_ncp/attacks/pgd.py",
              "return grad / (_l2_norms(grad) + DIVISION_EPS)", "return grad.sign()",
              ("tests/test_attacks_l2.py",)),
     Mutation("AutoAttack always in the L-inf ball", "solo_ncp/eval/autoattack.py",
              "norm=norm,", 'norm="Linf",',
-             ("tests/test_eval_l2.py::test_autoattack_ran_in_the_l2_ball",)),
+             ("tests/test_eval_l2.py::test_autoattack_ran_in_the_l2_ball",),
+             trains=True),
     Mutation("stage 2 ignores method_kwargs.norm", "solo_ncp/methods/stage2_hooks.py",
              'norm=options["norm"], ', "",
-             ("tests/test_eval_l2.py::test_stage2_norm_reaches_its_pgd",)),
+             ("tests/test_eval_l2.py::test_stage2_norm_reaches_its_pgd",),
+             trains=True),
     Mutation("online classifier on raw features", "solo_ncp/models/normalize.py",
              "return F.normalize(features - features.mean(dim=1, keepdim=True), dim=1)", "return features",
-             ("tests/test_monitors.py::test_the_online_classifier_stays_near_chance_at_the_configs_lr",)),
+             ("tests/test_monitors.py::test_the_online_classifier_stays_near_chance_at_the_configs_lr",),
+             trains=True),
     Mutation("reproduce's own lock removed", "solo_ncp/commands/reproduce.py",
              "else folder_lock(out):", "else nullcontext():",
              ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
     Mutation("best.ckpt replaced by a tied epoch", "solo_ncp/launch/trainer.py",
              'measured["ra"] <= self.kept["pgd20_acc"]', 'measured["ra"] < self.kept["pgd20_acc"]',
-             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",)),
+             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",),
+             trains=True),
     Mutation("the best so far forgotten on --resume", "solo_ncp/launch/trainer.py",
              'self.kept = state_dict.get("kept")', "self.kept = None",
-             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",)),
+             ("tests/test_best_checkpoint.py::test_best_ckpt_holds_the_epoch_of_the_best_held_out_accuracy_across_a_resume",),
+             trains=True),
     Mutation("the held-out images trained on", "solo_ncp/commands/train.py",
              "train_set, cluster_set = Subset(train_set, trained), Subset(cluster_set, trained)",
              "train_set, cluster_set = train_set, cluster_set",
-             ("tests/test_best_checkpoint.py::test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered",)),
+             ("tests/test_best_checkpoint.py::test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered",),
+             trains=True),
 )
 
 
@@ -239,10 +258,13 @@ def main() -> int:
                         help="mutants tested at once (default: the CPU count)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the unmutated run (the whole suite has just passed on this tree)")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="leave out the mutations whose tests train digits runs (trains=True)")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
+    chosen = [m for m in MUTATIONS if (not args.only or any(o in m.name for o in args.only))
+              and not (args.skip_training and m.trains)]
     if args.list:
         for mutation in chosen:
             print(f"{mutation.name} ({mutation.path}): {' '.join(mutation.tests)}")

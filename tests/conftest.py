@@ -12,8 +12,16 @@ import torch
 # The host before any test captures stderr: Lightning, first imported inside a test, would bind
 # its log handler to that test's capture stream, closed for the later tests ("Logging error").
 import solo_ncp.methods  # noqa: F401
+from solo_ncp._host import current_host
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests of code that runs no solo-learn or Lightning (reproduce's driver and report, eval, poc,
+# select-k): the same code on both hosts, so they run once, in solo-learn 1.0.2's suite. The host's
+# side of them (its checkpoints read by eval, each step's command) is tested on both hosts, in
+# test_two_hosts.py and the training tests.
+host_independent = pytest.mark.skipif(
+    current_host().is_main, reason="host-independent: runs in solo-learn 1.0.2's suite (make test)")
 
 
 def pytest_configure(config):
@@ -72,6 +80,23 @@ def digits_simclr_ckpt(tmp_path_factory) -> Path:
         return out / "digits" / "last.ckpt"
 
     return once_per_run(tmp_path_factory, "stage1", make)
+
+
+# A WideResNet-28-1 (0.4 M parameters; on 8x8 digits its step costs a 13th of ResNet-18's): the
+# backbone of the tests whose claim does not depend on it (what a resume, a warm start or a
+# best.ckpt keeps; which images are held out). The stage-2 runs from `digits_small_simclr_ckpt`
+# add these overrides.
+SMALL_BACKBONE = ["backbone.name=wide_resnet28_10", "+backbone.kwargs.widen_factor=1"]
+
+
+@pytest.fixture(scope="session")
+def digits_small_simclr_ckpt(tmp_path_factory) -> Path:
+    """last.ckpt of `digits_simclr_ckpt`'s run on SMALL_BACKBONE."""
+    def make(out: Path) -> Path:
+        assert pretrain(out, "max_epochs=2", "name=digits", *SMALL_BACKBONE) == 0
+        return out / "digits" / "last.ckpt"
+
+    return once_per_run(tmp_path_factory, "stage1-small", make)
 
 
 def write_image_folder(root: Path, images, labels, classes) -> Path:

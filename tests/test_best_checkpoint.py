@@ -19,7 +19,7 @@ from solo_ncp.eval.report import load_runs
 from solo_ncp.launch.data import held_out_split
 from solo_ncp.launch.trainer import epoch_checkpoint_name
 from solo_ncp.models.checkpoint import BEST_META, META_KEY, read_checkpoint
-from tests.conftest import train_stage2
+from tests.conftest import SMALL_BACKBONE, train_stage2
 from tests.test_reproduce import record_plan, reproduce_argv
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -41,8 +41,8 @@ def test_held_out_split_partitions_the_training_set_by_its_seed():
     assert set(held_out_split(100, 10, seed=4)[1]) != set(held_out)
 
 
-def test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered(tmp_path, digits_simclr_ckpt,
-                                                                              monkeypatch):
+def test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered(
+        tmp_path, digits_small_simclr_ckpt, monkeypatch):
     seen = {}
     real_cluster, real_robust = hooks.Stage2Hooks.set_cluster_data, hooks.Stage2Hooks.set_val_robust_data
 
@@ -63,7 +63,8 @@ def test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered(tmp
     monkeypatch.setattr(hooks.Stage2Hooks, "set_cluster_data", keep_cluster)
     monkeypatch.setattr(hooks.Stage2Hooks, "set_val_robust_data", keep_robust)
     monkeypatch.setattr(trainer_module, "fit", keep_train_set)
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=m", "max_epochs=1", *MONITOR) == 0
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=m", "max_epochs=1", *MONITOR,
+                        *SMALL_BACKBONE) == 0
     held_out = set(seen["held_out"].indices)
     clustered = set(seen["clustered"].indices)
     trained = set(seen["trained"].dataset.indices)  # IndexedDataset(Subset(augmented set, ...))
@@ -92,17 +93,17 @@ def same_weights(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def best_run(tmp_path_factory, digits_simclr_ckpt):
+def best_run(tmp_path_factory, digits_small_simclr_ckpt):
     """3 epochs of `ncp` with save_best whose held-out PGD-20 accuracies read 30, 50 (epochs 0, 1),
     then, after a `--resume` to 3 epochs, 50 again (a tie: epoch 1 stays the best)."""
     out = tmp_path_factory.mktemp("best")
-    run = ["name=b", *MONITOR, "++checkpoint.save_best=true", "++checkpoint.keep_prev=true"]
+    run = ["name=b", *MONITOR, *SMALL_BACKBONE, "++checkpoint.save_best=true", "++checkpoint.keep_prev=true"]
     with pytest.MonkeyPatch.context() as patch:
         scripted_accuracies(patch, [30.0, 50.0])
-        assert train_stage2(out, digits_simclr_ckpt, *run, "max_epochs=2") == 0
+        assert train_stage2(out, digits_small_simclr_ckpt, *run, "max_epochs=2") == 0
     with pytest.MonkeyPatch.context() as patch:
         scripted_accuracies(patch, [50.0])
-        assert train_stage2(out, digits_simclr_ckpt, *run, "max_epochs=3", resume=True) == 0
+        assert train_stage2(out, digits_small_simclr_ckpt, *run, "max_epochs=3", resume=True) == 0
     return out / "b"
 
 

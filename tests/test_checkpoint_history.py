@@ -34,9 +34,9 @@ def epoch_files(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def history_run(tmp_path_factory) -> Path:
-    """Two epochs of SimCLR on digits keeping a checkpoint after each epoch."""
+    """Two epochs of two steps of SimCLR on digits keeping a checkpoint after each epoch."""
     root = tmp_path_factory.mktemp("history")
-    assert pretrain(root, "name=kept", "max_epochs=2", *HISTORY) == 0
+    assert pretrain(root, "name=kept", "max_epochs=2", "limit_train_batches=2", *HISTORY) == 0
     return root / "kept"
 
 
@@ -44,7 +44,7 @@ def history_run(tmp_path_factory) -> Path:
 def one_epoch_ckpt(tmp_path_factory) -> Path:
     """last.ckpt of one epoch of the same run, without history."""
     root = tmp_path_factory.mktemp("one_epoch")
-    assert pretrain(root, "name=one", "max_epochs=1") == 0
+    assert pretrain(root, "name=one", "max_epochs=1", "limit_train_batches=2") == 0
     return root / "one" / "last.ckpt"
 
 

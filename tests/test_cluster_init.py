@@ -262,9 +262,9 @@ def test_bad_input(case):
 
 
 def test_stage2_starts_each_epochs_clustering_from_the_last_epochs_centroids(
-        tmp_path, digits_simclr_ckpt, monkeypatch):
+        tmp_path, digits_small_simclr_ckpt, monkeypatch):
     from solo_ncp.methods import stage2_hooks
-    from tests.conftest import train_stage2
+    from tests.conftest import SMALL_BACKBONE, train_stage2
 
     calls = []
 
@@ -276,7 +276,7 @@ def test_stage2_starts_each_epochs_clustering_from_the_last_epochs_centroids(
         return clusters
 
     monkeypatch.setattr(stage2_hooks, "cluster_epoch", recorded)
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=warm", "max_epochs=3",
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=warm", "max_epochs=3", *SMALL_BACKBONE,
                         "+method_kwargs.kmeans_init=warm", "+method_kwargs.kmeans_n_init=2") == 0
     assert [(c["init"], c["n_init"]) for c in calls] == [("warm", 2)] * 3
     assert calls[0]["previous_centroids"] is None

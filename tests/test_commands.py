@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset
 
 from solo_ncp.cli import main
 from solo_ncp.eval.protocol import POC_ROWS
+from tests.conftest import host_independent
 
 QUICK = ["--dataset", "digits", "--epochs", "2", "--test-n", "64", "--cache-features"]
 
@@ -51,6 +52,7 @@ def recomputed_metrics(eval_dir: Path, ckpt: Path, device: str = "cpu") -> dict:
     return {"sa": sa, "ra": attacked["ra"], "aa": auto.accuracy}
 
 
+@host_independent
 def test_eval_writes_metrics_with_counts_settings_and_hash(ncp_eval_dir, digits_ncp_ckpt, capsys):
     record = json.loads((ncp_eval_dir / "metrics.json").read_text())
     metrics = record["metrics"]
@@ -67,6 +69,7 @@ def test_eval_writes_metrics_with_counts_settings_and_hash(ncp_eval_dir, digits_
     assert len(record["checkpoint"]["sha256"]) == 64
 
 
+@host_independent
 def test_eval_refuses_to_overwrite_and_checks_its_input(ncp_eval_dir, digits_ncp_ckpt, tmp_path, capsys):
     before = (ncp_eval_dir / "metrics.json").read_text()
     assert main(["eval", "--ckpt", str(digits_ncp_ckpt), "--out", str(ncp_eval_dir), *QUICK]) == 2
@@ -81,6 +84,7 @@ def test_eval_refuses_to_overwrite_and_checks_its_input(ncp_eval_dir, digits_ncp
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@host_independent
 def test_report_aggregates_eval_runs(ncp_eval_dir, tmp_path, capsys):
     out = tmp_path / "table.md"
     assert main(["report", str(ncp_eval_dir), "--out", str(out)]) == 0
@@ -90,6 +94,7 @@ def test_report_aggregates_eval_runs(ncp_eval_dir, tmp_path, capsys):
     assert "metrics.json" in capsys.readouterr().err
 
 
+@host_independent
 def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
     assert main(["poc", "--ckpt", str(digits_simclr_ckpt), "--k", "10", "--out", str(tmp_path),
                  *QUICK]) == 0
@@ -122,6 +127,7 @@ def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, t
     assert meta["k"] == selection["k"]
 
 
+@host_independent
 @pytest.mark.parametrize("k_range, message", [
     (["--k-min", "1"], "--k-min"),
     (["--k-min", "10", "--k-max", "5000"], "--k-max=5000 is larger than the 1437 training images"),

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from solo_ncp.cli import main
+from tests.conftest import host_independent
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), host_independent]
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--train-n", "256", "--test-n", "64", "--batch-size", "128"]
 AA_TINY = ["--aa-n", "2", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]

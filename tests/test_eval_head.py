@@ -18,8 +18,9 @@ from solo_ncp.eval import (
 )
 from solo_ncp.eval.heads import STD_FLOOR, WHITEN_FLOOR, new_head
 from solo_ncp.eval.protocol import DEFAULT_HEAD
+from tests.conftest import host_independent
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), host_independent]
 
 
 def correlated_features(n: int = 400, dim: int = 6) -> torch.Tensor:

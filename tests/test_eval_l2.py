@@ -12,7 +12,7 @@ import solo_ncp.ncp.step
 from solo_ncp.attacks import pgd
 from solo_ncp.cli import main
 from solo_ncp.threat_model import budget_warning
-from tests.conftest import train_stage2
+from tests.conftest import host_independent, train_stage2
 from tests.test_attacks_l2 import torchattacks_pgdl2
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -39,6 +39,7 @@ def first_test_images(n: int):
     return torch.stack([test[i][0] for i in range(n)]), torch.tensor([test[i][1] for i in range(n)])
 
 
+@host_independent
 def test_metrics_json_records_the_l2_threat_model_and_its_step(l2_eval):
     record = json.loads((l2_eval / "metrics.json").read_text())
     assert record["threat_model"] == "L2"
@@ -47,6 +48,7 @@ def test_metrics_json_records_the_l2_threat_model_and_its_step(l2_eval):
     assert (aa["norm"], aa["eps"]) == ("L2", 0.5)
 
 
+@host_independent
 def test_ra_is_torchattacks_pgdl2_on_the_saved_head(l2_eval, digits_simclr_ckpt):
     """The one batch of 32 images (--batch-size 64) starts where eval's generator (seeded by --seed)
     puts it; from there torchattacks' PGDL2, transcribed, on the encoder and the saved head gives
@@ -69,6 +71,7 @@ def test_ra_is_torchattacks_pgdl2_on_the_saved_head(l2_eval, digits_simclr_ckpt)
     assert robust.sum() < clean.sum()
 
 
+@host_independent
 def test_autoattack_ran_in_the_l2_ball(l2_eval):
     """AutoAttack's own log reports the largest perturbation it found in the norm it attacked in."""
     log = (l2_eval / "autoattack.log").read_text()
@@ -77,6 +80,7 @@ def test_autoattack_ran_in_the_l2_ball(l2_eval):
     assert float(lines[0].split("max L2 perturbation:")[1].split(",")[0]) <= 0.5 + 1e-4
 
 
+@host_independent
 def test_report_names_the_l2_attacks_and_refuses_a_column_mixing_threat_models(l2_eval, digits_simclr_ckpt,
                                                                               tmp_path, capsys):
     assert main(["report", str(l2_eval)]) == 0
@@ -92,6 +96,7 @@ def test_report_names_the_l2_attacks_and_refuses_a_column_mixing_threat_models(l
     assert error.startswith("error:") and "L2 eps 0.5" in error and "L-inf eps 8/255" in error
 
 
+@host_independent
 def test_export_and_model_info_carry_the_threat_model(l2_eval, digits_simclr_ckpt, tmp_path):
     out = tmp_path / "export"
     assert main(["export", "--ckpt", str(digits_simclr_ckpt), "--head", str(l2_eval), "--out", str(out)]) == 0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT
-from tests.test_reproduce import CONFIGS, OPTIONS, TINY, _epochs_of_the_last_attempt
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, host_independent
+from tests.test_reproduce import CONFIGS, OPTIONS, TINY_RESNET18, _epochs_of_the_last_attempt
 
 MAX_EPOCHS = 1000
 """A training the test always interrupts long before its end."""
@@ -117,6 +117,7 @@ def test_any_other_command_interrupted_is_one_line(interrupted_commands, command
     assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}"]
 
 
+@host_independent
 def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resumes_it(tmp_path):
     """SIGINT to reproduce's process group once stage 1 (3 epochs) wrote its first last.ckpt:
     exit 130, one line naming the step and the same command, no marker; the same command then
@@ -125,7 +126,7 @@ def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resum
     out = tmp_path / "run"
     argv = ["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(out),
             "--seeds", "0", "--methods", "deacl", *OPTIONS[1:],
-            "--select-k-options=--k-min 5 --k-max 500", *TINY, "simclr:max_epochs=3"]
+            "--select-k-options=--k-min 5 --k-max 500", *TINY_RESNET18, "simclr:max_epochs=3"]
     stage1 = out / "s0" / "simclr"
     victim = _start(argv, tmp_path / "first", start_new_session=True)
     _wait_for(stage1 / "last.ckpt", victim)

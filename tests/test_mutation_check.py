@@ -52,3 +52,14 @@ def test_the_baseline_runs_unless_the_caller_has_just_run_the_suite(flags, basel
     printed = capsys.readouterr().out
     assert ("| none (baseline) |" in printed) == bool(baseline_runs)
     assert printed.count("| caught |") == 2
+
+
+def test_skip_training_runs_exactly_the_mutations_whose_tests_train_nothing(monkeypatch, capsys):
+    """`.ci/run`'s selection: every mutation with trains=False, none with trains=True."""
+    ran = []
+    monkeypatch.setattr(MUTATION_CHECK, "run", lambda mutation, tests, *args: ran.append(mutation) or (True, 0.0))
+    monkeypatch.setattr("sys.argv", ["mutation_check.py", "--no-baseline", "--skip-training", "--jobs", "1"])
+    assert MUTATION_CHECK.main() == 0
+    trained = [m for m in MUTATION_CHECK.MUTATIONS if m.trains]
+    assert trained and ran == [m for m in MUTATION_CHECK.MUTATIONS if m not in trained]
+    assert capsys.readouterr().out.count("| caught |") == len(ran)

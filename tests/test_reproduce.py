@@ -18,14 +18,20 @@ import torch
 
 from solo_ncp.cli import main
 from solo_ncp.launch.reproduce import build_plan
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SMALL_BACKBONE, host_independent
+
+pytestmark = host_independent
 
 CONFIGS = ROOT / "zoo_configs/fashionmnist"
-TINY = [
+# ResNet-18, 4 steps an epoch: for the tests that stop a step mid-training or pass the suite's
+# ResNet-18 stage 1 as --teacher
+TINY_RESNET18 = [
     "augmentations.0.crop_size=8", "data.subset=256", "data.num_workers=0", "data.val=false",
     "scheduler.warmup_epochs=0", "optimizer.batch_size=64", "max_epochs=1",
     "simclr:method_kwargs.proj_hidden_dim=64", "simclr:method_kwargs.proj_output_dim=32",
 ]
+# the others train the small backbone: what reproduce does with the steps does not depend on it
+TINY = [*TINY_RESNET18, *SMALL_BACKBONE]
 OPTIONS = [
     "--select-k-options=--k-min 5 --k-max 10 --k-step 5",
     # no AutoAttack (tested through `solo-ncp eval` in test_commands.py): APGD's 100 iterations on
@@ -35,9 +41,9 @@ OPTIONS = [
 ]
 
 
-def reproduce_argv(out: Path, *extra: str) -> list:
+def reproduce_argv(out: Path, *extra: str, tiny: list = TINY) -> list:
     return ["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(out),
-            *OPTIONS, *extra, *TINY]
+            *OPTIONS, *extra, *tiny]
 
 
 def step_lines(printed: str) -> dict:
@@ -132,7 +138,7 @@ def test_a_failed_step_is_one_error_line_naming_the_step_and_its_log(digits_simc
     step, the step's own error and its log; no later step starts."""
     out = tmp_path / "run"
     argv = reproduce_argv(out, "--seeds", "0", "--methods", "deacl", "--teacher", str(digits_simclr_ckpt),
-                          "--select-k-options=--k-min 5 --k-max 500")
+                          "--select-k-options=--k-min 5 --k-max 500", tiny=TINY_RESNET18)
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     log = out / "s0" / "select-k" / "step.log"
@@ -161,7 +167,7 @@ def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, dig
     the next epoch and runs the evaluation and the report."""
     out = tmp_path / "run"
     argv = _cli(*reproduce_argv(out, "--seeds", "0", "--methods", "ncp", "--eval", "slf=ncp",
-                                "--teacher", digits_simclr_ckpt), "stage2:max_epochs=3")
+                                "--teacher", digits_simclr_ckpt, tiny=TINY_RESNET18), "stage2:max_epochs=3")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     victim = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out / "s0" / "ncp" / "last.ckpt"
