@@ -40,7 +40,7 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     "setuptools>=77.0.3,<81" "torchmetrics<1" einops timm omegaconf scikit-learn matplotlib \
     scipy tqdm pyautoattack hydra-core wandb tensorboard pytest pytest-xdist robustbench
 "${pip[@]}" --no-deps solo-learn==1.0.2 lightning-bolts==0.7.0
-"${pip[@]}" --no-deps -e "$here"
+install_checkout "$here" "${pip[@]}"
 got=$(check_torch "$venv" setup)
 echo "$want" > "$stamp"
 echo "[setup] $venv ready (torch $got)"

@@ -42,7 +42,7 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     "setuptools>=77.0.3,<81" hydra-core omegaconf einops timm scipy scikit-learn tqdm \
     matplotlib pyautoattack wandb tensorboard pytest pytest-xdist robustbench
 "${pip[@]}" --no-deps --no-build-isolation "$source"
-"${pip[@]}" --no-deps -e "$here"
+install_checkout "$here" "${pip[@]}"
 got=$(check_torch "$venv" setup-main)
 "$venv/bin/python" -c "import solo.methods, lightning.pytorch" || {
     echo "[setup-main] ERROR: solo-learn main does not import in $venv (see above)" >&2

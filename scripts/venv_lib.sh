@@ -10,3 +10,15 @@ check_torch() {
            return 1 ;;
     esac
 }
+
+# install_checkout CHECKOUT PIP...: PIP --no-deps -e CHECKOUT, one venv at a time where flock exists
+# (.ci/run builds both venvs at once, and each editable install rewrites solo_ncp.egg-info there).
+install_checkout() {
+    local checkout=$1
+    shift
+    if command -v flock >/dev/null; then
+        flock "$checkout/.venv-setup.lock" "$@" --no-deps -e "$checkout"
+    else
+        "$@" --no-deps -e "$checkout"
+    fi
+}
