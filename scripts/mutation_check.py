@@ -12,8 +12,8 @@ the CPU's threads shared out between them (OMP_NUM_THREADS); rows print in the t
 First the named tests run on an unmutated copy (the baseline: a mutant is judged only by tests
 that pass without it); `--no-baseline` leaves that run out for a caller that has just seen the
 whole suite pass on this tree (`.ci/run` after `make test`). `--skip-training` leaves out the
-mutations whose tests train digits runs (`trains=True`: 3-6 min each on a slow 2-core machine,
-against 15-30 s for the others); `.ci/run` passes it to stay inside CI's time, and a session that
+mutations whose tests train digits runs (`trains=True`: 1-6 min each on a slow 2-core machine,
+against 19-46 s for the others); `.ci/run` passes it to stay inside CI's time, and a session that
 changes what those tests guard runs them with `--only`.
 """
 import argparse
