@@ -20,11 +20,10 @@ from solo_ncp.models import BackboneSpec, build_backbone, load_encoder
 from solo_ncp.models.backbones import infer_backbone_spec
 from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch, collapse_dual_bn, convert_dual_bn, has_dual_bn
-from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain, train_stage2
+from tests.conftest import DIGITS_SIMCLR, ROOT, SMALL_BACKBONE, train_stage2
 from tests.test_two_hosts import ENCODER_PREFIX, HOST
 
 DEPTHS = {"wide_resnet28_10": 28, "wide_resnet34_10": 34}
-TINY = ["backbone.name=wide_resnet28_10", "+backbone.kwargs.widen_factor=1"]
 EVAL = ["eval", "--dataset", "digits", "--epochs", "1", "--test-n", "20", "--aa-n", "0"]
 
 
@@ -138,7 +137,8 @@ def test_dual_bn_collapses_to_the_single_bn_wideresnet_of_that_branch(branch):
 
 @pytest.mark.parametrize("dataset", ["digits", "stl10"])  # STL-10: the ResNet stem default is ImageNet's
 def test_a_config_builds_the_wideresnet_on_this_host(dataset):
-    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [f"data.dataset={dataset}", *TINY])
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml",
+                      [f"data.dataset={dataset}", *SMALL_BACKBONE])
     model = build_method(cfg)
     encoder = model.backbone if HOST.is_main else model.encoder
     reference = build_backbone(BackboneSpec("wide_resnet28_10", widen_factor=1)).state_dict()
@@ -150,14 +150,13 @@ def test_a_config_builds_the_wideresnet_on_this_host(dataset):
 
 
 @pytest.fixture(scope="module")
-def wrn_runs(tmp_path_factory):
-    """A WRN-28-1 on digits through the CLI: 1 epoch of SimCLR, then 1 epoch of `ncp` and of
-    `deacl` from it. Returns {run name: last.ckpt}."""
+def wrn_runs(tmp_path_factory, digits_small_simclr_ckpt):
+    """A WRN-28-1 on digits through the CLI: the suite's SimCLR run on it (`SMALL_BACKBONE`), then 1
+    epoch of `ncp` and of `deacl` from it. Returns {run name: last.ckpt}."""
     out = tmp_path_factory.mktemp("wrn")
-    assert pretrain(out, "max_epochs=1", "name=simclr", *TINY) == 0
-    runs = {"simclr": out / "simclr" / "last.ckpt"}
+    runs = {"simclr": digits_small_simclr_ckpt}
     for method in ("ncp", "deacl"):
-        assert train_stage2(out, runs["simclr"], "max_epochs=1", f"name={method}", *TINY,
+        assert train_stage2(out, runs["simclr"], "max_epochs=1", f"name={method}", *SMALL_BACKBONE,
                             method=method) == 0
         runs[method] = out / method / "last.ckpt"
     return runs
@@ -225,7 +224,7 @@ BAD = {
         lambda runs, tmp: (runs["simclr"], []),
         ["wide_resnet28_10 (widen_factor: 1)", "builds a resnet18 (cifar stem: True)"]),
     "ResNet-18 teacher, WRN stage 2": (
-        lambda runs, tmp: (resnet18_checkpoint(tmp / "resnet18.ckpt"), TINY),
+        lambda runs, tmp: (resnet18_checkpoint(tmp / "resnet18.ckpt"), SMALL_BACKBONE),
         ["holds a resnet18 (cifar stem: True)", "builds a wide_resnet28_10 (widen_factor: 1)"]),
     "WRN teacher of another width": (
         lambda runs, tmp: (runs["simclr"], ["backbone.name=wide_resnet28_10",
@@ -235,7 +234,7 @@ BAD = {
         lambda runs, tmp: (runs["simclr"], ["+backbone.kwargs.widen_factor=2"]),
         ["widen_factor is a WideResNet option and resnet18 has none"]),
     "zero_init_residual on a WRN": (
-        lambda runs, tmp: (runs["simclr"], [*TINY, "+backbone.kwargs.zero_init_residual=true"]),
+        lambda runs, tmp: (runs["simclr"], [*SMALL_BACKBONE, "+backbone.kwargs.zero_init_residual=true"]),
         ["zero_init_residual", "wide_resnet28_10"]),
 }
 
@@ -257,7 +256,7 @@ def test_momentum_methods_get_a_wideresnet_momentum_encoder_on_main_and_are_refu
     momentum_102 = ["+method_kwargs.base_tau_momentum=0.99", "+method_kwargs.final_tau_momentum=1.0",
                     "+method_kwargs.momentum_classifier=false"]
     cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [
-        *DIGITS_SIMCLR, *TINY, "method=byol", "~method_kwargs.temperature",
+        *DIGITS_SIMCLR, *SMALL_BACKBONE, "method=byol", "~method_kwargs.temperature",
         "+method_kwargs.pred_hidden_dim=16",
         *(["+momentum.base_tau=0.99"] if HOST.is_main else momentum_102)])
     if not HOST.is_main:
