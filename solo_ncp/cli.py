@@ -161,12 +161,14 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`solo-ncp <argv>`: the command's exit code; 130 (SIGINT) or 143 (SIGTERM) with one
     `interrupted:` line when a signal stops it."""
-    from solo_ncp.interrupt import interrupt_signals
+    from solo_ncp.interrupt import interrupt_signals, raise_pending
 
     argv = list(sys.argv[1:] if argv is None else argv)
     with interrupt_signals() as outermost:
         try:
-            return run_command(parse_args(argv))
+            code = run_command(parse_args(argv))
+            raise_pending()
+            return code
         except KeyboardInterrupt as err:
             return report_interrupted(err, argv, outermost)
 

@@ -1,7 +1,10 @@
 """Ctrl-C (SIGINT) and SIGTERM: `interrupt_signals()` turns both into `Interrupted`, a
 KeyboardInterrupt (so Lightning's graceful shutdown runs for either), which the command that was
 running may fill in (where it stopped, how to continue) before `solo_ncp.cli` prints it as one line
-and exits with 128 + the signal's number (130, 143)."""
+and exits with 128 + the signal's number (130, 143). A raise Python swallows (one that lands in a
+finalizer, `__del__` or a weakref callback, is printed as "Exception ignored" and lost) is not
+lost here: the signal stays pending, and `raise_pending()` raises it again where a training
+starts its next batch and where the command ends."""
 import signal
 import threading
 from contextlib import contextmanager
@@ -10,6 +13,8 @@ from typing import Iterator, Optional
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _depth = 0
 """How many `interrupt_signals` blocks are open (a command running another in-process: demo)."""
+_pending: Optional[int] = None
+"""The signal that arrived while the outermost block is open, None before any."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -44,7 +49,16 @@ def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
 
 
 def _raise_interrupted(signum: int, frame) -> None:
+    global _pending
+    _pending = signum
     raise Interrupted(signum)
+
+
+def raise_pending() -> None:
+    """Raises `Interrupted` if a signal arrived in the open block: called where a raise that was
+    swallowed must not let the work go on (a training's next batch, a command's end)."""
+    if _pending is not None:
+        raise Interrupted(_pending)
 
 
 @contextmanager
@@ -52,7 +66,7 @@ def interrupt_signals() -> Iterator[bool]:
     """Within the block SIGINT and SIGTERM raise `Interrupted` (in the main thread; elsewhere Python
     cannot handle signals); the previous handlers come back at the end. Yields True for the
     outermost block, whose caller reports an interruption (an inner one passes it on)."""
-    global _depth
+    global _depth, _pending
     install = _depth == 0 and threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in SIGNALS} if install else {}
     _depth += 1
@@ -62,3 +76,5 @@ def interrupt_signals() -> Iterator[bool]:
         _depth -= 1
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if install:
+            _pending = None

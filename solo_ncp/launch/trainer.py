@@ -26,7 +26,7 @@ from solo_ncp.config import (
     logger_settings,
     select,
 )
-from solo_ncp.interrupt import Interrupted, as_interrupted
+from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.io import atomic_torch_save, atomic_write_text, check_writable, folder_lock
 from solo_ncp.launch.compat import (
     NO_STRATEGY,
@@ -186,6 +186,21 @@ class CaughtInterrupt(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self.caught = exception
+
+
+class PendingInterrupt(Callback):
+    """Raises a signal's `Interrupted` again as a training batch starts or ends, or a validation
+    batch starts, when its first raise was swallowed (see `solo_ncp.interrupt`): the training
+    stops within the step it arrived in, before the epoch's checkpoint."""
+
+    def on_train_batch_start(self, *args) -> None:
+        raise_pending()
+
+    def on_train_batch_end(self, *args) -> None:
+        raise_pending()
+
+    def on_validation_batch_start(self, *args) -> None:
+        raise_pending()
 
 
 class GroupLearningRates(Callback):
@@ -413,7 +428,7 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         sync_batchnorm=bool(select(cfg, "sync_batchnorm", False)) and multi,
         precision=precision,
         logger=loggers,
-        callbacks=[checkpoint, CheckpointMeta(meta), LearningRateMonitor("epoch"),
+        callbacks=[checkpoint, CheckpointMeta(meta), LearningRateMonitor("epoch"), PendingInterrupt(),
                    GroupLearningRates(), EpochSeeds(int(select(cfg, "seed", 5))), LoggedLossBar(),
                    *callbacks],
         plugins=[AtomicCheckpointIO(trust)],
