@@ -4,7 +4,7 @@ running may fill in (where it stopped, how to continue) before `solo_ncp.cli` pr
 and exits with 128 + the signal's number (130, 143). A raise Python swallows (one that lands in a
 finalizer, `__del__` or a weakref callback, is printed as "Exception ignored" and lost) is not
 lost here: the signal stays pending, and `raise_pending()` raises it again where a training
-starts its next batch and where the command ends."""
+batch starts or ends and where the command ends."""
 import signal
 import threading
 from contextlib import contextmanager
