@@ -34,9 +34,16 @@ def _start(argv: list, logs: Path, **kwargs) -> subprocess.Popen:
                                 cwd=ROOT, stdout=out, stderr=err, **kwargs)
 
 
-def _finish(process: subprocess.Popen, logs: Path) -> tuple:
-    """(stdout, stderr) of the process once it ended."""
-    process.wait(timeout=900)
+def _finish(process: subprocess.Popen, logs: Path, timeout: int = 900) -> tuple:
+    """(stdout, stderr) of the process once it ended. One still running after `timeout` s is
+    killed (left alone, it would train on beside the rest of the suite) and fails the test."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"still running {timeout} s after the signal, killed; its stderr ends with:\n"
+                    f"{(logs / 'stderr').read_text()[-3000:]}")
     return (logs / "stdout").read_text(), (logs / "stderr").read_text()
 
 
