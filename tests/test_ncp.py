@@ -23,9 +23,12 @@ from solo_ncp.models.inference import eval_mode
 from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import Stage2Config, adversarial_examples, cluster_epoch, gather_rows, stage2_step
-from tests.conftest import train_stage2
+from tests.conftest import SMALL_BACKBONE, train_stage2
 from tests.test_dual_bn import tiny_cnn
 from tests.test_two_hosts import ENCODER_PREFIX
+
+EPOCHS_KILLED = 6
+"""Epochs of the run the kill test stops after its first."""
 
 
 def tiny_student():
@@ -195,30 +198,32 @@ def test_ncp_checkpoint_loads_for_evaluation_through_either_branch(digits_ncp_ck
     assert not torch.allclose(clean.model(x), adv.model(x))
 
 
-def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, digits_simclr_ckpt):
-    """SIGKILL a real `solo-ncp train` after its first checkpoint (ResNet-18, 4 steps an epoch: the
-    kill lands mid-run on a fast machine too), then resume it to the end."""
+def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, digits_small_simclr_ckpt):
+    """SIGKILL a real `solo-ncp train` after its first checkpoint (the small backbone, 6 epochs of
+    4 steps: the kill lands mid-run on a fast machine too), then resume it to the end."""
     from tests.conftest import DIGITS_STAGE2, ROOT
 
-    args = ["name=r", "max_epochs=4", "method_kwargs.cluster_every=4"]
+    teacher = digits_small_simclr_ckpt
+    args = ["name=r", f"max_epochs={EPOCHS_KILLED}", f"method_kwargs.cluster_every={EPOCHS_KILLED}",
+            *SMALL_BACKBONE]
     argv = [sys.executable, "-m", "solo_ncp.cli", "train", "--config",
             str(ROOT / "zoo_configs/fashionmnist/ncp.yaml"), *DIGITS_STAGE2,
-            f"checkpoint.dir={tmp_path}", f"method_kwargs.teacher_ckpt={digits_simclr_ckpt}", *args]
+            f"checkpoint.dir={tmp_path}", f"method_kwargs.teacher_ckpt={teacher}", *args]
     last = tmp_path / "r" / "last.ckpt"
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.kill()
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     killed = read_checkpoint(last)
-    assert killed["epoch"] < 3
+    assert killed["epoch"] < EPOCHS_KILLED - 1
 
-    assert train_stage2(tmp_path, digits_simclr_ckpt, *args, resume=True) == 0
+    assert train_stage2(tmp_path, teacher, *args, resume=True) == 0
     final = read_checkpoint(last)
-    assert final["epoch"] == 3
-    assert final["lr_schedulers"][0]["last_epoch"] == 4
-    # only epoch 0 clusters (cluster_every=4): its centroids came back from the checkpoint
+    assert final["epoch"] == EPOCHS_KILLED - 1
+    assert final["lr_schedulers"][0]["last_epoch"] == EPOCHS_KILLED
+    # only epoch 0 clusters (cluster_every = max_epochs): its centroids came back from the checkpoint
     assert int(final["state_dict"]["clustered_epoch"]) == 0
     assert torch.equal(final["state_dict"]["centroids"], killed["state_dict"]["centroids"])
     for key in killed["state_dict"]:

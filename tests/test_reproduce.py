@@ -161,13 +161,15 @@ def _epochs_of_the_last_attempt(run: Path) -> list:
                        if any(key.endswith("loss_epoch") and value for key, value in r.items())})
 
 
-def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, digits_simclr_ckpt):
-    """Shared --teacher, 1 seed, ncp for 3 epochs: kill -9 reproduce once the first stage-2
-    checkpoint exists; the same command then skips select-k and the PoC, resumes the training at
-    the next epoch and runs the evaluation and the report."""
+def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, digits_small_simclr_ckpt):
+    """Shared --teacher, 1 seed, ncp for 6 epochs on the small backbone (5 left when the kill
+    lands: mid-run on a fast machine too): kill -9 reproduce once the first stage-2 checkpoint
+    exists; the same command then skips select-k and the PoC, resumes the training at the next
+    epoch and runs the evaluation and the report."""
+    epochs = 6
     out = tmp_path / "run"
     argv = _cli(*reproduce_argv(out, "--seeds", "0", "--methods", "ncp", "--eval", "slf=ncp",
-                                "--teacher", digits_simclr_ckpt, tiny=TINY_RESNET18), "stage2:max_epochs=3")
+                                "--teacher", digits_small_simclr_ckpt, tiny=TINY), f"stage2:max_epochs={epochs}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     victim = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out / "s0" / "ncp" / "last.ckpt"
@@ -177,7 +179,7 @@ def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, dig
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = torch.load(last, weights_only=True)["epoch"]
-    assert killed_at < 2 and not (out / "s0" / "ncp" / ".step-done.json").exists()
+    assert killed_at < epochs - 1 and not (out / "s0" / "ncp" / ".step-done.json").exists()
     time.sleep(1.0)  # the step's own process dies with reproduce (PR_SET_PDEATHSIG)
     assert not any(str(out) in " ".join(p.cmdline) for p in _processes())
     before = snapshot(out / "s0" / "select-k") | snapshot(out / "s0" / "poc")
@@ -190,8 +192,8 @@ def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, dig
     assert snapshot(out / "s0" / "select-k") | snapshot(out / "s0" / "poc") == before
     log = (out / "s0" / "ncp" / "step.log").read_text()
     assert log.count("=== ") == 2 and "--resume" in log.split("=== ")[-1].splitlines()[0]
-    assert _epochs_of_the_last_attempt(out / "s0" / "ncp") == list(range(killed_at + 1, 3))
-    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert _epochs_of_the_last_attempt(out / "s0" / "ncp") == list(range(killed_at + 1, epochs))
+    assert torch.load(last, weights_only=True)["epoch"] == epochs - 1
 
 
 class _Process:
@@ -231,6 +233,26 @@ def test_the_plan_of_a_call_naming_fewer_methods_keeps_the_recorded_ones(tmp_pat
     assert listed == [f"[reproduce] todo    {step.name}: solo-ncp {shlex.join(step.argv())}"
                       for step in recorded.steps]
     assert str(out / "s0" / "eval-deacl-slf") in recorded.steps[-1].argv()
+
+
+@pytest.mark.parametrize("widen", ["+backbone.kwargs.widen_factor=1", "++backbone.kwargs.widen_factor=1",
+                                   "+backbone.kwargs.widen_factor=2"])
+def test_the_teacher_check_reads_every_backbone_option(tmp_path, capsys, digits_small_simclr_ckpt, widen):
+    """--teacher of a WRN-28-1 against stage-2 configs of `widen`: accepted at widen factor 1 (as
+    `+key` or `++key`: the dry run lists the steps), refused at 2 naming both widths."""
+    tiny = [*TINY_RESNET18, "backbone.name=wide_resnet28_10", widen]
+    argv = reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", "--teacher",
+                          str(digits_small_simclr_ckpt), "--dry-run", tiny=tiny)
+    code, printed = main(argv), capsys.readouterr()
+    if widen.endswith("=1"):
+        assert code == 0, printed.err
+        assert "[reproduce] todo    s0/ncp" in printed.out
+    else:
+        assert code == 2
+        (line,) = printed.err.strip().splitlines()
+        assert line.startswith(f"error: --teacher for method ncp: stage-1 checkpoint {digits_small_simclr_ckpt} "
+                               "holds a wide_resnet28_10 (widen_factor: 1), but the config builds a "
+                               "wide_resnet28_10 (widen_factor: 2)"), line
 
 
 def test_a_refused_call_names_only_the_differing_override(tmp_path, capsys):

@@ -22,7 +22,7 @@ from PIL import Image
 from solo_ncp.io import LOCK_NAME
 from solo_ncp.launch.resume import APPLIED, REFUSED, SCHEDULE
 from solo_ncp.launch.trainer import LAST
-from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, pretrain, train_stage2
+from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, SMALL_BACKBONE, pretrain, train_stage2
 
 TINY = ["max_epochs=1", "limit_train_batches=1"]
 
@@ -176,12 +176,13 @@ def _epoch_losses(run: Path) -> dict:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_after_kill_9_repeats_the_uninterrupted_losses(tmp_path, workers):
-    """3 epochs uninterrupted; the same run killed (SIGKILL) once its first last.ckpt exists,
-    then `--resume`d: every resumed epoch has the uninterrupted run's losses (CPU, seeded), with
+    """6 epochs uninterrupted on the small backbone; the same run killed (SIGKILL) once its first
+    last.ckpt exists (5 epochs left: the kill lands mid-run on a fast machine too), then
+    `--resume`d: every resumed epoch has the uninterrupted run's losses (CPU, seeded), with
     augmentations drawn in the main process (0 workers) or in a loader worker (1)."""
-    config = ROOT / "zoo_configs/fashionmnist/simclr.yaml"
-    common = [*DIGITS_SIMCLR, f"checkpoint.dir={tmp_path}", "max_epochs=3", "limit_train_batches=2",
-              f"data.num_workers={workers}", "log_every_n_steps=1"]
+    config, epochs = ROOT / "zoo_configs/fashionmnist/simclr.yaml", 6
+    common = [*DIGITS_SIMCLR, *SMALL_BACKBONE, f"checkpoint.dir={tmp_path}", f"max_epochs={epochs}",
+              "limit_train_batches=2", f"data.num_workers={workers}", "log_every_n_steps=1"]
     full = subprocess.run(_cli("pretrain", "--config", config, *common, "name=full"), env=_env(),
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert full.returncode == 0, full.stderr[-3000:]
@@ -194,7 +195,7 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_losses(tmp_path, workers)
     victim.kill()
     victim.wait()
     killed_at = torch.load(run / LAST, weights_only=True)["epoch"]
-    assert killed_at < 2 and (run / LOCK_NAME).read_text() == f"{victim.pid}\n"
+    assert killed_at < epochs - 1 and (run / LOCK_NAME).read_text() == f"{victim.pid}\n"
 
     resumed = subprocess.run(_cli("pretrain", "--config", config, *common[:-1], "--resume",
                                   common[-1], "name=cut"),  # --resume among the overrides
@@ -204,7 +205,7 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_losses(tmp_path, workers)
     assert not (run / LOCK_NAME).exists()
 
     expected, got = _epoch_losses(tmp_path / "full"), _epoch_losses(run)
-    assert sorted(got) == list(range(killed_at + 1, 3))
+    assert sorted(got) == list(range(killed_at + 1, epochs))
     for epoch, losses in got.items():
         assert losses and losses == pytest.approx(expected[epoch], rel=1e-6, abs=1e-6), epoch
 

@@ -264,8 +264,9 @@ def stage_config(path: Path, overrides: Sequence[str]):
 
 
 def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
-    """The shared stage-1 checkpoint exists, loads safely and has each stage-2 config's backbone."""
-    from solo_ncp.config import dataset_spec, select
+    """The shared stage-1 checkpoint exists, loads safely and has each stage-2 config's backbone
+    (name, stem and every option of `backbone.kwargs`, as the training will build it)."""
+    from solo_ncp.launch.methods import config_backbone_spec
     from solo_ncp.models.backbones import BackboneSpec
     from solo_ncp.ncp.teacher import load_teacher
 
@@ -274,8 +275,7 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
                          "(`solo-ncp pretrain`'s last.ckpt)")
     expected: Dict[BackboneSpec, str] = {}  # each distinct backbone once, with its first method
     for label, cfg in configs.items():
-        cifar = select(cfg, "backbone.kwargs.cifar", dataset_spec(cfg).cifar_stem)
-        expected.setdefault(BackboneSpec(cfg.backbone.name, bool(cifar)), label)
+        expected.setdefault(config_backbone_spec(cfg), label)
     for spec, label in expected.items():
         try:
             load_teacher(teacher, spec)
