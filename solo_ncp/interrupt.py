@@ -56,7 +56,7 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 def raise_pending() -> None:
     """Raises `Interrupted` if a signal arrived in the open block: called where a raise that was
-    swallowed must not let the work go on (a training's next batch, a command's end)."""
+    swallowed must not let the work go on (a training batch's start and end, a command's end)."""
     if _pending is not None:
         raise Interrupted(_pending)
 

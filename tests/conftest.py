@@ -87,6 +87,9 @@ def digits_simclr_ckpt(tmp_path_factory) -> Path:
 # best.ckpt keeps; which images are held out). The stage-2 runs from `digits_small_simclr_ckpt`
 # add these overrides.
 SMALL_BACKBONE = ["backbone.name=wide_resnet28_10", "+backbone.kwargs.widen_factor=1"]
+KILLED_RUN_EPOCHS = 6
+"""Epochs of a small-backbone run a test kills -9 once its first last.ckpt exists: 5 are left, so
+the kill lands mid-run on a fast machine too."""
 
 
 @pytest.fixture(scope="session")

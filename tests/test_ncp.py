@@ -23,12 +23,9 @@ from solo_ncp.models.inference import eval_mode
 from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.ncp import Stage2Config, adversarial_examples, cluster_epoch, gather_rows, stage2_step
-from tests.conftest import SMALL_BACKBONE, train_stage2
+from tests.conftest import KILLED_RUN_EPOCHS, SMALL_BACKBONE, train_stage2
 from tests.test_dual_bn import tiny_cnn
 from tests.test_two_hosts import ENCODER_PREFIX
-
-EPOCHS_KILLED = 6
-"""Epochs of the run the kill test stops after its first."""
 
 
 def tiny_student():
@@ -199,12 +196,12 @@ def test_ncp_checkpoint_loads_for_evaluation_through_either_branch(digits_ncp_ck
 
 
 def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, digits_small_simclr_ckpt):
-    """SIGKILL a real `solo-ncp train` after its first checkpoint (the small backbone, 6 epochs of
-    4 steps: the kill lands mid-run on a fast machine too), then resume it to the end."""
+    """SIGKILL a real `solo-ncp train` after its first checkpoint (the small backbone,
+    `KILLED_RUN_EPOCHS` epochs of 4 steps), then resume it to the end."""
     from tests.conftest import DIGITS_STAGE2, ROOT
 
     teacher = digits_small_simclr_ckpt
-    args = ["name=r", f"max_epochs={EPOCHS_KILLED}", f"method_kwargs.cluster_every={EPOCHS_KILLED}",
+    args = ["name=r", f"max_epochs={KILLED_RUN_EPOCHS}", f"method_kwargs.cluster_every={KILLED_RUN_EPOCHS}",
             *SMALL_BACKBONE]
     argv = [sys.executable, "-m", "solo_ncp.cli", "train", "--config",
             str(ROOT / "zoo_configs/fashionmnist/ncp.yaml"), *DIGITS_STAGE2,
@@ -217,12 +214,12 @@ def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, dig
     proc.kill()
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     killed = read_checkpoint(last)
-    assert killed["epoch"] < EPOCHS_KILLED - 1
+    assert killed["epoch"] < KILLED_RUN_EPOCHS - 1
 
     assert train_stage2(tmp_path, teacher, *args, resume=True) == 0
     final = read_checkpoint(last)
-    assert final["epoch"] == EPOCHS_KILLED - 1
-    assert final["lr_schedulers"][0]["last_epoch"] == EPOCHS_KILLED
+    assert final["epoch"] == KILLED_RUN_EPOCHS - 1
+    assert final["lr_schedulers"][0]["last_epoch"] == KILLED_RUN_EPOCHS
     # only epoch 0 clusters (cluster_every = max_epochs): its centroids came back from the checkpoint
     assert int(final["state_dict"]["clustered_epoch"]) == 0
     assert torch.equal(final["state_dict"]["centroids"], killed["state_dict"]["centroids"])

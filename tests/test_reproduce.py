@@ -18,7 +18,7 @@ import torch
 
 from solo_ncp.cli import main
 from solo_ncp.launch.reproduce import build_plan
-from tests.conftest import ROOT, SMALL_BACKBONE, host_independent
+from tests.conftest import KILLED_RUN_EPOCHS, ROOT, SMALL_BACKBONE, host_independent
 
 pytestmark = host_independent
 
@@ -162,11 +162,10 @@ def _epochs_of_the_last_attempt(run: Path) -> list:
 
 
 def test_killed_mid_training_the_rerun_finishes_only_what_was_left(tmp_path, digits_small_simclr_ckpt):
-    """Shared --teacher, 1 seed, ncp for 6 epochs on the small backbone (5 left when the kill
-    lands: mid-run on a fast machine too): kill -9 reproduce once the first stage-2 checkpoint
-    exists; the same command then skips select-k and the PoC, resumes the training at the next
-    epoch and runs the evaluation and the report."""
-    epochs = 6
+    """Shared --teacher, 1 seed, ncp for `KILLED_RUN_EPOCHS` epochs on the small backbone: kill -9
+    reproduce once the first stage-2 checkpoint exists; the same command then skips select-k and
+    the PoC, resumes the training at the next epoch and runs the evaluation and the report."""
+    epochs = KILLED_RUN_EPOCHS
     out = tmp_path / "run"
     argv = _cli(*reproduce_argv(out, "--seeds", "0", "--methods", "ncp", "--eval", "slf=ncp",
                                 "--teacher", digits_small_simclr_ckpt, tiny=TINY), f"stage2:max_epochs={epochs}")

@@ -22,7 +22,8 @@ from PIL import Image
 from solo_ncp.io import LOCK_NAME
 from solo_ncp.launch.resume import APPLIED, REFUSED, SCHEDULE
 from solo_ncp.launch.trainer import LAST
-from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, SMALL_BACKBONE, pretrain, train_stage2
+from tests.conftest import (DIGITS_SIMCLR, DIGITS_STAGE2, KILLED_RUN_EPOCHS, ROOT, SMALL_BACKBONE, pretrain,
+                            train_stage2)
 
 TINY = ["max_epochs=1", "limit_train_batches=1"]
 
@@ -176,11 +177,11 @@ def _epoch_losses(run: Path) -> dict:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_after_kill_9_repeats_the_uninterrupted_losses(tmp_path, workers):
-    """6 epochs uninterrupted on the small backbone; the same run killed (SIGKILL) once its first
-    last.ckpt exists (5 epochs left: the kill lands mid-run on a fast machine too), then
-    `--resume`d: every resumed epoch has the uninterrupted run's losses (CPU, seeded), with
-    augmentations drawn in the main process (0 workers) or in a loader worker (1)."""
-    config, epochs = ROOT / "zoo_configs/fashionmnist/simclr.yaml", 6
+    """`KILLED_RUN_EPOCHS` epochs uninterrupted on the small backbone; the same run killed
+    (SIGKILL) once its first last.ckpt exists, then `--resume`d: every resumed epoch has the
+    uninterrupted run's losses (CPU, seeded), with augmentations drawn in the main process (0
+    workers) or in a loader worker (1)."""
+    config, epochs = ROOT / "zoo_configs/fashionmnist/simclr.yaml", KILLED_RUN_EPOCHS
     common = [*DIGITS_SIMCLR, *SMALL_BACKBONE, f"checkpoint.dir={tmp_path}", f"max_epochs={epochs}",
               "limit_train_batches=2", f"data.num_workers={workers}", "log_every_n_steps=1"]
     full = subprocess.run(_cli("pretrain", "--config", config, *common, "name=full"), env=_env(),
