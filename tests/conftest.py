@@ -33,6 +33,33 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // int(workers))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test files in the order pytest-xdist's `--dist loadfile` hands them out: first one file
+    that needs the shared ResNet-18 stage 1 (`digits_simclr_ckpt`, about 2 min on one core), so
+    one worker makes it from the start; then every file that does not need it, which the other
+    workers run meanwhile instead of waiting on its lock; then the rest. Within each group, files
+    with more tests first (pytest-xdist's own order)."""
+    files = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+
+    def needs_stage1(path) -> bool:
+        return any("digits_simclr_ckpt" in item.fixturenames and not skipped(item) for item in files[path])
+
+    by_size = sorted(files, key=lambda path: -len(files[path]))
+    first = [path for path in by_size if needs_stage1(path)][:1]
+    rest = [path for path in by_size if path not in first]
+    order = first + [path for path in rest if not needs_stage1(path)] + [path for path in rest if needs_stage1(path)]
+    items[:] = [item for path in order for item in files[path]]
+
+
+def skipped(item) -> bool:
+    """Whether a `skipif` mark with a condition already true at collection skips `item`."""
+    return any(mark.args[:1] == (True,) for mark in item.iter_markers("skipif"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # 2 epochs of SimCLR on digits (8x8), small projector: about 20 s on 2 CPU cores.

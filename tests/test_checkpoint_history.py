@@ -14,11 +14,13 @@ import torch
 
 from solo_ncp.cli import main
 from solo_ncp.models.checkpoint import read_checkpoint
-from tests.conftest import pretrain
+from tests.conftest import SMALL_BACKBONE, pretrain
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 HISTORY = ["checkpoint.keep_prev=true", "checkpoint.frequency=1"]
+TWO_STEPS = ["limit_train_batches=2", *SMALL_BACKBONE]
+"""What a history keeps does not depend on the backbone: the small one (conftest's SMALL_BACKBONE)."""
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -36,7 +38,7 @@ def epoch_files(run: Path) -> dict:
 def history_run(tmp_path_factory) -> Path:
     """Two epochs of two steps of SimCLR on digits keeping a checkpoint after each epoch."""
     root = tmp_path_factory.mktemp("history")
-    assert pretrain(root, "name=kept", "max_epochs=2", "limit_train_batches=2", *HISTORY) == 0
+    assert pretrain(root, "name=kept", "max_epochs=2", *TWO_STEPS, *HISTORY) == 0
     return root / "kept"
 
 
@@ -44,7 +46,7 @@ def history_run(tmp_path_factory) -> Path:
 def one_epoch_ckpt(tmp_path_factory) -> Path:
     """last.ckpt of one epoch of the same run, without history."""
     root = tmp_path_factory.mktemp("one_epoch")
-    assert pretrain(root, "name=one", "max_epochs=1", "limit_train_batches=2") == 0
+    assert pretrain(root, "name=one", "max_epochs=1", *TWO_STEPS) == 0
     return root / "one" / "last.ckpt"
 
 
@@ -64,8 +66,8 @@ def test_each_epoch_checkpoint_carries_solo_ncps_metadata(history_run, one_epoch
         assert read_checkpoint(path)["solo_ncp"] == meta
 
 
-def test_no_history_keys_keep_only_last_ckpt(digits_simclr_ckpt):
-    assert sorted(p.name for p in digits_simclr_ckpt.parent.glob("*.ckpt")) == ["last.ckpt"]
+def test_no_history_keys_keep_only_last_ckpt(digits_small_simclr_ckpt):
+    assert sorted(p.name for p in digits_small_simclr_ckpt.parent.glob("*.ckpt")) == ["last.ckpt"]
 
 
 def test_eval_evaluates_an_epoch_checkpoint(history_run, one_epoch_ckpt, tmp_path):
@@ -83,7 +85,8 @@ def test_eval_evaluates_an_epoch_checkpoint(history_run, one_epoch_ckpt, tmp_pat
 def test_a_frequency_keeps_every_nth_epoch_also_across_a_resume(tmp_path):
     """frequency 2: epochs 2 and 4 (counted from 1) are kept, named ep=1 and ep=3 (from 0);
     resumed from last.ckpt after epoch 2."""
-    tiny = ["name=f2", "limit_train_batches=1", "checkpoint.keep_prev=true", "checkpoint.frequency=2"]
+    tiny = ["name=f2", "limit_train_batches=1", "checkpoint.keep_prev=true", "checkpoint.frequency=2",
+            *SMALL_BACKBONE]
     assert pretrain(tmp_path, "max_epochs=3", *tiny) == 0
     run = tmp_path / "f2"
     assert sorted(epoch_files(run)) == [1]

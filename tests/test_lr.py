@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from solo_ncp._host import current_host
 from solo_ncp.config import ConfigError, LearningRates, learning_rates, load_config
-from tests.conftest import ROOT, pretrain
+from tests.conftest import ROOT, SMALL_BACKBONE, pretrain
 
 ZOO = ROOT / "zoo_configs"
 BASE_LR, CLASSIFIER_LR = 0.4, 0.1
@@ -81,7 +81,7 @@ def test_training_starts_at_the_scaled_lr(tmp_path):
     unused without warmup)."""
     assert pretrain(tmp_path, "name=lr", "max_epochs=1", "limit_train_batches=1",
                     "optimizer.batch_size=64", f"optimizer.lr={BASE_LR}",
-                    "optimizer.classifier_lr=0.3", "scheduler.warmup_start_lr=0.003") == 0
+                    "optimizer.classifier_lr=0.3", "scheduler.warmup_start_lr=0.003", *SMALL_BACKBONE) == 0
     lrs = lr_columns(tmp_path / "lr")
     assert (lrs["encoder"], lrs["classifier"]) == (pytest.approx([0.1]), pytest.approx([0.3]))
 
@@ -94,7 +94,7 @@ def test_encoder_and_classifier_lrs_in_the_csv_log(tmp_path, capsys, warmup):
     assert pretrain(tmp_path, "name=lr", "max_epochs=2", "limit_train_batches=1",
                     "optimizer.batch_size=512", f"optimizer.lr={BASE_LR}",
                     f"optimizer.classifier_lr={CLASSIFIER_LR}", f"scheduler.warmup_epochs={warmup}",
-                    "scheduler.warmup_start_lr=0.0") == 0
+                    "scheduler.warmup_start_lr=0.0", *SMALL_BACKBONE) == 0
     assert ("[solo-ncp] learning rate (solo-learn main's rule): optimizer.lr 0.4 x batch 512 x "
             "1 device(s) x 1 node(s) / 256 = 0.8; classifier_lr 0.1 -> 0.1") in capsys.readouterr().out
     cosine = [1.0, (1 + math.cos(math.pi / 2)) / 2]

@@ -230,7 +230,7 @@ def test_killed_run_resumes_with_its_centroids_optimizer_and_epoch(tmp_path, dig
     assert not torch.equal(final["state_dict"][conv1], killed["state_dict"][conv1])
 
 
-def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simclr_ckpt,
+def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_small_simclr_ckpt,
                                                           monkeypatch):
     """250 images in batches of 64 with drop-last: 3 x 64 = 192 are seen in epoch 0. Epoch 0
     clusters a full pass; epoch 1 clusters the bank, whose seen rows are the features epoch 0's
@@ -257,9 +257,9 @@ def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simcl
     monkeypatch.setattr(hooks.Stage2Hooks, "_remember", recording_remember)
     monkeypatch.setattr(hooks.Stage2Hooks, "_encode", recording_encode)
     monkeypatch.setattr(hooks, "cluster_epoch", recording_cluster)
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=2", "name=bank",
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "max_epochs=2", "name=bank",
                         "data.subset=250", "method_kwargs.cluster_features=memory_bank",
-                        "method_kwargs.assign=index") == 0
+                        "method_kwargs.assign=index", *SMALL_BACKBONE) == 0
     (all_indices, full_pass), (missing, missing_rows) = encoded
     assert torch.equal(all_indices, torch.arange(250))
     torch.testing.assert_close(clustered[0], full_pass)
@@ -274,7 +274,7 @@ def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_simcl
     assert from_bank == [0.0, pytest.approx(192 / 250)]
 
 
-def test_memory_bank_rows_are_the_steps_features_of_the_same_samples(tmp_path, digits_simclr_ckpt,
+def test_memory_bank_rows_are_the_steps_features_of_the_same_samples(tmp_path, digits_small_simclr_ckpt,
                                                                      monkeypatch):
     """No augmentation, so each training batch is a set of dataset images: every f2(x) a step
     computed in epoch 0 must be the row that epoch 1 clusters for the image it came from (found
@@ -295,10 +295,10 @@ def test_memory_bank_rows_are_the_steps_features_of_the_same_samples(tmp_path, d
 
     monkeypatch.setattr(hooks, "stage2_step", recording_step)
     monkeypatch.setattr(hooks, "cluster_epoch", recording_cluster)
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=2", "name=bank",
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "max_epochs=2", "name=bank",
                         "method_kwargs.cluster_features=memory_bank",
                         "augmentations.0.pad_crop.padding=0",
-                        "augmentations.0.horizontal_flip.prob=0.0") == 0
+                        "augmentations.0.horizontal_flip.prob=0.0", *SMALL_BACKBONE) == 0
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.config import load_config
     from tests.conftest import DIGITS_STAGE2, ROOT
@@ -316,10 +316,10 @@ def test_memory_bank_rows_are_the_steps_features_of_the_same_samples(tmp_path, d
 
 @pytest.mark.parametrize("method, overrides, k", [("deacl", [], 0),
                                                    ("ncp", ["method_kwargs.dual_bn=false"], 10)])
-def test_single_bn_stage2_trains_and_saves_one_bn(tmp_path, digits_simclr_ckpt, method, overrides, k):
+def test_single_bn_stage2_trains_and_saves_one_bn(tmp_path, digits_small_simclr_ckpt, method, overrides, k):
     """`deacl` as published (no clusters), and `ncp` with `dual_bn: false` (DeACL's joint batch)."""
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=d", *overrides,
-                        method=method) == 0
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "max_epochs=1", "name=d", *overrides,
+                        *SMALL_BACKBONE, method=method) == 0
     ckpt = read_checkpoint(tmp_path / "d" / "last.ckpt")
     assert ckpt["solo_ncp"]["method"] == method and not ckpt["solo_ncp"]["dual_bn"]
     assert ckpt["state_dict"]["centroids"].shape[0] == k
@@ -355,7 +355,7 @@ def test_bad_stage2_input_is_one_clear_error(tmp_path, digits_simclr_ckpt, capsy
     (4, "loss is nan at epoch 1, step 0: training stopped, last.ckpt of an earlier epoch is kept"),
     (0, "loss is nan at epoch 0, step 0: training stopped, no checkpoint was written yet"),
 ])
-def test_nan_loss_stops_with_one_error_and_keeps_what_was_written(tmp_path, digits_simclr_ckpt,
+def test_nan_loss_stops_with_one_error_and_keeps_what_was_written(tmp_path, digits_small_simclr_ckpt,
                                                                   capsys, monkeypatch,
                                                                   clean_steps, message):
     """A loss that turns NaN after `clean_steps` steps (4 steps an epoch; fault injected into the
@@ -374,7 +374,7 @@ def test_nan_loss_stops_with_one_error_and_keeps_what_was_written(tmp_path, digi
         return out
 
     monkeypatch.setattr(ncp_method, "stage2_step", poisoned_step)
-    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=3", "name=n") == 2
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "max_epochs=3", "name=n", *SMALL_BACKBONE) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     last = tmp_path / "n" / "last.ckpt"
