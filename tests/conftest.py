@@ -42,7 +42,8 @@ def pytest_collection_modifyitems(config, items):
     that needs the shared ResNet-18 stage 1 (`digits_simclr_ckpt`, about 2 min on one core), so
     one worker makes it from the start; then every file that does not need it, which the other
     workers run meanwhile instead of waiting on its lock; then the rest. Within each group, files
-    with more tests first (pytest-xdist's own order)."""
+    with more tests first (pytest-xdist's own order). A test needs the fixture when it asks for
+    it by argument (directly or through another fixture): `request.getfixturevalue` is not seen."""
     files = {}
     for item in items:
         files.setdefault(item.path, []).append(item)

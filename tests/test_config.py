@@ -11,6 +11,8 @@ from solo_ncp.config import (
     to_solo102_kwargs,
 )
 
+from tests.conftest import SMALL_BACKBONE
+
 ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
 
 
@@ -106,7 +108,7 @@ def test_bash_files_launch_existing_configs():
 
 
 @pytest.mark.parametrize("method", ["simclr", "ncp"])
-def test_no_warmup_starts_at_the_base_lr_and_follows_the_cosine(method, request):
+def test_no_warmup_starts_at_the_base_lr_and_follows_the_cosine(method, digits_small_simclr_ckpt):
     """Both hosts: with scheduler.warmup_epochs=0 the lr of epoch e is lr * (1 + cos(pi e / E)) / 2.
     (1.0.2 alone, unmended, holds warmup_start_lr for the whole run.)"""
     import math
@@ -117,10 +119,9 @@ def test_no_warmup_starts_at_the_base_lr_and_follows_the_cosine(method, request)
     cfg = load_config(ZOO / f"fashionmnist/{method}.yaml", [
         f"max_epochs={epochs}", f"optimizer.lr={base}", "scheduler.warmup_epochs=0",
         "scheduler.warmup_start_lr=0.0", "++scheduler.interval=epoch", "optimizer.batch_size=256",
-        "data.dataset=digits", "augmentations.0.crop_size=8",
-        *(["method_kwargs.k=5"] if method == "ncp" else [])])
-    if method == "ncp":
-        cfg.method_kwargs.teacher_ckpt = str(request.getfixturevalue("digits_simclr_ckpt"))
+        "data.dataset=digits", "augmentations.0.crop_size=8", *SMALL_BACKBONE,
+        *([f"method_kwargs.teacher_ckpt={digits_small_simclr_ckpt}", "method_kwargs.k=5"]
+          if method == "ncp" else [])])
     optimizers, schedulers = build_method(cfg).configure_optimizers()
     scheduler = schedulers[0]["scheduler"] if isinstance(schedulers[0], dict) else schedulers[0]
     seen = []

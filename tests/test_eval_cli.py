@@ -1,4 +1,6 @@
-"""`solo-ncp eval` / `report`: both BN branches, AFF, files written beside metrics.json, bad input."""
+"""`solo-ncp eval` / `report`: both BN branches, AFF, files written beside metrics.json, bad input.
+What is checked does not depend on the backbone: the encoders are the small one's
+(`digits_small_simclr_ckpt`)."""
 import json
 import re
 import shutil
@@ -19,13 +21,13 @@ AA_TINY = ["--aa-n", "2", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
 
 
 @pytest.fixture(scope="module")
-def planted_dual_bn_ckpt(digits_simclr_ckpt, tmp_path_factory) -> Path:
+def planted_dual_bn_ckpt(digits_small_simclr_ckpt, tmp_path_factory) -> Path:
     """The digits SimCLR checkpoint made dual-BN: the clean branch keeps every BatchNorm's running
     statistics, the adversarial branch gets mean + 0.5 and variance x 4."""
     from solo_ncp.models.backbones import BackboneSpec, build_backbone
     from solo_ncp.models.dual_bn import convert_dual_bn
 
-    ckpt = torch.load(digits_simclr_ckpt, map_location="cpu", weights_only=True)
+    ckpt = torch.load(digits_small_simclr_ckpt, map_location="cpu", weights_only=True)
     prefix = next(p for p in ("encoder.", "backbone.") if any(k.startswith(p) for k in ckpt["state_dict"]))
     single = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     dual_keys = convert_dual_bn(build_backbone(BackboneSpec(**ckpt["solo_ncp"]["backbone"]))).state_dict()
@@ -57,8 +59,9 @@ def direct_accuracy(ckpt: Path, bn: str, head_file: Path, n: int = 64) -> float:
     from solo_ncp.models import load_encoder
 
     encoder = load_encoder(ckpt, bn=bn).model
-    head = nn.Linear(512, 10)
-    head.load_state_dict(torch.load(head_file, weights_only=True))
+    state = torch.load(head_file, weights_only=True)
+    head = nn.Linear(*state["weight"].shape[::-1])
+    head.load_state_dict(state)
     test = build_dataset("digits", "test")
     x = torch.stack([test[i][0] for i in range(n)])
     y = torch.tensor([test[i][1] for i in range(n)])
@@ -106,8 +109,8 @@ def test_report_shows_both_branches_and_the_autoattack_subset(both_dir, tmp_path
     assert "## Table 2: standard" in legacy_table and "RA: not recorded." in legacy_table
 
 
-def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_simclr_ckpt, tmp_path, capsys):
-    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
+def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_small_simclr_ckpt, tmp_path, capsys):
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
                  "--aa-n", "0", "--head", "paper", *TINY]) == 0
     printed = capsys.readouterr().out
     assert printed.count("single-BN encoder: --bn both evaluates it once") == 1
@@ -117,7 +120,7 @@ def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_simclr_ckpt, tmp_p
     assert record["metrics"]["aa"] is None and record["metrics"]["aa_n"] == 0
 
 
-def test_eval_over_an_earlier_eval_leaves_its_own_files_and_the_users(both_dir, digits_simclr_ckpt,
+def test_eval_over_an_earlier_eval_leaves_its_own_files_and_the_users(both_dir, digits_small_simclr_ckpt,
                                                                     tmp_path):
     """A single-BN eval --overwrite into the folder of a dual-BN eval with AutoAttack: the earlier
     branch heads and logs go, a file of the user's stays."""
@@ -126,17 +129,17 @@ def test_eval_over_an_earlier_eval_leaves_its_own_files_and_the_users(both_dir, 
     (out / "notes.txt").write_text("my notes\n")
     earlier = {"metrics.json", "head_adv.pt", "head_clean.pt", "autoattack_adv.log", "autoattack_clean.log"}
     assert earlier <= {p.name for p in out.iterdir()}
-    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(out), "--cache-features",
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(out), "--cache-features",
                  "--aa-n", "0", "--overwrite", *TINY]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["head.pt", "metrics.json", "notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes\n"
     assert json.loads((out / "metrics.json").read_text())["branches"][0]["files"] == {"head": "head.pt"}
 
 
-def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):
+def test_aff_saves_its_fine_tuned_encoder(digits_small_simclr_ckpt, tmp_path):
     from solo_ncp.models import load_encoder
 
-    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--mode", "aff",
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(tmp_path), "--mode", "aff",
                  "--dataset", "digits", "--epochs", "1", "--train-n", "64", "--test-n", "16", "--batch-size", "32",
                  "--aa-n", "0"]) == 0
     record = json.loads((tmp_path / "metrics.json").read_text())
@@ -144,7 +147,7 @@ def test_aff_saves_its_fine_tuned_encoder(digits_simclr_ckpt, tmp_path):
     assert record["settings"]["fine_tune"]["lr"] == 0.01
     assert record["branches"][0]["files"] == {"head": "head.pt", "encoder": "encoder.pt"}
     tuned = torch.load(tmp_path / "encoder.pt", weights_only=True)
-    original = load_encoder(digits_simclr_ckpt).model.state_dict()
+    original = load_encoder(digits_small_simclr_ckpt).model.state_dict()
     assert set(tuned) == set(original)
     assert not torch.equal(tuned["backbone.conv1.weight"], original["backbone.conv1.weight"])
 
@@ -224,7 +227,7 @@ AA_FIVE = ["--aa-n", "5", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
 
 
 @pytest.fixture(scope="module")
-def batch_runs(digits_simclr_ckpt, tmp_path_factory):
+def batch_runs(digits_small_simclr_ckpt, tmp_path_factory):
     """Two tiny evaluations of one encoder, the second with small attack batches: for each,
     (metrics.json record, printed lines, wall seconds of the call, AutoAttack log lines)."""
     import contextlib
@@ -236,7 +239,7 @@ def batch_runs(digits_simclr_ckpt, tmp_path_factory):
         printed = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(printed):
-            assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(out), "--cache-features",
+            assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(out), "--cache-features",
                          *TINY, *AA_FIVE, *options]) == 0
         wall = time.perf_counter() - start
         runs[name] = (json.loads((out / "metrics.json").read_text()), printed.getvalue().splitlines(), wall,
@@ -272,9 +275,9 @@ def test_eval_prints_and_records_the_seconds_of_each_part(batch_runs):
                     f"PGD-20 {timings['pgd']:.2f}, AutoAttack {timings['autoattack']:.2f}")
 
 
-def test_each_branch_is_timed_and_skipped_autoattack_is_not(both_dir, tmp_path, digits_simclr_ckpt):
+def test_each_branch_is_timed_and_skipped_autoattack_is_not(both_dir, tmp_path, digits_small_simclr_ckpt):
     record = json.loads((both_dir / "metrics.json").read_text())
     assert [set(branch["timings_s"]) for branch in record["branches"]] == [{"fine_tune", "pgd", "autoattack"}] * 2
-    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
                  "--aa-n", "0", *TINY]) == 0
     assert set(json.loads((tmp_path / "metrics.json").read_text())["branches"][0]["timings_s"]) == {"fine_tune", "pgd"}

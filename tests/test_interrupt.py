@@ -65,12 +65,11 @@ def _training_argv(command: str, run_dir: Path, teacher) -> list:
 
 @pytest.mark.parametrize("command, signum", [("pretrain", signal.SIGINT), ("train", signal.SIGTERM)])
 def test_an_interrupted_training_names_its_epoch_and_the_command_that_resumes_it(
-        command, signum, tmp_path, request):
+        command, signum, tmp_path, digits_simclr_ckpt):
     """The signal arrives once the first last.ckpt exists (epoch 1 or later of 1000); the
     checkpoint left holds an earlier epoch than the last, and the line names the epoch after the
     one it holds and the same command plus --resume."""
-    teacher = request.getfixturevalue("digits_simclr_ckpt") if command == "train" else None
-    argv = _training_argv(command, tmp_path, teacher)
+    argv = _training_argv(command, tmp_path, digits_simclr_ckpt)
     last = tmp_path / "run" / "last.ckpt"
     victim = _start(argv, tmp_path / "logs")
     _wait_for(last, victim)
