@@ -20,14 +20,13 @@ TINY = ["--dataset", "digits", "--epochs", "2", "--train-n", "256", "--test-n", 
 AA_TINY = ["--aa-n", "2", "--aa-version", "custom", "--aa-attacks", "apgd-ce"]
 
 
-@pytest.fixture(scope="module")
-def planted_dual_bn_ckpt(digits_small_simclr_ckpt, tmp_path_factory) -> Path:
-    """The digits SimCLR checkpoint made dual-BN: the clean branch keeps every BatchNorm's running
-    statistics, the adversarial branch gets mean + 0.5 and variance x 4."""
+def plant_dual_bn(stage1: Path, path: Path) -> Path:
+    """`stage1` (a single-BN SimCLR checkpoint) made dual-BN, saved at `path`: the clean branch keeps
+    every BatchNorm's running statistics, the adversarial branch gets mean + 0.5 and variance x 4."""
     from solo_ncp.models.backbones import BackboneSpec, build_backbone
     from solo_ncp.models.dual_bn import convert_dual_bn
 
-    ckpt = torch.load(digits_small_simclr_ckpt, map_location="cpu", weights_only=True)
+    ckpt = torch.load(stage1, map_location="cpu", weights_only=True)
     prefix = next(p for p in ("encoder.", "backbone.") if any(k.startswith(p) for k in ckpt["state_dict"]))
     single = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     dual_keys = convert_dual_bn(build_backbone(BackboneSpec(**ckpt["solo_ncp"]["backbone"]))).state_dict()
@@ -40,9 +39,14 @@ def planted_dual_bn_ckpt(digits_small_simclr_ckpt, tmp_path_factory) -> Path:
             value *= 4.0
         state[prefix + key] = value
     ckpt["state_dict"] = state
-    path = tmp_path_factory.mktemp("planted") / "dual.ckpt"
     torch.save(ckpt, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def planted_dual_bn_ckpt(digits_small_simclr_ckpt, tmp_path_factory) -> Path:
+    """`plant_dual_bn` of the small backbone's digits SimCLR checkpoint."""
+    return plant_dual_bn(digits_small_simclr_ckpt, tmp_path_factory.mktemp("planted") / "dual.ckpt")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from solo_ncp.cli import main
-from tests.test_eval_cli import planted_dual_bn_ckpt  # noqa: F401 (fixture: adv BN stats moved)
+from tests.test_eval_cli import plant_dual_bn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -81,6 +81,13 @@ def main_linear_state_1_0_2(path: Path) -> dict:
 
 
 MAIN_LINEAR_KEY_LOOPS = {"main": main_linear_state_main, "1.0.2": main_linear_state_1_0_2}
+
+
+@pytest.fixture(scope="module")
+def planted_dual_bn_ckpt(digits_simclr_ckpt, tmp_path_factory) -> Path:
+    """`plant_dual_bn` of the ResNet-18 digits SimCLR checkpoint (adv BN statistics moved): the
+    exports are torchvision's and RobustBench's ResNet-18."""
+    return plant_dual_bn(digits_simclr_ckpt, tmp_path_factory.mktemp("planted") / "dual.ckpt")
 
 
 def digits_test(n: int = TEST_N):
