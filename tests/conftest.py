@@ -47,20 +47,20 @@ def pytest_collection_modifyitems(config, items):
     files = {}
     for item in items:
         files.setdefault(item.path, []).append(item)
-
-    def needs_stage1(path) -> bool:
-        return any("digits_simclr_ckpt" in item.fixturenames and not skipped(item) for item in files[path])
-
+    needing = {path for path, tests in files.items()
+               if any("digits_simclr_ckpt" in item.fixturenames and not skipped(item) for item in tests)}
     by_size = sorted(files, key=lambda path: -len(files[path]))
-    first = [path for path in by_size if needs_stage1(path)][:1]
-    rest = [path for path in by_size if path not in first]
-    order = first + [path for path in rest if not needs_stage1(path)] + [path for path in rest if needs_stage1(path)]
+    first = [path for path in by_size if path in needing][:1]
+    order = (first + [path for path in by_size if path not in needing]
+             + [path for path in by_size if path in needing and path not in first])
     items[:] = [item for path in order for item in files[path]]
 
 
 def skipped(item) -> bool:
     """Whether a `skipif` mark with a condition already true at collection skips `item`."""
     return any(mark.args[:1] == (True,) for mark in item.iter_markers("skipif"))
+
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # 2 epochs of SimCLR on digits (8x8), small projector: about 20 s on 2 CPU cores.

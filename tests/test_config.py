@@ -10,7 +10,6 @@ from solo_ncp.config import (
     load_config,
     to_solo102_kwargs,
 )
-
 from tests.conftest import SMALL_BACKBONE
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
