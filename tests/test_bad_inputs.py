@@ -182,6 +182,8 @@ def on_device(command, device):
     """The row of `command` (DEVICE_COMMANDS) run with `--device device`: its builder and words."""
     named = f"--device {device!r}" if device == "foo" else f"--device {device}:"
     return lambda w: [*DEVICE_COMMANDS[command](w), "--device", device], [named, "--device cpu"]
+
+
 def fashion_mnist_eval(world, fault):
     """eval on the Fashion-MNIST folder of the world with a malformed file."""
     return [*EVAL[:2], "fashionmnist", *EVAL[3:], "--ckpt", str(world["simclr"]), "--data-dir",

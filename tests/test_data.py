@@ -1,4 +1,6 @@
 import gzip
+import importlib.util
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from solo_ncp.data import (
     simclr_transform,
     weak_augmentation,
 )
+from solo_ncp.data.datasets import digits_arrays
 from tests.conftest import needs_fashion_mnist
 from tests.test_two_hosts import only_solo_102
 
@@ -38,6 +41,23 @@ def test_digits_splits_are_disjoint_and_in_unit_range():
     # channels are the grayscale image replicated
     x, _ = train[3]
     assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+
+
+@pytest.mark.parametrize("shipped_csv", [True, False], ids=["csv read directly", "load_digits"])
+def test_digits_arrays_are_scikit_learns(shipped_csv, monkeypatch, tmp_path):
+    """Oracle: `sklearn.datasets.load_digits()`. Without the CSV file where scikit-learn keeps it
+    (a package laid out otherwise), the arrays come through `load_digits` itself."""
+    from sklearn.datasets import load_digits
+
+    if not shipped_csv:
+        find_spec = importlib.util.find_spec
+        elsewhere = SimpleNamespace(origin=str(tmp_path / "sklearn" / "__init__.py"))
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *rest: elsewhere if name == "sklearn" else find_spec(name, *rest))
+    images, labels = digits_arrays()
+    expected = load_digits()
+    assert images.dtype == expected.images.dtype and np.array_equal(images, expected.images)
+    assert labels.dtype == expected.target.dtype and np.array_equal(labels, expected.target)
 
 
 @needs_fashion_mnist

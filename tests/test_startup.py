@@ -1,7 +1,7 @@
 """What the console script imports: `--help`, `--version` and every command's `--help` import
 neither torch nor solo-learn nor Lightning, and a command that does not train never imports the
 host; `import solo_ncp` still registers ncp and deacl into solo-learn's METHODS, whether it comes
-before or after solo-learn's own imports.
+before or after solo-learn's own imports; reading the digits imports no scikit-learn.
 
 Oracle: `sys.modules` of a fresh interpreter after the call (an import graph, not a time)."""
 import json
@@ -49,6 +49,17 @@ def test_a_command_that_does_not_train_skips_the_host(tmp_path):
                        "--out", str(tmp_path / "eval")])
     assert ran["code"] == 2
     assert not {"solo", "pytorch_lightning", "lightning"} & set(ran["modules"])
+
+
+def test_the_digits_data_imports_no_scikit_learn():
+    """scikit-learn's import (about 2 s) would be paid by every process of a digits run."""
+    code = ("import json, sys\nfrom solo_ncp.data import build_dataset\nbuild_dataset('digits', 'train')\n"
+            "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = json.loads(proc.stdout.splitlines()[-1])
+    assert "torchvision" in modules and "sklearn" not in modules
 
 
 @pytest.mark.parametrize("imports", [

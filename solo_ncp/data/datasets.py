@@ -6,12 +6,13 @@ are stated in pixel space. Single-channel data (Fashion-MNIST, digits) is replic
 so every backbone, augmentation and checkpoint keeps the RGB layout of CIFAR/STL.
 """
 import gzip
+import importlib.util
 import math
 import os
 import pickle
 import zlib
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -220,14 +221,29 @@ def _fashion_mnist(data_dir: Optional[Path], split: str, transform) -> Dataset:
     return ArrayImageDataset(images, labels, transform)
 
 
-def _digits(split: str, transform) -> Dataset:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as `load_digits` returns them: images (1797, 8, 8) float64 in 0..16,
+    labels (1797,) int64. Read from the CSV file scikit-learn ships (64 pixels and the label per
+    row), found without importing scikit-learn, whose import costs about 2 s in every process of
+    a digits run (each reproduce step); through `load_digits` where that file is not."""
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        digits = load_digits()
+        return digits.images, digits.target
+    with gzip.open(csv, "rt") as rows:
+        table = np.loadtxt(rows, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def _digits(split: str, transform) -> Dataset:
+    images, labels = digits_arrays()
+    images = np.round(images * (255.0 / 16.0)).astype(np.uint8)
     is_test = np.arange(len(images)) % DIGITS_TEST_EVERY == 0
     keep = is_test if split == "test" else ~is_test
-    return ArrayImageDataset(images[keep], digits.target[keep], transform)
+    return ArrayImageDataset(images[keep], labels[keep], transform)
 
 
 class IndexedDataset(Dataset):
