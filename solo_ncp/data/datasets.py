@@ -225,7 +225,7 @@ def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as `load_digits` returns them: images (1797, 8, 8) float64 in 0..16,
     labels (1797,) int64. Read from the CSV file scikit-learn ships (64 pixels and the label per
     row), found without importing scikit-learn, whose import costs about 2 s in every process of
-    a digits run (each reproduce step); through `load_digits` where that file is not."""
+    a digits run (each reproduce step); through `load_digits` where that file is missing."""
     spec = importlib.util.find_spec("sklearn")
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
     if csv is None or not csv.is_file():
