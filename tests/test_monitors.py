@@ -93,9 +93,9 @@ def recomputing_eq3(real_step, recomputed: list):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_small_simclr_ckpt):
     """Two epochs of `ncp` (the small backbone) on 576 digits less the 64 held out (8 steps each)
-    with every monitor on,
-    built as `solo-ncp train` builds it. Returns {"trainer", "model", "folder", "rows", "knn", "cfg",
-    "cluster_set", "eq3": each step's Eq. 3 terms recomputed (`recomputing_eq3`)}."""
+    with every monitor on, built as `solo-ncp train` builds it. Returns {"trainer", "model",
+    "folder", "rows", "knn", "cfg", "cluster_set", "eq3": each step's Eq. 3 terms recomputed
+    (`recomputing_eq3`)}."""
     import solo_ncp.methods.stage2_hooks as hooks
 
     out = tmp_path_factory.mktemp("monitors")

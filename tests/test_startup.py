@@ -17,22 +17,36 @@ from tests.conftest import ROOT
 
 HEAVY = ("torch", "torchvision", "solo", "pytorch_lightning", "lightning")
 """Top-level packages whose import takes seconds (solo-learn imports Lightning and torch)."""
-RUN_MAIN = """
+MODULES = 'sorted({name.split(".")[0] for name in sys.modules})'
+"""The top-level packages imported so far, as a Python expression."""
+RUN_MAIN = f"""
 import json, sys
 from solo_ncp.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as stop:
     code = stop.code
-print(json.dumps({"code": code, "modules": sorted({name.split(".")[0] for name in sys.modules})}))
+print(json.dumps({{"code": code, "modules": {MODULES}}}))
 """
+READ_DIGITS = f"""
+import json, sys
+from solo_ncp.data import build_dataset
+build_dataset("digits", "train")
+print(json.dumps({{"modules": {MODULES}}}))
+"""
+
+
+def in_fresh_interpreter(code: str, *args: str, cwd=ROOT) -> dict:
+    """The JSON object the last line `code` prints, run with `args` in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def imported_by(argv, cwd=ROOT) -> dict:
     """`main(argv)` in a fresh interpreter: its exit code and the top-level packages imported."""
-    proc = subprocess.run([sys.executable, "-c", RUN_MAIN, *argv], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return json.loads(proc.stdout.splitlines()[-1])
+    return in_fresh_interpreter(RUN_MAIN, *argv, cwd=cwd)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"]] + [[name, "--help"] for name in COMMANDS],
@@ -53,12 +67,7 @@ def test_a_command_that_does_not_train_skips_the_host(tmp_path):
 
 def test_the_digits_data_imports_no_scikit_learn():
     """scikit-learn's import (about 2 s) would be paid by every process of a digits run."""
-    code = ("import json, sys\nfrom solo_ncp.data import build_dataset\nbuild_dataset('digits', 'train')\n"
-            "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    modules = json.loads(proc.stdout.splitlines()[-1])
+    modules = in_fresh_interpreter(READ_DIGITS)["modules"]
     assert "torchvision" in modules and "sklearn" not in modules
 
 
