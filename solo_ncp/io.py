@@ -1,6 +1,7 @@
 """Files a command writes: atomic writes and checksums (a crash never leaves a half-written result
 behind), a check that an output folder can be written before any work starts, and the lock that
 keeps two processes from training in one run folder."""
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,7 +25,13 @@ class FolderLockedError(OSError):
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Run `write(tmp_path)` on a temp file next to `path`, then rename it over `path`."""
+    """Run `write(tmp_path)` on a temp file next to `path`, then rename it over `path`.
+
+    Durable when the machine dies, not only the process (power cut, node pre-empted, kernel
+    panic): the temp file's data are on the disk (fsync) before the rename, and the rename is (the
+    folder's fsync) before this returns. A crash leaves the old file or the whole new one, never an
+    empty or truncated one, and files written one after another (a checkpoint, then the step's
+    done-marker) reach the disk in that order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -34,11 +41,26 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
+        _sync(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _sync(path.parent, folder=True)
     return path
+
+
+def _sync(path: PathLike, folder: bool = False) -> None:
+    """fsync of a file's data, or of a folder's entries (where the file system cannot sync a
+    folder, EINVAL, its entries are as durable as it makes them)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if not (folder and err.errno == errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

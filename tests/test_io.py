@@ -2,8 +2,11 @@
 work, and a folder lock admits one live process (a dead one's lock is taken over, by one process
 of several racing for it, also when its pid now belongs to another process), whose taking it
 removes the temporary files a killed atomic write left."""
+import errno
 import multiprocessing
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,99 @@ def test_a_failed_rename_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mo
     with pytest.raises(OSError, match="No space left"):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+
+
+def _synced_and_renamed(record: list):
+    """os.fsync and os.replace wrapped to append ("fsync", path) and ("rename", src, dst) to
+    `record` (an fd's path read back from /proc), then do their work."""
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd):
+        record.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recorded_replace(src, dst):
+        record.append(("rename", str(src), str(dst)))
+        replace(src, dst)
+
+    return recorded_fsync, recorded_replace
+
+
+def _one_temporary(events) -> str:
+    (tmp,) = {event[1] for event in events if event[0] == "rename"}
+    return tmp
+
+
+def test_the_data_are_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """What survives a power cut: the temp file's data on the disk before it replaces the old file,
+    the folder's entry (the rename) before the write returns."""
+    target = atomic_write_text(tmp_path / "last.ckpt", "old")
+    events: list = []
+    fsync, replace = _synced_and_renamed(events)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_text(target, "new")
+    tmp = _one_temporary(events)
+    assert os.path.dirname(tmp) == str(tmp_path) and os.path.basename(tmp).startswith(".last.ckpt.")
+    assert events == [("fsync", tmp), ("rename", tmp, str(target)), ("fsync", str(tmp_path))]
+    assert target.read_text() == "new"
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed (Debian: apt-get install strace)")
+def test_the_kernel_sees_the_same_order(tmp_path):
+    """Oracle: strace's record of the system calls of a process that writes a file over an old one
+    (-y names each fd's file)."""
+    target = tmp_path / "last.ckpt"
+    target.write_text("old")
+    trace = tmp_path / "strace.log"
+    code = "import sys; from solo_ncp.io import atomic_write_text; atomic_write_text(sys.argv[1], 'new')"
+    calls = "trace=fsync,fdatasync,rename,renameat,renameat2"
+    done = subprocess.run([STRACE, "-f", "-y", "-o", str(trace), "-e", calls, sys.executable, "-c", code, str(target)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0 and "ptrace" in done.stderr.lower():
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    events = []
+    for line in trace.read_text().splitlines():
+        call = re.match(r"\d+ +(\w+)\((.*)\) += 0$", line)
+        if call and str(tmp_path) in call[2]:
+            if call[1] in ("fsync", "fdatasync"):
+                events.append(("fsync", re.fullmatch(r"\d+<(.*)>", call[2])[1]))
+            else:
+                events.append(("rename", *re.findall(r'"([^"]*)"', call[2])))
+    tmp = _one_temporary(events)
+    assert os.path.basename(tmp).startswith(".last.ckpt.")
+    assert events == [("fsync", tmp), ("rename", tmp, str(target)), ("fsync", str(tmp_path))]
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["last.ckpt", "strace.log"]
+
+
+def test_a_failed_sync_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """Data that did not reach the disk (EIO) never replace the old file."""
+    target = atomic_write_text(tmp_path / "metrics.json", "old")
+
+    def disk_error(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", disk_error)
+    with pytest.raises(OSError, match="Input/output error"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_a_folder_its_file_system_cannot_sync_still_gets_the_file(tmp_path, monkeypatch):
+    """fsync of a folder is EINVAL on some file systems: the write stands."""
+    fsync = os.fsync
+
+    def no_folder_sync(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_sync)
+    assert atomic_write_text(tmp_path / "metrics.json", "new").read_text() == "new"
 
 
 def test_writable_folders_pass_without_being_created(tmp_path):
