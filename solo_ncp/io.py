@@ -50,14 +50,19 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+CANNOT_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS)
+"""fsync's errors where a file system does not sync (a folder on some, some network and FUSE file
+systems): the write stands, as durable as that file system makes it. Any other error (EIO, ENOSPC)
+means the data may not be on the disk, and raises."""
+
+
 def _sync(path: PathLike, folder: bool = False) -> None:
-    """fsync of a file's data, or of a folder's entries (where the file system cannot sync a
-    folder, EINVAL, its entries are as durable as it makes them)."""
+    """fsync of a file's data, or of a folder's entries."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
     try:
         os.fsync(fd)
     except OSError as err:
-        if not (folder and err.errno == errno.EINVAL):
+        if err.errno not in CANNOT_SYNC:
             raise
     finally:
         os.close(fd)

@@ -117,30 +117,34 @@ def test_the_kernel_sees_the_same_order(tmp_path):
     assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["last.ckpt", "strace.log"]
 
 
-def test_a_failed_sync_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    """Data that did not reach the disk (EIO) never replace the old file."""
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
+def test_a_failed_sync_keeps_the_old_file_and_leaves_no_temporary(code, tmp_path, monkeypatch):
+    """Data that may not have reached the disk never replace the old file."""
     target = atomic_write_text(tmp_path / "metrics.json", "old")
 
     def disk_error(fd):
-        raise OSError(errno.EIO, "Input/output error")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "fsync", disk_error)
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(OSError, match=os.strerror(code)):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
 
 
-def test_a_folder_its_file_system_cannot_sync_still_gets_the_file(tmp_path, monkeypatch):
-    """fsync of a folder is EINVAL on some file systems: the write stands."""
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOTSUP, errno.ENOSYS])
+@pytest.mark.parametrize("unsynced", ["file", "folder"])
+def test_a_file_system_that_cannot_sync_still_gets_the_file(unsynced, code, tmp_path, monkeypatch):
+    """Where a file system does not sync a file or a folder, the write stands."""
     fsync = os.fsync
 
-    def no_folder_sync(fd):
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.EINVAL, "Invalid argument")
+    def no_sync(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}") == (unsynced == "folder"):
+            raise OSError(code, os.strerror(code))
         fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", no_folder_sync)
-    assert atomic_write_text(tmp_path / "metrics.json", "new").read_text() == "new"
+    monkeypatch.setattr(os, "fsync", no_sync)
+    target = atomic_write_text(tmp_path / "metrics.json", "old")
+    assert atomic_write_text(target, "new").read_text() == "new" and os.listdir(tmp_path) == ["metrics.json"]
 
 
 def test_writable_folders_pass_without_being_created(tmp_path):
