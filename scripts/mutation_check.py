@@ -73,6 +73,8 @@ MUTATIONS = (
              ("tests/test_io.py",)),
     Mutation("atomic_write renames data that may not be on the disk yet", "solo_ncp/io.py",
              "        _sync(tmp)\n", "", ("tests/test_io.py",)),
+    Mutation("a step whose result cannot be read back counts as done", "solo_ncp/launch/steps.py",
+             "        if read is not None:\n", "        if False:\n", ("tests/test_damaged_files.py",)),
     Mutation("reproduce restarts an interrupted training instead of resuming it",
              "solo_ncp/launch/steps.py",
              'argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []', "argv += []",

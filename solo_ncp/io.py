@@ -86,6 +86,23 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "a boolean", type(None): "null"}
+
+
+def read_json_object(path: PathLike, what: str) -> dict:
+    """The JSON object in `path`, which should be `what` ("a k.json of `solo-ncp select-k`"). A file
+    that cannot be read, is not UTF-8 JSON (empty, truncated, binary) or holds no JSON object is a
+    ValueError naming it and `what`."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path} is not {what}: {err}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not {what}: it holds {JSON_KINDS[type(record)]}, not a JSON object")
+    return record
+
+
 def remove_outputs(folder: PathLike, names: Iterable[str]) -> List[str]:
     """Removes the files `names` (all a command may write into `folder`) where they exist, so that
     a run writing there leaves no earlier run's file beside its own; any other file stays. Returns

@@ -150,8 +150,8 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
         raise FileNotFoundError(f"no {METRICS_FILE} in run directory {run_dir}")
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError of a binary file
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
     _require(isinstance(record, dict), path, "top level must be a JSON object")
     for key in ("method", "dataset"):
         is_name = isinstance(record.get(key), str) and record[key] != ""
@@ -325,21 +325,28 @@ def _protocol_order(protocol: str) -> Tuple[int, str]:
     return (MODES.index(protocol.split(" ")[0].lower()), protocol)
 
 
+def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], dict]:
+    """A `solo-ncp poc` folder's poc.json: ((dataset, eps, n), its record); ValueError naming the
+    file when it is missing, damaged or lacks a number of Table 1."""
+    path = Path(poc_dir) / POC_FILE
+    try:
+        record = json.loads(path.read_text())
+        settings = record["settings"]
+        key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
+        int(record["n_correct"])
+        numbers = all(_is_number(record[row][m]) for row in POC_ROWS for m in ("prob_dec", "attack_success"))
+    except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: JSON, UTF-8, float()
+        raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
+    _require(numbers, path, f"rows {', '.join(POC_ROWS)} need numbers prob_dec and attack_success")
+    return key, record
+
+
 def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     """Table 1 over `solo-ncp poc` folders (poc.json): one block per (dataset, eps); rows random
     noise and the push toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
     groups: Dict[Tuple[str, float, int], List[dict]] = {}
     for poc_dir in poc_dirs:
-        path = Path(poc_dir) / POC_FILE
-        try:
-            record = json.loads(path.read_text())
-            settings = record["settings"]
-            key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
-            for row in POC_ROWS:
-                _require(all(_is_number(record[row][m]) for m in ("prob_dec", "attack_success")),
-                         path, f"'{row}' needs numbers prob_dec and attack_success")
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
+        key, record = read_poc(poc_dir)
         groups.setdefault(key, []).append(record)
     lines = ["## Table 1: proof of concept (stage-1 encoder with an SLF head)", "",
              "| dataset | eps | perturbation | Prob. Dec. (%) | Attk. Succ. (%) | correct test images |",

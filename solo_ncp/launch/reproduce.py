@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted
-from solo_ncp.io import atomic_write_json, file_sha256
+from solo_ncp.eval.report import load_runs, read_poc, read_selection
+from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
 from solo_ncp.run_files import BEST, LAST
 
@@ -283,10 +284,29 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
             raise ValueError(f"--teacher for method {label}: {err}") from None
 
 
+RECORD_LISTS = {"seeds": int, "overrides": str, "evals": str}
+"""The lists of reproduce.json that a call extends, and the type of their items."""
+
+
 def read_record(out: Path) -> Optional[Dict]:
-    """The settings recorded in `out/reproduce.json`; None before the first run there."""
+    """The settings recorded in `out/reproduce.json`; None before the first run there. A damaged
+    record (unreadable, not JSON, missing or mistyped entries) is a ValueError naming it and the fix."""
     record = out / SETTINGS
-    return json.loads(record.read_text()) if record.is_file() else None
+    if not record.is_file():
+        return None
+    try:
+        recorded = read_json_object(record, "the settings record of a `solo-ncp reproduce` folder")
+        for key, kind in RECORD_LISTS.items():
+            if not (isinstance(recorded.get(key), list) and all(type(item) is kind for item in recorded[key])):
+                raise ValueError(f"{record}: its {key!r} is not a list of {kind.__name__}")
+        methods = recorded.get("methods")
+        if not (isinstance(methods, dict) and all(isinstance(entry, dict) and isinstance(entry.get("config"), str)
+                                                  for entry in methods.values())):
+            raise ValueError(f"{record}: its 'methods' is not a mapping of labels to their configs")
+    except ValueError as err:
+        raise ValueError(f"{err}: restore it, or remove it to record this call's settings (a finished "
+                         "step stays finished: its .step-done.json holds its own command)") from None
+    return recorded
 
 
 def with_recorded_methods(chosen: List[Method], recorded: Dict, record: Path) -> List[Method]:
@@ -366,7 +386,9 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         "stage1": None if teacher is not None else {"config": str(stage1_config),
                                                     "sha256": file_sha256(stage1_config)},
         "methods": {m.label: {"config": str(m.config), "sha256": file_sha256(m.config)} for m in chosen},
-        "select_k_options": select_k_argv, "eval_options": {mode or "every mode": argv for mode, argv in eval_argv.items()}, "poc_options": poc_argv,
+        "select_k_options": select_k_argv,
+        "eval_options": {mode or "every mode": argv for mode, argv in eval_argv.items()},
+        "poc_options": poc_argv,
         "checkpoint": checkpoint,
     }
     results: List[Path] = []
@@ -382,12 +404,12 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         k_dir = base / "select-k"
         plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
             ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)]),
-            result_file(k_dir / "k.json")))
+            result_file(k_dir / "k.json", lambda path: read_selection(path.parent))))
         results.append(k_dir)
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
             ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir),
-            result_file(poc_dir / "poc.json")))
+            result_file(poc_dir / "poc.json", lambda path: read_poc(path.parent))))
         results.append(poc_dir)
         checkpoints = {STAGE1: stage1}
         for m in chosen:
@@ -409,7 +431,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 plan.steps.append(Step(f"s{seed}/eval-{name}-{kind}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
                      "--head", head, "--method", name, *extra, "--out", str(folder)]),
-                    result_file(folder / "metrics.json")))
+                    result_file(folder / "metrics.json", lambda path: load_runs(path.parent))))
                 results.append(folder)
     report = out / "report"
     plan.steps.append(Step("report", report, fixed(
@@ -431,8 +453,10 @@ def best_checkpoint_overrides(cfg) -> List[str]:
 def _poc_argv(argv: List[str], k_dir: Path) -> Callable[[], List[str]]:
     """poc's argv with --k read from the seed's k.json when it runs (a placeholder before)."""
     def build() -> List[str]:
-        k_file = k_dir / "k.json"
-        k = str(json.loads(k_file.read_text())["k"]) if k_file.is_file() else f"<K of {k_file}>"
+        try:
+            k = str(read_selection(k_dir)["k"])
+        except ValueError:  # before select-k ran, or its k.json is damaged (select-k runs again)
+            k = f"<K of {k_dir / 'k.json'}>"
         return argv[:1] + ["--k", k] + argv[1:]
     return build
 
@@ -442,7 +466,7 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
     [(step, "skipped" | "ran" | "would run", seconds)]. The caller holds the lock of plan.out
     (unless dry_run): the recorded settings `build_plan` read stay as they are."""
     record = plan.out / SETTINGS
-    recorded = json.loads(record.read_text()) if record.is_file() else None
+    recorded = read_record(plan.out)
     if recorded is not None:
         compare_settings(recorded, plan.settings, record)
     if dry_run:

@@ -4,7 +4,6 @@ command succeeded and its result is complete - a training's last.ckpt at its las
 command's result file - with its argv and the hashes of its input files). A step with a folder but
 no valid marker was interrupted: run again, a training resumes from its last.ckpt (`--resume`),
 other commands replace what they may have written (`--overwrite`)."""
-import json
 import os
 import shlex
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted
-from solo_ncp.io import atomic_write_json, file_sha256
+from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
 
 Missing = Callable[[], Optional[str]]
 """What a step's result still lacks, in words ("it wrote no <folder>/k.json"); None when it is
@@ -49,7 +48,10 @@ class Step:
         folder present, no valid marker) or "todo"."""
         marker = self.folder / DONE
         if marker.is_file():
-            recorded = json.loads(marker.read_text())
+            try:
+                recorded = read_json_object(marker, "a step's done-marker")
+            except ValueError:  # damaged: no valid marker, the step runs again
+                recorded = {}
             if (recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes()
                     and self.missing() is None):
                 return "done"
@@ -119,9 +121,20 @@ def own_group_dying_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def result_file(path: Path) -> Missing:
-    """A step whose result is the file `path` (k.json, poc.json, metrics.json, report.md)."""
-    return lambda: None if path.is_file() else f"it wrote no {path}"
+def result_file(path: Path, read: Optional[Callable[[Path], object]] = None) -> Missing:
+    """A step whose result is the file `path` (k.json, poc.json, metrics.json, report.md), and with
+    `read`, one that `read(path)` accepts: a file it refuses (ValueError) is damaged, and its step
+    runs again."""
+    def missing() -> Optional[str]:
+        if not path.is_file():
+            return f"it wrote no {path}"
+        if read is not None:
+            try:
+                read(path)
+            except ValueError as err:
+                return f"its result is damaged ({err})"
+        return None
+    return missing
 
 
 def trained(last: Path, max_epochs: int) -> Missing:

@@ -2,7 +2,6 @@
 solo-ncp (the same, plus a `solo_ncp` entry with the backbone spec and the normalisation used), or
 by `solo-ncp export` (a folder: `encoder.pt`, a plain single-BN state dict, beside `export.json`,
 whose solo-ncp entries describe it; `solo_ncp.models.export` writes them)."""
-import json
 import pickle
 import pydoc
 import re
@@ -17,7 +16,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from solo_ncp.io import file_sha256
+from solo_ncp.io import file_sha256, read_json_object
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
@@ -137,10 +136,9 @@ def read_export(folder: Path, *, trust: bool = False) -> Dict:
     """An export folder as a checkpoint: {"state_dict": {"backbone.<key>": tensor} of encoder.pt,
     META_KEY: export.json's metadata entries}."""
     try:
-        info = json.loads((folder / EXPORT_INFO).read_text())
+        info = read_json_object(folder / EXPORT_INFO, "the export.json of `solo-ncp export`")
     except ValueError as err:
-        raise CheckpointError(f"{folder / EXPORT_INFO} is not valid JSON ({err}): export the "
-                              "checkpoint again with `solo-ncp export`") from None
+        raise CheckpointError(f"{err}: export the checkpoint again with `solo-ncp export`") from None
     weights = read_checkpoint(folder / EXPORTED_ENCODER, trust=trust)
     return {"state_dict": OrderedDict((f"backbone.{k}", v) for k, v in weights.items()),
             META_KEY: {k: info[k] for k in EXPORT_META_KEYS if k in info}}

@@ -66,7 +66,7 @@ def resolve_k(k: Optional[int], k_file: Optional[str]) -> int:
             raise ValueError(f"k_file {path} does not exist: run `solo-ncp select-k` first")
         try:
             k = json.loads(path.read_text())["k"]
-        except (ValueError, KeyError) as err:
+        except (ValueError, KeyError, TypeError) as err:  # ValueError: not UTF-8 JSON
             raise ValueError(f"{path} is not a select-k result with a 'k' entry ({err})") from None
     if k is None:
         raise ValueError(
