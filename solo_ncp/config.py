@@ -167,8 +167,8 @@ def read_config_file(path: Path) -> Dict:
         config = OmegaConf.to_container(OmegaConf.load(path))
     except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ValueError(str(err).splitlines()[0]) from None
-    if not isinstance(config, dict):
-        raise ValueError("not a block of keys")
+    if not isinstance(config, dict) or not config:
+        raise ValueError("not a block of keys" if config else "empty")
     return config
 
 
@@ -409,8 +409,11 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     path = config_file(path)
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, yaml.YAMLError) as err:
+    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as err:  # binary: not UTF-8
         raise ConfigError(f"cannot read config {path}: {err}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
+                          "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
     cfg = with_overrides(cfg, overrides)
     for key in REQUIRED:
         if OmegaConf.select(cfg, key) is None:

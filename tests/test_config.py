@@ -58,6 +58,23 @@ def test_config_errors_name_the_key(overrides, message):
         load_config(ZOO / "fashionmnist/simclr.yaml", overrides)
 
 
+@pytest.mark.parametrize("data, message", [
+    (b"\xff\xfe\x00\x81", "cannot read config {path}: 'utf-8' codec can't decode byte 0xff"),
+    (b"\0" * 64, "cannot read config {path}: unacceptable character #x0000"),
+    (b"name: [simclr", "cannot read config {path}: while parsing a flow sequence"),
+    (b"- name: simclr\n", "config {path} holds a list, not a block of keys"),
+], ids=["binary", "zeroed", "truncated", "a list"])
+def test_a_damaged_config_file_is_one_error_line_naming_it(data, message, tmp_path, capsys):
+    from solo_ncp.cli import main
+
+    path = tmp_path / "simclr.yaml"
+    path.write_bytes(data)
+    assert main(["pretrain", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {message.format(path=path)}"), err
+
+
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("nope.yaml")

@@ -398,12 +398,13 @@ def test_train_trust_checkpoint_trusts_the_teacher(tmp_path, digits_simclr_ckpt)
     assert OmegaConf.load(tmp_path / "t" / "config.yaml").method_kwargs.trust_teacher is True
 
 
-@pytest.mark.parametrize("text", ["a: [unclosed\n", "- a list\n"])
-def test_an_unreadable_recorded_config_is_one_error(text, tmp_path):
+@pytest.mark.parametrize("data", [b"a: [unclosed\n", b"- a list\n", b"", b"\xff\xfe\x00\x81"],
+                         ids=["truncated", "a list", "empty", "binary"])
+def test_an_unreadable_recorded_config_is_one_error(data, tmp_path):
     from solo_ncp.config import ConfigError, load_config
     from solo_ncp.launch.resume import check_resume_config
 
-    (tmp_path / "config.yaml").write_text(text)
+    (tmp_path / "config.yaml").write_bytes(data)
     cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
     with pytest.raises(ConfigError, match="cannot read the run's recorded config .*remove it"):
         check_resume_config(tmp_path, cfg)
