@@ -1,6 +1,7 @@
-"""Files a command writes: atomic writes and checksums (a crash never leaves a half-written result
-behind), a check that an output folder can be written before any work starts, and the lock that
-keeps two processes from training in one run folder."""
+"""Files a command writes and reads back: atomic, synced writes and checksums (a crash never leaves
+a half-written result behind), JSON records read back with an error naming a damaged file, a check
+that an output folder can be written before any work starts, and the lock that keeps two processes
+from training in one run folder."""
 import errno
 import fcntl
 import hashlib
