@@ -99,7 +99,7 @@ MUTATIONS = (
              "self.bank[indexes] = features", "self.bank[indexes.flip(0)] = features",
              ("tests/test_ncp.py::test_memory_bank_rows_are_the_steps_features_of_the_same_samples",),
              trains=True),
-    Mutation("config keys nothing reads accepted", "solo_ncp/config.py",
+    Mutation("config keys nothing reads accepted", "solo_ncp/config/schema.py",
              "raise unread_key_error(\".\".join(path), list(known), reader)", "continue",
              ("tests/test_overrides.py::test_a_key_nothing_reads_is_refused_naming_the_closest_read_key",
               "tests/test_config.py::test_a_file_key_nothing_reads_is_refused")),

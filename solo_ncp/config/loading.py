@@ -1,0 +1,69 @@
+"""Reading a run config: the file (a path or a bundled name), its overrides, and every check.
+"""
+from pathlib import Path
+from typing import Dict, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from solo_ncp.config.overrides import with_overrides
+from solo_ncp.config.schema import ConfigError, check_config_keys
+from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
+from solo_ncp.zoo import config_path
+
+
+REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
+            "optimizer.batch_size", "optimizer.lr", "max_epochs")
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+
+
+def read_config_file(path: Path) -> Dict:
+    """The plain dict a YAML config file (a run's config.yaml) holds; ValueError naming why when it
+    holds none: the YAML error's first line, or "not a block of keys"."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+    if not isinstance(config, dict) or not config:
+        raise ValueError("not a block of keys" if config else "empty")
+    return config
+
+
+def config_file(config) -> Path:
+    """The file `--config` names: a path that exists, else a bundled config `<dataset>/<name>`
+    (`solo_ncp.zoo.config_path`: `cifar10/ncp`)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    try:
+        return config_path(str(config))
+    except ValueError as err:
+        raise ConfigError(f"config file {path} does not exist and {err}: give a YAML file's "
+                          "path or a bundled name") from None
+
+
+def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Reads a YAML config (a path or a bundled name, `config_file`) and applies overrides in
+    Hydra's grammar (see the module's docstring)."""
+    path = config_file(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as err:  # binary: not UTF-8
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
+                          "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
+    cfg = with_overrides(cfg, overrides)
+    for key in REQUIRED:
+        if OmegaConf.select(cfg, key) is None:
+            raise ConfigError(f"config {path} lacks `{key}` (solo-learn main's schema)")
+    check_config_keys(cfg)
+    dataset_spec(cfg)  # an unknown dataset, custom folders and statistics: refused before any work
+    if cfg.optimizer.name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
+        )
+    logger_settings(cfg)  # refused here, before any work
+    checkpoint_history(cfg)
+    return cfg

@@ -1,0 +1,100 @@
+"""Command-line overrides of a run config, in Hydra's grammar.
+
+Overrides follow Hydra's grammar, parsed by hydra-core's own parser and applied as Hydra applies
+them (`load_config`): `key=value` changes an existing key (dotted, list items by index:
+`augmentations.0.crop_size=8`) and refuses a key the config lacks, naming the closest one;
+`+key=value` adds a key (an error if it holds a value); `++key=value` adds or replaces; `~key`
+(or `~key=value`, only if it holds that value) deletes. Values are typed as Hydra types them
+(`1`, `0.1`, `true`, `null`, `[1,2]`, `{a: 1}`, `'quoted'`). So the same file and overrides give
+the same config under `solo-ncp` and under solo-learn main's own main_pretrain.py.
+"""
+import difflib
+from typing import List, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, dotted_keys
+
+
+def parse_overrides(overrides: Sequence[str]) -> List:
+    """hydra-core's `Override`s of command-line strings; refuses sweeps and packages, which
+    only Hydra's multirun and config groups give a meaning."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed = OverridesParser.create(), []
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException as err:
+            lines = str(err).splitlines()
+            reason = lines[min(1, len(lines) - 1)]
+            raise ConfigError(
+                f"override {line!r} is not key=value, +key=value, ++key=value or ~key "
+                f"(Hydra's grammar: {reason})"
+            ) from None
+        if override.is_sweep_override() or override.package is not None:
+            raise ConfigError(f"override {line!r}: sweeps and @packages are Hydra multirun / "
+                              "config-group syntax, not supported by solo-ncp")
+        parsed.append(override)
+    return parsed
+
+
+def _closest(cfg: DictConfig, key: str) -> str:
+    """" (did you mean `<key>`?)" for the existing key closest to `key` (difflib), else ""."""
+    known = [*dotted_keys(OmegaConf.to_container(cfg)), *LAUNCHER_KEYS]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _delete(cfg: DictConfig, line: str, key: str, value) -> None:
+    """`~key` / `~key=value`, as Hydra deletes."""
+    current = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if current is None:
+        raise ConfigError(f"override {line!r}: `{key}` is not in the config (or is null), "
+                          f"nothing to delete{_closest(cfg, key)}")
+    if value is not None and value != current:
+        raise ConfigError(f"override {line!r}: `{key}` is {current}, not {value}; nothing deleted")
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    with open_dict(cfg):
+        del node[int(leaf) if isinstance(node, ListConfig) else leaf]
+
+
+def apply_override(cfg: DictConfig, override) -> None:
+    """Applies one hydra-core `Override` to `cfg` (struct mode) as Hydra's config loader does."""
+    line, key, value = override.input_line, override.key_or_group, override.value()
+    if override.is_delete():
+        _delete(cfg, line, key, value)
+    elif override.is_add():
+        if OmegaConf.select(cfg, key, throw_on_missing=False) is not None and not isinstance(
+                value, (dict, list)):
+            raise ConfigError(f"override {line!r}: `{key}` is already in the config; write "
+                              f"{line[1:]} to change it, or +{line} to add or change it")
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    elif override.is_force_add() or key in LAUNCHER_KEYS:
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    else:
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except (ConfigAttributeError, ConfigKeyError):
+            raise ConfigError(f"override {line!r}: the config has no key `{key}`"
+                              f"{_closest(cfg, key)}; to add a new key write +{line}") from None
+
+
+def with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """`cfg` (modified) with Hydra-grammar overrides applied in order; unlocked afterwards as
+    solo-learn main's main_pretrain.py unlocks it (`set_struct(cfg, False)`)."""
+    parsed = parse_overrides(overrides)
+    OmegaConf.set_struct(cfg, True)
+    for override in parsed:
+        try:
+            apply_override(cfg, override)
+        except ConfigError:
+            raise
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(
+                f"override {override.input_line!r}: {str(err).splitlines()[0]}") from None
+    OmegaConf.set_struct(cfg, False)
+    return cfg

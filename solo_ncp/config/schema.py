@@ -1,0 +1,223 @@
+"""The keys a run config may hold, and the check that every key is read by something.
+
+solo-ncp's launcher keys (`LAUNCHER_KEYS`) take `key=value` even where a file lacks them (as
+`++key=value` would): `data.subset` (train on a fixed random subset of that many images, drawn
+with `data.subset_seed`, default 0), `data.val` (validate the online classifier on the test
+split; default true), `data.val_path` (custom data's test ImageFolder), `backbone.kwargs.cifar`
+(the ResNet stem; default: the dataset's), the Trainer's `limit_train_batches`,
+`limit_val_batches`, `log_every_n_steps`, `accumulate_grad_batches`, `sync_batchnorm`,
+`num_nodes` (Lightning's defaults), and the keys of the logger and checkpoint blocks
+(`RUN_BLOCKS`: `wandb.enabled=true wandb.project=...` on the command line needs no `wandb:` block
+in the file).
+
+Every key of a loaded config, from the file or an override, must be read by something
+(`check_config_keys`): by solo-ncp (`SCHEMA`: the keys of main's schema it honours, and
+`LAUNCHER_KEYS`), or by the installed host's method class (`method_keys`: its `method_kwargs`
+options, and on main the other keys its `add_and_assert_specific_cfg` names, such as `momentum.*`).
+A few keys of main's configs that change nothing solo-ncp trains are accepted unread
+(`MAIN_IGNORED`: `auto_umap`, `dali`, `data.format`, ...). Any other key is refused naming the
+closest key read, and a value solo-ncp converts must be of its key's kind (a whole number, a number,
+true or false).
+"""
+import argparse
+import difflib
+import inspect
+import re
+from functools import lru_cache
+from typing import Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from solo_ncp._host import current_host, import_solo
+
+
+RUN_BLOCKS = {
+    "wandb": ("enabled", "project", "entity", "offline"),
+    "tensorboard": ("enabled",),
+    "checkpoint": ("enabled", "dir", "frequency", "keep_prev", "save_best"),
+}
+"""The keys solo-ncp accepts in the logger and checkpoint blocks (see `logger_settings`,
+`checkpoint_history`)."""
+WHOLE, NUMBER, FLAG = "a whole number", "a number", "true or false"
+"""Kinds of the values solo-ncp converts (`_is_kind`); null is always allowed (the default)."""
+LAUNCHER_KEYS = {
+    "data.subset": WHOLE, "data.subset_seed": WHOLE, "data.val": FLAG, "data.val_path": None,
+    "backbone.kwargs.cifar": FLAG,
+    "limit_train_batches": NUMBER, "limit_val_batches": NUMBER, "log_every_n_steps": WHOLE,
+    "accumulate_grad_batches": WHOLE, "sync_batchnorm": FLAG, "num_nodes": WHOLE,
+    **{f"{block}.{key}": None for block, keys in RUN_BLOCKS.items() for key in keys},
+}
+"""solo-ncp's own optional keys, with the kind of value each takes: `key=value` sets them as
+`++key=value` does when a config lacks them."""
+AUGMENTATION_KEYS = {
+    "crop_size": WHOLE, "num_crops": WHOLE, "mean": None, "std": None, "pad_crop.padding": WHOLE,
+    "rrc.enabled": FLAG, "rrc.crop_min_scale": NUMBER, "rrc.crop_max_scale": NUMBER,
+    **{f"color_jitter.{key}": NUMBER for key in ("prob", "brightness", "contrast", "saturation", "hue")},
+    **{f"{name}.prob": NUMBER for name in ("grayscale", "gaussian_blur", "solarization",
+                                           "equalization", "horizontal_flip")},
+}
+"""The keys of one `augmentations` entry: solo-learn main's pipeline keys, `mean`/`std` (solo-ncp's
+statistics for datasets main has none for) and `pad_crop.padding` (stage 2's weak augmentation)."""
+SCHEMA = {
+    "name": None, "method": None, "max_epochs": WHOLE, "seed": WHOLE, "devices": None,
+    "accelerator": None, "strategy": None, "precision": None,
+    "backbone.name": None, "backbone.kwargs": None,
+    "data.dataset": None, "data.train_path": None, "data.val_path": None, "data.num_workers": WHOLE,
+    **{f"augmentations.*.{key}": kind for key, kind in AUGMENTATION_KEYS.items()},
+    "optimizer.name": None, "optimizer.batch_size": WHOLE, "optimizer.lr": NUMBER,
+    "optimizer.classifier_lr": NUMBER, "optimizer.weight_decay": NUMBER, "optimizer.kwargs": None,
+    "scheduler.name": None, "scheduler.interval": None, "scheduler.warmup_epochs": NUMBER,
+    "scheduler.warmup_start_lr": NUMBER, "scheduler.min_lr": NUMBER, "scheduler.lr_decay_steps": None,
+    "auto_resume.enabled": FLAG, "knn_eval.enabled": FLAG, "knn_eval.k": WHOLE,
+    "knn_eval.distance_func": None,
+    **LAUNCHER_KEYS,
+}
+"""Every key solo-ncp reads or passes on (`backbone.kwargs` and `optimizer.kwargs` whole, to the
+backbone and the optimizer), on either host, with the kind of value it converts the key to (None:
+any); `*` stands for a list index. The keys of solo-learn main's schema solo-ncp honours (see the
+mapping table), plus `LAUNCHER_KEYS`."""
+MAIN_IGNORED = ("auto_resume.max_hours", "auto_umap", "dali", "debug_augmentations", "performance",
+                "data.format", "data.num_classes", "data.num_large_crops", "data.num_small_crops")
+"""Keys of solo-learn main's configs that solo-ncp accepts without reading them: none changes what
+solo-ncp trains (UMAP plots, DALI loaders, channels-last, resume age; main's parse_cfg fills the
+`data.num_*` keys, solo-ncp computes them)."""
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the fix."""
+
+
+def _walk(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
+    """(key path, value) of every key of a plain config, blocks and lists before their items."""
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        path = (*prefix, str(key))
+        yield path, child
+        if isinstance(child, (dict, list)):
+            yield from _walk(child, path)
+
+
+def dotted_keys(node) -> Iterator[str]:
+    """Every key of a plain dict/list config (`OmegaConf.to_container`), dotted, list items by
+    index ("augmentations.0.crop_size")."""
+    return (".".join(path) for path, _ in _walk(node))
+
+
+def method_class(name: str) -> type:
+    """The installed host's method class `name` (`solo.methods.METHODS`, where `import solo_ncp`
+    added solo-ncp's); ConfigError naming the registered ones."""
+    methods = import_solo().METHODS
+    if name not in methods:
+        raise ConfigError(f"method={name!r} is not registered: choose one of {', '.join(methods)}")
+    return methods[name]
+
+
+NAMED_KEY = re.compile(r"[\"']([A-Za-z_]\w*(?:\.\w+)+)[\"']")
+"""A dotted config key written as a string literal ("method_kwargs.temperature")."""
+
+
+def _named_in_cfg_checks(cls: type) -> Tuple[str, ...]:
+    """The dotted keys solo-learn main's `add_and_assert_specific_cfg` of `cls` and of its bases
+    name (fill in or assert): every key a main method reads beyond main_pretrain.py's own."""
+    keys: List[str] = []
+    for klass in cls.__mro__:
+        check = vars(klass).get("add_and_assert_specific_cfg")
+        if check is not None:
+            keys += NAMED_KEY.findall(inspect.getsource(check.__func__))
+    return tuple(dict.fromkeys(keys))
+
+
+def _arguments_102(cls: type) -> Set[str]:
+    """The arguments solo-learn 1.0.2's `cls.add_model_specific_args` adds to those of BaseMethod:
+    the method's own keyword arguments."""
+    def dests(klass) -> Set[str]:
+        parser = argparse.ArgumentParser(add_help=False)
+        klass.add_model_specific_args(parser)
+        return {action.dest for action in parser._actions}
+
+    return dests(cls) - dests(import_solo("solo.methods.base").BaseMethod)
+
+
+@lru_cache(maxsize=None)
+def method_keys(cls: type) -> Tuple[str, ...]:
+    """The keys the host's method class `cls` reads besides `SCHEMA`'s: `method_kwargs.<option>`
+    for each of its options, and on solo-learn main the other keys its `add_and_assert_specific_cfg`
+    (or a base's) names (`momentum.base_tau`, `optimizer.exclude_bias_n_norm_wd`, ...). Options:
+    the `option_names` solo-ncp's methods declare; else, on 1.0.2, the arguments of the class's
+    `add_model_specific_args` (`_arguments_102`), on main the `method_kwargs.<name>` keys its
+    `add_and_assert_specific_cfg` names."""
+    declared = tuple(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
+    if current_host().is_main:
+        return declared + _named_in_cfg_checks(cls)
+    return declared or tuple(f"method_kwargs.{name}" for name in sorted(_arguments_102(cls)))
+
+
+def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
+    """`pattern` and `path` agree on their common length (`*` in `pattern` matches an index)."""
+    return all(p == q or (p == "*" and q.isdigit()) for p, q in zip(pattern, path))
+
+
+def _parses(convert, text: str) -> bool:
+    try:
+        convert(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_kind(value, kind: Optional[str]) -> bool:
+    """`value` converts as a key of `kind` does (see `SCHEMA`): null always (the default); a
+    number also as text ('7'), a whole number also as a float without fraction (1e3)."""
+    if value is None or kind is None:
+        return True
+    if kind == FLAG:
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    if isinstance(value, str):
+        return _parses(float if kind == NUMBER else int, value)
+    return kind == NUMBER or float(value).is_integer()
+
+
+def _instance(pattern: str, key: str) -> str:
+    """`pattern` with each `*` replaced by the index `key` has there (else 0)."""
+    parts = key.split(".")
+    return ".".join(parts[i] if p == "*" and i < len(parts) and parts[i].isdigit() else
+                    p.replace("*", "0") for i, p in enumerate(pattern.split(".")))
+
+
+def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError:
+    """The one-line refusal of `key`, which no key of `known` (dotted, `*` for a list index) reads,
+    naming the closest of them (difflib): "did you mean" it when it is close."""
+    candidates = [_instance(pattern, key) for pattern in known]
+    close = difflib.get_close_matches(key, candidates, n=1)
+    closest = close or difflib.get_close_matches(key, candidates, n=1, cutoff=0)
+    hint = f"did you mean `{closest[0]}`?" if close else f"the closest key read is `{closest[0]}`"
+    return ConfigError(f"`{key}` is not read by {reader} ({hint}): remove it or correct its name")
+
+
+def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str) -> None:
+    """Refuses (`unread_key_error`) the first key of `cfg` that no key of `known` reads: it is
+    neither one of them, nor under one, nor a block holding one; and a value that is not of the
+    kind its key takes (`known[key]`, see `SCHEMA`), naming key, value and kind."""
+    patterns = [(tuple(key.split(".")), kind) for key, kind in known.items()]
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
+    for path, value in _walk(plain):
+        holds_keys = isinstance(value, (dict, list)) and value
+        if not holds_keys and not any(_matches(pattern, path) for pattern, _ in patterns):
+            raise unread_key_error(".".join(path), list(known), reader)
+        kind = next((kind for pattern, kind in patterns
+                     if len(pattern) == len(path) and _matches(pattern, path)), None)
+        if not _is_kind(value, kind):
+            raise ConfigError(f"{'.'.join(path)}={value!r} must be {kind}")
+
+
+def check_config_keys(cfg: DictConfig) -> None:
+    """`check_keys` of every key of `cfg` against those solo-ncp reads (`SCHEMA`, `MAIN_IGNORED`)
+    and those the host's method `cfg.method` reads (`method_keys`)."""
+    cls = method_class(cfg.method)
+    known = {**dict.fromkeys(method_keys(cls)), **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
+    check_keys(cfg, known, f"solo-ncp or {cfg.method} on {current_host().api}")
