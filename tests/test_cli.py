@@ -60,12 +60,12 @@ def test_an_offline_dataset_names_the_config_key(tmp_path, capsys):
 
 
 def test_a_failed_checkpoint_write_is_one_error_line(tmp_path, capsys, monkeypatch):
-    from solo_ncp.launch import trainer
+    from solo_ncp.launch import callbacks
 
     def disk_full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(trainer, "atomic_torch_save", disk_full)
+    monkeypatch.setattr(callbacks, "atomic_torch_save", disk_full)
     assert pretrain(tmp_path, "name=full", *TINY) == 2
     assert "No space left on device" in error_line(capsys.readouterr())
 

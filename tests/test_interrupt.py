@@ -154,10 +154,10 @@ SIGNAL_IN_EPOCH_2 = SWALLOWED + """
 import signal
 import torch
 from solo_ncp import cli
-from solo_ncp.launch import trainer
+from solo_ncp.launch import callbacks
 
 where = sys.argv.pop(1)
-start_epoch = trainer.EpochSeeds.on_train_epoch_start
+start_epoch = callbacks.EpochSeeds.on_train_epoch_start
 zero_grad = torch.optim.Optimizer.zero_grad
 armed = []
 
@@ -178,7 +178,7 @@ def signalling_zero_grad(self, *args, **kwargs):
     return zero_grad(self, *args, **kwargs)
 
 
-trainer.EpochSeeds.on_train_epoch_start = signal_in_epoch_2
+callbacks.EpochSeeds.on_train_epoch_start = signal_in_epoch_2
 torch.optim.Optimizer.zero_grad = signalling_zero_grad
 code = cli.main(sys.argv[1:])
 print("swallowed:", *swallowed)

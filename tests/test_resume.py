@@ -230,7 +230,7 @@ def test_each_epoch_restarts_the_global_rngs_from_seed_and_epoch():
 
     import numpy as np
 
-    from solo_ncp.launch.trainer import EpochSeeds
+    from solo_ncp.launch.callbacks import EpochSeeds
 
     def draws(epoch: int, consumed: int):
         torch.rand(consumed), np.random.rand(consumed), [random.random() for _ in range(consumed)]

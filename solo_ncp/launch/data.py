@@ -51,7 +51,7 @@ def held_out_split(length: int, n: int, seed: int) -> Tuple[List[int], List[int]
 def train_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:
     """Shuffled, drop-last loader of `optimizer.batch_size` (solo-learn's pretraining loader). Its
     order and its workers' seeds are drawn from torch's global RNG when each epoch's iterator is
-    made, after `trainer.EpochSeeds` reseeded it; workers are started anew each epoch for that."""
+    made, after `callbacks.EpochSeeds` reseeded it; workers are started anew each epoch for that."""
     batch_size = int(cfg.optimizer.batch_size)
     if len(dataset) < batch_size:
         raise ConfigError(
