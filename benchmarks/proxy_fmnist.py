@@ -39,7 +39,8 @@ from sklearn.pipeline import make_pipeline
 
 from solo_ncp.cli import main as solo_ncp
 from solo_ncp.eval.protocol import WEIGHT_DECAY
-from solo_ncp.eval.report import load_runs, mean_std
+from solo_ncp.eval.report import mean_std
+from solo_ncp.eval.results import load_runs
 from solo_ncp.io import atomic_write_text
 
 METHODS = "ncp,deacl,deacl_matched,ncp-advbn=ncp"

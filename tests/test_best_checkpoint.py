@@ -15,7 +15,7 @@ import torch
 import solo_ncp.launch.trainer as trainer_module
 import solo_ncp.methods.stage2_hooks as hooks
 from solo_ncp.cli import main
-from solo_ncp.eval.report import load_runs
+from solo_ncp.eval.results import load_runs
 from solo_ncp.launch.data import held_out_split
 from solo_ncp.launch.callbacks import epoch_checkpoint_name
 from solo_ncp.models.checkpoint import BEST_META, META_KEY, read_checkpoint

@@ -116,7 +116,7 @@ def test_a_damaged_export_json_names_it_and_the_fix(damage, tmp_path):
 @pytest.mark.parametrize("damage", DAMAGED.values(), ids=DAMAGED)
 @pytest.mark.parametrize("name", ["metrics.json", "poc.json"])
 def test_reports_readers_name_a_damaged_file(name, damage, tmp_path):
-    from solo_ncp.eval.report import load_runs, read_poc
+    from solo_ncp.eval.results import load_runs, read_poc
 
     (tmp_path / name).write_bytes(damage)
     with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / name))}: "):

@@ -154,7 +154,7 @@ def branch_file(key: str, bn: Optional[str]) -> str:
 def output_files() -> List[str]:
     """Every file eval may write into --out: metrics.json and each branch file, for each BN branch
     and for a single-BN encoder."""
-    from solo_ncp.eval.report import METRICS_FILE
+    from solo_ncp.eval.results import METRICS_FILE
 
     return [METRICS_FILE, *(branch_file(key, bn) for key in BRANCH_FILES for bn in (None, *BRANCHES))]
 
@@ -223,7 +223,7 @@ def timing_line(branch: dict, pgd_steps: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval import format_row
-    from solo_ncp.eval.report import METRICS_FILE
+    from solo_ncp.eval.results import METRICS_FILE
     from solo_ncp.io import atomic_write_json, remove_outputs
     from solo_ncp.models.checkpoint import source_record
 

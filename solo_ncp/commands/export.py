@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_evaluation(eval_dir: Path, out: Path) -> dict:
     """eval's metrics.json of `eval_dir`, checked as `solo-ncp report` checks it."""
-    from solo_ncp.eval.report import METRICS_FILE, load_runs
+    from solo_ncp.eval.results import METRICS_FILE, load_runs
 
     if eval_dir.resolve() == out.resolve():
         raise ValueError(f"--out {out} is the --head folder: eval's files would be overwritten; "

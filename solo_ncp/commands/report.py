@@ -32,7 +32,8 @@ def draw_figures(inputs, folder) -> list:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from solo_ncp.eval.report import read_inputs, tables
+    from solo_ncp.eval.report import tables
+    from solo_ncp.eval.results import read_inputs
     from solo_ncp.io import atomic_write_text, check_writable
 
     if args.out:

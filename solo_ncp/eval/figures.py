@@ -3,7 +3,8 @@
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from solo_ncp.eval.report import ABLATIONS, METRICS, METRIC_TITLES, RunRecord, ablation_runs, mean_std
+from solo_ncp.eval.report import ABLATIONS, METRICS, METRIC_TITLES, ablation_runs, mean_std
+from solo_ncp.eval.results import RunRecord
 from solo_ncp.io import atomic_write
 
 FIG3 = ABLATIONS[2]

@@ -7,39 +7,29 @@ attacks (PGD settings, AutoAttack version) and how RA counts in its legend. A co
 measured on different numbers of test images, or with different attacks, is refused (ValueError
 naming the files).
 
-metrics.json schema (written by `solo-ncp eval`, "schema": 2):
-    {"schema": 2, "method": str, "dataset": str, "mode": "slf" | "alf" | "aff",
-     "loss": "ce" | "trades", "beta": float | null, "head": "standardized" | "paper", "seed": int,
-     "branches": [{"bn": "adv" | "clean" | null, "metrics": {...}, "history": [...], "files": {...},
-                   "timings_s": {"fine_tune": s, "pgd": s, "autoattack": s (when run)}}, ...],
-     "bn": ..., "metrics": {...},          # a copy of branches[0], for one-branch readers
-     "ra_counting": str, "settings": {...}, "checkpoint": {"path": str, "sha256": str}}
-    metrics: {"sa": %, "ra": %, "aa": % | null, "sa_n": int, "ra_n": int, "aa_n": int,
-              "train_loss": float, "train_acc": %}
-    settings.ra / settings.aa hold each attack's "batch_size" (newer files).
-Older files (no "schema": one branch in "bn"/"metrics", no "loss"/"head") still load: their head
-was the paper's and their loss CE. Only the keys the tables need are checked; the rest is
-provenance.
+The files are read by `solo_ncp.eval.results`.
 """
 import dataclasses
-import json
-import math
 import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, POC_ROWS, RA_COUNTING, default_loss
+from solo_ncp.eval.protocol import MODES, POC_ROWS, RA_COUNTING
+from solo_ncp.eval.results import (
+    PAPER_HEAD,
+    ReportInputs,
+    RunRecord,
+    read_inputs,
+    read_poc,
+)
 from solo_ncp.run_files import BEST
+
 
 METRICS = ("sa", "ra", "aa")
 METRIC_TITLES = {"sa": "SA (%)", "ra": "RA (%)", "aa": "AA (%)"}
-BN_BRANCHES = ("clean", "adv")
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
-METRICS_FILE = "metrics.json"
-POC_FILE = "poc.json"
-K_FILE = "k.json"
 NOT_AVAILABLE = "n/a"
 HEAD_NOTES = {
     "whitened": "whitened head (a linear layer on whitened features, trained to convergence): a "
@@ -52,14 +42,8 @@ BRANCH_LEGEND = ("Rows: `(adv BN)` is a dual-BN encoder evaluated through its ad
                  "row fixed in advance for comparison with the paper; `(clean BN) †` the same "
                  "encoder through its clean BN, a second row; a row without a branch is a one-BN "
                  "encoder. ")
-NOT_RECORDED = "not recorded"
 BEST_LEGEND = (f" `[{BEST}]`: the stage-2 epoch of the best PGD-20 accuracy on training images held "
                "out of training (`checkpoint.save_best`); other rows: the last epoch.")
-LINF_LABEL = "L-inf"
-"""How tables write the L-inf threat model."""
-PAPER_HEAD = "paper"
-LEGACY_HEAD = PAPER_HEAD
-"""Head of metrics.json files that do not name one: the evaluation then had only the paper's."""
 
 
 def _number(value: Optional[float]) -> str:
@@ -69,142 +53,6 @@ def _number(value: Optional[float]) -> str:
 def format_row(name: str, metrics: Mapping[str, Optional[float]]) -> str:
     """One Table-2 style markdown row `| name | SA | RA | AA |` (percent, 2 decimals; None -> n/a)."""
     return "| " + " | ".join([name] + [_number(metrics.get(key)) for key in METRICS]) + " |"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One evaluated (encoder, BN branch) of a run's metrics.json: what the tables use."""
-
-    path: Path
-    method: str
-    dataset: str
-    mode: str
-    loss: str
-    head: str
-    seed: int
-    bn: Optional[str]
-    metrics: Mapping[str, Optional[float]]
-    attacks: Mapping[str, str]
-    """{"ra": the PGD attack behind RA, "aa": AutoAttack's version and eps}, as recorded."""
-    encoder: Mapping[str, object] = dataclasses.field(default_factory=dict)
-    """What the encoder's checkpoint says NCP's ablations varied: k, strategy, neighbor_rank,
-    k_source (`solo_ncp.commands.eval.encoder_settings`); empty for older files."""
-    best: bool = False
-    """The encoder is a run's best.ckpt (`checkpoint.save_best`), not the last epoch."""
-
-    @property
-    def label(self) -> str:
-        """Row label: the method and the BN branch evaluated: "ncp (adv BN)", "ncp (clean BN) †"
-        (the second row of a dual-BN encoder), or the method alone (one BN); " [best.ckpt]" after
-        the method of a best epoch."""
-        method = f"{self.method} [{BEST}]" if self.best else self.method
-        if self.bn is None:
-            return method
-        return f"{method} ({self.bn} BN)" + (" †" if self.bn == "clean" else "")
-
-    @property
-    def protocol(self) -> str:
-        """Column-group title of the fine-tuning: "SLF", or e.g. "ALF (CE)", "AFF (TRADES)"."""
-        return "SLF" if self.mode == "slf" else f"{self.mode.upper()} ({self.loss.upper()})"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require(condition: bool, path: Path, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{path}: {message}")
-
-
-def _check_metrics(metrics: object, path: Path, where: str) -> None:
-    _require(isinstance(metrics, dict), path, f"'{where}' must be an object")
-    for key in ("sa", "ra"):
-        _require(_is_number(metrics.get(key)), path, f"{where}.{key} must be a finite number")
-    aa = metrics.get("aa")
-    _require(aa is None or _is_number(aa), path, f"{where}.aa must be a finite number or null")
-
-
-def _branches(record: dict, path: Path) -> List[dict]:
-    """[{"bn", "metrics"}, ...]: the "branches" list, or the one top-level branch of older files."""
-    branches = record.get("branches", [{"bn": record.get("bn"), "metrics": record.get("metrics")}])
-    _require(isinstance(branches, list) and branches, path, "'branches' must be a non-empty list")
-    for index, branch in enumerate(branches):
-        _require(isinstance(branch, dict), path, f"branches[{index}] must be an object")
-        _require(branch.get("bn") in BN_BRANCHES + (None,), path,
-                 f"branches[{index}].bn must be one of {BN_BRANCHES} or null")
-        _check_metrics(branch.get("metrics"), path, "metrics" if "branches" not in record else
-                       f"branches[{index}].metrics")
-    bns = [branch.get("bn") for branch in branches]
-    _require(len(set(bns)) == len(bns), path, f"BN branches repeat: {bns}")
-    return branches
-
-
-def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
-    """Read and check `run_dir/metrics.json`: one RunRecord per evaluated BN branch, in file order.
-
-    FileNotFoundError / ValueError name the file.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in run directory {run_dir}")
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError of a binary file
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    _require(isinstance(record, dict), path, "top level must be a JSON object")
-    for key in ("method", "dataset"):
-        is_name = isinstance(record.get(key), str) and record[key] != ""
-        _require(is_name, path, f"'{key}' must be a non-empty string")
-    mode = record.get("mode")
-    _require(mode in MODES, path, f"'mode' must be one of {MODES}, got {mode!r}")
-    loss = record.get("loss") or default_loss(mode)
-    _require(loss in LOSSES, path, f"'loss' must be one of {LOSSES}, got {loss!r}")
-    head = record.get("head") or LEGACY_HEAD
-    _require(head in HEADS, path, f"'head' must be one of {HEADS}, got {head!r}")
-    seed = record.get("seed")
-    _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
-    attacks = _attacks(record.get("settings"))
-    encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
-    checkpoint = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
-    best = Path(str(checkpoint.get("path", ""))).name == BEST
-    return [
-        RunRecord(path=path, method=record["method"], dataset=record["dataset"].lower(), mode=mode,
-                  loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"],
-                  attacks=attacks, encoder=encoder, best=best)
-        for branch in _branches(record, path)
-    ]
-
-
-def _fraction_of_255(value: float) -> str:
-    return f"{value * 255:.3g}/255"
-
-
-def _budget(attack: Mapping, key: str) -> str:
-    """An attack's size `key` ("eps", "alpha") in its threat model's usual units: "8/255" in L-inf
-    (the norm of files written before L2 existed), "0.5" in L2; with the norm's name for "eps"."""
-    norm = attack.get("norm", "Linf")
-    value = float(attack[key])
-    size = _fraction_of_255(value) if norm == "Linf" else f"{value:.3g}"
-    return f"{LINF_LABEL if norm == 'Linf' else norm} eps {size}" if key == "eps" else size
-
-
-def _attacks(settings: object) -> Dict[str, str]:
-    """{"ra": "PGD-20, L-inf eps 8/255, step 2/255", "aa": "AutoAttack standard, L-inf eps 8/255"}
-    (or "L2 eps 0.5, step 0.125") from metrics.json's settings (NOT_RECORDED where an older file
-    lacks them)."""
-    settings = settings if isinstance(settings, dict) else {}
-    ra, aa = settings.get("ra") or {}, settings.get("aa") or {}
-    try:
-        ra_text = f"PGD-{int(ra['steps'])}, {_budget(ra, 'eps')}, step {_budget(ra, 'alpha')}"
-    except (KeyError, TypeError, ValueError):
-        ra_text = NOT_RECORDED
-    try:
-        attacks = f" ({', '.join(aa['attacks'])})" if aa.get("attacks") else ""
-        aa_text = f"AutoAttack {aa['version']}{attacks}, {_budget(aa, 'eps')}"
-    except (KeyError, TypeError, ValueError):
-        aa_text = NOT_RECORDED
-    return {"ra": ra_text, "aa": aa_text}
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -325,22 +173,6 @@ def _protocol_order(protocol: str) -> Tuple[int, str]:
     return (MODES.index(protocol.split(" ")[0].lower()), protocol)
 
 
-def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], dict]:
-    """A `solo-ncp poc` folder's poc.json: ((dataset, eps, n), its record); ValueError naming the
-    file when it is missing, damaged or lacks a number of Table 1."""
-    path = Path(poc_dir) / POC_FILE
-    try:
-        record = json.loads(path.read_text())
-        settings = record["settings"]
-        key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
-        int(record["n_correct"])
-        numbers = all(_is_number(record[row][m]) for row in POC_ROWS for m in ("prob_dec", "attack_success"))
-    except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: JSON, UTF-8, float()
-        raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
-    _require(numbers, path, f"rows {', '.join(POC_ROWS)} need numbers prob_dec and attack_success")
-    return key, record
-
-
 def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     """Table 1 over `solo-ncp poc` folders (poc.json): one block per (dataset, eps); rows random
     noise and the push toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
@@ -364,19 +196,6 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
     return "\n".join(lines)
 
 
-def read_selection(folder: Path) -> Dict:
-    """A select-k folder's k.json: {"k", "scores": {K: silhouette}, "dataset", "seed", "n"} (the
-    last three None in files written before they were recorded); ValueError naming the file."""
-    path = Path(folder) / K_FILE
-    try:
-        record = json.loads(path.read_text())
-        scores = {int(k): float(v) for k, v in record["scores"].items()}
-        best = int(record["k"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a k.json of `solo-ncp select-k` ({err!r})") from None
-    return {"k": best, "scores": scores, **{key: record.get(key) for key in ("dataset", "seed", "n")}}
-
-
 def figure2_table(selections: Sequence[Dict]) -> str:
     """Markdown: the best K and its silhouette per (dataset, seed), over how many images."""
     lines = ["## Fig. 2: silhouette score against K", "",
@@ -387,32 +206,6 @@ def figure2_table(selections: Sequence[Dict]) -> str:
                      f"{ks[0]}..{ks[-1]} ({len(ks)}) | {s['k']} | {s['scores'][s['k']]:.4f} | "
                      f"{s['n'] if s['n'] is not None else '?'} |")
     return "\n".join(lines + [""])
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """What `report`'s folders hold: the evaluations' runs (metrics.json), the proof-of-concept
-    folders (poc.json) and the select-k results (k.json, read by `read_selection`)."""
-
-    runs: List[RunRecord]
-    poc_dirs: List[Path]
-    selections: List[Dict]
-
-
-def read_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
-    """Reads and checks every folder once; a folder holding none of the three files is an
-    evaluation folder missing its metrics.json (FileNotFoundError from `load_runs`)."""
-    inputs = ReportInputs([], [], [])
-    for run_dir in map(Path, run_dirs):
-        if (run_dir / METRICS_FILE).exists():
-            inputs.runs.extend(load_runs(run_dir))
-        elif (run_dir / POC_FILE).is_file():
-            inputs.poc_dirs.append(run_dir)
-        elif (run_dir / K_FILE).is_file():
-            inputs.selections.append(read_selection(run_dir))
-        else:
-            inputs.runs.extend(load_runs(run_dir))
-    return inputs
 
 
 def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted
-from solo_ncp.eval.report import load_runs, read_poc, read_selection
+from solo_ncp.eval.results import load_runs, read_poc, read_selection
 from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
 from solo_ncp.run_files import BEST, LAST
