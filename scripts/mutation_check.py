@@ -91,7 +91,7 @@ MUTATIONS = (
              "steps=steps, generator=generator, norm=norm)",
              "steps=steps, generator=torch.Generator().manual_seed(seed), norm=norm)",
              ("tests/test_eval_robust.py::test_pgd_results_do_not_depend_on_the_batch_split",)),
-    Mutation("a speed switch taking any value", "solo_ncp/methods/stage2_hooks.py",
+    Mutation("a speed switch taking any value", "solo_ncp/methods/stage2_options.py",
              "    if not fits:", "    if not fits and o.type is not bool:",
              ("tests/test_step_switches.py::test_a_switch_that_is_not_a_boolean_is_one_error_line",),
              trains=True),

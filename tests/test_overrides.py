@@ -137,7 +137,7 @@ def test_the_methods_own_options_are_its_classs_on_this_host():
     solo-ncp's methods declare theirs (`normalization` has no 1.0.2 command-line argument)."""
     from solo_ncp._host import current_host
     from solo_ncp.config import method_class, method_keys
-    from solo_ncp.methods.stage2_hooks import OPTIONS
+    from solo_ncp.methods.stage2_options import OPTIONS
 
     def options(method):
         return {k.split(".", 1)[1] for k in method_keys(method_class(method))

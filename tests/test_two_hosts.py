@@ -37,7 +37,8 @@ from solo_ncp.data import (
     weak_augmentation,
 )
 from solo_ncp.io import file_sha256
-from solo_ncp.methods.stage2_hooks import OPTIONS, to_pixels
+from solo_ncp.methods.stage2_hooks import to_pixels
+from solo_ncp.methods.stage2_options import OPTIONS
 from solo_ncp.models import BackboneSpec, build_backbone, load_encoder
 from solo_ncp.models.checkpoint import read_checkpoint
 from tests.conftest import DIGITS_SIMCLR, DIGITS_STAGE2, ROOT, train_stage2, write_image_folder

@@ -3,7 +3,8 @@ importing this package registers them (HostError without a host); `import solo_n
 once solo-learn's `solo.methods` is imported (solo_ncp/_registration.py).
 
 The classes come from the adapter of the installed host (`solo_ncp._host`): `ncp.py` for
-solo-learn 1.0.2, `ncp_main.py` for solo-learn main; both wrap the same `stage2_hooks`.
+solo-learn 1.0.2, `ncp_main.py` for solo-learn main; both wrap the same `stage2_hooks` and
+`stage2_options`.
 The backbones are the WideResNets of `solo_ncp.models.backbones.WIDE_RESNETS`."""
 import functools
 from typing import Callable, Dict, Tuple, Type

@@ -1,12 +1,13 @@
 """NCP-ACL stage 2 (and DeACL) as a solo-learn 1.0.2 method: keyword arguments,
 `add_model_specific_args`, Lightning 1.9 hooks. Everything else is shared with solo-learn main's
-adapter (`stage2_hooks`) and the framework-free core (`solo_ncp.ncp`)."""
+adapter (`stage2_hooks`, `stage2_options`) and the framework-free core (`solo_ncp.ncp`)."""
 import argparse
 
 from solo.methods.base import BaseMethod
 from solo.utils.knn import WeightedKNNClassifier
 
-from solo_ncp.methods.stage2_hooks import Stage2Hooks, add_arguments, take_options
+from solo_ncp.methods.stage2_hooks import Stage2Hooks
+from solo_ncp.methods.stage2_options import add_arguments, take_options
 from solo_ncp.models.backbones import BackboneSpec
 
 
@@ -22,7 +23,7 @@ class AccumulatingKNN(WeightedKNNClassifier):
 
 class NCP(Stage2Hooks, BaseMethod):
     """`ncp` on solo-learn 1.0.2: BaseMethod's keyword arguments plus the options of
-    `stage2_hooks.OPTIONS`; the encoder is `self.encoder`. With `knn_eval`, BaseMethod's k-NN
+    `stage2_options.OPTIONS`; the encoder is `self.encoder`. With `knn_eval`, BaseMethod's k-NN
     becomes an `AccumulatingKNN` (same k and distance)."""
 
     backbone_attr = "encoder"

@@ -1,6 +1,6 @@
 """NCP-ACL stage 2 (and DeACL) as a solo-learn main method: one `cfg`,
 `add_and_assert_specific_cfg`, Lightning 2 hooks. Everything else is shared with solo-learn
-1.0.2's adapter (`stage2_hooks`) and the framework-free core (`solo_ncp.ncp`).
+1.0.2's adapter (`stage2_hooks`, `stage2_options`) and the framework-free core (`solo_ncp.ncp`).
 
 Built by `solo-ncp train` or by solo-learn main's own main_pretrain.py (after `import solo_ncp`):
 in the latter, the clustering pass encodes main_pretrain.py's own training set, and batches that
@@ -11,12 +11,13 @@ from solo.methods.base import BaseMethod
 
 from solo_ncp.config import unread_key_error
 from solo_ncp.methods.main_host import cifar_stem, main_pretrain_images, match_stem, stem_key_hidden
-from solo_ncp.methods.stage2_hooks import OPTION_NAMES, Stage2Hooks, take_options
+from solo_ncp.methods.stage2_hooks import Stage2Hooks
+from solo_ncp.methods.stage2_options import OPTION_NAMES, take_options
 from solo_ncp.models.backbones import BackboneSpec
 
 
 class NCP(Stage2Hooks, BaseMethod):
-    """`ncp` on solo-learn main: `cfg.method_kwargs` holds the options of `stage2_hooks.OPTIONS`;
+    """`ncp` on solo-learn main: `cfg.method_kwargs` holds the options of `stage2_options.OPTIONS`;
     `backbone.kwargs.cifar` chooses the ResNet stem (see `main_host`); the encoder is
     `self.backbone`."""
 

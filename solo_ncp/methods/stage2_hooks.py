@@ -1,12 +1,10 @@
-"""What solo-ncp's stage-2 methods (`ncp`, `deacl`) are on every host: their options, one table read
-as keyword arguments (solo-learn 1.0.2) or as `cfg.method_kwargs` (solo-learn main), and the
-bodies of their Lightning hooks, spelled the same in Lightning 1.9 and 2.
+"""What solo-ncp's stage-2 methods (`ncp`, `deacl`) are on every host: the bodies of their
+Lightning hooks, spelled the same in Lightning 1.9 and 2. Their options are `stage2_options`.
 
 The host adapters (`ncp.py`, `ncp_main.py`) only pick the base class, read the options and say
 where their BaseMethod keeps the encoder; the stage-2 algorithm itself is `solo_ncp.ncp`.
 """
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -16,20 +14,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
-from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.protocol import TEST_PGD_STEPS
 from solo_ncp.eval.robust import evaluate
 from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
+from solo_ncp.methods.stage2_options import OPTION_NAMES
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import META_KEY
-from solo_ncp.models.dual_bn import BRANCHES, bn_branch
+from solo_ncp.models.dual_bn import bn_branch
 from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
     Stage2Config,
-    KMEANS_INITS,
     broadcast_buffers,
     cluster_epoch,
     gather_rows,
@@ -39,11 +36,8 @@ from solo_ncp.ncp import (
     stage2_step,
 )
 from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
-from solo_ncp.ncp.step import ASSIGNMENTS
-from solo_ncp.threat_model import NORMS, budget_warning
+from solo_ncp.threat_model import budget_warning
 
-CLUSTER_FEATURES = ("full_pass", "memory_bank")
-KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
 VAL_ROBUST_SEED = 0
 """Seed of the PGD random starts of the robust monitor: the same starts at every evaluation."""
 VAL_ROBUST_CLEAN = "val_robust/clean_acc"
@@ -51,100 +45,6 @@ VAL_ROBUST_PGD = f"val_robust/pgd{TEST_PGD_STEPS}_acc"
 """The robust monitor's logged metrics (%): what `checkpoint.save_best` keeps the best epoch by."""
 HELD_OUT = "held out of the training set"
 """Where the robust monitor's images come from, as checkpoints record it (never the test set)."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One stage-2 option: `method_kwargs.<name>` in a config, `--<name>` on solo-learn 1.0.2's
-    command line (booleans: `--<name>` when off by default, `--no_<name>` when on; dicts: config
-    files only). `at_least` / `above`: the bounds of a number."""
-
-    name: str
-    type: type
-    default: Any = None
-    choices: Tuple[str, ...] = ()
-    required: bool = False
-    at_least: Optional[float] = None
-    above: Optional[float] = None
-
-
-OPTIONS = (
-    Option("teacher_ckpt", str, required=True),
-    Option("k", int, at_least=1),
-    Option("k_file", str),
-    Option("lam", float, 6.0, at_least=0),
-    Option("norm", str, "Linf", NORMS),
-    Option("eps", float, 8 / 255, at_least=0),
-    Option("alpha", float, 2 / 255, above=0),
-    Option("pgd_steps", int, 5, at_least=1),
-    Option("strategy", str, "iii", NCP_STRATEGIES),
-    Option("neighbor_rank", int, 2, at_least=2),
-    Option("assign", str, "nearest", ASSIGNMENTS),
-    Option("cluster_every", int, 1, at_least=1),
-    Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
-    Option("kmeans_max_iter", int, 100, at_least=1),
-    Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
-    Option("kmeans_seed", int, 0),
-    Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
-    Option("kmeans_n_init", int, 1, at_least=1),
-    Option("dual_bn", bool, True),
-    Option("cluster_bn", str, "clean", BRANCHES),
-    Option("normalization", dict),
-    Option("trust_teacher", bool, False),
-    Option("val_robust_every", int, 0, at_least=0),
-    Option("val_robust_n", int, 512, at_least=1),
-    Option("val_robust_seed", int, 0, at_least=0),
-    Option("channels_last", bool, False),
-    Option("compile", bool, False),
-    Option("cudnn_benchmark", bool, False),
-)
-OPTION_NAMES = tuple(o.name for o in OPTIONS)
-KINDS = {int: "a whole number", float: "a number", str: "a text", bool: "true or false",
-         dict: "a block of keys"}
-"""What each option type takes, in the words of the refusals."""
-
-
-def add_arguments(group) -> None:
-    """The options as solo-learn 1.0.2's argparse arguments (`add_model_specific_args`)."""
-    for o in OPTIONS:
-        if o.type is bool:
-            flag = f"--no_{o.name}" if o.default else f"--{o.name}"
-            group.add_argument(flag, dest=o.name, action="store_false" if o.default else "store_true")
-        elif o.type is not dict:
-            group.add_argument(f"--{o.name}", type=o.type, default=o.default, required=o.required,
-                               choices=o.choices or None)
-
-
-def _is_type(value, kind: type) -> bool:
-    """`value` is of the option type `kind` (an int is a float; a bool is no number)."""
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    return isinstance(value, (int, float) if kind is float else kind)
-
-
-def check_option(o: Option, value) -> None:
-    """ValueError naming `method_kwargs.<name>`, the value and what the option takes."""
-    allowed = (f"one of {', '.join(o.choices)}" if o.choices else KINDS[o.type]
-               + (f" >= {o.at_least:g}" if o.at_least is not None else "")
-               + (f" > {o.above:g}" if o.above is not None else ""))
-    fits = value in o.choices if o.choices else _is_type(value, o.type) and (
-        (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above))
-    if not fits:
-        raise ValueError(f"method_kwargs.{o.name}={value!r} must be {allowed}")
-
-
-def take_options(values: Dict) -> Dict[str, Any]:
-    """Pops every stage-2 option out of `values` and checks it (`check_option`); an absent or
-    null option takes its default."""
-    options = {}
-    for o in OPTIONS:
-        value = values.pop(o.name, None)
-        options[o.name] = o.default if value is None else value
-        if options[o.name] is None and o.required:
-            raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
-        if options[o.name] is not None:
-            check_option(o, options[o.name])
-    return options
 
 
 def to_pixels(X, normalization: Mapping[str, Sequence[float]]):

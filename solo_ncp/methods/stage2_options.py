@@ -1,0 +1,110 @@
+"""The options of solo-ncp's stage-2 methods (`ncp`, `deacl`), one table read two ways: as
+keyword arguments with solo-learn 1.0.2's argparse arguments (`add_arguments`), or as
+`cfg.method_kwargs` on solo-learn main; each value checked, with one error naming it and what it
+takes (`take_options`)."""
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.models.dual_bn import BRANCHES
+from solo_ncp.ncp import KMEANS_INITS
+from solo_ncp.ncp.step import ASSIGNMENTS
+from solo_ncp.threat_model import NORMS
+
+
+CLUSTER_FEATURES = ("full_pass", "memory_bank")
+KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One stage-2 option: `method_kwargs.<name>` in a config, `--<name>` on solo-learn 1.0.2's
+    command line (booleans: `--<name>` when off by default, `--no_<name>` when on; dicts: config
+    files only). `at_least` / `above`: the bounds of a number."""
+
+    name: str
+    type: type
+    default: Any = None
+    choices: Tuple[str, ...] = ()
+    required: bool = False
+    at_least: Optional[float] = None
+    above: Optional[float] = None
+
+
+OPTIONS = (
+    Option("teacher_ckpt", str, required=True),
+    Option("k", int, at_least=1),
+    Option("k_file", str),
+    Option("lam", float, 6.0, at_least=0),
+    Option("norm", str, "Linf", NORMS),
+    Option("eps", float, 8 / 255, at_least=0),
+    Option("alpha", float, 2 / 255, above=0),
+    Option("pgd_steps", int, 5, at_least=1),
+    Option("strategy", str, "iii", NCP_STRATEGIES),
+    Option("neighbor_rank", int, 2, at_least=2),
+    Option("assign", str, "nearest", ASSIGNMENTS),
+    Option("cluster_every", int, 1, at_least=1),
+    Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
+    Option("kmeans_max_iter", int, 100, at_least=1),
+    Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
+    Option("kmeans_seed", int, 0),
+    Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
+    Option("kmeans_n_init", int, 1, at_least=1),
+    Option("dual_bn", bool, True),
+    Option("cluster_bn", str, "clean", BRANCHES),
+    Option("normalization", dict),
+    Option("trust_teacher", bool, False),
+    Option("val_robust_every", int, 0, at_least=0),
+    Option("val_robust_n", int, 512, at_least=1),
+    Option("val_robust_seed", int, 0, at_least=0),
+    Option("channels_last", bool, False),
+    Option("compile", bool, False),
+    Option("cudnn_benchmark", bool, False),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+KINDS = {int: "a whole number", float: "a number", str: "a text", bool: "true or false",
+         dict: "a block of keys"}
+"""What each option type takes, in the words of the refusals."""
+
+
+def add_arguments(group) -> None:
+    """The options as solo-learn 1.0.2's argparse arguments (`add_model_specific_args`)."""
+    for o in OPTIONS:
+        if o.type is bool:
+            flag = f"--no_{o.name}" if o.default else f"--{o.name}"
+            group.add_argument(flag, dest=o.name, action="store_false" if o.default else "store_true")
+        elif o.type is not dict:
+            group.add_argument(f"--{o.name}", type=o.type, default=o.default, required=o.required,
+                               choices=o.choices or None)
+
+
+def _is_type(value, kind: type) -> bool:
+    """`value` is of the option type `kind` (an int is a float; a bool is no number)."""
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def check_option(o: Option, value) -> None:
+    """ValueError naming `method_kwargs.<name>`, the value and what the option takes."""
+    allowed = (f"one of {', '.join(o.choices)}" if o.choices else KINDS[o.type]
+               + (f" >= {o.at_least:g}" if o.at_least is not None else "")
+               + (f" > {o.above:g}" if o.above is not None else ""))
+    fits = value in o.choices if o.choices else _is_type(value, o.type) and (
+        (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above))
+    if not fits:
+        raise ValueError(f"method_kwargs.{o.name}={value!r} must be {allowed}")
+
+
+def take_options(values: Dict) -> Dict[str, Any]:
+    """Pops every stage-2 option out of `values` and checks it (`check_option`); an absent or
+    null option takes its default."""
+    options = {}
+    for o in OPTIONS:
+        value = values.pop(o.name, None)
+        options[o.name] = o.default if value is None else value
+        if options[o.name] is None and o.required:
+            raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
+        if options[o.name] is not None:
+            check_option(o, options[o.name])
+    return options
