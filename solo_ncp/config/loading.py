@@ -1,5 +1,4 @@
-"""Reading a run config: the file (a path or a bundled name), its overrides, and every check.
-"""
+"""Reading a run config: the file (a path or a bundled name), its overrides, and every check."""
 from pathlib import Path
 from typing import Dict, Sequence
 
