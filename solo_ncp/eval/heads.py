@@ -33,7 +33,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from solo_ncp.eval.protocol import HEADS
+from solo_ncp.eval.protocol import HEADS, PAPER_HEAD
 
 STD_FLOOR = 1e-6
 """A feature dimension whose training-set std is below this (a dead unit) is centred, not scaled."""
@@ -112,7 +112,7 @@ def new_head(kind: str, in_features: int, num_classes: int, seed: int,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         linear = nn.Linear(in_features, num_classes)
-    if kind == "paper":
+    if kind == PAPER_HEAD:
         return linear
     if affine is None:
         raise ValueError(f"the {kind} head needs the training features' affine map (feature_affine)")

@@ -218,10 +218,10 @@ def fine_tune(
     freeze = nullcontext() if cfg.mode == "aff" else _frozen(encoder)
     with eval_mode(encoder), freeze:
         affine = None
-        if cache_features or cfg.head != "paper":
+        if cache_features or cfg.head != protocol.PAPER_HEAD:
             plain_loader = DataLoader(train_set, batch_size=cfg.batch_size, num_workers=num_workers)
             features, labels = extract_features(encoder, plain_loader, device=device, progress=progress)
-            affine = None if cfg.head == "paper" else feature_affine(features, cfg.head)
+            affine = None if cfg.head == protocol.PAPER_HEAD else feature_affine(features, cfg.head)
             feature_dim = features.shape[1]
             if cache_features:
                 train_set = TensorDataset(features, labels)

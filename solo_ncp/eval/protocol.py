@@ -13,7 +13,11 @@ from typing import Dict, Optional, Tuple
 
 MODES = ("slf", "alf", "aff")
 LOSSES = ("ce", "trades")
-HEADS = ("whitened", "standardized", "paper")
+PAPER_HEAD = "paper"
+"""The head of the paper's protocol (Appendix A.3: a linear layer on the raw features, SGD): what the
+paper's tables, `reproduce`'s evaluations named by their mode alone and metrics.json files that
+name no head use."""
+HEADS = ("whitened", "standardized", PAPER_HEAD)
 """Linear heads (solo_ncp.eval.heads): "whitened" (default) and "standardized" train on features
 preconditioned with training-set statistics (ZCA whitening / per-dimension standardisation), folded
 into the saved Linear afterwards; "paper" is Appendix A.3's head on raw features."""
@@ -92,7 +96,7 @@ def default_lr(dataset: str, mode: str, head: str) -> float:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if mode == "aff":
         return AFF_LR
-    if head != "paper":
+    if head != PAPER_HEAD:
         return PRECONDITIONED_LR
     return PAPER_LR.get(dataset.lower(), PAPER_LR_OTHER)
 

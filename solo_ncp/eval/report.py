@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import MODES, POC_ROWS, RA_COUNTING
+from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING
 from solo_ncp.eval.results import (
-    PAPER_HEAD,
     ReportInputs,
     RunRecord,
     read_inputs,

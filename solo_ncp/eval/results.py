@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, POC_ROWS, default_loss
+from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, default_loss
 from solo_ncp.run_files import BEST
 
 
@@ -35,7 +35,6 @@ K_FILE = "k.json"
 NOT_RECORDED = "not recorded"
 LINF_LABEL = "L-inf"
 """How tables write the L-inf threat model."""
-PAPER_HEAD = "paper"
 LEGACY_HEAD = PAPER_HEAD
 """Head of metrics.json files that do not name one: the evaluation then had only the paper's."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted
+from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
 from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
@@ -41,8 +42,6 @@ OWN_EVAL_OPTIONS = ("--ckpt", "--dataset", "--seed", "--mode", "--out", "--metho
                     "--overwrite", "--head")
 """Options `reproduce` sets on select-k, poc and eval itself (refused in --*-options)."""
 SLF_ONLY = ("--cache-features",)
-PAPER_HEAD = "paper"
-"""The head of the paper's protocol (Appendix A.3): what an evaluation named by its mode alone uses."""
 
 
 def evaluation_kinds() -> Tuple[str, ...]:
