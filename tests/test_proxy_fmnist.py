@@ -80,3 +80,17 @@ def test_the_proxy_evaluates_every_encoder_under_both_heads(tmp_path):
     argv = reproduce_argv("0,1,2", tmp_path, FULL, alf=True)
     evals = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--eval"]
     assert evals == ["slf", "slf-whitened", "alf=ncp,deacl"]
+
+
+@pytest.mark.parametrize("flags, stage1_epochs, aa_n", [((), 60, 20), (("--stage1-epochs", "30", "--aa-n", "0"), 30, 0)])
+def test_stage1_epochs_and_aa_n_change_only_those_settings(monkeypatch, tmp_path, flags, stage1_epochs, aa_n):
+    import benchmarks.proxy_fmnist as proxy
+
+    commands = []
+    monkeypatch.setattr(proxy, "solo_ncp", lambda argv: commands.append(argv) or 1)
+    assert proxy.main(["--no-alf", "--out", str(tmp_path), *flags]) == 2
+    (command,) = commands
+    assert f"simclr:max_epochs={stage1_epochs}" in command
+    (eval_options,) = [arg for arg in command if arg.startswith("--eval-options=--epochs")]
+    assert eval_options == f"--eval-options=--epochs 25 --test-n 1000 --aa-n {aa_n} --batch-size 128 --cache-features"
+    assert "data.subset=5000" in command and "stage2:max_epochs=3" in command
