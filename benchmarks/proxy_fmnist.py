@@ -4,7 +4,7 @@
     python benchmarks/proxy_fmnist.py --seeds 0 --speed precision=bf16-mixed \
         +method_kwargs.channels_last=true +method_kwargs.cudnn_benchmark=true --out runs/proxy-speed
     python benchmarks/proxy_fmnist.py --table4 [--seeds 0,1,2] [--out runs/proxy-table4]
-    python benchmarks/proxy_fmnist.py --no-alf --stage1-epochs 30 --aa-n 0 --out runs/proxy-reread
+    python benchmarks/proxy_fmnist.py --aa-n 0 --out runs/proxy-reread
 
 One `solo-ncp reproduce` call (printed before it starts): per seed its own SimCLR stage 1 and K,
 the proof of concept, the stage-2 encoders `ncp` (λ 6), `deacl` as published (λ 2, one BN), the
@@ -24,10 +24,9 @@ heads, adversarial BN branch only (the pre-registered row), no ALF.
 seed and data (stage 1 at most 15 epochs), SLF only and without AutoAttack; the differences table
 pairs each with its plain run.
 
-`--stage1-epochs N` and `--aa-n N` change those two settings of the chosen scale (the last line
-above: the comparison under both heads within about 1.5 h of a 2-core machine, README "Fashion-MNIST
-proxy"; AutoAttack on 20 images costs more there than every other evaluation step together and
-ranks nothing).
+`--stage1-epochs N` and `--aa-n N` change those two settings of the chosen scale. The last line
+above is README's "Fashion-MNIST proxy" under both heads: AutoAttack on 20 images costs more there
+than every other evaluation step together and ranks nothing, so that run leaves it out.
 
 Beside the table it prints, measured in the same run, the SA of a logistic-regression probe on the
 raw pixels of the same training images (the encoder's SLF head sees the same first N images and is
