@@ -4,7 +4,7 @@ A damaged or incomplete file is a ValueError naming it.
 
 metrics.json schema (written by `solo-ncp eval`, "schema": 2):
     {"schema": 2, "method": str, "dataset": str, "mode": "slf" | "alf" | "aff",
-     "loss": "ce" | "trades", "beta": float | null, "head": "standardized" | "paper", "seed": int,
+     "loss": "ce" | "trades", "beta": float | null, "head": one of HEADS (eval/protocol.py), "seed": int,
      "branches": [{"bn": "adv" | "clean" | null, "metrics": {...}, "history": [...], "files": {...},
                    "timings_s": {"fine_tune": s, "pgd": s, "autoattack": s (when run)}}, ...],
      "bn": ..., "metrics": {...},          # a copy of branches[0], for one-branch readers
