@@ -376,6 +376,17 @@ def test_tables_4_5_and_fig_3_are_read_from_the_encoders_recorded_settings(tmp_p
     assert "Table 4, SLF: perturbation strategies" in table and "deacl" not in table[table.index("Table 4"):]
 
 
+def test_each_seeds_own_silhouette_k_is_not_a_k_sweep(tmp_path):
+    """Two NCP encoders of one setting per seed (ncp and an ncp-advbn), seed 0 at its silhouette's
+    K = 15 and seed 1 at K = 10: Table 2 only, no Fig. 3 (whose rows would collide)."""
+    runs = [write_run(tmp_path / f"s{seed}-{label}", label, "cifar10", "slf", seed, 80.0 + seed, 50.0, None,
+                      bn="adv", encoder=ncp_settings(k=k))
+            for seed, k in ((0, 15), (1, 10)) for label in ("ncp", "ncp-advbn")]
+    table = aggregate(runs)
+    assert [row[0] for row in table_rows(table, "Table 2")] == ["ncp (adv BN)", "ncp-advbn (adv BN)"]
+    assert "Fig. 3" not in table
+
+
 def test_two_encoders_of_one_ablation_row_and_seed_are_refused(tmp_path):
     runs = [write_run(tmp_path / label, label, "cifar10", "slf", 0, 80.0, 50.0, None, bn="adv",
                       encoder=ncp_settings(strategy)) for label, strategy in

@@ -273,11 +273,14 @@ ABLATIONS = (
 
 def ablation_runs(runs: Sequence[RunRecord], ablation: Ablation) -> List[RunRecord]:
     """The NCP runs of `ablation` (its fixed settings at the paper's values), each renamed to its
-    row (e.g. "strategy (i)"), sorted by the varied setting; [] when fewer than two values of it
-    are present (no ablation was run)."""
+    row (e.g. "strategy (i)"), sorted by the varied setting; [] when no seed of a dataset has two
+    values of it (no ablation was run: each seed's own silhouette K is not a K sweep)."""
     chosen = [run for run in runs if run.encoder.get("strategy") is not None
               and all(run.encoder.get(key) == value for key, value in ablation.fixed.items())]
-    if len({run.encoder[ablation.setting] for run in chosen}) < 2:
+    values_per_seed: Dict[tuple, set] = {}
+    for run in chosen:
+        values_per_seed.setdefault((run.dataset, run.seed), set()).add(run.encoder[ablation.setting])
+    if all(len(values) < 2 for values in values_per_seed.values()):
         return []
     chosen.sort(key=lambda run: (run.encoder[ablation.setting], run.encoder.get("k_source") != "k_file"))
     return [dataclasses.replace(run, method=ablation.row(run)) for run in chosen]
