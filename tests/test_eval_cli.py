@@ -77,17 +77,17 @@ def test_bn_both_evaluates_each_branch_through_its_own_bn(both_dir, planted_dual
     record = json.loads((both_dir / "metrics.json").read_text())
     assert [branch["bn"] for branch in record["branches"]] == ["adv", "clean"]
     assert (record["bn"], record["metrics"]) == ("adv", record["branches"][0]["metrics"])
-    sa = {}
     for branch in record["branches"]:
         files = branch["files"]
         assert files == {"head": f"head_{branch['bn']}.pt", "autoattack_log": f"autoattack_{branch['bn']}.log"}
         assert "robust accuracy" in (both_dir / files["autoattack_log"]).read_text()
-        sa[branch["bn"]] = branch["metrics"]["sa"]
-        assert sa[branch["bn"]] == pytest.approx(direct_accuracy(planted_dual_bn_ckpt, branch["bn"],
-                                                                 both_dir / files["head"]))
+        assert branch["metrics"]["sa"] == pytest.approx(direct_accuracy(planted_dual_bn_ckpt, branch["bn"],
+                                                                        both_dir / files["head"]))
         assert branch["metrics"]["aa_n"] == 2 and len(branch["history"]) == 2
         assert branch["metrics"]["train_loss"] == branch["history"][-1]["loss"]
-    assert sa["adv"] != sa["clean"]
+    # both heads train from one seed: different losses mean they saw different features (SA on 64
+    # images can tie: both branches scored 53/64 on a machine with AVX-512)
+    assert record["branches"][0]["metrics"]["train_loss"] != record["branches"][1]["metrics"]["train_loss"]
     assert record["head"] == "whitened" and record["loss"] == "ce" and record["beta"] is None
     assert "correctly both clean and under attack" in record["ra_counting"]
 
