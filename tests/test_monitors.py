@@ -157,6 +157,14 @@ def held_out_images(cfg):
     return torch.stack([train[i][0] for i in held_out]), torch.tensor([train[i][1] for i in held_out])
 
 
+def true_class_margin(model: nn.Module, images, labels) -> torch.Tensor:
+    """(N,) logit of the true class minus the largest other logit."""
+    with torch.no_grad():
+        logits = model(images)
+    true = logits.gather(1, labels[:, None])[:, 0]
+    return true - logits.scatter(1, labels[:, None], float("-inf")).max(1).values
+
+
 def torchattacks_pgd(model: nn.Module, images, labels, eps, alpha, steps, start):
     """torchattacks 3.5.1 `PGD.forward` (attacks/pgd.py), transcribed; its random start
     `uniform_(-eps, eps)` is replaced by `start` (same shape, in [-eps, eps])."""
@@ -193,7 +201,11 @@ def test_robust_monitor_matches_a_forward_count_and_torchattacks_pgd_on_the_chec
         robust_hit = clean_hit & (classifier(x_adv).argmax(1) == y)
     assert clean[1] == pytest.approx(100.0 * clean_hit.float().mean().item())
     assert robust[1] == pytest.approx(100.0 * robust_hit.float().mean().item())
-    assert robust_hit.sum() < clean_hit.sum()  # the attack changed some predictions
+    # the attack worked: it lowered the true class's margin over the runner-up on every image the
+    # classifier got right (it need not flip one: the near-chance head kept all 10 of its hits on
+    # one machine with AVX-512, solo-learn main's host, so that robust == clean there)
+    assert clean_hit.any() and bool((true_class_margin(classifier, x_adv, y)
+                                     < true_class_margin(classifier, x, y))[clean_hit].all())
 
 
 def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
