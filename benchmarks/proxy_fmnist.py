@@ -191,19 +191,20 @@ def main(argv=None) -> int:
                         help="speed check instead of the comparison: ncp and deacl as they are and "
                              "with these overrides (e.g. precision=bf16-mixed "
                              "+method_kwargs.channels_last=true), SLF only, no AutoAttack")
-    parser.add_argument("--stage1-epochs", type=int, default=None, help="SimCLR epochs per seed (default: the scale's)")
+    parser.add_argument("--stage1-epochs", type=int, default=None,
+                        help="SimCLR epochs per seed (default: the scale's)")
     parser.add_argument("--aa-n", type=int, default=None,
                         help="test images AutoAttack runs on (default: the scale's; 0: no AutoAttack)")
     args = parser.parse_args(argv)
-    scale = QUICK if args.quick else TABLE4 if args.table4 else FULL
-    scale = dict(scale, **{key: value for key, value in (("stage1_epochs", args.stage1_epochs),
-                                                          ("aa_n", args.aa_n)) if value is not None})
-    if args.speed:  # both arms start from one stage 1, so a shorter one serves
-        scale = dict(scale, aa_n=0, stage1_epochs=min(scale["stage1_epochs"], SPEED_STAGE1_EPOCHS))
     if args.table4 and args.speed:
         parser.error("--table4 and --speed are separate runs: pass one")
+    scale = QUICK if args.quick else TABLE4 if args.table4 else FULL
     if args.table4 and args.quick:
         scale = dict(QUICK, stage2_epochs=2)
+    given = {"stage1_epochs": args.stage1_epochs, "aa_n": args.aa_n}
+    scale = dict(scale, **{key: value for key, value in given.items() if value is not None})
+    if args.speed:  # both arms start from one stage 1, so a shorter one serves
+        scale = dict(scale, aa_n=0, stage1_epochs=min(scale["stage1_epochs"], SPEED_STAGE1_EPOCHS))
     out = Path(args.out or ("runs/proxy-table4" if args.table4 else "runs/proxy-fmnist"))
     command = reproduce_argv(args.seeds, out, scale, alf=not (args.no_alf or args.speed or args.table4),
                              speed=args.speed, table4=args.table4)

@@ -82,15 +82,21 @@ def test_the_proxy_evaluates_every_encoder_under_both_heads(tmp_path):
     assert evals == ["slf", "slf-whitened", "alf=ncp,deacl"]
 
 
-@pytest.mark.parametrize("flags, stage1_epochs, aa_n", [((), 60, 20), (("--stage1-epochs", "30", "--aa-n", "0"), 30, 0)])
-def test_stage1_epochs_and_aa_n_change_only_those_settings(monkeypatch, tmp_path, flags, stage1_epochs, aa_n):
+@pytest.mark.parametrize("scale, flags, stage1_epochs, aa_n, eval_options", [
+    ((), (), 60, 20, "--epochs 25 --test-n 1000"),
+    ((), ("--stage1-epochs", "30", "--aa-n", "0"), 30, 0, "--epochs 25 --test-n 1000"),
+    (("--table4", "--quick"), ("--stage1-epochs", "3", "--aa-n", "0"), 3, 0, "--epochs 2 --test-n 100"),
+])
+def test_stage1_epochs_and_aa_n_change_only_those_settings(monkeypatch, tmp_path, scale, flags, stage1_epochs,
+                                                           aa_n, eval_options):
     import benchmarks.proxy_fmnist as proxy
 
     commands = []
     monkeypatch.setattr(proxy, "solo_ncp", lambda argv: commands.append(argv) or 1)
-    assert proxy.main(["--no-alf", "--out", str(tmp_path), *flags]) == 2
+    assert proxy.main(["--no-alf", "--out", str(tmp_path), *scale, *flags]) == 2
     (command,) = commands
     assert f"simclr:max_epochs={stage1_epochs}" in command
-    (eval_options,) = [arg for arg in command if arg.startswith("--eval-options=--epochs")]
-    assert eval_options == f"--eval-options=--epochs 25 --test-n 1000 --aa-n {aa_n} --batch-size 128 --cache-features"
-    assert "data.subset=5000" in command and "stage2:max_epochs=3" in command
+    (options,) = [arg for arg in command if arg.startswith("--eval-options=--epochs")]
+    assert options == f"--eval-options={eval_options} --aa-n {aa_n} --batch-size 128 --cache-features"
+    subset, stage2_epochs = (512, 2) if scale else (5000, 3)
+    assert f"data.subset={subset}" in command and f"stage2:max_epochs={stage2_epochs}" in command
