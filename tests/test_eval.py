@@ -376,12 +376,16 @@ def test_tables_4_5_and_fig_3_are_read_from_the_encoders_recorded_settings(tmp_p
     assert "Table 4, SLF: perturbation strategies" in table and "deacl" not in table[table.index("Table 4"):]
 
 
-def test_each_seeds_own_silhouette_k_is_not_a_k_sweep(tmp_path):
-    """Two NCP encoders of one setting per seed (ncp and an ncp-advbn), seed 0 at its silhouette's
-    K = 15 and seed 1 at K = 10: Table 2 only, no Fig. 3 (whose rows would collide)."""
-    runs = [write_run(tmp_path / f"s{seed}-{label}", label, "cifar10", "slf", seed, 80.0 + seed, 50.0, None,
+@pytest.mark.parametrize("layout", [
+    (("cifar10", 0, 15), ("cifar10", 1, 10)),  # one dataset, each seed its own K
+    (("cifar10", 0, 10), ("cifar100", 0, 70)),  # one seed, each dataset its own K
+])
+def test_each_runs_own_silhouette_k_is_not_a_k_sweep(tmp_path, layout):
+    """Two NCP encoders of one setting (ncp and an ncp-advbn) per (dataset, seed), each at that
+    run's silhouette K: Tables 2 only, no Fig. 3 (whose rows would collide or mix two Ks in one)."""
+    runs = [write_run(tmp_path / f"{dataset}-s{seed}-{label}", label, dataset, "slf", seed, 80.0 + seed, 50.0, None,
                       bn="adv", encoder=ncp_settings(k=k))
-            for seed, k in ((0, 15), (1, 10)) for label in ("ncp", "ncp-advbn")]
+            for dataset, seed, k in layout for label in ("ncp", "ncp-advbn")]
     table = aggregate(runs)
     assert [row[0] for row in table_rows(table, "Table 2")] == ["ncp (adv BN)", "ncp-advbn (adv BN)"]
     assert "Fig. 3" not in table

@@ -157,10 +157,8 @@ def held_out_images(cfg):
     return torch.stack([train[i][0] for i in held_out]), torch.tensor([train[i][1] for i in held_out])
 
 
-def true_class_margin(model: nn.Module, images, labels) -> torch.Tensor:
-    """(N,) logit of the true class minus the largest other logit."""
-    with torch.no_grad():
-        logits = model(images)
+def true_class_margin(logits: torch.Tensor, labels) -> torch.Tensor:
+    """(N,) logit of the true class minus the largest other logit; logits (N, classes)."""
     true = logits.gather(1, labels[:, None])[:, 0]
     return true - logits.scatter(1, labels[:, None], float("-inf")).max(1).values
 
@@ -193,19 +191,21 @@ def test_robust_monitor_matches_a_forward_count_and_torchattacks_pgd_on_the_chec
     classifier = checkpoint_classifier(run["folder"])
     x, y = held_out_images(run["cfg"])
     with torch.no_grad():
-        clean_hit = classifier(x).argmax(1) == y
+        clean_logits = classifier(x)
+    clean_hit = clean_logits.argmax(1) == y
     # the monitor's random start: seed 0, one draw for its single batch (64 images, batch size 64)
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
     x_adv = torchattacks_pgd(classifier, x, y, EPS, ALPHA, 20, (2 * noise - 1) * EPS)
     with torch.no_grad():
-        robust_hit = clean_hit & (classifier(x_adv).argmax(1) == y)
+        adv_logits = classifier(x_adv)
+    robust_hit = clean_hit & (adv_logits.argmax(1) == y)
     assert clean[1] == pytest.approx(100.0 * clean_hit.float().mean().item())
     assert robust[1] == pytest.approx(100.0 * robust_hit.float().mean().item())
     # the attack worked: it lowered the true class's margin over the runner-up on every image the
     # classifier got right (it need not flip one: the near-chance head kept all 10 of its hits on
     # one machine with AVX-512, solo-learn main's host, so that robust == clean there)
-    assert clean_hit.any() and bool((true_class_margin(classifier, x_adv, y)
-                                     < true_class_margin(classifier, x, y))[clean_hit].all())
+    assert clean_hit.any() and bool((true_class_margin(adv_logits, y) < true_class_margin(clean_logits, y))
+                                    [clean_hit].all())
 
 
 def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
