@@ -5,8 +5,9 @@ Prints markdown tables, every number measured in this run (sections chosen with 
     n_init=1, same max_iter) vs faiss-cpu spherical k-means (niter = max_iter, and niter = our
     iterations);
   * lloyd: one Lloyd iteration of ours (assignment, cluster sums, new centroids) on the same data
-    as a ratio to one `x @ c.T` matmul of the same shapes, both best of 10 in this run (target
-    <= 1.2x), and the objective of a whole k-means run;
+    as a ratio to one `x @ c.T` matmul of the same shapes, both best of 20 runs interleaved in
+    this run, and the median over those rounds of the ratio (target <= 1.2x), and the objective
+    of a whole k-means run;
   * n_init: per seed, the objective of ours at n_init 1 and 3 against sklearn KMeans at n_init
     1 and 3 (best of 3) on the same L2-normalised data, and their means over the seeds;
   * seeding: greedy and non-greedy AFK-MC² (several chain lengths) and k-means++ at
@@ -223,30 +224,45 @@ def _kmeans_row(
     return Row("k-means", method, size, f"{seconds:.2f}", f"{objective:.5f}", comparison)
 
 
-def best_of(run: Callable[[], object], repeats: int = 10) -> float:
-    """Best wall time in seconds of `repeats` runs of run()."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_times(runs: Sequence[Callable[[], object]], rounds: int = 20) -> List[List[float]]:
+    """Wall times in seconds, times[r][i] of runs[i] in round r: each round runs every run once,
+    in turn, so a slow spell of a shared machine falls on all of them alike (one untimed round
+    first)."""
+    for run in runs:
         run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = []
+    for _ in range(rounds):
+        round_times = []
+        for run in runs:
+            start = time.perf_counter()
+            run()
+            round_times.append(time.perf_counter() - start)
+        times.append(round_times)
+    return times
 
 
-def bench_lloyd(sizes: Sizes, x: torch.Tensor) -> Table:
-    """One Lloyd iteration against the matmul it is built on (x (N, D) @ centroids.T)."""
+def bench_lloyd(sizes: Sizes, x: torch.Tensor, rounds: int = 20) -> Table:
+    """One Lloyd iteration against the matmul it is built on (x (N, D) @ centroids.T): the best
+    of `rounds` interleaved runs of each, and the median over rounds of their ratio."""
     k = sizes.kmeans_k
     centroids = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:k]].clone()
     centroids_t = centroids.T.contiguous()
-    matmul_s = best_of(lambda: x @ centroids_t)
-    lloyd_s = best_of(lambda: _lloyd(x, centroids, max_iter=1, tol=0.0, chunk_size=CHUNK_SIZES["cpu"]))
+    times = interleaved_times(
+        [lambda: x @ centroids_t,
+         lambda: _lloyd(x, centroids, max_iter=1, tol=0.0, chunk_size=CHUNK_SIZES["cpu"])],
+        rounds,
+    )
+    matmul_s, lloyd_s = (min(column) for column in zip(*times))
+    median_ratio = statistics.median(lloyd / matmul for matmul, lloyd in times)
     result = spherical_kmeans(x, k, max_iter=sizes.max_iter)
     data = f"{len(x):,} x {x.shape[1]}, K = {k}"
-    return Table("One Lloyd iteration against one matmul of the same shapes (best of 10 each)",
-                 ("what", "data", "time (ms)", "vs matmul", "objective (whole k-means)"),
-                 [("x @ c.T", data, f"{matmul_s * 1e3:.1f}", "1.00x", ""),
+    return Table(f"One Lloyd iteration against one matmul of the same shapes (best of {rounds} "
+                 "interleaved runs each; last column: median over the rounds of the ratio)",
+                 ("what", "data", "time (ms)", "vs matmul", "median ratio", "objective (whole k-means)"),
+                 [("x @ c.T", data, f"{matmul_s * 1e3:.1f}", "1.00x", "", ""),
                   ("Lloyd iteration (assign + sums + centroids)", data, f"{lloyd_s * 1e3:.1f}",
-                   f"{lloyd_s / matmul_s:.2f}x", f"{result.objective:.5f} ({result.n_iter} iterations)")])
+                   f"{lloyd_s / matmul_s:.2f}x", f"{median_ratio:.2f}x",
+                   f"{result.objective:.5f} ({result.n_iter} iterations)")])
 
 
 def bench_n_init(sizes: Sizes, x: torch.Tensor, notes: List[str]) -> Table:
