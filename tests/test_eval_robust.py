@@ -50,7 +50,7 @@ def breakable_classifier(digits):
     return nn.Sequential(encoder, train_head(encoder, digits[0], small_config(), cache_features=True))
 
 
-def test_autoattack_scores_its_adversarial_images_and_beats_pgd(digits, breakable_classifier):
+def test_autoattack_scores_its_adversarial_images_and_is_no_weaker_than_pgd(digits, breakable_classifier):
     eps, n = 0.015, 20
     x, y = (tensor[:n] for tensor in digits[1].tensors)
     result = autoattack_accuracy(breakable_classifier, x, y, eps=eps, n=n, device="cpu", seed=0,
@@ -66,7 +66,9 @@ def test_autoattack_scores_its_adversarial_images_and_beats_pgd(digits, breakabl
     assert 0.0 <= result.x_adv.min().item() and result.x_adv.max().item() <= 1.0
     assert result.accuracy == pytest.approx(100.0 * (clean_hit & adv_hit).float().mean().item())
     assert torch.equal(result.robust, clean_hit & adv_hit)
-    assert result.accuracy < pgd < clean
+    # AutoAttack must break some right images, and (a stronger attack) no fewer than PGD-20 on the
+    # same ones; PGD-20 breaking fewer than it (95 % against 90 %) is this data's, not a rule.
+    assert result.accuracy < clean and result.accuracy <= pgd
 
 
 def test_standard_autoattack_runs_its_four_linf_attacks_and_is_no_weaker_than_its_first(
