@@ -230,8 +230,9 @@ def main(argv=None) -> int:
                 student.eval(), TensorDataset(x_train, y_train), 10, cfg, device=device, progress=False))
             classifier = tuned.classifier
             if wanted("slf"):
+                epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
                 row(f"SLF, paper's head ({cfg.epochs} of {EPOCHS} epochs)", seconds,
-                    seconds * EPOCHS / cfg.epochs, f"extrapolated from {cfg.epochs} epochs")
+                    seconds * EPOCHS / cfg.epochs, f"extrapolated from {epochs}")
         if wanted("alf"):
             n = scale["alf_n"]
             cfg = FineTuneConfig(head="paper", lr=PAPER_LR_OTHER, epochs=1, mode="alf")
