@@ -1,12 +1,11 @@
-"""Stage-2 throughput: training images per second of one NCP-ACL / DeACL step, and the cost of the
-per-epoch clustering, on the CPU or a GPU.
+"""Stage-2 throughput: images/s of one NCP-ACL / DeACL step, and the per-epoch clustering's cost.
 
-One step = the framework-free `solo_ncp.ncp.stage2_step` (f2 and f1 on the clean batch, 5-step
-PGD through the adversarial BN, Eq. 3 through both BN branches) + backward + SGD update, on a
-dual-BN ResNet-18 student and a frozen ResNet-18 teacher, with Fashion-MNIST images (padded to
-32 px for the CIFAR stem; digits when Debian's files are absent). Data loading and augmentation
-are not counted. Clustering = encoding N training images (eval mode, no gradient) + spherical
-k-means of the (N, 512) features with each available backend.
+On the CPU or a GPU. One step = the framework-free `solo_ncp.ncp.stage2_step` (f2 and f1 on the
+clean batch, 5-step PGD through the adversarial BN, Eq. 3 through both BN branches) + backward +
+SGD update, on a dual-BN ResNet-18 student and a frozen ResNet-18 teacher, with Fashion-MNIST
+images (padded to 32 px for the CIFAR stem; digits when Debian's files are absent). Data loading
+and augmentation are not counted. Clustering = encoding N training images (eval mode, no gradient)
++ spherical k-means of the (N, 512) features with each available backend.
 
     python benchmarks/stage2_throughput.py                       # CPU, small batch, 4 steps
     python benchmarks/stage2_throughput.py --device cuda --batch-size 256 --precision fp32 bf16

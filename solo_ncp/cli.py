@@ -21,6 +21,13 @@ COMMANDS = {
     "export": ("export", "an encoder (and its eval's classifier) for torchvision, solo-learn, RobustBench"),
     "plot": ("plot", "PNGs of a run: per-epoch training curves, or a 2-D embedding of its features"),
 }
+DESCRIPTION = (
+    "NCP-ACL and its DeACL baseline on solo-learn: stage 1, K selection, stage 2, evaluation and "
+    "the paper's tables. `solo-ncp <command> --help` lists a command's options. A command that "
+    "stops on bad input, an unwritable output or a NaN loss prints one `error:` line last and "
+    "exits 2; set SOLO_NCP_DEBUG=1 to see the traceback."
+)
+"""What `solo-ncp --help` says above the commands."""
 TRAINING = ("pretrain", "train", "demo")
 """Commands that import solo-learn and Lightning in this process: `main` checks the host before
 them (reproduce runs its trainings as `solo-ncp` subprocesses, which check it)."""
@@ -59,7 +66,7 @@ class VersionAction(argparse.Action):
 
 def build_parser() -> Tuple[argparse.ArgumentParser, Dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's own parser."""
-    parser = argparse.ArgumentParser(prog="solo-ncp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="solo-ncp", description=DESCRIPTION)
     parser.add_argument("--version", action=VersionAction,
                         help="print the version and the solo-learn host, then exit")
     sub = parser.add_subparsers(dest="command", required=True)

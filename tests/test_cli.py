@@ -32,6 +32,16 @@ def test_options_may_follow_the_overrides():
     assert args.overrides == ["max_epochs=2", "+a=1", "~b"]
 
 
+def test_the_top_level_help_says_what_the_tool_is_and_how_a_command_fails(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("NCP-ACL", "`solo-ncp <command> --help`", "one `error:` line", "exits 2",
+                  "SOLO_NCP_DEBUG=1 to see the traceback."):
+        assert words in text
+
+
 def test_multi_line_messages_become_one_line():
     assert one_line(ValueError("Could not override 'x'.\nTo append use +x=1")) == (
         "Could not override 'x'. To append use +x=1")
