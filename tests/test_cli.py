@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from solo_ncp.cli import main, one_line, parse_args
+from solo_ncp.cli import build_parser, main, one_line, parse_args
 from tests.conftest import ROOT, pretrain, train_stage2
 
 TINY = ["max_epochs=1", "limit_train_batches=1"]
@@ -40,6 +40,13 @@ def test_the_top_level_help_says_what_the_tool_is_and_how_a_command_fails(capsys
     for words in ("NCP-ACL", "`solo-ncp <command> --help`", "one `error:` line", "exits 2",
                   "SOLO_NCP_DEBUG=1 to see the traceback."):
         assert words in text
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    _, commands = build_parser()
+    silent = [(name, action.option_strings or action.dest) for name, command in commands.items()
+              for action in command._actions if not action.help]
+    assert silent == []
 
 
 def test_multi_line_messages_become_one_line():

@@ -49,9 +49,12 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
                                         "ACL/DeACL; an exported encoder: the branch it holds)")
     parser.add_argument("--seed", type=int, default=None if from_run else 0,
-                        help=run_default.format("seed").strip() if from_run else None)
+                        help="seed of everything random in the command"
+                             + (run_default.format("seed") if from_run else " (default 0)"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=512,
+                        help="images per batch: encoding, and in eval the head's training "
+                             "(default %(default)s)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow checkpoints that need a full (unsafe) unpickling")
 

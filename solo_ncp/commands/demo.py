@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
     parser.add_argument("--dataset", choices=sorted(SCALES), default=None,
                         help="default: fashionmnist if Debian's files are there, else digits")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every step of the demo (default 0)")
 
 
 def _dataset(requested) -> str:

@@ -18,12 +18,15 @@ from solo_ncp.io import check_writable
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
-    parser.add_argument("--k-min", type=int, default=10)
-    parser.add_argument("--k-max", type=int, default=300)
-    parser.add_argument("--k-step", type=int, default=5)
+    parser.add_argument("--k-min", type=int, default=10, help="smallest K of the sweep (default %(default)s)")
+    parser.add_argument("--k-max", type=int, default=300, help="largest K of the sweep (default %(default)s)")
+    parser.add_argument("--k-step", type=int, default=5, help="step between the swept K (default %(default)s)")
     parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch")
+    parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch",
+                        help="k-means implementation: torch (default; CPU or GPU). kmcuda "
+                             "(libKMCUDA, optional; auto picks it for a GPU when it imports) failed "
+                             "its correctness test on an H200: README, 'GPU extras'")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing k.json")
 
 
