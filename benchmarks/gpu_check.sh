@@ -12,20 +12,23 @@
 #   mkdir -p datasets && cp -r /usr/share/datasets/fashion-mnist datasets/
 #   (device) benchmarks/gpu_check.sh          carry: .whl datasets; timeout 600 s
 #
-# With no STEP, the default steps run in order, within 10 minutes (a device call's limit; kmcuda last):
+# With no STEP, the steps the README still lacks a GPU figure or log for run, in order, within 10
+# minutes (a device call's limit); keep their logs (copy $OUT to benchmarks/logs/<date>-<gpu>/):
+#   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
+#                kmcuda test of tests/test_cuda.py with its whole traceback, then torch against
+#                kmcuda k-means at 50,000 x 512 planted vectors, K = 70 and 300, 3 seeds: time, objective
+#   proxy-speed  benchmarks/proxy_fmnist.py --speed, one seed: ncp and deacl in plain fp32 and with
+#                bf16 + channels_last + cudnn.benchmark, same stage 1 (cut off after SPEED_LIMIT
+#                seconds, default what is left of 570 s since the start; running the script again on
+#                the same machine continues it: `benchmarks/gpu_check.sh proxy-speed`)
+# The steps measured on the H200 on 2026-12-04 (README "Stage-2 throughput", "What a reproduction
+# costs"), by name, within 10 minutes together: `benchmarks/gpu_check.sh combos profile cost compile`
 #   combos       stage2_throughput.py --combos of bf16, channels_last and cudnn.benchmark (batch 256)
 #   profile      stage2_throughput.py --profile with those three on: the 5-step PGD's share of the
 #                step and torch.profiler's top kernels
 #   cost         reproduction_cost.py: every part of one seed at CIFAR-10's shape, timed
 #   compile      the same as combos with torch.compile off and on, the other switches on
-#   kmcuda       scripts/build_kmcuda.sh for this GPU (sdist from .whl/ when there), then the
-#                kmcuda test of tests/test_cuda.py with its whole traceback, then torch against
-#                kmcuda k-means at 50,000 x 512 planted vectors, K = 70 and 300, 3 seeds: time, objective
 # Other steps, by name:
-#   proxy-speed  benchmarks/proxy_fmnist.py --speed, one seed: ncp and deacl in plain fp32 and with
-#                bf16 + channels_last + cudnn.benchmark, same stage 1 (cut off after SPEED_LIMIT
-#                seconds, default what is left of 570 s since the start; running the script again on
-#                the same machine continues it: `benchmarks/gpu_check.sh proxy-speed`)
 #   throughput   the fp32 / bf16 table with the 50,000-image clustering, and the proxy's setting
 #   proxy        benchmarks/proxy_fmnist.py on the GPU, one seed (over 10 minutes: AutoAttack)
 #   tests        the whole suite with CUDA visible, 120 s per test at most
@@ -33,7 +36,7 @@ set -uo pipefail
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-steps=${*:-combos profile cost compile kmcuda}
+steps=${*:-kmcuda proxy-speed}
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
