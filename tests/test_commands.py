@@ -91,7 +91,7 @@ def test_report_aggregates_eval_runs(ncp_eval_dir, tmp_path, capsys):
     record = json.loads((ncp_eval_dir / "metrics.json").read_text())["metrics"]
     assert f"| {record['sa']:.2f} (n=1) |" in out.read_text()
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "metrics.json" in capsys.readouterr().err
+    assert f"{tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
 
 
 @host_independent

@@ -361,7 +361,7 @@ def test_bad_inputs_end_with_one_error_line(exported, eval_adv, planted_dual_bn_
         (["export", "--ckpt", str(digits_simclr_ckpt), "--head", str(eval_adv), "--out", str(tmp_path / "b")],
          "sha256"),
         (["export", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path / "e"), "--head", str(tmp_path)],
-         "no metrics.json in run directory"),
+         f"no metrics.json in {tmp_path}: pass the --out folder of a `solo-ncp eval` that finished"),
         (["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "clean", "--head", str(eval_adv),
           "--out", str(tmp_path / "c")], "evaluated BN branch(es) ['adv'], not the clean branch"),
         (["eval", "--ckpt", str(exported), "--bn", "clean", "--out", str(tmp_path / "d"), *EVAL],

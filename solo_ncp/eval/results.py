@@ -108,14 +108,29 @@ def _branches(record: dict, path: Path) -> List[dict]:
     return branches
 
 
+RESULTS_FOLDER = "a results folder (the --out of `solo-ncp eval`, `poc` or `select-k`)"
+EVAL_FOLDER = "the --out folder of a `solo-ncp eval`"
+
+
+def _existing_folder(folder: Union[str, os.PathLike], expected: str = RESULTS_FOLDER) -> Path:
+    """`folder` as a Path; FileNotFoundError naming it, and `expected` (what to pass instead),
+    when it is not an existing folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"{folder} {what}: pass {expected}")
+    return folder
+
+
 def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     """Read and check `run_dir/metrics.json`: one RunRecord per evaluated BN branch, in file order.
 
     FileNotFoundError / ValueError name the file.
     """
-    path = Path(run_dir) / METRICS_FILE
+    path = _existing_folder(run_dir, EVAL_FOLDER) / METRICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in run directory {run_dir}")
+        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}: pass {EVAL_FOLDER} that "
+                                "finished (an interrupted one writes none; run it again)")
     try:
         record = json.loads(path.read_text())
     except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError of a binary file
@@ -215,10 +230,10 @@ class ReportInputs:
 
 
 def read_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
-    """Reads and checks every folder once; a folder holding none of the three files is an
-    evaluation folder missing its metrics.json (FileNotFoundError from `load_runs`)."""
+    """Reads and checks every folder once; FileNotFoundError naming a folder that does not exist
+    or holds none of the three files."""
     inputs = ReportInputs([], [], [])
-    for run_dir in map(Path, run_dirs):
+    for run_dir in map(_existing_folder, run_dirs):
         if (run_dir / METRICS_FILE).exists():
             inputs.runs.extend(load_runs(run_dir))
         elif (run_dir / POC_FILE).is_file():
@@ -226,5 +241,8 @@ def read_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
         elif (run_dir / K_FILE).is_file():
             inputs.selections.append(read_selection(run_dir))
         else:
-            inputs.runs.extend(load_runs(run_dir))
+            raise FileNotFoundError(
+                f"{run_dir} holds no {METRICS_FILE} (`solo-ncp eval`), {POC_FILE} (`solo-ncp poc`) "
+                f"or {K_FILE} (`solo-ncp select-k`): pass the --out folder of a finished run of one "
+                "of them (an interrupted one writes none; run it again)")
     return inputs
