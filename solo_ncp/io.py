@@ -11,7 +11,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
@@ -23,6 +23,17 @@ class NotWritableError(OSError):
 
 class FolderLockedError(OSError):
     """Another live process holds a folder's lock; the message names its pid."""
+
+
+def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
+    """What keeps `path` from being a `kind` ("file" or "folder"), for an error message: "does not
+    exist", "is a folder, not a file" or "is a file, not a folder"; None when it is one."""
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    if (path.is_dir() if kind == "folder" else path.is_file()):
+        return None
+    return f"is a {'file' if kind == 'folder' else 'folder'}, not a {kind}"
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:

@@ -336,6 +336,13 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                           "checkpoint.frequency=0"], ["checkpoint.frequency"]),
     "unknown bundled config": (lambda w: ["pretrain", "--config", "cifar10/nope"],
                                ["cifar10/nope", "cifar10/ncp"]),
+    "a folder as the config": (lambda w: ["pretrain", "--config", str(w["root"] / "no_results")],
+                               ["no_results is a folder, not a file", "YAML"]),
+    "reproduce with a --config-dir that does not exist": (
+        lambda w: [*reproduce(w), "--config-dir", str(w["root"] / "missing")],
+        ["--config-dir", "missing does not exist", "simclr.yaml"]),
+    "plot of a file, not a run folder": (lambda w: ["plot", str(w["text"])],
+                                         ["text.ckpt is a file, not a folder", "run folder"]),
     "kmeans_n_init 0": (lambda w: stage2(w, "+method_kwargs.kmeans_n_init=0"), ["kmeans_n_init=0"]),
     "unknown stage-2 threat model": (lambda w: stage2(w, "+method_kwargs.norm=L3"), ["norm", "L3", "Linf, L2"]),
     "speed switch not a boolean": (lambda w: stage2(w, "+method_kwargs.channels_last=maybe"),

@@ -1,4 +1,4 @@
-"""solo_ncp.io: atomic writes keep the old file on failure, output folders are checked before any
+"""solo_ncp.io: a path's wrong kind named, atomic writes keep the old file on failure, output folders are checked before any
 work, and a folder lock admits one live process (a dead one's lock is taken over, by one process
 of several racing for it, also when its pid now belongs to another process), whose taking it
 removes the temporary files a killed atomic write left."""
@@ -21,8 +21,23 @@ from solo_ncp.io import (
     atomic_write_text,
     check_writable,
     folder_lock,
+    wrong_kind,
 )
 from tests.conftest import ROOT
+
+
+def test_wrong_kind_names_what_a_path_is_instead(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_link").symlink_to(tmp_path / "a_folder")
+    said = {(name, kind): wrong_kind(tmp_path / name, kind)
+            for name in ("a_file", "a_folder", "a_link", "missing") for kind in ("file", "folder")}
+    assert said == {
+        ("a_file", "file"): None, ("a_file", "folder"): "is a file, not a folder",
+        ("a_folder", "file"): "is a folder, not a file", ("a_folder", "folder"): None,
+        ("a_link", "file"): "is a folder, not a file", ("a_link", "folder"): None,
+        ("missing", "file"): "does not exist", ("missing", "folder"): "does not exist",
+    }
 
 
 def _fail_halfway(tmp: str) -> None:

@@ -64,9 +64,14 @@ def config_dir(args: argparse.Namespace):
     when --dataset has none."""
     from pathlib import Path
 
+    from solo_ncp.io import wrong_kind
     from solo_ncp.zoo import bundled_datasets, zoo_dir
 
     if args.config_dir:
+        problem = wrong_kind(args.config_dir, "folder")
+        if problem:
+            raise ValueError(f"--config-dir {args.config_dir} {problem}: pass a folder with "
+                             f"{STAGE1}.yaml and the method configs")
         return Path(args.config_dir)
     if args.dataset not in bundled_datasets():
         raise ValueError(f"--dataset {args.dataset} has no bundled configs (bundled: "

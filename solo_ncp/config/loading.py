@@ -9,6 +9,7 @@ from omegaconf.errors import OmegaConfBaseException
 from solo_ncp.config.overrides import with_overrides
 from solo_ncp.config.schema import ConfigError, check_config_keys
 from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
+from solo_ncp.io import wrong_kind
 from solo_ncp.zoo import config_path
 
 
@@ -35,6 +36,9 @@ def config_file(config) -> Path:
     path = Path(config)
     if path.is_file():
         return path
+    if path.exists():
+        raise ConfigError(f"config file {path} {wrong_kind(path, 'file')}: give a YAML file's path "
+                          "or a bundled name")
     try:
         return config_path(str(config))
     except ValueError as err:

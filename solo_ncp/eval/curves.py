@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from solo_ncp.eval.figures import new_figure, save_figure
+from solo_ncp.io import wrong_kind
 
 METRICS_CSV = "metrics.csv"
 VERSION = re.compile(r"version_(\d+)$")
@@ -55,9 +56,10 @@ def metrics_files(run: Path) -> List[Path]:
     """The run's `logs/version_<n>/metrics.csv` files in attempt order (n as a number); ValueError
     naming the folder and what is missing when there are none."""
     run = Path(run)
-    if not run.is_dir():
-        raise ValueError(f"{run} is not a folder: pass a run folder written by `solo-ncp pretrain` "
-                         "or `solo-ncp train`")
+    problem = wrong_kind(run, "folder")
+    if problem:
+        raise ValueError(f"{run} {problem}: pass a run folder written by `solo-ncp pretrain` or "
+                         "`solo-ncp train`")
     found = [(int(VERSION.match(path.parent.name).group(1)), path)
              for path in run.glob(f"logs/version_*/{METRICS_CSV}") if VERSION.match(path.parent.name)]
     if not found:

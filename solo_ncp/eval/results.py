@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, default_loss
+from solo_ncp.io import wrong_kind
 from solo_ncp.run_files import BEST
 
 
@@ -115,11 +116,10 @@ EVAL_FOLDER = "the --out folder of a `solo-ncp eval`"
 def _existing_folder(folder: Union[str, os.PathLike], expected: str = RESULTS_FOLDER) -> Path:
     """`folder` as a Path; FileNotFoundError naming it, and `expected` (what to pass instead),
     when it is not an existing folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"{folder} {what}: pass {expected}")
-    return folder
+    problem = wrong_kind(folder, "folder")
+    if problem:
+        raise FileNotFoundError(f"{folder} {problem}: pass {expected}")
+    return Path(folder)
 
 
 def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
