@@ -27,13 +27,14 @@ class FolderLockedError(OSError):
 
 def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
     """What keeps `path` from being a `kind` ("file" or "folder"), for an error message: "does not
-    exist", "is a folder, not a file" or "is a file, not a folder"; None when it is one."""
+    exist", "is a folder, not a file", "is a file, not a folder", or for anything else (a device,
+    a pipe) "is not a regular file" / "is not a folder"; None when it is one (links followed)."""
     path = Path(path)
     if not path.exists():
         return "does not exist"
-    if (path.is_dir() if kind == "folder" else path.is_file()):
-        return None
-    return f"is a {'file' if kind == 'folder' else 'folder'}, not a {kind}"
+    if kind == "folder":
+        return None if path.is_dir() else "is a file, not a folder" if path.is_file() else "is not a folder"
+    return None if path.is_file() else "is a folder, not a file" if path.is_dir() else "is not a regular file"
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:

@@ -30,12 +30,17 @@ def test_wrong_kind_names_what_a_path_is_instead(tmp_path):
     (tmp_path / "a_file").write_text("")
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "a_link").symlink_to(tmp_path / "a_folder")
+    (tmp_path / "a_broken_link").symlink_to(tmp_path / "gone")
+    os.mkfifo(tmp_path / "a_pipe")
     said = {(name, kind): wrong_kind(tmp_path / name, kind)
-            for name in ("a_file", "a_folder", "a_link", "missing") for kind in ("file", "folder")}
+            for name in ("a_file", "a_folder", "a_link", "a_broken_link", "a_pipe", "missing")
+            for kind in ("file", "folder")}
     assert said == {
         ("a_file", "file"): None, ("a_file", "folder"): "is a file, not a folder",
         ("a_folder", "file"): "is a folder, not a file", ("a_folder", "folder"): None,
         ("a_link", "file"): "is a folder, not a file", ("a_link", "folder"): None,
+        ("a_broken_link", "file"): "does not exist", ("a_broken_link", "folder"): "does not exist",
+        ("a_pipe", "file"): "is not a regular file", ("a_pipe", "folder"): "is not a folder",
         ("missing", "file"): "does not exist", ("missing", "folder"): "does not exist",
     }
 
