@@ -141,8 +141,9 @@ def check_writable(folder: PathLike) -> Path:
     `folder` does not exist yet (the command creates it later)."""
     folder = Path(folder)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise NotWritableError(f"cannot write to {folder}: {existing} is a file, not a folder")
+    problem = wrong_kind(existing, "folder")
+    if problem:
+        raise NotWritableError(f"cannot write to {folder}: {existing} {problem}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".solo-ncp-probe.", dir=existing)
         os.close(fd)

@@ -336,6 +336,9 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                           "checkpoint.frequency=0"], ["checkpoint.frequency"]),
     "unknown bundled config": (lambda w: ["pretrain", "--config", "cifar10/nope"],
                                ["cifar10/nope", "cifar10/ncp"]),
+    "reproduce into a file": (lambda w: reproduce(w, out="a_file"), ["a_file is a file, not a folder"]),
+    "reproduce --dry-run into a file": (lambda w: [*reproduce(w, out="a_file"), "--dry-run"],
+                                        ["a_file is a file, not a folder"]),
     "a folder as the config": (lambda w: ["pretrain", "--config", str(w["root"] / "no_results")],
                                ["no_results is a folder, not a file", "YAML"]),
     "reproduce with a --config-dir that does not exist": (

@@ -84,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from pathlib import Path
 
-    from solo_ncp.io import folder_lock
+    from solo_ncp.io import check_writable, folder_lock
     from solo_ncp.launch.reproduce import build_plan, run_plan
 
-    out = Path(args.out)
+    out = check_writable(Path(args.out))  # a dry run too: it promises what a real run would do
     configs = config_dir(args)
     with nullcontext() if args.dry_run else folder_lock(out):  # one reproduce at a time in --out
         plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
