@@ -34,9 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.eval.report import tables
     from solo_ncp.eval.results import read_inputs
-    from solo_ncp.io import atomic_write_text, check_writable
+    from solo_ncp.io import atomic_write_text, check_writable, wrong_kind
 
     if args.out:
+        problem = Path(args.out).exists() and wrong_kind(args.out, "file")
+        if problem:
+            raise ValueError(f"--out {args.out} {problem}: pass the markdown file's path, e.g. "
+                             f"{Path(args.out) / 'report.md'}")
         check_writable(Path(args.out).parent)
     inputs = read_inputs(args.runs)
     table = tables(inputs)
