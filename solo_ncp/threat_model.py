@@ -26,6 +26,16 @@ def default_alpha(norm: str, eps: float) -> float:
     return LINF_STEP if norm == "Linf" else eps * L2_STEP_FRACTION
 
 
+def check_budget(norm: str, eps: float, name: str) -> None:
+    """ValueError naming option `name` when an L-inf `eps` is 1 or more: in [0, 1] pixel units
+    every pixel may then take any value, so the budget was surely meant in 1/255 units (8 for
+    8/255); the message gives the value to pass instead."""
+    check_norm(norm)
+    if norm == "Linf" and eps >= 1:
+        raise ValueError(f"{name}={eps:g} is an L-inf budget in [0, 1] pixel units, where 1 or more "
+                         f"lets every pixel take any value; for {eps:g}/255 pass {name}={eps / 255:.6g}")
+
+
 def budget_warning(norm: str, eps: float) -> Optional[str]:
     """A warning when `eps` is the size of the other norm's budgets (L2 with 8/255: 16x smaller than
     RobustBench's 0.5; L-inf with 0.5: half the pixel range), else None."""

@@ -300,6 +300,11 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "pretrain over an existing run": (lambda w: resume(w, "text")[:-1], ["--resume"]),
     # evaluation options, checked before any work
     "negative eps": (lambda w: evaluate(w, "simclr", "--eps", "-0.1"), ["--eps"]),
+    "eps in 1/255 units": (lambda w: evaluate(w, "simclr", "--eps", "8"), ["--eps=8", "--eps=0.0313725"]),
+    "poc eps in 1/255 units": (lambda w: [*POC, "--ckpt", str(w["simclr"]), "--eps", "8", "--out",
+                                          str(w["root"] / "poc")], ["--eps=8", "--eps=0.0313725"]),
+    "stage-2 eps in 1/255 units": (lambda w: stage2(w, "method_kwargs.eps=8"),
+                                   ["method_kwargs.eps=8", "method_kwargs.eps=0.0313725"]),
     "beta with the CE loss": (lambda w: evaluate(w, "simclr", "--mode", "alf", "--loss", "ce",
                                                  "--beta", "6"), ["--beta"]),
     "aff with cached features": (lambda w: evaluate(w, "simclr", "--mode", "aff",

@@ -11,7 +11,7 @@ from torch import nn
 import solo_ncp.ncp.step
 from solo_ncp.attacks import pgd
 from solo_ncp.cli import main
-from solo_ncp.threat_model import budget_warning
+from solo_ncp.threat_model import budget_warning, check_budget
 from tests.conftest import host_independent, train_stage2
 from tests.test_attacks_l2 import torchattacks_pgdl2
 from tests.test_monitors import true_class_margin
@@ -112,6 +112,16 @@ def test_export_and_model_info_carry_the_threat_model(l2_eval, digits_simclr_ckp
                                                ("Linf", 8 / 255, False), ("Linf", 0.5, True)])
 def test_a_budget_of_the_other_norms_size_is_warned(norm, eps, warned):
     assert (budget_warning(norm, eps) is not None) == warned
+
+
+@pytest.mark.parametrize("norm, eps, refused", [("Linf", 8, True), ("Linf", 1.0, True), ("Linf", 0.99, False),
+                                                ("Linf", 8 / 255, False), ("L2", 8, False)])
+def test_an_linf_budget_covering_the_whole_pixel_range_is_refused_with_its_255th(norm, eps, refused):
+    if refused:
+        with pytest.raises(ValueError, match=rf"--eps={eps:g} .* pass --eps={eps / 255:.6g}$"):
+            check_budget(norm, eps, "--eps")
+    else:
+        check_budget(norm, eps, "--eps")
 
 
 def test_stage2_norm_reaches_its_pgd(digits_simclr_ckpt, tmp_path, monkeypatch, capsys):

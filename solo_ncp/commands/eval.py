@@ -43,7 +43,7 @@ from solo_ncp.eval.protocol import (
 )
 from solo_ncp.io import NotWritableError, check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
-from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, default_alpha
+from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, check_budget, default_alpha
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
@@ -116,6 +116,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.eps < 0 or args.alpha < 0:
         raise ValueError(f"--eps and --alpha are {args.norm} sizes in [0, 1] pixel units and must be "
                          f">= 0, got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
+    check_budget(args.norm, args.eps, "--eps")
     for option, value in (("--pgd-batch-size", args.pgd_batch_size), ("--aa-batch-size", args.aa_batch_size)):
         if value != AUTO and value < 1:
             raise ValueError(f"{option} must be >= 1 (or {AUTO}), got {value}")

@@ -19,6 +19,7 @@ from solo_ncp.commands._encoder import (
     refuse_overwrite,
     train_head,
 )
+from solo_ncp.threat_model import check_budget
 
 POC_JSON, POC_TABLE = "poc.json", "poc.md"
 POC_FILES = (POC_JSON, POC_TABLE)
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                              remove_outputs)
 
     check_head_arguments(args)
+    check_budget("Linf", args.eps, "--eps")
     check_data_options(args)
     device = device_of(args)
     out = Path(args.out)

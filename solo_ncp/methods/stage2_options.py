@@ -9,7 +9,7 @@ from solo_ncp.attacks.objectives import NCP_STRATEGIES
 from solo_ncp.models.dual_bn import BRANCHES
 from solo_ncp.ncp import KMEANS_INITS
 from solo_ncp.ncp.step import ASSIGNMENTS
-from solo_ncp.threat_model import NORMS
+from solo_ncp.threat_model import NORMS, check_budget
 
 
 CLUSTER_FEATURES = ("full_pass", "memory_bank")
@@ -107,4 +107,5 @@ def take_options(values: Dict) -> Dict[str, Any]:
             raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
         if options[o.name] is not None:
             check_option(o, options[o.name])
+    check_budget(options["norm"], options["eps"], "method_kwargs.eps")
     return options
