@@ -26,14 +26,15 @@ def default_alpha(norm: str, eps: float) -> float:
     return LINF_STEP if norm == "Linf" else eps * L2_STEP_FRACTION
 
 
-def check_budget(norm: str, eps: float, name: str) -> None:
-    """ValueError naming option `name` when an L-inf `eps` is 1 or more: in [0, 1] pixel units
-    every pixel may then take any value, so the budget was surely meant in 1/255 units (8 for
-    8/255); the message gives the value to pass instead."""
+def check_budget(norm: str, size: float, name: str) -> None:
+    """ValueError naming option `name` when an L-inf `size` (a budget eps or a PGD step) is 1 or
+    more: in [0, 1] pixel units that spans every value a pixel can take, so it was surely meant in
+    1/255 units (8 for 8/255); the message gives the value to pass instead."""
     check_norm(norm)
-    if norm == "Linf" and eps >= 1:
-        raise ValueError(f"{name}={eps:g} is an L-inf budget in [0, 1] pixel units, where 1 or more "
-                         f"lets every pixel take any value; for {eps:g}/255 pass {name}={eps / 255:.6g}")
+    if norm == "Linf" and size >= 1:
+        raise ValueError(f"{name}={size:g} is an L-inf size in [0, 1] pixel units, where 1 or more "
+                         f"spans every value a pixel can take; for {size:g}/255 pass "
+                         f"{name}={size / 255:.6g}")
 
 
 def budget_warning(norm: str, eps: float) -> Optional[str]:

@@ -116,7 +116,7 @@ def test_a_budget_of_the_other_norms_size_is_warned(norm, eps, warned):
 
 @pytest.mark.parametrize("norm, eps, refused", [("Linf", 8, True), ("Linf", 1.0, True), ("Linf", 0.99, False),
                                                 ("Linf", 8 / 255, False), ("L2", 8, False)])
-def test_an_linf_budget_covering_the_whole_pixel_range_is_refused_with_its_255th(norm, eps, refused):
+def test_an_linf_size_spanning_the_whole_pixel_range_is_refused_with_its_255th(norm, eps, refused):
     if refused:
         with pytest.raises(ValueError, match=rf"--eps={eps:g} .* pass --eps={eps / 255:.6g}$"):
             check_budget(norm, eps, "--eps")

@@ -117,6 +117,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--eps and --alpha are {args.norm} sizes in [0, 1] pixel units and must be "
                          f">= 0, got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
     check_budget(args.norm, args.eps, "--eps")
+    check_budget(args.norm, args.alpha, "--alpha")
     for option, value in (("--pgd-batch-size", args.pgd_batch_size), ("--aa-batch-size", args.aa_batch_size)):
         if value != AUTO and value < 1:
             raise ValueError(f"{option} must be >= 1 (or {AUTO}), got {value}")

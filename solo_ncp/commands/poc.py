@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_head_arguments(args)
     check_budget("Linf", args.eps, "--eps")
+    check_budget("Linf", args.alpha, "--alpha")
     check_data_options(args)
     device = device_of(args)
     out = Path(args.out)

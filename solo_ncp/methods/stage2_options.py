@@ -107,5 +107,6 @@ def take_options(values: Dict) -> Dict[str, Any]:
             raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
         if options[o.name] is not None:
             check_option(o, options[o.name])
-    check_budget(options["norm"], options["eps"], "method_kwargs.eps")
+    for size in ("eps", "alpha"):
+        check_budget(options["norm"], options[size], f"method_kwargs.{size}")
     return options
