@@ -87,6 +87,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`argv` parsed by a command's parser (from `build_parser`) as `parse_args` parses it, but a
+    usage error (an unknown option, a value of the wrong type) raises ValueError with argparse's
+    message instead of printing the usage and exiting."""
+    def refuse(message: str):
+        raise ValueError(f"{parser.prog}: {message}")
+
+    parser.error = refuse
+    return parser.parse_intermixed_args(list(argv))
+
+
 def close_progress_bars() -> bool:
     """Closes the open tqdm bars (Lightning's, solo-ncp's), so none redraws itself at interpreter
     exit, after the error line; True if there were any (the cursor may then be mid-line)."""

@@ -316,6 +316,27 @@ def test_a_training_step_is_marked_done_only_at_its_last_epoch(tmp_path, monkeyp
     assert last.startswith(f"error: {expected}"), last
 
 
+@pytest.mark.parametrize("bad, words", [
+    ("--eval-options=--bogus 1", ["eval-simclr-slf", "unrecognized arguments: --bogus 1", "--eval-options"]),
+    ("--eval-options=--eps 8", ["eval-simclr-slf", "--eps=0.0313725", "--eval-options"]),
+    ("--eval-options=slf=--epochs 0", ["eval-simclr-slf", "--epochs must be >= 1", "--eval-options"]),
+    ("--select-k-options=--k-min 1", ["select-k", "--k-min", "--select-k-options"]),
+    ("--poc-options=--test-n abc", ["poc", "invalid int value: 'abc'", "--poc-options"]),
+], ids=["unknown option", "eval value", "one mode's value", "select-k value", "poc type"])
+def test_an_option_a_step_would_refuse_stops_reproduce_before_any_step(tmp_path, monkeypatch, capsys,
+                                                                      bad, words):
+    """The options reproduce passes through reach their commands only after the trainings: they are
+    checked by those commands' own parsers and checks first, so no step process starts."""
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", bad)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: step s0/") and "would fail" in line
+    for word in words:
+        assert word in line, (word, line)
+    assert started == []
+
+
 def test_a_second_reproduce_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
     """Another process holds the folder's lock (as a running reproduce does): the call is refused
     before any step runs (the steps would fail at once here)."""

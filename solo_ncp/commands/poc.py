@@ -38,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
+    check_head_arguments(args)
+    check_budget("Linf", args.eps, "--eps")
+    check_budget("Linf", args.alpha, "--alpha")
+    check_data_options(args)
+    device_of(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from torch import nn
     from torch.utils.data import DataLoader
@@ -47,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import (atomic_write_json, atomic_write_text, check_writable, file_sha256,
                              remove_outputs)
 
-    check_head_arguments(args)
-    check_budget("Linf", args.eps, "--eps")
-    check_budget("Linf", args.alpha, "--alpha")
-    check_data_options(args)
+    check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / POC_JSON, args.overwrite)

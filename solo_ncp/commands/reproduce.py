@@ -8,6 +8,8 @@ from solo_ncp.run_files import BEST, LAST
 
 CHECKPOINTS = {"last": LAST, "best": BEST}
 """--checkpoint's choices and the file each one evaluates."""
+CHECKED_STEPS = {"select-k": "--select-k-options", "eval": "--eval-options", "poc": "--poc-options"}
+"""Commands whose steps' arguments are checked before any step runs -> the option passing them."""
 
 
 def _names(text: str) -> list:
@@ -80,6 +82,29 @@ def config_dir(args: argparse.Namespace):
     return zoo_dir() / args.dataset
 
 
+def check_step_arguments(steps) -> None:
+    """Parses each select-k, eval and poc step's argv as that command would and runs its
+    `check_arguments` (no I/O), so a bad option passed through --select-k-options, --eval-options
+    or --poc-options stops reproduce before the trainings, not after them. poc's --k, read from
+    select-k's k.json when poc runs (a placeholder until then), is checked then."""
+    import importlib
+
+    from solo_ncp.cli import COMMANDS, build_parser, parse_command
+
+    _, parsers = build_parser()
+    for step in steps:
+        command, *argv = step.argv()
+        if command not in CHECKED_STEPS:
+            continue
+        if argv[:1] == ["--k"] and not argv[1].isdigit():
+            argv[1] = "2"
+        try:
+            args = parse_command(parsers[command], argv)
+            importlib.import_module(f"solo_ncp.commands.{COMMANDS[command][0]}").check_arguments(args)
+        except ValueError as err:
+            raise ValueError(f"step {step.name} would fail: {err} (check {CHECKED_STEPS[command]})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from pathlib import Path
@@ -95,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                           teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
                           poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
+        check_step_arguments(plan.steps)
         rows = run_plan(plan, args.dry_run)
     ran = sum(state == "ran" for _, state, _ in rows)
     if args.dry_run:

@@ -30,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing k.json")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
+    if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
+        raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
+                         f"{args.k_min}, {args.k_max}, {args.k_step}")
+    check_data_options(args)
+    device_of(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from torch.nn import functional as F
     from torch.utils.data import DataLoader
@@ -37,10 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.cluster import sweep_k, write_k_selection
     from solo_ncp.eval import extract_features
 
-    if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
-        raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
-                         f"{args.k_min}, {args.k_max}, {args.k_step}")
-    check_data_options(args)
+    check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / "k.json", args.overwrite)
