@@ -337,6 +337,28 @@ def test_an_option_a_step_would_refuse_stops_reproduce_before_any_step(tmp_path,
     assert started == []
 
 
+@pytest.mark.parametrize("override, words, hinted", [
+    ("stage2:method_kwargs.eps=8", ["ncp (ncp.yaml): method_kwargs.eps=8", "method_kwargs.eps=0.0313725"],
+     False),
+    ("ncp:method_kwargs.lam=-1", ["ncp (ncp.yaml): method_kwargs.lam=-1 must be a number >= 0"], False),
+    ("method_kwargs.eps=8", ["simclr (simclr.yaml): override 'method_kwargs.eps=8'"], True),
+    ("simclr:max_epoch=3", ["simclr (simclr.yaml): override 'max_epoch=3'", "max_epochs"], False),
+], ids=["stage-2 budget", "method's lambda", "unscoped stage-2 key", "stage-1 typo"])
+def test_a_config_the_training_would_refuse_stops_reproduce_before_stage1(tmp_path, monkeypatch, capsys,
+                                                                         override, words, hinted):
+    """Each step's config is loaded with its overrides and its stage-2 options are checked as the
+    training checks them, before stage 1 trains; the error names the step's config, and says how
+    to scope an override only when one without a scope was given."""
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", override)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    for word in words:
+        assert word in line, (word, line)
+    assert ("prefix one with simclr:, stage2: or a method's label" in line) == hinted
+    assert started == []
+
+
 def test_a_second_reproduce_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
     """Another process holds the folder's lock (as a running reproduce does): the call is refused
     before any step runs (the steps would fail at once here)."""

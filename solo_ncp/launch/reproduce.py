@@ -256,11 +256,48 @@ def check_overrides(scoped: Dict[Optional[str], List[str]],
                                  "--out, --seeds, --teacher and each seed's select-k)")
 
 
-def stage_config(path: Path, overrides: Sequence[str]):
-    """The config `path` with `overrides`, checked now (a misspelt key fails before any work)."""
+def stage_config(label: str, path: Path, overrides: Sequence[str], unscoped: Sequence[str]):
+    """The config `path` of step `label` with `overrides`, checked now (a misspelt key or a stage-2
+    option out of range fails before any work); the error names the step, and when the config is
+    valid without the user's overrides that have no scope (`unscoped`: they reach every stage),
+    says how to send one to one stage."""
+    try:
+        return checked_config(label, path, overrides)
+    except ValueError as err:
+        scoped_only = [override for override in overrides if override not in unscoped]
+        hint = (f"; overrides without a scope go to stage 1 and every stage-2 method: prefix one "
+                f"with {STAGE1}:, {STAGE2_SCOPE}: or a method's label to send it there only"
+                if unscoped and _is_valid(label, path, scoped_only) else "")
+        raise ValueError(f"{label} ({path.name}): {err}{hint}") from None
+
+
+def checked_config(label: str, path: Path, overrides: Sequence[str]):
+    """The config with its overrides; a stage-2 config's options checked as its training will."""
     from solo_ncp.config import load_config
 
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    if label != STAGE1:
+        check_stage2_options(cfg)
+    return cfg
+
+
+def _is_valid(label: str, path: Path, overrides: Sequence[str]) -> bool:
+    try:
+        checked_config(label, path, overrides)
+    except ValueError:
+        return False
+    return True
+
+
+def check_stage2_options(cfg) -> None:
+    """The stage-2 options of a config's method_kwargs checked as the training will check them
+    (`take_options`: types, bounds, choices, the L-inf budget), so a bad value fails before stage 1
+    trains; the keys reproduce sets per step hold the config's own values here."""
+    from omegaconf import OmegaConf
+
+    from solo_ncp.methods.stage2_options import take_options
+
+    take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
 
 
 def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
@@ -367,11 +404,12 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     stage1_config = (config_dir / f"{STAGE1}.yaml").resolve()
     if teacher is None and not stage1_config.is_file():
         raise ValueError(f"no stage-1 config {stage1_config}: pass --config-dir, or --teacher")
-    configs = {STAGE1: stage_config(stage1_config, stage1_overrides)} if teacher is None else {}
+    configs = ({STAGE1: stage_config(STAGE1, stage1_config, stage1_overrides, scoped[None])}
+               if teacher is None else {})
     stage2_overrides = {m.label: common + scoped.get(STAGE2_SCOPE, []) + scoped.get(m.label, [])
                         for m in chosen}
     for m in chosen:
-        configs[m.label] = stage_config(m.config, stage2_overrides[m.label])
+        configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
         if checkpoint == BEST:
             stage2_overrides[m.label] += best_checkpoint_overrides(configs[m.label])
     if teacher is not None:
