@@ -257,7 +257,7 @@ def bench_lloyd(sizes: Sizes, x: torch.Tensor, rounds: int = 20) -> Table:
     result = spherical_kmeans(x, k, max_iter=sizes.max_iter)
     data = f"{len(x):,} x {x.shape[1]}, K = {k}"
     return Table(f"One Lloyd iteration against one matmul of the same shapes (best of {rounds} "
-                 "interleaved runs each; last column: median over the rounds of the ratio)",
+                 "interleaved runs each; median ratio: over the rounds)",
                  ("what", "data", "time (ms)", "vs matmul", "median ratio", "objective (whole k-means)"),
                  [("x @ c.T", data, f"{matmul_s * 1e3:.1f}", "1.00x", "", ""),
                   ("Lloyd iteration (assign + sums + centroids)", data, f"{lloyd_s * 1e3:.1f}",

@@ -1,7 +1,8 @@
-"""solo_ncp.io: a path's wrong kind named, atomic writes keep the old file on failure, output folders are checked before any
-work, and a folder lock admits one live process (a dead one's lock is taken over, by one process
-of several racing for it, also when its pid now belongs to another process), whose taking it
-removes the temporary files a killed atomic write left."""
+"""solo_ncp.io: a path of the wrong kind is named as what it is, atomic writes keep the old file on
+failure, output folders are checked before any work, and a folder lock admits one live process (a
+dead one's lock is taken over, by one process of several racing for it, also when its pid now
+belongs to another process), whose taking it removes the temporary files a killed atomic write
+left."""
 import errno
 import multiprocessing
 import os
