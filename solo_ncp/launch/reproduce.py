@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from solo_ncp.interrupt import Interrupted, as_interrupted
+from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
 from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
@@ -525,7 +525,12 @@ def run_plan(plan: Plan, dry_run: bool, say: Callable[[str], None] = say_now) ->
 
 
 def run_step(step: Step, say: Callable[[str], None]) -> Tuple[str, str, float]:
-    """Runs `step` unless it is done: (its name, "skipped" | "ran", seconds)."""
+    """Runs `step` unless it is done: (its name, "skipped" | "ran", seconds). A signal that
+    arrived while the previous step ended, its raise swallowed, stops the plan here."""
+    try:
+        raise_pending()
+    except KeyboardInterrupt as err:
+        raise Interrupted(as_interrupted(err).signum, f"before step {step.name}", "resume with") from None
     state = step.state()
     if state == "done":
         say(f"[reproduce] skipped {step.name} (done)")

@@ -5,7 +5,9 @@ command's result file - with its argv and the hashes of its input files). A step
 no valid marker was interrupted: run again, a training resumes from its last.ckpt (`--resume`),
 other commands replace what they may have written (`--overwrite`)."""
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from solo_ncp.interrupt import Interrupted, as_interrupted
+from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
 
 Missing = Callable[[], Optional[str]]
@@ -84,6 +86,10 @@ class Step:
                                        stdin=subprocess.DEVNULL, stdout=stream,
                                        stderr=subprocess.STDOUT, preexec_fn=own_group_dying_with_parent)
             code = wait_for(process, self.name)
+        if code < 0:
+            raise StepFailed(f"step {self.name} was killed by {signal.Signals(-code).name}"
+                             f"{' (the out-of-memory killer sends it)' if -code == signal.SIGKILL else ''}, "
+                             f"not marked done: run the same command again to continue it; its log: {log}")
         if code != 0:
             raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; its log: {log}")
         missing = self.missing()
@@ -99,8 +105,10 @@ def wait_for(process: subprocess.Popen, name: str) -> int:
     """The exit code of step `name`'s process. Interrupted (SIGINT, SIGTERM), this process passes
     the signal on to it (in its own process group, a Ctrl-C at the terminal does not reach it),
     waits for its graceful end (a training saves nothing more, its last.ckpt stays), then raises
-    `Interrupted` naming the step."""
+    `Interrupted` naming the step. A signal whose raise Python swallowed while the process was
+    being started (in an at-fork hook) is still pending here, and passed on the same way."""
     try:
+        raise_pending()
         return process.wait()
     except KeyboardInterrupt as err:
         signum = as_interrupted(err).signum
@@ -116,7 +124,6 @@ def own_group_dying_with_parent() -> None:
     os.setpgid(0, 0)
     if sys.platform == "linux":
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
@@ -153,9 +160,16 @@ def trained(last: Path, max_epochs: int) -> Missing:
     return missing
 
 
+TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+"""Cursor moves and colours (a progress bar's), and other control characters."""
+
+
 def last_error(log: Path) -> str:
-    """The log's last `error:` line (without the prefix), or its last non-empty line."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    """The log's last `error:` line (without the prefix), or its last non-empty line, as plain
+    text: a carriage return (a progress bar's) ends a line too, and terminal control sequences
+    (cursor moves, colours) are dropped."""
+    lines = [TERMINAL_CONTROL.sub("", line).strip() for line in log.read_text(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors[-1][len("error:"):].strip() if errors else lines[-1] if lines else "no output")
 
