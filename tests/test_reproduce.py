@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from solo_ncp.cli import main
-from solo_ncp.launch.reproduce import build_plan
+from solo_ncp.launch.reproduce import build_plan, compare_settings
 from tests.conftest import KILLED_RUN_EPOCHS, ROOT, SMALL_BACKBONE, host_independent
 
 pytestmark = host_independent
@@ -264,6 +264,26 @@ def test_a_refused_call_names_only_the_differing_override(tmp_path, capsys):
         f"error: {out} holds a reproduce run of other settings (overrides: recorded has "
         "'max_epochs=1', now 'max_epochs=4'): pass another --out, or the recorded settings "
         "(solo-ncp reproduce)")
+
+
+@pytest.mark.parametrize("recorded, given, refused", [
+    (["max_epochs=3", "max_epochs=2"], ["max_epochs=2", "max_epochs=3"],
+     "overrides: recorded has 'max_epochs=2', now 'max_epochs=3'"),
+    (["ncp:max_epochs=3", "max_epochs=2"], ["ncp:max_epochs=2", "max_epochs=2"],
+     "overrides: recorded has 'ncp:max_epochs=3', now 'ncp:max_epochs=2'"),
+    (["max_epochs=2", "+data.subset=8"], ["+data.subset=8", "max_epochs=3", "max_epochs=2"], None),
+    (["max_epochs=2", "ncp:max_epochs=3"], ["ncp:max_epochs=3", "max_epochs=2"], None),
+])
+def test_overrides_are_compared_by_what_takes_effect(tmp_path, recorded, given, refused):
+    """Of repeated keys the last wins (as each step applies them), so the order of a key's
+    overrides matters and that of different keys does not."""
+    record = tmp_path / "reproduce.json"
+    if refused is None:
+        compare_settings({"overrides": recorded}, {"overrides": given, "checkpoint": "last.ckpt"}, record)
+    else:
+        with pytest.raises(ValueError) as caught:
+            compare_settings({"overrides": recorded}, {"overrides": given, "checkpoint": "last.ckpt"}, record)
+        assert f"of other settings ({refused})" in str(caught.value)
 
 
 def test_a_dataset_without_bundled_configs_needs_config_dir(tmp_path, capsys):

@@ -157,7 +157,7 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     for key in sorted(set(old) | set(new)):
         if key == "overrides":
             kept = [item for item in new.get(key, []) if scope_of(item) not in added]
-            differing += differences(key, sorted(old.get(key, [])), sorted(kept))
+            differing += differences(key, effective(old.get(key, [])), effective(kept))
         elif key not in GROWING + ("methods",):
             differing += differences(key, old.get(key), new.get(key))
     for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
@@ -165,6 +165,14 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     if differing:
         raise ValueError(f"{path.parent} holds a reproduce run of other settings "
                          f"({'; '.join(differing)}): pass another --out, or the recorded settings")
+
+
+def effective(overrides: Sequence[str]) -> List[str]:
+    """The overrides that take effect, sorted: of several with the same scope and key, the last
+    (`max_epochs=3 max_epochs=2` trains 2 epochs, as `max_epochs=2` does; the reverse 3)."""
+    last = {(scope_of(item), override_key(item.split(":", 1)[1] if scope_of(item) else item)): item
+            for item in overrides}
+    return sorted(last.values())
 
 
 def differences(key: str, old, new) -> List[str]:
