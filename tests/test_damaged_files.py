@@ -99,8 +99,35 @@ def test_a_damaged_k_file_is_one_line_naming_it(damage, tmp_path):
 
     k_file = tmp_path / "k.json"
     k_file.write_bytes(damage)
-    with pytest.raises(ValueError, match=f"^{re.escape(str(k_file))} is not a select-k result with a 'k' entry"):
+    with pytest.raises(ValueError, match=f"^method_kwargs.k_file: {re.escape(str(k_file))}: not a k.json of "):
         resolve_k(None, str(k_file))
+
+
+@pytest.mark.parametrize("k", [3.7, True, "12", [5], {"a": 1}, None, 1])
+def test_a_k_file_whose_k_is_no_whole_number_of_at_least_2_is_refused_not_rounded(k, tmp_path):
+    """The same file for training, `plot --embedding` and `report` (Fig. 2)."""
+    from solo_ncp.eval.results import read_selection
+    from solo_ncp.ncp.teacher import resolve_k
+
+    k_file = tmp_path / "k.json"
+    k_file.write_text(json.dumps({"k": k, "scores": {"5": 0.5}}))
+    says = (f"{k_file}: not a k.json of `solo-ncp select-k`: its K ('k') must be a whole number >= 2, "
+            f"not {k!r}; run select-k again, or set method_kwargs.k")
+    with pytest.raises(ValueError) as caught:
+        resolve_k(None, str(k_file))
+    assert str(caught.value) == f"method_kwargs.k_file: {says}"
+    with pytest.raises(ValueError) as caught:
+        read_selection(tmp_path)
+    assert str(caught.value) == says
+
+
+def test_a_k_file_that_is_a_folder_says_so(tmp_path):
+    from solo_ncp.ncp.teacher import resolve_k
+
+    with pytest.raises(ValueError) as caught:
+        resolve_k(None, str(tmp_path))
+    assert str(caught.value) == (f"method_kwargs.k_file: {tmp_path} is a folder, not a file: pass a k.json of "
+                                 "`solo-ncp select-k`, or run select-k first")
 
 
 @pytest.mark.parametrize("damage", DAMAGED.values(), ids=DAMAGED)

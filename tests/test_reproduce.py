@@ -266,6 +266,17 @@ def test_a_refused_call_names_only_the_differing_override(tmp_path, capsys):
         "(solo-ncp reproduce)")
 
 
+def test_each_step_records_the_checkpoints_and_k_it_reads(tmp_path):
+    """So that one whose input changed (a stage 1 trained again) is not skipped as done."""
+    out = tmp_path / "run"
+    plan = record_plan(out, ["ncp", "deacl"])
+    stage1, k_file = out / "s0/simclr/last.ckpt", out / "s0/select-k/k.json"
+    assert {step.name: step.inputs for step in plan.steps if step.name != "report"} == {
+        "s0/simclr": (), "s0/select-k": (stage1,), "s0/poc": (stage1, k_file), "s0/ncp": (stage1, k_file),
+        "s0/deacl": (stage1,), "s0/eval-simclr-slf": (stage1,), "s0/eval-ncp-slf": (out / "s0/ncp/last.ckpt",),
+        "s0/eval-deacl-slf": (out / "s0/deacl/last.ckpt",)}
+
+
 @pytest.mark.parametrize("recorded, given, refused", [
     (["max_epochs=3", "max_epochs=2"], ["max_epochs=2", "max_epochs=3"],
      "overrides: recorded has 'max_epochs=2', now 'max_epochs=3'"),

@@ -1,6 +1,7 @@
 """A pipeline's steps (`solo_ncp.launch.steps`, run by `reproduce`) at their edges: a signal whose
 raise Python swallowed still stops the plan, a step killed by a signal is named so, and a done step
 whose input changed is not skipped."""
+import json
 import os
 import signal
 import time
@@ -89,3 +90,57 @@ def test_the_error_taken_from_a_log_is_plain_text(tmp_path):
     assert steps.last_error(log) == "last words"
     log.write_text("\rEpoch 3:  10%|#\x1b[A\nerror: K=3 is larger than N=2 \x1b[0m\n\x1b[A\n")
     assert steps.last_error(log) == "K=3 is larger than N=2"
+
+
+def _done_step(tmp_path, rerun=""):
+    """A step reading `input.ckpt`, run once (marked done with that file's hash)."""
+    source = tmp_path / "input.ckpt"
+    source.write_bytes(b"first")
+    step = Step("s0/eval", tmp_path / "eval", fixed(["--version"]), lambda: None, rerun=rerun, inputs=(source,))
+    step.run("todo")
+    return step, source
+
+
+def test_a_done_step_whose_input_changed_runs_again(tmp_path):
+    step, source = _done_step(tmp_path)
+    assert step.state() == "done"
+    source.write_bytes(b"other")
+    assert (step.state(), step.changed_inputs()) == ("stale", [str(source)])
+    said = []
+    run_plan(Plan(tmp_path, [step]), False, said.append)
+    assert said[0] == (f"[reproduce] running s0/eval, again: {source} changed since it ran "
+                       f"(log: {step.folder / 'step.log'})")
+    assert step.state() == "done"
+
+
+def test_a_training_done_from_an_input_that_changed_is_refused(tmp_path):
+    """Resuming it would keep what it learnt from the old input: reproduce stops and says so."""
+    step, source = _done_step(tmp_path, rerun="--resume")
+    source.write_bytes(b"other")
+    with pytest.raises(steps.StepFailed) as caught:
+        run_plan(Plan(tmp_path, [step]), False, _quiet)
+    assert str(caught.value) == (
+        f"step s0/eval was trained from other inputs than those there now ({source} changed since): "
+        f"move {step.folder} away to train it again from them, or restore them")
+
+
+def test_a_marker_written_before_steps_recorded_their_inputs_is_trusted(tmp_path):
+    step, source = _done_step(tmp_path)
+    marker = step.folder / steps.DONE
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "inputs": {}}))
+    source.write_bytes(b"other")
+    assert step.state() == "done"
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 half a zip"])
+def test_an_interrupted_training_whose_last_checkpoint_is_damaged_says_to_delete_it(tmp_path, damage):
+    step = Step("s0/simclr", tmp_path / "simclr", fixed(["--version"]), lambda: "not trained", rerun="--resume")
+    step.folder.mkdir()
+    (step.folder / "last.ckpt").write_bytes(damage)
+    with pytest.raises(steps.StepFailed) as caught:
+        run_plan(Plan(tmp_path, [step]), False, _quiet)
+    message = str(caught.value)
+    assert message.startswith(f"step s0/simclr cannot resume: cannot read {step.folder / 'last.ckpt'}: not a "
+                              "PyTorch checkpoint, or a truncated or corrupt one (") and message.endswith(
+        f"Delete {step.folder / 'last.ckpt'} to train the step from its start (or restore it), then run "
+        "the same command again") and "Pass a" not in message, message

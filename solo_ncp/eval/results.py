@@ -209,13 +209,25 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
 def read_selection(folder: Path) -> Dict:
     """A select-k folder's k.json: {"k", "scores": {K: silhouette}, "dataset", "seed", "n"} (the
     last three None in files written before they were recorded); ValueError naming the file."""
-    path = Path(folder) / K_FILE
+    return read_selection_file(Path(folder) / K_FILE)
+
+
+def read_selection_file(path: Path) -> Dict:
+    """`read_selection` of the k.json at `path` (a stage-2 config's method_kwargs.k_file). K must be
+    a whole number >= 2 (a file edited to "k": 3.7, true or "12" is refused, not rounded)."""
+    what = "a k.json of `solo-ncp select-k`"
+    problem = wrong_kind(path, "file")
+    if problem:
+        raise ValueError(f"{path} {problem}: pass {what}, or run select-k first")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
         scores = {int(k): float(v) for k, v in record["scores"].items()}
-        best = int(record["k"])
+        best = record["k"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a k.json of `solo-ncp select-k` ({err!r})") from None
+        raise ValueError(f"{path}: not {what} ({err!r})") from None
+    if isinstance(best, bool) or not isinstance(best, int) or best < 2:
+        raise ValueError(f"{path}: not {what}: its K ('k') must be a whole number >= 2, not {best!r}; "
+                         "run select-k again, or set method_kwargs.k")
     return {"k": best, "scores": scores, **{key: record.get(key) for key in ("dataset", "seed", "n")}}
 
 

@@ -449,12 +449,13 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         k_dir = base / "select-k"
         plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
             ["select-k", "--ckpt", str(stage1), *encoder_args, *select_k_argv, "--out", str(k_dir)]),
-            result_file(k_dir / "k.json", lambda path: read_selection(path.parent))))
+            result_file(k_dir / "k.json", lambda path: read_selection(path.parent)), inputs=(stage1,)))
         results.append(k_dir)
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
             ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir),
-            result_file(poc_dir / "poc.json", lambda path: read_poc(path.parent))))
+            result_file(poc_dir / "poc.json", lambda path: read_poc(path.parent)),
+            inputs=(stage1, k_dir / "k.json")))
         results.append(poc_dir)
         checkpoints = {STAGE1: stage1}
         for m in chosen:
@@ -465,7 +466,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                  f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
                  f"method_kwargs.teacher_ckpt={stage1}", *clusters]),
                 trained(base / m.label / LAST, int(configs[m.label].max_epochs)),
-                rerun="--resume"))
+                rerun="--resume", inputs=(stage1, k_dir / "k.json") if clusters else (stage1,)))
             checkpoints[m.label] = base / m.label / checkpoint
         for kind, names in modes.items():
             mode, head = mode_and_head(kind)
@@ -476,7 +477,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                 plan.steps.append(Step(f"s{seed}/eval-{name}-{kind}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
                      "--head", head, "--method", name, *extra, "--out", str(folder)]),
-                    result_file(folder / "metrics.json", lambda path: load_runs(path.parent))))
+                    result_file(folder / "metrics.json", lambda path: load_runs(path.parent)),
+                    inputs=(checkpoints[name],)))
                 results.append(folder)
     report = out / "report"
     plan.steps.append(Step("report", report, fixed(
@@ -543,8 +545,10 @@ def run_step(step: Step, say: Callable[[str], None]) -> Tuple[str, str, float]:
     if state == "done":
         say(f"[reproduce] skipped {step.name} (done)")
         return step.name, "skipped", 0.0
-    verb = "resuming" if state == "partial" else "running"
-    say(f"[reproduce] {verb} {step.name} (log: {step.folder / LOG})")
+    step.check_runnable(state)
+    verb = "resuming" if state == "partial" and step.rerun == "--resume" else "running"
+    again = f", again: {', '.join(step.changed_inputs())} changed since it ran" if state == "stale" else ""
+    say(f"[reproduce] {verb} {step.name}{again} (log: {step.folder / LOG})")
     seconds = step.run(state)
     say(f"[reproduce] finished {step.name} in {seconds:.0f} s")
     return step.name, "ran", seconds

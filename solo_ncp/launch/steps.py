@@ -4,6 +4,7 @@ command succeeded and its result is complete - a training's last.ckpt at its las
 command's result file - with its argv and the hashes of its input files). A step with a folder but
 no valid marker was interrupted: run again, a training resumes from its last.ckpt (`--resume`),
 other commands replace what they may have written (`--overwrite`)."""
+import functools
 import os
 import re
 import shlex
@@ -43,34 +44,64 @@ class Step:
     """What an interrupted step adds when run again: "--resume" (a training: when its last.ckpt
     exists), "--overwrite" (replaces a result written just before the interruption) or ""."""
     inputs: Tuple[Path, ...] = ()
-    """Files whose contents the step's result depends on beyond its argv (the report's inputs)."""
+    """Files whose contents the step's result depends on beyond its argv: the checkpoints and
+    k.json it reads (the report: the results it tabulates)."""
 
     def state(self) -> str:
-        """"done" (marker present, same argv and inputs, result complete), "partial" (interrupted:
-        folder present, no valid marker) or "todo"."""
-        marker = self.folder / DONE
-        if marker.is_file():
-            try:
-                recorded = read_json_object(marker, "a step's done-marker")
-            except ValueError:  # damaged: no valid marker, the step runs again
-                recorded = {}
-            if (recorded.get("argv") == self.argv() and recorded.get("inputs") == self._input_hashes()
-                    and self.missing() is None):
-                return "done"
+        """"done" (marker present, same argv and inputs, result complete), "stale" (the same, but
+        an input changed since it ran), "partial" (interrupted: folder present, no valid marker)
+        or "todo"."""
+        recorded = self._marker()
+        if recorded.get("argv") == self.argv() and self.missing() is None:
+            return "stale" if self.changed_inputs(recorded) else "done"
         return "partial" if self.folder.is_dir() and any(self.folder.iterdir()) else "todo"
 
+    def _marker(self) -> Dict:
+        """The done-marker's record; {} without one, or with a damaged one (the step runs again)."""
+        try:
+            return read_json_object(self.folder / DONE, "a step's done-marker")
+        except ValueError:
+            return {}
+
     def _input_hashes(self) -> Dict[str, str]:
-        return {str(path): file_sha256(path) for path in self.inputs if path.is_file()}
+        return {str(path): _sha256(path) for path in self.inputs if path.is_file()}
+
+    def changed_inputs(self, recorded: Optional[Dict] = None) -> List[str]:
+        """The inputs whose contents differ from those the step's marker records (a marker written
+        before the step recorded its inputs, whose record of them is empty, is trusted)."""
+        recorded = (self._marker() if recorded is None else recorded).get("inputs") or {}
+        now = self._input_hashes() if recorded else {}
+        return sorted(path for path in set(recorded) | set(now) if recorded.get(path) != now.get(path))
 
     def command(self, state: str) -> List[str]:
         """The argv to run from `state`: an interrupted training resumes its last.ckpt, other
-        interrupted steps overwrite what they may have written."""
+        interrupted steps, and those whose inputs changed, overwrite what they wrote."""
         argv = self.argv()
         if state == "partial" and self.rerun == "--resume":
             argv += ["--resume"] if (self.folder / "last.ckpt").is_file() else []
-        elif state == "partial" and self.rerun:
+        elif state in ("partial", "stale") and self.rerun and self.rerun != "--resume":
             argv += [self.rerun]
         return argv
+
+    def check_runnable(self, state: str) -> None:
+        """StepFailed where running the step from `state` would mix results: a training done from
+        inputs that changed since (resuming it would keep what it learnt from the old ones), or an
+        interrupted training whose last.ckpt cannot be read."""
+        if state == "stale" and self.rerun == "--resume":
+            raise StepFailed(
+                f"step {self.name} was trained from other inputs than those there now "
+                f"({', '.join(self.changed_inputs())} changed since): move {self.folder} away to "
+                "train it again from them, or restore them")
+        last = self.folder / "last.ckpt"
+        if state == "partial" and self.rerun == "--resume" and last.is_file():
+            from solo_ncp.models.checkpoint import CheckpointError, read_checkpoint
+
+            try:
+                read_checkpoint(last)
+            except CheckpointError as err:
+                raise StepFailed(f"step {self.name} cannot resume: {err.problem}. Delete {last} to train "
+                                 "the step from its start (or restore it), then run the same command "
+                                 "again") from None
 
     def run(self, state: str) -> float:
         """Runs the command (output appended to the step's log); marks the step done when it
@@ -99,6 +130,18 @@ class Step:
         atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
                                                "inputs": self._input_hashes()})
         return seconds
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
+
+
+def _sha256(path: Path) -> str:
+    """file_sha256, once per version of the file in this process (the plan reads a stage-1
+    checkpoint once for each step that uses it)."""
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def wait_for(process: subprocess.Popen, name: str) -> int:

@@ -35,7 +35,11 @@ dual-BN branch folded into it, null for an encoder that had one BN)."""
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message says why and what to do."""
+    """A checkpoint cannot be used; the message says why and what to do, `problem` only why."""
+
+    def __init__(self, message: str, problem: str = ""):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 UNREADABLE = (
@@ -82,11 +86,9 @@ def _refusal(err: pickle.UnpicklingError) -> Tuple[bool, str]:
 
 def unreadable(path: Path, reason: str) -> CheckpointError:
     """The one error of a file torch cannot load: `reason` is the parser's complaint, one line."""
-    return CheckpointError(
-        f"cannot read {path}: not a PyTorch checkpoint, or a truncated or corrupt one ({reason}). "
-        "Pass a `.ckpt` written by `solo-ncp pretrain` / `solo-ncp train` or by solo-learn; "
-        "a truncated file must be copied or written again"
-    )
+    problem = f"cannot read {path}: not a PyTorch checkpoint, or a truncated or corrupt one ({reason})"
+    return CheckpointError(f"{problem}. Pass a `.ckpt` written by `solo-ncp pretrain` / `solo-ncp train` or by "
+                           "solo-learn; a truncated file must be copied or written again", problem)
 
 
 def read_checkpoint(path, *, trust: bool = False) -> Dict:

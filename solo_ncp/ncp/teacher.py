@@ -1,11 +1,11 @@
 """Stage-1 checkpoint -> frozen teacher f1 and the initial weights of the student f2."""
 import copy
-import json
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
+from solo_ncp.eval.results import read_selection_file
 from solo_ncp.models.backbones import BackboneSpec
 from solo_ncp.models.checkpoint import CheckpointError, LoadedEncoder, load_encoder, load_weights
 from solo_ncp.models.dual_bn import convert_dual_bn
@@ -61,13 +61,10 @@ def resolve_k(k: Optional[int], k_file: Optional[str]) -> int:
     if k is not None and k_file is not None:
         raise ValueError("give either method_kwargs.k or method_kwargs.k_file, not both")
     if k_file is not None:
-        path = Path(k_file)
-        if not path.is_file():
-            raise ValueError(f"k_file {path} does not exist: run `solo-ncp select-k` first")
         try:
-            k = json.loads(path.read_text())["k"]
-        except (ValueError, KeyError, TypeError) as err:  # ValueError: not UTF-8 JSON
-            raise ValueError(f"{path} is not a select-k result with a 'k' entry ({err})") from None
+            k = read_selection_file(Path(k_file))["k"]
+        except ValueError as err:
+            raise ValueError(f"method_kwargs.k_file: {err}") from None
     if k is None:
         raise ValueError(
             "NCP needs the number of clusters: set method_kwargs.k (paper: 70 / 150 / 215 for "
