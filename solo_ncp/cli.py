@@ -31,6 +31,8 @@ DESCRIPTION = (
 TRAINING = ("pretrain", "train", "demo")
 """Commands that import solo-learn and Lightning in this process: `main` checks the host before
 them (reproduce runs its trainings as `solo-ncp` subprocesses, which check it)."""
+WRITES_AT_END = ("select-k", "eval", "poc", "export", "plot", "report")
+"""Commands whose results are written (each file atomically) only once their work is done."""
 USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
 """Bad input (ValueError, ImportError), files (OSError: missing, unwritable, locked) and a stopped
 training (ArithmeticError: FloatingPointError for a NaN loss), raised in the command or inside
@@ -184,11 +186,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with interrupt_signals() as outermost:
         try:
-            code = run_command(parse_args(argv))
+            args = parse_args(argv)
+            try:
+                code = run_command(args)
+            except KeyboardInterrupt as err:
+                raise unfinished(err, args.command) from None
             raise_pending()
             return code
         except KeyboardInterrupt as err:
             return report_interrupted(err, argv, outermost)
+
+
+def unfinished(err: KeyboardInterrupt, command: str) -> KeyboardInterrupt:
+    """An interruption of a command that writes its results only at its end (select-k, eval,
+    poc, export, plot, report) says so, and that the same command starts it again; a training's
+    or reproduce's names where it stopped itself."""
+    from solo_ncp.interrupt import as_interrupted
+
+    interrupted = as_interrupted(err)
+    if interrupted.again is None and not interrupted.where and interrupted.line is None and command in WRITES_AT_END:
+        interrupted.where = "before writing its results (earlier ones in its output are kept)"
+        interrupted.again = "start again with"
+    return interrupted
 
 
 if __name__ == "__main__":

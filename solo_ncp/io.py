@@ -8,10 +8,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
@@ -125,6 +126,30 @@ def remove_outputs(folder: PathLike, names: Iterable[str]) -> List[str]:
     for name in removed:
         (folder / name).unlink()
     return removed
+
+
+UNFINISHED = ".unfinished"
+"""The hidden folder a command writes its result files into before they replace the earlier ones."""
+
+
+@contextmanager
+def staged_outputs(folder: PathLike, names: Sequence[str], last: str) -> Iterator[Path]:
+    """Yields the empty folder `folder/.unfinished` for a command's result files. When the block
+    ends, they replace the earlier result in `folder`: of the files `names` (all the command may
+    write), the earlier ones are removed, `last` (the file saying the result is complete) first,
+    and the staged ones moved in, `last` last, each by a rename. A block that raises (a bad input,
+    an interruption) leaves the earlier result as it was; its staged files go when the command next
+    runs."""
+    folder = Path(folder)
+    staging = folder / UNFINISHED
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    yield staging
+    remove_outputs(folder, [last, *(name for name in names if name != last)])
+    for name in sorted((path.name for path in staging.iterdir()), key=lambda name: name == last):
+        os.replace(staging / name, folder / name)
+    staging.rmdir()
+    _sync(folder, folder=True)
 
 
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -4,6 +4,7 @@ What is checked does not depend on the backbone: the encoders are the small one'
 import json
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -138,6 +139,36 @@ def test_eval_over_an_earlier_eval_leaves_its_own_files_and_the_users(both_dir, 
     assert sorted(p.name for p in out.iterdir()) == ["head.pt", "metrics.json", "notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes\n"
     assert json.loads((out / "metrics.json").read_text())["branches"][0]["files"] == {"head": "head.pt"}
+
+
+def files_in(folder: Path) -> dict:
+    """{name: bytes} of the files directly in `folder`."""
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def test_eval_overwrite_stopped_midway_keeps_the_earlier_result(both_dir, digits_small_simclr_ckpt, tmp_path,
+                                                               monkeypatch, capsys):
+    """SIGTERM after the new head was saved, in its attacks: the earlier metrics.json, heads and
+    logs stay byte for byte (before, --overwrite removed them first and left the folder empty);
+    the new head waits in .unfinished, which the next run clears."""
+    from solo_ncp.interrupt import Interrupted
+
+    out = tmp_path / "eval"
+    shutil.copytree(both_dir, out)
+    earlier = files_in(out)
+    argv = ["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(out), "--cache-features", "--aa-n", "0",
+            "--overwrite", *TINY]
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr("solo_ncp.eval.evaluate", stopped)
+    assert main(argv) == 143
+    assert files_in(out) == earlier
+    assert [path.name for path in (out / ".unfinished").iterdir()] == ["head.pt"]
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["head.pt", "metrics.json"]
 
 
 def test_aff_saves_its_fine_tuned_encoder(digits_small_simclr_ckpt, tmp_path):

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from solo_ncp.cli import main
-from tests.test_eval_cli import plant_dual_bn
+from tests.test_eval_cli import files_in, plant_dual_bn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -166,6 +167,25 @@ def test_export_without_head_over_one_with_a_classifier_leaves_no_classifier(exp
                  "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["encoder.pt", "export.json", "model.py", "notes.txt",
                                                      "solo_learn.ckpt"]
+
+
+def test_export_overwrite_stopped_midway_keeps_the_earlier_export(exported, planted_dual_bn_ckpt, tmp_path,
+                                                                  monkeypatch):
+    """Stopped before its last file was written: the earlier export stays whole (before, its
+    classifier was removed and a new encoder.pt lay beside the old export.json)."""
+    from solo_ncp.interrupt import Interrupted
+
+    out = tmp_path / "export"
+    shutil.copytree(exported, out)
+    earlier = files_in(out)
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr("solo_ncp.models.export.atomic_write_text", stopped)
+    assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "clean", "--out", str(out),
+                 "--overwrite"]) == 130
+    assert files_in(out) == earlier
 
 
 def load_model_py(folder: Path):

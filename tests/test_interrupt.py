@@ -91,6 +91,7 @@ CASES = [  # command, argv, signal, whether the raise is swallowed
     ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGINT", False),
     ("report", ["report", "runs"], "SIGINT", False),
     ("export", ["export", "--ckpt", "x.ckpt", "--out", "x"], "SIGINT", False),
+    ("plot", ["plot", "runs/ncp"], "SIGTERM", False),
     ("report", ["report", "runs"], "SIGTERM", True),
 ]
 SWALLOWED = """
@@ -141,13 +142,16 @@ def interrupted_commands() -> list:
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[
     f"{command}-{name}{'-swallowed' if swallow else ''}" for command, _, name, swallow in CASES])
 def test_any_other_command_interrupted_is_one_line(interrupted_commands, case):
-    """Also when the handler's raise was swallowed (it landed in a finalizer): the command's end
-    raises the pending signal, and the exit code is the signal's, not the command's 0."""
-    command, _, name, swallow = CASES[case]
+    """It says that nothing was written and how to start again. Also when the handler's raise was
+    swallowed (it landed in a finalizer): the command's end raises the pending signal, and the exit
+    code is the signal's, not the command's 0 (its results are written then)."""
+    command, argv, name, swallow = CASES[case]
     code, err, swallowed = interrupted_commands[case]
     assert swallowed == (["Interrupted"] if swallow else [])
     assert code == 128 + getattr(signal, name)
-    assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}"]
+    assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}" + (
+        "" if swallow else " before writing its results (earlier ones in its output are kept); start again with: "
+        f"solo-ncp {shlex.join(argv)}")]
 
 
 SIGNAL_IN_EPOCH_2 = SWALLOWED + """

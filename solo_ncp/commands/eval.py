@@ -182,16 +182,17 @@ def attack_batch_sizes(args: argparse.Namespace) -> dict:
 
 
 def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, test_set, aa_n: int,
-                    batch_sizes: dict) -> dict:
+                    batch_sizes: dict, folder: Path) -> dict:
     """Fine-tune and evaluate one branch, attacking in `batch_sizes` (`attack_batch_sizes`); save
-    its head (and AFF encoder) and AutoAttack log into --out. Returns metrics.json's branch entry {"bn", "metrics", "history", "files", "timings_s"},
+    its head (and AFF encoder) and AutoAttack log into `folder`. Returns metrics.json's branch
+    entry {"bn", "metrics", "history", "files", "timings_s"},
     timings_s: seconds of fine-tuning (feature extraction included), PGD (SA and RA) and, when
     run, AutoAttack."""
     from solo_ncp.eval import evaluate, fine_tune
     from solo_ncp.eval.timing import timed
     from solo_ncp.io import atomic_torch_save
 
-    out, device, timings = Path(args.out), device_of(args), {}
+    device, timings = device_of(args), {}
     with timed(timings, "fine_tune", device):
         tuned = fine_tune(encoder.model, train_set, spec.num_classes, cfg, device=device,
                           cache_features=args.cache_features)
@@ -201,10 +202,10 @@ def evaluate_branch(args: argparse.Namespace, encoder, cfg, spec, train_set, tes
         files["encoder"] = branch_file("encoder", encoder.bn)
         saved["encoder"] = tuned.encoder
     for key, module in saved.items():
-        atomic_torch_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, out / files[key])
+        atomic_torch_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, folder / files[key])
     if aa_n:
         files["autoattack_log"] = branch_file("autoattack_log", encoder.bn)
-    aa_log_path = out / files["autoattack_log"] if aa_n else None
+    aa_log_path = folder / files["autoattack_log"] if aa_n else None
     metrics = evaluate(tuned.classifier, test_set, norm=args.norm, eps=args.eps, alpha=args.alpha,
                        steps=args.pgd_steps,
                        batch_size=batch_sizes["pgd"], aa_batch_size=batch_sizes["aa"], aa_n=aa_n,
@@ -223,11 +224,50 @@ def timing_line(branch: dict, pgd_steps: int) -> str:
     return f"[solo-ncp] {branch['bn'] or 'encoder'}: seconds {parts}"
 
 
+def method_name(args: argparse.Namespace, encoders) -> str:
+    """The row label: --method, else the checkpoint's method."""
+    return args.method or encoders[0].meta.get("method", "encoder")
+
+
+def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List[dict], aa_n: int,
+                   batch_sizes: dict, train_n: int, test_n: int) -> dict:
+    """metrics.json's content (`solo_ncp.eval.results` reads it)."""
+    from solo_ncp.models.checkpoint import source_record
+
+    return {
+        "schema": 2,
+        "method": method_name(args, encoders),
+        "dataset": spec.name,
+        "mode": args.mode,
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+        "head": cfg.head,
+        "seed": args.seed,
+        "branches": branches,
+        "bn": branches[0]["bn"],
+        "metrics": branches[0]["metrics"],
+        "ra_counting": RA_COUNTING,
+        "threat_model": args.norm,
+        "settings": {
+            "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+            "cache_features": args.cache_features,
+            "ra": {"norm": args.norm, "eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
+                   "batch_size": batch_sizes["pgd"]},
+            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "norm": args.norm, "eps": args.eps,
+                   "n": aa_n,
+                   "batch_size": batch_sizes["aa"]},
+            "train_n": train_n,
+            "test_n": test_n,
+        },
+        "checkpoint": {**source_record(encoders[0]), "path": str(args.ckpt)},
+        "encoder": encoder_settings(encoders[0].meta),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval import format_row
     from solo_ncp.eval.results import METRICS_FILE
-    from solo_ncp.io import atomic_write_json, remove_outputs
-    from solo_ncp.models.checkpoint import source_record
+    from solo_ncp.io import atomic_write_json, staged_outputs
 
     check_arguments(args)
     warning = budget_warning(args.norm, args.eps)
@@ -248,39 +288,12 @@ def run(args: argparse.Namespace) -> int:
     if aa_n > len(test_set):
         raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
     batch_sizes = attack_batch_sizes(args)
-    remove_outputs(args.out, output_files())
-    branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes)
-                for encoder in encoders]
-    method = args.method or encoders[0].meta.get("method", "encoder")
-    record = {
-        "schema": 2,
-        "method": method,
-        "dataset": spec.name,
-        "mode": args.mode,
-        "loss": cfg.loss,
-        "beta": cfg.beta,
-        "head": cfg.head,
-        "seed": args.seed,
-        "branches": branches,
-        "bn": branches[0]["bn"],
-        "metrics": branches[0]["metrics"],
-        "ra_counting": RA_COUNTING,
-        "threat_model": args.norm,
-        "settings": {
-            "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
-            "cache_features": args.cache_features,
-            "ra": {"norm": args.norm, "eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
-                   "batch_size": batch_sizes["pgd"]},
-            "aa": {"version": args.aa_version, "attacks": args.aa_attacks, "norm": args.norm, "eps": args.eps,
-                   "n": aa_n,
-                   "batch_size": batch_sizes["aa"]},
-            "train_n": len(train_set),
-            "test_n": len(test_set),
-        },
-        "checkpoint": {**source_record(encoders[0]), "path": str(args.ckpt)},
-        "encoder": encoder_settings(encoders[0].meta),
-    }
-    atomic_write_json(out, record)
+    with staged_outputs(args.out, output_files(), METRICS_FILE) as staging:
+        branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes, staging)
+                    for encoder in encoders]
+        atomic_write_json(staging / METRICS_FILE, metrics_record(args, cfg, spec, encoders, branches, aa_n,
+                                                                 batch_sizes, len(train_set), len(test_set)))
+    method = method_name(args, encoders)
     print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")
     for branch in branches:
         label = method if branch["bn"] is None else f"{method} ({branch['bn']} BN)"

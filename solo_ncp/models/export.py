@@ -32,7 +32,7 @@ from solo_ncp.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
-    remove_outputs,
+    staged_outputs,
 )
 from solo_ncp.models import wide_resnet
 from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim, resnet_encoder
@@ -301,11 +301,11 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
         }
         load_weights(build_exported_classifier(info), state, f"classifier of {eval_dir}")
         files[CLASSIFIER_FILE] = state
-    remove_outputs(out, EXPORT_FILES)  # an earlier export's classifier would not match export.json
-    if evaluation is not None:
-        atomic_write_json(out / MODEL_INFO_FILE, model_info(info, evaluation, branch))
-    for name, obj in files.items():
-        atomic_torch_save(obj, out / name)
-    atomic_write_text(out / MODEL_FILE, standalone_source())
-    atomic_write_json(out / EXPORT_INFO, info)
+    with staged_outputs(out, EXPORT_FILES, EXPORT_INFO) as staging:  # an earlier classifier would not match
+        if evaluation is not None:
+            atomic_write_json(staging / MODEL_INFO_FILE, model_info(info, evaluation, branch))
+        for name, obj in files.items():
+            atomic_torch_save(obj, staging / name)
+        atomic_write_text(staging / MODEL_FILE, standalone_source())
+        atomic_write_json(staging / EXPORT_INFO, info)
     return info
