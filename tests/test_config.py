@@ -50,12 +50,30 @@ def test_overrides_reach_lists_and_launcher_keys(tmp_path):
         (["max_epochs"], "key=value"),
         (["data.dataset=mnist"], "unknown dataset 'mnist'"),
         (["optimizer.name=rmsprop"], "optimizer.name='rmsprop'"),
-        (["max_epochs=null"], "lacks `max_epochs`"),
+        (["max_epochs=null"], "^override 'max_epochs=null' leaves the config without `max_epochs`, which it "
+                              "needs: give it a value$"),
+        (["~max_epochs"], "^override '~max_epochs' leaves the config without `max_epochs`"),
+        (["max_epochs=0"], r"^max_epochs=0 trains nothing: give a whole number >= 1$"),
+        (["max_epochs=-1"], r"^max_epochs=-1 trains nothing"),
+        (["name="], r"^name='' names no run folder of its own under checkpoint.dir: give the run a name"),
+        (["name=.."], r"^name='..' names no run folder"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(ZOO / "fashionmnist/simclr.yaml", overrides)
+
+
+def test_a_file_that_is_no_solo_learn_config_is_named_so_before_any_override(tmp_path):
+    """Not `override 'max_epochs=1': the config has no key max_epochs; ... write +max_epochs=1`."""
+    path = tmp_path / "k.json"
+    path.write_text('{"k": 15, "scores": {"15": 0.5}}')
+    with pytest.raises(ValueError) as caught:
+        load_config(path, ["max_epochs=1", "+name=run"])
+    assert str(caught.value) == (
+        f"config {path} lacks `method`, `backbone.name`, `data.dataset`, `optimizer.name`, `optimizer.batch_size`, "
+        "`optimizer.lr` (solo-learn main's schema): pass a solo-learn config (e.g. "
+        "zoo_configs/cifar10/simclr.yaml)")
 
 
 @pytest.mark.parametrize("data, message", [
@@ -296,3 +314,13 @@ def test_the_keys_solo_learn_mains_method_fills_in_load_on_main_only(tmp_path):
         with pytest.raises(ConfigError, match="`optimizer.exclude_bias_n_norm_wd` is not read by "
                                               "solo-ncp or simclr on solo-learn-1.0.2"):
             load_config(path)
+
+
+def test_interpolations_in_blocks_reach_solo_learn_102_resolved():
+    """`${...}` in method_kwargs, optimizer.kwargs (solo-learn main's Hydra resolves them; 1.0.2's
+    arguments got the text '${method_kwargs.eps}')."""
+    cfg = load_config(ZOO / "fashionmnist/ncp.yaml", ["method_kwargs.alpha=${method_kwargs.eps}",
+                                                       "optimizer.kwargs.momentum=${optimizer.lr}"])
+    kwargs = to_solo102_kwargs(cfg, (1, 0))
+    assert kwargs["alpha"] == 8 / 255 == cfg.method_kwargs.eps
+    assert kwargs["extra_optimizer_args"]["momentum"] == 0.5 == cfg.optimizer.lr

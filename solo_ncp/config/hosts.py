@@ -45,7 +45,7 @@ PRECISION_102 = {"16-mixed": 16, "16": 16, "32-true": 32, "32": 32, "bf16-mixed"
 
 
 def _plain(value):
-    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> Dict:

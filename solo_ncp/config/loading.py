@@ -57,11 +57,22 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
                           "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
+    overridden = {override.lstrip("+~").split("=")[0]: override for override in overrides}
+    lacking = [key for key in REQUIRED if OmegaConf.select(cfg, key) is None and key not in overridden]
+    if lacking:
+        raise ConfigError(f"config {path} lacks {', '.join(f'`{key}`' for key in lacking)} (solo-learn "
+                          "main's schema): pass a solo-learn config (e.g. zoo_configs/cifar10/simclr.yaml)")
     cfg = with_overrides(cfg, overrides)
     for key in REQUIRED:
         if OmegaConf.select(cfg, key) is None:
-            raise ConfigError(f"config {path} lacks `{key}` (solo-learn main's schema)")
+            raise ConfigError(f"override {overridden[key]!r} leaves the config without `{key}`, which "
+                              "it needs: give it a value")
     check_config_keys(cfg)
+    if int(cfg.max_epochs) < 1:
+        raise ConfigError(f"max_epochs={cfg.max_epochs} trains nothing: give a whole number >= 1")
+    if str(cfg.name).strip() in ("", ".", ".."):
+        raise ConfigError(f"name={str(cfg.name)!r} names no run folder of its own under checkpoint.dir: "
+                          "give the run a name (name=ncp-cifar10)")
     dataset_spec(cfg)  # an unknown dataset, custom folders and statistics: refused before any work
     if cfg.optimizer.name not in OPTIMIZERS:
         raise ConfigError(
