@@ -434,6 +434,11 @@ def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
         assert Image.open(out.parent / name).size[0] > 500
         assert f"wrote {out.parent / name}" in printed
 
+    (out.parent / "notes.png").write_bytes(b"the user's")
+    assert main(["report", str(folders[-1]), "--out", str(out)]) == 0  # no K sweep, no select-k
+    assert sorted(path.name for path in out.parent.iterdir()) == ["notes.png", "report.md"]
+    assert "removed " + str(out.parent / "fig2.png") + ": an earlier report's figure" in capsys.readouterr().out
+
 
 def test_a_k_json_that_is_no_selection_is_one_error(tmp_path):
     (tmp_path / "k").mkdir()

@@ -11,6 +11,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "beside it (fig2.png, fig3_<dataset>_<head>.png)")
 
 
+FIGURES = ("fig2.png", "fig3_*_*.png")
+"""The names of the figures `draw_figures` writes."""
+
+
 def draw_figures(inputs, folder) -> list:
     """Fig. 2 from the select-k results and one Fig. 3 per dataset and head whose evaluations sweep
     K (the adversarial BN branch, or the only one), as PNGs into `folder`; their paths."""
@@ -46,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     table = tables(inputs)
     print(table)
     if args.out:
+        folder = Path(args.out).parent
         atomic_write_text(args.out, table)
-        for path in draw_figures(inputs, Path(args.out).parent):
+        drawn = draw_figures(inputs, folder)
+        for path in drawn:
             print(f"[solo-ncp] wrote {path}")
+        for path in sorted({*folder.glob(FIGURES[0]), *folder.glob(FIGURES[1])} - set(drawn)):
+            path.unlink()
+            print(f"[solo-ncp] removed {path}: an earlier report's figure, of inputs not given now")
     return 0
