@@ -188,6 +188,42 @@ def test_export_overwrite_stopped_midway_keeps_the_earlier_export(exported, plan
     assert files_in(out) == earlier
 
 
+def _without_settings(folder: Path) -> None:
+    record = json.loads((folder / "metrics.json").read_text())
+    del record["settings"]
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def _nan_head(folder: Path) -> None:
+    head = torch.load(folder / "head_adv.pt", weights_only=True)
+    head["weight"][0, 0] = float("nan")
+    torch.save(head, folder / "head_adv.pt")
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_without_settings, "its metrics.json lacks 'settings' or holds it in another shape (damaged, or of another "
+                        "solo-ncp version)"),
+    (lambda folder: (folder / "head_adv.pt").write_bytes(b"PK\x03\x04"),
+     "cannot read {folder}/head_adv.pt: not a PyTorch checkpoint, or a truncated or corrupt one"),
+    (lambda folder: torch.save({"weight": 1}, folder / "head_adv.pt"),
+     "{folder}/head_adv.pt holds int, not only tensors"),
+    (_nan_head, "{folder}/head_adv.pt's weight holds NaN or inf"),
+], ids=["no settings", "truncated head", "no tensors", "NaN head"])
+def test_a_damaged_head_folder_is_one_error_saying_to_evaluate_again(damage, says, eval_adv, planted_dual_bn_ckpt,
+                                                                     tmp_path, capsys):
+    """Before: a KeyError traceback, the fix for a stage-1 checkpoint, or a NaN classifier exported."""
+    folder = tmp_path / "eval"
+    shutil.copytree(eval_adv, folder)
+    damage(folder)
+    assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--head", str(folder),
+                 "--out", str(tmp_path / "export")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: --head {folder}: {says.format(folder=folder)}"), line
+    assert line.endswith(f"evaluate the checkpoint again with `solo-ncp eval ... --out {folder} --overwrite` "
+                         "(solo-ncp export)"), line
+    assert not (tmp_path / "export" / "export.json").exists()
+
+
 def load_model_py(folder: Path):
     spec = importlib.util.spec_from_file_location(f"exported_model_{folder.name}", folder / "model.py")
     module = importlib.util.module_from_spec(spec)

@@ -41,6 +41,7 @@ from solo_ncp.models.checkpoint import (
     EXPORT_META_KEYS,
     EXPORTED_ENCODER,
     META_KEY,
+    CheckpointError,
     LoadedEncoder,
     load_weights,
     read_checkpoint,
@@ -222,10 +223,29 @@ def classifier_state(encoder: LoadedEncoder, branch: Mapping, eval_dir: Path) ->
     """build_exported_classifier's state: the encoder (or AFF's fine-tuned copy, eval's
     encoder_<bn>.pt) under `normalize.` / `backbone.`, the eval's Linear under `head.`."""
     files = branch["files"]
-    body = (read_checkpoint(eval_dir / files["encoder"]) if "encoder" in files
-            else encoder.model.state_dict())
-    head = read_checkpoint(eval_dir / files["head"])
+    body = read_eval_state(eval_dir, files["encoder"]) if "encoder" in files else encoder.model.state_dict()
+    head = read_eval_state(eval_dir, files["head"])
     return OrderedDict([*body.items(), *((f"head.{k}", v) for k, v in head.items())])
+
+
+def read_eval_state(eval_dir: Path, name: str) -> Dict[str, torch.Tensor]:
+    """A state dict eval saved in `eval_dir` (head_<bn>.pt, AFF's encoder_<bn>.pt): tensors, every
+    float one finite; ValueError naming the file and saying to evaluate again."""
+    path = eval_dir / name
+    again = f"evaluate the checkpoint again with `solo-ncp eval ... --out {eval_dir} --overwrite`"
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as err:
+        raise ValueError(f"--head {eval_dir}: {err.problem}: {again}") from None
+    kinds = {type(value).__name__ for value in state.values() if not isinstance(value, torch.Tensor)}
+    if kinds:
+        raise ValueError(f"--head {eval_dir}: {path} holds {', '.join(sorted(kinds))}, not only tensors: "
+                         f"{again}")
+    bad = next((key for key, value in state.items()
+                if value.is_floating_point() and not value.isfinite().all()), None)
+    if bad is not None:
+        raise ValueError(f"--head {eval_dir}: {path}'s {bad} holds NaN or inf: {again}")
+    return state
 
 
 def eps_label(eps: float, norm: str) -> str:
@@ -285,6 +305,12 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
     load_weights(build_exported_encoder(info), backbone, f"folded encoder of {encoder.path}")
     if evaluation is not None:
         branch = evaluated_branch(evaluation, eval_dir, info)
+        try:
+            robustbench_info = model_info(info, evaluation, branch)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"--head {eval_dir}: its metrics.json lacks {err} or holds it in another shape "
+                             "(damaged, or of another solo-ncp version): evaluate the checkpoint again with "
+                             f"`solo-ncp eval ... --out {eval_dir} --overwrite`") from None
         state = classifier_state(encoder, branch, eval_dir)
         info["classifier"] = {
             "file": CLASSIFIER_FILE,
@@ -303,7 +329,7 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
         files[CLASSIFIER_FILE] = state
     with staged_outputs(out, EXPORT_FILES, EXPORT_INFO) as staging:  # an earlier classifier would not match
         if evaluation is not None:
-            atomic_write_json(staging / MODEL_INFO_FILE, model_info(info, evaluation, branch))
+            atomic_write_json(staging / MODEL_INFO_FILE, robustbench_info)
         for name, obj in files.items():
             atomic_torch_save(obj, staging / name)
         atomic_write_text(staging / MODEL_FILE, standalone_source())
