@@ -440,6 +440,25 @@ def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
     assert "removed " + str(out.parent / "fig2.png") + ": an earlier report's figure" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("encoder", {"k": [15]}, "encoder.k must be a whole number or null, not [15]"),
+    ("encoder", {"k": "15"}, "encoder.k must be a whole number or null, not '15'"),
+    ("encoder", {"neighbor_rank": True}, "encoder.neighbor_rank must be a whole number or null, not True"),
+    ("encoder", {"strategy": 3}, "encoder.strategy must be a string or null, not 3"),
+    ("sa", 150.0, "metrics.sa must be a percentage in [0, 100]"),
+    ("aa", -1.0, "metrics.aa must be a percentage in [0, 100] or null"),
+])
+def test_a_metrics_json_of_impossible_values_is_one_error_naming_the_field(field, value, says, tmp_path):
+    """report sorted and grouped such values into a TypeError traceback, or tabulated 150% SA."""
+    encoder = value if field == "encoder" else None
+    numbers = {"sa": 80.0, "ra": 40.0, "aa": 30.0, **({field: value} if field != "encoder" else {})}
+    folder = write_run(tmp_path / "run", "ncp", "cifar10", "slf", 0, numbers["sa"], numbers["ra"], numbers["aa"],
+                       encoder=encoder)
+    with pytest.raises(ValueError) as caught:
+        aggregate([folder])
+    assert str(caught.value) == f"{folder / 'metrics.json'}: {says}"
+
+
 def test_a_k_json_that_is_no_selection_is_one_error(tmp_path):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "k.json").write_text('{"k": 3}')

@@ -86,12 +86,28 @@ def _require(condition: bool, path: Path, message: str) -> None:
         raise ValueError(f"{path}: {message}")
 
 
+def _is_accuracy(value: object) -> bool:
+    return _is_number(value) and 0 <= value <= 100
+
+
 def _check_metrics(metrics: object, path: Path, where: str) -> None:
     _require(isinstance(metrics, dict), path, f"'{where}' must be an object")
     for key in ("sa", "ra"):
-        _require(_is_number(metrics.get(key)), path, f"{where}.{key} must be a finite number")
+        _require(_is_accuracy(metrics.get(key)), path, f"{where}.{key} must be a percentage in [0, 100]")
     aa = metrics.get("aa")
-    _require(aa is None or _is_number(aa), path, f"{where}.aa must be a finite number or null")
+    _require(aa is None or _is_accuracy(aa), path, f"{where}.aa must be a percentage in [0, 100] or null")
+
+
+ENCODER_KINDS = {"k": int, "neighbor_rank": int, "strategy": str, "k_source": str}
+"""The type of each entry of metrics.json's "encoder" (`RunRecord.encoder`); null where unknown."""
+
+
+def _check_encoder(encoder: dict, path: Path) -> None:
+    for key, kind in ENCODER_KINDS.items():
+        value = encoder.get(key)
+        fits = value is None or (isinstance(value, kind) and not isinstance(value, bool))
+        _require(fits, path, f"encoder.{key} must be {'a whole number' if kind is int else 'a string'} or "
+                             f"null, not {value!r}")
 
 
 def _branches(record: dict, path: Path) -> List[dict]:
@@ -149,6 +165,7 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
     attacks = _attacks(record.get("settings"))
     encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
+    _check_encoder(encoder, path)
     checkpoint = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
     best = Path(str(checkpoint.get("path", ""))).name == BEST
     return [
