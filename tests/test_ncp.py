@@ -413,3 +413,20 @@ def test_ddp_ranks_hold_identical_centroids(tmp_path):
     assert torch.equal(r0["centroids"], r1["centroids"]) and torch.equal(r0["labels"], r1["labels"])
     single = cluster_epoch(features, 4, seed=0)
     assert torch.equal(single.centroids, r0["centroids"])
+
+
+@pytest.mark.parametrize("export", [True, False])
+def test_a_teacher_that_is_a_folder_is_refused_naming_the_file_to_pass(tmp_path, export):
+    """An export folder loads as an encoder, but a run records its teacher file's sha256: before,
+    `[Errno 21] Is a directory` after the teacher had loaded."""
+    from solo_ncp.models.backbones import BackboneSpec
+    from solo_ncp.models.checkpoint import CheckpointError
+    from solo_ncp.ncp.teacher import load_teacher
+
+    if export:
+        (tmp_path / "export.json").write_text("{}")
+    with pytest.raises(CheckpointError) as caught:
+        load_teacher(tmp_path, BackboneSpec())
+    assert str(caught.value) == (
+        f"teacher {tmp_path} is a folder, not a file: stage 2 starts from a stage-1 checkpoint file"
+        f"{' (an export: its solo_learn.ckpt is one)' if export else ''}; pass `solo-ncp pretrain`'s last.ckpt")

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
-from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
+from solo_ncp.io import atomic_write_json, file_sha256, read_json_object, wrong_kind
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
 from solo_ncp.run_files import BEST, LAST
 
@@ -315,8 +315,9 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
     from solo_ncp.models.backbones import BackboneSpec
     from solo_ncp.ncp.teacher import load_teacher
 
-    if not teacher.is_file():
-        raise ValueError(f"--teacher {teacher} does not exist: pass a stage-1 checkpoint "
+    problem = wrong_kind(teacher, "file")
+    if problem:
+        raise ValueError(f"--teacher {teacher} {problem}: pass a stage-1 checkpoint file "
                          "(`solo-ncp pretrain`'s last.ckpt)")
     expected: Dict[BackboneSpec, str] = {}  # each distinct backbone once, with its first method
     for label, cfg in configs.items():

@@ -6,9 +6,11 @@ from typing import Mapping, Optional, Sequence, Tuple
 from torch import nn
 
 from solo_ncp.eval.results import read_selection_file
+from solo_ncp.io import wrong_kind
 from solo_ncp.models.backbones import BackboneSpec
-from solo_ncp.models.checkpoint import CheckpointError, LoadedEncoder, load_encoder, load_weights
+from solo_ncp.models.checkpoint import EXPORT_INFO, CheckpointError, LoadedEncoder, load_encoder, load_weights
 from solo_ncp.models.dual_bn import convert_dual_bn
+from solo_ncp.models.export import SOLO_LEARN_FILE
 
 
 def _architecture(spec: BackboneSpec) -> Tuple:
@@ -29,7 +31,13 @@ def load_teacher(
     or width is refused with the two specs in the message. A dual-BN checkpoint (a previous
     stage 2) is read through its clean branch. A teacher only a full unpickling reads (`trust`)
     is refused naming both ways to trust it: `solo-ncp train --trust-checkpoint`, and
-    `method_kwargs.trust_teacher` for solo-learn main's own main_pretrain.py."""
+    `method_kwargs.trust_teacher` for solo-learn main's own main_pretrain.py. A folder (an export)
+    is refused: a run records its teacher file's sha256."""
+    problem = wrong_kind(path, "file")
+    if problem:
+        export = f" (an export: its {SOLO_LEARN_FILE} is one)" if (Path(path) / EXPORT_INFO).is_file() else ""
+        raise CheckpointError(f"teacher {path} {problem}: stage 2 starts from a stage-1 checkpoint file{export}; "
+                              "pass `solo-ncp pretrain`'s last.ckpt")
     try:
         teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
     except CheckpointError as err:
