@@ -408,3 +408,26 @@ def test_an_unreadable_recorded_config_is_one_error(data, tmp_path):
     cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
     with pytest.raises(ConfigError, match="cannot read the run's recorded config .*remove it"):
         check_resume_config(tmp_path, cfg)
+
+
+@pytest.mark.parametrize("written, here", [("encoder", "backbone"), ("backbone", "encoder")])
+def test_resuming_a_checkpoint_of_the_other_host_names_both_hosts(tmp_path, written, here):
+    """solo-learn 1.0.2 keeps the encoder as `encoder.`, main as `backbone.`: the same config's run
+    resumed on the other host said only that the weights' names differ."""
+    from torch import nn
+
+    from solo_ncp.launch.trainer import check_resumable
+    from solo_ncp.models.checkpoint import CheckpointError
+
+    hosts = {"encoder": "solo-learn 1.0.2", "backbone": "solo-learn main"}
+    model = nn.Module()
+    setattr(model, here, nn.Linear(2, 2))
+    torch.save({"epoch": 0, "state_dict": {f"{written}.weight": torch.zeros(2, 2), f"{written}.bias": torch.zeros(2)}},
+               tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError) as caught:
+        check_resumable(tmp_path / "last.ckpt", model)
+    assert str(caught.value) == (
+        f"{tmp_path / 'last.ckpt'} was written on {hosts[written]}, which names the encoder's weights `{written}.`; "
+        f"this host ({hosts[here]}) cannot resume it: resume with the {hosts[written]} environment, or start a "
+        "new run with another name=... (checkpoints cross hosts for eval, select-k, poc and as a teacher, not "
+        "for --resume)")

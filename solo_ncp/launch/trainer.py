@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -120,6 +120,14 @@ def check_resumable(path: Path, model, trust: bool = False) -> Dict:
             f"{path} is not a training checkpoint (no state_dict and epoch): cannot resume from "
             "it; start a new run with another name=... / checkpoint.dir=..."
         )
+    written_on = other_host(model.state_dict(), state)
+    if written_on:
+        raise CheckpointError(
+            f"{path} was written on {written_on[0]}, which names the encoder's weights `{written_on[1]}.`; "
+            f"this host ({written_on[2]}) cannot resume it: resume with the {written_on[0]} environment, or "
+            "start a new run with another name=... (checkpoints cross hosts for eval, select-k, poc and as a "
+            "teacher, not for --resume)"
+        )
     detail = state_mismatch(model.state_dict(), state)
     if detail:
         raise CheckpointError(
@@ -127,6 +135,23 @@ def check_resumable(path: Path, model, trust: bool = False) -> Dict:
             "config it was trained with, or start a new run with another name=..."
         )
     return dict(ckpt.get(META_KEY) or {})
+
+
+HOST_PREFIXES = {"encoder": "solo-learn 1.0.2", "backbone": "solo-learn main"}
+"""The attribute each host's BaseMethod keeps the encoder under: the first part of its weights' names."""
+
+
+def other_host(expected: Dict, found: Dict) -> Optional[Tuple[str, str, str]]:
+    """(the host that wrote `found`, its prefix, this host) when the two state dicts name the
+    encoder by the other host's prefix; None otherwise."""
+    def prefixes(state: Dict) -> set:
+        return {key.split(".", 1)[0] for key in state} & set(HOST_PREFIXES)
+
+    mine, theirs = prefixes(expected), prefixes(found)
+    if len(mine) == 1 and len(theirs) == 1 and mine != theirs:
+        (prefix,), (own,) = theirs, mine
+        return HOST_PREFIXES[prefix], prefix, HOST_PREFIXES[own]
+    return None
 
 
 def accelerator_and_devices(cfg: DictConfig):
