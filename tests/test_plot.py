@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from matplotlib.image import imread
 from sklearn.datasets import load_digits
@@ -18,7 +19,7 @@ from solo_ncp.cluster import select_k
 from solo_ncp.commands import plot
 from solo_ncp.data.datasets import DIGITS_TEST_EVERY
 from solo_ncp.eval import embedding as embedding_module
-from solo_ncp.eval.curves import curve_panels
+from solo_ncp.eval.curves import curve_panels, epoch_series
 
 DIGITS = load_digits().target
 DIGITS_TRAIN_N = int(sum(i % DIGITS_TEST_EVERY != 0 for i in range(len(DIGITS))))
@@ -129,6 +130,48 @@ def test_plot_of_a_stage1_run_without_k_asks_for_it(digits_simclr_ckpt, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert last.startswith("error:") and "--k" in last and str(digits_simclr_ckpt.parent) in last
+
+
+LOG_LINES = ["epoch,lr-SGD,step,train_loss_epoch,train_loss_step", ",0.1,0,,", "0,,0,,2.5", "0,,1,2.25,"]
+"""A Lightning CSV log: a learning-rate row without an epoch, a step row, then epoch 0's loss 2.25 on
+line 4 (its file's only per-epoch value)."""
+
+
+def log_with_line_4(line: bytes) -> bytes:
+    return "\n".join(LOG_LINES[:3]).encode() + b"\n" + line + b"\n"
+
+
+def test_a_bom_and_crlf_of_a_spreadsheet_saving_comma_separated_utf8_are_accepted(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(LOG_LINES).encode() + b"\r\n")
+    assert epoch_series([path]) == {"train_loss": {0: 2.25}}
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (log_with_line_4(b"0,,1,2.25,,7"), "line 4 has 6 fields, more than the 5 of its header"),
+    (log_with_line_4(b"0,,1,2.2\xff,"), "is not UTF-8 text (byte 0xff on line 4)"),
+    (log_with_line_4(b"abc,,1,2.25,"), "line 4 has epoch 'abc', not a number"),
+    (log_with_line_4(b"0.5,,1,2.25,"), "line 4 has epoch '0.5', not a whole number"),
+    (log_with_line_4(b"0,,1,abc,"), "line 4 has train_loss_epoch 'abc', not a number"),
+    (b"\xef\xbb\xbf" + "\r\n".join(LOG_LINES).replace(",", ";").encode() + b"\r\n",
+     "has no 'step' column in its header: it is not the comma-separated CSV Lightning writes (a spreadsheet "
+     "may have saved it again with ';' between fields)"),
+    (None, "is a folder, not a file"),
+], ids=["extra field", "not utf-8", "epoch not a number", "epoch not whole", "value not a number",
+        "semicolons", "folder"])
+def test_plot_of_a_damaged_metrics_csv_names_it_the_damage_and_the_fix(damage, problem, tmp_path, capsys):
+    attempt = tmp_path / "run" / "logs" / "version_3"
+    attempt.mkdir(parents=True)
+    path = attempt / "metrics.csv"
+    if damage is None:
+        path.mkdir()
+    else:
+        path.write_bytes(damage)
+    assert main(["plot", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert (out + err).splitlines() == [
+        f"error: {path} {problem}: put back the metrics.csv the run wrote, or delete {attempt} to plot the run "
+        "without that attempt (solo-ncp plot)"]
 
 
 # ---------------------------------------------------------------- embedding

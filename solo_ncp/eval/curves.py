@@ -7,10 +7,11 @@ A column logged per step and per epoch is read from its `<name>_epoch` column (s
 `<name>_step` columns are left out; a column logged per epoch only has no suffix. Epochs are
 counted from 1 on the plots (the CSV counts from 0)."""
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 from solo_ncp.eval.figures import new_figure, save_figure
 from solo_ncp.io import wrong_kind
@@ -76,21 +77,64 @@ def _column_name(column: str) -> str:
     return column[: -len("_epoch")] if column.endswith("_epoch") else column
 
 
+def _damaged(path: Path, problem: str) -> ValueError:
+    """The error of a metrics.csv that cannot be read: the file, what is wrong with it and the fix."""
+    return ValueError(f"{path} {problem}: put back the {METRICS_CSV} the run wrote, or delete {path.parent} "
+                      "to plot the run without that attempt")
+
+
+def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """(line number, {column: value}) of each row of a Lightning CSV log (UTF-8, a leading BOM
+    accepted); ValueError naming the file when it is not a file, is not UTF-8, has a header without
+    the `step` column Lightning always writes (a spreadsheet's ';' between fields) or a row with
+    more fields than the header."""
+    problem = wrong_kind(path, "file")
+    if problem:
+        raise _damaged(path, problem)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise _damaged(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is not None and "step" not in header:
+        raise _damaged(path, "has no 'step' column in its header: it is not the comma-separated CSV Lightning "
+                             "writes (a spreadsheet may have saved it again with ';' between fields)")
+    for values in reader:
+        if len(values) > len(header):
+            raise _damaged(path, f"line {reader.line_num} has {len(values)} fields, more than the "
+                                 f"{len(header)} of its header")
+        yield reader.line_num, dict(zip(header, values))
+
+
+def _number(path: Path, line: int, column: str, text: str) -> float:
+    """`text`, the value of `column` on `line` of the file, as a float; ValueError naming them when
+    it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        raise _damaged(path, f"line {line} has {column} {text!r}, not a number") from None
+
+
 def epoch_series(paths: Sequence[Path]) -> Dict[str, Series]:
     """{metric: {epoch: value}} from the CSV files, read in order: rows without an epoch (the
     learning rates') are skipped, and an epoch a later attempt logged again (after a resume)
-    takes that attempt's value."""
+    takes that attempt's value. A file that is not such a CSV log, or a value that is not a number
+    (an epoch not a whole one), is a ValueError naming the file, the line and the fix."""
     series: Dict[str, Series] = {}
     for path in paths:
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                if not row.get("epoch"):
-                    continue
-                epoch = int(float(row["epoch"]))
-                for column, value in row.items():
-                    name = _column_name(column)
-                    if name and value:
-                        series.setdefault(name, {})[epoch] = float(value)
+        for line, row in _csv_rows(path):
+            if not row.get("epoch"):
+                continue
+            epoch = _number(path, line, "epoch", row["epoch"])
+            if not epoch.is_integer():
+                raise _damaged(path, f"line {line} has epoch {row['epoch']!r}, not a whole number")
+            for column, value in row.items():
+                name = _column_name(column)
+                if name and value:
+                    series.setdefault(name, {})[int(epoch)] = _number(path, line, column, value)
     return series
 
 
