@@ -297,6 +297,19 @@ def test_overrides_are_compared_by_what_takes_effect(tmp_path, recorded, given, 
         assert f"of other settings ({refused})" in str(caught.value)
 
 
+@pytest.mark.parametrize("key, recorded, given, refused", [
+    ("poc_options", ["--epochs", "2", "--test-n", "64"], ["--epochs", "3", "--test-n", "64"],
+     "--poc-options: recorded '--epochs 2 --test-n 64', now '--epochs 3 --test-n 64'"),
+    ("eval_options", {"every mode": ["--epochs", "2"]}, {"every mode": ["--epochs", "2", "--epochs", "3"]},
+     "--eval-options.every mode: recorded '--epochs 2', now '--epochs 2 --epochs 3'"),
+])
+def test_a_refused_call_shows_the_options_as_command_lines(tmp_path, key, recorded, given, refused):
+    """Not `poc_options: recorded has '2', now '3'`, which named neither the option nor its flag."""
+    with pytest.raises(ValueError) as caught:
+        compare_settings({key: recorded}, {key: given, "checkpoint": "last.ckpt"}, tmp_path / "reproduce.json")
+    assert f"of other settings ({refused})" in str(caught.value)
+
+
 def test_a_dataset_without_bundled_configs_needs_config_dir(tmp_path, capsys):
     assert main(["reproduce", "--dataset", "digits", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

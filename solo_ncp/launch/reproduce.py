@@ -158,6 +158,9 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
         if key == "overrides":
             kept = [item for item in new.get(key, []) if scope_of(item) not in added]
             differing += differences(key, effective(old.get(key, [])), effective(kept))
+        elif key in OPTION_LISTS:
+            differing += differences(f"--{key.replace('_', '-')}", as_command_line(old.get(key)),
+                                     as_command_line(new.get(key)))
         elif key not in GROWING + ("methods",):
             differing += differences(key, old.get(key), new.get(key))
     for label in sorted(set(old.get("methods", {})) & set(new.get("methods", {}))):
@@ -165,6 +168,18 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     if differing:
         raise ValueError(f"{path.parent} holds a reproduce run of other settings "
                          f"({'; '.join(differing)}): pass another --out, or the recorded settings")
+
+
+OPTION_LISTS = ("select_k_options", "eval_options", "poc_options")
+"""The recorded argv of the steps' own options: compared as the command lines they are."""
+
+
+def as_command_line(recorded):
+    """A recorded option list as one shell line (`--k-min 5 --k-max 10`); of a dict of them (the
+    evaluations', per mode), each entry's."""
+    if isinstance(recorded, dict):
+        return {key: as_command_line(value) for key, value in recorded.items()}
+    return shlex.join(recorded) if isinstance(recorded, list) else recorded
 
 
 def effective(overrides: Sequence[str]) -> List[str]:
