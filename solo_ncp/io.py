@@ -160,21 +160,23 @@ def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def check_writable(folder: PathLike) -> Path:
+def check_writable(folder: PathLike, option: str = "--out") -> Path:
     """Raises NotWritableError unless files can be created in `folder`, without creating it: a
     probe file is created and removed in `folder`, or in its nearest existing ancestor when
-    `folder` does not exist yet (the command creates it later)."""
+    `folder` does not exist yet (the command creates it later). `option`: what sets the folder,
+    named in the fix."""
     folder = Path(folder)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
+    fix = f"choose a writable {option}, or fix that folder's permissions"
     problem = wrong_kind(existing, "folder")
     if problem:
-        raise NotWritableError(f"cannot write to {folder}: {existing} {problem}")
+        raise NotWritableError(f"cannot write to {folder}: {existing} {problem}: choose another {option}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".solo-ncp-probe.", dir=existing)
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise NotWritableError(f"cannot write to {folder}: {err.strerror} in {existing}") from None
+        raise NotWritableError(f"cannot write to {folder}: {err.strerror} in {existing}: {fix}") from None
     return folder
 
 

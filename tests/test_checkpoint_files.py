@@ -1,15 +1,20 @@
 """Files that are no checkpoint, read through `read_checkpoint`: whatever the bytes (any first
 byte, an empty file, a zip or gzip, a torch archive with a missing or corrupt data.pkl, a
 truncated legacy file), one CheckpointError line that names the file and the fix; a pickle that
-a safe load refuses keeps its own message."""
+a safe load refuses keeps its own message. A checkpoint's solo-ncp metadata, read through
+`load_encoder` (every command's loader): any malformed entry is one CheckpointError naming the file,
+the entry and the fix."""
 import gzip
 import io
+import json
 import zipfile
 
 import pytest
 import torch
 
-from solo_ncp.models.checkpoint import CheckpointError, read_checkpoint
+from solo_ncp.cli import main
+from solo_ncp.models import BackboneSpec, build_backbone
+from solo_ncp.models.checkpoint import CheckpointError, load_encoder, read_checkpoint
 
 CHECKPOINT = {"state_dict": {"encoder.conv1.weight": torch.arange(6.0).reshape(2, 3)}, "epoch": 1}
 
@@ -113,3 +118,134 @@ def test_a_trusted_checkpoint_whose_state_dict_is_no_mapping_is_one_checkpoint_e
     with pytest.raises(CheckpointError, match=f"holds a state_dict that is a {type(state).__name__}, "
                                               "not a mapping of tensors"):
         read_checkpoint(path, trust=True)
+
+
+WRN = BackboneSpec("wide_resnet28_10", widen_factor=1)
+META = {"format": 1, "method": "simclr", "dataset": "cifar10", "backbone": WRN.to_dict(),
+        "normalization": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}, "dual_bn": False}
+"""Metadata as `solo-ncp pretrain` writes it, of a WideResNet-28-1 (small: its weights save fast)."""
+RESAVE = ("write the checkpoint again with solo-ncp (`solo-ncp pretrain` / `train`; an export folder: "
+          "`solo-ncp export`), or correct that entry")
+OTHER_VERSION = "it was written by another solo-ncp version: load it with that version"
+
+
+@pytest.fixture(scope="module")
+def wrn_weights():
+    return {f"backbone.{k}": v for k, v in build_backbone(WRN).state_dict().items()}
+
+
+REMOVED = object()
+
+
+def with_entry(key, value):
+    """META with entry `key` (a path of keys) set to `value`, or removed if `value` is REMOVED."""
+    meta = {k: dict(v) if isinstance(v, dict) else v for k, v in META.items()}
+    *parents, last = key
+    entry = meta
+    for parent in parents:
+        entry = entry[parent]
+    if value is REMOVED:
+        del entry[last]
+    else:
+        entry[last] = value
+    return meta
+
+
+MALFORMED = {
+    "metadata is a list": (
+        lambda: [META], "solo_ncp: a list, not a mapping", RESAVE),
+    "backbone is a string": (
+        lambda: with_entry(("backbone",), "wide_resnet28_10"), "backbone: a str, not a mapping", RESAVE),
+    "backbone has a key of a newer version": (
+        lambda: with_entry(("backbone", "foo"), 1),
+        "backbone.foo: unknown key; this solo-ncp reads name, cifar, zero_init_residual, widen_factor",
+        OTHER_VERSION),
+    "backbone without name": (
+        lambda: with_entry(("backbone", "name"), REMOVED), "backbone.name: missing", RESAVE),
+    "backbone.cifar a string": (
+        lambda: with_entry(("backbone", "cifar"), "yes"), "backbone.cifar: a str, not a bool", RESAVE),
+    "backbone.widen_factor a bool": (
+        lambda: with_entry(("backbone", "widen_factor"), True),
+        "backbone.widen_factor: a bool, not an int or null", RESAVE),
+    "no normalization": (
+        lambda: with_entry(("normalization",), REMOVED), "normalization: missing", RESAVE),
+    "normalization is a list": (
+        lambda: with_entry(("normalization",), [0.5, 0.2]), "normalization: a list, not a mapping", RESAVE),
+    "normalization without std": (
+        lambda: with_entry(("normalization", "std"), REMOVED), "normalization.std: missing", RESAVE),
+    "normalization has a key of a newer version": (
+        lambda: with_entry(("normalization", "max_pixel"), 255),
+        "normalization.max_pixel: unknown key; this solo-ncp reads mean, std", OTHER_VERSION),
+    "mean of strings": (
+        lambda: with_entry(("normalization", "mean"), ["0.5", "0.4", "0.3"]),
+        "normalization.mean: ['0.5', '0.4', '0.3'] is not a list of numbers", RESAVE),
+    "mean of one channel": (
+        lambda: with_entry(("normalization", "mean"), [0.5]),
+        "normalization.mean: [0.5] has length 1; images have 3 channels", RESAVE),
+    "std shorter than mean": (
+        lambda: with_entry(("normalization", "std"), [0.2, 0.25]),
+        "normalization.std: [0.2, 0.25] has length 2; images have 3 channels", RESAVE),
+    "std of zeros": (
+        lambda: with_entry(("normalization", "std"), [0, 0, 0]),
+        "normalization.std: [0, 0, 0] holds a std <= 0, which cannot divide", RESAVE),
+    "negative std": (
+        lambda: with_entry(("normalization", "std"), [0.2, -0.25, 0.3]),
+        "normalization.std: [0.2, -0.25, 0.3] holds a std <= 0, which cannot divide", RESAVE),
+    "NaN std": (
+        lambda: with_entry(("normalization", "std"), [0.2, float("nan"), 0.3]),
+        "normalization.std: [0.2, nan, 0.3] holds NaN or inf", RESAVE),
+    "infinite mean": (
+        lambda: with_entry(("normalization", "mean"), [0.5, float("inf"), 0.3]),
+        "normalization.mean: [0.5, inf, 0.3] holds NaN or inf", RESAVE),
+    "bn of no branch": (
+        lambda: with_entry(("bn",), "both"), "bn: 'both', not null or one of clean, adv", RESAVE),
+    "data record is a list": (
+        lambda: with_entry(("data",), ["train"]), "data: a list, not a mapping or null", RESAVE),
+}
+
+
+def test_the_metadata_of_the_malformed_rows_loads_before_a_fault_is_planted(tmp_path, wrn_weights):
+    """Control for MALFORMED: META with real weights is an encoder, as are older metadata without
+    the optional entries (without backbone: inferred from the weights) and export metadata with a
+    null bn."""
+    for name, meta in (("full", META), ("old", {k: META[k] for k in ("backbone", "normalization")}),
+                       ("no backbone", {"normalization": META["normalization"]}),
+                       ("export", {**META, "bn": None, "data": None})):
+        torch.save({"state_dict": wrn_weights, "solo_ncp": meta}, tmp_path / f"{name}.ckpt")
+        encoder = load_encoder(tmp_path / f"{name}.ckpt")
+        assert encoder.backbone == WRN
+        assert encoder.normalization == {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
+
+
+@pytest.mark.parametrize("fault", sorted(MALFORMED))
+def test_malformed_metadata_is_one_checkpoint_error_naming_the_entry(tmp_path, wrn_weights, fault):
+    """Also when --dataset gives a normalisation: metadata is never replaced, only checked."""
+    meta, detail, fix = MALFORMED[fault]
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": wrn_weights, "solo_ncp": meta()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder(path, normalization={"mean": [0.5] * 3, "std": [0.25] * 3})
+    problem = f"{path} has malformed solo-ncp metadata ({detail})"
+    assert (str(caught.value), caught.value.problem) == (f"{problem}: {fix}", problem)
+
+
+def test_the_metadata_of_an_export_folder_is_checked_too(tmp_path, wrn_weights):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    torch.save({k[len("backbone."):]: v for k, v in wrn_weights.items()}, folder / "encoder.pt")
+    (folder / "export.json").write_text(json.dumps(with_entry(("normalization", "std"), [0.2, 0.25, 0])))
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder(folder)
+    assert str(caught.value) == (f"{folder} has malformed solo-ncp metadata (normalization.std: [0.2, 0.25, 0] "
+                                 f"holds a std <= 0, which cannot divide): {RESAVE}")
+
+
+def test_the_cli_prints_one_error_line_for_malformed_metadata(tmp_path, wrn_weights, capsys):
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": wrn_weights, "solo_ncp": with_entry(("backbone", "foo"), 1)}, path)
+    assert main(["export", "--ckpt", str(path), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.err.strip().splitlines()[-1] == (
+        f"error: {path} has malformed solo-ncp metadata (backbone.foo: unknown key; this solo-ncp reads name, "
+        f"cifar, zero_init_residual, widen_factor): {OTHER_VERSION} (solo-ncp export)")

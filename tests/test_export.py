@@ -208,7 +208,10 @@ def _nan_head(folder: Path) -> None:
     (lambda folder: torch.save({"weight": 1}, folder / "head_adv.pt"),
      "{folder}/head_adv.pt holds int, not only tensors"),
     (_nan_head, "{folder}/head_adv.pt's weight holds NaN or inf"),
-], ids=["no settings", "truncated head", "no tensors", "NaN head"])
+    (lambda folder: torch.save(torch.zeros(2), folder / "head_adv.pt"),
+     "{folder}/head_adv.pt holds a Tensor, not a checkpoint (a dict with a state_dict): evaluate"),
+    (lambda folder: (folder / "head_adv.pt").unlink(), "checkpoint {folder}/head_adv.pt does not exist: evaluate"),
+], ids=["no settings", "truncated head", "no tensors", "NaN head", "a bare tensor", "missing"])
 def test_a_damaged_head_folder_is_one_error_saying_to_evaluate_again(damage, says, eval_adv, planted_dual_bn_ckpt,
                                                                      tmp_path, capsys):
     """Before: a KeyError traceback, the fix for a stage-1 checkpoint, or a NaN classifier exported."""

@@ -175,16 +175,21 @@ def test_writable_folders_pass_without_being_created(tmp_path):
 
 
 def test_unwritable_folders_are_named(tmp_path, monkeypatch):
+    """With the fix, naming what sets the folder (select-k, poc, plot, report and reproduce gave none)."""
     (tmp_path / "file").write_text("")
-    with pytest.raises(NotWritableError, match="is a file, not a folder"):
+    with pytest.raises(NotWritableError) as caught:
         check_writable(tmp_path / "file" / "run")
+    assert str(caught.value) == (f"cannot write to {tmp_path / 'file' / 'run'}: {tmp_path / 'file'} is a file, not a "
+                                 "folder: choose another --out")
 
     def denied(**kwargs):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)  # what a read-only folder does (not as root)
-    with pytest.raises(NotWritableError, match=f"cannot write to {tmp_path / 'run'}: Permission denied"):
-        check_writable(tmp_path / "run")
+    with pytest.raises(NotWritableError) as caught:
+        check_writable(tmp_path / "run", "checkpoint.dir (or name)")
+    assert str(caught.value) == (f"cannot write to {tmp_path / 'run'}: Permission denied in {tmp_path}: choose a "
+                                 "writable checkpoint.dir (or name), or fix that folder's permissions")
 
 
 def test_the_lock_holds_this_pid_refuses_a_second_holder_and_is_released(tmp_path):

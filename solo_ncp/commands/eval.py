@@ -41,7 +41,7 @@ from solo_ncp.eval.protocol import (
     check_loss,
     default_loss,
 )
-from solo_ncp.io import NotWritableError, check_writable
+from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, check_budget, default_alpha
 
@@ -275,10 +275,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[solo-ncp] warning: {warning}")
     out = Path(args.out) / METRICS_FILE
     refuse_overwrite(out, args.overwrite)
-    try:
-        check_writable(args.out)
-    except NotWritableError as err:
-        raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
+    check_writable(args.out)
     encoders = load_branches(args)
     spec = dataset_of(args, encoders[0])
     cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),

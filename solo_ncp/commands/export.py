@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from solo_ncp.commands._encoder import refuse_overwrite
-from solo_ncp.io import NotWritableError, check_writable
+from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
@@ -50,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     refuse_overwrite(out / EXPORT_INFO, args.overwrite)
-    try:
-        check_writable(out)
-    except NotWritableError as err:
-        raise ValueError(f"{err}: choose a writable --out, or fix that folder's permissions") from None
+    check_writable(out)
     eval_dir = Path(args.head) if args.head else None
     evaluation = read_evaluation(eval_dir, out) if eval_dir else None
     spec = get_spec(args.dataset) if args.dataset not in (None, CUSTOM) else None  # custom: recorded

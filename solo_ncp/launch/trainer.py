@@ -97,7 +97,7 @@ def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
     0 (a second run training there is refused); its last.ckpt when resuming, after `cfg` was
     checked against the run's config.yaml (`check_resume_config`: a refused key stops here,
     the applied ones are printed). The accelerator is checked here too, before any work."""
-    folder = check_writable(run_dir(cfg))
+    folder = check_writable(run_dir(cfg), "checkpoint.dir (or name)")
     with folder_lock(folder) if is_first_process() else nullcontext(folder):
         resume_from = resume_checkpoint(folder, resume,
                                         bool(select(cfg, "auto_resume.enabled", False)))

@@ -2,9 +2,11 @@
 solo-ncp (the same, plus a `solo_ncp` entry with the backbone spec and the normalisation used), or
 by `solo-ncp export` (a folder: `encoder.pt`, a plain single-BN state dict, beside `export.json`,
 whose solo-ncp entries describe it; `solo_ncp.models.export` writes them)."""
+import math
 import pickle
 import pydoc
 import re
+import reprlib
 import struct
 import sys
 import warnings
@@ -16,6 +18,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from solo_ncp.data.custom import CHANNELS
 from solo_ncp.io import file_sha256, read_json_object
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
@@ -32,6 +35,14 @@ EXPORTED_ENCODER = "encoder.pt"
 EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source")
 """The entries of export.json that are solo-ncp's metadata of the exported encoder (`bn`: the
 dual-BN branch folded into it, null for an encoder that had one BN)."""
+BACKBONE_META = {"name": (str,), "cifar": (bool,), "zero_init_residual": (bool,), "widen_factor": (int, type(None))}
+"""The keys of the metadata's `backbone` entry (BackboneSpec's fields; `name` required) and their types."""
+NORMALIZATION_META = ("mean", "std")
+MAPPING_META = ("data", "perturbation", BEST_META)
+"""Metadata entries that the commands read as mappings, each optional (absent or null)."""
+META_FIX = ("write the checkpoint again with solo-ncp (`solo-ncp pretrain` / `train`; an export folder: "
+            "`solo-ncp export`), or correct that entry")
+OTHER_VERSION_FIX = "it was written by another solo-ncp version: load it with that version"
 
 
 class CheckpointError(ValueError):
@@ -104,7 +115,8 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist: pass the `.ckpt` written by `solo-ncp pretrain` "
-            "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint"
+            "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint",
+            f"checkpoint {path} does not exist"
         )
     try:
         with warnings.catch_warnings():  # of a byte that garbage holds where a protocol goes
@@ -122,10 +134,9 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
         first_line = (str(err).strip().splitlines() or [""])[0]
         raise unreadable(path, f"{type(err).__name__}: {first_line}".rstrip(": ")) from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(
-            f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict): "
-            "pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`"
-        )
+        problem = f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict)"
+        raise CheckpointError(f"{problem}: pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`",
+                              problem)
     if not isinstance(ckpt.get("state_dict", {}), Mapping):
         raise CheckpointError(
             f"{path} holds a state_dict that is a {type(ckpt['state_dict']).__name__}, not a mapping "
@@ -159,9 +170,80 @@ def read_encoder_checkpoint(path, *, trust: bool = False) -> Tuple[Dict, Path]:
     return read_checkpoint(path, trust=trust), path
 
 
-def checkpoint_meta(ckpt: Mapping) -> Dict:
-    """solo-ncp's metadata of a checkpoint; empty for a plain solo-learn checkpoint."""
-    return dict(ckpt.get(META_KEY, {}))
+def malformed(path, field: str, what: str, fix: str = META_FIX) -> CheckpointError:
+    """The one error of metadata whose entry `field` is wrong: `what` says how, `fix` what to do."""
+    problem = f"{path} has malformed solo-ncp metadata ({field}: {what})"
+    return CheckpointError(f"{problem}: {fix}", problem)
+
+
+def _a(kind: type) -> str:
+    """A type as the messages name it: "null", "a list", "an int"."""
+    if kind is type(None):
+        return "null"
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
+
+
+def _check_keys(path, field: str, entry, known: Sequence[str]) -> None:
+    """`entry` is a mapping of keys among `known` (another version's key: OTHER_VERSION_FIX)."""
+    if not isinstance(entry, Mapping):
+        raise malformed(path, field, f"{_a(type(entry))}, not a mapping")
+    unknown = sorted(map(str, set(entry) - set(known)))
+    if unknown:
+        raise malformed(path, f"{field}.{unknown[0]}", f"unknown key; this solo-ncp reads {', '.join(known)}",
+                        OTHER_VERSION_FIX)
+
+
+def _check_backbone(path, backbone) -> None:
+    """Keys of BackboneSpec (`name` among them), each of its type."""
+    _check_keys(path, "backbone", backbone, tuple(BACKBONE_META))
+    if "name" not in backbone:
+        raise malformed(path, "backbone.name", "missing")
+    for key, value in backbone.items():
+        types = BACKBONE_META[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise malformed(path, f"backbone.{key}",
+                            f"{_a(type(value))}, not {' or '.join(_a(kind) for kind in types)}")
+
+
+def _check_normalization(path, normalization) -> None:
+    """mean and std: one finite number per image channel, std > 0."""
+    _check_keys(path, "normalization", normalization, NORMALIZATION_META)
+    for key in NORMALIZATION_META:
+        field = f"normalization.{key}"
+        if key not in normalization:
+            raise malformed(path, field, "missing")
+        values = normalization[key]
+        shown = reprlib.repr(values)
+        if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise malformed(path, field, f"{shown} is not a list of numbers")
+        if len(values) != CHANNELS:
+            raise malformed(path, field, f"{shown} has length {len(values)}; images have {CHANNELS} channels")
+        if not all(math.isfinite(v) for v in values):
+            raise malformed(path, field, f"{shown} holds NaN or inf")
+        if key == "std" and min(values) <= 0:
+            raise malformed(path, field, f"{shown} holds a std <= 0, which cannot divide")
+
+
+def checkpoint_meta(ckpt: Mapping, path) -> Dict:
+    """solo-ncp's metadata of checkpoint `path`, each entry's shape checked (`malformed`); empty for
+    a plain solo-learn checkpoint."""
+    meta = ckpt.get(META_KEY, {})
+    if not isinstance(meta, Mapping):
+        raise malformed(path, META_KEY, f"{_a(type(meta))}, not a mapping")
+    if not meta:
+        return {}
+    if "backbone" in meta:
+        _check_backbone(path, meta["backbone"])
+    if "normalization" not in meta:
+        raise malformed(path, "normalization", "missing")
+    _check_normalization(path, meta["normalization"])
+    if meta.get("bn") not in (None, *BRANCHES):
+        raise malformed(path, "bn", f"{meta['bn']!r}, not null or one of {', '.join(BRANCHES)}")
+    for key in MAPPING_META:
+        if not isinstance(meta.get(key, {}), (Mapping, type(None))):
+            raise malformed(path, key, f"{_a(type(meta[key]))}, not a mapping or null")
+    return dict(meta)
 
 
 def split_state_dict(ckpt: Mapping, prefix: str) -> Dict[str, torch.Tensor]:
@@ -307,7 +389,7 @@ def load_encoder(
     frozen: eval mode and `requires_grad=False`.
     """
     ckpt, weights_file = read_encoder_checkpoint(path, trust=trust)
-    meta = checkpoint_meta(ckpt)
+    meta = checkpoint_meta(ckpt, path)
     weights = encoder_state_dict(ckpt)
     check_finite(weights, path)
     spec = BackboneSpec(**meta["backbone"]) if "backbone" in meta else infer_backbone_spec(weights)
