@@ -113,9 +113,14 @@ def close_progress_bars() -> bool:
 
 def one_line(err: BaseException) -> str:
     """The error's message on one line; for an error re-raised from a DataLoader worker, the
-    original error's own line (the last one of the traceback it carries)."""
+    original error's own message (the last line of the traceback it carries, without its type,
+    which the worker re-raises as)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if any(line.startswith("Original Traceback") for line in lines):
+        kind = type(err)
+        for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
+            if lines[-1].startswith(prefix):
+                return lines[-1][len(prefix):]
         return lines[-1]
     return " ".join(lines) or type(err).__name__
 

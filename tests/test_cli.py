@@ -54,7 +54,15 @@ def test_multi_line_messages_become_one_line():
         "Could not override 'x'. To append use +x=1")
     worker = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback "
                         "(most recent call last):\n  File \"x.py\", line 1\nValueError: bad image")
-    assert one_line(worker) == "ValueError: bad image"
+    assert one_line(worker) == "bad image"
+    from solo_ncp.data.registry import DatasetNotFoundError
+
+    worker = DatasetNotFoundError("Caught DatasetNotFoundError in DataLoader worker process 1.\nOriginal "
+                                  "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                  "solo_ncp.data.registry.DatasetNotFoundError: custom data: image a.png is empty")
+    assert one_line(worker) == "custom data: image a.png is empty"
+    assert one_line(ValueError("Caught KeyError in DataLoader worker process 0.\nOriginal Traceback "
+                               "(most recent call last):\nKeyError: 'x'")) == "KeyError: 'x'"
 
 
 @pytest.mark.parametrize("bar", [True, False])

@@ -1,7 +1,10 @@
 """`data.dataset=custom`: torchvision ImageFolders written here as PNGs, read by the dataset, the
-config, the stage-1 transform, and the whole pipeline (pretrain, select-k, train, eval, export)."""
+config, the stage-1 transform, and the whole pipeline (pretrain, select-k, train, eval, export);
+damaged images and broken links among them, refused with one error naming the file."""
 import argparse
+import io
 import json
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +16,7 @@ from sklearn.datasets import load_digits
 from solo_ncp.cli import main
 from solo_ncp.commands._encoder import dataset_of
 from solo_ncp.config import dataset_spec, load_config, to_solo102_kwargs, to_solo_main_cfg
-from solo_ncp.data import build_dataset, config_custom_data, custom_data, normalization_of
+from solo_ncp.data import DatasetNotFoundError, build_dataset, config_custom_data, custom_data, normalization_of
 from solo_ncp.launch.compat import HOST, pretrain_transform
 from solo_ncp.models.checkpoint import read_checkpoint
 from tests.conftest import ROOT, write_image_folder
@@ -77,6 +80,96 @@ def test_custom_images_of_another_size_are_resized_then_centre_cropped(tmp_path)
     assert (as_pixels(x_bands) == (0, 255, 0)).all()  # the middle 8 rows of 16
 
 
+def encoded(fmt: str) -> bytes:
+    """An 8x8 picture of random colours as a file of format `fmt` ("JPEG", "PNG")."""
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(out, fmt)
+    return out.getvalue()
+
+
+def jpeg_cut_in_its_scan(n: int) -> bytes:
+    """The 8x8 JPEG cut `n` bytes after its scan header (marker FFDA, then its length in 2 bytes):
+    its one block of coded pixels stops short, those `n` bytes left unprocessed."""
+    jpeg = encoded("JPEG")
+    sos = jpeg.index(b"\xff\xda")
+    return jpeg[:sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big") + n]
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: data length, type, data, CRC of type and data."""
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def png_pixel_data(damage) -> bytes:
+    """The 8x8 PNG with its pixel data (its one IDAT chunk's zlib stream) replaced by the chunks
+    `damage(data)`, then IEND."""
+    png = encoded("PNG")
+    start = png.index(b"IDAT") - 4  # the chunk's length field
+    data = png[start + 8:start + 8 + int.from_bytes(png[start:start + 4], "big")]
+    return png[:start] + damage(data) + png_chunk(b"IEND", b"")
+
+
+DAMAGED_IMAGES = {
+    "a truncated JPEG": ("cut.jpg", lambda: jpeg_cut_in_its_scan(3),
+                         "is truncated or damaged (PIL: image file is truncated (3 bytes not processed))"),
+    "a PNG with a byte flipped": (  # the zlib header's first byte: compression method 7, not 8 (deflate)
+        "flipped.png", lambda: png_pixel_data(lambda data: png_chunk(b"IDAT", bytes([data[0] ^ 0xFF]) + data[1:])),
+        "is truncated or damaged (PIL: broken data stream when reading image file)"),
+    "a PNG with a broken chunk": (  # the data in two chunks, the second's type not 4 letters: SyntaxError
+        "chunk.png", lambda: png_pixel_data(lambda data: png_chunk(b"IDAT", data[:2]) + png_chunk(b"ID\0T", data[2:])),
+        "is truncated or damaged (PIL: broken PNG file (chunk b'ID\\x00T'))"),
+    "a PPM cut in its header": ("cut.ppm", lambda: b"P6\n8 8\n",  # no maximum value: a ValueError
+                                "is truncated or damaged (PIL: Reached EOF while reading header)"),
+    "an empty file": ("empty.png", lambda: b"", "is empty"),
+    "text saved as a PNG": ("text.png", lambda: b"not a picture\n",
+                            "is not an image PIL can read (in no format it knows)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_IMAGES))
+def test_a_damaged_custom_image_is_one_error_naming_it_and_the_fix(tmp_path, damage):
+    name, content, problem = DAMAGED_IMAGES[damage]
+    write_image_folder(tmp_path, *digits_012(0, 3), CLASSES)
+    (tmp_path / "apple" / name).write_bytes(content())
+    data = custom_data(tmp_path, None, 8, MEAN, STD, ("--train-path", "--val-path"))
+    with pytest.raises(DatasetNotFoundError) as caught:
+        list(build_dataset("custom", "train", custom=data))
+    assert str(caught.value) == f"custom data: image {tmp_path / 'apple' / name} {problem}: replace or remove it"
+
+
+def test_the_damaged_images_built_here_are_read_whole_before_the_damage():
+    """Control for the damages above: the JPEG and PNG they start from read, 8x8 RGB."""
+    for fmt in ("JPEG", "PNG"):
+        assert Image.open(io.BytesIO(encoded(fmt))).convert("RGB").size == (8, 8)
+    assert Image.open(io.BytesIO(png_pixel_data(lambda data: png_chunk(b"IDAT", data)))).convert("RGB").size == (8, 8)
+
+
+def test_a_broken_link_among_the_custom_images_is_refused_when_the_folders_are_checked(tmp_path):
+    write_image_folder(tmp_path / "train", *digits_012(0, 3), CLASSES)
+    (tmp_path / "train" / "apple" / "link.png").symlink_to(next((tmp_path / "train" / "zebra").iterdir()))
+    (tmp_path / "train" / "mango" / "gone.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DatasetNotFoundError) as caught:
+        custom_data(tmp_path / "train", None, 8, MEAN, STD, ("--train-path", "--val-path"))
+    assert str(caught.value) == (f"custom data: --train-path {tmp_path / 'train'}: image(s) mango/gone.png are "
+                                 "broken links (their targets are missing): replace or remove them")
+    (tmp_path / "train" / "mango" / "gone.png").unlink()
+    data = custom_data(tmp_path / "train", None, 8, MEAN, STD, ("--train-path", "--val-path"))
+    assert len(list(build_dataset("custom", "train", custom=data))) == 4  # the working link is read
+
+
+def test_a_custom_image_whose_link_breaks_after_the_check_is_one_error_naming_it(tmp_path):
+    write_image_folder(tmp_path / "train", *digits_012(0, 3), CLASSES)
+    (tmp_path / "elsewhere.png").write_bytes(encoded("PNG"))
+    (tmp_path / "train" / "apple" / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    data = custom_data(tmp_path / "train", None, 8, MEAN, STD, ("--train-path", "--val-path"))
+    dataset = build_dataset("custom", "train", custom=data)
+    (tmp_path / "elsewhere.png").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        list(dataset)
+    assert str(caught.value) == (f"custom data: image {tmp_path / 'train' / 'apple' / 'link.png'} is missing (a broken "
+                                 "link, or deleted after the folder was listed): replace or remove it")
+
+
 def custom_overrides(folders, *extra):
     """Overrides of the bundled Fashion-MNIST configs for the custom folders, at digits' scale."""
     return ["data.dataset=custom", f"data.train_path={folders['train']}",
@@ -93,6 +186,18 @@ def test_a_custom_config_counts_the_class_folders_and_normalises_with_its_statis
     classes = to_solo_main_cfg(cfg).data.num_classes if HOST.is_main else to_solo102_kwargs(cfg)["num_classes"]
     assert classes == 3
     assert normalization_of(pretrain_transform(cfg)) == {"mean": tuple(MEAN), "std": tuple(STD)}
+
+
+def test_pretrain_stops_at_a_truncated_custom_image_with_one_error_line_naming_it(folders, tmp_path, capsys):
+    write_image_folder(tmp_path / "train", *digits_012(0, N_TRAIN - 1), CLASSES)
+    (tmp_path / "train" / "apple" / "cut.jpg").write_bytes(jpeg_cut_in_its_scan(3))
+    cut = {"train": tmp_path / "train", "val": folders["val"]}
+    assert main(["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"),
+                 f"checkpoint.dir={tmp_path / 'runs'}", "name=cut", "optimizer.batch_size=15",
+                 *custom_overrides(cut)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: custom data: image {tmp_path / 'train' / 'apple' / 'cut.jpg'} is truncated or damaged (PIL: image "
+        "file is truncated (3 bytes not processed)): replace or remove it (solo-ncp pretrain)")
 
 
 def test_the_image_size_is_the_largest_crop_and_every_entry_gives_the_same_statistics(folders):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, T
 from solo_ncp.data.registry import DatasetNotFoundError, DatasetSpec
 
 if TYPE_CHECKING:
+    from PIL import Image
     from torch.utils.data import Dataset
 
 CUSTOM = "custom"
@@ -45,10 +46,25 @@ def _holds_image(folder: Path) -> bool:
     return any(_is_image(name) for _, _, names in os.walk(folder, followlinks=True) for name in names)
 
 
+def _broken_links(folder: Path, classes: Sequence[str]) -> List[str]:
+    """The images in the class folders `classes` of `folder` (walked as ImageFolder walks them) that
+    are links to nothing, relative to `folder`: the listing tells links apart, only they are looked up."""
+    broken, pending = [], [folder / name for name in classes]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                elif entry.is_symlink() and _is_image(entry.name) and not os.path.exists(entry.path):
+                    broken.append(os.path.relpath(entry.path, folder))
+    return sorted(broken)
+
+
 def image_folder_classes(path, option: str) -> List[str]:
     """The class names (sorted) of the ImageFolder at `path`; DatasetNotFoundError naming `path`,
     what is wrong and the fix (`option`: how the user gives the folder, e.g. "data.train_path") when
-    it is missing, not a folder, holds no class sub-folders, or a class sub-folder holds no image."""
+    it is missing, not a folder, holds no class sub-folders, a class sub-folder holds no image, or an
+    image is a broken link."""
     folder = Path(path)
     fix = f"pass {option}=<{LAYOUT}>"
     if not folder.exists():
@@ -66,6 +82,12 @@ def image_folder_classes(path, option: str) -> List[str]:
         raise DatasetNotFoundError(
             f"custom data: {option} {folder}: class folder(s) {', '.join(empty[:5])} hold no image "
             f"({', '.join(_image_extensions())}): add images to them or remove them; {fix}"
+        )
+    broken = _broken_links(folder, classes)
+    if broken:
+        raise DatasetNotFoundError(
+            f"custom data: {option} {folder}: image(s) {', '.join(broken[:5])}{', ...' if len(broken) > 5 else ''} "
+            "are broken links (their targets are missing): replace or remove them"
         )
     return classes
 
@@ -169,14 +191,34 @@ def config_custom_data(data: Mapping, augmentations: Sequence[Mapping], validate
                        ("data.train_path", "data.val_path"))
 
 
+def load_image(path: str) -> "Image.Image":
+    """ImageFolder's loader: the picture in the file at `path` as RGB (torchvision's `pil_loader`);
+    DatasetNotFoundError naming the file, what is wrong and the fix when it is missing, empty, not
+    an image PIL can read, or truncated or damaged (PIL's decoding errors; other I/O errors pass)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")
+    except FileNotFoundError:
+        problem = "is missing (a broken link, or deleted after the folder was listed)"
+    except UnidentifiedImageError:
+        problem = "is empty" if os.path.getsize(path) == 0 else "is not an image PIL can read (in no format it knows)"
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's decoding errors: OSErrors without errno
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        problem = f"is truncated or damaged (PIL: {err})"
+    raise DatasetNotFoundError(f"custom data: image {path} {problem}: replace or remove it")
+
+
 def image_folder_dataset(folder, image_size: int, transform: Callable) -> "Dataset":
     """The ImageFolder at `folder` (checked by the caller) as `(transform(image), label)`: image a
-    PIL RGB picture of image_size x image_size (see the module's docstring), label its class
-    folder's index in sorted order."""
+    PIL RGB picture (`load_image`) of image_size x image_size (see the module's docstring), label its
+    class folder's index in sorted order."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
-    return ImageFolder(str(folder), transform=transforms.Compose([  # its loader converts to RGB
+    return ImageFolder(str(folder), loader=load_image, transform=transforms.Compose([
         transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.CenterCrop(image_size),
         transform,
