@@ -87,6 +87,23 @@ def test_bad_config_inputs_are_clear_errors(tmp_path, capsys):
     assert "method='nope' is not registered" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, config", [("pretrain", "ncp"), ("train", "simclr")])
+def test_a_config_of_the_other_stage_says_which_command_runs_it(tmp_path, capsys, command, config):
+    """Before: pretrain of an ncp config failed in its data code with a traceback, and train of a
+    simclr config asked for a teacher, then said the teacher key is not read by simclr."""
+    from solo_ncp.cli import main
+
+    path = ROOT / f"zoo_configs/fashionmnist/{config}.yaml"
+    assert main([command, "--config", str(path), f"checkpoint.dir={tmp_path}"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == {
+        "pretrain": f"error: method=ncp is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint): solo-ncp "
+                    f"train --config {path} ...; pretrain trains stage 1 (simclr, ...) (solo-ncp pretrain)",
+        "train": f"error: method=simclr is no stage-2 method (ncp, deacl): run it with `solo-ncp pretrain --config "
+                 f"{path}`, or pass an ncp / deacl config to train (solo-ncp train)"}[command]
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: accelerator=gpu trains")
 def test_accelerator_gpu_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert pretrain(tmp_path, "accelerator=gpu") == 2

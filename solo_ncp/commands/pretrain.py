@@ -42,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import backbone_meta, build_method
     from solo_ncp.launch.trainer import fit, open_run
+    from solo_ncp.methods import solo_ncp_methods
 
     cfg = load_config(args.config, args.overrides)
+    if str(cfg.method) in solo_ncp_methods():
+        raise ValueError(f"method={cfg.method} is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint): "
+                         f"solo-ncp train --config {args.config} ...; pretrain trains stage 1 (simclr, ...)")
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
         spec = dataset_spec(cfg)

@@ -48,8 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.data import config_dataset
     from solo_ncp.launch.methods import build_method
     from solo_ncp.launch.trainer import fit, open_run
+    from solo_ncp.methods import solo_ncp_methods
 
     cfg = load_config(args.config, args.overrides)
+    stage2 = solo_ncp_methods()
+    if str(cfg.method) not in stage2:
+        raise ValueError(f"method={cfg.method} is no stage-2 method ({', '.join(stage2)}): run it with `solo-ncp "
+                         f"pretrain --config {args.config}`, or pass an ncp / deacl config to train")
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)
