@@ -45,3 +45,18 @@ def test_deacl_matched_is_ncps_recipe_with_deacls_perturbation(dataset):
     assert {k: v for k, v in matched.method_kwargs.items() if k != "teacher_ckpt"} == {
         k: v for k, v in shared.items() if k != "teacher_ckpt"}
     assert matched.method_kwargs.lam == 6.0 and matched.method_kwargs.dual_bn is True
+
+
+@pytest.mark.parametrize("option", ["+method_kwargs.k=10", "+method_kwargs.strategy=i",
+                                    "+method_kwargs.neighbor_rank=5", "+method_kwargs.kmeans_seed=3"])
+def test_deacl_refuses_the_options_of_the_clustering_it_never_reads(option):
+    """They were accepted and recorded in config.yaml (k: 10, strategy: i) though DeACL has no
+    clusters; the shared ones (lam, eps, cluster_bn: its monitors' branch) stay."""
+    from solo_ncp.config import ConfigError
+
+    key = option.lstrip("+").split("=")[0]
+    with pytest.raises(ConfigError) as caught:
+        load_config(ZOO / "fashionmnist/deacl.yaml", [option])
+    assert str(caught.value).startswith(f"`{key}` is not read by solo-ncp or deacl on solo-learn-"), caught.value
+    cfg = load_config(ZOO / "fashionmnist/deacl.yaml", ["method_kwargs.lam=3", "+method_kwargs.cluster_bn=adv"])
+    assert (cfg.method_kwargs.lam, cfg.method_kwargs.cluster_bn) == (3, "adv")

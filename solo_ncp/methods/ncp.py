@@ -7,7 +7,7 @@ from solo.methods.base import BaseMethod
 from solo.utils.knn import WeightedKNNClassifier
 
 from solo_ncp.methods.stage2_hooks import Stage2Hooks
-from solo_ncp.methods.stage2_options import add_arguments, take_options
+from solo_ncp.methods.stage2_options import DEACL_OPTION_NAMES, add_arguments, take_options
 from solo_ncp.models.backbones import BackboneSpec
 
 
@@ -48,6 +48,7 @@ class NCP(Stage2Hooks, BaseMethod):
 
 class DeACL(NCP):
     """DeACL (Zhang et al. 2022) at equal budget: the same class with Eq. 2's perturbation (away
-    from the teacher's representation), no clustering."""
+    from the teacher's representation), no clustering: the options of the clustering are not read."""
 
     perturbation = "deacl"
+    option_names = DEACL_OPTION_NAMES

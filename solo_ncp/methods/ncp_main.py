@@ -12,7 +12,7 @@ from solo.methods.base import BaseMethod
 from solo_ncp.config import unread_key_error
 from solo_ncp.methods.main_host import cifar_stem, main_pretrain_images, match_stem, stem_key_hidden
 from solo_ncp.methods.stage2_hooks import Stage2Hooks
-from solo_ncp.methods.stage2_options import OPTION_NAMES, take_options
+from solo_ncp.methods.stage2_options import DEACL_OPTION_NAMES, OPTION_NAMES, take_options
 from solo_ncp.models.backbones import BackboneSpec
 
 
@@ -57,6 +57,7 @@ class NCP(Stage2Hooks, BaseMethod):
 
 class DeACL(NCP):
     """DeACL (Zhang et al. 2022) at equal budget: the same class with Eq. 2's perturbation (away
-    from the teacher's representation), no clustering."""
+    from the teacher's representation), no clustering: the options of the clustering are not read."""
 
     perturbation = "deacl"
+    option_names = DEACL_OPTION_NAMES

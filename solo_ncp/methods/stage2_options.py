@@ -62,6 +62,11 @@ OPTIONS = (
     Option("cudnn_benchmark", bool, False),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
+CLUSTER_OPTIONS = ("k", "k_file", "strategy", "neighbor_rank", "assign", "cluster_every", "cluster_features",
+                   "kmeans_max_iter", "kmeans_backend", "kmeans_seed", "kmeans_init", "kmeans_n_init")
+"""The options of the clustering and of the push toward a neighbouring centroid: `ncp` reads them,
+`deacl` (no clusters) does not."""
+DEACL_OPTION_NAMES = tuple(name for name in OPTION_NAMES if name not in CLUSTER_OPTIONS)
 KINDS = {int: "a whole number", float: "a number", str: "a text", bool: "true or false",
          dict: "a block of keys"}
 """What each option type takes, in the words of the refusals."""
