@@ -85,6 +85,13 @@ def test_bad_config_inputs_are_clear_errors(tmp_path, capsys):
     assert "fewer than optimizer.batch_size" in capsys.readouterr().err
     assert pretrain(tmp_path, "method=nope") == 2
     assert "method='nope' is not registered" in capsys.readouterr().err
+    assert pretrain(tmp_path, "backbone.name=resnet19") == 2  # an AssertionError traceback before
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: backbone.name='resnet19' is no backbone of solo-learn-") and "resnet18, " in line
+    assert pretrain(tmp_path, "+backbone.kwargs.foo=1") == 2  # ResNet's TypeError traceback before
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: backbone.kwargs.foo is not an option of resnet18: remove it (its options: cifar, "
+        "zero_init_residual) (solo-ncp pretrain)")
 
 
 @pytest.mark.parametrize("command, config", [("pretrain", "ncp"), ("train", "simclr")])

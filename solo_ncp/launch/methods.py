@@ -1,8 +1,11 @@
 """Building a registered solo-learn method from a config, the installed host's way."""
+from typing import Tuple
+
 from omegaconf import DictConfig
 
-from solo_ncp._host import current_host
-from solo_ncp.config import dataset_spec, method_class, select, to_solo102_kwargs, to_solo_main_cfg
+from solo_ncp._host import current_host, import_solo
+from solo_ncp.config import (ConfigError, dataset_spec, method_class, select, to_solo102_kwargs,
+                             to_solo_main_cfg)
 from solo_ncp.models.backbones import SUPPORTED, BackboneSpec
 
 
@@ -14,6 +17,12 @@ def config_backbone_spec(cfg: DictConfig) -> BackboneSpec:
     return BackboneSpec.from_kwargs(cfg.backbone.name, kwargs)
 
 
+def host_backbones() -> Tuple[str, ...]:
+    """The backbone names the installed solo-learn builds (solo-ncp's WideResNets registered)."""
+    base = import_solo("solo.methods.base").BaseMethod
+    return tuple(base._BACKBONES if current_host().is_main else base._SUPPORTED_ENCODERS)
+
+
 def build_method(cfg: DictConfig, num_crops=(2, 0), **extra):
     """`solo.methods.METHODS[cfg.method]` built from the config: with solo-learn 1.0.2's keyword
     arguments (`extra` added to them), or with solo-learn main's `cfg` (`extra` added to its
@@ -22,6 +31,9 @@ def build_method(cfg: DictConfig, num_crops=(2, 0), **extra):
     cls = method_class(cfg.method)
     if cfg.backbone.name in SUPPORTED:
         config_backbone_spec(cfg)
+    elif cfg.backbone.name not in host_backbones():
+        raise ConfigError(f"backbone.name={cfg.backbone.name!r} is no backbone of {current_host().api}: choose "
+                          f"one of {', '.join(sorted(host_backbones()))} (solo-ncp evaluates {', '.join(SUPPORTED)})")
     if not current_host().is_main:
         return cls(**to_solo102_kwargs(cfg, num_crops), **extra)
     from solo_ncp.methods.main_host import cifar_stem, match_stem, stem_key_hidden

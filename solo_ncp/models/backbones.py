@@ -22,6 +22,9 @@ WIDE_RESNETS = {"wide_resnet28_10": (28, 10), "wide_resnet34_10": (34, 10)}
 """name -> (depth, default widen_factor); named as torchvision's `wide_resnet50_2` (depth, width)."""
 SUPPORTED = RESNETS + tuple(WIDE_RESNETS)
 WIDE_RESNET_KWARGS = ("widen_factor", "cifar", "zero_init_residual")
+RESNET_KWARGS = ("cifar", "zero_init_residual")
+"""The `backbone.kwargs` a ResNet of solo-ncp's takes: what a checkpoint's spec records and
+`build_backbone` rebuilds (torchvision's other ResNet options would build another network)."""
 """What a WideResNet reads of solo-learn's backbone kwargs: its width, and the two keys solo-learn
 passes to every ResNet-named backbone (`cifar` ignored, `zero_init_residual` must be false)."""
 
@@ -69,12 +72,12 @@ class BackboneSpec:
         """The spec of solo-learn's backbone name and kwargs (main: `backbone.name`,
         `backbone.kwargs`; 1.0.2: `encoder`, `backbone_args`). ResNets read `cifar` (default
         False, as solo-learn's) and `zero_init_residual`; WideResNets read `widen_factor` and
-        refuse keys outside `WIDE_RESNET_KWARGS`."""
-        if name in WIDE_RESNETS:
-            unknown = sorted(set(kwargs) - set(WIDE_RESNET_KWARGS))
-            if unknown:
-                raise ValueError(f"backbone.kwargs.{unknown[0]} is not an option of {name}: "
-                                 f"remove it (its options: {', '.join(WIDE_RESNET_KWARGS)})")
+        refuse keys outside `WIDE_RESNET_KWARGS`, ResNets outside `RESNET_KWARGS`."""
+        known = WIDE_RESNET_KWARGS if name in WIDE_RESNETS else RESNET_KWARGS
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ValueError(f"backbone.kwargs.{unknown[0]} is not an option of {name}: "
+                             f"remove it (its options: {', '.join(known)})")
         return cls(name, bool(kwargs.get("cifar", False)),
                    bool(kwargs.get("zero_init_residual", False)), kwargs.get("widen_factor"))
 
