@@ -324,3 +324,14 @@ def test_interpolations_in_blocks_reach_solo_learn_102_resolved():
     kwargs = to_solo102_kwargs(cfg, (1, 0))
     assert kwargs["alpha"] == 8 / 255 == cfg.method_kwargs.eps
     assert kwargs["extra_optimizer_args"]["momentum"] == 0.5 == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("key", ["mean", "std"])
+def test_statistics_of_custom_data_are_refused_on_a_registered_dataset(key):
+    """solo-learn 1.0.2 ignored them and main normalised with them: the same config trained two
+    different models on the two hosts."""
+    with pytest.raises(ValueError) as caught:
+        load_config(ZOO / "fashionmnist/simclr.yaml", [f"+augmentations.0.{key}=[0.5,0.5,0.5]"])
+    value = {"mean": [0.286, 0.286, 0.286], "std": [0.353, 0.353, 0.353]}[key]
+    assert str(caught.value) == (f"augmentations.0.{key} is for data.dataset=custom: fashionmnist is normalised "
+                                 f"with its own statistics ({key} {value}), which its checkpoints record; remove it")

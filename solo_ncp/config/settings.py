@@ -52,9 +52,21 @@ def custom_data_of(cfg: DictConfig) -> Optional[CustomData]:
 
 
 def dataset_spec(cfg: DictConfig) -> DatasetSpec:
-    """The DatasetSpec of `data.dataset`: the registry's, or that of the custom folders."""
+    """The DatasetSpec of `data.dataset`: the registry's, or that of the custom folders. A
+    registered dataset is normalised with its registry statistics (which checkpoints record): an
+    `augmentations` entry's `mean`/`std` (custom data's) is refused there."""
     custom = custom_data_of(cfg)
-    return get_spec(cfg.data.dataset) if custom is None else custom.spec
+    if custom is not None:
+        return custom.spec
+    spec = get_spec(cfg.data.dataset)
+    for index, entry in enumerate(cfg.get("augmentations") or []):
+        for key in ("mean", "std"):
+            if isinstance(entry, DictConfig) and entry.get(key) is not None:
+                raise ConfigError(
+                    f"augmentations.{index}.{key} is for data.dataset=custom: {spec.name} is normalised with "
+                    f"its own statistics ({key} {list(getattr(spec, key))}), which its checkpoints record; "
+                    "remove it")
+    return spec
 
 
 def run_block(cfg: DictConfig, name: str) -> Dict:
