@@ -17,7 +17,7 @@ OVERRIDE_SETS = {
     "add": ["+knn_eval.k=3", "+scheduler.lr_decay_steps=[1,2]", "++optimizer.lr=1e-3", "++name=n",
             "+auto_umap={enabled: false, dir: [x, 'y z']}", "+optimizer.kwargs.nesterov=true"],
     "delete": ["~auto_resume", "~checkpoint.frequency", "~seed=5"],
-    "quoted": ["checkpoint.dir='/tmp/a b'", "name=${method}-x", "max_epochs='7'"],
+    "quoted": ["checkpoint.dir='/tmp/a b'", "name=${method}-x", "++wandb.project='2024'"],
     "launcher": ["+data.subset=10", "++limit_train_batches=0.5", "+backbone.kwargs.cifar=false"],
 }
 REFUSED = {
@@ -134,7 +134,8 @@ def test_a_key_nothing_reads_is_refused_naming_the_closest_read_key(config, over
 def test_the_methods_own_options_are_its_classs_on_this_host():
     """Read from solo-learn's source: SimCLR's options are proj_hidden_dim, proj_output_dim and
     temperature on both hosts, plus `supervised` on 1.0.2; BYOL on main also reads `momentum.*`;
-    solo-ncp's methods declare theirs (`normalization` has no 1.0.2 command-line argument)."""
+    solo-ncp's methods declare theirs (`normalization` has no 1.0.2 command-line argument), deacl
+    those of ncp but the clustering's."""
     from solo_ncp._host import current_host
     from solo_ncp.config import method_class, method_keys
     from solo_ncp.methods.stage2_options import OPTIONS
@@ -146,7 +147,10 @@ def test_the_methods_own_options_are_its_classs_on_this_host():
     main = current_host().is_main
     assert options("simclr") == {"proj_hidden_dim", "proj_output_dim", "temperature",
                                  *(() if main else ("supervised",))}
-    assert options("ncp") == options("deacl") == {o.name for o in OPTIONS} > {"normalization", "lam"}
+    assert options("ncp") == {o.name for o in OPTIONS} > {"normalization", "lam", "k", "kmeans_seed"}
+    assert options("deacl") == options("ncp") - {"k", "k_file", "strategy", "neighbor_rank", "assign", "cluster_every",
+                                                 "cluster_features", "kmeans_max_iter", "kmeans_backend",
+                                                 "kmeans_seed", "kmeans_init", "kmeans_n_init"}
     momentum = {"momentum.base_tau", "momentum.final_tau", "momentum.classifier"}
     assert (momentum <= set(method_keys(method_class("byol")))) == main
 
@@ -162,3 +166,86 @@ def test_a_value_of_another_kind_names_key_value_and_kind(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(ZOO / "cifar10/simclr.yaml", [override])
     assert str(err.value) == message
+
+
+FMNIST = ZOO / "fashionmnist/simclr.yaml"
+ONE_ENTRY = "give the entry's index (0, its only entry)"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augmentations.rrc.enabled=false"],
+     f"`augmentations` is a list: {ONE_ENTRY}, e.g. augmentations.0.rrc.enabled=false"),
+    (["augmentations.crop_size=8"], f"`augmentations` is a list: {ONE_ENTRY}, e.g. augmentations.0.crop_size=8"),
+    (["augmentations.x.crop_size=8"], f"`augmentations` is a list: {ONE_ENTRY}, e.g. augmentations.0.crop_size=8"),
+    (["++augmentations.rrc.enabled=false"],
+     f"`augmentations` is a list: {ONE_ENTRY}, e.g. ++augmentations.0.rrc.enabled=false"),
+    (["~augmentations.x"], f"`augmentations` is a list: {ONE_ENTRY}, e.g. ~augmentations.0"),
+    (["augmentations.5.crop_size=8"], f"`augmentations` has no entry 5: {ONE_ENTRY}, e.g. augmentations.0.crop_size=8"),
+    (["+augmentations.1.crop_size=8"],
+     f"`augmentations` has no entry 1: {ONE_ENTRY}, e.g. +augmentations.0.crop_size=8"),
+    (["devices=[0,1]", "devices.x=1"], "`devices` is a list: give the entry's index (0 to 1), e.g. devices.0=1"),
+    (["augmentations=[]", "augmentations.0.crop_size=8"],
+     "`augmentations` is an empty list, with no entry to change: give the whole list (augmentations=[...])"),
+])
+def test_a_key_into_a_list_by_no_entrys_index_names_the_list_and_its_indices(overrides, message):
+    """Hydra refuses these too, with a TypeError (`Index 'rrc' (str) is not an int`), a ValueError
+    (`invalid literal for int()`) or `list index out of range`."""
+    with pytest.raises(Exception):
+        hydra_compose(FMNIST, overrides)
+    with pytest.raises(ConfigError) as err:
+        load_config(FMNIST, overrides)
+    assert str(err.value) == f"override {overrides[-1]!r}: {message}"
+
+
+def test_a_key_left_out_of_a_list_is_one_error_line_of_the_cli(capsys):
+    from solo_ncp.cli import main
+
+    assert main(["pretrain", "--config", "fashionmnist/simclr", "data.subset=128", "max_epochs=1",
+                 "augmentations.rrc.enabled=false"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: override 'augmentations.rrc.enabled=false': `augmentations` is a list: {ONE_ENTRY}, e.g. "
+        "augmentations.0.rrc.enabled=false (solo-ncp pretrain)"]
+
+
+@pytest.mark.parametrize("override, key, value, kind", [
+    ("augmentations.0.color_jitter.brightness='0.4'", "augmentations.0.color_jitter.brightness", "0.4", "a number"),
+    ("augmentations.0.crop_size='28'", "augmentations.0.crop_size", "28", "a whole number"),
+    ("scheduler.warmup_epochs='0'", "scheduler.warmup_epochs", "0", "a number"),
+    ('max_epochs="7"', "max_epochs", "7", "a whole number"),
+    ("++data.val='false'", "data.val", "false", "true or false"),
+])
+def test_a_number_in_quotes_is_text_refused_saying_to_drop_the_quotes(override, key, value, kind):
+    """Hydra reads a quoted value as text: solo-learn main would get the string '28'."""
+    assert OmegaConf.select(hydra_compose(FMNIST, [override]), key) == value
+    with pytest.raises(ConfigError) as err:
+        load_config(FMNIST, [override])
+    assert str(err.value) == f"{key}='{value}' must be {kind}: in quotes it is text; drop the quotes ({key}={value})"
+
+
+def test_a_number_in_quotes_in_the_file_is_refused_too(tmp_path):
+    path = tmp_path / "simclr.yaml"
+    path.write_text(FMNIST.read_text().replace("max_epochs: 100", "max_epochs: '7'"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == ("max_epochs='7' must be a whole number: in quotes it is text; drop the quotes "
+                              "(max_epochs=7)")
+
+
+@pytest.mark.parametrize("override, reason", [
+    ("max_epochs=[1,", "no viable alternative at input '[1,'"),
+    ("augmentations.-1.crop_size=8", "token recognition error at: '.', character 14"),
+    ("name='run", "token recognition error at: ''run', character 6"),
+])
+def test_an_override_hydra_cannot_parse_names_hydras_reason(override, reason):
+    with pytest.raises(ConfigError) as err:
+        load_config(FMNIST, [override])
+    assert str(err.value) == (f"override {override!r} is not key=value, +key=value, ++key=value or ~key "
+                              f"(Hydra's grammar: {reason})")
+
+
+@pytest.mark.parametrize("override", ["=1", "+=1", "++=1", "~=1", "~"])
+def test_an_override_without_a_key_is_refused_plainly(override):
+    with pytest.raises(ConfigError) as err:
+        load_config(FMNIST, [override])
+    assert str(err.value) == (f"override {override!r} names no key: write key=value, +key=value, ++key=value or "
+                              "~key with the key's dotted name (optimizer.lr=0.1)")

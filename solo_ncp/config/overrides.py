@@ -5,8 +5,9 @@ them (`load_config`): `key=value` changes an existing key (dotted, list items by
 `augmentations.0.crop_size=8`) and refuses a key the config lacks, naming the closest one;
 `+key=value` adds a key (an error if it holds a value); `++key=value` adds or replaces; `~key`
 (or `~key=value`, only if it holds that value) deletes. Values are typed as Hydra types them
-(`1`, `0.1`, `true`, `null`, `[1,2]`, `{a: 1}`, `'quoted'`). So the same file and overrides give
-the same config under `solo-ncp` and under solo-learn main's own main_pretrain.py.
+(`1`, `0.1`, `true`, `null`, `[1,2]`, `{a: 1}`, `'quoted'`: text, so `'7'` is refused where a key
+takes a number). So the same file and overrides give the same config under `solo-ncp` and under
+solo-learn main's own main_pretrain.py.
 """
 import difflib
 from typing import List, Sequence
@@ -18,18 +19,21 @@ from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, dotted_keys
 
 
 def parse_overrides(overrides: Sequence[str]) -> List:
-    """hydra-core's `Override`s of command-line strings; refuses sweeps and packages, which
-    only Hydra's multirun and config groups give a meaning."""
+    """hydra-core's `Override`s of command-line strings; refuses what Hydra's grammar cannot read
+    (with its reason), an empty key, and sweeps and packages, which only Hydra's multirun and config
+    groups give a meaning."""
+    from antlr4.error.Errors import LexerNoViableAltException
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from hydra.errors import HydraException
 
     parser, parsed = OverridesParser.create(), []
     for line in overrides:
-        try:
-            (override,) = parser.parse_overrides([line])
-        except OverrideParseException as err:
-            lines = str(err).splitlines()
-            reason = lines[min(1, len(lines) - 1)]
+        try:  # parse_rule, as parse_overrides does, but keeping the reason its message drops
+            override = parser.parse_rule(line, "override")
+        except HydraException as err:
+            reason, cause = str(err).splitlines()[0], err.__cause__
+            if isinstance(cause, LexerNoViableAltException):
+                reason += f", character {cause.startIndex + 1}"
             raise ConfigError(
                 f"override {line!r} is not key=value, +key=value, ++key=value or ~key "
                 f"(Hydra's grammar: {reason})"
@@ -37,6 +41,9 @@ def parse_overrides(overrides: Sequence[str]) -> List:
         if override.is_sweep_override() or override.package is not None:
             raise ConfigError(f"override {line!r}: sweeps and @packages are Hydra multirun / "
                               "config-group syntax, not supported by solo-ncp")
+        if not override.key_or_group:
+            raise ConfigError(f"override {line!r} names no key: write key=value, +key=value, "
+                              "++key=value or ~key with the key's dotted name (optimizer.lr=0.1)")
         parsed.append(override)
     return parsed
 
@@ -62,9 +69,30 @@ def _delete(cfg: DictConfig, line: str, key: str, value) -> None:
         del node[int(leaf) if isinstance(node, ListConfig) else leaf]
 
 
+def _check_list_indices(cfg: DictConfig, line: str, key: str) -> None:
+    """Refuses a `key` that goes into a list of `cfg` by anything but the index of an entry, naming
+    the list and its indices (OmegaConf says `Index 'rrc' (str) is not an int`)."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[1:], 1):
+        where = ".".join(parts[:i])
+        node = OmegaConf.select(cfg, where, throw_on_missing=False, throw_on_resolution_failure=False)
+        if not isinstance(node, ListConfig) or part.isdigit() and int(part) < len(node):
+            continue
+        if not node:
+            raise ConfigError(f"override {line!r}: `{where}` is an empty list, with no entry to "
+                              f"change: give the whole list ({where}=[...])")
+        left_out = not part.isdigit() and isinstance(node[0], DictConfig) and part in node[0]
+        example = line.replace(key, ".".join([*parts[:i], "0", *parts[i + (not left_out):]]), 1)
+        indices = "0, its only entry" if len(node) == 1 else f"0 to {len(node) - 1}"
+        problem = f"has no entry {part}" if part.isdigit() else "is a list"
+        raise ConfigError(f"override {line!r}: `{where}` {problem}: give the entry's index "
+                          f"({indices}), e.g. {example}")
+
+
 def apply_override(cfg: DictConfig, override) -> None:
     """Applies one hydra-core `Override` to `cfg` (struct mode) as Hydra's config loader does."""
     line, key, value = override.input_line, override.key_or_group, override.value()
+    _check_list_indices(cfg, line, key)
     if override.is_delete():
         _delete(cfg, line, key, value)
     elif override.is_add():

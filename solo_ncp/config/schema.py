@@ -157,26 +157,26 @@ def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
     return all(p == q or (p == "*" and q.isdigit()) for p, q in zip(pattern, path))
 
 
-def _parses(convert, text: str) -> bool:
-    try:
-        convert(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_kind(value, kind: Optional[str]) -> bool:
-    """`value` converts as a key of `kind` does (see `SCHEMA`): null always (the default); a
-    number also as text ('7'), a whole number also as a float without fraction (1e3)."""
+    """`value` is of `kind` (see `SCHEMA`): null always (the default); a whole number also as a float
+    without fraction (1e3); never text, which a number in quotes is ('7', as Hydra and YAML read it)."""
     if value is None or kind is None:
         return True
     if kind == FLAG:
         return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    if isinstance(value, str):
-        return _parses(float if kind == NUMBER else int, value)
     return kind == NUMBER or float(value).is_integer()
+
+
+def _unquoted(text: str):
+    """What `text` would be written without quotes, where a number or true/false ('7': 7.0)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _instance(pattern: str, key: str) -> str:
@@ -212,7 +212,9 @@ def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str)
         kind = next((kind for pattern, kind in patterns
                      if len(pattern) == len(path) and _matches(pattern, path)), None)
         if not _is_kind(value, kind):
-            raise ConfigError(f"{'.'.join(path)}={value!r} must be {kind}")
+            key, quoted = ".".join(path), isinstance(value, str) and _is_kind(_unquoted(value), kind)
+            unquote = f": in quotes it is text; drop the quotes ({key}={value})" if quoted else ""
+            raise ConfigError(f"{key}={value!r} must be {kind}{unquote}")
 
 
 def check_config_keys(cfg: DictConfig) -> None:
