@@ -74,7 +74,7 @@ class BackboneSpec:
         False, as solo-learn's) and `zero_init_residual`; WideResNets read `widen_factor` and
         refuse keys outside `WIDE_RESNET_KWARGS`, ResNets outside `RESNET_KWARGS`."""
         known = WIDE_RESNET_KWARGS if name in WIDE_RESNETS else RESNET_KWARGS
-        unknown = sorted(set(kwargs) - set(known))
+        unknown = sorted(set(kwargs) - set(WIDE_RESNET_KWARGS))  # the other family's: __post_init__ says so
         if unknown:
             raise ValueError(f"backbone.kwargs.{unknown[0]} is not an option of {name}: "
                              f"remove it (its options: {', '.join(known)})")
