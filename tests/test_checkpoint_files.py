@@ -7,6 +7,7 @@ the entry and the fix."""
 import gzip
 import io
 import json
+import struct
 import zipfile
 
 import pytest
@@ -249,3 +250,26 @@ def test_the_cli_prints_one_error_line_for_malformed_metadata(tmp_path, wrn_weig
     assert captured.err.strip().splitlines()[-1] == (
         f"error: {path} has malformed solo-ncp metadata (backbone.foo: unknown key; this solo-ncp reads name, "
         f"cifar, zero_init_residual, widen_factor): {OTHER_VERSION} (solo-ncp export)")
+
+
+def test_a_changed_byte_inside_a_tensor_is_caught_by_the_zip_crc(tmp_path):
+    """torch.load reads such a file without a word (the value just changes); the zip's CRC-32 of
+    the record does not match, and the checkpoint is refused as corrupt."""
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 0, "state_dict": {"w": torch.arange(1000, dtype=torch.float32)}}, path)
+    assert read_checkpoint(path)["state_dict"]["w"][500] == 500
+    with zipfile.ZipFile(path) as archive:
+        record = next(info for info in archive.infolist() if info.filename.endswith("/data/0"))
+    with open(path, "rb") as file:
+        file.seek(record.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", file.read(4))
+    data_start = record.header_offset + 30 + name_length + extra_length
+    damaged = bytearray(path.read_bytes())
+    damaged[data_start + 4 * 500 + 3] ^= 0x01  # the high byte of w[500]
+    path.write_bytes(bytes(damaged))
+    assert torch.load(path, weights_only=True)["state_dict"]["w"][500] != 500  # loaded, changed
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    assert str(caught.value).startswith(
+        f"cannot read {path}: not a PyTorch checkpoint, or a truncated or corrupt one (its record "
+        f"{record.filename} fails its CRC-32 check: a changed byte, which torch.load does not check)")

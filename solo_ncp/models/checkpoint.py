@@ -10,6 +10,7 @@ import reprlib
 import struct
 import sys
 import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,19 @@ def unreadable(path: Path, reason: str) -> CheckpointError:
                            "solo-learn; a truncated file must be copied or written again", problem)
 
 
+def damaged_member(path: Path) -> Optional[str]:
+    """The first record of a zip-format checkpoint whose bytes fail the CRC-32 the zip stores for
+    them (a flipped bit in a tensor loads silently otherwise); None when every record checks, or
+    for torch's legacy (non-zip) format."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"({err})"
+
+
 def read_checkpoint(path, *, trust: bool = False) -> Dict:
     """Loads a checkpoint on CPU with `weights_only=True` (given explicitly: torch 2.6+ lets
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD override only an unset weights_only); arbitrary pickles only
@@ -133,6 +147,10 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
     except UNREADABLE as err:
         first_line = (str(err).strip().splitlines() or [""])[0]
         raise unreadable(path, f"{type(err).__name__}: {first_line}".rstrip(": ")) from None
+    damaged = damaged_member(path)
+    if damaged:
+        raise unreadable(path, f"its record {damaged} fails its CRC-32 check: a changed byte, which torch.load "
+                               "does not check")
     if not isinstance(ckpt, dict):
         problem = f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict with a state_dict)"
         raise CheckpointError(f"{problem}: pass the `.ckpt` written by `solo-ncp pretrain` or `solo-ncp train`",
