@@ -421,3 +421,12 @@ def test_a_second_reproduce_on_the_same_out_is_refused(tmp_path, monkeypatch, ca
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_folder_of_one_solo_learn_refuses_a_call_on_another(tmp_path):
+    """1.0.2 and main train differently (their own augmentations, optimisers): one table, one host."""
+    record = tmp_path / "reproduce.json"
+    compare_settings({"checkpoint": "last.ckpt"}, {"checkpoint": "last.ckpt", "solo_learn": "1.0.6"}, record)
+    with pytest.raises(ValueError) as caught:
+        compare_settings({"solo_learn": "1.0.2"}, {"checkpoint": "last.ckpt", "solo_learn": "1.0.6"}, record)
+    assert "of other settings (solo_learn: recorded '1.0.2', now '1.0.6')" in str(caught.value)

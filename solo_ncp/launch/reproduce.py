@@ -153,6 +153,7 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     method already recorded must keep its config and its own overrides)."""
     differing = []
     old = {"checkpoint": LAST, **old}  # runs recorded before --checkpoint evaluated last.ckpt
+    old.setdefault("solo_learn", new.get("solo_learn"))  # recorded since; earlier runs: unknown
     added = set(new.get("methods", {})) - set(old.get("methods", {}))
     for key in sorted(set(old) | set(new)):
         if key == "overrides":
@@ -451,6 +452,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         "eval_options": {mode or "every mode": argv for mode, argv in eval_argv.items()},
         "poc_options": poc_argv,
         "checkpoint": checkpoint,
+        "solo_learn": installed_solo_learn(),
     }
     results: List[Path] = []
     for seed in seeds:
@@ -502,6 +504,17 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         result_file(report / "report.md"), rerun="",
         inputs=tuple(folder / name for folder in results for name in ("metrics.json", "poc.json", "k.json"))))
     return plan
+
+
+def installed_solo_learn() -> str:
+    """The installed solo-learn's version (its metadata, without importing it): the steps train on
+    it, so one folder's table compares runs of one solo-learn."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("solo-learn")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def best_checkpoint_overrides(cfg) -> List[str]:
