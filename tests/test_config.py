@@ -335,3 +335,21 @@ def test_statistics_of_custom_data_are_refused_on_a_registered_dataset(key):
     value = {"mean": [0.286, 0.286, 0.286], "std": [0.353, 0.353, 0.353]}[key]
     assert str(caught.value) == (f"augmentations.0.{key} is for data.dataset=custom: fashionmnist is normalised "
                                  f"with its own statistics ({key} {value}), which its checkpoints record; remove it")
+
+
+@pytest.mark.parametrize("config, override, name", [
+    ("simclr", "+optimizer.kwargs.foo=1", "lars"),
+    ("ncp", "+optimizer.kwargs.eta=0.001", "sgd"),
+])
+def test_an_optimizer_option_the_optimizer_does_not_take_is_refused(config, override, name):
+    """Before: SGD's or LARS's TypeError traceback when the training built it (sgd's eta: silently
+    dropped on 1.0.2, a TypeError on main)."""
+    with pytest.raises(ValueError) as caught:
+        load_config(ZOO / f"fashionmnist/{config}.yaml", [override])
+    key = override.split("=")[0].lstrip("+").split(".")[-1]
+    options = {"lars": "momentum, dampening, nesterov, eta, clip_lr, exclude_bias_n_norm;",
+               "sgd": "momentum, dampening, nesterov, "}[name]  # then torch's own, by its version
+    message = str(caught.value)
+    assert message.startswith(f"optimizer.kwargs.{key} is not an option of {name}: remove it (its options: "
+                              f"{options}"), message
+    assert message.endswith("; lr and weight_decay are optimizer.lr and optimizer.weight_decay)"), message

@@ -1,6 +1,6 @@
 """Reading a run config: the file (a path or a bundled name), its overrides, and every check."""
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +46,23 @@ def config_file(config) -> Path:
                           "path or a bundled name") from None
 
 
+LARS_OPTIONS = ("momentum", "dampening", "nesterov", "eta", "clip_lr", "exclude_bias_n_norm")
+"""What both hosts' LARS take: solo-learn main's LARS class, 1.0.2's SGD inside its LARS wrapper."""
+
+
+def optimizer_options(name: str) -> Tuple[str, ...]:
+    """The `optimizer.kwargs` optimizer `name` takes on both hosts: LARS_OPTIONS, or the keyword
+    arguments of torch's SGD / Adam / AdamW besides params, lr and weight_decay."""
+    if name == "lars":
+        return LARS_OPTIONS
+    import inspect
+
+    import torch
+
+    optimizer = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    return tuple(p for p in inspect.signature(optimizer).parameters if p not in ("params", "lr", "weight_decay"))
+
+
 def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     """Reads a YAML config (a path or a bundled name, `config_file`) and applies overrides in
     Hydra's grammar (see the module's docstring)."""
@@ -78,6 +95,12 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(
             f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
         )
+    known = optimizer_options(cfg.optimizer.name)
+    unknown = sorted(set(cfg.optimizer.get("kwargs") or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"optimizer.kwargs.{unknown[0]} is not an option of {cfg.optimizer.name}: remove it "
+                          f"(its options: {', '.join(known)}; lr and weight_decay are optimizer.lr and "
+                          "optimizer.weight_decay)")
     logger_settings(cfg)  # refused here, before any work
     checkpoint_history(cfg)
     return cfg
