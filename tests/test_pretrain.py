@@ -117,6 +117,14 @@ def test_accelerator_gpu_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_a_gpu_list_of_devices_on_the_cpu_is_a_clear_error(tmp_path, capsys):
+    """The CIFAR configs' `devices: [0]` with accelerator=cpu: Lightning's TypeError traceback before."""
+    assert pretrain(tmp_path, "++accelerator=cpu", "++devices=[0]") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: devices=[0] lists GPU indices, which accelerator=cpu has none of: override with devices=1 (the "
+        "number of CPU processes) (solo-ncp pretrain)")
+
+
 def test_loading_errors_name_the_problem(tmp_path, digits_simclr_ckpt):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_encoder(tmp_path / "missing.ckpt")

@@ -163,6 +163,9 @@ def accelerator_and_devices(cfg: DictConfig):
         )
     devices = cfg.get("devices", 1)
     devices = list(devices) if OmegaConf.is_list(devices) else devices
+    if accelerator == "cpu" and isinstance(devices, list):
+        raise ConfigError(f"devices={devices} lists GPU indices, which accelerator=cpu has none of: override with "
+                          "devices=1 (the number of CPU processes)")
     return accelerator, devices
 
 
