@@ -6,7 +6,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from solo_ncp.config.overrides import with_overrides
+from solo_ncp.config.overrides import override_key, with_overrides
 from solo_ncp.config.schema import ConfigError, check_config_keys
 from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
 from solo_ncp.io import wrong_kind
@@ -74,7 +74,7 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
                           "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
-    overridden = {override.lstrip("+~").split("=")[0]: override for override in overrides}
+    overridden = {override_key(override): override for override in overrides}
     lacking = [key for key in REQUIRED if OmegaConf.select(cfg, key) is None and key not in overridden]
     if lacking:
         raise ConfigError(f"config {path} lacks {', '.join(f'`{key}`' for key in lacking)} (solo-learn "

@@ -18,6 +18,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, dotted_keys
 
 
+def override_key(override: str) -> str:
+    """"method_kwargs.k" of `method_kwargs.k=3`, `+method_kwargs.k=3`, `~method_kwargs.k`."""
+    return override.lstrip("+~").split("=")[0]
+
+
 def parse_overrides(overrides: Sequence[str]) -> List:
     """hydra-core's `Override`s of command-line strings; refuses what Hydra's grammar cannot read
     (with its reason), an empty key, and sweeps and packages, which only Hydra's multirun and config

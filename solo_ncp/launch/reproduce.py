@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from solo_ncp.config.overrides import override_key
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
@@ -78,11 +79,6 @@ def scope_of(override: str) -> Optional[str]:
     """"ncp" of `ncp:key=value`; None of `key=value` (a ':' after the first '=' is the value's)."""
     colon, equals = override.find(":"), override.find("=")
     return None if colon < 0 or (0 <= equals < colon) else override[:colon]
-
-
-def override_key(override: str) -> str:
-    """"method_kwargs.k" of `method_kwargs.k=3`, `+method_kwargs.k=3`, `~method_kwargs.k`."""
-    return override.lstrip("+~").split("=")[0]
 
 
 def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Optional[str], List[str]]:

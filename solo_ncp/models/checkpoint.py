@@ -14,7 +14,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -309,10 +309,15 @@ def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: s
     module.load_state_dict(weights)
 
 
+def nonfinite_keys(weights: Mapping[str, torch.Tensor]) -> List[str]:
+    """The names of the floating-point tensors of `weights` that hold NaN or inf, in order."""
+    return [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def check_finite(weights: Mapping[str, torch.Tensor], path) -> None:
     """Refuses encoder weights holding NaN or inf: every command that reads an encoder (select-k,
     train's teacher, eval, poc) gives this one message instead of failing later on its features."""
-    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = nonfinite_keys(weights)
     if bad:
         raise CheckpointError(
             f"{path} holds NaN/inf weights in {len(bad)} tensors (first: {bad[0]}): the run that "

@@ -44,6 +44,7 @@ from solo_ncp.models.checkpoint import (
     CheckpointError,
     LoadedEncoder,
     load_weights,
+    nonfinite_keys,
     read_checkpoint,
     source_record,
 )
@@ -241,10 +242,9 @@ def read_eval_state(eval_dir: Path, name: str) -> Dict[str, torch.Tensor]:
     if kinds:
         raise ValueError(f"--head {eval_dir}: {path} holds {', '.join(sorted(kinds))}, not only tensors: "
                          f"{again}")
-    bad = next((key for key, value in state.items()
-                if value.is_floating_point() and not value.isfinite().all()), None)
-    if bad is not None:
-        raise ValueError(f"--head {eval_dir}: {path}'s {bad} holds NaN or inf: {again}")
+    bad = nonfinite_keys(state)
+    if bad:
+        raise ValueError(f"--head {eval_dir}: {path}'s {bad[0]} holds NaN or inf: {again}")
     return state
 
 
