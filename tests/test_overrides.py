@@ -131,6 +131,38 @@ def test_a_key_nothing_reads_is_refused_naming_the_closest_read_key(config, over
     assert "\n" not in message
 
 
+def test_an_unread_method_option_lists_the_methods_options_and_means_none_of_them():
+    """`pgd_steps` is an ncp option, not SimCLR's: no option of SimCLR is meant (a shared
+    `method_kwargs.` once made `supervised` a "did you mean"), so the message lists SimCLR's: those
+    of solo-learn's SimCLR (proj_hidden_dim, proj_output_dim, temperature, on 1.0.2 supervised)."""
+    from solo_ncp._host import current_host
+
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", ["+method_kwargs.pgd_steps=2"])
+    options = "proj_hidden_dim, proj_output_dim, " + ("" if current_host().is_main else "supervised, ") + "temperature"
+    assert str(err.value).endswith(f"(`method_kwargs` takes {options}): remove it or correct its name")
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", ["method_kwargs.pgd_steps=2"])
+    assert "did you mean" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, candidates, expected", [
+    ("method_kwargs.lamda", ["method_kwargs.lam", "method_kwargs.eps", "max_epochs"], ("method_kwargs.lam", True)),
+    ("method_kwargs.pgd_steps", ["method_kwargs.supervised", "method_kwargs.temperature", "method_kwargs"],
+     ("method_kwargs.supervised", False)),
+    ("optimiser.lr", ["optimizer.lr", "optimizer.name", "max_epochs"], ("optimizer.lr", True)),
+    ("knn_evl.enabled", ["knn_eval.enabled", "knn_eval.k", "name"], ("knn_eval.enabled", True)),
+    ("unknown.key", ["name"], ("name", False)),
+    ("knn_eval2.x", ["knn_eval.k"], ("knn_eval.k", False)),
+    ("max_epoch", ["max_epochs", "method_kwargs.max_epoch2"], ("max_epochs", True)),
+    ("a.b", [], (None, False)),
+])
+def test_closest_key_compares_names_within_a_block_and_blocks_across(key, candidates, expected):
+    from solo_ncp.config.schema import closest_key
+
+    assert closest_key(key, candidates) == expected
+
+
 def test_the_methods_own_options_are_its_classs_on_this_host():
     """Read from solo-learn's source: SimCLR's options are proj_hidden_dim, proj_output_dim and
     temperature on both hosts, plus `supervised` on 1.0.2; BYOL on main also reads `momentum.*`;

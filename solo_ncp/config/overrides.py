@@ -9,13 +9,12 @@ them (`load_config`): `key=value` changes an existing key (dotted, list items by
 takes a number). So the same file and overrides give the same config under `solo-ncp` and under
 solo-learn main's own main_pretrain.py.
 """
-import difflib
 from typing import List, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, dotted_keys
+from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, closest_key, dotted_keys
 
 
 def override_key(override: str) -> str:
@@ -54,10 +53,9 @@ def parse_overrides(overrides: Sequence[str]) -> List:
 
 
 def _closest(cfg: DictConfig, key: str) -> str:
-    """" (did you mean `<key>`?)" for the existing key closest to `key` (difflib), else ""."""
-    known = [*dotted_keys(OmegaConf.to_container(cfg)), *LAUNCHER_KEYS]
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    """" (did you mean `<key>`?)" for an existing key close to `key` (`closest_key`), else ""."""
+    closest, close = closest_key(key, [*dotted_keys(OmegaConf.to_container(cfg)), *LAUNCHER_KEYS])
+    return f" (did you mean `{closest}`?)" if close else ""
 
 
 def _delete(cfg: DictConfig, line: str, key: str, value) -> None:

@@ -186,13 +186,45 @@ def _instance(pattern: str, key: str) -> str:
                     p.replace("*", "0") for i, p in enumerate(pattern.split(".")))
 
 
+def closest_key(key: str, candidates: Sequence[str]) -> Tuple[Optional[str], bool]:
+    """(the candidate closest to dotted `key`, whether it is close enough to be what was meant).
+    Within `key`'s own block only the last names are compared (`method_kwargs.lamda`: `lam`), since
+    a shared `method_kwargs.` makes any two options look alike; a key of another block is close when
+    both its block and its last name are (`optimiser.lr`: `optimizer.lr`). Blocks holding `key` are
+    no candidates. Not close: the nearest key of `key`'s block, else of all (None without any)."""
+    block, _, name = key.rpartition(".")
+    pool = [c for c in dict.fromkeys(candidates) if c != key and not key.startswith(c + ".")]
+    siblings = {c.rpartition(".")[2]: c for c in pool if c.rpartition(".")[0] == block}
+
+    def close(a: str, b: str) -> bool:
+        return bool(difflib.get_close_matches(a, [b], n=1))
+
+    near = difflib.get_close_matches(name, list(siblings), n=1)
+    if near:
+        return siblings[near[0]], True
+    for other in pool:
+        other_block, _, other_name = other.rpartition(".")
+        if other_block != block and close(block, other_block) and close(name, other_name):
+            return other, True
+    nearest = difflib.get_close_matches(name, list(siblings), n=1, cutoff=0) or \
+        difflib.get_close_matches(key, pool, n=1, cutoff=0)
+    return (siblings.get(nearest[0], nearest[0]) if nearest else None), False
+
+
 def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError:
-    """The one-line refusal of `key`, which no key of `known` (dotted, `*` for a list index) reads,
-    naming the closest of them (difflib): "did you mean" it when it is close."""
+    """The one-line refusal of `key`, which no key of `known` (dotted, `*` for a list index) reads:
+    "did you mean" the closest of them (`closest_key`) when it is close; else the names read in
+    `key`'s block (a method's options), or the closest key read."""
     candidates = [_instance(pattern, key) for pattern in known]
-    close = difflib.get_close_matches(key, candidates, n=1)
-    closest = close or difflib.get_close_matches(key, candidates, n=1, cutoff=0)
-    hint = f"did you mean `{closest[0]}`?" if close else f"the closest key read is `{closest[0]}`"
+    closest, close = closest_key(key, candidates)
+    block = key.rpartition(".")[0]
+    siblings = sorted({c[len(block) + 1:].split(".")[0] for c in candidates if block and c.startswith(block + ".")})
+    if close:
+        hint = f"did you mean `{closest}`?"
+    elif siblings:
+        hint = f"`{block}` takes {', '.join(siblings)}"
+    else:
+        hint = f"the closest key read is `{closest}`"
     return ConfigError(f"`{key}` is not read by {reader} ({hint}): remove it or correct its name")
 
 
