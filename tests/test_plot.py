@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from matplotlib.image import imread
 from sklearn.datasets import load_digits
@@ -20,6 +21,7 @@ from solo_ncp.commands import plot
 from solo_ncp.data.datasets import DIGITS_TEST_EVERY
 from solo_ncp.eval import embedding as embedding_module
 from solo_ncp.eval.curves import curve_panels, epoch_series
+from solo_ncp.models.checkpoint import META_KEY
 
 DIGITS = load_digits().target
 DIGITS_TRAIN_N = int(sum(i % DIGITS_TEST_EVERY != 0 for i in range(len(DIGITS))))
@@ -53,6 +55,19 @@ def png_size(path: Path):
     """(width, height) in pixels of a PNG file."""
     height, width = imread(str(path)).shape[:2]
     return width, height
+
+
+def copied_run(run: Path, dest: Path, config: dict, meta: dict) -> Path:
+    """A run folder `dest` holding `run`'s config.yaml updated with `config` (whose method_kwargs
+    replace the run's) and its last.ckpt with solo-ncp metadata updated with `meta` (a None value
+    removes the entry). Returns `dest`."""
+    dest.mkdir(parents=True)
+    settings = {**yaml.safe_load((run / "config.yaml").read_text()), **config}
+    (dest / "config.yaml").write_text(yaml.safe_dump(settings))
+    ckpt = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt[META_KEY] = {key: value for key, value in {**ckpt[META_KEY], **meta}.items() if value is not None}
+    torch.save(ckpt, dest / "last.ckpt")
+    return dest
 
 
 # ---------------------------------------------------------------- training curves
@@ -125,11 +140,26 @@ def test_the_robust_monitor_and_knn_accuracies_join_the_accuracy_panel():
                                           "val_robust/pgd20_acc": ([1], [20.0])}}
 
 
-def test_plot_of_a_stage1_run_without_k_asks_for_it(digits_simclr_ckpt, capsys):
-    code = main(["plot", str(digits_simclr_ckpt.parent), "--embedding"])
-    last = capsys.readouterr().err.strip().splitlines()[-1]
+@pytest.mark.parametrize("kind", ["stage-1", "deacl"])
+def test_plot_of_a_checkpoint_without_a_recorded_k_asks_for_k(kind, digits_simclr_ckpt, digits_ncp_ckpt,
+                                                               tmp_path, capsys):
+    """Neither a stage-1 checkpoint nor a deacl one (K recorded as 0: no clusters) records a K to
+    mark: one line naming --k."""
+    if kind == "stage-1":
+        run = digits_simclr_ckpt.parent
+    else:  # the ncp run's checkpoint with the metadata a deacl run writes, and a deacl config
+        options = {key: value for key, value in yaml.safe_load(
+            (digits_ncp_ckpt.parent / "config.yaml").read_text())["method_kwargs"].items()
+            if key not in ("k", "k_file")}
+        run = copied_run(digits_ncp_ckpt.parent, tmp_path / "deacl",
+                         {"method": "deacl", "method_kwargs": options},
+                         {"method": "deacl", "k": 0, "perturbation": None})
+    code = main(["plot", str(run), "--embedding", "--device", "cpu"])
+    out, err = capsys.readouterr()
     assert code == 2
-    assert last.startswith("error:") and "--k" in last and str(digits_simclr_ckpt.parent) in last
+    assert (out + err).splitlines() == [
+        f"error: {run / 'last.ckpt'} records no K it was trained with (a stage-1 or deacl checkpoint?): "
+        "pass --k, the number of clusters to mark (solo-ncp plot)"]
 
 
 LOG_LINES = ["epoch,lr-SGD,step,train_loss_epoch,train_loss_step", ",0.1,0,,", "0,,0,,2.5", "0,,1,2.25,"]
@@ -202,6 +232,34 @@ def test_embedding_marks_every_test_image_by_class_and_the_k_centroids(digits_nc
     for words in ("t-SNE", "K = 10", "digits", "N = 64 images", "ncp/last.ckpt", f"seed {seed}"):
         assert words in title, (words, title)
     assert path == tmp_path / "embedding.png" and png_size(path) == (1020, 780)
+
+
+def test_embedding_k_is_the_checkpoints_own_wherever_plot_runs(digits_ncp_ckpt, tmp_path, monkeypatch):
+    """A run launched from another folder: its config names method_kwargs.k_file relative to that
+    folder, which does not resolve from here. K is the one its checkpoint records (set to 7 here:
+    neither the 10 classes nor the fixture's k)."""
+    k_file = "runs/ncp/select-k/k.json"
+    options = yaml.safe_load((digits_ncp_ckpt.parent / "config.yaml").read_text())["method_kwargs"]
+    run = copied_run(digits_ncp_ckpt.parent, tmp_path / "run",
+                     {"method_kwargs": {**options, "k": None, "k_file": k_file}}, {"k": 7})
+    recorded = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)[META_KEY]["k"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert not Path(k_file).exists()
+    figures = []
+    original = embedding_module.plot_embedding
+    monkeypatch.setattr(embedding_module, "plot_embedding",
+                        lambda *a: figures.append(original(*a)) or figures[-1])
+
+    assert main(["plot", str(run), "--embedding", "--test-n", "64", "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert png_size(tmp_path / "out" / "embedding.png") == (1020, 780)
+    scatters = {collection.get_label(): collection.get_offsets()
+                for collection in figures[0].axes[0].collections}
+    centroids = next(offsets for label, offsets in scatters.items() if "centroid" in label)
+    assert recorded == 7 and len(centroids) == recorded
+    assert f"K = {recorded})" in figures[0].axes[0].get_title()
 
 
 # ---------------------------------------------------------------- select-k

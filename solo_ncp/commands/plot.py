@@ -3,7 +3,8 @@ titled with its dataset, N, encoder and seed. By default curves.png: per-epoch c
 logs of every attempt (loss terms, online and robust accuracy, cluster objective, centroid
 cosines). With --embedding instead embedding.png: a 2-D embedding (UMAP if umap-learn is
 installed, else t-SNE) of the encoder's test features coloured by class, with the spherical
-k-means centroids of those features (K: --k, else the run's method_kwargs.k / k_file)."""
+k-means centroids of those features (K: --k, else the K the checkpoint was trained with, which a
+stage-2 checkpoint records)."""
 import argparse
 from pathlib import Path
 from typing import Dict, Optional
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "which) of the encoder's test features coloured by class, with the "
                              "spherical k-means centroids of those features")
     parser.add_argument("--k", type=int, default=None,
-                        help="clusters of the embedding (default: the run's method_kwargs.k or "
-                             "k_file; a stage-1 run has none)")
+                        help="clusters of the embedding (default: the K the checkpoint was trained "
+                             "with, which a stage-2 checkpoint records; a stage-1 or deacl one has none)")
     parser.add_argument("--test-n", type=int, default=None,
                         help="embed the first N test images (default: the whole test split)")
     add_encoder_arguments(parser, from_run=True)
@@ -61,14 +62,11 @@ def training_images(config: Dict) -> Optional[int]:
         return None
 
 
-def config_k(config: Dict) -> Optional[int]:
-    """The run's K (method_kwargs.k, or the k.json of method_kwargs.k_file); None without one."""
-    from solo_ncp.ncp import resolve_k
-
-    options = config.get("method_kwargs") or {}
-    if options.get("k") is None and options.get("k_file") is None:
-        return None
-    return resolve_k(options.get("k"), options.get("k_file"))
+def trained_k(meta: Dict) -> Optional[int]:
+    """The K a checkpoint was trained with, from its solo-ncp metadata; None where it records none
+    (a stage-1 or plain solo-learn checkpoint, an export) or 0 (a method without clusters: deacl)."""
+    k = meta.get("k")
+    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
 
 
 def draw_curves(run: Path, config: Dict, out: Path):
@@ -114,13 +112,13 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
     from solo_ncp.eval.figures import encoder_label, run_title
     from solo_ncp.models.inference import extract_features
 
-    k = args.k if args.k is not None else config_k(config)
-    if k is None:
-        raise ValueError(f"{run}'s config sets no method_kwargs.k nor k_file (a stage-1 run?): "
-                         "pass --k, the number of clusters to mark")
     fill_from_run(args, run, config)
     check_data_options(args)
     encoder = load_args_encoder(args)
+    k = args.k if args.k is not None else trained_k(encoder.meta)
+    if k is None:
+        raise ValueError(f"{args.ckpt} records no K it was trained with (a stage-1 or deacl checkpoint?): "
+                         "pass --k, the number of clusters to mark")
     spec = dataset_of(args, encoder)
     test_set = first(dataset_split(args, spec, "test"), args.test_n, "--test-n")
     if not 2 <= k <= len(test_set):
