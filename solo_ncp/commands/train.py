@@ -4,21 +4,27 @@ import argparse
 from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record
-from solo_ncp.config import dataset_spec, load_config, select
+from solo_ncp.config import check_stage2_crop_size, dataset_spec, load_config, select
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser, "cifar10/ncp")
 
 
+def _first_augmentation(cfg):
+    """`augmentations[0]`; an empty block when the config has none."""
+    return (cfg.get("augmentations") or [OmegaConf.create({})])[0]
+
+
 def weak_augmentation_of(cfg):
-    """Stage 2's pad-and-crop + flip, from `augmentations[0]` (crop_size, pad_crop.padding,
-    horizontal_flip.prob)."""
+    """Stage 2's pad-and-crop + flip, from `augmentations[0]` (crop_size, default: the dataset's
+    image size; pad_crop.padding; horizontal_flip.prob)."""
     from solo_ncp.data import weak_augmentation
 
-    aug = (cfg.get("augmentations") or [{}])[0]
+    aug = _first_augmentation(cfg)
+    crop = select(aug, "crop_size")
     return weak_augmentation(
-        int(select(aug, "crop_size", 32)),
+        int(crop) if crop is not None else dataset_spec(cfg).image_size,
         padding=int(select(aug, "pad_crop.padding", 4)),
         flip_prob=float(select(aug, "horizontal_flip.prob", 0.5)),
     )
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if str(cfg.method) not in stage2:
         raise ValueError(f"method={cfg.method} is no stage-2 method ({', '.join(stage2)}): run it with `solo-ncp "
                          f"pretrain --config {args.config}`, or pass an ncp / deacl config to train")
+    check_stage2_crop_size(cfg)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)

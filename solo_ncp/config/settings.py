@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from solo_ncp.config.schema import RUN_BLOCKS, ConfigError
 from solo_ncp.data.custom import CUSTOM, CustomData, config_custom_data
-from solo_ncp.data.registry import DatasetSpec, get_spec
+from solo_ncp.data.registry import DATASETS, DatasetSpec, get_spec
 
 
 LR_REFERENCE_BATCH = 256
@@ -67,6 +67,21 @@ def dataset_spec(cfg: DictConfig) -> DatasetSpec:
                     f"its own statistics ({key} {list(getattr(spec, key))}), which its checkpoints record; "
                     "remove it")
     return spec
+
+
+def check_stage2_crop_size(cfg: DictConfig) -> None:
+    """Refuses an `augmentations.0.crop_size` other than the image size of a registered dataset in
+    a stage-2 config: stage 2 pads and crops back to the image size (solo-learn main's launcher:
+    resizes to the crop size), while the clustering set, the validation set and every evaluation see
+    the images at that size (a larger crop failed mid-fit in torchvision's RandomCrop, a smaller one
+    trained on another protocol than the paper's). Custom data takes its image size from the crop
+    size; an absent crop size is the image size."""
+    spec = DATASETS.get(str(select(cfg, "data.dataset")))
+    crop = select(cfg, "augmentations.0.crop_size") if cfg.get("augmentations") else None
+    if spec is not None and crop is not None and int(crop) != spec.image_size:
+        size, owner = spec.image_size, spec.name + ("'" if spec.name.endswith("s") else "'s")
+        raise ConfigError(f"augmentations.0.crop_size={crop} but {owner} images are {size}x{size} pixels: "
+                          f"stage 2 pads and crops back to the image size; set augmentations.0.crop_size={size}")
 
 
 def run_block(cfg: DictConfig, name: str) -> Dict:

@@ -9,7 +9,7 @@ its pipelines normalised are mapped back to [0, 1] pixels (PGD budgets are in pi
 from omegaconf import DictConfig, OmegaConf
 from solo.methods.base import BaseMethod
 
-from solo_ncp.config import unread_key_error
+from solo_ncp.config import check_stage2_crop_size, unread_key_error
 from solo_ncp.methods.main_host import cifar_stem, main_pretrain_images, match_stem, stem_key_hidden
 from solo_ncp.methods.stage2_hooks import Stage2Hooks
 from solo_ncp.methods.stage2_options import DEACL_OPTION_NAMES, OPTION_NAMES, take_options
@@ -36,6 +36,7 @@ class NCP(Stage2Hooks, BaseMethod):
     def add_and_assert_specific_cfg(cfg: DictConfig) -> DictConfig:
         """Fills `method_kwargs` with the options' defaults; unknown or bad values are errors."""
         cfg = super(NCP, NCP).add_and_assert_specific_cfg(cfg)
+        check_stage2_crop_size(cfg)
         given = OmegaConf.to_container(cfg.method_kwargs, resolve=True)
         options = take_options(given)
         if given:
