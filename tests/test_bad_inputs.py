@@ -220,6 +220,15 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                           ["`knn_evaluation.enabled`", "`knn_eval.enabled`"]),
     "a whole number given as text": (lambda w: [*SIMCLR, "max_epochs=abc"],
                                      ["max_epochs='abc' must be a whole number"]),
+    "a stage-1 method option removed": (lambda w: [*SIMCLR, "~method_kwargs.temperature"],
+                                        ["simclr on solo-learn-", "needs `method_kwargs.temperature`",
+                                         "++method_kwargs.temperature=<value>"]),
+    "a stage-1 method option given as text": (lambda w: [*SIMCLR, "method_kwargs.temperature=abc"],
+                                              ["method_kwargs.temperature='abc' must be a number, "
+                                               "as the config file's 0.5 is"]),
+    "an optimizer flag given as a number": (lambda w: [*SIMCLR, "optimizer.kwargs.clip_lr=1"],
+                                            ["optimizer.kwargs.clip_lr=1 must be true or false, "
+                                             "as the config file's true is"]),
     "a negative method eps": (lambda w: stage2(w, "method_kwargs.eps=-1"),
                               ["method_kwargs.eps=-1 must be a number >= 0"]),
     "a method K given as text": (lambda w: stage2(w, "method_kwargs.k=abc"),

@@ -163,6 +163,58 @@ def test_closest_key_compares_names_within_a_block_and_blocks_across(key, candid
     assert closest_key(key, candidates) == expected
 
 
+@pytest.mark.parametrize("override", ["~method_kwargs.temperature", "method_kwargs.temperature=null",
+                                      "~method_kwargs.proj_output_dim"])
+def test_an_option_solo_learns_method_cannot_do_without_is_refused_when_left_out(override):
+    """SimCLR takes proj_output_dim, proj_hidden_dim and temperature without a default (1.0.2's
+    `__init__`; main asserts them present): without one it failed with a TypeError (1.0.2) or
+    omegaconf's missing-key error (main) while the model was built."""
+    from solo_ncp._host import current_host
+
+    key = override.lstrip("~").split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [override])
+    assert str(err.value) == (f"simclr on {current_host().api} needs `{key}`, which the config leaves out or "
+                              f"sets to null: give it a value (++{key}=<value>)")
+
+
+def test_the_options_solo_learns_simclr_cannot_do_without():
+    from solo_ncp.config import method_class
+    from solo_ncp.config.schema import required_method_keys
+
+    assert set(required_method_keys(method_class("simclr"))) == {
+        "method_kwargs.proj_output_dim", "method_kwargs.proj_hidden_dim", "method_kwargs.temperature"}
+    assert required_method_keys(method_class("ncp")) == ()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method_kwargs.temperature=abc", "method_kwargs.temperature='abc' must be a number, as the config file's 0.5 is"),
+    ("method_kwargs.temperature='0.2'", "method_kwargs.temperature='0.2' must be a number, as the config file's "
+                                        "0.5 is: in quotes it is text; drop the quotes (method_kwargs.temperature=0.2)"),
+    ("method_kwargs.proj_output_dim=[64]", "method_kwargs.proj_output_dim=[64] must be a number, as the config "
+                                           "file's 128 is"),
+    ("optimizer.kwargs.momentum=true", "optimizer.kwargs.momentum=True must be a number, as the config file's 0.9 is"),
+    ("optimizer.kwargs.clip_lr=yes", "optimizer.kwargs.clip_lr='yes' must be true or false, as the config "
+                                     "file's true is"),
+    ("optimizer.kwargs.clip_lr=0", "optimizer.kwargs.clip_lr=0 must be true or false, as the config file's true is"),
+])
+def test_an_override_keeps_the_kind_of_a_solo_learn_or_torch_option(override, message):
+    """These options reach solo-learn's method or torch's optimizer unconverted: text for
+    SimCLR's temperature failed at the first training step."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [override])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("override, value", [("method_kwargs.temperature=1", 1),
+                                             ("method_kwargs.proj_output_dim=64.0", 64.0),
+                                             ("optimizer.kwargs.momentum=null", None),
+                                             ("optimizer.kwargs.clip_lr=false", False)])
+def test_an_override_of_the_same_kind_or_null_is_taken(override, value):
+    cfg = load_config(ZOO / "cifar10/simclr.yaml", [override])
+    assert OmegaConf.select(cfg, override.split("=")[0]) == value
+
+
 def test_the_methods_own_options_are_its_classs_on_this_host():
     """Read from solo-learn's source: SimCLR's options are proj_hidden_dim, proj_output_dim and
     temperature on both hosts, plus `supervised` on 1.0.2; BYOL on main also reads `momentum.*`;

@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from solo_ncp.config.overrides import override_key, with_overrides
-from solo_ncp.config.schema import ConfigError, check_config_keys
+from solo_ncp.config.schema import ConfigError, check_config_keys, check_option_kinds
 from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
 from solo_ncp.io import wrong_kind
 from solo_ncp.zoo import config_path
@@ -79,12 +79,14 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     if lacking:
         raise ConfigError(f"config {path} lacks {', '.join(f'`{key}`' for key in lacking)} (solo-learn "
                           "main's schema): pass a solo-learn config (e.g. zoo_configs/cifar10/simclr.yaml)")
+    file_values = OmegaConf.to_container(cfg)
     cfg = with_overrides(cfg, overrides)
     for key in REQUIRED:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"override {overridden[key]!r} leaves the config without `{key}`, which "
                               "it needs: give it a value")
     check_config_keys(cfg)
+    check_option_kinds(file_values, cfg)
     if int(cfg.max_epochs) < 1:
         raise ConfigError(f"max_epochs={cfg.max_epochs} trains nothing: give a whole number >= 1")
     if str(cfg.name).strip() in ("", ".", ".."):

@@ -22,6 +22,7 @@ true or false).
 import argparse
 import difflib
 import inspect
+import json
 import re
 from functools import lru_cache
 from typing import Iterator, List, Mapping, Optional, Sequence, Set, Tuple
@@ -114,16 +115,19 @@ def method_class(name: str) -> type:
 
 NAMED_KEY = re.compile(r"[\"']([A-Za-z_]\w*(?:\.\w+)+)[\"']")
 """A dotted config key written as a string literal ("method_kwargs.temperature")."""
+ASSERTED_KEY = re.compile(r"is_missing\(\s*cfg\s*,\s*[\"']([A-Za-z_]\w*(?:\.\w+)+)[\"']")
+"""A dotted key solo-learn main asserts present (`OmegaConf.is_missing(cfg, "method_kwargs.temperature")`)."""
 
 
-def _named_in_cfg_checks(cls: type) -> Tuple[str, ...]:
+def _named_in_cfg_checks(cls: type, pattern: "re.Pattern" = NAMED_KEY) -> Tuple[str, ...]:
     """The dotted keys solo-learn main's `add_and_assert_specific_cfg` of `cls` and of its bases
-    name (fill in or assert): every key a main method reads beyond main_pretrain.py's own."""
+    name (`pattern`: fill in or assert; `ASSERTED_KEY`: assert present): every key a main method
+    reads beyond main_pretrain.py's own."""
     keys: List[str] = []
     for klass in cls.__mro__:
         check = vars(klass).get("add_and_assert_specific_cfg")
         if check is not None:
-            keys += NAMED_KEY.findall(inspect.getsource(check.__func__))
+            keys += pattern.findall(inspect.getsource(check.__func__))
     return tuple(dict.fromkeys(keys))
 
 
@@ -150,6 +154,21 @@ def method_keys(cls: type) -> Tuple[str, ...]:
     if current_host().is_main:
         return declared + _named_in_cfg_checks(cls)
     return declared or tuple(f"method_kwargs.{name}" for name in sorted(_arguments_102(cls)))
+
+
+@lru_cache(maxsize=None)
+def required_method_keys(cls: type) -> Tuple[str, ...]:
+    """The keys solo-learn's method class `cls` cannot do without (`method_kwargs.temperature` of
+    SimCLR): on 1.0.2 its own arguments without a default, on main the keys its
+    `add_and_assert_specific_cfg` (or a base's) asserts present. None for solo-ncp's methods, whose
+    options have defaults or are checked where they are read."""
+    if getattr(cls, "option_names", ()):
+        return ()
+    if current_host().is_main:
+        return _named_in_cfg_checks(cls, ASSERTED_KEY)
+    own = _arguments_102(cls)
+    return tuple(f"method_kwargs.{p.name}" for p in inspect.signature(cls.__init__).parameters.values()
+                 if p.name in own and p.default is inspect.Parameter.empty)
 
 
 def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
@@ -244,9 +263,15 @@ def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str)
         kind = next((kind for pattern, kind in patterns
                      if len(pattern) == len(path) and _matches(pattern, path)), None)
         if not _is_kind(value, kind):
-            key, quoted = ".".join(path), isinstance(value, str) and _is_kind(_unquoted(value), kind)
-            unquote = f": in quotes it is text; drop the quotes ({key}={value})" if quoted else ""
-            raise ConfigError(f"{key}={value!r} must be {kind}{unquote}")
+            raise kind_error(".".join(path), value, kind)
+
+
+def kind_error(key: str, value, kind: str, because: str = "") -> ConfigError:
+    """"key=value must be <kind><because>", saying to drop the quotes where `value` is text that
+    would be of `kind` without them."""
+    quoted = isinstance(value, str) and _is_kind(_unquoted(value), kind)
+    unquote = f": in quotes it is text; drop the quotes ({key}={value})" if quoted else ""
+    return ConfigError(f"{key}={value!r} must be {kind}{because}{unquote}")
 
 
 def check_config_keys(cfg: DictConfig) -> None:
@@ -255,3 +280,29 @@ def check_config_keys(cfg: DictConfig) -> None:
     cls = method_class(cfg.method)
     known = {**dict.fromkeys(method_keys(cls)), **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
     check_keys(cfg, known, f"solo-ncp or {cfg.method} on {current_host().api}")
+    missing = next((key for key in required_method_keys(cls) if OmegaConf.select(cfg, key) is None), None)
+    if missing:
+        raise ConfigError(f"{cfg.method} on {current_host().api} needs `{missing}`, which the config leaves out "
+                          f"or sets to null: give it a value (++{missing}=<value>)")
+
+
+OPTION_BLOCKS = ("method_kwargs", "optimizer.kwargs")
+"""Blocks whose options solo-ncp passes on unconverted: to solo-learn's method, to torch's optimizer."""
+
+
+def check_option_kinds(file_values: Mapping, cfg: DictConfig) -> None:
+    """Refuses an override that gives an option of `OPTION_BLOCKS` another kind of value than the
+    config file has for it: a number for a number, true or false for true or false (null is always
+    allowed). `method_kwargs.temperature=abc` otherwise reached SimCLR's loss and failed at the first
+    step. solo-ncp's own methods check their options themselves, so only `optimizer.kwargs` is
+    checked for them. file_values: the config file as a plain dict, before the overrides."""
+    blocks = OPTION_BLOCKS[getattr(method_class(cfg.method), "option_names", None) is not None:]
+    given = dict(_walk(OmegaConf.to_container(cfg, resolve=True)))
+    for path, before in _walk(dict(file_values)):
+        if not isinstance(before, (bool, int, float)) or not any(
+                ".".join(path).startswith(block + ".") for block in blocks):
+            continue
+        kind = FLAG if isinstance(before, bool) else NUMBER
+        value = given.get(path)
+        if not _is_kind(value, kind):
+            raise kind_error(".".join(path), value, kind, f", as the config file's {json.dumps(before)} is")
