@@ -351,6 +351,24 @@ def test_bad_stage2_input_is_one_clear_error(tmp_path, digits_simclr_ckpt, capsy
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("trained_on", ["fashionmnist", "digits"])
+def test_a_teacher_trained_on_another_dataset_is_noted(tmp_path, digits_simclr_ckpt, capsys, trained_on):
+    """Stage 2 on digits from a teacher whose metadata says it was trained on `trained_on`: a note
+    only for another dataset (the run goes on: a transfer may be meant). K=5000 stops the command
+    after the teacher is read."""
+    from solo_ncp.models.checkpoint import META_KEY
+
+    checkpoint = torch.load(digits_simclr_ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint[META_KEY]["dataset"] == "digits"
+    checkpoint[META_KEY]["dataset"] = trained_on
+    teacher = tmp_path / "teacher.ckpt"
+    torch.save(checkpoint, teacher)
+    assert train_stage2(tmp_path, teacher, "max_epochs=1", "name=other", "method_kwargs.k=5000") == 2
+    note = (f"[solo-ncp] note: the teacher {teacher} was trained on fashionmnist, stage 2 runs on digits "
+            "(through the teacher's normalisation)")
+    assert (note in capsys.readouterr().out) == (trained_on != "digits")
+
+
 @pytest.mark.parametrize("clean_steps, message", [
     (4, "loss is nan at epoch 1, step 0: training stopped, last.ckpt of an earlier epoch is kept"),
     (0, "loss is nan at epoch 0, step 0: training stopped, no checkpoint was written yet"),

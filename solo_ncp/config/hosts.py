@@ -18,6 +18,7 @@ Mapping onto solo-learn 1.0.2's keyword arguments (`to_solo102_kwargs`):
 | augmentations[i].num_crops, crop_size    | num_large_crops / num_small_crops      |
 | method_kwargs.*                          | the method's own keyword arguments     |
 | knn_eval.enabled / k                     | knn_eval / knn_k (distance_func must be euclidean) |
+| data.dataset                             | dataset (in extra_args, as 1.0.2's main_pretrain.py passes it) |
 | scheduler.interval                       | must be "epoch" (1.0.2 steps per epoch) |
 
 `scheduler.warmup_epochs: 0` starts at the (scaled) `optimizer.lr`, as solo-learn main does:
@@ -89,6 +90,7 @@ def to_solo102_kwargs(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0)) -> D
             "zero_init_residual": bool(select(cfg, "backbone.kwargs.zero_init_residual", False)),
         },
         num_classes=spec.num_classes,
+        dataset=spec.name,
         max_epochs=int(cfg.max_epochs),
         batch_size=int(opt.batch_size),
         optimizer="sgd" if lars else opt.name,

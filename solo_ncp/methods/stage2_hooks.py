@@ -98,6 +98,10 @@ class Stage2Hooks:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
         teacher = load_teacher(options["teacher_ckpt"], spec, normalization=normalization,
                                trust=options["trust_teacher"])
+        trained_on = teacher.meta.get("dataset")
+        if dataset and trained_on and trained_on != dataset:
+            print(f"[solo-ncp] note: the teacher {options['teacher_ckpt']} was trained on {trained_on}, stage 2 "
+                  f"runs on {dataset} (through the teacher's normalisation)")
         init_student(self.student_backbone, teacher, options["dual_bn"])
         self.teacher = teacher.model
         self.normalize = Normalize(teacher.normalization["mean"], teacher.normalization["std"])
