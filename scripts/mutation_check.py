@@ -225,6 +225,15 @@ MUTATIONS = (
              "train_set, cluster_set = train_set, cluster_set",
              ("tests/test_best_checkpoint.py::test_the_monitor_scores_images_that_are_neither_trained_on_nor_clustered",),
              trains=True),
+    Mutation("a stage-2 crop size of another size than the images accepted", "solo_ncp/config/settings.py",
+             "crop is not None and int(crop) != spec.image_size", "crop is not None and int(crop) > 10 ** 6",
+             ("tests/test_stage2_crop.py",)),
+    Mutation("an option solo-learn's method cannot do without deleted", "solo_ncp/config/schema.py",
+             "p.name in own and p.default is inspect.Parameter.empty", "False",
+             ("tests/test_overrides.py",)),
+    Mutation("an override of a solo-learn option of another kind passed on", "solo_ncp/config/loading.py",
+             "    check_option_kinds(file_values, cfg)\n", "",
+             ("tests/test_overrides.py",)),
 )
 
 
