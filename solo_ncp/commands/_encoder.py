@@ -6,6 +6,7 @@
 custom data it was trained on (`solo_ncp.data`, written by solo-ncp pretrain and train), and its
 normalisation from the checkpoint."""
 import argparse
+from fractions import Fraction
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from solo_ncp.data.custom import CUSTOM
@@ -21,6 +22,17 @@ if TYPE_CHECKING:  # torch is imported where used: the options are built without
 
 CUSTOM_OPTIONS = {"train_path": "--train-path", "val_path": "--val-path", "image_size": "--image-size"}
 """The options of --dataset custom: the record's key (and args' attribute) -> the option."""
+
+
+def finite_number(text: str) -> float:
+    """argparse type of the real-valued options (--eps, --alpha, --lr, --beta): a decimal or a
+    fraction ("8/255"); nan and inf are refused (every comparison with nan is false, so a NaN budget
+    passed the range checks and gave a nonsense RA)."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: give a decimal (0.0314) or a "
+                                         "fraction (8/255)") from None
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
@@ -179,7 +191,7 @@ def add_head_arguments(parser: argparse.ArgumentParser) -> None:
                         help="whitened (default) / standardized: trained on features whitened / "
                              "standardised with the training set's statistics, folded into the saved "
                              "Linear; paper: Appendix A.3's head on raw features")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=finite_number, default=None,
                         help="learning rate (default: 0.1 whitened/standardized head; paper head 0.1 "
                              "CIFAR-10, 10 CIFAR-100/STL-10; 0.01 for --mode aff)")
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")

@@ -19,6 +19,7 @@ from solo_ncp.commands._encoder import (
     dataset_of,
     device_of,
     evaluation_splits,
+    finite_number,
     head_config,
     load_args_encoder,
     refuse_overwrite,
@@ -70,17 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "images; aff: adversarial full fine-tuning (encoder and head)")
     parser.add_argument("--loss", choices=LOSSES, default=None,
                         help="alf/aff loss (default: ce for alf, the paper's; trades for aff, DeACL's)")
-    parser.add_argument("--beta", type=float, default=None,
+    parser.add_argument("--beta", type=finite_number, default=None,
                         help="TRADES weight (default 6; --loss trades only)")
     parser.add_argument("--out", required=True, help="run folder for metrics.json, heads and logs")
     parser.add_argument("--norm", default="Linf", metavar="{" + ",".join(NORMS) + "}",
                         help="threat model of PGD (RA, and ALF/AFF's training examples) and AutoAttack "
                              "(default Linf, the paper's)")
-    parser.add_argument("--eps", type=float, default=None,
+    parser.add_argument("--eps", type=finite_number, default=None,
                         help="budget in [0, 1] pixel units (default: "
                              + ", ".join(f"{norm} {eps:.4g}" for norm, eps in DEFAULT_EPS.items())
                              + "; L2 over the whole image)")
-    parser.add_argument("--alpha", type=float, default=None,
+    parser.add_argument("--alpha", type=finite_number, default=None,
                         help="PGD step in [0, 1] pixel units (default: 2/255 for Linf, eps / 4 for L2)")
     parser.add_argument("--pgd-steps", type=int, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
     for option, what, cuda_default in (("--pgd-batch-size", "PGD (SA and RA)", CUDA_PGD_BATCH),

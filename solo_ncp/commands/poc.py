@@ -14,6 +14,7 @@ from solo_ncp.commands._encoder import (
     dataset_split,
     device_of,
     evaluation_splits,
+    finite_number,
     first,
     load_args_encoder,
     refuse_overwrite,
@@ -33,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clusters of the pretraining split's features (select-k's K)")
     parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid")
     parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
-    parser.add_argument("--eps", type=float, default=8 / 255, help="L-inf budget in [0, 1] units")
-    parser.add_argument("--alpha", type=float, default=2 / 255, help="PGD step in [0, 1] units")
+    parser.add_argument("--eps", type=finite_number, default=8 / 255, help="L-inf budget in [0, 1] units")
+    parser.add_argument("--alpha", type=finite_number, default=2 / 255, help="PGD step in [0, 1] units")
     parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr")
 
 

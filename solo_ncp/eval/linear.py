@@ -270,10 +270,8 @@ def _fit(
             loss, logits = batch_loss(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"non-finite fine-tuning loss {loss_value} in epoch {epoch}: lower --lr, or use "
-                    "--head whitened"
-                )
+                raise FloatingPointError(f"non-finite fine-tuning loss {loss_value} in epoch {epoch}: "
+                                         f"{_divergence_fix(cfg)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -284,4 +282,11 @@ def _fit(
         epochs.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['acc']:.1f}",
                            lr=f"{scheduler.get_last_lr()[0]:.3g}")
         scheduler.step()
+    if not all(torch.isfinite(p).all() for p in parameters):  # the last step diverged: no loss shows it
+        raise FloatingPointError(f"the fine-tuned weights hold NaN or inf after the last step: {_divergence_fix(cfg)}")
     return history
+
+
+def _divergence_fix(cfg: FineTuneConfig) -> str:
+    """What to change when fine-tuning diverged: the lr, and the whitened head where another ran."""
+    return "lower --lr" + (", or use --head whitened" if cfg.head != protocol.DEFAULT_HEAD else "")
