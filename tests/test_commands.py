@@ -106,6 +106,9 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
         assert flipped == pytest.approx(round(flipped), abs=1e-9)
     assert result["settings"]["k"] == 10
     assert "δ_nbr (n=2)" in (tmp_path / "poc.md").read_text()
+    settings = result["settings"]  # the head's protocol beside the numbers: poc's default head, QUICK's
+    assert (settings["head"], settings["fine_tune"]["head"], settings["fine_tune"]["epochs"]) == ("whitened",) * 2 + (2,)
+    assert (settings["cache_features"], settings["test_n"], settings["train_n"]) == (True, 64, 1437)  # 1,797 digits less every 5th (360): test images
 
 
 def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, tmp_path, capsys):

@@ -473,15 +473,15 @@ def test_the_adv_branch_row_comes_first_and_the_clean_one_is_marked(tmp_path):
     assert rows == ["ncp (adv BN)", "ncp (clean BN) †", "deacl"]
 
 
-def write_poc(directory: Path, seed: int, n_correct: int, random_noise, nbr) -> Path:
+def write_poc(directory: Path, seed: int, n_correct: int, random_noise, nbr, head="paper") -> Path:
     """A `solo-ncp poc` folder; random_noise, nbr: (Prob. Dec., Attk. Succ.) in %, each over
-    `n_correct` test images."""
+    `n_correct` test images; head: its SLF head (None: not recorded, as before poc recorded it)."""
     directory.mkdir(parents=True)
     rows = {key: {"prob_dec": prob_dec, "attack_success": success, "n": n_correct}
             for key, (prob_dec, success) in (("random_noise", random_noise), ("nbr", nbr))}
     record = {**rows, "n_correct": n_correct, "n_total": n_correct + 7,
               "settings": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "n": 2, "seed": seed,
-                           "k": 10, "dataset": "cifar10"}}
+                           "k": 10, "dataset": "cifar10", **({"head": head} if head else {})}}
     (directory / "poc.json").write_text(json.dumps(record))
     return directory
 
@@ -495,6 +495,31 @@ def test_poc_table_cells_are_the_mean_over_seeds_not_over_test_images(tmp_path):
         ["CIFAR-10", "8/255", label, seed_cell([prob_dec for prob_dec, _ in per_seed]),
          seed_cell([success for _, success in per_seed]), "100/300/1000"]
         for label, per_seed in (("random noise", random_noise), ("δ_nbr (n=2)", nbr))]
+
+
+def test_poc_tables_are_one_per_head_the_papers_first_and_titled_by_protocol(tmp_path):
+    """Seeds with the paper's head are averaged apart from those with the whitened head and from
+    poc.json files that do not say which head they trained (poc's default was whitened)."""
+    heads = ["whitened", "paper", None, "paper", "whitened", None]
+    folders = [write_poc(tmp_path / f"p{i}", i, 100, (float(i), float(i)), (10.0 + i, 20.0 + i), head=head)
+               for i, head in enumerate(heads)]
+    report = aggregate(folders)
+    titles = [line for line in report.splitlines() if line.startswith("## Table 1")]
+    assert titles == [
+        "## Table 1: proof of concept (stage-1 encoder with an SLF head)",
+        "## Table 1 (whitened head: a second evaluation, not the paper's protocol): proof of concept "
+        "(stage-1 encoder with an SLF head)",
+        "## Table 1 (SLF head not recorded: a poc.json of before it was; not known to be the paper's "
+        "protocol): proof of concept (stage-1 encoder with an SLF head)"]
+    for title, seeds in zip(titles, ([1, 3], [0, 4], [2, 5])):
+        rows = table_rows(report[report.index(title):], "Table 1")
+        assert rows[0][3] == seed_cell([float(seed) for seed in seeds]), (title, rows)
+
+
+def test_a_poc_json_naming_no_known_head_is_refused(tmp_path):
+    folder = write_poc(tmp_path / "p", 0, 100, (1.0, 2.0), (3.0, 4.0), head="linear")
+    with pytest.raises(ValueError, match=r"poc.json: settings.head 'linear' is none of the heads"):
+        aggregate([folder])
 
 
 def test_aggregate_rejects_missing_malformed_and_duplicate_runs(tmp_path):

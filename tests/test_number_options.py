@@ -79,3 +79,22 @@ def test_the_fix_of_a_diverged_head_names_the_whitened_head_only_where_another_r
     from solo_ncp.eval.linear import FineTuneConfig, _divergence_fix
 
     assert _divergence_fix(FineTuneConfig(head=head)) == fix
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--steps", "0"], "--steps must be >= 1 (the paper's delta_nbr takes 5 PGD steps), got 0"),
+    (["--k", "1"], "--k=1: K must be >= 2 clusters (select-k's K)"),
+    (["--n", "1"], "--n=1 must be in [2, --k=5]: the rank of the neighbouring centroid (1 is the image's own)"),
+    (["--n", "6"], "--n=6 must be in [2, --k=5]"),
+    (["--eps", "-0.1"], "--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, got -0.1"),
+    (["--alpha", "2"], "--alpha=2 is an L-inf size in [0, 1] pixel units"),
+])
+def test_poc_refuses_what_no_run_can_use_before_reading_anything(options, message):
+    """poc.check_arguments reads no file: these were refused only after the head was trained
+    (`--steps 0` not at all: a Table 1 of a push that never moved)."""
+    from solo_ncp.commands import poc
+
+    args = parse_args(argv("poc", *options))
+    with pytest.raises(ValueError) as err:
+        poc.check_arguments(args)
+    assert str(err.value).startswith(message)

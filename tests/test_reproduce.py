@@ -100,7 +100,8 @@ def test_the_report_holds_the_mean_and_std_over_seeds(two_seeds):
     pocs = [json.loads((two_seeds / f"s{s}" / "poc" / "poc.json").read_text()) for s in (0, 1)]
     noise = [p["random_noise"]["attack_success"] for p in pocs]
     assert f"| {statistics.mean(noise):.2f} ± {statistics.stdev(noise):.2f} (n=2) |" in report
-    assert "Table 1: proof of concept" in report
+    assert all(p["settings"]["head"] == "paper" for p in pocs)  # Table 1 under the paper's protocol
+    assert "## Table 1: proof of concept (stage-1 encoder with an SLF head)" in report
 
 
 def test_the_same_command_again_skips_every_step(two_seeds, capsys):

@@ -235,6 +235,11 @@ def head_config(args: argparse.Namespace, spec, mode: str = "slf", **settings):
                           lr=lr, seed=args.seed, **settings)
 
 
+def fine_tune_record(cfg) -> dict:
+    """A FineTuneConfig as the plain dict metrics.json and poc.json record (tuples as lists)."""
+    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(cfg).items()}
+
+
 def train_head(args: argparse.Namespace, encoder, spec, train_set):
     """The SLF linear head (nn.Linear on raw features) on the frozen encoder; returns (head, its
     FineTuneConfig)."""

@@ -20,6 +20,7 @@ from solo_ncp.commands._encoder import (
     device_of,
     evaluation_splits,
     finite_number,
+    fine_tune_record,
     head_config,
     load_args_encoder,
     refuse_overwrite,
@@ -250,7 +251,7 @@ def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List
         "ra_counting": RA_COUNTING,
         "threat_model": args.norm,
         "settings": {
-            "fine_tune": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+            "fine_tune": fine_tune_record(cfg),
             "cache_features": args.cache_features,
             "ra": {"norm": args.norm, "eps": args.eps, "alpha": args.alpha, "steps": args.pgd_steps,
                    "batch_size": batch_sizes["pgd"]},

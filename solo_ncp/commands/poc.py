@@ -14,13 +14,14 @@ from solo_ncp.commands._encoder import (
     dataset_split,
     device_of,
     evaluation_splits,
+    fine_tune_record,
     finite_number,
     first,
     load_args_encoder,
     refuse_overwrite,
     train_head,
 )
-from solo_ncp.threat_model import check_budget
+from solo_ncp.threat_model import budget_warning, check_budget
 
 POC_JSON, POC_TABLE = "poc.json", "poc.md"
 POC_FILES = (POC_JSON, POC_TABLE)
@@ -32,18 +33,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_head_arguments(parser)
     parser.add_argument("--k", type=int, required=True,
                         help="clusters of the pretraining split's features (select-k's K)")
-    parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid")
+    parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid (default 2)")
     parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
-    parser.add_argument("--eps", type=finite_number, default=8 / 255, help="L-inf budget in [0, 1] units")
-    parser.add_argument("--alpha", type=finite_number, default=2 / 255, help="PGD step in [0, 1] units")
-    parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr")
+    parser.add_argument("--eps", type=finite_number, default=8 / 255,
+                        help="L-inf budget in [0, 1] pixel units (default 8/255)")
+    parser.add_argument("--alpha", type=finite_number, default=2 / 255,
+                        help="PGD step in [0, 1] pixel units (default 2/255)")
+    parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr (default 5)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
+    """ValueError naming the problem and the fix for every option no run can use (no I/O): all
+    before the head is trained."""
     check_head_arguments(args)
+    if args.eps < 0 or args.alpha < 0:
+        raise ValueError(f"--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, got "
+                         f"{args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
     check_budget("Linf", args.eps, "--eps")
     check_budget("Linf", args.alpha, "--alpha")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1 (the paper's delta_nbr takes 5 PGD steps), got {args.steps}")
+    if args.k < 2:
+        raise ValueError(f"--k={args.k}: K must be >= 2 clusters (select-k's K)")
+    if not 2 <= args.n <= args.k:
+        raise ValueError(f"--n={args.n} must be in [2, --k={args.k}]: the rank of the neighbouring centroid "
+                         "(1 is the image's own)")
     check_data_options(args)
     device_of(args)
 
@@ -58,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
                              remove_outputs)
 
     check_arguments(args)
+    warning = budget_warning("Linf", args.eps)
+    if warning:
+        print(f"[solo-ncp] warning: {warning}")
     device = device_of(args)
     out = Path(args.out)
     refuse_overwrite(out / POC_JSON, args.overwrite)
@@ -65,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_args_encoder(args)
     spec = dataset_of(args, encoder)
     train_set, test_set = evaluation_splits(args, spec)
-    head, _ = train_head(args, encoder, spec, train_set)
+    head, head_cfg = train_head(args, encoder, spec, train_set)
     cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
     features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
                                    device=device)
@@ -74,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
                        test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
                        seed=args.seed, device=device, batch_size=args.batch_size)
     result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, clustered_n=len(cluster_set),
-                              checkpoint={"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)})
+                              checkpoint={"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)},
+                              head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
+                              cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
     table = format_poc_table(result)
     remove_outputs(out, POC_FILES)
     atomic_write_json(out / POC_JSON, result)

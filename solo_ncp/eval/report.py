@@ -172,14 +172,35 @@ def _protocol_order(protocol: str) -> Tuple[int, str]:
     return (MODES.index(protocol.split(" ")[0].lower()), protocol)
 
 
+UNRECORDED_HEAD = "not recorded"
+"""The SLF head of a poc.json written before poc recorded it (poc's default then: whitened)."""
+
+
+def head_tag(head: str) -> str:
+    """What a table title adds for SLF head `head`: nothing for the paper's (its protocol)."""
+    if head == PAPER_HEAD:
+        return ""
+    if head == UNRECORDED_HEAD:
+        return " (SLF head not recorded: a poc.json of before it was; not known to be the paper's protocol)"
+    return f" ({head} head: a second evaluation, not the paper's protocol)"
+
+
 def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
-    """Table 1 over `solo-ncp poc` folders (poc.json): one block per (dataset, eps); rows random
-    noise and the push toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
-    groups: Dict[Tuple[str, float, int], List[dict]] = {}
+    """Table 1 over `solo-ncp poc` folders (poc.json): one table per SLF head (the paper's first,
+    an unrecorded one last), one block per (dataset, eps) in it; rows random noise and the push
+    toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
+    heads: Dict[str, Dict[Tuple[str, float, int], List[dict]]] = {}
     for poc_dir in poc_dirs:
         key, record = read_poc(poc_dir)
-        groups.setdefault(key, []).append(record)
-    lines = ["## Table 1: proof of concept (stage-1 encoder with an SLF head)", "",
+        head = record["settings"].get("head") or UNRECORDED_HEAD
+        heads.setdefault(head, {}).setdefault(key, []).append(record)
+    order = sorted(heads, key=lambda head: (head != PAPER_HEAD, head == UNRECORDED_HEAD, head))
+    return "\n".join(_poc_table(heads[head], head) for head in order)
+
+
+def _poc_table(groups: Mapping[Tuple[str, float, int], List[dict]], head: str) -> str:
+    """Table 1 of the poc.json records of one SLF head, grouped by (dataset, eps, n)."""
+    lines = [f"## Table 1{head_tag(head)}: proof of concept (stage-1 encoder with an SLF head)", "",
              "| dataset | eps | perturbation | Prob. Dec. (%) | Attk. Succ. (%) | correct test images |",
              "|---|---|---|---|---|---|"]
     for (dataset, eps, n), records in sorted(groups.items(), key=lambda item: (_dataset_order(item[0][0]),
@@ -288,7 +309,7 @@ def ablation_runs(runs: Sequence[RunRecord], ablation: Ablation) -> List[RunReco
 
 def _head_tables(runs: Sequence[RunRecord], head: str) -> List[str]:
     """Tables 2 and 3 of the runs of one head; titled as the paper's for the paper's head."""
-    tag = "" if head == PAPER_HEAD else f" ({head} head: a second evaluation, not the paper's protocol)"
+    tag = head_tag(head)
     datasets = sorted({run.dataset for run in runs}, key=_dataset_order)
     tables = []
     slf_runs = [run for run in runs if run.mode == "slf"]

@@ -209,7 +209,8 @@ def _attacks(settings: object) -> Dict[str, str]:
 
 def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], dict]:
     """A `solo-ncp poc` folder's poc.json: ((dataset, eps, n), its record); ValueError naming the
-    file when it is missing, damaged or lacks a number of Table 1."""
+    file when it is missing, damaged, lacks a number of Table 1 or names no head (settings.head,
+    absent in files written before poc recorded it)."""
     path = Path(poc_dir) / POC_FILE
     try:
         record = json.loads(path.read_text())
@@ -220,6 +221,9 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
     except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: JSON, UTF-8, float()
         raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
     _require(numbers, path, f"rows {', '.join(POC_ROWS)} need numbers prob_dec and attack_success")
+    head = settings.get("head")
+    _require(head is None or isinstance(head, str) and head in HEADS, path,
+             f"settings.head {head!r} is none of the heads {', '.join(HEADS)}: run poc again")
     return key, record
 
 

@@ -13,7 +13,7 @@ s<seed>/poc, s<seed>/<method> (stage 2), s<seed>/eval-<encoder>-<evaluation>, re
 Evaluations (`--eval`): a mode (`slf`, `alf`, `aff`) evaluates with the paper's head (Appendix A.3,
 `eval --head paper`): the paper's protocol, the one its tables use. `<mode>-<head>` (e.g.
 `slf-whitened`) adds the same evaluation with another head of `solo_ncp.eval.heads`, in its own
-folder and its own report tables.
+folder and its own report tables. The proof of concept (Table 1) trains the paper's head too.
 """
 import json
 import shlex
@@ -467,7 +467,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         results.append(k_dir)
         poc_dir = base / "poc"
         plan.steps.append(Step(f"s{seed}/poc", poc_dir, _poc_argv(
-            ["poc", "--ckpt", str(stage1), *encoder_args, *poc_argv, "--out", str(poc_dir)], k_dir),
+            ["poc", "--ckpt", str(stage1), *encoder_args, "--head", PAPER_HEAD, *poc_argv, "--out", str(poc_dir)],
+            k_dir),
             result_file(poc_dir / "poc.json", lambda path: read_poc(path.parent)),
             inputs=(stage1, k_dir / "k.json")))
         results.append(poc_dir)
