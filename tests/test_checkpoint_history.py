@@ -99,6 +99,18 @@ def test_a_frequency_keeps_every_nth_epoch_also_across_a_resume(tmp_path):
     assert read_checkpoint(files[3])["epoch"] == 3 and read_checkpoint(files[3])["global_step"] == 4
 
 
+def test_a_resume_that_changes_the_frequency_goes_on_in_last_ckpt(tmp_path):
+    """Lightning keys the checkpoint callback's saved state by its frequency: with another one the
+    state was not restored, and the resumed epochs went to last-v1.ckpt while last.ckpt, which
+    eval, export and the next --resume read, stayed at the first attempt's epoch."""
+    tiny = ["name=fq", "limit_train_batches=1", *SMALL_BACKBONE]
+    assert pretrain(tmp_path, "max_epochs=1", *tiny) == 0
+    assert pretrain(tmp_path, "max_epochs=2", "checkpoint.frequency=5", *tiny, resume=True) == 0
+    run = tmp_path / "fq"
+    assert sorted(path.name for path in run.glob("*.ckpt")) == ["last.ckpt"]
+    assert read_checkpoint(run / "last.ckpt")["epoch"] == 1 and read_checkpoint(run / "last.ckpt")["global_step"] == 2
+
+
 BAD_HISTORY = {
     "checkpoint.frequency=0": ["checkpoint.frequency: 0", "1 or more"],
     "checkpoint.keep_prev=yes": ["checkpoint.keep_prev: yes", "true or false"],

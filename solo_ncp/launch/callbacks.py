@@ -36,9 +36,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint writing `last.ckpt` over the one a run resumed from, also when
-    that checkpoint was written in another folder (a moved or copied run), where Lightning would
-    write `last-v1.ckpt` beside it and a later --resume would read the stale `last.ckpt`."""
+    """Lightning's ModelCheckpoint writing `last.ckpt` over the one a run resumed from, where
+    Lightning would write `last-v1.ckpt` beside it and a later --resume, eval or export would read
+    the stale `last.ckpt`: when that checkpoint was written in another folder (a moved or copied
+    run), and when this callback's saved state is not restored at all (Lightning keys it by
+    `every_n_epochs`, so a resume that changed checkpoint.frequency skipped it)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.last_model_path = str(Path(self.dirpath) / LAST)
 
     def load_state_dict(self, state_dict: Dict) -> None:
         super().load_state_dict(state_dict)

@@ -185,7 +185,7 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     history = checkpoint_history(cfg)
     # last.ckpt is written after every epoch, whatever every_n_epochs is; every_n_epochs stays
     # checkpoint.frequency because Lightning keys this callback's saved state by it (runs
-    # written before the epoch history existed still resume).
+    # written before the epoch history existed restore it; LastCheckpoint needs none of it).
     checkpoint = LastCheckpoint(
         dirpath=str(folder),
         save_last=True,
