@@ -108,13 +108,14 @@ def test_a_bad_last_ckpt_is_one_error_line(kind, tmp_path, capsys, digits_simclr
     assert not (tmp_path / "r" / LOCK_NAME).exists()  # released on the error
 
 
-def test_resuming_with_another_k_names_the_centroids(tmp_path, capsys, digits_simclr_ckpt,
-                                                     digits_ncp_ckpt):
+def test_resuming_with_another_k_names_both_ks(tmp_path, capsys, digits_simclr_ckpt, digits_ncp_ckpt):
+    """A bare last.ckpt (no config.yaml to compare with): its metadata's K against the config's."""
     plant(tmp_path / "ncp", lambda path: shutil.copy(digits_ncp_ckpt, path))  # K = 10
     assert train_stage2(tmp_path, digits_simclr_ckpt, "name=ncp", *TINY, "method_kwargs.k=5",
                         resume=True) == 2
     (line,) = error_lines(capsys.readouterr())
-    assert "another configuration" in line and "centroids (10, 512) vs (5, 512) here" in line
+    assert ("the run being resumed was trained with K=10 clusters, this run's config gives K=5: set "
+            "method_kwargs.k=10") in line
 
 
 HOLD_LOCK = """
@@ -329,6 +330,34 @@ def test_resuming_stage_2_with_another_k_is_refused_by_its_config(tmp_path, caps
     (line,) = error_lines(capsys.readouterr())
     assert "method_kwargs.k: 10 recorded, 5 given" in line and "another name=" in line
     assert snapshot(run) == before
+
+
+def test_resuming_stage_2_from_a_changed_teacher_file_is_refused(tmp_path, capsys, digits_simclr_ckpt,
+                                                                 digits_ncp_ckpt):
+    """The teacher file the run was trained from, at the same path, now holds other weights: resuming
+    would go on from the old teacher's weights in last.ckpt while its metadata named the new file."""
+    import hashlib
+
+    import yaml
+
+    teacher = tmp_path / "teacher.ckpt"
+    shutil.copy(digits_simclr_ckpt, teacher)
+    run = copied(digits_ncp_ckpt.parent, tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["method_kwargs"]["teacher_ckpt"] = str(teacher)  # as if trained from this copy
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = torch.load(teacher, weights_only=True)
+    key = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and v.dim() == 4)
+    checkpoint["state_dict"][key] += 1
+    torch.save(checkpoint, teacher)
+    before = snapshot(run)
+    assert train_stage2(tmp_path, teacher, "name=ncp", "max_epochs=2", resume=True) == 2
+    (line,) = error_lines(capsys.readouterr())
+    trained_from = hashlib.sha256(digits_simclr_ckpt.read_bytes()).hexdigest()
+    given = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert (f"the run being resumed was trained from a teacher of sha256 {trained_from[:12]}..., but "
+            f"method_kwargs.teacher_ckpt={teacher} is {given[:12]}...") in line
+    assert snapshot(run) == before  # refused before the run folder is touched
 
 
 RESUME_ROWS = {  # an override per key group of the README's "Resume semantics" -> its rule

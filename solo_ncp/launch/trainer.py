@@ -111,8 +111,9 @@ def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
 
 def check_resumable(path: Path, model, trust: bool = False) -> Dict:
     """Refuses, with one message, a checkpoint Lightning could not resume `model` from:
-    unreadable or unsafe for the safe loader, not a training checkpoint, or weights of other
-    names or shapes than `model`'s (another K, say). Returns its solo-ncp metadata."""
+    unreadable or unsafe for the safe loader, not a training checkpoint, trained from another
+    teacher file or K (a stage-2 method's `check_resumed`), or weights of other names or shapes
+    than `model`'s. Returns its solo-ncp metadata."""
     ckpt = read_checkpoint(path, trust=trust)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or not isinstance(ckpt.get("epoch"), int):
@@ -128,13 +129,16 @@ def check_resumable(path: Path, model, trust: bool = False) -> Dict:
             "start a new run with another name=... (checkpoints cross hosts for eval, select-k, poc and as a "
             "teacher, not for --resume)"
         )
+    meta = dict(ckpt.get(META_KEY) or {})
+    if hasattr(model, "check_resumed"):  # a stage-2 method: its teacher file and K
+        model.check_resumed(meta)
     detail = state_mismatch(model.state_dict(), state)
     if detail:
         raise CheckpointError(
             f"{path} was written by a run of another configuration ({detail}): resume with the "
             "config it was trained with, or start a new run with another name=..."
         )
-    return dict(ckpt.get(META_KEY) or {})
+    return meta
 
 
 HOST_PREFIXES = {"encoder": "solo-learn 1.0.2", "backbone": "solo-learn main"}

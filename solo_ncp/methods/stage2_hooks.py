@@ -209,6 +209,28 @@ class Stage2Hooks:
         checkpoint saved by any launcher (e.g. solo-learn main's main_pretrain.py) describes itself."""
         checkpoint.setdefault(META_KEY, self.checkpoint_meta())
 
+    def on_load_checkpoint(self, checkpoint: Dict) -> None:
+        """`check_resumed` on every launcher (solo-learn main's auto_resume; solo-ncp's --resume
+        calls it before the run folder is touched)."""
+        super().on_load_checkpoint(checkpoint)
+        self.check_resumed(checkpoint.get(META_KEY) or {})
+
+    def check_resumed(self, meta: Mapping[str, Any]) -> None:
+        """Refuses to resume a checkpoint (its solo-ncp metadata `meta`) trained from another
+        teacher file or with another K than this run's: its teacher weights and centroids would
+        replace this run's (another K: a size mismatch traceback), and the metadata would name a
+        teacher the run did not learn from."""
+        recorded = (meta.get("teacher") or {}).get("sha256")
+        if recorded and recorded != self.teacher_file["sha256"]:
+            raise ValueError(
+                f"the run being resumed was trained from a teacher of sha256 {recorded[:12]}..., but "
+                f"method_kwargs.teacher_ckpt={self.teacher_file['path']} is {self.teacher_file['sha256'][:12]}...: "
+                "give the teacher it was trained from, or train a new run (another name)")
+        k = meta.get("k")
+        if isinstance(k, int) and not isinstance(k, bool) and k != self.k:
+            raise ValueError(f"the run being resumed was trained with K={k} clusters, this run's config gives "
+                             f"K={self.k}: set method_kwargs.k={k}, or train a new run (another name)")
+
     def on_train_start(self) -> None:
         super().on_train_start()
         if self.cudnn_benchmark:  # off: left as the Trainer's `benchmark` set it
