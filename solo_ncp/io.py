@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
@@ -177,6 +177,49 @@ def check_writable(folder: PathLike, option: str = "--out") -> Path:
         os.remove(probe)
     except OSError as err:
         raise NotWritableError(f"cannot write to {folder}: {err.strerror} in {existing}: {fix}") from None
+    return folder
+
+
+RESULT_RECORDS = {"metrics.json": "eval", "export.json": "export", "poc.json": "poc", "k.json": "select-k"}
+"""The record each command writing a result folder writes into its --out (eval's METRICS_FILE,
+export's EXPORT_INFO, poc's POC_JSON, select-k's K_FILE) -> that command: a folder holding one is
+that command's result."""
+
+
+def check_out_folder(folder: PathLike, record: str, outputs: Iterable[str],
+                     reads: Optional[Mapping[str, Optional[PathLike]]] = None, option: str = "--out") -> Path:
+    """Before any work, a ValueError naming the folder, what it holds and the fix, when the command
+    whose result record is `record` (a key of RESULT_RECORDS), and which may write or remove the
+    files `outputs` in `folder`, would mix its result with another's or destroy its own input:
+
+    - `folder` holds another command's result (its record): --overwrite does not lift this, as it
+      replaces only the command's own earlier result (an export's encoder.pt is not eval's);
+    - an input of `reads` ({option: path}, e.g. {"--ckpt": ...}; None: not given) is one of
+      `outputs` in `folder` (as given or with its links followed), lies in `folder`'s staging
+      folder, or is a folder that is `folder` itself (an export folder read as --ckpt)."""
+    folder = Path(folder)
+    command = RESULT_RECORDS[record]
+    for name, other in RESULT_RECORDS.items():
+        if name != record and (folder / name).exists():
+            raise ValueError(
+                f"{option} {folder} holds the result of `solo-ncp {other}` ({name}): `solo-ncp {command}` "
+                f"does not write into another command's folder (--overwrite replaces only an earlier "
+                f"`solo-ncp {command}` result); choose another {option}")
+    place = folder.resolve()
+    written = {place / name for name in outputs}
+    for what, read in (reads or {}).items():
+        if read is None:
+            continue
+        read = Path(read)
+        paths = {read.parent.resolve() / read.name, read.resolve()}
+        if read.is_dir() and read.resolve() == place:
+            where = f"is the {option} folder"
+        elif paths & written or any(path.is_relative_to(place / UNFINISHED) for path in paths):
+            where = f"is a file `solo-ncp {command}` writes in {option} {folder}"
+        else:
+            continue
+        raise ValueError(f"{what} {read} {where}: `solo-ncp {command}` would remove or replace the file "
+                         f"it reads; choose another {option}")
     return folder
 
 

@@ -269,13 +269,14 @@ def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval import format_row
     from solo_ncp.eval.results import METRICS_FILE
-    from solo_ncp.io import atomic_write_json, staged_outputs
+    from solo_ncp.io import atomic_write_json, check_out_folder, staged_outputs
 
     check_arguments(args)
     warning = budget_warning(args.norm, args.eps)
     if warning:
         print(f"[solo-ncp] warning: {warning}")
     out = Path(args.out) / METRICS_FILE
+    check_out_folder(args.out, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt})
     refuse_overwrite(out, args.overwrite)
     check_writable(args.out)
     encoders = load_branches(args)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from solo_ncp.commands._encoder import refuse_overwrite
-from solo_ncp.io import check_writable
+from solo_ncp.io import check_out_folder, check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(custom data's are recorded by solo-ncp pretrain and train)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow checkpoints that need a full (unsafe) unpickling")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export in --out (never another command's folder)")
 
 
 def read_evaluation(eval_dir: Path, out: Path) -> dict:
@@ -46,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import CUSTOM, get_spec
     from solo_ncp.models import load_encoder
     from solo_ncp.models.checkpoint import EXPORT_INFO
-    from solo_ncp.models.export import write_export
+    from solo_ncp.models.export import EXPORT_FILES, write_export
 
     out = Path(args.out)
+    check_out_folder(out, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head})
     refuse_overwrite(out / EXPORT_INFO, args.overwrite)
     check_writable(out)
     eval_dir = Path(args.head) if args.head else None

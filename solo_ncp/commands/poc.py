@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
-    from solo_ncp.io import (atomic_write_json, atomic_write_text, check_writable, file_sha256,
-                             remove_outputs)
+    from solo_ncp.io import (atomic_write_json, atomic_write_text, check_out_folder, check_writable,
+                             file_sha256, remove_outputs)
 
     check_arguments(args)
     warning = budget_warning("Linf", args.eps)
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[solo-ncp] warning: {warning}")
     device = device_of(args)
     out = Path(args.out)
+    check_out_folder(out, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt})
     refuse_overwrite(out / POC_JSON, args.overwrite)
     check_writable(out)
     encoder = load_args_encoder(args)

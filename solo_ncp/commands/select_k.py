@@ -13,7 +13,8 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     refuse_overwrite,
 )
-from solo_ncp.io import check_writable
+from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
+from solo_ncp.io import check_out_folder, check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
+    check_out_folder(out, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt})
     refuse_overwrite(out / "k.json", args.overwrite)
     check_writable(out)
     encoder = load_args_encoder(args)
