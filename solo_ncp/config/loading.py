@@ -1,13 +1,21 @@
 """Reading a run config: the file (a path or a bundled name), its overrides, and every check."""
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from solo_ncp.config.overrides import override_key, with_overrides
-from solo_ncp.config.schema import ConfigError, check_config_keys, check_option_kinds
+from solo_ncp.config.schema import (
+    HYDRA,
+    ConfigError,
+    check_block_shapes,
+    check_config_keys,
+    check_option_kinds,
+    is_hydra_key,
+    known_keys,
+)
 from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
 from solo_ncp.io import wrong_kind
 from solo_ncp.zoo import config_path
@@ -63,9 +71,62 @@ def optimizer_options(name: str) -> Tuple[str, ...]:
     return tuple(p for p in inspect.signature(optimizer).parameters if p not in ("params", "lr", "weight_decay"))
 
 
+def _group_file(path: Path, name: str) -> str:
+    """Where the group file `name` (`augmentations/symmetric.yaml`) of a config copied from
+    solo-learn main's scripts/ is: beside `path` when it is there, else in solo-learn's scripts/."""
+    beside = path.parent / name
+    return str(beside) if beside.is_file() else f"solo-learn's scripts/<task>/<dataset>/{name}"
+
+
+def _defaults_to_inline(path: Path, defaults) -> List[str]:
+    """What each entry of Hydra's `defaults` list in config `path` composes into the config, as
+    "`augmentations: symmetric.yaml` -> the keys of <its file> under `augmentations:`"; none for
+    `_self_`, Hydra's own groups (`override hydra/job_logging: disabled`) and an empty choice."""
+    inline = []
+    for entry in defaults if isinstance(defaults, list) else [defaults]:
+        if entry is None or entry == "_self_":
+            continue
+        if not isinstance(entry, dict):
+            name = f"{entry}" if str(entry).endswith(".yaml") else f"{entry}.yaml"
+            inline.append(f"`{entry}` -> the keys of {_group_file(path, name)} at the top level")
+            continue
+        for written, choice in entry.items():
+            group, _, package = str(written).split()[-1].partition("@")  # override / optional group@package
+            if is_hydra_key(group) or choice is None:
+                continue
+            for option in choice if isinstance(choice, list) else [choice]:
+                name = f"{group}/{option}" + ("" if str(option).endswith(".yaml") else ".yaml")
+                place = ("at the top level" if package == "_global_" else
+                         f"under `{package or group.replace('/', '.')}:`")
+                inline.append(f"`{written}: {option}` -> the keys of {_group_file(path, name)} {place}")
+    return inline
+
+
+def _composition_error(path: Path, cfg: DictConfig) -> Optional[ConfigError]:
+    """The refusal of a config that composes group files with Hydra's `defaults` list (solo-learn
+    main's scripts/ configs): solo-ncp reads one self-contained file. A list of only `_self_` and
+    Hydra's own groups composes nothing into the config: it is accepted (and dropped, as Hydra
+    drops it), so a file keeps running under main's launcher with Hydra's logging off."""
+    inline = _defaults_to_inline(path, OmegaConf.to_container(cfg)["defaults"])
+    if not inline:
+        return None
+    return ConfigError(f"config {path} holds Hydra's `defaults` list: solo-ncp reads one self-contained file, "
+                       f"not Hydra's defaults list: inline the listed group files ({'; '.join(inline)}) and "
+                       "delete `defaults` (its `_self_` and `override hydra/...` entries may stay)")
+
+
+def _override_leaving_out(overrides: Sequence[str], key: str) -> str:
+    """"override '<the last of `overrides` whose key is `key` or a block holding it>'" (`~data` for
+    data.dataset), else "the overrides" (an interpolation's target changed)."""
+    last = next((override for override in reversed(overrides)
+                 if key == override_key(override) or key.startswith(override_key(override) + ".")), None)
+    return "the overrides" if last is None else f"override {last!r}"
+
+
 def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     """Reads a YAML config (a path or a bundled name, `config_file`) and applies overrides in
-    Hydra's grammar (see the module's docstring)."""
+    Hydra's grammar (see the module's docstring). Hydra's own keys (`hydra:`, a `defaults` list of
+    only `_self_` and `hydra/...` entries) are dropped, as Hydra drops them."""
     path = config_file(path)
     try:
         cfg = OmegaConf.load(path)
@@ -74,6 +135,16 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
                           "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
+    if "defaults" in cfg:
+        error = _composition_error(path, cfg)
+        if error is not None:
+            raise error
+        del cfg["defaults"]
+    cfg.pop(HYDRA, None)
+    try:
+        check_block_shapes(OmegaConf.to_container(cfg), list(known_keys(cfg.get("method"))), "solo-ncp")
+    except ConfigError as err:
+        raise ConfigError(f"config {path}: {err}") from None
     overridden = {override_key(override): override for override in overrides}
     lacking = [key for key in REQUIRED if OmegaConf.select(cfg, key) is None and key not in overridden]
     if lacking:
@@ -83,8 +154,8 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
     cfg = with_overrides(cfg, overrides)
     for key in REQUIRED:
         if OmegaConf.select(cfg, key) is None:
-            raise ConfigError(f"override {overridden[key]!r} leaves the config without `{key}`, which "
-                              "it needs: give it a value")
+            raise ConfigError(f"{_override_leaving_out(overrides, key)} leaves the config without "
+                              f"`{key}`, which it needs: give it a value")
     check_config_keys(cfg)
     check_option_kinds(file_values, cfg)
     if int(cfg.max_epochs) < 1:

@@ -8,13 +8,28 @@ them (`load_config`): `key=value` changes an existing key (dotted, list items by
 (`1`, `0.1`, `true`, `null`, `[1,2]`, `{a: 1}`, `'quoted'`: text, so `'7'` is refused where a key
 takes a number). So the same file and overrides give the same config under `solo-ncp` and under
 solo-learn main's own main_pretrain.py.
+
+An override that turns a block of the config (a block of keys, or a list of blocks such as
+`augmentations`) into a value, null or another shape is refused (`_check_block_kept`): Hydra's
+config-group choices (`augmentations=symmetric`, `optimizer=sgd`) are written that way, and so is
+`data=null`; a block replaced by one of its shape (`+auto_umap={enabled: false}`,
+`augmentations=[{...}]`) is taken. Hydra's own keys (`hydra.run.dir=.`, `hydra/job_logging=disabled`)
+are accepted and dropped, as Hydra drops them from the cfg it hands main_pretrain.py (`HYDRA`).
 """
 from typing import List, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from solo_ncp.config.schema import LAUNCHER_KEYS, ConfigError, closest_key, dotted_keys
+from solo_ncp.config.schema import (
+    GROUP_NOTE,
+    LAUNCHER_KEYS,
+    ConfigError,
+    _walk,
+    closest_key,
+    dotted_keys,
+    is_hydra_key,
+)
 
 
 def override_key(override: str) -> str:
@@ -40,16 +55,79 @@ def parse_overrides(overrides: Sequence[str]) -> List:
                 reason += f", character {cause.startIndex + 1}"
             raise ConfigError(
                 f"override {line!r} is not key=value, +key=value, ++key=value or ~key "
-                f"(Hydra's grammar: {reason})"
+                f"(Hydra's grammar: {reason}){_quoting_fix(line)}"
             ) from None
         if override.is_sweep_override() or override.package is not None:
             raise ConfigError(f"override {line!r}: sweeps and @packages are Hydra multirun / "
                               "config-group syntax, not supported by solo-ncp")
+        if "/" in override.key_or_group and not is_hydra_key(override.key_or_group):
+            group = override.key_or_group
+            raise ConfigError(f"override {line!r}: `{group}` is a Hydra config group: {GROUP_NOTE}, or set "
+                              f"its keys one by one ({group.replace('/', '.')}.<key>=<value>)")
         if not override.key_or_group:
             raise ConfigError(f"override {line!r} names no key: write key=value, +key=value, "
                               "++key=value or ~key with the key's dotted name (optimizer.lr=0.1)")
         parsed.append(override)
     return parsed
+
+
+def _quoting_fix(line: str) -> str:
+    """": quote the value ..." where Hydra could not parse `line` and its value holds an `=`
+    (`teacher_ckpt=/x/simclr-ep=0.ckpt`: solo-learn main's Checkpointer names files so), else ""."""
+    key, _, value = line.partition("=")
+    if "=" not in value:
+        return ""
+    quote = '"' if "'" in value else "'"
+    quoted = f"{key}={quote}{value}{quote}"
+    shell = f"'{quoted}'" if quote == '"' else f'"{quoted}"'
+    return (f": an `=` in a value needs the value quoted, as Hydra requires: {quoted} (in a shell, "
+            f"quote it once more so the quotes arrive: {shell})")
+
+
+def _hydra_text(value) -> str:
+    """`value` as an override writes it (true, null, 0.5, text)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def _check_block_kept(cfg: DictConfig, line: str, key: str, value) -> None:
+    """Refuses an override giving `key`, a block of `cfg` (a block of keys, or a list holding
+    blocks), a value of another shape: a value, null, a list for a block of keys, anything but a list
+    of blocks for a list of blocks. Names the block's keys, and the fix: its keys one by one (Hydra's
+    config-group choices are written `augmentations=symmetric`; null would leave none)."""
+    current = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
+    if not isinstance(current, (DictConfig, ListConfig)):
+        return
+    plain = OmegaConf.to_container(current)
+    if isinstance(plain, dict):
+        if isinstance(value, dict):
+            return
+        what, names = "a block", list(plain)
+    else:
+        entries = [entry for entry in plain if isinstance(entry, dict)]
+        if not entries or isinstance(value, list) and all(isinstance(entry, dict) for entry in value):
+            return
+        what = f"a list of {len(plain)} block{'s' * (len(plain) != 1)}"
+        names = list(dict.fromkeys(name for entry in entries for name in entry))
+    given = ("null" if value is None else "a block of keys" if isinstance(value, dict) else
+             "a list of values" if isinstance(value, list) and plain and not isinstance(plain, dict) else
+             "a list" if isinstance(value, list) else "a value")
+    leaf = next(((path, child) for path, child in _walk(plain) if not isinstance(child, (dict, list))), None)
+    if isinstance(value, str) and isinstance(plain, dict) and "name" in plain:
+        example = f"{key}.name={value}"
+    elif leaf is not None:
+        example = f"{key}.{'.'.join(leaf[0])}={_hydra_text(leaf[1])}"
+    else:
+        example = f"+{key}.<key>=<value>"
+    holding = f"holding {', '.join(names)}" if names else "holding no keys"
+    fix = f"set its keys one by one ({example})"
+    if value is None:
+        fix = f"delete it with ~{key}, or {fix}"
+    elif isinstance(value, str):
+        fix += f"; {GROUP_NOTE}"
+    raise ConfigError(f"override {line!r}: `{key}` is {what} in the config, {holding}, and {given} cannot "
+                      f"replace it: {fix}")
 
 
 def _closest(cfg: DictConfig, key: str) -> str:
@@ -96,6 +174,8 @@ def apply_override(cfg: DictConfig, override) -> None:
     """Applies one hydra-core `Override` to `cfg` (struct mode) as Hydra's config loader does."""
     line, key, value = override.input_line, override.key_or_group, override.value()
     _check_list_indices(cfg, line, key)
+    if not override.is_delete():
+        _check_block_kept(cfg, line, key, value)
     if override.is_delete():
         _delete(cfg, line, key, value)
     elif override.is_add():
@@ -116,8 +196,9 @@ def apply_override(cfg: DictConfig, override) -> None:
 
 def with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """`cfg` (modified) with Hydra-grammar overrides applied in order; unlocked afterwards as
-    solo-learn main's main_pretrain.py unlocks it (`set_struct(cfg, False)`)."""
-    parsed = parse_overrides(overrides)
+    solo-learn main's main_pretrain.py unlocks it (`set_struct(cfg, False)`). Hydra's own keys
+    (`hydra.run.dir=.`, `hydra/job_logging=disabled`) are skipped: Hydra consumes them."""
+    parsed = [override for override in parse_overrides(overrides) if not is_hydra_key(override.key_or_group)]
     OmegaConf.set_struct(cfg, True)
     for override in parsed:
         try:

@@ -17,7 +17,13 @@ options, and on main the other keys its `add_and_assert_specific_cfg` names, suc
 A few keys of main's configs that change nothing solo-ncp trains are accepted unread
 (`MAIN_IGNORED`: `auto_umap`, `dali`, `data.format`, ...). Any other key is refused naming the
 closest key read, and a value solo-ncp converts must be of its key's kind (a whole number, a number,
-true or false).
+true or false). A key read as a block (`optimizer`: its keys; `augmentations`: a list of blocks)
+must be one, or null (`check_block_shapes`): `optimizer: sgd` is refused, not a traceback later.
+
+Hydra's own config (`HYDRA`: the `hydra:` block of solo-learn main's scripts/ configs, `hydra.*`
+and `hydra/...` overrides) is accepted and dropped, as Hydra drops it from the cfg it hands
+main_pretrain.py; its config groups (`augmentations=symmetric`, a `defaults:` list) are not
+supported: a config is one self-contained file.
 """
 import argparse
 import difflib
@@ -83,6 +89,25 @@ MAIN_IGNORED = ("auto_resume.max_hours", "auto_umap", "dali", "debug_augmentatio
 """Keys of solo-learn main's configs that solo-ncp accepts without reading them: none changes what
 solo-ncp trains (UMAP plots, DALI loaders, channels-last, resume age; main's parse_cfg fills the
 `data.num_*` keys, solo-ncp computes them)."""
+
+
+HYDRA = "hydra"
+"""Hydra's own config: its output folders (`hydra.run.dir`, `hydra.output_subdir`) and logging
+(`hydra/job_logging=disabled`), which solo-learn main's scripts/ configs set. Hydra consumes it and
+hands main_pretrain.py a cfg without it; solo-ncp, which writes no Hydra output folder or log,
+accepts it in a file or an override and drops it the same way (`is_hydra_key`)."""
+GROUP_NOTE = ("Hydra config groups (augmentations=symmetric, optimizer=sgd) are solo-learn main's Hydra "
+              "defaults, not supported by solo-ncp: inline the group's file")
+"""The fix for a config-group choice written where a block of keys belongs."""
+KWARGS_BLOCKS = ("method_kwargs", "backbone.kwargs", "optimizer.kwargs")
+"""Blocks passed on whole as keyword arguments (to the method, the backbone, the optimizer)."""
+BLOCK, LIST_OF_BLOCKS = "a block of keys", "a list of blocks"
+"""The shapes a key read as a block takes (`needed_shape`)."""
+
+
+def is_hydra_key(key: str) -> bool:
+    """`key` (dotted, or a `hydra/...` group) is Hydra's own config (`HYDRA`)."""
+    return key == HYDRA or key.startswith((HYDRA + ".", HYDRA + "/"))
 
 
 class ConfigError(ValueError):
@@ -247,16 +272,60 @@ def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError
     return ConfigError(f"`{key}` is not read by {reader} ({hint}): remove it or correct its name")
 
 
+def needed_shape(path: Tuple[str, ...], known: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+    """(BLOCK or LIST_OF_BLOCKS where keys of `known` (dotted, `*` for a list index) lie under
+    `path`, or a `KWARGS_BLOCKS` block; else None, the names read right under it (a list's: those of
+    its entries))."""
+    deeper = [p for p in (tuple(k.split(".")) for k in known) if len(p) > len(path) and _matches(p, path)]
+    if not deeper:
+        return (BLOCK if ".".join(path) in KWARGS_BLOCKS else None), []
+    if deeper[0][len(path)] == "*":
+        return LIST_OF_BLOCKS, sorted({p[len(path) + 1] for p in deeper if len(p) > len(path) + 1})
+    return BLOCK, sorted({p[len(path)] for p in deeper})
+
+
+def block_shape_error(path: Tuple[str, ...], value, known: Sequence[str], reader: str) -> Optional[ConfigError]:
+    """The refusal of `value` at `path` where `reader` reads a block of keys or a list of blocks
+    (`needed_shape`) and `value` is neither (null is: no block); None where the shape fits."""
+    needed, names = needed_shape(path, known)
+    if needed is None or value is None or isinstance(value, dict if needed == BLOCK else list):
+        return None
+    key, parent, last = ".".join(path), ".".join(path[:-1]), path[-1]
+    given = ("a block of keys" if isinstance(value, dict) else "a list" if isinstance(value, list)
+             else f"a value ({key}: {value})")
+    takes = f" (`{key}` takes {', '.join(names)}{' in each entry' * (needed == LIST_OF_BLOCKS)})" if names else ""
+    where = ("a list of blocks, one per entry, under" if needed == LIST_OF_BLOCKS else
+             f"its keys in entry {last} of" if last.isdigit() and parent else "its keys under")
+    group = f"; {GROUP_NOTE}" if isinstance(value, str) else ""
+    return ConfigError(f"`{key}` is {given}, but {reader} reads it as {needed}{takes}: write {where} "
+                       f"`{parent if last.isdigit() and parent else key}:`{group}")
+
+
+def check_block_shapes(plain, known: Sequence[str], reader: str) -> None:
+    """Refuses (`block_shape_error`) the first key of the plain config `plain` whose value is not
+    of the shape `reader` reads it as: a block of keys where keys of `known` lie under it.
+    Interpolations (`${...}`) are left to OmegaConf."""
+    for path, value in _walk(plain):
+        interpolation = isinstance(value, str) and value.startswith("${")
+        error = None if interpolation else block_shape_error(path, value, known, reader)
+        if error is not None:
+            raise error
+
+
 def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str) -> None:
     """Refuses (`unread_key_error`) the first key of `cfg` that no key of `known` reads: it is
-    neither one of them, nor under one, nor a block holding one; and a value that is not of the
-    kind its key takes (`known[key]`, see `SCHEMA`), naming key, value and kind."""
+    neither one of them, nor under one, nor a block holding one; a value that is not of the
+    kind its key takes (`known[key]`, see `SCHEMA`), naming key, value and kind; and a value where
+    a block of keys is read (`block_shape_error`)."""
     patterns = [(tuple(key.split(".")), kind) for key, kind in known.items()]
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
     for path, value in _walk(plain):
+        shape_error = block_shape_error(path, value, list(known), reader)
+        if shape_error is not None:
+            raise shape_error
         holds_keys = isinstance(value, (dict, list)) and value
         if not holds_keys and not any(_matches(pattern, path) for pattern, _ in patterns):
             raise unread_key_error(".".join(path), list(known), reader)
@@ -274,12 +343,19 @@ def kind_error(key: str, value, kind: str, because: str = "") -> ConfigError:
     return ConfigError(f"{key}={value!r} must be {kind}{because}{unquote}")
 
 
+def known_keys(method) -> Mapping[str, Optional[str]]:
+    """The keys read (with their kinds, see `SCHEMA`): solo-ncp's (`SCHEMA`, `MAIN_IGNORED`) and
+    those the host's method `method` reads (`method_keys`; none where `method` is not registered)."""
+    methods = import_solo().METHODS
+    own = method_keys(methods[method]) if isinstance(method, str) and method in methods else ()
+    return {**dict.fromkeys(own), **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
+
+
 def check_config_keys(cfg: DictConfig) -> None:
     """`check_keys` of every key of `cfg` against those solo-ncp reads (`SCHEMA`, `MAIN_IGNORED`)
     and those the host's method `cfg.method` reads (`method_keys`)."""
     cls = method_class(cfg.method)
-    known = {**dict.fromkeys(method_keys(cls)), **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
-    check_keys(cfg, known, f"solo-ncp or {cfg.method} on {current_host().api}")
+    check_keys(cfg, known_keys(cfg.method), f"solo-ncp or {cfg.method} on {current_host().api}")
     missing = next((key for key in required_method_keys(cls) if OmegaConf.select(cfg, key) is None), None)
     if missing:
         raise ConfigError(f"{cfg.method} on {current_host().api} needs `{missing}`, which the config leaves out "
