@@ -128,6 +128,7 @@ def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: 
     trained on another dataset."""
     from solo_ncp.data import get_spec
     from solo_ncp.models import load_encoder
+    from solo_ncp.models.checkpoint import assumed_normalization
 
     spec = None if args.dataset == CUSTOM else get_spec(args.dataset)
     normalization = None if spec is None else {"mean": spec.mean, "std": spec.std}
@@ -137,6 +138,9 @@ def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: 
     trained_on = encoder.meta.get("dataset")
     if note and trained_on and trained_on != args.dataset:
         print(f"[solo-ncp] note: {args.ckpt} was trained on {trained_on}, evaluated on {args.dataset}")
+    assumed = assumed_normalization(encoder)
+    if note and assumed:
+        print(f"[solo-ncp] note: {assumed} ({args.dataset}'s solo-learn statistics)")
     encoder.model.to(device_of(args))
     return encoder
 

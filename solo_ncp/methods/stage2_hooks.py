@@ -22,7 +22,7 @@ from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.methods.stage2_options import OPTION_NAMES
 from solo_ncp.models.backbones import BackboneSpec, features_dim
-from solo_ncp.models.checkpoint import META_KEY
+from solo_ncp.models.checkpoint import META_KEY, assumed_normalization
 from solo_ncp.models.dual_bn import bn_branch
 from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
@@ -98,6 +98,10 @@ class Stage2Hooks:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
         teacher = load_teacher(options["teacher_ckpt"], spec, normalization=normalization,
                                trust=options["trust_teacher"])
+        assumed = assumed_normalization(teacher)
+        if assumed:
+            print(f"[solo-ncp] note: teacher {assumed}: if it was trained with others, set "
+                  "method_kwargs.normalization={mean: [...], std: [...]}")
         trained_on = teacher.meta.get("dataset")
         if dataset and trained_on and trained_on != dataset:
             print(f"[solo-ncp] note: the teacher {options['teacher_ckpt']} was trained on {trained_on}, stage 2 "

@@ -394,6 +394,19 @@ def select_branch(weights: Mapping[str, torch.Tensor], meta: Mapping, bn: Option
     return exported, (exported,)
 
 
+NO_RECORDED_NORMALIZATION = "has no solo-ncp metadata, so the normalisation it was trained with is unknown"
+
+
+def assumed_normalization(encoder: "LoadedEncoder") -> Optional[str]:
+    """A note naming the mean/std an encoder runs with when its checkpoint records none (a plain
+    solo-learn one: they are the caller's assumption); None when the checkpoint records them."""
+    if encoder.meta.get("normalization"):
+        return None
+    shown = {key: ", ".join(f"{v:.4g}" for v in values) for key, values in encoder.normalization.items()}
+    return (f"{encoder.path} records no normalisation (a plain solo-learn checkpoint): its inputs are "
+            f"normalised with mean ({shown['mean']}), std ({shown['std']}), assumed from the dataset")
+
+
 def load_encoder(
     path,
     *,
@@ -419,8 +432,7 @@ def load_encoder(
     norm = meta.get("normalization") or normalization
     if norm is None:
         raise CheckpointError(
-            f"{path} has no solo-ncp metadata, so the normalisation it was trained with is "
-            "unknown: pass --dataset, the registered dataset whose solo-learn mean/std it was trained "
+            f"{path} {NO_RECORDED_NORMALIZATION}: pass --dataset, the registered dataset whose solo-learn mean/std it was trained "
             "with (custom data has none of its own: use a checkpoint of solo-ncp pretrain or train, "
             "which records its config's)"
         )
