@@ -114,6 +114,16 @@ def test_report_shows_both_branches_and_the_autoattack_subset(both_dir, tmp_path
     assert "## Table 2: standard" in legacy_table and "RA: not recorded." in legacy_table
 
 
+@pytest.mark.parametrize("bn", ["adv", "clean"])
+def test_a_branch_named_for_a_single_bn_encoder_is_noted(bn, digits_small_simclr_ckpt, tmp_path, capsys):
+    """export refuses --bn on a single-BN encoder; eval evaluates it once, as with --bn both, and says so."""
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--bn", bn, "--out", str(tmp_path),
+                 "--cache-features", "--aa-n", "0", *TINY]) == 0
+    assert (f"[solo-ncp] note: {digits_small_simclr_ckpt} is a single-BN encoder: --bn {bn} names no branch of "
+            "it; it is evaluated once (metrics.json: bn null)") in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.json").read_text())["bn"] is None
+
+
 def test_bn_both_on_a_single_bn_encoder_evaluates_once(digits_small_simclr_ckpt, tmp_path, capsys):
     assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(tmp_path), "--cache-features",
                  "--aa-n", "0", "--head", "paper", *TINY]) == 0
