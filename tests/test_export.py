@@ -431,3 +431,33 @@ def test_bad_inputs_end_with_one_error_line(exported, eval_adv, planted_dual_bn_
         line = error_line(capsys)
         assert line.startswith("error:") and message in line, line
     assert not any((tmp_path / name).exists() for name in "abce")
+
+
+def test_an_export_of_a_partial_autoattack_says_what_model_info_holds(planted_dual_bn_ckpt, eval_adv, tmp_path,
+                                                                     capsys):
+    """The module's evaluations run AutoAttack custom (APGD-CE) on 2 of the TEST_N images: not
+    RobustBench's protocol, which the footnote and a warning say instead of passing it off as one."""
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--head", str(eval_adv),
+                 "--out", str(out)]) == 0
+    attack = "AutoAttack (custom: apgd-ce) on the first 2"
+    assert (f"[solo-ncp] warning: model_info.json's numbers are clean accuracy on {TEST_N} test images and "
+            f"{attack}: RobustBench's zoo lists standard AutoAttack on the whole test set") in capsys.readouterr().out
+    footnote = json.loads((out / "model_info.json").read_text())["footnote"]
+    assert footnote == f"solo-ncp eval: clean accuracy on the first {TEST_N} test images, {attack}"
+
+
+@pytest.mark.parametrize("aa, version, attacks, aa_n, caveat", [
+    (40.0, "standard", None, 64, None),
+    (40.0, "standard", None, 16, "AutoAttack (standard) on the first 16"),
+    (40.0, "custom", ["apgd-ce", "apgd-t"], 64, "AutoAttack (custom: apgd-ce, apgd-t) on the first 64"),
+    (None, "standard", None, 0, "AutoAttack not run"),
+])
+def test_robustbench_caveat_is_none_only_for_standard_autoattack_on_every_image(aa, version, attacks, aa_n,
+                                                                               caveat):
+    from solo_ncp.models.export import robustbench_caveat
+
+    record = {"settings": {"aa": {"version": version, "attacks": attacks}}}
+    branch = {"metrics": {"sa": 80.0, "sa_n": 64, "aa": aa, "aa_n": aa_n}}
+    found = robustbench_caveat(record, branch)
+    assert found == caveat if caveat is None else f"on 64 test images and {caveat}: RobustBench" in found

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import CUSTOM, get_spec
     from solo_ncp.models import load_encoder
     from solo_ncp.models.checkpoint import EXPORT_INFO
-    from solo_ncp.models.export import EXPORT_FILES, write_export
+    from solo_ncp.models.export import EXPORT_FILES, robustbench_caveat, write_export
 
     out = Path(args.out)
     check_out_folder(out, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head})
@@ -69,4 +69,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = info["classifier"]["evaluation"]["metrics"]
         print(f"[solo-ncp] classifier.pt: [0, 1] images -> {info['classifier']['num_classes']} logits; "
               f"eval's SA {metrics['sa']:.2f}% on {metrics['sa_n']} test images")
+        caveat = robustbench_caveat(evaluation, {"metrics": metrics})
+        if caveat:
+            print(f"[solo-ncp] warning: {caveat}")
     return 0

@@ -281,8 +281,28 @@ def model_info(info: Mapping, record: Mapping, branch: Mapping) -> Dict:
         "reported": None,
         "autoattack_acc": None if metrics["aa"] is None else f"{metrics['aa']:.2f}",
         "footnote": (f"solo-ncp eval: clean accuracy on the first {metrics['sa_n']} test images, "
-                     f"AutoAttack ({settings['aa']['version']}) on the first {metrics['aa_n']}"),
+                     f"{_attack_text(record, branch)}"),
     }
+
+
+def _attack_text(record: Mapping, branch: Mapping) -> str:
+    """"AutoAttack (standard) on the first N" / "AutoAttack (custom: apgd-ce) on ..." / "AutoAttack not run"."""
+    aa, n = record["settings"]["aa"], branch["metrics"]["aa_n"]
+    if not n or branch["metrics"]["aa"] is None:
+        return "AutoAttack not run"
+    attacks = f": {', '.join(aa['attacks'])}" if aa.get("attacks") else ""
+    return f"AutoAttack ({aa['version']}{attacks}) on the first {n}"
+
+
+def robustbench_caveat(record: Mapping, branch: Mapping) -> Optional[str]:
+    """Why a model_info entry is not what RobustBench's zoo lists (standard AutoAttack on every test
+    image the clean accuracy counts): another AutoAttack version, fewer images, or none; None if it is."""
+    metrics, version = branch["metrics"], record["settings"]["aa"]["version"]
+    if metrics["aa"] is not None and version == "standard" and metrics["aa_n"] == metrics["sa_n"]:
+        return None
+    return (f"model_info.json's numbers are clean accuracy on {metrics['sa_n']} test images and "
+            f"{_attack_text(record, branch)}: RobustBench's zoo lists standard AutoAttack on the whole test set "
+            "(eval without --test-n, --aa-n and --aa-version)")
 
 
 def model_info_path(record: Mapping) -> str:
