@@ -234,6 +234,13 @@ MUTATIONS = (
     Mutation("an override of a solo-learn option of another kind passed on", "solo_ncp/config/loading.py",
              "    check_option_kinds(file_values, cfg)\n", "",
              ("tests/test_overrides.py",)),
+    Mutation("a resumed stage 2 whose teacher file changed goes on", "solo_ncp/methods/stage2_hooks.py",
+             'if recorded and recorded != self.teacher_file["sha256"]:', "if False:",
+             ("tests/test_resume.py::test_resuming_stage_2_from_a_changed_teacher_file_is_refused",),
+             trains=True),
+    Mutation("a command writes into another command's --out", "solo_ncp/io.py",
+             "if name != record and (folder / name).exists():", "if False:",
+             ("tests/test_out_folders.py",), trains=True),
 )
 
 
