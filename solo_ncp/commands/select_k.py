@@ -13,7 +13,6 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     refuse_overwrite,
 )
-from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
 from solo_ncp.io import check_out_folder, check_writable
 
 
@@ -45,13 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import sweep_k, write_k_selection
+    from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
     from solo_ncp.eval import extract_features
 
     check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
     check_out_folder(out, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt})
-    refuse_overwrite(out / "k.json", args.overwrite)
+    refuse_overwrite(out / K_FILE, args.overwrite)
     check_writable(out)
     encoder = load_args_encoder(args)
     spec = dataset_of(args, encoder, test=False)
