@@ -369,6 +369,20 @@ def test_a_teacher_trained_on_another_dataset_is_noted(tmp_path, digits_simclr_c
     assert (note in capsys.readouterr().out) == (trained_on != "digits")
 
 
+@pytest.mark.parametrize("chosen_on", ["fashionmnist", "digits"])
+def test_a_k_file_chosen_on_another_dataset_is_noted(tmp_path, digits_simclr_ckpt, capsys, chosen_on):
+    """A k.json of select-k on `chosen_on` for a stage 2 on digits: a note only for another dataset.
+    Its K (5000) stops the command once the method is built."""
+    import json
+
+    k_file = tmp_path / "k.json"
+    k_file.write_text(json.dumps({"k": 5000, "scores": {"5000": 0.1}, "dataset": chosen_on, "seed": 0, "n": 10}))
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=kf", "method_kwargs.k=null",
+                        f"method_kwargs.k_file={k_file}") == 2
+    note = f"[solo-ncp] note: method_kwargs.k_file {k_file} chose K=5000 on fashionmnist, stage 2 runs on digits"
+    assert (note in capsys.readouterr().out) == (chosen_on != "digits")
+
+
 @pytest.mark.parametrize("clean_steps, message", [
     (4, "loss is nan at epoch 1, step 0: training stopped, last.ckpt of an earlier epoch is kept"),
     (0, "loss is nan at epoch 0, step 0: training stopped, no checkpoint was written yet"),
