@@ -33,9 +33,11 @@ BEST_META = "best_val_robust"
 {"epoch" (0-based), "pgd20_acc", "clean_acc" (%)}; best.ckpt holds that epoch's weights."""
 EXPORT_INFO = "export.json"
 EXPORTED_ENCODER = "encoder.pt"
-EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source")
+EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source", "k",
+                    "perturbation")
 """The entries of export.json that are solo-ncp's metadata of the exported encoder (`bn`: the
-dual-BN branch folded into it, null for an encoder that had one BN)."""
+dual-BN branch folded into it, null for an encoder that had one BN; `k`, `perturbation`: what NCP's
+ablations vary, as the checkpoint records them, so an evaluation of the export reports them too)."""
 BACKBONE_META = {"name": (str,), "cifar": (bool,), "zero_init_residual": (bool,), "widen_factor": (int, type(None))}
 """The keys of the metadata's `backbone` entry (BackboneSpec's fields; `name` required) and their types."""
 NORMALIZATION_META = ("mean", "std")

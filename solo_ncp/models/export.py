@@ -15,7 +15,7 @@ neither solo-ncp nor Lightning (`write_export`). An export folder holds:
 - model.py: `build_exported_encoder`, `build_exported_classifier` and their loaders, needing only
   torch and torchvision (`standalone_source`);
 - export.json: solo-ncp's metadata (`EXPORT_META_KEYS`: backbone, normalisation of [0, 1] inputs,
-  BN branch, source checkpoint and its sha256) and how to use the files;
+  BN branch, source checkpoint and its sha256, K and the NCP perturbation) and how to use the files;
 - with an eval folder: classifier.pt, the state dict of [0, 1] images -> Normalize -> encoder ->
   the eval's linear head (logits), and model_info.json in the shape of RobustBench's model zoo.
 """
@@ -183,6 +183,8 @@ def export_info(encoder: LoadedEncoder) -> Dict:
         "backbone": encoder.backbone.to_dict(),
         "normalization": {k: list(v) for k, v in encoder.normalization.items()},
         "source": source_record(encoder),
+        "k": encoder.meta.get("k"),
+        "perturbation": encoder.meta.get("perturbation"),
     }
     return {
         **meta,
