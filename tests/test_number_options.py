@@ -98,3 +98,18 @@ def test_poc_refuses_what_no_run_can_use_before_reading_anything(options, messag
     with pytest.raises(ValueError) as err:
         poc.check_arguments(args)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("command", ["eval", "poc"])
+@pytest.mark.parametrize("text, reason", [("99999999999999999999", "99999999999999999999 is outside [0, 2**63 - 1]"),
+                                          ("-1", "-1 is outside [0, 2**63 - 1]"),
+                                          ("1.5", "'1.5' is not a whole number")])
+def test_a_seed_outside_what_torch_and_numpy_take_is_refused_at_parse_time(command, text, reason, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv(command, "--seed", text))
+    assert stop.value.code == 2
+    assert f"error: argument --seed: {reason}" in capsys.readouterr().err
+
+
+def test_the_largest_seed_is_taken():
+    assert parse_args(argv("eval", "--seed", str(2 ** 63 - 1))).seed == 2 ** 63 - 1

@@ -35,6 +35,23 @@ def finite_number(text: str) -> float:
                                          "fraction (8/255)") from None
 
 
+SEED_RANGE = 2 ** 63
+"""Seeds are whole numbers in [0, 2**63): torch's generators take 64 bits, NumPy's SeedSequence no
+negative numbers."""
+
+
+def seed_number(text: str) -> int:
+    """argparse type of --seed: a whole number in [0, 2**63) (a larger one stopped the command deep
+    in torch with "Overflow when unpacking long long")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < SEED_RANGE:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**63 - 1]")
+    return value
+
+
 def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[str] = BRANCHES,
                           bn_default: Optional[str] = None, bn_help: Optional[str] = None,
                           from_run: bool = False) -> None:
@@ -60,7 +77,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
     parser.add_argument("--bn", choices=bn_choices, default=bn_default,
                         help=bn_help or f"BN branch of a dual-BN encoder (default {DEFAULT_BN}, as "
                                         "ACL/DeACL; an exported encoder: the branch it holds)")
-    parser.add_argument("--seed", type=int, default=None if from_run else 0,
+    parser.add_argument("--seed", type=seed_number, default=None if from_run else 0,
                         help="seed of everything random in the command"
                              + (run_default.format("seed") if from_run else " (default 0)"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

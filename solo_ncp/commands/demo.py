@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+from solo_ncp.commands._encoder import seed_number
+
 
 @dataclass(frozen=True)
 class DemoScale:
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
     parser.add_argument("--dataset", choices=sorted(SCALES), default=None,
                         help="default: fashionmnist if Debian's files are there, else digits")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every step of the demo (default 0)")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of every step of the demo (default 0)")
 
 
 def _dataset(requested) -> str:
