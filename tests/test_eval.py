@@ -663,3 +663,16 @@ def test_core_packages_import_only_torch_numpy_tqdm_and_the_standard_library():
 
 def test_default_bn_is_a_known_branch():
     assert DEFAULT_BN in ("clean", "adv")
+
+
+def test_a_mean_that_rounds_to_zero_prints_as_zero_not_minus_zero(tmp_path):
+    """A probability drop of -0.001 points (the true class slightly more likely under noise)."""
+    from solo_ncp.eval.poc import format_poc_table
+
+    result = {"random_noise": {"prob_dec": -0.001, "attack_success": 0.0, "n": 9},
+              "nbr": {"prob_dec": -0.05, "attack_success": 1.0, "n": 9}, "settings": {"n": 2}}
+    assert format_poc_table(result).splitlines()[2:] == ["| random noise | 0.00 | 0.00 | 9 |",
+                                                         "| δ_nbr (n=2) | -0.05 | 1.00 | 9 |"]
+    folders = [write_poc(tmp_path / f"s{seed}", seed, 100, (value, 1.0), (5.0, 6.0))
+               for seed, value in enumerate((-0.001, -0.003))]
+    assert table_rows(aggregate(folders), "Table 1")[0][3] == "0.00 ± 0.00 (n=2)"

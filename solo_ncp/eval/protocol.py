@@ -56,6 +56,12 @@ AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
 """Rows of Table 1 (`solo-ncp poc`): poc.json key -> label."""
 
+
+def two_decimals(value: float) -> str:
+    """A table's number: 2 decimals, and a value that rounds to zero as 0.00 (not -0.00)."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
 RA_COUNTING = (
     "a test image counts as robust only if it is classified correctly both clean and under "
     "attack (PGD-20 for RA, AutoAttack for AA); RA and AA are percentages of all evaluated images"

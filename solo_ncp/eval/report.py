@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING
+from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING, two_decimals
 from solo_ncp.eval.results import (
     ReportInputs,
     RunRecord,
@@ -69,7 +69,7 @@ def _mean_cell(values: Sequence[float]) -> str:
     """"mean ± std (n=k)" of `values`; one value: "value (n=1)"."""
     mean, std = mean_std(values)
     spread = f" ± {std:.2f}" if len(values) > 1 else ""
-    return f"{mean:.2f}{spread} (n={len(values)})"
+    return f"{two_decimals(mean)}{spread} (n={len(values)})"
 
 
 def _counts(runs: Iterable[RunRecord], metric: str) -> List[int]:
