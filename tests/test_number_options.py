@@ -113,3 +113,12 @@ def test_a_seed_outside_what_torch_and_numpy_take_is_refused_at_parse_time(comma
 
 def test_the_largest_seed_is_taken():
     assert parse_args(argv("eval", "--seed", str(2 ** 63 - 1))).seed == 2 ** 63 - 1
+
+
+def test_poc_help_names_no_mode_it_lacks(capsys):
+    """poc trains an SLF head only: its --lr help names no `--mode aff` (eval's does)."""
+    for command, has_aff in (("poc", False), ("eval", True)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert ("--mode aff" in text) == has_aff and "10 CIFAR-100/STL-10" in text

@@ -205,8 +205,9 @@ def first(dataset: "Dataset", n, what: str) -> "Dataset":
     return Subset(dataset, range(n))
 
 
-def add_head_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the head (Appendix A.3) and of the splits it is trained/tested on."""
+def add_head_arguments(parser: argparse.ArgumentParser, modes: bool = True) -> None:
+    """Options of the head (Appendix A.3) and of the splits it is trained/tested on; `modes`: the
+    command has eval's --mode (AFF's own learning rate)."""
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"fine-tuning epochs (paper: {EPOCHS})")
     parser.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
                         help="whitened (default) / standardized: trained on features whitened / "
@@ -214,7 +215,7 @@ def add_head_arguments(parser: argparse.ArgumentParser) -> None:
                              "Linear; paper: Appendix A.3's head on raw features")
     parser.add_argument("--lr", type=finite_number, default=None,
                         help="learning rate (default: 0.1 whitened/standardized head; paper head 0.1 "
-                             "CIFAR-10, 10 CIFAR-100/STL-10; 0.01 for --mode aff)")
+                             "CIFAR-10, 10 CIFAR-100/STL-10" + ("; 0.01 for --mode aff)" if modes else ")"))
     parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
     parser.add_argument("--test-n", type=int, default=None, help="use the first N test images")
     parser.add_argument("--cache-features", action="store_true",

@@ -30,7 +30,7 @@ POC_FILES = (POC_JSON, POC_TABLE)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
-    add_head_arguments(parser)
+    add_head_arguments(parser, modes=False)
     parser.add_argument("--k", type=int, required=True,
                         help="clusters of the pretraining split's features (select-k's K)")
     parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid (default 2)")
