@@ -37,6 +37,18 @@ def check_budget(norm: str, size: float, name: str) -> None:
                          f"{name}={size / 255:.6g}")
 
 
+def check_attack_sizes(norm: str, eps: float, alpha: float) -> None:
+    """ValueError naming `--eps` / `--alpha` (a command's budget and PGD step, `norm` sizes in [0, 1]
+    pixel units) when either is negative, or an L-inf one is 1 or more (`check_budget`)."""
+    check_norm(norm)
+    if eps < 0 or alpha < 0:
+        name = "L-inf" if norm == "Linf" else norm
+        raise ValueError(f"--eps and --alpha are {name} sizes in [0, 1] pixel units and must be >= 0, got "
+                         f"{eps}, {alpha} (8/255 = {8 / 255:.5f})")
+    check_budget(norm, eps, "--eps")
+    check_budget(norm, alpha, "--alpha")
+
+
 def budget_warning(norm: str, eps: float) -> Optional[str]:
     """A warning when `eps` is the size of the other norm's budgets (L2 with 8/255: 16x smaller than
     RobustBench's 0.5; L-inf with 0.5: half the pixel range), else None."""

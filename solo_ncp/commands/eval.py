@@ -45,7 +45,7 @@ from solo_ncp.eval.protocol import (
 )
 from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
-from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, check_budget, default_alpha
+from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, check_attack_sizes, default_alpha
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
@@ -115,11 +115,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         args.eps = DEFAULT_EPS[args.norm]
     if args.alpha is None:
         args.alpha = default_alpha(args.norm, args.eps)
-    if args.eps < 0 or args.alpha < 0:
-        raise ValueError(f"--eps and --alpha are {args.norm} sizes in [0, 1] pixel units and must be "
-                         f">= 0, got {args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
-    check_budget(args.norm, args.eps, "--eps")
-    check_budget(args.norm, args.alpha, "--alpha")
+    check_attack_sizes(args.norm, args.eps, args.alpha)
     for option, value in (("--pgd-batch-size", args.pgd_batch_size), ("--aa-batch-size", args.aa_batch_size)):
         if value != AUTO and value < 1:
             raise ValueError(f"{option} must be >= 1 (or {AUTO}), got {value}")

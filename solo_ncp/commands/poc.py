@@ -21,7 +21,7 @@ from solo_ncp.commands._encoder import (
     refuse_overwrite,
     train_head,
 )
-from solo_ncp.threat_model import budget_warning, check_budget
+from solo_ncp.threat_model import budget_warning, check_attack_sizes
 
 POC_JSON, POC_TABLE = "poc.json", "poc.md"
 POC_FILES = (POC_JSON, POC_TABLE)
@@ -46,11 +46,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """ValueError naming the problem and the fix for every option no run can use (no I/O): all
     before the head is trained."""
     check_head_arguments(args)
-    if args.eps < 0 or args.alpha < 0:
-        raise ValueError(f"--eps and --alpha are L-inf sizes in [0, 1] pixel units and must be >= 0, got "
-                         f"{args.eps}, {args.alpha} (8/255 = {8 / 255:.5f})")
-    check_budget("Linf", args.eps, "--eps")
-    check_budget("Linf", args.alpha, "--alpha")
+    check_attack_sizes("Linf", args.eps, args.alpha)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1 (the paper's delta_nbr takes 5 PGD steps), got {args.steps}")
     if args.k < 2:

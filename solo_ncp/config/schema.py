@@ -272,11 +272,17 @@ def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError
     return ConfigError(f"`{key}` is not read by {reader} ({hint}): remove it or correct its name")
 
 
+@lru_cache(maxsize=8)
+def _split_keys(known: Tuple[str, ...]) -> Tuple[Tuple[str, ...], ...]:
+    """Each dotted key of `known` as its parts: split once per set of keys, not per key checked."""
+    return tuple(tuple(key.split(".")) for key in known)
+
+
 def needed_shape(path: Tuple[str, ...], known: Sequence[str]) -> Tuple[Optional[str], List[str]]:
     """(BLOCK or LIST_OF_BLOCKS where keys of `known` (dotted, `*` for a list index) lie under
     `path`, or a `KWARGS_BLOCKS` block; else None, the names read right under it (a list's: those of
     its entries))."""
-    deeper = [p for p in (tuple(k.split(".")) for k in known) if len(p) > len(path) and _matches(p, path)]
+    deeper = [p for p in _split_keys(tuple(known)) if len(p) > len(path) and _matches(p, path)]
     if not deeper:
         return (BLOCK if ".".join(path) in KWARGS_BLOCKS else None), []
     if deeper[0][len(path)] == "*":

@@ -5,7 +5,6 @@ The host adapters (`ncp.py`, `ncp_main.py`) only pick the base class, read the o
 where their BaseMethod keeps the encoder; the stage-2 algorithm itself is `solo_ncp.ncp`.
 """
 import time
-from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -18,7 +17,6 @@ from solo_ncp.attacks import nearest_centroids
 from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.protocol import TEST_PGD_STEPS
-from solo_ncp.eval.results import read_selection_file
 from solo_ncp.eval.robust import evaluate
 from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
@@ -133,9 +131,7 @@ class Stage2Hooks:
         self.kmeans = dict(max_iter=options["kmeans_max_iter"], backend=options["kmeans_backend"],
                            init=options["kmeans_init"], n_init=options["kmeans_n_init"])
         self.kmeans_seed = options["kmeans_seed"]
-        self.k = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else 0
-        chosen_on = read_selection_file(Path(options["k_file"]))["dataset"] if self.uses_clusters and \
-            options["k"] is None else None
+        self.k, chosen_on = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else (0, None)
         if dataset and chosen_on and chosen_on != dataset:
             print(f"[solo-ncp] note: method_kwargs.k_file {options['k_file']} chose K={self.k} on {chosen_on}, "
                   f"stage 2 runs on {dataset}")

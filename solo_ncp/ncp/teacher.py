@@ -70,15 +70,18 @@ def init_student(encoder: nn.Module, teacher: LoadedEncoder, dual_bn: bool) -> n
     return convert_dual_bn(encoder) if dual_bn else encoder
 
 
-def resolve_k(k: Optional[int], k_file: Optional[str]) -> int:
-    """K from the config, or from the `k.json` that `solo-ncp select-k` wrote."""
+def resolve_k(k: Optional[int], k_file: Optional[str]) -> Tuple[int, Optional[str]]:
+    """(K, the dataset select-k chose it on): K from the config (dataset None), or from the `k.json`
+    that `solo-ncp select-k` wrote (its dataset; None in files written before it was recorded)."""
     if k is not None and k_file is not None:
         raise ValueError("give either method_kwargs.k or method_kwargs.k_file, not both")
+    chosen_on = None
     if k_file is not None:
         try:
-            k = read_selection_file(Path(k_file))["k"]
+            selection = read_selection_file(Path(k_file))
         except ValueError as err:
             raise ValueError(f"method_kwargs.k_file: {err}") from None
+        k, chosen_on = selection["k"], selection["dataset"]
     if k is None:
         raise ValueError(
             "NCP needs the number of clusters: set method_kwargs.k (paper: 70 / 150 / 215 for "
@@ -86,4 +89,4 @@ def resolve_k(k: Optional[int], k_file: Optional[str]) -> int:
         )
     if int(k) < 2:
         raise ValueError(f"k={k} must be >= 2")
-    return int(k)
+    return int(k), chosen_on
