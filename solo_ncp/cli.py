@@ -169,6 +169,8 @@ def report_interrupted(err: KeyboardInterrupt, argv: Sequence[str], outermost: b
 
 def run_command(args: argparse.Namespace) -> int:
     """Runs the parsed command; a bad input, file or stopped training is one `error:` line, exit 2."""
+    from solo_ncp.interrupt import interruption
+
     try:
         if args.command in TRAINING:
             from solo_ncp._host import current_host
@@ -176,8 +178,11 @@ def run_command(args: argparse.Namespace) -> int:
             current_host()  # without a host: its error as the one `error:` line, before any work
         command = importlib.import_module(f"solo_ncp.commands.{COMMANDS[args.command][0]}")
         return command.run(args)
-    except USER_ERRORS as err:
-        if os.environ.get("SOLO_NCP_DEBUG"):
+    except Exception as err:
+        interrupted = interruption(err)  # a signal's raise that C code turned into this error
+        if interrupted is not None:
+            raise interrupted from None
+        if not isinstance(err, USER_ERRORS) or os.environ.get("SOLO_NCP_DEBUG"):
             raise
         report_error(args.command, err)
         return 2

@@ -4,7 +4,8 @@ running may fill in (where it stopped, how to continue) before `solo_ncp.cli` pr
 and exits with 128 + the signal's number (130, 143). A raise Python swallows (one that lands in a
 finalizer, `__del__` or a weakref callback, is printed as "Exception ignored" and lost) is not
 lost here: the signal stays pending, and `raise_pending()` raises it again where a training
-batch starts or ends and where the command ends."""
+batch starts or ends and where the command ends. Nor is a raise that C code turned into an error
+of its own (`interruption`)."""
 import signal
 import threading
 from contextlib import contextmanager
@@ -46,6 +47,17 @@ def as_interrupted(err: KeyboardInterrupt) -> Interrupted:
     """`err` itself, or, for a KeyboardInterrupt raised by Python's own SIGINT handler, the same
     as an Interrupted of SIGINT."""
     return err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def interruption(err: BaseException) -> Optional[Interrupted]:
+    """The interruption behind `err`, None if none: `err` itself for a KeyboardInterrupt; for any
+    other error, the signal that arrived before it in the open block. C code that calls Python
+    code turns the handler's raise there into an error of its own: torch.as_tensor of an omegaconf
+    ListConfig (solo-learn main's Normalize of a dataset without built-in statistics) raises
+    ValueError "could not determine the shape" when the signal lands in its first item."""
+    if isinstance(err, KeyboardInterrupt):
+        return as_interrupted(err)
+    return None if _pending is None else Interrupted(_pending)
 
 
 def _raise_interrupted(signum: int, frame) -> None:

@@ -85,17 +85,19 @@ def test_an_interrupted_training_names_its_epoch_and_the_command_that_resumes_it
     assert "Traceback" not in out + err
 
 
-CASES = [  # command, argv, signal, whether the raise is swallowed
-    ("select-k", ["select-k", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "k"], "SIGINT", False),
-    ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGTERM", False),
-    ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGINT", False),
-    ("report", ["report", "runs"], "SIGINT", False),
-    ("export", ["export", "--ckpt", "x.ckpt", "--out", "x"], "SIGINT", False),
-    ("plot", ["plot", "runs/ncp"], "SIGTERM", False),
-    ("report", ["report", "runs"], "SIGTERM", True),
+CASES = [  # command, argv, signal, what becomes of the handler's raise
+    ("select-k", ["select-k", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "k"], "SIGINT", "raised"),
+    ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGTERM", "raised"),
+    ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGINT", "raised"),
+    ("report", ["report", "runs"], "SIGINT", "raised"),
+    ("export", ["export", "--ckpt", "x.ckpt", "--out", "x"], "SIGINT", "raised"),
+    ("plot", ["plot", "runs/ncp"], "SIGTERM", "raised"),
+    ("report", ["report", "runs"], "SIGTERM", "swallowed"),
+    ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGINT", "converted"),
 ]
-SWALLOWED = """
+LOST_RAISES = """
 import os, sys
+import torch
 swallowed = []
 sys.unraisablehook = lambda unraisable: swallowed.append(type(unraisable.exc_value).__name__)
 
@@ -111,16 +113,42 @@ class Swallowing:
         os.kill(os.getpid(), self.signum)
         for _ in range(100):
             pass
+
+
+class FirstItemSignals:
+    \"\"\"A sequence that sends its signal as its first item is read: in `torch.as_tensor(...)` the
+    handler's raise lands in C code that turns it into a ValueError ("could not determine the
+    shape"), as with solo-learn main's Normalize of an omegaconf ListConfig.\"\"\"
+
+    def __init__(self, signum):
+        self.signum = signum
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        if i >= 3:
+            raise IndexError(i)
+        if i == 0:
+            os.kill(os.getpid(), self.signum)
+        return 0.5
+
+
+def convert_a_signal(signum):
+    \"\"\"Sends `signum` where torch turns its raise into a ValueError, and raises that.\"\"\"
+    torch.as_tensor(FirstItemSignals(signum))
+    raise AssertionError("torch.as_tensor no longer turns the raise into an error of its own")
 """
-SIGNAL_EACH = SWALLOWED + """
+SIGNAL_EACH = LOST_RAISES + """
 import contextlib, importlib, io, json, signal
 from solo_ncp import cli
 results = []
-for command, argv, name, swallow in json.loads(sys.argv[1]):
+for command, argv, name, raise_ in json.loads(sys.argv[1]):
     module = importlib.import_module(f"solo_ncp.commands.{cli.COMMANDS[command][0]}")
     signum = getattr(signal, name)
-    module.run = ((lambda args: Swallowing(signum) and 0) if swallow else
-                  (lambda args: os.kill(os.getpid(), signum)))
+    module.run = {"swallowed": lambda args: Swallowing(signum) and 0,
+                  "converted": lambda args: convert_a_signal(signum),
+                  "raised": lambda args: os.kill(os.getpid(), signum)}[raise_]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         results.append([cli.main(argv), err.getvalue(), swallowed[:]])
@@ -140,23 +168,23 @@ def interrupted_commands() -> list:
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[
-    f"{command}-{name}{'-swallowed' if swallow else ''}" for command, _, name, swallow in CASES])
+    f"{command}-{name}{'' if raise_ == 'raised' else '-' + raise_}" for command, _, name, raise_ in CASES])
 def test_any_other_command_interrupted_is_one_line(interrupted_commands, case):
     """It says that nothing was written and how to start again. Also when the handler's raise was
     swallowed (it landed in a finalizer): the command's end raises the pending signal, and the exit
-    code is the signal's, not the command's 0 (its results are written then)."""
-    command, argv, name, swallow = CASES[case]
+    code is the signal's, not the command's 0 (its results are written then). And when C code
+    turned the raise into a ValueError: the line is the interruption's, not `error:`."""
+    command, argv, name, raise_ = CASES[case]
     code, err, swallowed = interrupted_commands[case]
-    assert swallowed == (["Interrupted"] if swallow else [])
+    assert swallowed == (["Interrupted"] if raise_ == "swallowed" else [])
     assert code == 128 + getattr(signal, name)
     assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}" + (
-        "" if swallow else " before writing its results (earlier ones in its output are kept); start again with: "
-        f"solo-ncp {shlex.join(argv)}")]
+        "" if raise_ == "swallowed" else " before writing its results (earlier ones in its output are kept); "
+        f"start again with: solo-ncp {shlex.join(argv)}")]
 
 
-SIGNAL_IN_EPOCH_2 = SWALLOWED + """
+SIGNAL_IN_EPOCH_2 = LOST_RAISES + """
 import signal
-import torch
 from solo_ncp import cli
 from solo_ncp.launch import callbacks
 
@@ -171,6 +199,8 @@ def signal_in_epoch_2(self, lightning_trainer, pl_module):
     if lightning_trainer.current_epoch == 1:
         if where == "finalizer":
             Swallowing(signal.SIGINT)
+        elif where == "converted":
+            convert_a_signal(signal.SIGINT)
         else:
             armed.append(True)
 
@@ -190,12 +220,14 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("where", ["finalizer", "zero_grad"])
+@pytest.mark.parametrize("where", ["finalizer", "zero_grad", "converted"])
 def test_a_training_whose_interrupt_was_swallowed_still_stops_in_that_epoch(where, tmp_path):
     """SIGINT as epoch 2 of 3 starts, its raise lost: in a finalizer (Python prints it and goes
-    on), or in `optimizer.zero_grad`, whose raise solo-learn main's `optimizer_zero_grad` swallows
-    with a bare `except:` (a CI run trained on for 15 minutes after such a Ctrl-C). The training
-    still stops in that epoch, with exit 130 and the line naming epoch 2 and --resume."""
+    on), in `optimizer.zero_grad`, whose raise solo-learn main's `optimizer_zero_grad` swallows
+    with a bare `except:` (a CI run trained on for 15 minutes after such a Ctrl-C), or in C code
+    that turns it into a ValueError (torch.as_tensor, as solo-learn main's Normalize of a
+    ListConfig did in a CI run: its line was the bare "stopped by SIGINT"). The training still
+    stops in that epoch, with exit 130 and the line naming epoch 2 and --resume."""
     argv = ["pretrain", "--config", str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), *DIGITS_SIMCLR,
             *SMALL_BACKBONE, f"checkpoint.dir={tmp_path}", "name=run", "max_epochs=3", "limit_train_batches=1"]
     last = tmp_path / "run" / "last.ckpt"

@@ -22,7 +22,7 @@ from solo_ncp.config import (
     logger_settings,
     select,
 )
-from solo_ncp.interrupt import Interrupted, as_interrupted
+from solo_ncp.interrupt import Interrupted, as_interrupted, interruption
 from solo_ncp.io import atomic_write_text, check_writable, folder_lock
 from solo_ncp.launch.callbacks import (
     AtomicCheckpointIO,
@@ -261,7 +261,8 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
     if set, on this config's lr schedule (`ResumedSchedule`); prints and logs the learning rates;
     writes config.yaml once every check has passed; returns the path of `last.ckpt`.
     Interrupted (SIGINT, SIGTERM; Lightning shuts down gracefully and returns), it raises
-    `Interrupted` naming the epoch and the command's `--resume`."""
+    `Interrupted` naming the epoch and the command's `--resume`, also when C code turned the
+    signal's raise into an error of its own (`interruption`)."""
     from solo_ncp.launch.data import eval_loader, train_loader
 
     caught = CaughtInterrupt()
@@ -284,9 +285,11 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
                         ckpt_path=str(run.resume_from) if run.resume_from else None)
             if trainer.interrupted:
                 raise as_interrupted(caught.caught or KeyboardInterrupt())
-    except FloatingPointError as err:
-        raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
-    except KeyboardInterrupt as err:
-        raise interrupted_training(as_interrupted(err), run.folder / LAST, int(cfg.max_epochs),
-                                   trust) from None
+    except BaseException as err:
+        interrupted = interruption(err)
+        if interrupted is not None:
+            raise interrupted_training(interrupted, run.folder / LAST, int(cfg.max_epochs), trust) from None
+        if isinstance(err, FloatingPointError):
+            raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
+        raise
     return run.folder / LAST
