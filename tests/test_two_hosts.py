@@ -239,6 +239,20 @@ def test_stage1_transform_of_this_host_makes_the_crops_and_records_its_normalisa
     tolerance = 1e-3 if HOST.is_main and name in ("cifar10", "stl10") else 1e-6
     assert normalization_of(transform) == {"mean": pytest.approx(spec.mean, abs=tolerance),
                                            "std": pytest.approx(spec.std, abs=tolerance)}
+    # each image's Normalize gets Python floats, not the config's ListConfig (read through Python)
+    assert len(normalizers(transform)) == 1
+    for normalize in normalizers(transform):
+        assert {type(value) for value in (*normalize.mean, *normalize.std)} == {float}
+        assert type(normalize.mean) is tuple and type(normalize.std) is tuple
+
+
+def normalizers(node) -> list:
+    """Every transforms.Normalize in a stage-1 transform (pipelines of crops of Composes)."""
+    if isinstance(node, transforms.Normalize):
+        return [node]
+    children = node if isinstance(node, (list, tuple)) else [
+        getattr(node, attr) for attr in ("transform", "transforms") if hasattr(node, attr)]
+    return [found for child in children for found in normalizers(child)]
 
 
 def test_normalised_batches_are_found_and_mapped_back_to_pixels():
