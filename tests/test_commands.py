@@ -1,4 +1,5 @@
 """`solo-ncp eval`, `report`, `poc` and `demo` end to end on digits, through the real stages."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -123,11 +124,13 @@ def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, t
     assert (out / "silhouette.csv").read_text().splitlines()[0] == "k,silhouette"
     assert (out / "silhouette.png").read_bytes()[:4] == b"\x89PNG"
     assert f"best K = {selection['k']}" in capsys.readouterr().out
+    assert selection["ckpt_sha256"] == hashlib.sha256(digits_simclr_ckpt.read_bytes()).hexdigest()
 
     assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=kf",
                         "method_kwargs.k=null", f"method_kwargs.k_file={out / 'k.json'}") == 0
     meta = torch.load(tmp_path / "kf" / "last.ckpt", weights_only=True)["solo_ncp"]
     assert meta["k"] == selection["k"]
+    assert "chose K" not in capsys.readouterr().out  # its own teacher's K: no note
 
 
 @host_independent

@@ -383,6 +383,34 @@ def test_a_k_file_chosen_on_another_dataset_is_noted(tmp_path, digits_simclr_ckp
     assert (note in capsys.readouterr().out) == (chosen_on != "digits")
 
 
+@pytest.mark.parametrize("chosen_by", ["teacher", "another encoder", "not recorded"])
+def test_a_k_file_chosen_on_another_encoder_is_noted(tmp_path, digits_simclr_ckpt, capsys, chosen_by):
+    """A k.json whose sweep ran on another encoder's features than the run's teacher (its sha256,
+    computed here from the files' bytes): a note naming both; none for the teacher's own, nor for a
+    k.json written before select-k recorded it. Its K (5000) stops the command once the method is
+    built."""
+    import hashlib
+    import json
+
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"another encoder")
+    sha = {"teacher": hashlib.sha256(digits_simclr_ckpt.read_bytes()).hexdigest(),
+           "another encoder": hashlib.sha256(b"another encoder").hexdigest(), "not recorded": None}
+    record = {"k": 5000, "scores": {"5000": 0.1}, "dataset": "digits", "seed": 0, "n": 10,
+              "ckpt": str(other if chosen_by == "another encoder" else digits_simclr_ckpt)}
+    k_file = tmp_path / "k.json"
+    k_file.write_text(json.dumps({**record, **({"ckpt_sha256": sha[chosen_by]} if sha[chosen_by] else {})}))
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "max_epochs=1", "name=kf", "method_kwargs.k=null",
+                        f"method_kwargs.k_file={k_file}") == 2
+    note = (f"[solo-ncp] note: method_kwargs.k_file {k_file} chose K=5000 on the features of {other} "
+            f"(sha256 {sha['another encoder'][:12]}...), not of this run's teacher {digits_simclr_ckpt} "
+            f"({sha['teacher'][:12]}...): the paper chooses K on the teacher's own features "
+            "(solo-ncp select-k --ckpt <teacher>)")
+    out = capsys.readouterr().out
+    assert (note in out) == (chosen_by == "another encoder")
+    assert ("chose K=5000 on the features" in out) == (chosen_by == "another encoder")
+
+
 @pytest.mark.parametrize("clean_steps, message", [
     (4, "loss is nan at epoch 1, step 0: training stopped, last.ckpt of an earlier epoch is kept"),
     (0, "loss is nan at epoch 0, step 0: training stopped, no checkpoint was written yet"),

@@ -84,7 +84,8 @@ def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Option
     those of an earlier sweep (a failed write leaves no mix of two sweeps).
 
     Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}, **about}; `about`
-    describes the sweep (e.g. {"dataset", "seed", "n", "ckpt"}, for Fig. 2's legend).
+    describes the sweep (e.g. {"dataset", "seed", "n", "ckpt", "ckpt_sha256"}: Fig. 2's legend, and
+    what stage 2 compares with its teacher).
     """
     best = best_k(scores)
     out_dir = Path(out_dir)

@@ -13,7 +13,7 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     refuse_overwrite,
 )
-from solo_ncp.io import check_out_folder, check_writable
+from solo_ncp.io import check_out_folder, check_writable, file_sha256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
                      backend=args.backend)
     selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
-                                                "n": len(train_set), "ckpt": str(args.ckpt)})
+                                                "n": len(train_set), "ckpt": str(args.ckpt),
+                                                "ckpt_sha256": file_sha256(args.ckpt)})
     print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
           f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
           f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")

@@ -249,7 +249,8 @@ def read_selection_file(path: Path) -> Dict:
     if isinstance(best, bool) or not isinstance(best, int) or best < 2:
         raise ValueError(f"{path}: not {what}: its K ('k') must be a whole number >= 2, not {best!r}; "
                          "run select-k again, or set method_kwargs.k")
-    return {"k": best, "scores": scores, **{key: record.get(key) for key in ("dataset", "seed", "n")}}
+    return {"k": best, "scores": scores,
+            **{key: record.get(key) for key in ("dataset", "seed", "n", "ckpt", "ckpt_sha256")}}
 
 
 @dataclass(frozen=True)

@@ -131,10 +131,15 @@ class Stage2Hooks:
         self.kmeans = dict(max_iter=options["kmeans_max_iter"], backend=options["kmeans_backend"],
                            init=options["kmeans_init"], n_init=options["kmeans_n_init"])
         self.kmeans_seed = options["kmeans_seed"]
-        self.k, chosen_on = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else (0, None)
-        if dataset and chosen_on and chosen_on != dataset:
-            print(f"[solo-ncp] note: method_kwargs.k_file {options['k_file']} chose K={self.k} on {chosen_on}, "
-                  f"stage 2 runs on {dataset}")
+        self.k, selection = resolve_k(options["k"], options["k_file"]) if self.uses_clusters else (0, {})
+        if dataset and selection.get("dataset") and selection["dataset"] != dataset:
+            print(f"[solo-ncp] note: method_kwargs.k_file {options['k_file']} chose K={self.k} on "
+                  f"{selection['dataset']}, stage 2 runs on {dataset}")
+        if selection.get("ckpt_sha256") and selection["ckpt_sha256"] != self.teacher_file["sha256"]:
+            print(f"[solo-ncp] note: method_kwargs.k_file {options['k_file']} chose K={self.k} on the features of "
+                  f"{selection['ckpt']} (sha256 {selection['ckpt_sha256'][:12]}...), not of this run's teacher "
+                  f"{self.teacher_file['path']} ({self.teacher_file['sha256'][:12]}...): the paper chooses K on "
+                  "the teacher's own features (solo-ncp select-k --ckpt <teacher>)")
         self.k_source = "k_file" if self.uses_clusters and options["k"] is None else "k"
         rank = self.stage2.neighbor_rank
         if self.uses_clusters and rank > self.k:

@@ -1,7 +1,7 @@
 """Stage-1 checkpoint -> frozen teacher f1 and the initial weights of the student f2."""
 import copy
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -70,18 +70,19 @@ def init_student(encoder: nn.Module, teacher: LoadedEncoder, dual_bn: bool) -> n
     return convert_dual_bn(encoder) if dual_bn else encoder
 
 
-def resolve_k(k: Optional[int], k_file: Optional[str]) -> Tuple[int, Optional[str]]:
-    """(K, the dataset select-k chose it on): K from the config (dataset None), or from the `k.json`
-    that `solo-ncp select-k` wrote (its dataset; None in files written before it was recorded)."""
+def resolve_k(k: Optional[int], k_file: Optional[str]) -> Tuple[int, Dict]:
+    """(K, what select-k recorded of its sweep): K from the config ({}), or from the `k.json` that
+    `solo-ncp select-k` wrote (its "dataset", "ckpt" and "ckpt_sha256", each None in files written
+    before it was recorded)."""
     if k is not None and k_file is not None:
         raise ValueError("give either method_kwargs.k or method_kwargs.k_file, not both")
-    chosen_on = None
+    selection = {}
     if k_file is not None:
         try:
             selection = read_selection_file(Path(k_file))
         except ValueError as err:
             raise ValueError(f"method_kwargs.k_file: {err}") from None
-        k, chosen_on = selection["k"], selection["dataset"]
+        k = selection["k"]
     if k is None:
         raise ValueError(
             "NCP needs the number of clusters: set method_kwargs.k (paper: 70 / 150 / 215 for "
@@ -89,4 +90,4 @@ def resolve_k(k: Optional[int], k_file: Optional[str]) -> Tuple[int, Optional[st
         )
     if int(k) < 2:
         raise ValueError(f"k={k} must be >= 2")
-    return int(k), chosen_on
+    return int(k), selection
