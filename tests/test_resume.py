@@ -304,6 +304,20 @@ REFUSED_RESUMES = {  # case -> (overrides, words of the error line)
 }
 
 
+def test_resuming_a_finished_run_trains_nothing_and_changes_no_file(tmp_path, capsys, finished_run):
+    """The 1-epoch run resumed as it was: one line says so, exit 0, and no file of the run changes
+    or is added (was: a logs/version_1 holding only hparams.yaml, and config.yaml rewritten)."""
+    run = copied(finished_run, tmp_path)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert pretrain(tmp_path, "name=done", "max_epochs=1", "limit_train_batches=1", resume=True) == 0
+    out = capsys.readouterr().out
+    assert (f"[solo-ncp] {run / 'last.ckpt'} holds 1 epoch, max_epochs=1: nothing to train, no file "
+            "changed (raise max_epochs to train on)") in out
+    assert f"[solo-ncp] stage-1 checkpoint: {run / 'last.ckpt'}" in out
+    assert snapshot(run) == before
+
+
 @pytest.mark.parametrize("case", REFUSED_RESUMES)
 def test_a_refused_resume_is_one_error_line_and_changes_no_file(case, tmp_path, capsys,
                                                                 finished_run):

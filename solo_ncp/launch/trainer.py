@@ -109,11 +109,11 @@ def open_run(cfg: DictConfig, resume: bool) -> Iterator[RunFolder]:
         yield RunFolder(folder, resume_from)
 
 
-def check_resumable(path: Path, model, trust: bool = False) -> Dict:
+def check_resumable(path: Path, model, trust: bool = False) -> Tuple[Dict, int]:
     """Refuses, with one message, a checkpoint Lightning could not resume `model` from:
     unreadable or unsafe for the safe loader, not a training checkpoint, trained from another
     teacher file or K (a stage-2 method's `check_resumed`), or weights of other names or shapes
-    than `model`'s. Returns its solo-ncp metadata."""
+    than `model`'s. Returns its solo-ncp metadata and the epochs it holds."""
     ckpt = read_checkpoint(path, trust=trust)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or not isinstance(ckpt.get("epoch"), int):
@@ -138,7 +138,7 @@ def check_resumable(path: Path, model, trust: bool = False) -> Dict:
             f"{path} was written by a run of another configuration ({detail}): resume with the "
             "config it was trained with, or start a new run with another name=..."
         )
-    return meta
+    return meta, ckpt["epoch"] + 1  # "epoch" counts from 0
 
 
 HOST_PREFIXES = {"encoder": "solo-learn 1.0.2", "backbone": "solo-learn main"}
@@ -259,7 +259,8 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
         trust: bool = False) -> Path:
     """Trains `model` in `run` (see `open_run`), resuming from its last.ckpt (and its W&B run)
     if set, on this config's lr schedule (`ResumedSchedule`); prints and logs the learning rates;
-    writes config.yaml once every check has passed; returns the path of `last.ckpt`.
+    writes config.yaml once every check has passed; returns the path of `last.ckpt`. A resumed
+    checkpoint that already holds `max_epochs` epochs is returned as it is, no file written.
     Interrupted (SIGINT, SIGTERM; Lightning shuts down gracefully and returns), it raises
     `Interrupted` naming the epoch and the command's `--resume`, also when C code turned the
     signal's raise into an error of its own (`interruption`)."""
@@ -267,7 +268,11 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
 
     caught = CaughtInterrupt()
     try:
-        resumed = check_resumable(run.resume_from, model, trust) if run.resume_from else {}
+        resumed, done = check_resumable(run.resume_from, model, trust) if run.resume_from else ({}, 0)
+        if done >= int(cfg.max_epochs):
+            print(f"[solo-ncp] {run.resume_from} holds {done} epoch{'s' * (done != 1)}, max_epochs={cfg.max_epochs}: "
+                  "nothing to train, no file changed (raise max_epochs to train on)", flush=True)
+            return run.resume_from
         rates = learning_rates(cfg)
         print(f"[solo-ncp] {rates.describe()}", flush=True)
         with wandb_run_finished(logger_settings(cfg).wandb is not None):
