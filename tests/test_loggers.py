@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from solo_ncp.cli import main
-from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain
+from tests.conftest import DIGITS_SIMCLR, ROOT, SMALL_BACKBONE, pretrain
 
 LOGGERS = ["wandb.enabled=true", "wandb.project=solo-ncp-tests", "wandb.offline=true",
            "tensorboard.enabled=true"]
@@ -88,6 +88,21 @@ def test_tensorboard_holds_the_csv_scalars(resumed_run, pattern):
     logged = csv_scalars(resumed_run, tag)
     assert len(logged) == 2  # both epochs, one in each attempt's CSV log
     assert tensorboard_scalars(resumed_run, tag) == pytest.approx(logged, rel=1e-6)  # float32
+
+
+def test_tensorboard_enabled_on_a_resume_numbers_its_log_by_the_attempt(tmp_path):
+    """One epoch without TensorBoard, a second through --resume with it: its log is version_1,
+    beside the CSV log of that attempt (was: version_0), and holds that attempt's epoch."""
+    argv = ["name=tb", "limit_train_batches=1", *SMALL_BACKBONE]
+    assert pretrain(tmp_path, *argv, "max_epochs=1") == 0
+    assert pretrain(tmp_path, *argv, "max_epochs=2", "tensorboard.enabled=true", resume=True) == 0
+    run = tmp_path / "tb"
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == ["version_1"]
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["version_0", "version_1"]
+    with open(run / "logs" / "version_1" / "metrics.csv") as f:
+        epoch_2 = {int(row["step"]): float(row["train_nce_loss_epoch"])
+                   for row in csv.DictReader(f) if row["train_nce_loss_epoch"]}
+    assert tensorboard_scalars(run, "train_nce_loss_epoch") == pytest.approx(epoch_2, rel=1e-6)
 
 
 def test_a_run_without_logger_blocks_writes_only_the_csv_log(digits_simclr_ckpt):

@@ -39,12 +39,13 @@ def start_wandb(settings: WandbSettings, cfg: DictConfig, folder: Path,
 
 def build_loggers(cfg: DictConfig, folder: Path, wandb_run_id: Optional[str] = None) -> List:
     """The CSV logger (`folder/logs/version_<attempt>`, always), then TensorBoard's
-    (`folder/tensorboard/version_<attempt>`) and W&B's (see `start_wandb`) when the config's
-    blocks enable them."""
+    (`folder/tensorboard/version_<attempt>`, the same attempt number also when an earlier attempt
+    ran without it) and W&B's (see `start_wandb`) when the config's blocks enable them."""
     settings = logger_settings(cfg)
-    loggers = [CSVLogger(save_dir=str(folder), name="logs")]
+    csv_logger = CSVLogger(save_dir=str(folder), name="logs")
+    loggers = [csv_logger]
     if settings.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(folder), name="tensorboard",
+        loggers.append(TensorBoardLogger(save_dir=str(folder), name="tensorboard", version=csv_logger.version,
                                          default_hp_metric=False))
     if settings.wandb:
         loggers.append(start_wandb(settings.wandb, cfg, folder, wandb_run_id))
