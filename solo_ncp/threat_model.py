@@ -49,14 +49,25 @@ def check_attack_sizes(norm: str, eps: float, alpha: float) -> None:
     check_budget(norm, alpha, "--alpha")
 
 
-def budget_warning(norm: str, eps: float) -> Optional[str]:
+def budget_warning(norm: str, eps: float, l2_switch: Optional[str] = "--norm L2") -> Optional[str]:
     """A warning when `eps` is the size of the other norm's budgets (L2 with 8/255: 16x smaller than
-    RobustBench's 0.5; L-inf with 0.5: half the pixel range), else None."""
+    RobustBench's 0.5; L-inf with 0.5: half the pixel range), else None. `l2_switch`: how this
+    command attacks in L2, named in the L-inf warning (None: it attacks in L-inf only)."""
     check_norm(norm)
     if norm == "L2" and eps < SIZES_OF_THE_OTHER["L2"]:
         return (f"L2 eps {eps:.4g} is an L-inf-sized budget ({eps * 255:.3g}/255): tiny in L2, where "
                 f"RobustBench's CIFAR budget is {DEFAULT_EPS['L2']:g} over the whole image")
     if norm == "Linf" and eps >= SIZES_OF_THE_OTHER["Linf"]:
+        fix = (f"pass {l2_switch} for an L2 budget" if l2_switch else
+               f"this command attacks in L-inf only (the paper's budget: {DEFAULT_EPS['Linf'] * 255:.3g}/255)")
         return (f"L-inf eps {eps:.4g} ({eps * 255:.3g}/255) is an L2-sized budget: it lets every pixel "
-                f"move by a quarter of its range or more; pass --norm L2 for an L2 budget")
+                f"move by a quarter of its range or more; {fix}")
     return None
+
+
+def warn_of_budget(norm: str, eps: float, l2_switch: Optional[str] = "--norm L2", option: str = "") -> None:
+    """Prints `budget_warning`'s warning, if any, as solo-ncp's `warning:` line (`option`: the
+    config key that set eps, named before it)."""
+    warning = budget_warning(norm, eps, l2_switch)
+    if warning:
+        print(f"[solo-ncp] warning: {option + ': ' if option else ''}{warning}")

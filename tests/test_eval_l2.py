@@ -114,6 +114,27 @@ def test_a_budget_of_the_other_norms_size_is_warned(norm, eps, warned):
     assert (budget_warning(norm, eps) is not None) == warned
 
 
+@pytest.mark.parametrize("command, fix", [
+    (["eval", "--dataset", "digits"], "pass --norm L2 for an L2 budget"),
+    (["poc", "--dataset", "digits", "--k", "5"], "this command attacks in L-inf only (the paper's budget: 8/255)"),
+])
+def test_eval_and_poc_warn_of_an_l2_sized_linf_budget_before_any_work(command, fix, tmp_path, capsys):
+    """The warning comes first (here the missing checkpoint stops the command after it), with the
+    fix the command has: poc has no --norm."""
+    assert main([*command, "--ckpt", str(tmp_path / "none.ckpt"), "--eps", "0.5", "--out", str(tmp_path / "o")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("[solo-ncp] warning: L-inf eps 0.5 (128/255) is an L2-sized budget: it lets every "
+                          f"pixel move by a quarter of its range or more; {fix}\n"), out
+
+
+def test_stage2_warns_of_an_l2_sized_linf_eps_naming_its_norm_key(digits_simclr_ckpt, tmp_path, capsys):
+    """K=5000 stops the command once the method is built, after the warning."""
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=big", "method_kwargs.eps=0.5", "method_kwargs.k=5000") == 2
+    assert ("[solo-ncp] warning: method_kwargs.eps: L-inf eps 0.5 (128/255) is an L2-sized budget: it lets every "
+            "pixel move by a quarter of its range or more; pass method_kwargs.norm=L2 for an L2 budget"
+            ) in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("norm, eps, refused", [("Linf", 8, True), ("Linf", 1.0, True), ("Linf", 0.99, False),
                                                 ("Linf", 8 / 255, False), ("L2", 8, False)])
 def test_an_linf_size_spanning_the_whole_pixel_range_is_refused_with_its_255th(norm, eps, refused):

@@ -45,7 +45,7 @@ from solo_ncp.eval.protocol import (
 )
 from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
-from solo_ncp.threat_model import DEFAULT_EPS, NORMS, budget_warning, check_attack_sizes, default_alpha
+from solo_ncp.threat_model import DEFAULT_EPS, NORMS, check_attack_sizes, default_alpha, warn_of_budget
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
@@ -271,9 +271,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_json, check_out_folder, staged_outputs
 
     check_arguments(args)
-    warning = budget_warning(args.norm, args.eps)
-    if warning:
-        print(f"[solo-ncp] warning: {warning}")
+    warn_of_budget(args.norm, args.eps)
     out = Path(args.out) / METRICS_FILE
     check_out_folder(args.out, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt})
     refuse_overwrite(out, args.overwrite)

@@ -21,7 +21,7 @@ from solo_ncp.commands._encoder import (
     refuse_overwrite,
     train_head,
 )
-from solo_ncp.threat_model import budget_warning, check_attack_sizes
+from solo_ncp.threat_model import check_attack_sizes, warn_of_budget
 
 POC_JSON, POC_TABLE = "poc.json", "poc.md"
 POC_FILES = (POC_JSON, POC_TABLE)
@@ -68,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
                              file_sha256, remove_outputs)
 
     check_arguments(args)
-    warning = budget_warning("Linf", args.eps)
-    if warning:
-        print(f"[solo-ncp] warning: {warning}")
+    warn_of_budget("Linf", args.eps, l2_switch=None)
     device = device_of(args)
     out = Path(args.out)
     check_out_folder(out, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt})

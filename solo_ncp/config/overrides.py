@@ -25,7 +25,7 @@ from solo_ncp.config.schema import (
     GROUP_NOTE,
     LAUNCHER_KEYS,
     ConfigError,
-    _walk,
+    walk_plain,
     closest_key,
     dotted_keys,
     is_hydra_key,
@@ -113,7 +113,7 @@ def _check_block_kept(cfg: DictConfig, line: str, key: str, value) -> None:
     given = ("null" if value is None else "a block of keys" if isinstance(value, dict) else
              "a list of values" if isinstance(value, list) and plain and not isinstance(plain, dict) else
              "a list" if isinstance(value, list) else "a value")
-    leaf = next(((path, child) for path, child in _walk(plain) if not isinstance(child, (dict, list))), None)
+    leaf = next(((path, child) for path, child in walk_plain(plain) if not isinstance(child, (dict, list))), None)
     if isinstance(value, str) and isinstance(plain, dict) and "name" in plain:
         example = f"{key}.name={value}"
     elif leaf is not None:

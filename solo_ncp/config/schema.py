@@ -114,19 +114,19 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and the fix."""
 
 
-def _walk(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
+def walk_plain(node, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], object]]:
     """(key path, value) of every key of a plain config, blocks and lists before their items."""
     for key, child in node.items() if isinstance(node, dict) else enumerate(node):
         path = (*prefix, str(key))
         yield path, child
         if isinstance(child, (dict, list)):
-            yield from _walk(child, path)
+            yield from walk_plain(child, path)
 
 
 def dotted_keys(node) -> Iterator[str]:
     """Every key of a plain dict/list config (`OmegaConf.to_container`), dotted, list items by
     index ("augmentations.0.crop_size")."""
-    return (".".join(path) for path, _ in _walk(node))
+    return (".".join(path) for path, _ in walk_plain(node))
 
 
 def method_class(name: str) -> type:
@@ -311,7 +311,7 @@ def check_block_shapes(plain, known: Sequence[str], reader: str) -> None:
     """Refuses (`block_shape_error`) the first key of the plain config `plain` whose value is not
     of the shape `reader` reads it as: a block of keys where keys of `known` lie under it.
     Interpolations (`${...}`) are left to OmegaConf."""
-    for path, value in _walk(plain):
+    for path, value in walk_plain(plain):
         interpolation = isinstance(value, str) and value.startswith("${")
         error = None if interpolation else block_shape_error(path, value, known, reader)
         if error is not None:
@@ -328,7 +328,7 @@ def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str)
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
-    for path, value in _walk(plain):
+    for path, value in walk_plain(plain):
         shape_error = block_shape_error(path, value, list(known), reader)
         if shape_error is not None:
             raise shape_error
@@ -379,8 +379,8 @@ def check_option_kinds(file_values: Mapping, cfg: DictConfig) -> None:
     step. solo-ncp's own methods check their options themselves, so only `optimizer.kwargs` is
     checked for them. file_values: the config file as a plain dict, before the overrides."""
     blocks = OPTION_BLOCKS[getattr(method_class(cfg.method), "option_names", None) is not None:]
-    given = dict(_walk(OmegaConf.to_container(cfg, resolve=True)))
-    for path, before in _walk(dict(file_values)):
+    given = dict(walk_plain(OmegaConf.to_container(cfg, resolve=True)))
+    for path, before in walk_plain(dict(file_values)):
         if not isinstance(before, (bool, int, float)) or not any(
                 ".".join(path).startswith(block + ".") for block in blocks):
             continue

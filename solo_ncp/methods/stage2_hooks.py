@@ -36,7 +36,7 @@ from solo_ncp.ncp import (
     stage2_step,
 )
 from solo_ncp.ncp.speed import channels_last, compile_forward, use_channels_last
-from solo_ncp.threat_model import budget_warning
+from solo_ncp.threat_model import warn_of_budget
 
 VAL_ROBUST_SEED = 0
 """Seed of the PGD random starts of the robust monitor: the same starts at every evaluation."""
@@ -90,9 +90,7 @@ class Stage2Hooks:
             alpha=options["alpha"], steps=options["pgd_steps"], assign=options["assign"],
             dual_bn=options["dual_bn"], cluster_bn=options["cluster_bn"],
         )
-        warning = budget_warning(options["norm"], options["eps"])
-        if warning:
-            print(f"[solo-ncp] warning: method_kwargs.eps: {warning}")
+        warn_of_budget(options["norm"], options["eps"], "method_kwargs.norm=L2", "method_kwargs.eps")
         normalization = options["normalization"]
         if normalization is None and dataset in DATASETS:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
