@@ -56,6 +56,14 @@ class CheckpointError(ValueError):
         self.problem = problem or message
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint only a full unpickling reads; the message names `--trust-checkpoint`."""
+
+
+class UnknownNormalizationError(CheckpointError):
+    """A checkpoint without solo-ncp metadata, read where no dataset gives its normalisation."""
+
+
 UNREADABLE = (
     EOFError, LookupError, struct.error, ValueError, TypeError, AttributeError, AssertionError,
     RuntimeError, OSError, ImportError, ArithmeticError,
@@ -142,7 +150,7 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
         refused, reason = _refusal(err)
         if not refused:
             raise unreadable(path, reason) from None
-        raise CheckpointError(
+        raise UnsafeCheckpointError(
             f"{path} holds pickled Python objects that a safe load refuses ({reason}). "
             "If you trust where it came from, re-run with --trust-checkpoint."
         ) from None
@@ -433,7 +441,7 @@ def load_encoder(
     spec = BackboneSpec(**meta["backbone"]) if "backbone" in meta else infer_backbone_spec(weights)
     norm = meta.get("normalization") or normalization
     if norm is None:
-        raise CheckpointError(
+        raise UnknownNormalizationError(
             f"{path} {NO_RECORDED_NORMALIZATION}: pass --dataset, the registered dataset whose solo-learn mean/std it was trained "
             "with (custom data has none of its own: use a checkpoint of solo-ncp pretrain or train, "
             "which records its config's)"

@@ -9,7 +9,8 @@ from solo_ncp.eval.results import read_selection_file
 from solo_ncp.io import wrong_kind
 from solo_ncp.models.backbones import BackboneSpec
 from solo_ncp.models.checkpoint import (EXPORT_INFO, NO_RECORDED_NORMALIZATION, CheckpointError, LoadedEncoder,
-                                       load_encoder, load_weights)
+                                       UnknownNormalizationError, UnsafeCheckpointError, load_encoder,
+                                       load_weights)
 from solo_ncp.models.dual_bn import convert_dual_bn
 from solo_ncp.models.export import SOLO_LEARN_FILE
 
@@ -41,14 +42,12 @@ def load_teacher(
                               "pass `solo-ncp pretrain`'s last.ckpt")
     try:
         teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
-    except CheckpointError as err:
-        if NO_RECORDED_NORMALIZATION in str(err):
-            raise CheckpointError(
-                f"teacher {path} {NO_RECORDED_NORMALIZATION}, and the dataset has no registered one: give "
-                "the mean and std it was trained with, +method_kwargs.normalization={mean: [r, g, b], std: "
-                "[r, g, b]}, or use a checkpoint of solo-ncp pretrain, which records them") from None
-        if trust or "--trust-checkpoint" not in str(err):
-            raise
+    except UnknownNormalizationError:
+        raise CheckpointError(
+            f"teacher {path} {NO_RECORDED_NORMALIZATION}, and the dataset has no registered one: give "
+            "the mean and std it was trained with, +method_kwargs.normalization={mean: [r, g, b], std: "
+            "[r, g, b]}, or use a checkpoint of solo-ncp pretrain, which records them") from None
+    except UnsafeCheckpointError as err:
         raise CheckpointError(
             f"{err} For the stage-1 teacher (method_kwargs.teacher_ckpt) that is `solo-ncp train "
             "--trust-checkpoint`; solo-learn's own main_pretrain.py takes "
