@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from solo_ncp._host import current_host
 from solo_ncp.config import LAUNCHER_KEYS, ConfigError, load_config
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo_configs"
@@ -135,8 +136,6 @@ def test_an_unread_method_option_lists_the_methods_options_and_means_none_of_the
     """`pgd_steps` is an ncp option, not SimCLR's: no option of SimCLR is meant (a shared
     `method_kwargs.` once made `supervised` a "did you mean"), so the message lists SimCLR's: those
     of solo-learn's SimCLR (proj_hidden_dim, proj_output_dim, temperature, on 1.0.2 supervised)."""
-    from solo_ncp._host import current_host
-
     with pytest.raises(ConfigError) as err:
         load_config(ZOO / "cifar10/simclr.yaml", ["+method_kwargs.pgd_steps=2"])
     options = "proj_hidden_dim, proj_output_dim, " + ("" if current_host().is_main else "supervised, ") + "temperature"
@@ -169,8 +168,6 @@ def test_an_option_solo_learns_method_cannot_do_without_is_refused_when_left_out
     """SimCLR takes proj_output_dim, proj_hidden_dim and temperature without a default (1.0.2's
     `__init__`; main asserts them present): without one it failed with a TypeError (1.0.2) or
     omegaconf's missing-key error (main) while the model was built."""
-    from solo_ncp._host import current_host
-
     key = override.lstrip("~").split("=")[0]
     with pytest.raises(ConfigError) as err:
         load_config(ZOO / "cifar10/simclr.yaml", [override])
@@ -206,6 +203,33 @@ def test_an_override_keeps_the_kind_of_a_solo_learn_or_torch_option(override, me
     assert str(err.value) == message
 
 
+FILE_KINDS = {  # the cifar10/simclr.yaml line replaced -> the error: solo-learn 1.0.2's SimCLR parses
+    # --temperature with type=float and --proj_output_dim with type=int (its add_model_specific_args)
+    ("temperature: 0.5", "temperature: abc"): "method_kwargs.temperature='abc' must be a number",
+    ("temperature: 0.5", "temperature: '0.2'"): "method_kwargs.temperature='0.2' must be a number: in quotes it "
+                                                "is text; drop the quotes (method_kwargs.temperature=0.2)",
+    ("proj_output_dim: 128", "proj_output_dim: 12.5"): "method_kwargs.proj_output_dim=12.5 must be a whole number",
+    ("temperature: 0.5", "temperature: 1"): None,
+}
+
+
+@pytest.mark.skipif(current_host().is_main, reason="solo-learn main's methods declare no kind for their options")
+@pytest.mark.parametrize("lines", FILE_KINDS, ids=[new for _, new in FILE_KINDS])
+def test_a_solo_learn_option_of_another_kind_in_the_file_is_refused_before_any_work(lines, tmp_path):
+    """A config FILE (not an override) giving SimCLR's options text or a fraction: 1.0.2's own
+    argument types refuse it at loading; it failed at the first step with a TypeError traceback."""
+    old, new = lines
+    text = (ZOO / "cifar10/simclr.yaml").read_text()
+    assert text.count(old) == 1
+    (tmp_path / "simclr.yaml").write_text(text.replace(old, new))
+    if FILE_KINDS[lines] is None:
+        assert OmegaConf.select(load_config(tmp_path / "simclr.yaml", []), "method_kwargs.temperature") == 1
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "simclr.yaml", [])
+    assert str(err.value) == FILE_KINDS[lines]
+
+
 @pytest.mark.parametrize("override, value", [("method_kwargs.temperature=1", 1),
                                              ("method_kwargs.proj_output_dim=64.0", 64.0),
                                              ("optimizer.kwargs.momentum=null", None),
@@ -220,7 +244,6 @@ def test_the_methods_own_options_are_its_classs_on_this_host():
     temperature on both hosts, plus `supervised` on 1.0.2; BYOL on main also reads `momentum.*`;
     solo-ncp's methods declare theirs (`normalization` has no 1.0.2 command-line argument), deacl
     those of ncp but the clustering's."""
-    from solo_ncp._host import current_host
     from solo_ncp.config import method_class, method_keys
     from solo_ncp.methods.stage2_options import OPTIONS
 

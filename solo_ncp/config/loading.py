@@ -156,8 +156,8 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"{_override_leaving_out(overrides, key)} leaves the config without "
                               f"`{key}`, which it needs: give it a value")
+    check_option_kinds(file_values, cfg)  # first: an override's error names the file's value
     check_config_keys(cfg)
-    check_option_kinds(file_values, cfg)
     if int(cfg.max_epochs) < 1:
         raise ConfigError(f"max_epochs={cfg.max_epochs} trains nothing: give a whole number >= 1")
     if str(cfg.name).strip() in ("", ".", ".."):

@@ -31,7 +31,7 @@ import inspect
 import json
 import re
 from functools import lru_cache
-from typing import Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -156,29 +156,41 @@ def _named_in_cfg_checks(cls: type, pattern: "re.Pattern" = NAMED_KEY) -> Tuple[
     return tuple(dict.fromkeys(keys))
 
 
-def _arguments_102(cls: type) -> Set[str]:
-    """The arguments solo-learn 1.0.2's `cls.add_model_specific_args` adds to those of BaseMethod:
-    the method's own keyword arguments."""
-    def dests(klass) -> Set[str]:
+ARGPARSE_KINDS = {int: WHOLE, float: NUMBER}
+"""The kind (see `SCHEMA`) of a solo-learn 1.0.2 method argument parsed with this `type`."""
+
+
+def _arguments_102(cls: type) -> Dict[str, Optional[str]]:
+    """The arguments solo-learn 1.0.2's `cls.add_model_specific_args` adds to those of BaseMethod
+    (the method's own keyword arguments), each with the kind of value it parses: a whole number
+    (type=int), a number (float), true or false (a flag); None for any other (text, lists)."""
+    def actions(klass) -> Dict[str, argparse.Action]:
         parser = argparse.ArgumentParser(add_help=False)
         klass.add_model_specific_args(parser)
-        return {action.dest for action in parser._actions}
+        return {action.dest: action for action in parser._actions}
 
-    return dests(cls) - dests(import_solo("solo.methods.base").BaseMethod)
+    def kind(action: argparse.Action) -> Optional[str]:
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return FLAG
+        return ARGPARSE_KINDS.get(action.type) if action.nargs is None else None
+
+    base = actions(import_solo("solo.methods.base").BaseMethod)
+    return {dest: kind(action) for dest, action in actions(cls).items() if dest not in base}
 
 
 @lru_cache(maxsize=None)
-def method_keys(cls: type) -> Tuple[str, ...]:
-    """The keys the host's method class `cls` reads besides `SCHEMA`'s: `method_kwargs.<option>`
-    for each of its options, and on solo-learn main the other keys its `add_and_assert_specific_cfg`
-    (or a base's) names (`momentum.base_tau`, `optimizer.exclude_bias_n_norm_wd`, ...). Options:
-    the `option_names` solo-ncp's methods declare; else, on 1.0.2, the arguments of the class's
-    `add_model_specific_args` (`_arguments_102`), on main the `method_kwargs.<name>` keys its
-    `add_and_assert_specific_cfg` names."""
-    declared = tuple(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
+def method_keys(cls: type) -> Dict[str, Optional[str]]:
+    """The keys the host's method class `cls` reads besides `SCHEMA`'s, with the kind of value each
+    takes where the host says (else None): `method_kwargs.<option>` for each of its options, and on
+    solo-learn main the other keys its `add_and_assert_specific_cfg` (or a base's) names
+    (`momentum.base_tau`, `optimizer.exclude_bias_n_norm_wd`, ...). Options: the `option_names`
+    solo-ncp's methods declare (they check their own); else, on 1.0.2, the arguments of the
+    class's `add_model_specific_args` with the kinds they parse (`_arguments_102`), on main the
+    `method_kwargs.<name>` keys its `add_and_assert_specific_cfg` names (main gives no kinds)."""
+    declared = dict.fromkeys(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
     if current_host().is_main:
-        return declared + _named_in_cfg_checks(cls)
-    return declared or tuple(f"method_kwargs.{name}" for name in sorted(_arguments_102(cls)))
+        return {**declared, **dict.fromkeys(_named_in_cfg_checks(cls))}
+    return declared or {f"method_kwargs.{name}": kind for name, kind in sorted(_arguments_102(cls).items())}
 
 
 @lru_cache(maxsize=None)
@@ -353,8 +365,8 @@ def known_keys(method) -> Mapping[str, Optional[str]]:
     """The keys read (with their kinds, see `SCHEMA`): solo-ncp's (`SCHEMA`, `MAIN_IGNORED`) and
     those the host's method `method` reads (`method_keys`; none where `method` is not registered)."""
     methods = import_solo().METHODS
-    own = method_keys(methods[method]) if isinstance(method, str) and method in methods else ()
-    return {**dict.fromkeys(own), **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
+    own = method_keys(methods[method]) if isinstance(method, str) and method in methods else {}
+    return {**own, **dict.fromkeys(MAIN_IGNORED), **SCHEMA}
 
 
 def check_config_keys(cfg: DictConfig) -> None:
