@@ -31,6 +31,7 @@ import inspect
 import json
 import re
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
@@ -179,7 +180,7 @@ def _arguments_102(cls: type) -> Dict[str, Optional[str]]:
 
 
 @lru_cache(maxsize=None)
-def method_keys(cls: type) -> Dict[str, Optional[str]]:
+def method_keys(cls: type) -> Mapping[str, Optional[str]]:
     """The keys the host's method class `cls` reads besides `SCHEMA`'s, with the kind of value each
     takes where the host says (else None): `method_kwargs.<option>` for each of its options, and on
     solo-learn main the other keys its `add_and_assert_specific_cfg` (or a base's) names
@@ -189,8 +190,10 @@ def method_keys(cls: type) -> Dict[str, Optional[str]]:
     `method_kwargs.<name>` keys its `add_and_assert_specific_cfg` names (main gives no kinds)."""
     declared = dict.fromkeys(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
     if current_host().is_main:
-        return {**declared, **dict.fromkeys(_named_in_cfg_checks(cls))}
-    return declared or {f"method_kwargs.{name}": kind for name, kind in sorted(_arguments_102(cls).items())}
+        keys = {**declared, **dict.fromkeys(_named_in_cfg_checks(cls))}
+    else:
+        keys = declared or {f"method_kwargs.{name}": kind for name, kind in sorted(_arguments_102(cls).items())}
+    return MappingProxyType(keys)  # cached: shared by every caller, so read-only
 
 
 @lru_cache(maxsize=None)
