@@ -281,6 +281,19 @@ def test_export_json_records_branch_normalisation_and_source(exported, planted_d
     assert info["source"]["sha256"] == hashlib.sha256(planted_dual_bn_ckpt.read_bytes()).hexdigest()
 
 
+def test_select_k_and_poc_on_an_export_record_the_sha256_of_its_encoder(exported, tmp_path):
+    """An export folder as --ckpt: both record the digest of the encoder.pt they read (hashlib's,
+    here), not a hash of the folder, which failed with "Is a directory" after all their work."""
+    digest = hashlib.sha256((exported / "encoder.pt").read_bytes()).hexdigest()
+    assert main(["select-k", "--ckpt", str(exported), "--dataset", "digits", "--train-n", "256",
+                 "--k-min", "2", "--k-max", "3", "--out", str(tmp_path / "k")]) == 0
+    assert json.loads((tmp_path / "k" / "k.json").read_text())["ckpt_sha256"] == digest
+    assert main(["poc", "--ckpt", str(exported), "--dataset", "digits", "--k", "3", "--train-n", "256",
+                 "--test-n", str(TEST_N), "--epochs", "1", "--out", str(tmp_path / "poc")]) == 0
+    checkpoint = json.loads((tmp_path / "poc" / "poc.json").read_text())["settings"]["checkpoint"]
+    assert checkpoint == {"path": str(exported), "sha256": digest}
+
+
 def test_robustbench_clean_accuracy_of_the_classifier_is_evals_sa(exported, eval_adv, planted_dual_bn_ckpt):
     """Same images, same batches (eval's --batch-size) and the same float operations as eval: the
     count of correct images is exact. Each prediction is that of the dual-BN encoder through its

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
-    from solo_ncp.io import (atomic_write_json, atomic_write_text, check_out_folder, check_writable,
-                             file_sha256, remove_outputs)
+    from solo_ncp.io import atomic_write_json, atomic_write_text, check_out_folder, check_writable, remove_outputs
+    from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
     warn_of_budget("Linf", args.eps, l2_switch=None)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                        test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
                        seed=args.seed, device=device, batch_size=args.batch_size)
     result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, clustered_n=len(cluster_set),
-                              checkpoint={"path": str(args.ckpt), "sha256": file_sha256(args.ckpt)},
+                              checkpoint={**source_record(encoder), "path": str(args.ckpt)},
                               head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
                               cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
     table = format_poc_table(result)

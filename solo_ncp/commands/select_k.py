@@ -13,7 +13,7 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     refuse_overwrite,
 )
-from solo_ncp.io import check_out_folder, check_writable, file_sha256
+from solo_ncp.io import check_out_folder, check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.cluster import sweep_k, write_k_selection
     from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
     from solo_ncp.eval import extract_features
+    from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
     device = device_of(args)
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                      backend=args.backend)
     selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
                                                 "n": len(train_set), "ckpt": str(args.ckpt),
-                                                "ckpt_sha256": file_sha256(args.ckpt)})
+                                                "ckpt_sha256": source_record(encoder)["sha256"]})
     print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
           f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
           f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")
