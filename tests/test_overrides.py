@@ -194,6 +194,9 @@ def test_the_options_solo_learns_simclr_cannot_do_without():
     ("optimizer.kwargs.clip_lr=yes", "optimizer.kwargs.clip_lr='yes' must be true or false, as the config "
                                      "file's true is"),
     ("optimizer.kwargs.clip_lr=0", "optimizer.kwargs.clip_lr=0 must be true or false, as the config file's true is"),
+    # SimCLR builds nn.Linear(hidden, 64.0), which fails (torch.empty takes whole numbers only)
+    ("method_kwargs.proj_output_dim=64.0", "method_kwargs.proj_output_dim=64.0 must be a whole number: the method "
+                                           "takes it as written, and 64.0 is a float; write method_kwargs.proj_output_dim=64"),
 ])
 def test_an_override_keeps_the_kind_of_a_solo_learn_or_torch_option(override, message):
     """These options reach solo-learn's method or torch's optimizer unconverted: text for
@@ -204,20 +207,24 @@ def test_an_override_keeps_the_kind_of_a_solo_learn_or_torch_option(override, me
 
 
 FILE_KINDS = {  # the cifar10/simclr.yaml line replaced -> the error: solo-learn 1.0.2's SimCLR parses
-    # --temperature with type=float and --proj_output_dim with type=int (its add_model_specific_args)
+    # --temperature with type=float and --proj_output_dim with type=int (its add_model_specific_args);
+    # main's SimCLR.__init__ reads them as `temperature: float` and `proj_output_dim: int`
     ("temperature: 0.5", "temperature: abc"): "method_kwargs.temperature='abc' must be a number",
     ("temperature: 0.5", "temperature: '0.2'"): "method_kwargs.temperature='0.2' must be a number: in quotes it "
                                                 "is text; drop the quotes (method_kwargs.temperature=0.2)",
     ("proj_output_dim: 128", "proj_output_dim: 12.5"): "method_kwargs.proj_output_dim=12.5 must be a whole number",
+    ("proj_output_dim: 128", "proj_output_dim: 128.0"): "method_kwargs.proj_output_dim=128.0 must be a whole number: "
+                                                        "the method takes it as written, and 128.0 is a float; write "
+                                                        "method_kwargs.proj_output_dim=128",
     ("temperature: 0.5", "temperature: 1"): None,
 }
 
 
-@pytest.mark.skipif(current_host().is_main, reason="solo-learn main's methods declare no kind for their options")
 @pytest.mark.parametrize("lines", FILE_KINDS, ids=[new for _, new in FILE_KINDS])
 def test_a_solo_learn_option_of_another_kind_in_the_file_is_refused_before_any_work(lines, tmp_path):
-    """A config FILE (not an override) giving SimCLR's options text or a fraction: 1.0.2's own
-    argument types refuse it at loading; it failed at the first step with a TypeError traceback."""
+    """A config FILE (not an override) giving SimCLR's options text or a fraction: the kinds its host
+    declares (1.0.2's argument types, main's annotations) refuse it at loading; it failed when the
+    model was built or at the first step, with a TypeError traceback."""
     old, new = lines
     text = (ZOO / "cifar10/simclr.yaml").read_text()
     assert text.count(old) == 1
@@ -231,7 +238,7 @@ def test_a_solo_learn_option_of_another_kind_in_the_file_is_refused_before_any_w
 
 
 @pytest.mark.parametrize("override, value", [("method_kwargs.temperature=1", 1),
-                                             ("method_kwargs.proj_output_dim=64.0", 64.0),
+                                             ("max_epochs=2.0", 2.0),
                                              ("optimizer.kwargs.momentum=null", None),
                                              ("optimizer.kwargs.clip_lr=false", False)])
 def test_an_override_of_the_same_kind_or_null_is_taken(override, value):
@@ -356,3 +363,17 @@ def test_an_override_without_a_key_is_refused_plainly(override):
         load_config(FMNIST, [override])
     assert str(err.value) == (f"override {override!r} names no key: write key=value, +key=value, ++key=value or "
                               "~key with the key's dotted name (optimizer.lr=0.1)")
+
+
+@pytest.mark.skipif(not current_host().is_main, reason="solo-learn main's annotations; 1.0.2's kinds are its argument types")
+def test_main_kinds_are_its_int_and_float_annotations_not_its_bool_ones():
+    """Read by hand from solo-learn main's dino.py: `student_temperature: float`, `num_prototypes:
+    int`, and `clip_grad: bool` / `freeze_last_layer: bool`, which hold a float threshold and an
+    epoch count (defaults 0 and 1), so a bool annotation must not refuse `clip_grad: 3.0`."""
+    from solo_ncp.config import method_class, method_keys
+    from solo_ncp.config.schema import NUMBER, WHOLE
+
+    keys = method_keys(method_class("dino"))
+    assert keys["method_kwargs.student_temperature"] == NUMBER
+    assert keys["method_kwargs.num_prototypes"] == WHOLE
+    assert keys["method_kwargs.clip_grad"] is None and keys["method_kwargs.freeze_last_layer"] is None

@@ -26,10 +26,12 @@ main_pretrain.py; its config groups (`augmentations=symmetric`, a `defaults:` li
 supported: a config is one self-contained file.
 """
 import argparse
+import ast
 import difflib
 import inspect
 import json
 import re
+import textwrap
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -179,6 +181,28 @@ def _arguments_102(cls: type) -> Dict[str, Optional[str]]:
     return {dest: kind(action) for dest, action in actions(cls).items() if dest not in base}
 
 
+ANNOTATION_KINDS = {"int": WHOLE, "float": NUMBER}
+"""The kind of a solo-learn main option that its method's `__init__` reads with this annotation
+(`proj_output_dim: int = cfg.method_kwargs.proj_output_dim`). Main's `bool` annotations are not
+kinds: DINO annotates `clip_grad` (a float threshold) and `freeze_last_layer` (an epoch count) so."""
+
+
+def _annotated_kinds_main(cls: type) -> Dict[str, str]:
+    """The `method_kwargs.<name>` keys that solo-learn main's `cls.__init__` (or a base's) reads into
+    a variable annotated `int` or `float`, with that kind (`ANNOTATION_KINDS`)."""
+    kinds: Dict[str, str] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or not klass.__module__.startswith("solo."):
+            continue
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(init)))):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) and node.value:
+                read = ast.unparse(node.value)
+                if read.startswith("cfg.method_kwargs.") and node.annotation.id in ANNOTATION_KINDS:
+                    kinds.setdefault(read[len("cfg."):], ANNOTATION_KINDS[node.annotation.id])
+    return kinds
+
+
 @lru_cache(maxsize=None)
 def method_keys(cls: type) -> Mapping[str, Optional[str]]:
     """The keys the host's method class `cls` reads besides `SCHEMA`'s, with the kind of value each
@@ -187,10 +211,12 @@ def method_keys(cls: type) -> Mapping[str, Optional[str]]:
     (`momentum.base_tau`, `optimizer.exclude_bias_n_norm_wd`, ...). Options: the `option_names`
     solo-ncp's methods declare (they check their own); else, on 1.0.2, the arguments of the
     class's `add_model_specific_args` with the kinds they parse (`_arguments_102`), on main the
-    `method_kwargs.<name>` keys its `add_and_assert_specific_cfg` names (main gives no kinds)."""
+    `method_kwargs.<name>` keys its `add_and_assert_specific_cfg` names, with the kinds its
+    `__init__` annotates (`_annotated_kinds_main`)."""
     declared = dict.fromkeys(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
     if current_host().is_main:
-        keys = {**declared, **dict.fromkeys(_named_in_cfg_checks(cls))}
+        annotated = {} if declared else _annotated_kinds_main(cls)
+        keys = {**declared, **{key: annotated.get(key) for key in _named_in_cfg_checks(cls)}}
     else:
         keys = declared or {f"method_kwargs.{name}": kind for name, kind in sorted(_arguments_102(cls).items())}
     return MappingProxyType(keys)  # cached: shared by every caller, so read-only
@@ -216,26 +242,30 @@ def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
     return all(p == q or (p == "*" and q.isdigit()) for p, q in zip(pattern, path))
 
 
-def _is_kind(value, kind: Optional[str]) -> bool:
+def _is_kind(value, kind: Optional[str], converted: bool = True) -> bool:
     """`value` is of `kind` (see `SCHEMA`): null always (the default); a whole number also as a float
-    without fraction (1e3); never text, which a number in quotes is ('7', as Hydra and YAML read it)."""
+    without fraction (1e3) where solo-ncp converts it (`converted`; not an option it passes on as
+    given, which nn.Linear refuses as 64.0); never text, which a number in quotes is ('7', as Hydra
+    and YAML read it)."""
     if value is None or kind is None:
         return True
     if kind == FLAG:
         return isinstance(value, bool)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return kind == NUMBER or float(value).is_integer()
+    return kind == NUMBER or isinstance(value, int) or (converted and float(value).is_integer())
 
 
 def _unquoted(text: str):
-    """What `text` would be written without quotes, where a number or true/false ('7': 7.0)."""
+    """What `text` would be written without quotes, where a number or true/false ('7': 7, '7.5': 7.5)."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _instance(pattern: str, key: str) -> str:
@@ -352,16 +382,22 @@ def check_keys(cfg: DictConfig, known: Mapping[str, Optional[str]], reader: str)
             raise unread_key_error(".".join(path), list(known), reader)
         kind = next((kind for pattern, kind in patterns
                      if len(pattern) == len(path) and _matches(pattern, path)), None)
-        if not _is_kind(value, kind):
-            raise kind_error(".".join(path), value, kind)
+        key = ".".join(path)
+        if not _is_kind(value, kind, converted=not is_passed_on(key)):
+            raise kind_error(key, value, kind, converted=not is_passed_on(key))
 
 
-def kind_error(key: str, value, kind: str, because: str = "") -> ConfigError:
+def kind_error(key: str, value, kind: str, because: str = "", converted: bool = True) -> ConfigError:
     """"key=value must be <kind><because>", saying to drop the quotes where `value` is text that
-    would be of `kind` without them."""
-    quoted = isinstance(value, str) and _is_kind(_unquoted(value), kind)
-    unquote = f": in quotes it is text; drop the quotes ({key}={value})" if quoted else ""
-    return ConfigError(f"{key}={value!r} must be {kind}{because}{unquote}")
+    would be of `kind` without them, and to drop the fraction where a whole number's value is a
+    float without one that is passed on as given (`converted` False, see `_is_kind`)."""
+    if isinstance(value, str) and _is_kind(_unquoted(value), kind, converted):
+        fix = f": in quotes it is text; drop the quotes ({key}={value})"
+    elif kind == WHOLE and isinstance(value, float) and value.is_integer():
+        fix = f": the method takes it as written, and {value!r} is a float; write {key}={int(value)}"
+    else:
+        fix = ""
+    return ConfigError(f"{key}={value!r} must be {kind}{because}{fix}")
 
 
 def known_keys(method) -> Mapping[str, Optional[str]]:
@@ -385,6 +421,11 @@ def check_config_keys(cfg: DictConfig) -> None:
 
 OPTION_BLOCKS = ("method_kwargs", "optimizer.kwargs")
 """Blocks whose options solo-ncp passes on unconverted: to solo-learn's method, to torch's optimizer."""
+
+
+def is_passed_on(key: str) -> bool:
+    """`key` (dotted) is an option of `OPTION_BLOCKS`, which solo-ncp passes on as written."""
+    return key.startswith(tuple(block + "." for block in OPTION_BLOCKS))
 
 
 def check_option_kinds(file_values: Mapping, cfg: DictConfig) -> None:
