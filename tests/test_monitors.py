@@ -29,7 +29,7 @@ from solo_ncp.launch.methods import build_method
 from solo_ncp.launch.trainer import LAST, build_trainer
 from solo_ncp.models import load_encoder
 from solo_ncp.models.checkpoint import read_checkpoint
-from tests.conftest import DIGITS_STAGE2, ROOT, SMALL_BACKBONE, train_stage2
+from tests.conftest import DIGITS_STAGE2, ROOT, SMALL_BACKBONE, pretrain, train_stage2
 from tests.test_stage2_oracles import eq3_oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -57,22 +57,35 @@ def build_with_knn(cfg):
     return model
 
 
+def keep_what_knn_scores(knn, seen: dict) -> None:
+    """Puts in `seen` the features and labels `knn` holds when it scores validation features
+    against training features (the last time's remain); main's k-NN also computes on each batch
+    alone (torchmetrics' forward), which is not kept."""
+    if knn.train_features and knn.test_features:
+        seen.update({name: torch.cat(getattr(knn, name)).cpu() for name in
+                     ("train_features", "train_targets", "test_features", "test_targets")},
+                    distance=knn.distance_fx, T=knn.T, k=knn.k)
+
+
 def spy_on_knn(model) -> dict:
-    """Keeps the features and labels the k-NN holds each time it scores validation features
-    against training features (the last epoch's remain); main's k-NN also computes on each
-    batch alone (torchmetrics' forward), which is not kept."""
+    """What `model.knn` scores (`keep_what_knn_scores`), filled in as it computes."""
     seen, compute = {}, model.knn.compute
 
     def compute_and_keep():
-        knn = model.knn
-        if knn.train_features and knn.test_features:
-            seen.update({name: torch.cat(getattr(knn, name)).cpu() for name in
-                         ("train_features", "train_targets", "test_features", "test_targets")},
-                        distance=knn.distance_fx, T=knn.T, k=knn.k)
+        keep_what_knn_scores(model.knn, seen)
         return compute()
 
     model.knn.compute = compute_and_keep
     return seen
+
+
+def metric_rows(folder: Path) -> list:
+    """The rows of every attempt's CSV log of the run in `folder`, in attempt order."""
+    rows = []
+    for path in sorted(folder.glob("logs/version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
 
 
 def recomputing_eq3(real_step, recomputed: list):
@@ -117,11 +130,7 @@ def run(tmp_path_factory, digits_small_simclr_ckpt):
         patch.setattr(hooks, "stage2_step", recomputing_eq3(hooks.stage2_step, eq3))
         trainer.fit(model, train_loader(cfg, train_set),
                     eval_loader(cfg, config_dataset(cfg, "test", None)))
-    rows = []
-    for path in sorted(folder.glob("logs/version_*/metrics.csv")):
-        with open(path) as f:
-            rows += list(csv.DictReader(f))
-    return {"trainer": trainer, "model": model, "folder": folder, "rows": rows, "knn": knn,
+    return {"trainer": trainer, "model": model, "folder": folder, "rows": metric_rows(folder), "knn": knn,
             "cfg": cfg, "cluster_set": cluster_set, "eq3": eq3}
 
 
@@ -221,6 +230,12 @@ def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
     # the training features: one per training image of the last epoch (4 full batches of 64)
     train_labels = [label for _, label in run["cluster_set"]]
     assert sorted(knn["train_targets"].tolist()) == sorted(train_labels)
+    assert accuracy[EPOCHS - 1] == pytest.approx(scikit_learn_knn_accuracy(knn, y))
+
+
+def scikit_learn_knn_accuracy(knn: dict, labels: torch.Tensor) -> float:
+    """Accuracy (%) on `labels` of scikit-learn's KNeighborsClassifier with solo-learn's weights,
+    fitted on the training features `spy_on_knn` kept and predicting its test features."""
     if knn["distance"] == "cosine":
         oracle = KNeighborsClassifier(n_neighbors=knn["k"], metric="cosine",
                                       weights=lambda d: np.exp((1 - d) / knn["T"]))
@@ -229,7 +244,35 @@ def test_knn_scores_the_encoder_features_as_scikit_learn_does(run):
                                       weights=lambda d: 1 / (d + 1e-5))
     oracle.fit(knn["train_features"].double().numpy(), knn["train_targets"].numpy())
     predicted = oracle.predict(knn["test_features"].double().numpy())
-    assert accuracy[EPOCHS - 1] == pytest.approx(100.0 * np.mean(predicted == y.numpy()))
+    return 100.0 * np.mean(predicted == labels.numpy())
+
+
+def test_stage1_knn_of_any_solo_learn_method_scores_as_scikit_learn_does(tmp_path, monkeypatch):
+    """`solo-ncp pretrain` (SimCLR) with `knn_eval`: on solo-learn 1.0.2 its k-NN failed at the first
+    training step (`torch.cat(): expected a non-empty list of Tensors`, the installed torchmetrics'
+    forward); now, on both hosts, the logged `val_knn_acc1` is scikit-learn's on the features the
+    k-NN held, and those of the test split are the checkpoint encoder's."""
+    from solo.utils.knn import WeightedKNNClassifier
+
+    knn, compute = {}, WeightedKNNClassifier.compute
+
+    def compute_and_keep(self):
+        keep_what_knn_scores(self, knn)
+        return compute(self)
+
+    monkeypatch.setattr(WeightedKNNClassifier, "compute", compute_and_keep)  # torchmetrics wraps it per instance
+    assert pretrain(tmp_path, "name=knn", "max_epochs=1", "data.subset=256", "optimizer.batch_size=64", "data.val=true",
+                    "+knn_eval.enabled=true", f"+knn_eval.k={KNN_K}", *SMALL_BACKBONE) == 0
+    accuracy = logged(metric_rows(tmp_path / "knn"), "val_knn_acc1")
+    assert list(accuracy) == [0]
+    assert len(knn["train_targets"]) == 2 * 256 and knn["k"] == KNN_K  # one per crop (2) of each training image
+    x, y = first_test_images(load_config(str(ROOT / "zoo_configs/fashionmnist/simclr.yaml"), ["data.dataset=digits"]),
+                             len(knn["test_targets"]))
+    with torch.no_grad():
+        expected = load_encoder(tmp_path / "knn" / LAST).model(x)
+    torch.testing.assert_close(knn["test_features"], expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(knn["test_targets"], y)
+    assert accuracy[0] == pytest.approx(scikit_learn_knn_accuracy(knn, y))
 
 
 def test_progress_bar_shows_the_stage2_loss_its_terms_and_the_classifier_loss_apart(run):
@@ -257,10 +300,7 @@ def test_the_online_classifier_stays_near_chance_at_the_configs_lr(digits_ncp_ck
     classifier's mean cross-entropy over its epoch stays within 1.5x chance (ln 10 for digits'
     10 classes): on raw features it diverged (70-111 per step on the Fashion-MNIST proxy)."""
     assert load_config(str(CONFIG), []).optimizer.classifier_lr == 0.5
-    rows = []
-    for path in sorted(digits_ncp_ckpt.parent.glob("logs/version_*/metrics.csv")):
-        with open(path) as f:
-            rows += list(csv.DictReader(f))
+    rows = metric_rows(digits_ncp_ckpt.parent)
     epochs = [float(r["train_class_loss_epoch"]) for r in rows if r.get("train_class_loss_epoch")]
     assert len(epochs) == 1 and epochs[0] < 1.5 * math.log(10), epochs
 
@@ -315,8 +355,4 @@ def test_deacl_logs_the_robust_monitor_too(tmp_path, digits_small_simclr_ckpt):
     assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=d", "max_epochs=1", *SMALL_BACKBONE,
                         "+method_kwargs.val_robust_every=1", "+method_kwargs.val_robust_n=8",
                         method="deacl") == 0
-    rows = []
-    for path in (tmp_path / "d").glob("logs/version_*/metrics.csv"):
-        with open(path) as f:
-            rows += list(csv.DictReader(f))
-    assert logged(rows, "val_robust/pgd20_acc").keys() == {0}
+    assert logged(metric_rows(tmp_path / "d"), "val_robust/pgd20_acc").keys() == {0}

@@ -38,7 +38,9 @@ def _build_for_main(name: str, method: str, **kwargs) -> nn.Module:
 
 
 def _init_102(original: Callable) -> Callable:
-    """solo-learn 1.0.2's `BaseMethod.__init__`, taking the names of `WIDE_RESNETS` as `encoder`.
+    """solo-learn 1.0.2's `BaseMethod.__init__`, taking the names of `WIDE_RESNETS` as `encoder`,
+    and with a k-NN (`knn_eval`) that works beside the installed torchmetrics (`AccumulatingKNN`,
+    same k and distance; 1.0.2's own failed at the first training step, under every method).
 
     1.0.2 has no backbone registry (it picks encoders from a dict literal inside `__init__`), so
     for these names the method is built around a throwaway resnet18 whose encoder, width and
@@ -49,7 +51,9 @@ def _init_102(original: Callable) -> Callable:
     def __init__(self, *args, **kwargs):
         name = kwargs.get("encoder")
         if name not in WIDE_RESNETS:
-            return original(self, *args, **kwargs)
+            original(self, *args, **kwargs)
+            _accumulating_knn(self)
+            return
         from solo.methods.base import BaseMomentumMethod
 
         if isinstance(self, BaseMomentumMethod):
@@ -65,9 +69,19 @@ def _init_102(original: Callable) -> Callable:
         self.encoder = build_backbone(spec)
         self.features_dim = features_dim(self.encoder)
         self.classifier = nn.Linear(self.features_dim, self.num_classes)
+        _accumulating_knn(self)
 
     __init__.solo_ncp_backbones = tuple(WIDE_RESNETS)
     return __init__
+
+
+def _accumulating_knn(method) -> None:
+    """Replaces a solo-learn 1.0.2 method's k-NN, where `knn_eval` built one, by an
+    `AccumulatingKNN` of the same k and distance."""
+    if method.knn_eval:
+        from solo_ncp.methods.knn_102 import AccumulatingKNN
+
+        method.knn = AccumulatingKNN(k=method.knn.k, distance_fx=method.knn.distance_fx)
 
 
 def register_backbones() -> Tuple[str, ...]:

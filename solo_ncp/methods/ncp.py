@@ -4,35 +4,21 @@ adapter (`stage2_hooks`, `stage2_options`) and the framework-free core (`solo_nc
 import argparse
 
 from solo.methods.base import BaseMethod
-from solo.utils.knn import WeightedKNNClassifier
 
 from solo_ncp.methods.stage2_hooks import Stage2Hooks
 from solo_ncp.methods.stage2_options import DEACL_OPTION_NAMES, add_arguments, take_options
 from solo_ncp.models.backbones import BackboneSpec
 
 
-class AccumulatingKNN(WeightedKNNClassifier):
-    """solo-learn 1.0.2's weighted k-NN whose call only stores a batch's features, as 1.0.2 meant
-    with `compute_on_step=False`: the torchmetrics installed beside it ignores that flag, and its
-    `forward` also scores each batch alone, which 1.0.2's `compute` cannot do for a batch holding
-    only training (or only validation) features (`torch.cat` of an empty list)."""
-
-    def forward(self, *args, **kwargs) -> None:
-        self.update(*args, **kwargs)
-
-
 class NCP(Stage2Hooks, BaseMethod):
     """`ncp` on solo-learn 1.0.2: BaseMethod's keyword arguments plus the options of
-    `stage2_options.OPTIONS`; the encoder is `self.encoder`. With `knn_eval`, BaseMethod's k-NN
-    becomes an `AccumulatingKNN` (same k and distance)."""
+    `stage2_options.OPTIONS`; the encoder is `self.encoder`."""
 
     backbone_attr = "encoder"
 
     def __init__(self, **kwargs):
         options = take_options(kwargs)
         super().__init__(**kwargs)
-        if self.knn_eval:
-            self.knn = AccumulatingKNN(k=self.knn.k, distance_fx=self.knn.distance_fx)
         spec = BackboneSpec.from_kwargs(self.encoder_name, self.backbone_args)
         self.setup_stage2(spec, options, dataset=self.extra_args.get("dataset"))
 
