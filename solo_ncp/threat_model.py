@@ -1,6 +1,7 @@
 """The threat models of every attack (RobustBench's and AutoAttack's names) and their default
 budgets, in [0, 1] pixel units; importable without torch (the CLI's options use it)."""
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 NORMS = ("Linf", "L2")
 DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
@@ -35,6 +36,20 @@ def check_budget(norm: str, size: float, name: str) -> None:
         raise ValueError(f"{name}={size:g} is an L-inf size in [0, 1] pixel units, where 1 or more "
                          f"spans every value a pixel can take; for {size:g}/255 pass "
                          f"{name}={size / 255:.6g}")
+
+
+def check_l2_reach(norm: str, eps: float, image_shape: Sequence[int], name: str) -> None:
+    """ValueError naming option `name` when an L2 budget `eps` is at least the distance between the
+    two farthest images of `image_shape` ((C, H, W) in [0, 1] pixels): sqrt(C*H*W), 55.4 for
+    CIFAR's 3x32x32. Its ball then holds every image, as an L-inf budget of 1 does (`check_budget`),
+    so it was surely meant in 1/255 units; the message gives the value to pass instead."""
+    check_norm(norm)
+    reach = math.sqrt(math.prod(image_shape))
+    if norm == "L2" and eps >= reach:
+        shape = "x".join(map(str, image_shape))
+        raise ValueError(f"{name}={eps:g} is an L2 budget at least the distance between the two farthest "
+                         f"{shape} images in [0, 1] pixel units ({reach:.1f}): its ball holds every image; "
+                         f"for {eps:g}/255 pass {name}={eps / 255:.6g}")
 
 
 def check_attack_sizes(norm: str, eps: float, alpha: float) -> None:

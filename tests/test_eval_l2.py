@@ -11,7 +11,7 @@ from torch import nn
 import solo_ncp.ncp.step
 from solo_ncp.attacks import pgd
 from solo_ncp.cli import main
-from solo_ncp.threat_model import budget_warning, check_budget
+from solo_ncp.threat_model import budget_warning, check_budget, check_l2_reach
 from tests.conftest import host_independent, train_stage2
 from tests.test_attacks_l2 import torchattacks_pgdl2
 from tests.test_monitors import true_class_margin
@@ -143,6 +143,40 @@ def test_an_linf_size_spanning_the_whole_pixel_range_is_refused_with_its_255th(n
             check_budget(norm, eps, "--eps")
     else:
         check_budget(norm, eps, "--eps")
+
+
+DIGITS_REACH = torch.dist(torch.zeros(3, 8, 8, dtype=torch.float64), torch.ones(3, 8, 8, dtype=torch.float64)).item()
+"""The L2 distance between the two farthest 3x8x8 images in [0, 1] pixels: black and white."""
+
+
+@pytest.mark.parametrize("norm, eps, refused", [("L2", DIGITS_REACH, True), ("L2", 128, True),
+                                                ("L2", DIGITS_REACH * 0.999, False), ("Linf", 0.9, False)])
+def test_an_l2_budget_reaching_every_image_is_refused_with_its_255th(norm, eps, refused):
+    if refused:
+        with pytest.raises(ValueError, match=rf"--eps={eps:g} .* \({DIGITS_REACH:.1f}\).* pass --eps={eps / 255:.6g}$"):
+            check_l2_reach(norm, eps, (3, 8, 8), "--eps")
+    else:
+        check_l2_reach(norm, eps, (3, 8, 8), "--eps")
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_eval_and_stage2_refuse_an_l2_budget_reaching_every_image_before_any_work(command, digits_simclr_ckpt,
+                                                                                  tmp_path, capsys):
+    """`--eps 14` / `method_kwargs.eps=14` on digits (8x8, farthest images 13.9 apart in L2): meant
+    as 14/255. Refused with no output folder or run folder written."""
+    if command == "eval":
+        code = main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path / "o"), "--norm", "L2",
+                     "--eps", "14", *EVAL])
+        option = "--eps"
+    else:
+        code = train_stage2(tmp_path, digits_simclr_ckpt, "name=reach", "+method_kwargs.norm=L2", "method_kwargs.eps=14")
+        option = "method_kwargs.eps"
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {option}=14 is an L2 budget at least the distance between the two farthest 3x8x8 images in "
+        f"[0, 1] pixel units (13.9): its ball holds every image; for 14/255 pass {option}=0.054902 "
+        f"(solo-ncp {command})")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stage2_norm_reaches_its_pgd(digits_simclr_ckpt, tmp_path, monkeypatch, capsys):

@@ -45,7 +45,8 @@ from solo_ncp.eval.protocol import (
 )
 from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
-from solo_ncp.threat_model import DEFAULT_EPS, NORMS, check_attack_sizes, default_alpha, warn_of_budget
+from solo_ncp.threat_model import (DEFAULT_EPS, NORMS, check_attack_sizes, check_l2_reach, default_alpha,
+                                   warn_of_budget)
 
 BOTH = "both"
 BRANCH_ORDER = (DEFAULT_BN,) + tuple(branch for branch in BRANCHES if branch != DEFAULT_BN)
@@ -278,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out)
     encoders = load_branches(args)
     spec = dataset_of(args, encoders[0])
+    check_l2_reach(args.norm, args.eps, (3, spec.image_size, spec.image_size), "--eps")
     cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
                       beta=args.beta, norm=args.norm, eps=args.eps, alpha=args.alpha)
     train_set, test_set = evaluation_splits(args, spec)

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record
 from solo_ncp.config import check_stage2_crop_size, dataset_spec, load_config, select
+from solo_ncp.threat_model import check_l2_reach
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.methods import build_method
     from solo_ncp.launch.trainer import fit, open_run
     from solo_ncp.methods import solo_ncp_methods
+    from solo_ncp.methods.stage2_options import take_options
 
     cfg = load_config(args.config, args.overrides)
     stage2 = solo_ncp_methods()
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     check_stage2_crop_size(cfg)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
+    options = take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
+    size = dataset_spec(cfg).image_size
+    check_l2_reach(options["norm"], options["eps"], (3, size, size), "method_kwargs.eps")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)
         OmegaConf.update(cfg, "method_kwargs.trust_teacher", True, force_add=True)
     with open_run(cfg, args.resume) as run_folder:
