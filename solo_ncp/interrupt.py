@@ -74,6 +74,26 @@ def raise_pending() -> None:
 
 
 @contextmanager
+def signals_held(done: str) -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM are held, so that its work (one result replacing another)
+    is never cut in half: the first that arrives is raised as `Interrupted` once the block is over,
+    its `where` being `done` (what the block did: "as it finished (its results are written to
+    ...)"). In the main thread (elsewhere Python's handlers do not run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if arrived:
+        raise Interrupted(arrived[0], where=done)
+
+
+@contextmanager
 def interrupt_signals() -> Iterator[bool]:
     """Within the block SIGINT and SIGTERM raise `Interrupted` (in the main thread; elsewhere Python
     cannot handle signals); the previous handlers come back at the end. Yields True for the

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+from solo_ncp.interrupt import signals_held
+
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
 
@@ -137,19 +139,23 @@ def staged_outputs(folder: PathLike, names: Sequence[str], last: str) -> Iterato
     """Yields the empty folder `folder/.unfinished` for a command's result files. When the block
     ends, they replace the earlier result in `folder`: of the files `names` (all the command may
     write), the earlier ones are removed, `last` (the file saying the result is complete) first,
-    and the staged ones moved in, `last` last, each by a rename. A block that raises (a bad input,
-    an interruption) leaves the earlier result as it was; its staged files go when the command next
-    runs."""
+    and the staged ones moved in, `last` last, each by a rename, with SIGINT and SIGTERM held
+    (`signals_held`: one arriving then is raised once the new result is in). A block that raises (a
+    bad input, an interruption) leaves the earlier result as it was; its staged files go when the
+    command next runs."""
     folder = Path(folder)
     staging = folder / UNFINISHED
+    if staging.is_symlink() or staging.is_file():
+        staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     yield staging
-    remove_outputs(folder, [last, *(name for name in names if name != last)])
-    for name in sorted((path.name for path in staging.iterdir()), key=lambda name: name == last):
-        os.replace(staging / name, folder / name)
-    staging.rmdir()
-    _sync(folder, folder=True)
+    with signals_held(f"as it finished (its results are written to {folder})"):
+        remove_outputs(folder, [last, *(name for name in names if name != last)])
+        for name in sorted((path.name for path in staging.iterdir()), key=lambda name: name == last):
+            os.replace(staging / name, folder / name)
+        staging.rmdir()
+        _sync(folder, folder=True)
 
 
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -437,12 +437,16 @@ def test_sweep_k_finds_planted_k_and_writes_outputs(tmp_path):
     ]
 
 
-def test_a_sweep_failing_mid_write_leaves_no_file_of_an_earlier_sweep(tmp_path, monkeypatch):
+def test_a_sweep_failing_mid_write_leaves_the_earlier_sweep_whole(tmp_path, monkeypatch):
+    """Before, the earlier sweep's files were removed first, and a failing write left the new csv
+    alone beside no k.json; now the new files wait in .unfinished and the earlier ones stay."""
     from solo_ncp.cluster import select_k
+    from solo_ncp.io import UNFINISHED
 
     out = tmp_path / "select"
     write_k_selection({2: 0.1, 3: 0.5}, out)
     (out / "notes.txt").write_text("my notes\n")
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def no_plot(*args):
         raise OSError("disk full")
@@ -450,8 +454,9 @@ def test_a_sweep_failing_mid_write_leaves_no_file_of_an_earlier_sweep(tmp_path, 
     monkeypatch.setattr(select_k, "plot_scores", no_plot)
     with pytest.raises(OSError, match="disk full"):
         write_k_selection({2: 0.9, 3: 0.2}, out)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "silhouette.csv"]
-    assert (out / "silhouette.csv").read_text() == "k,silhouette\n2,0.90000000\n3,0.20000000\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == earlier
+    assert json.loads((out / "k.json").read_text())["k"] == 3
+    assert [p.name for p in (out / UNFINISHED).iterdir()] == ["silhouette.csv"]
 
 
 def test_best_k_prefers_smallest_on_ties_and_rejects_empty():

@@ -133,10 +133,30 @@ def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, t
     assert "chose K" not in capsys.readouterr().out  # its own teacher's K: no note
 
 
+def test_poc_refuses_more_clusters_than_images_before_training_its_head(digits_simclr_ckpt, tmp_path, capsys,
+                                                                        monkeypatch):
+    """It trained the head and encoded the images first, then failed in k-means naming neither option."""
+    import solo_ncp.commands.poc as poc
+
+    monkeypatch.setattr(poc, "train_head", lambda *args, **kwargs: pytest.fail("the head was trained"))
+    assert main(["poc", "--ckpt", str(digits_simclr_ckpt), "--k", "500", "--train-n", "200",
+                 "--out", str(tmp_path / "p"), *QUICK]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --k 500 is more clusters than the 200 training images clustered: pass --k <= 200, or more "
+        "images (--train-n) (solo-ncp poc)")
+
+
 @host_independent
 @pytest.mark.parametrize("k_range, message", [
     (["--k-min", "1"], "--k-min"),
-    (["--k-min", "10", "--k-max", "5000"], "--k-max=5000 is larger than the 1437 training images"),
+    (["--k-min", "10", "--k-max", "5000"], "the sweep reaches K=5000, and the silhouette needs K <= N-1 = 1436 for "
+                                           "the 1437 training images: pass --k-max <= 1436, or more images (--train-n)"),
+    # K = N: every image its own cluster, which scikit-learn's silhouette_score refuses (2 <= labels <= N-1)
+    (["--train-n", "200", "--k-min", "195", "--k-max", "200"], "the sweep reaches K=200, and the silhouette needs "
+                                                               "K <= N-1 = 199 for the 200 training images"),
+    (["--train-n", "200", "--k-min", "195", "--k-max", "203"], "reaches K=200,"),  # step 5: 203 is not swept
+    (["--backend", "kmcuda", "--device", "cpu"], "--backend kmcuda clusters on a CUDA GPU, and --device is cpu: pass "
+                                                 "--device cuda, or --backend torch"),
 ])
 def test_select_k_bad_range(digits_simclr_ckpt, tmp_path, capsys, k_range, message):
     assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits",

@@ -275,3 +275,65 @@ def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resum
     assert (stage1 / ".step-done.json").is_file()
     assert torch.load(stage1 / "last.ckpt", weights_only=True)["epoch"] == 2
     assert _epochs_of_the_last_attempt(stage1) == list(range(killed_at + 1, 3))
+
+
+def signalling_before(function, signum: int):
+    """`function` that first sends `signum` to this process (its handler runs at once)."""
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return function(*args, **kwargs)
+
+    return signalled
+
+
+def test_a_signal_while_a_result_replaces_another_is_raised_once_the_new_one_is_in(tmp_path, monkeypatch):
+    """SIGTERM as staged_outputs removes the earlier result: before, the raise landed there and left
+    the folder without either result; now the new one is moved in whole, then the signal is raised
+    saying so. A file of the user's stays."""
+    from solo_ncp import io as solo_io
+    from solo_ncp.interrupt import Interrupted, interrupt_signals
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("table.md", "record.json", "notes.txt"):
+        (folder / name).write_text(f"earlier {name}")
+    monkeypatch.setattr(solo_io, "remove_outputs", signalling_before(solo_io.remove_outputs, signal.SIGTERM))
+    with interrupt_signals(), pytest.raises(Interrupted) as err:
+        with solo_io.staged_outputs(folder, ["table.md", "record.json"], "record.json") as staging:
+            for name in ("table.md", "record.json"):
+                (staging / name).write_text(f"new {name}")
+    assert (err.value.signum, err.value.where) == (signal.SIGTERM, f"as it finished (its results are written to {folder})")
+    assert {path.name: path.read_text() for path in folder.iterdir()} == {
+        "table.md": "new table.md", "record.json": "new record.json", "notes.txt": "earlier notes.txt"}
+
+
+def test_select_k_overwrite_signalled_as_it_replaces_the_earlier_sweep_leaves_the_new_one_whole(
+        digits_simclr_ckpt, tmp_path, monkeypatch, capsys):
+    """select-k removed the earlier sweep's files, then wrote csv, png and k.json one by one: a
+    SIGINT in between left a folder with no k.json, and a line saying the earlier one was kept."""
+    from solo_ncp import io as solo_io
+    from solo_ncp.cli import main
+
+    out = tmp_path / "k"
+    argv = ["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits", "--train-n", "100",
+            "--k-min", "2", "--k-step", "2", "--out", str(out)]
+    assert main([*argv, "--k-max", "4"]) == 0
+    monkeypatch.setattr(solo_io, "remove_outputs", signalling_before(solo_io.remove_outputs, signal.SIGINT))
+    assert main([*argv, "--k-max", "6", "--overwrite"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp select-k stopped by SIGINT as it finished (its results are written to {out})")
+    assert sorted(path.name for path in out.iterdir()) == ["k.json", "silhouette.csv", "silhouette.png"]
+    assert set(json.loads((out / "k.json").read_text())["scores"]) == {"2", "4", "6"}
+    assert (out / "silhouette.csv").read_text().splitlines()[1:] == [
+        f"{k},{score:.8f}" for k, score in sorted((int(k), s) for k, s in
+                                                  json.loads((out / "k.json").read_text())["scores"].items())]
+
+
+def test_a_file_where_the_staging_folder_goes_is_replaced(tmp_path):
+    """A file named .unfinished in the output folder failed with `[Errno 17] File exists`."""
+    from solo_ncp.io import UNFINISHED, staged_outputs
+
+    (tmp_path / UNFINISHED).write_text("not a folder")
+    with staged_outputs(tmp_path, ["r.json"], "r.json") as staging:
+        (staging / "r.json").write_text("{}")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r.json"]

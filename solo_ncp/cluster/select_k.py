@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
-from solo_ncp.io import atomic_write_json, atomic_write_text, remove_outputs
+from solo_ncp.io import atomic_write_json, atomic_write_text, staged_outputs
 from .kmeans import spherical_kmeans
 from .silhouette import cosine_silhouette
 from .validation import ArrayLike, check_features
@@ -80,8 +80,9 @@ def plot_scores(scores: Dict[int, float], best: int, path: Path, about: Optional
 
 
 def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Optional[Dict] = None) -> dict:
-    """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir, after removing
-    those of an earlier sweep (a failed write leaves no mix of two sweeps).
+    """Write silhouette.csv, silhouette.png and k.json for a K sweep into out_dir, replacing those
+    of an earlier sweep (`staged_outputs`: a failed or interrupted write leaves the earlier sweep
+    whole, never a mix of two).
 
     Returns the k.json content: {"k": best K, "scores": {"<K>": silhouette, ...}, **about}; `about`
     describes the sweep (e.g. {"dataset", "seed", "n", "ckpt", "ckpt_sha256"}: Fig. 2's legend, and
@@ -89,11 +90,11 @@ def write_k_selection(scores: Dict[int, float], out_dir: PathLike, about: Option
     """
     best = best_k(scores)
     out_dir = Path(out_dir)
-    remove_outputs(out_dir, K_SELECTION_FILES)
     ks = sorted(scores)
     rows = "".join(f"{k},{scores[k]:.8f}\n" for k in ks)
-    atomic_write_text(out_dir / SCORES_CSV, "k,silhouette\n" + rows)
-    plot_scores(scores, best, out_dir / SCORES_PNG, about)
     selection = {"k": best, "scores": {str(k): float(scores[k]) for k in ks}, **(about or {})}
-    atomic_write_json(out_dir / K_FILE, selection)
+    with staged_outputs(out_dir, K_SELECTION_FILES, K_FILE) as staging:
+        atomic_write_text(staging / SCORES_CSV, "k,silhouette\n" + rows)
+        plot_scores(scores, best, staging / SCORES_PNG, about)
+        atomic_write_json(staging / K_FILE, selection)
     return selection

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
-    from solo_ncp.io import atomic_write_json, atomic_write_text, check_out_folder, check_writable, remove_outputs
+    from solo_ncp.io import atomic_write_json, atomic_write_text, check_out_folder, check_writable, staged_outputs
     from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
@@ -77,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_args_encoder(args)
     spec = dataset_of(args, encoder)
     train_set, test_set = evaluation_splits(args, spec)
-    head, head_cfg = train_head(args, encoder, spec, train_set)
     cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
+    if args.k > len(cluster_set):
+        raise ValueError(f"--k {args.k} is more clusters than the {len(cluster_set)} training images clustered: "
+                         f"pass --k <= {len(cluster_set)}, or more images (--train-n)")
+    head, head_cfg = train_head(args, encoder, spec, train_set)
     features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
                                    device=device)
     clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)
@@ -90,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
                               head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
                               cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
     table = format_poc_table(result)
-    remove_outputs(out, POC_FILES)
-    atomic_write_json(out / POC_JSON, result)
-    atomic_write_text(out / POC_TABLE, table)
+    with staged_outputs(out, POC_FILES, POC_JSON) as staging:
+        atomic_write_json(staging / POC_JSON, result)
+        atomic_write_text(staging / POC_TABLE, table)
     print(table)
     print(f"[solo-ncp] {result['n_correct']} of {result['n_total']} test images classified "
           f"correctly (eps={args.eps:.4f}, K={args.k}); wrote {out / POC_TABLE}")

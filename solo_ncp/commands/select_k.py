@@ -36,7 +36,16 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
                          f"{args.k_min}, {args.k_max}, {args.k_step}")
     check_data_options(args)
-    device_of(args)
+    device = device_of(args)
+    if args.backend == "kmcuda":
+        from solo_ncp.cluster.kmcuda_backend import INSTALL_HINT, kmcuda_module
+
+        if device.type != "cuda":
+            raise ValueError(f"--backend kmcuda clusters on a CUDA GPU, and --device is {device}: pass --device cuda, "
+                             "or --backend torch")
+        if kmcuda_module() is None:
+            raise ValueError(f"--backend kmcuda needs libKMCUDA, which does not import here: {INSTALL_HINT}; "
+                             "or pass --backend torch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_args_encoder(args)
     spec = dataset_of(args, encoder, test=False)
     train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
-    if args.k_max > len(train_set):
-        raise ValueError(f"--k-max={args.k_max} is larger than the {len(train_set)} training images")
+    swept = range(args.k_min, args.k_max + 1, args.k_step)
+    if swept[-1] >= len(train_set):
+        raise ValueError(f"the sweep reaches K={swept[-1]}, and the silhouette needs K <= N-1 = {len(train_set) - 1} "
+                         f"for the {len(train_set)} training images: pass --k-max <= {len(train_set) - 1}, or more "
+                         "images (--train-n)")
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
     features, _ = extract_features(encoder.model, loader, device=device)
     features = F.normalize(features.to(device), dim=1)
-    scores = sweep_k(features, range(args.k_min, args.k_max + 1, args.k_step), seed=args.seed,
+    scores = sweep_k(features, swept, seed=args.seed,
                      backend=args.backend)
     selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
                                                 "n": len(train_set), "ckpt": str(args.ckpt),
