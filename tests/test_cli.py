@@ -128,6 +128,26 @@ def test_a_nan_loss_later_names_the_checkpoint_kept(tmp_path, capsys, monkeypatc
     assert f"{tmp_path / 'nan' / 'last.ckpt'} (the last completed checkpoint) is kept" in line
 
 
+def test_a_nan_loss_of_a_solo_learn_method_stops_before_its_checkpoint(tmp_path, capsys, monkeypatch):
+    """Stage 1 (SimCLR) whose loss turns NaN in its second epoch: it ran on and wrote NaN weights
+    with exit 0 (solo-learn does not check); now it stops with one error line, and last.ckpt is
+    the first epoch's, every weight finite."""
+    import solo.methods.simclr as simclr
+    import torch
+
+    real, calls = simclr.simclr_loss_func, itertools.count()
+    monkeypatch.setattr(simclr, "simclr_loss_func",
+                        lambda *args, **kwargs: real(*args, **kwargs) * (float("nan") if next(calls) >= 1 else 1.0))
+    assert pretrain(tmp_path, "name=nan", "max_epochs=2", "limit_train_batches=1") == 2
+    last = tmp_path / "nan" / "last.ckpt"
+    assert error_line(capsys.readouterr()) == (
+        f"error: SimCLR loss is nan at epoch 1, step 0: training stopped. Lower optimizer.lr, or check the method's "
+        f"options; {last} (the last completed checkpoint) is kept (solo-ncp pretrain)")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(t).all() for t in ckpt["state_dict"].values()
+                                      if t.is_floating_point())
+
+
 def test_select_k_checks_its_output_before_loading(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     argv = ["select-k", "--ckpt", str(tmp_path / "none.ckpt"), "--dataset", "digits"]
