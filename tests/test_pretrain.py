@@ -156,3 +156,39 @@ def test_plain_solo_learn_checkpoint_needs_normalisation(tmp_path, digits_simclr
     spec = get_spec("digits")
     encoder = load_encoder(tmp_path / "solo.ckpt", normalization={"mean": spec.mean, "std": spec.std})
     assert encoder.backbone == BackboneSpec("resnet18", cifar=True)
+
+
+def method_overrides(method: str) -> list:
+    """Overrides that turn the bundled SimCLR config into `method` (ResNet-18: 1.0.2 builds no
+    momentum encoder for a WideResNet) on the installed host."""
+    from solo_ncp._host import current_host
+
+    own = ["~method_kwargs.temperature", "+method_kwargs.pred_hidden_dim=64", "data.subset=128"]
+    if method == "byol":
+        own += (["+momentum.base_tau=0.99", "+momentum.final_tau=1.0"] if current_host().is_main else
+                ["+method_kwargs.base_tau_momentum=0.99", "+method_kwargs.final_tau_momentum=1.0",
+                 "+method_kwargs.momentum_classifier=false"])
+    return [f"method={method}", "backbone.name=resnet18", *own]
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam"])
+def test_a_momentum_or_fixed_lr_method_trains_and_resumes(method, tmp_path):
+    """On solo-learn 1.0.2 BYOL (every momentum method) failed at its first step (its momentum
+    update requires a `dataloader_idx` Lightning 1.9 no longer passes), and SimSiam trained an epoch,
+    then failed to pickle its checkpoint (a functools.partial in its scheduler's state). Both train
+    and resume; SimSiam's predictor (its last group) keeps its fixed lr, while the other groups follow
+    the cosine (no warmup): half their first lr in the second of 2 epochs, (1 + cos(pi / 2)) / 2."""
+    overrides = [*method_overrides(method), "name=m", "limit_train_batches=2"]
+    assert pretrain(tmp_path, *overrides, "max_epochs=1") == 0
+    assert pretrain(tmp_path, *overrides, "max_epochs=2", resume=True) == 0
+    assert read_checkpoint(tmp_path / "m" / LAST)["epoch"] == 1
+    if method == "simsiam":
+        first, resumed = (epoch_lrs(tmp_path / "m" / "logs" / f"version_{v}" / "metrics.csv") for v in (0, 1))
+        assert resumed == pytest.approx([lr / 2 for lr in first[:-1]] + first[-1:])
+
+
+def epoch_lrs(metrics_csv) -> list:
+    """The learning rates of every parameter group in the first row of a CSV log that has them."""
+    with open(metrics_csv) as f:
+        row = next(row for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items()))
+    return [float(value) for key, value in row.items() if key.startswith("lr-")]

@@ -30,10 +30,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.trust = trust
 
     def save_checkpoint(self, checkpoint: Dict, path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+        atomic_torch_save(without_functions(checkpoint), path)
 
     def load_checkpoint(self, path, map_location=None) -> Dict:
         return read_checkpoint(path, trust=self.trust)
+
+
+def without_functions(checkpoint: Dict) -> Dict:
+    """`checkpoint` without the functions its schedulers' states hold: solo-learn 1.0.2 puts a
+    `functools.partial` over the scheduler's own `get_lr` there (SimSiam's fixed predictor lr),
+    which torch.save failed to pickle after a whole epoch, and which no safe load would read back;
+    the scheduler a resume builds has it again."""
+    if "lr_schedulers" not in checkpoint:
+        return checkpoint
+    schedulers = [{key: value for key, value in state.items() if not callable(value)}
+                  for state in checkpoint["lr_schedulers"]]
+    return {**checkpoint, "lr_schedulers": schedulers}
 
 
 class LastCheckpoint(ModelCheckpoint):

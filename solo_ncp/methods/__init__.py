@@ -84,11 +84,25 @@ def _accumulating_knn(method) -> None:
         method.knn = AccumulatingKNN(k=method.knn.k, distance_fx=method.knn.distance_fx)
 
 
+def _momentum_update_102(original: Callable) -> Callable:
+    """solo-learn 1.0.2's `BaseMomentumMethod.on_train_batch_end` (the momentum encoder's update),
+    taking the call Lightning 1.9 makes: (outputs, batch, batch_idx), without the `dataloader_idx`
+    1.0.2 requires, which failed every momentum method (BYOL, MoCo v2+, ...) at its first step."""
+
+    @functools.wraps(original)
+    def on_train_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        return original(self, outputs, batch, batch_idx, dataloader_idx)
+
+    return on_train_batch_end
+
+
 def register_backbones() -> Tuple[str, ...]:
     """Makes the installed solo-learn build solo-ncp's backbones by name (`backbone.name`, 1.0.2's
     `encoder`); returns their names. solo-learn main: entries of `BaseMethod._BACKBONES`, its
     registry. 1.0.2: entries of `BaseMethod._SUPPORTED_ENCODERS` (its assert and `--encoder`
-    choices) and a `BaseMethod.__init__` that builds them (`_init_102`). Idempotent."""
+    choices) and a `BaseMethod.__init__` that builds them (`_init_102`, which also gives any method
+    a k-NN that works beside the installed torchmetrics); there `BaseMomentumMethod`'s momentum
+    update also takes Lightning 1.9's call (`_momentum_update_102`). Idempotent."""
     host = current_host()
     base = import_solo("solo.methods.base").BaseMethod
     if host.is_main:
@@ -97,6 +111,8 @@ def register_backbones() -> Tuple[str, ...]:
     base._SUPPORTED_ENCODERS.extend(n for n in WIDE_RESNETS if n not in base._SUPPORTED_ENCODERS)
     if not hasattr(base.__init__, "solo_ncp_backbones"):
         base.__init__ = _init_102(base.__init__)
+        momentum = import_solo("solo.methods.base").BaseMomentumMethod
+        momentum.on_train_batch_end = _momentum_update_102(momentum.on_train_batch_end)
     return tuple(WIDE_RESNETS)
 
 
