@@ -354,15 +354,18 @@ def test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper(exported,
     assert robustbench().utils.get_leaderboard_bibtex("cifar10", "Linf") == (set(), "")
 
 
-@pytest.mark.parametrize("target", ["", "encoder.pt", "solo_learn.ckpt"])
+@pytest.mark.parametrize("target", ["", "encoder.pt", "solo_learn.ckpt", "classifier.pt"])
 def test_eval_of_the_export_equals_eval_of_the_checkpoint(exported, eval_adv, target, tmp_path):
     """`--bn both` (the default) on an export of the adv branch evaluates that branch once, as
-    `--bn adv` on the checkpoint did, with the same numbers."""
+    `--bn adv` on the checkpoint did, with the same numbers and the same encoder record. Its
+    classifier.pt is read as its folder: its state dict records no normalisation, and it was read
+    as a plain solo-learn checkpoint (--dataset's statistics assumed, the method unnamed)."""
     record = run_eval(exported / target, tmp_path)
     reference = json.loads((eval_adv / "metrics.json").read_text())
     untimed = lambda branches: [{k: v for k, v in b.items() if k != "timings_s"} for b in branches]
     assert untimed(record["branches"]) == untimed(reference["branches"])
-    weights = exported / (target or "encoder.pt")
+    assert record["encoder"] == reference["encoder"]
+    weights = exported / (target if target == "solo_learn.ckpt" else "encoder.pt")
     assert record["checkpoint"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 

@@ -33,6 +33,7 @@ BEST_META = "best_val_robust"
 {"epoch" (0-based), "pgd20_acc", "clean_acc" (%)}; best.ckpt holds that epoch's weights."""
 EXPORT_INFO = "export.json"
 EXPORTED_ENCODER = "encoder.pt"
+CLASSIFIER_FILE = "classifier.pt"
 EXPORT_META_KEYS = ("format", "method", "dataset", "bn", "backbone", "normalization", "source", "k",
                     "perturbation")
 """The entries of export.json that are solo-ncp's metadata of the exported encoder (`bn`: the
@@ -187,10 +188,11 @@ def read_export(folder: Path, *, trust: bool = False) -> Dict:
 
 def read_encoder_checkpoint(path, *, trust: bool = False) -> Tuple[Dict, Path]:
     """(checkpoint, the file holding its weights) of a training checkpoint, or of an export
-    folder or its encoder.pt (`read_export`)."""
+    folder, its encoder.pt or its classifier.pt (`read_export`: the classifier's state dict records
+    no normalisation, and was read as a plain solo-learn checkpoint of an assumed one)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    if (folder / EXPORT_INFO).is_file() and (path.is_dir() or path.name == EXPORTED_ENCODER):
+    if (folder / EXPORT_INFO).is_file() and (path.is_dir() or path.name in (EXPORTED_ENCODER, CLASSIFIER_FILE)):
         return read_export(folder, trust=trust), folder / EXPORTED_ENCODER
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder without {EXPORT_INFO}: pass a checkpoint file, "

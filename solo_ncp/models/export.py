@@ -37,6 +37,7 @@ from solo_ncp.io import (
 from solo_ncp.models import wide_resnet
 from solo_ncp.models.backbones import WIDE_RESNETS, BackboneSpec, features_dim, resnet_encoder
 from solo_ncp.models.checkpoint import (
+    CLASSIFIER_FILE,
     EXPORT_INFO,
     EXPORT_META_KEYS,
     EXPORTED_ENCODER,
@@ -53,7 +54,6 @@ from solo_ncp.models.wide_resnet import WideResNet
 
 FORMAT = 1
 SOLO_LEARN_FILE = "solo_learn.ckpt"
-CLASSIFIER_FILE = "classifier.pt"
 MODEL_FILE = "model.py"
 MODEL_INFO_FILE = "model_info.json"
 UNPUBLISHED = "N/A"
