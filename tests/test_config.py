@@ -353,3 +353,25 @@ def test_an_optimizer_option_the_optimizer_does_not_take_is_refused(config, over
     assert message.startswith(f"optimizer.kwargs.{key} is not an option of {name}: remove it (its options: "
                               f"{options}"), message
     assert message.endswith("; lr and weight_decay are optimizer.lr and optimizer.weight_decay)"), message
+
+
+@pytest.mark.parametrize("override, refused_on_102, seen_on_main", [
+    ("augmentations.0.equalization.prob=1.0", "augmentations.0.equalization is not available in solo-learn 1.0.2",
+     "Equalization object"),
+    ("augmentations.0.rrc.enabled=false", "augmentations.0.rrc.enabled=false is not available in solo-learn 1.0.2",
+     "Resize(size=8"),
+])
+def test_a_pipeline_step_only_main_has_is_refused_on_102_and_built_on_main(override, refused_on_102, seen_on_main):
+    """solo-learn main builds both (its `build_transform_pipeline`): solo-ncp refused equalization
+    there with a 1.0.2 message; 1.0.2 cannot do either, and it ignored rrc.enabled=false."""
+    from solo_ncp._host import current_host
+    from solo_ncp.launch.compat import pretrain_transform
+
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", ["data.dataset=digits", "augmentations.0.crop_size=8", override])
+    if not current_host().is_main:
+        with pytest.raises(ConfigError, match=refused_on_102):
+            pretrain_transform(cfg)
+        return
+    assert crop_counts(augmentation_pipelines(cfg)) == (2, 0)  # what pretrain reads of it on either host
+    built = repr(pretrain_transform(cfg))
+    assert seen_on_main in built and ("RandomResizedCrop" in built) == ("rrc" not in override)

@@ -243,12 +243,24 @@ def learning_rates(cfg: DictConfig) -> LearningRates:
     )
 
 
+def check_pipelines_102(cfg: DictConfig) -> None:
+    """ConfigError for an `augmentations` entry asking what solo-learn 1.0.2's transform cannot do
+    (solo-learn main's can): equalization, and no random resized crop (`rrc.enabled: false`, which
+    1.0.2 ignored: it always crops at random)."""
+    for i, aug in enumerate(cfg.get("augmentations") or []):
+        if select(aug, "equalization.prob", 0.0) > 0:
+            raise ConfigError(f"augmentations.{i}.equalization is not available in solo-learn 1.0.2: set its prob "
+                              "to 0.0, or train on solo-learn main")
+        if select(aug, "rrc.enabled", True) is False:
+            raise ConfigError(f"augmentations.{i}.rrc.enabled=false is not available in solo-learn 1.0.2, whose "
+                              "pipeline always crops at random (rrc.crop_min_scale/crop_max_scale set its scale): "
+                              "set it to true, or train on solo-learn main")
+
+
 def augmentation_pipelines(cfg: DictConfig) -> Tuple[Dict, ...]:
     """solo-learn 1.0.2 transform kwargs (+ `num_crops`) for each entry of `augmentations`."""
     pipelines = []
     for aug in cfg.get("augmentations") or []:
-        if select(aug, "equalization.prob", 0.0) > 0:
-            raise ConfigError("augmentations[].equalization is not available in solo-learn 1.0.2")
         pipelines.append(
             dict(
                 brightness=select(aug, "color_jitter.brightness", 0.0),

@@ -44,8 +44,10 @@ def pretrain_transform(cfg: DictConfig):
     spec = dataset_spec(cfg)
     if not HOST.is_main:
         from solo_ncp.config import augmentation_pipelines
+        from solo_ncp.config.settings import check_pipelines_102
         from solo_ncp.data import simclr_transform
 
+        check_pipelines_102(cfg)
         return simclr_transform(spec, augmentation_pipelines(cfg))
     from solo.data.pretrain_dataloader import (
         FullTransformPipeline,
