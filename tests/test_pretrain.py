@@ -117,12 +117,29 @@ def test_accelerator_gpu_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-def test_a_gpu_list_of_devices_on_the_cpu_is_a_clear_error(tmp_path, capsys):
-    """The CIFAR configs' `devices: [0]` with accelerator=cpu: Lightning's TypeError traceback before."""
-    assert pretrain(tmp_path, "++accelerator=cpu", "++devices=[0]") == 2
+@pytest.mark.parametrize("accelerator, on_cpu", [
+    ("cpu", "accelerator=cpu"),
+    pytest.param("auto", "accelerator=auto without a visible CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the GPU here")),
+])
+def test_a_gpu_list_of_devices_on_the_cpu_is_a_clear_error(accelerator, on_cpu, tmp_path, capsys):
+    """The CIFAR configs' `devices: [0]` with accelerator=cpu, or auto on a machine without CUDA
+    (main's own configs): Lightning's TypeError traceback before."""
+    assert pretrain(tmp_path, f"++accelerator={accelerator}", "++devices=[0]") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: devices=[0] lists GPU indices, which accelerator=cpu has none of: override with devices=1 (the "
+        f"error: devices=[0] lists GPU indices, which {on_cpu} has none of: override with devices=1 (the "
         "number of CPU processes) (solo-ncp pretrain)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the run is mixed precision")
+def test_cudas_mixed_precision_on_the_cpu_says_it_trains_in_32_bit(tmp_path, capsys):
+    """precision=16-mixed on a CPU trained in 32-bit without a word (Lightning 2 alone would warn
+    and switch to bf16)."""
+    assert pretrain(tmp_path, "name=p16", "precision=16-mixed", "max_epochs=1", "limit_train_batches=1") == 0
+    assert ("[solo-ncp] note: precision=16-mixed is CUDA's mixed precision: without a CUDA device this run "
+            "trains in 32-bit (precision=bf16-mixed is the CPU's 16-bit)") in capsys.readouterr().out
+    weights = read_checkpoint(tmp_path / "p16" / LAST)["state_dict"].values()
+    assert {t.dtype for t in weights if t.is_floating_point()} == {torch.float32}
 
 
 def test_loading_errors_name_the_problem(tmp_path, digits_simclr_ckpt):

@@ -168,8 +168,10 @@ def accelerator_and_devices(cfg: DictConfig):
         )
     devices = cfg.get("devices", 1)
     devices = list(devices) if OmegaConf.is_list(devices) else devices
-    if accelerator == "cpu" and isinstance(devices, list):
-        raise ConfigError(f"devices={devices} lists GPU indices, which accelerator=cpu has none of: override with "
+    on_cpu = {"cpu": "accelerator=cpu", "auto": None if torch.cuda.is_available() else
+              "accelerator=auto without a visible CUDA device"}.get(accelerator)
+    if on_cpu and isinstance(devices, list):
+        raise ConfigError(f"devices={devices} lists GPU indices, which {on_cpu} has none of: override with "
                           "devices=1 (the number of CPU processes)")
     return accelerator, devices
 
@@ -187,6 +189,9 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     n_devices = len(devices) if isinstance(devices, list) else devices
     cuda = accelerator != "cpu" and torch.cuda.is_available()
     precision = trainer_precision(lightning_precision(cfg), cuda)
+    if lightning_precision(cfg) == 16 and not cuda:
+        print(f"[solo-ncp] note: precision={cfg.get('precision')} is CUDA's mixed precision: without a CUDA device "
+              "this run trains in 32-bit (precision=bf16-mixed is the CPU's 16-bit)", flush=True)
     history = checkpoint_history(cfg)
     # last.ckpt is written after every epoch, whatever every_n_epochs is; every_n_epochs stays
     # checkpoint.frequency because Lightning keys this callback's saved state by it (runs
