@@ -377,3 +377,30 @@ def test_main_kinds_are_its_int_and_float_annotations_not_its_bool_ones():
     assert keys["method_kwargs.student_temperature"] == NUMBER
     assert keys["method_kwargs.num_prototypes"] == WHOLE
     assert keys["method_kwargs.clip_grad"] is None and keys["method_kwargs.freeze_last_layer"] is None
+
+
+@pytest.mark.parametrize("override, instead", [
+    ("+data.fraction=0.5", "data.subset=<number of images> (a fixed random subset, drawn with data.subset_seed)"),
+    ("+resume_from_checkpoint=runs/x/last.ckpt", "the command's --resume (it continues the run folder's last.ckpt)"),
+    ("+data.no_labels=true", "none: custom data is an ImageFolder of class sub-folders (README, custom data)"),
+])
+def test_a_key_of_mains_that_solo_ncp_replaces_names_the_replacement(override, instead):
+    """It named the closest key by spelling (`accumulate_grad_batches` for resume_from_checkpoint)."""
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [override])
+    assert str(err.value) == (f"`{key}` is solo-learn main's, not read by solo-ncp or simclr on "
+                              f"{current_host().api}: solo-ncp's is {instead}; remove it")
+
+
+@pytest.mark.parametrize("method, what", [("base", "the base class of solo-learn's methods"),
+                                          ("linear", "solo-learn's linear evaluation model")])
+def test_solo_learns_base_and_linear_are_no_method_to_train(method, what):
+    """`method=linear` failed with a TypeError traceback; `method=base` trained the online classifier
+    alone and wrote an untrained encoder as a stage-1 checkpoint."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [f"method={method}"])
+    message = str(err.value)
+    assert message.startswith(f"method={method} is {what}")
+    offered = message.split("choose one of ")[1].split(", ")
+    assert {"simclr", "ncp", "deacl"} <= set(offered) and not {"base", "linear"} & set(offered)

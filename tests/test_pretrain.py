@@ -209,3 +209,18 @@ def epoch_lrs(metrics_csv) -> list:
     with open(metrics_csv) as f:
         row = next(row for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items()))
     return [float(value) for key, value in row.items() if key.startswith("lr-")]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+knn_eval.enabled=true"], "knn_eval.enabled=true scores the test split's features, which data.val=false leaves "
+                                 "out: set data.val=true, or turn the k-NN off (knn_eval.enabled=false)"),
+    (["checkpoint.enabled=false"], "checkpoint.enabled=false: solo-ncp always writes last.ckpt after every epoch "
+                                   "(--resume, stage 2 and every later command read it); remove it, or set it to true"),
+    (["checkpoint.enabled=abc"], "`checkpoint.enabled: abc` must be true or false"),
+])
+def test_a_stage1_setting_solo_ncp_would_not_honour_is_refused_before_the_run(overrides, message, tmp_path, capsys):
+    """Each was taken in silence: a k-NN without validation data logged nothing, and last.ckpt was
+    written whatever checkpoint.enabled said (DIGITS_SIMCLR sets data.val=false)."""
+    assert pretrain(tmp_path, "name=r", "max_epochs=1", "limit_train_batches=1", *overrides) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message} (solo-ncp pretrain)"
+    assert not (tmp_path / "r").exists()

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if str(cfg.method) in solo_ncp_methods():
         raise ValueError(f"method={cfg.method} is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint): "
                          f"solo-ncp train --config {args.config} ...; pretrain trains stage 1 (simclr, ...)")
+    if select(cfg, "knn_eval.enabled", False) and not select(cfg, "data.val", True):
+        raise ValueError("knn_eval.enabled=true scores the test split's features, which data.val=false leaves out: "
+                         "set data.val=true, or turn the k-NN off (knn_eval.enabled=false)")
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
         spec = dataset_spec(cfg)

@@ -132,12 +132,22 @@ def dotted_keys(node) -> Iterator[str]:
     return (".".join(path) for path, _ in walk_plain(node))
 
 
+NOT_TRAINED = {
+    "base": "the base class of solo-learn's methods: it trains the online classifier alone, never the encoder",
+    "linear": "solo-learn's linear evaluation model (its main_linear.py; `solo-ncp eval` trains the paper's heads)",
+}
+"""Entries of solo-learn's `METHODS` that are no self-supervised method to train, and what they are."""
+
+
 def method_class(name: str) -> type:
     """The installed host's method class `name` (`solo.methods.METHODS`, where `import solo_ncp`
-    added solo-ncp's); ConfigError naming the registered ones."""
+    added solo-ncp's, less `NOT_TRAINED`); ConfigError naming the methods to choose from."""
     methods = import_solo().METHODS
+    choices = ", ".join(method for method in methods if method not in NOT_TRAINED)
+    if name in NOT_TRAINED:
+        raise ConfigError(f"method={name} is {NOT_TRAINED[name]}: choose one of {choices}")
     if name not in methods:
-        raise ConfigError(f"method={name!r} is not registered: choose one of {', '.join(methods)}")
+        raise ConfigError(f"method={name!r} is not registered: choose one of {choices}")
     return methods[name]
 
 
@@ -300,10 +310,22 @@ def closest_key(key: str, candidates: Sequence[str]) -> Tuple[Optional[str], boo
     return (siblings.get(nearest[0], nearest[0]) if nearest else None), False
 
 
+REPLACED_MAIN_KEYS = {
+    "data.fraction": "data.subset=<number of images> (a fixed random subset, drawn with data.subset_seed)",
+    "resume_from_checkpoint": "the command's --resume (it continues the run folder's last.ckpt)",
+    "data.no_labels": "none: custom data is an ImageFolder of class sub-folders (README, custom data)",
+}
+"""Keys of solo-learn main's configs solo-ncp refuses, with what it has instead."""
+
+
 def unread_key_error(key: str, known: Sequence[str], reader: str) -> ConfigError:
     """The one-line refusal of `key`, which no key of `known` (dotted, `*` for a list index) reads:
-    "did you mean" the closest of them (`closest_key`) when it is close; else the names read in
-    `key`'s block (a method's options), or the closest key read."""
+    what solo-ncp has instead of a key of main's it refuses (`REPLACED_MAIN_KEYS`); "did you mean"
+    the closest of them (`closest_key`) when it is close; else the names read in `key`'s block (a
+    method's options), or the closest key read."""
+    if key in REPLACED_MAIN_KEYS:
+        return ConfigError(f"`{key}` is solo-learn main's, not read by {reader}: solo-ncp's is "
+                           f"{REPLACED_MAIN_KEYS[key]}; remove it")
     candidates = [_instance(pattern, key) for pattern in known]
     closest, close = closest_key(key, candidates)
     block = key.rpartition(".")[0]

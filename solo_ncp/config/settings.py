@@ -166,6 +166,9 @@ def checkpoint_history(cfg: DictConfig) -> CheckpointHistory:
     if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
         raise ConfigError(f"`checkpoint.frequency: {frequency}` must be a whole number of epochs, "
                           "1 or more")
+    if not _flag({"enabled": True, **block}, "checkpoint", "enabled"):
+        raise ConfigError("checkpoint.enabled=false: solo-ncp always writes last.ckpt after every epoch (--resume, "
+                          "stage 2 and every later command read it); remove it, or set it to true")
     save_best = _flag(block, "checkpoint", "save_best")
     if save_best and not select(cfg, "method_kwargs.val_robust_every", 0):
         raise ConfigError(
