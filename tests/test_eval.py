@@ -258,7 +258,7 @@ def write_run(directory: Path, method: str, dataset: str, mode: str, seed: int, 
                     "aa_n": aa_n if aa else 0},
         "settings": {"ra": {"eps": 8 / 255, "alpha": 2 / 255, "steps": pgd_steps},
                      "aa": {"version": "standard", "attacks": None, "eps": 8 / 255}},
-        "checkpoint": {"path": "x.ckpt", "sha256": "0" * 64},
+        "checkpoint": {"path": "x.ckpt", "sha256": f"{method} {dataset} {seed}".encode().hex()},  # one per seed
         "encoder": encoder or {},
     }
     (directory / "metrics.json").write_text(json.dumps(record))
@@ -479,7 +479,7 @@ def write_poc(directory: Path, seed: int, n_correct: int, random_noise, nbr, hea
     directory.mkdir(parents=True)
     rows = {key: {"prob_dec": prob_dec, "attack_success": success, "n": n_correct}
             for key, (prob_dec, success) in (("random_noise", random_noise), ("nbr", nbr))}
-    record = {**rows, "n_correct": n_correct, "n_total": n_correct + 7,
+    record = {**rows, "n_correct": n_correct, "n_total": 2000,
               "settings": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "n": 2, "seed": seed,
                            "k": 10, "dataset": "cifar10", **({"head": head} if head else {})}}
     (directory / "poc.json").write_text(json.dumps(record))

@@ -143,8 +143,8 @@ def test_a_failed_step_is_one_error_line_naming_the_step_and_its_log(digits_simc
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     log = out / "s0" / "select-k" / "step.log"
-    assert last.startswith("error: step s0/select-k failed (exit 2): --k-max=500 is larger than the 256 "
-                           "training images"), last
+    assert last.startswith("error: step s0/select-k failed (exit 2): the sweep reaches K=500, and the silhouette "
+                           "needs K <= N-1 = 255 for the 256 training images"), last
     assert last.endswith(f"its log: {log} (solo-ncp reproduce)")
     assert sorted(p.name for p in (out / "s0").iterdir()) == ["select-k"]
 

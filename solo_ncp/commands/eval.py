@@ -248,7 +248,7 @@ def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List
         "branches": branches,
         "bn": branches[0]["bn"],
         "metrics": branches[0]["metrics"],
-        "ra_counting": RA_COUNTING,
+        "ra_counting": RA_COUNTING.format(ra=f"PGD-{args.pgd_steps}"),
         "threat_model": args.norm,
         "settings": {
             "fine_tune": fine_tune_record(cfg),

@@ -36,8 +36,7 @@ def draw_figures(inputs, folder) -> list:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from solo_ncp.eval.report import tables
-    from solo_ncp.eval.results import read_inputs
+    from solo_ncp.eval.report import read_report_inputs, tables
     from solo_ncp.io import atomic_write_text, check_writable, wrong_kind
 
     if args.out:
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out} {problem}: pass the markdown file's path, e.g. "
                              f"{Path(args.out) / 'report.md'}")
         check_writable(Path(args.out).parent)
-    inputs = read_inputs(args.runs)
+    inputs = read_report_inputs(args.runs)
     table = tables(inputs)
     print(table)
     if args.out:

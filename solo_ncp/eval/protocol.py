@@ -64,8 +64,9 @@ def two_decimals(value: float) -> str:
 
 RA_COUNTING = (
     "a test image counts as robust only if it is classified correctly both clean and under "
-    "attack (PGD-20 for RA, AutoAttack for AA); RA and AA are percentages of all evaluated images"
+    "attack ({ra} for RA, AutoAttack for AA); RA and AA are percentages of all evaluated images"
 )
+"""How RA and AA count an image; `{ra}`: the PGD attack behind RA as run ("PGD-20": its recorded steps)."""
 
 DEACL_VALUES: Dict[str, Tuple[str, str]] = {
     "SLF learning rate": ("0.1 (whitened/standardized head); paper head 0.1 CIFAR-10, 10 CIFAR-100/STL-10",

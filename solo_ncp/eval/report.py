@@ -4,12 +4,16 @@ Each head gets its own tables: the paper's head (Appendix A.3) under the paper's
 head under titles naming it as a second evaluation. Every table says how its numbers were measured:
 the head and the BN-branch rows in its legend, the test images per seed in each column header, the
 attacks (PGD settings, AutoAttack version) and how RA counts in its legend. A column whose runs were
-measured on different numbers of test images, or with different attacks, is refused (ValueError
-naming the files).
+measured on different numbers of test images, with different attacks, threat models or head training,
+is refused (ValueError naming the setting, both values and the files), as is a cell averaging one
+seed or one encoder twice, a Table-1 row averaging seeds of different PoC settings, and a result
+given twice.
 
 The files are read by `solo_ncp.eval.results`.
 """
 import dataclasses
+import hashlib
+import json
 import os
 import statistics
 from dataclasses import dataclass
@@ -18,8 +22,13 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING, two_decimals
 from solo_ncp.eval.results import (
+    K_FILE,
+    METRICS_FILE,
+    NOT_RECORDED,
+    POC_FILE,
     ReportInputs,
     RunRecord,
+    budget_text,
     read_inputs,
     read_poc,
 )
@@ -103,13 +112,91 @@ def _metric_title(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
     return f"{group} {METRIC_TITLES[metric]} {_column_images(group, metric, runs)}"
 
 
-def _attack_legend(runs: Sequence[RunRecord]) -> str:
-    """How RA and AA were measured and counted in these runs."""
+def _attack_legend(runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> str:
+    """How RA and AA were measured and counted in these runs (`records`: their metrics.json)."""
     parts = []
     for metric, name in (("ra", "RA"), ("aa", "AA")):
         used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
         parts.append(f"{name}: {'; '.join(used) or 'not run'}.")
-    return " ".join(parts) + f" Counting: {RA_COUNTING}."
+    ra = " / ".join(sorted({_ra_attack(records[run.path]) for run in runs}))
+    return " ".join(parts) + f" Counting: {RA_COUNTING.format(ra=ra)}."
+
+
+def _object(value: object) -> Mapping:
+    """`value` where it is a JSON object, else {} (a key an older file lacks)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _ra_attack(record: Mapping) -> str:
+    """"PGD-20": the attack behind RA with the steps metrics.json `record` recorded."""
+    steps = _object(_object(record.get("settings")).get("ra")).get("steps")
+    return f"PGD-{steps}" if steps is not None else f"PGD (steps {NOT_RECORDED})"
+
+
+def _threat_model(ra: Mapping) -> str:
+    """"L-inf eps 8/255" or "L2 eps 0.5" of metrics.json's settings.ra."""
+    try:
+        return budget_text(ra, "eps")
+    except (KeyError, TypeError, ValueError):
+        return NOT_RECORDED
+
+
+def _head_training(settings: Mapping) -> Dict[str, object]:
+    """How a result's head was trained, by setting: the training images, feature caching and
+    settings.fine_tune but its seed (the result's seed, which differs between seeds)."""
+    fine_tune = _object(settings.get("fine_tune"))
+    return {"training images (train_n)": settings.get("train_n", NOT_RECORDED),
+            "cache_features": settings.get("cache_features", NOT_RECORDED),
+            **{f"fine_tune.{key}": value for key, value in fine_tune.items() if key != "seed"}}
+
+
+def _column_settings(record: Mapping) -> Dict[str, object]:
+    """What the runs of one column share beyond the dataset, mode, loss and head that make it (its
+    test images and attacks: `_column_images`): the threat model and the head's training."""
+    settings = _object(record.get("settings"))
+    return {"threat model": _threat_model(_object(settings.get("ra"))), **_head_training(settings)}
+
+
+def _refuse_mixed(what: str, entries: Sequence[Tuple[Path, Mapping[str, object]]], fix: str) -> None:
+    """ValueError when `entries` ((file, {setting: value}), the results averaged together) differ
+    in a setting: it names `what`, the setting, both values with their files, and `fix`."""
+    for (first_file, first), (file, settings) in zip(entries, entries[1:]):
+        for name in dict.fromkeys([*first, *settings]):
+            if first.get(name, NOT_RECORDED) != settings.get(name, NOT_RECORDED):
+                raise ValueError(f"{what} mixes {name} {first.get(name, NOT_RECORDED)} ({first_file}) and "
+                                 f"{settings.get(name, NOT_RECORDED)} ({file}): {fix}")
+
+
+COLUMN_FIX = ("a column averages runs of one protocol: evaluate every run alike (`solo-ncp eval`'s --norm, "
+              "--eps, --train-n, --epochs, --lr, --batch-size, --cache-features), or report them in separate "
+              "`solo-ncp report` calls")
+
+
+def _check_column(group: str, runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> None:
+    """ValueError naming the setting when the runs of column `group` differ in `_column_settings`."""
+    _refuse_mixed(f"column {group}", [(run.path, _column_settings(records[run.path])) for run in runs],
+                  COLUMN_FIX)
+
+
+def _check_seeds(cell: str, runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> None:
+    """ValueError naming both folders when two runs of one cell (`cell`: its row and column) are
+    one seed, or evaluate one encoder (checkpoint.sha256): a cell averages training seeds."""
+    seeds: Dict[int, RunRecord] = {}
+    encoders: Dict[str, RunRecord] = {}
+    for run in runs:
+        other = seeds.setdefault(run.seed, run)
+        if other is not run:
+            raise ValueError(f"duplicate run: {other.path.parent} and {run.path.parent} are both seed "
+                             f"{run.seed} of {cell}: pass one of them, or give the other its own row "
+                             "(`solo-ncp eval --method LABEL`)")
+        sha = _object(records[run.path].get("checkpoint")).get("sha256")
+        other = encoders.setdefault(sha, run) if sha else run
+        if other is not run:
+            raise ValueError(f"{other.path.parent} (seed {other.seed}) and {run.path.parent} (seed "
+                             f"{run.seed}) evaluate one encoder (checkpoint sha256 {sha[:12]}...) in "
+                             f"{cell}: a cell averages training seeds, and one checkpoint is one seed: pass "
+                             "the evaluations of encoders trained with different seeds (`solo-ncp "
+                             "reproduce --seeds 0,1,2`)")
 
 
 def _table(
@@ -128,33 +215,26 @@ def _table(
     labels = sorted(dict.fromkeys(run.label for run in runs),
                     key=lambda label: next((methods.index(run.method), run.bn == "clean")
                                            for run in runs if run.label == label))
-    header = ["Method"] + [
-        _metric_title(group, metric, [run for run in runs if belongs(run)])
-        for group, belongs in groups
-        for metric in METRICS
-    ]
+    records = {run.path: json.loads(run.path.read_text()) for run in runs}
+    header = ["Method"]
+    for group, belongs in groups:
+        column = [run for run in runs if belongs(run)]
+        _check_column(group, column, records)
+        header += [_metric_title(group, metric, column) for metric in METRICS]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         cells = [label]
-        for _, belongs in groups:
+        for group, belongs in groups:
             group_runs = [run for run in runs if run.label == label and belongs(run)]
+            _check_seeds(f"row {label}, column {group}", group_runs, records)
             cells += [_cell(group_runs, metric) for metric in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (f"Head: {HEAD_NOTES[head]}. {BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
               "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
-              "test images per seed. " + _attack_legend(runs)
+              "test images per seed. " + _attack_legend(runs, records)
               + (BEST_LEGEND if any(run.best for run in runs) else ""))
     lines += ["", legend, ""]
     return "\n".join(lines)
-
-
-def _check_unique(runs: Sequence[RunRecord]) -> None:
-    seen: Dict[tuple, Path] = {}
-    for run in runs:
-        key = (run.label, run.dataset, run.protocol, run.head, run.seed)
-        if key in seen:
-            raise ValueError(f"duplicate run {key}: {seen[key]} and {run.path}")
-        seen[key] = run.path
 
 
 def _dataset_order(dataset: str) -> Tuple[int, str]:
@@ -185,26 +265,88 @@ def head_tag(head: str) -> str:
     return f" ({head} head: a second evaluation, not the paper's protocol)"
 
 
-def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]]) -> str:
+PocRecords = List[Tuple[Path, dict]]
+"""The poc.json files of one Table-1 row block and their records."""
+SILHOUETTE_K = "each seed's silhouette K"
+"""The K of PoC seeds each run at the best K of its encoder's and seed's select-k (`reproduce`)."""
+POC_FIX = ("a row averages seeds of one protocol: run `solo-ncp poc` alike for every seed (--k, --steps, "
+           "--alpha, --test-n, --train-n, --epochs, --lr, --bn; a K read from each seed's select-k counts "
+           "as one when its select-k folder is given to report too), or report them in separate calls")
+
+
+def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]], selections: Sequence[Dict] = ()) -> str:
     """Table 1 over `solo-ncp poc` folders (poc.json): one table per SLF head (the paper's first,
     an unrecorded one last), one block per (dataset, eps) in it; rows random noise and the push
-    toward the n-th nearest cluster; mean ± sample std over the folders (seeds)."""
-    heads: Dict[str, Dict[Tuple[str, float, int], List[dict]]] = {}
+    toward the n-th nearest cluster; mean ± sample std over the folders (seeds). `selections`:
+    the select-k results (k.json) given beside them, which tell a silhouette K (`_poc_settings`)."""
+    heads: Dict[str, Dict[Tuple[str, float, int], PocRecords]] = {}
     for poc_dir in poc_dirs:
         key, record = read_poc(poc_dir)
         head = record["settings"].get("head") or UNRECORDED_HEAD
-        heads.setdefault(head, {}).setdefault(key, []).append(record)
+        heads.setdefault(head, {}).setdefault(key, []).append((Path(poc_dir) / POC_FILE, record))
     order = sorted(heads, key=lambda head: (head != PAPER_HEAD, head == UNRECORDED_HEAD, head))
-    return "\n".join(_poc_table(heads[head], head) for head in order)
+    return "\n".join(_poc_table(heads[head], head, selections) for head in order)
 
 
-def _poc_table(groups: Mapping[Tuple[str, float, int], List[dict]], head: str) -> str:
+def _poc_k(settings: Mapping, selections: Sequence[Dict]) -> object:
+    """A poc's K as its protocol names it: SILHOUETTE_K when it is the best K of a select-k of the
+    same encoder (checkpoint sha256) and seed among `selections`, else the K it was given."""
+    sha = _object(settings.get("checkpoint")).get("sha256")
+    chosen = (sha, settings.get("seed"), settings.get("k"))
+    silhouette = sha is not None and any((s["ckpt_sha256"], s["seed"], s["k"]) == chosen for s in selections)
+    return SILHOUETTE_K if silhouette else settings.get("k", NOT_RECORDED)
+
+
+def _poc_settings(record: Mapping, selections: Sequence[Dict]) -> Dict[str, object]:
+    """What the seeds of one Table-1 row block share beyond its head, dataset, eps and n."""
+    settings = record["settings"]
+    return {"K": _poc_k(settings, selections), "PGD steps": settings.get("steps", NOT_RECORDED),
+            "step size alpha": settings.get("alpha", NOT_RECORDED),
+            "test images": record.get("n_total", NOT_RECORDED), "BN branch": settings.get("bn", NOT_RECORDED),
+            "clustered images (clustered_n)": settings.get("clustered_n", NOT_RECORDED),
+            **_head_training(settings)}
+
+
+def _check_poc_block(block: str, records: PocRecords, selections: Sequence[Dict]) -> None:
+    """ValueError naming the setting, or both folders of one seed, when the seeds of Table-1 row
+    block `block` are not seeds of one protocol."""
+    _refuse_mixed(f"Table 1 row {block}",
+                  [(path, _poc_settings(record, selections)) for path, record in records], POC_FIX)
+    seeds: Dict[object, Path] = {}
+    for path, record in records:
+        other = seeds.setdefault(record["settings"].get("seed"), path)
+        if other is not path:
+            raise ValueError(f"duplicate poc: {other.parent} and {path.parent} are both seed "
+                             f"{record['settings'].get('seed')} of Table 1 row {block}: pass one of them")
+
+
+def _in_255ths(value: object) -> str:
+    """A recorded L-inf size as "2/255" (NOT_RECORDED as it is)."""
+    return f"{value * 255:.3g}/255" if isinstance(value, (int, float)) else str(value)
+
+
+def _poc_legend(block: str, records: PocRecords, selections: Sequence[Dict]) -> str:
+    """The protocol of Table-1 row block `block`: its K, PGD steps and step size, and test images."""
+    settings = _poc_settings(records[0][1], selections)
+    ks = "/".join(map(str, sorted({record["settings"].get("k", NOT_RECORDED) for _, record in records})))
+    k = f"K {ks} ({SILHOUETTE_K})" if settings["K"] == SILHOUETTE_K else f"K {ks}"
+    return (f"{block}: {k}, δ_nbr by PGD-{settings['PGD steps']} with step "
+            f"{_in_255ths(settings['step size alpha'])}, {settings['test images']} test images per seed.")
+
+
+def _poc_table(groups: Mapping[Tuple[str, float, int], PocRecords], head: str,
+               selections: Sequence[Dict]) -> str:
     """Table 1 of the poc.json records of one SLF head, grouped by (dataset, eps, n)."""
     lines = [f"## Table 1{head_tag(head)}: proof of concept (stage-1 encoder with an SLF head)", "",
              "| dataset | eps | perturbation | Prob. Dec. (%) | Attk. Succ. (%) | correct test images |",
              "|---|---|---|---|---|---|"]
-    for (dataset, eps, n), records in sorted(groups.items(), key=lambda item: (_dataset_order(item[0][0]),
+    legends = []
+    for (dataset, eps, n), entries in sorted(groups.items(), key=lambda item: (_dataset_order(item[0][0]),
                                                                                  item[0][1:])):
+        block = f"{dataset_title(dataset)} {eps * 255:.0f}/255 δ_nbr (n={n})"
+        _check_poc_block(block, entries, selections)
+        legends.append(_poc_legend(block, entries, selections))
+        records = [record for _, record in entries]
         for row, label in POC_ROWS.items():
             name = f"{label} (n={n})" if row == "nbr" else label
             cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
@@ -212,7 +354,7 @@ def _poc_table(groups: Mapping[Tuple[str, float, int], List[dict]], head: str) -
             lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
                          f"{cells[0]} | {cells[1]} | {counts} |")
     lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "
-              "over its correctly classified test images.", ""]
+              "over its correctly classified test images. Protocol per row: " + " ".join(legends), ""]
     return "\n".join(lines)
 
 
@@ -228,9 +370,34 @@ def figure2_table(selections: Sequence[Dict]) -> str:
     return "\n".join(lines + [""])
 
 
+RESULT_FILES = (METRICS_FILE, POC_FILE, K_FILE)
+"""The result files of a report folder, in the order `read_inputs` takes the first present."""
+
+
+def read_report_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
+    """`read_inputs(run_dirs)`, after which a folder given twice, or two holding byte-identical
+    results, is a ValueError naming both (one result would count as two seeds)."""
+    folders = [Path(folder) for folder in run_dirs]
+    inputs = read_inputs(folders)
+    files: Dict[Path, Path] = {}
+    contents: Dict[str, Path] = {}
+    for folder in folders:
+        result = next(folder / name for name in RESULT_FILES if (folder / name).exists())
+        other = files.setdefault(result.resolve(), folder)
+        if other is not folder:
+            raise ValueError(f"{folder} is {other} given again: pass each result folder once (its result "
+                             "would count as a second seed)")
+        other = contents.setdefault(hashlib.sha256(result.read_bytes()).hexdigest(), folder)
+        if other is not folder:
+            raise ValueError(f"{other / result.name} and {result} are byte-identical: one result given "
+                             "twice would count as two seeds: pass one of them (a second seed is a run "
+                             "of its own, with another --seed)")
+    return inputs
+
+
 def aggregate(run_dirs: Iterable[Union[str, os.PathLike]]) -> str:
-    """`tables` of `read_inputs(run_dirs)`."""
-    return tables(read_inputs(run_dirs))
+    """`tables` of `read_report_inputs(run_dirs)`."""
+    return tables(read_report_inputs(run_dirs))
 
 
 def tables(inputs: ReportInputs) -> str:
@@ -247,8 +414,7 @@ def tables(inputs: ReportInputs) -> str:
     runs = inputs.runs
     if not runs and not inputs.poc_dirs and not inputs.selections:
         raise ValueError("aggregate needs at least one run directory")
-    _check_unique(runs)
-    sections = [poc_summary(inputs.poc_dirs)] if inputs.poc_dirs else []
+    sections = [poc_summary(inputs.poc_dirs, inputs.selections)] if inputs.poc_dirs else []
     if inputs.selections:
         sections.append(figure2_table(inputs.selections))
     for head in sorted({run.head for run in runs}, key=lambda head: head != PAPER_HEAD):
@@ -318,7 +484,6 @@ def _head_tables(runs: Sequence[RunRecord], head: str) -> List[str]:
         tables.append(_table(f"Table 2{tag}: standard linear fine-tuning (SLF)", groups, slf_runs))
     for ablation in ABLATIONS:
         rows = ablation_runs(slf_runs, ablation)
-        _check_unique(rows)
         if rows:
             title = ablation.title.replace(":", f"{tag}, SLF:", 1)
             tables.append(_table(title, groups, rows))

@@ -180,7 +180,7 @@ def _fraction_of_255(value: float) -> str:
     return f"{value * 255:.3g}/255"
 
 
-def _budget(attack: Mapping, key: str) -> str:
+def budget_text(attack: Mapping, key: str) -> str:
     """An attack's size `key` ("eps", "alpha") in its threat model's usual units: "8/255" in L-inf
     (the norm of files written before L2 existed), "0.5" in L2; with the norm's name for "eps"."""
     norm = attack.get("norm", "Linf")
@@ -196,12 +196,12 @@ def _attacks(settings: object) -> Dict[str, str]:
     settings = settings if isinstance(settings, dict) else {}
     ra, aa = settings.get("ra") or {}, settings.get("aa") or {}
     try:
-        ra_text = f"PGD-{int(ra['steps'])}, {_budget(ra, 'eps')}, step {_budget(ra, 'alpha')}"
+        ra_text = f"PGD-{int(ra['steps'])}, {budget_text(ra, 'eps')}, step {budget_text(ra, 'alpha')}"
     except (KeyError, TypeError, ValueError):
         ra_text = NOT_RECORDED
     try:
         attacks = f" ({', '.join(aa['attacks'])})" if aa.get("attacks") else ""
-        aa_text = f"AutoAttack {aa['version']}{attacks}, {_budget(aa, 'eps')}"
+        aa_text = f"AutoAttack {aa['version']}{attacks}, {budget_text(aa, 'eps')}"
     except (KeyError, TypeError, ValueError):
         aa_text = NOT_RECORDED
     return {"ra": ra_text, "aa": aa_text}

@@ -1,0 +1,226 @@
+"""`solo-ncp report` averages only seeds of one protocol: a result given twice, seeds of different
+settings (PoC's K, steps, step size, test images; a head's training; a threat model) and two
+evaluations of one checkpoint are refused with a sentence naming the setting or the folders, and
+each legend names what its numbers were measured with (Table 1's K, steps, step and test images;
+the RA attack's steps in how RA counts)."""
+import hashlib
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from solo_ncp.cli import main
+from tests.conftest import host_independent
+
+pytestmark = [pytest.mark.usefixtures("single_thread"), host_independent]
+
+FINE_TUNE = {"epochs": 25, "batch_size": 512, "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4,
+             "milestones": [15, 20], "gamma": 0.1, "mode": "slf", "loss": "ce", "beta": None, "head": "paper",
+             "norm": "Linf", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "crop_padding": 4}
+"""settings.fine_tune as eval and poc record it (without its seed, the run's)."""
+
+
+def encoder_digest(name: str) -> str:
+    """A checkpoint's sha256: one per encoder name."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def write_metrics(folder: Path, seed: int, encoder: str, method: str = "ncp", mode: str = "slf", norm: str = "Linf",
+                  eps: float = 8 / 255, pgd_steps: int = 20, train_n: int = 50000, sa: float = 80.0,
+                  **fine_tune) -> Path:
+    """An eval folder whose metrics.json is laid out as `solo-ncp eval` writes it: RA by PGD-`pgd_steps`
+    in `norm` with `eps`, a head trained on `train_n` images with FINE_TUNE updated by `fine_tune`,
+    of the checkpoint of digest `encoder_digest(encoder)`."""
+    folder.mkdir(parents=True)
+    metrics = {"sa": sa, "ra": 40.0, "aa": None, "sa_n": 10000, "ra_n": 10000, "aa_n": 0}
+    record = {
+        "schema": 2, "method": method, "dataset": "cifar10", "mode": mode, "loss": "ce", "beta": None,
+        "head": "paper", "seed": seed, "branches": [{"bn": None, "metrics": metrics}], "bn": None,
+        "metrics": metrics, "threat_model": norm,
+        "settings": {"fine_tune": {**FINE_TUNE, "mode": mode, "seed": seed, **fine_tune}, "cache_features": False,
+                     "ra": {"norm": norm, "eps": eps, "alpha": eps / 4, "steps": pgd_steps},
+                     "aa": {"version": "standard", "attacks": None, "norm": norm, "eps": eps, "n": 0},
+                     "train_n": train_n, "test_n": 10000},
+        "checkpoint": {"path": f"{encoder}.ckpt", "sha256": encoder_digest(encoder)},
+    }
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
+
+
+def write_poc(folder: Path, seed: int, encoder: str = "stage1", n_total: int = 2000, prob_dec: float = 10.0,
+              **settings) -> Path:
+    """A poc folder whose poc.json is laid out as `solo-ncp poc` writes it (K 10, PGD-5 with step
+    2/255, the paper's head) of `n_total` test images, 100 of them correct, with `settings` updated."""
+    folder.mkdir(parents=True)
+    rows = {key: {"prob_dec": prob_dec, "attack_success": 20.0, "n": 100} for key in ("random_noise", "nbr")}
+    record = {**rows, "n_correct": 100, "n_total": n_total, "settings": {
+        "eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "n": 2, "seed": seed, "k": 10, "dataset": "cifar10",
+        "bn": None, "clustered_n": 50000, "checkpoint": {"path": f"{encoder}.ckpt", "sha256": encoder_digest(encoder)},
+        "head": "paper", "fine_tune": {**FINE_TUNE, "seed": seed}, "cache_features": False, "train_n": 50000,
+        "test_n": n_total, **settings}}
+    (folder / "poc.json").write_text(json.dumps(record))
+    return folder
+
+
+def write_k(folder: Path, seed: int, k: int, encoder: str = "stage1") -> Path:
+    """A select-k folder whose k.json chose `k` for `seed` on the encoder `encoder`."""
+    folder.mkdir(parents=True)
+    (folder / "k.json").write_text(json.dumps({
+        "k": k, "scores": {str(k): 0.5, str(k + 5): 0.25}, "dataset": "cifar10", "seed": seed, "n": 500,
+        "ckpt": f"{encoder}.ckpt", "ckpt_sha256": encoder_digest(encoder)}))
+    return folder
+
+
+def report_error(folders, capsys) -> str:
+    """The one error line `solo-ncp report FOLDERS` prints (it must fail)."""
+    assert main(["report", *map(str, folders)]) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def report(folders, capsys) -> str:
+    assert main(["report", *map(str, folders)]) == 0
+    return capsys.readouterr().out
+
+
+# --- one result given twice -----------------------------------------------------------------------
+
+WRITERS = {"metrics.json": lambda folder: write_metrics(folder, 0, "ncp-s0"),
+           "poc.json": lambda folder: write_poc(folder, 0),
+           "k.json": lambda folder: write_k(folder, 0, 10)}
+
+
+@pytest.mark.parametrize("result", WRITERS)
+def test_a_folder_given_twice_is_refused_naming_it(result, tmp_path, capsys):
+    """It counted as two seeds (Table 1: n=2 with std 0; Fig. 2: its row twice)."""
+    folder = WRITERS[result](tmp_path / "run")
+    assert report_error([folder, folder], capsys) == (
+        f"error: {folder} is {folder} given again: pass each result folder once (its result would count as a "
+        "second seed) (solo-ncp report)")
+
+
+@pytest.mark.parametrize("result", WRITERS)
+def test_a_copied_result_is_refused_naming_both_files(result, tmp_path, capsys):
+    folder = WRITERS[result](tmp_path / "run")
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    assert report_error([folder, copy], capsys) == (
+        f"error: {folder / result} and {copy / result} are byte-identical: one result given twice would count "
+        "as two seeds: pass one of them (a second seed is a run of its own, with another --seed) (solo-ncp report)")
+
+
+# --- Table 1 ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, change, values", [
+    ("K", {"k": 20}, (10, 20)),
+    ("PGD steps", {"steps": 10}, (5, 10)),
+    ("step size alpha", {"alpha": 1 / 255}, (2 / 255, 1 / 255)),
+    ("test images", {"n_total": 1000}, (2000, 1000)),
+    ("training images (train_n)", {"train_n": 1000}, (50000, 1000)),
+    ("fine_tune.lr", {"fine_tune": {**FINE_TUNE, "seed": 1, "lr": 10.0}}, (0.1, 10.0)),
+])
+def test_table_1_refuses_seeds_of_two_protocols_naming_the_setting(setting, change, values, tmp_path, capsys):
+    """Each pair was averaged into one row (n=2) under a header that named neither value."""
+    first = write_poc(tmp_path / "s0", 0)
+    second = write_poc(tmp_path / "s1", 1, **change)
+    assert report_error([first, second], capsys).startswith(
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes {setting} {values[0]} ({first / 'poc.json'}) and "
+        f"{values[1]} ({second / 'poc.json'}): a row averages seeds of one protocol")
+
+
+def test_table_1_legend_states_k_steps_step_and_test_images(tmp_path, capsys):
+    folders = [write_poc(tmp_path / f"s{seed}", seed, prob_dec=value) for seed, value in enumerate((10.0, 14.0))]
+    table = report(folders, capsys)
+    assert "| CIFAR-10 | 8/255 | random noise | 12.00 ± 2.83 (n=2) |" in table  # sqrt(((10-12)^2 + (14-12)^2) / 1)
+    assert "Protocol per row: CIFAR-10 8/255 δ_nbr (n=2): K 10, δ_nbr by PGD-5 with step 2/255, 2000 test images " \
+           "per seed." in table
+
+
+def test_each_seeds_own_silhouette_k_is_one_protocol_when_its_select_k_is_given(tmp_path, capsys):
+    """As `reproduce` runs it: each seed's poc at the K of its own select-k (same encoder and seed)."""
+    ks = {0: 10, 1: 20}
+    selections = [write_k(tmp_path / f"k{seed}", seed, k) for seed, k in ks.items()]
+    pocs = [write_poc(tmp_path / f"p{seed}", seed, k=k) for seed, k in ks.items()]
+    assert "CIFAR-10 8/255 δ_nbr (n=2): K 10/20 (each seed's silhouette K), δ_nbr by PGD-5" in report(
+        selections + pocs, capsys)
+    assert report_error(pocs, capsys).startswith(  # without the select-k folders: two fixed Ks
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K 10 ({pocs[0] / 'poc.json'}) and 20 "
+        f"({pocs[1] / 'poc.json'})")
+    other = write_poc(tmp_path / "p1-k30", 1, k=30)  # seed 1's select-k chose 20
+    assert report_error([*selections, pocs[0], other], capsys).startswith(
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K each seed's silhouette K ({pocs[0] / 'poc.json'}) "
+        f"and 30 ({other / 'poc.json'})")
+
+
+def test_two_pocs_of_one_seed_are_refused_naming_both_folders(tmp_path, capsys):
+    first, second = (write_poc(tmp_path / name, 0, prob_dec=value) for name, value in (("a", 10.0), ("b", 11.0)))
+    assert report_error([first, second], capsys) == (
+        f"error: duplicate poc: {first} and {second} are both seed 0 of Table 1 row CIFAR-10 8/255 δ_nbr (n=2): "
+        "pass one of them (solo-ncp report)")
+
+
+# --- Tables 2 and 3 -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, column", [("slf", "CIFAR-10"), ("alf", "ALF (CE)")])
+@pytest.mark.parametrize("setting, change, values", [
+    ("fine_tune.lr", {"lr": 0.05}, (0.1, 0.05)),
+    ("fine_tune.epochs", {"epochs": 10}, (25, 10)),
+    ("training images (train_n)", {"train_n": 5000}, (50000, 5000)),
+])
+def test_a_column_refuses_heads_trained_two_ways(mode, column, setting, change, values, tmp_path, capsys):
+    """The seeds were averaged into one cell whatever their heads' training."""
+    first = write_metrics(tmp_path / "s0", 0, "ncp-s0", mode=mode)
+    second = write_metrics(tmp_path / "s1", 1, "ncp-s1", mode=mode, **change)
+    assert report_error([first, second], capsys).startswith(
+        f"error: column {column} mixes {setting} {values[0]} ({first / 'metrics.json'}) and {values[1]} "
+        f"({second / 'metrics.json'}): a column averages runs of one protocol")
+
+
+def test_two_evaluations_of_one_checkpoint_are_not_two_seeds(tmp_path, capsys):
+    first, second = (write_metrics(tmp_path / f"s{seed}", seed, "ncp-s0", sa=sa) for seed, sa in ((0, 80.0), (1, 82.0)))
+    assert report_error([first, second], capsys) == (
+        f"error: {first} (seed 0) and {second} (seed 1) evaluate one encoder (checkpoint sha256 "
+        f"{encoder_digest('ncp-s0')[:12]}...) in row ncp, column CIFAR-10: a cell averages training seeds, and one "
+        "checkpoint is one seed: pass the evaluations of encoders trained with different seeds (`solo-ncp "
+        "reproduce --seeds 0,1,2`) (solo-ncp report)")
+    third = write_metrics(tmp_path / "s1-own", 1, "ncp-s1", sa=82.0)
+    cell = f"{statistics.mean([80.0, 82.0]):.2f} ± {statistics.stdev([80.0, 82.0]):.2f} (n=2)"
+    assert f"| ncp | {cell} |" in report([first, third], capsys)
+
+
+def test_runs_of_two_threat_models_are_refused_naming_both(tmp_path, capsys):
+    """One seed in L2 (eps 0.5), one in L-inf (eps 4/255): it said "duplicate run ('ncp', ...)"."""
+    l2 = write_metrics(tmp_path / "ev_l2", 0, "ncp-s0", norm="L2", eps=0.5)
+    linf = write_metrics(tmp_path / "ev_linf", 0, "ncp-s0", eps=4 / 255)
+    assert report_error([l2, linf], capsys).startswith(
+        f"error: column CIFAR-10 mixes threat model L2 eps 0.5 ({l2 / 'metrics.json'}) and L-inf eps 4/255 "
+        f"({linf / 'metrics.json'}): a column averages runs of one protocol")
+
+
+def test_a_duplicate_run_is_a_sentence_naming_both_folders_and_the_fix(tmp_path, capsys):
+    first, second = (write_metrics(tmp_path / name, 0, name) for name in ("a", "b"))
+    assert report_error([first, second], capsys) == (
+        f"error: duplicate run: {first} and {second} are both seed 0 of row ncp, column CIFAR-10: pass one of "
+        "them, or give the other its own row (`solo-ncp eval --method LABEL`) (solo-ncp report)")
+
+
+# --- how RA counts ---------------------------------------------------------------------------------------
+
+COUNTING = ("Counting: a test image counts as robust only if it is classified correctly both clean and under "
+            "attack (PGD-{steps} for RA, AutoAttack for AA)")
+
+
+def test_the_counting_names_the_recorded_pgd_steps(tmp_path, capsys):
+    table = report([write_metrics(tmp_path / "run", 0, "ncp-s0", pgd_steps=7)], capsys)
+    assert COUNTING.format(steps=7) in table and "PGD-20" not in table
+
+
+def test_eval_records_the_counting_of_its_pgd_steps(digits_small_simclr_ckpt, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--dataset", "digits", "--epochs", "1",
+                 "--train-n", "64", "--test-n", "16", "--aa-n", "0", "--pgd-steps", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert "(PGD-1 for RA, AutoAttack for AA)" in record["ra_counting"]
+    capsys.readouterr()
+    table = report([out], capsys)
+    assert COUNTING.format(steps=1) in table and "PGD-20" not in table
