@@ -404,3 +404,47 @@ def test_solo_learns_base_and_linear_are_no_method_to_train(method, what):
     assert message.startswith(f"method={method} is {what}")
     offered = message.split("choose one of ")[1].split(", ")
     assert {"simclr", "ncp", "deacl"} <= set(offered) and not {"base", "linear"} & set(offered)
+
+
+def test_the_options_solo_learns_byol_cannot_do_without_include_its_bases():
+    """Read from solo-learn's source. 1.0.2: BYOL.__init__(proj_output_dim, proj_hidden_dim,
+    pred_hidden_dim, **kwargs) and BaseMomentumMethod.__init__(base_tau_momentum,
+    final_tau_momentum, momentum_classifier, **kwargs): leaving out a base's failed with a TypeError
+    traceback. main: BYOL asserts its three options; the momentum keys have defaults."""
+    from solo_ncp.config import method_class
+    from solo_ncp.config.schema import required_method_keys
+
+    own = {"method_kwargs.proj_output_dim", "method_kwargs.proj_hidden_dim", "method_kwargs.pred_hidden_dim"}
+    bases = set() if current_host().is_main else {
+        "method_kwargs.base_tau_momentum", "method_kwargs.final_tau_momentum", "method_kwargs.momentum_classifier"}
+    assert set(required_method_keys(method_class("byol"))) == own | bases
+
+
+@pytest.mark.skipif(not current_host().is_main, reason="solo-learn main's momentum block")
+def test_a_momentum_method_without_a_momentum_block_takes_mains_defaults():
+    """main's BaseMomentumMethod fills momentum.base_tau (0.99), final_tau (1.0) and classifier
+    (False) into the block, and failed with omegaconf's ConfigAttributeError where there was none."""
+    from solo_ncp.launch.methods import build_method
+
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", [
+        "method=byol", "~method_kwargs.temperature", "+method_kwargs.pred_hidden_dim=64", "data.dataset=digits",
+        "augmentations.0.crop_size=8", "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32"])
+    assert "momentum" not in cfg
+    model = build_method(cfg)
+    assert (model.momentum_updater.base_tau, model.momentum_updater.final_tau) == (0.99, 1.0)
+
+
+@pytest.mark.parametrize("name", ["cosine", "reduce", "exponential", "foo", "none", "step", "warmup_cosine"])
+def test_a_scheduler_the_host_does_not_build_is_refused_at_loading(name):
+    """Read from each host's BaseMethod.configure_optimizers: 1.0.2 builds warmup_cosine, cosine,
+    step and none; main warmup_cosine, step and none (it lists reduce and exponential, then raises
+    for them). Any other failed with the host's own ValueError once data and run folder were made,
+    and main's message named cosine, which it does not build, leaving out none."""
+    builds = {"warmup_cosine", "step", "none"} | (set() if current_host().is_main else {"cosine"})
+    if name in builds:
+        assert load_config(ZOO / "cifar10/simclr.yaml", [f"scheduler.name={name}"]).scheduler.name == name
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(ZOO / "cifar10/simclr.yaml", [f"scheduler.name={name}"])
+    assert str(err.value) == (f"scheduler.name='{name}' is no scheduler of {current_host().api}: choose one of "
+                              f"{', '.join(['warmup_cosine'] + ([] if current_host().is_main else ['cosine']) + ['step', 'none'])}")

@@ -126,7 +126,9 @@ MAIN_OPTIMIZER_DEFAULTS = {
 def to_solo_main_cfg(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0),
                      **method_kwargs) -> DictConfig:
     """The `cfg` of a solo-learn main method class (see the module's docstring); `method_kwargs`
-    are merged into `cfg.method_kwargs`. `cfg` itself is left as it is."""
+    are merged into `cfg.method_kwargs`, and a missing `momentum` block is an empty one (main's
+    momentum methods fill its keys with their defaults, but need the block: a config without it
+    failed with omegaconf's traceback). `cfg` itself is left as it is."""
     spec = dataset_spec(cfg)
     rates = learning_rates(cfg)
     out = copy.deepcopy(cfg)
@@ -138,6 +140,7 @@ def to_solo_main_cfg(cfg: DictConfig, num_crops: Tuple[int, int] = (2, 0),
     out.optimizer.weight_decay = float(out.optimizer.get("weight_decay", 1e-4))
     out.scheduler = {"name": "none", "interval": "epoch", **(_plain(out.get("scheduler")) or {})}
     out.method_kwargs = {**(_plain(out.get("method_kwargs")) or {}), **method_kwargs}
+    out.momentum = _plain(out.get("momentum")) or {}
     return out
 
 

@@ -6,6 +6,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from solo_ncp._host import current_host
 from solo_ncp.config.overrides import override_key, with_overrides
 from solo_ncp.config.schema import (
     HYDRA,
@@ -16,7 +17,7 @@ from solo_ncp.config.schema import (
     is_hydra_key,
     known_keys,
 )
-from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings
+from solo_ncp.config.settings import checkpoint_history, dataset_spec, logger_settings, select
 from solo_ncp.io import wrong_kind
 from solo_ncp.zoo import config_path
 
@@ -24,6 +25,9 @@ from solo_ncp.zoo import config_path
 REQUIRED = ("name", "method", "backbone.name", "data.dataset", "optimizer.name",
             "optimizer.batch_size", "optimizer.lr", "max_epochs")
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+SCHEDULERS = {False: ("warmup_cosine", "cosine", "step", "none"), True: ("warmup_cosine", "step", "none")}
+"""The `scheduler.name`s the installed host's BaseMethod builds (keyed by `is_main`): solo-learn
+1.0.2's `configure_optimizers` and main's; any other failed once data and run folder were made."""
 
 
 def read_config_file(path: Path) -> Dict:
@@ -168,6 +172,11 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(
             f"optimizer.name={cfg.optimizer.name!r} is not one of {', '.join(OPTIMIZERS)}"
         )
+    schedulers = SCHEDULERS[current_host().is_main]
+    scheduler = select(cfg, "scheduler.name", "none")
+    if str(scheduler).lower() not in schedulers:
+        raise ConfigError(f"scheduler.name={scheduler!r} is no scheduler of {current_host().api}: choose one of "
+                          f"{', '.join(schedulers)}")
     known = optimizer_options(cfg.optimizer.name)
     unknown = sorted(set(cfg.optimizer.get("kwargs") or {}) - set(known))
     if unknown:

@@ -235,7 +235,8 @@ def method_keys(cls: type) -> Mapping[str, Optional[str]]:
 @lru_cache(maxsize=None)
 def required_method_keys(cls: type) -> Tuple[str, ...]:
     """The keys solo-learn's method class `cls` cannot do without (`method_kwargs.temperature` of
-    SimCLR): on 1.0.2 its own arguments without a default, on main the keys its
+    SimCLR): on 1.0.2 its own arguments without a default in its `__init__` or a base's (BYOL's
+    `base_tau_momentum` is BaseMomentumMethod's), on main the keys its
     `add_and_assert_specific_cfg` (or a base's) asserts present. None for solo-ncp's methods, whose
     options have defaults or are checked where they are read."""
     if getattr(cls, "option_names", ()):
@@ -243,8 +244,10 @@ def required_method_keys(cls: type) -> Tuple[str, ...]:
     if current_host().is_main:
         return _named_in_cfg_checks(cls, ASSERTED_KEY)
     own = _arguments_102(cls)
-    return tuple(f"method_kwargs.{p.name}" for p in inspect.signature(cls.__init__).parameters.values()
-                 if p.name in own and p.default is inspect.Parameter.empty)
+    inits = [vars(klass)["__init__"] for klass in cls.__mro__ if "__init__" in vars(klass)]
+    return tuple(dict.fromkeys(f"method_kwargs.{p.name}" for init in inits
+                               for p in inspect.signature(init).parameters.values()
+                               if p.name in own and p.default is inspect.Parameter.empty))
 
 
 def _matches(pattern: Tuple[str, ...], path: Tuple[str, ...]) -> bool:
