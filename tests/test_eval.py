@@ -676,3 +676,22 @@ def test_a_mean_that_rounds_to_zero_prints_as_zero_not_minus_zero(tmp_path):
     folders = [write_poc(tmp_path / f"s{seed}", seed, 100, (value, 1.0), (5.0, 6.0))
                for seed, value in enumerate((-0.001, -0.003))]
     assert table_rows(aggregate(folders), "Table 1")[0][3] == "0.00 ± 0.00 (n=2)"
+
+
+@pytest.mark.parametrize("holds, fix", [
+    ("export.json", "it is an export, which report does not read: evaluate it (solo-ncp eval --ckpt {folder} --out "
+                    "<folder>) and pass that folder"),
+    ("last.ckpt", "it is a training run, which report does not read: evaluate it (solo-ncp eval --ckpt "
+                  "{folder}/last.ckpt --out <folder>) and pass that folder"),
+    ("notes.txt", "pass the --out folder of a finished run of one of them (an interrupted one writes none; run it "
+                  "again)"),
+])
+def test_report_of_a_folder_it_does_not_read_says_what_to_do_with_it(holds, fix, tmp_path):
+    """An export or a training run was told it was interrupted and to run it again."""
+    from solo_ncp.eval.results import read_inputs
+
+    (tmp_path / holds).write_text("{}")
+    with pytest.raises(FileNotFoundError) as err:
+        read_inputs([tmp_path])
+    assert str(err.value) == (f"{tmp_path} holds no metrics.json (`solo-ncp eval`), poc.json (`solo-ncp poc`) or "
+                              f"k.json (`solo-ncp select-k`): {fix.format(folder=tmp_path)}")

@@ -268,7 +268,7 @@ def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval import format_row
-    from solo_ncp.eval.results import METRICS_FILE
+    from solo_ncp.eval.results import METRICS_FILE, attack_texts
     from solo_ncp.io import atomic_write_json, check_out_folder, staged_outputs
 
     check_arguments(args)
@@ -290,13 +290,17 @@ def run(args: argparse.Namespace) -> int:
     with staged_outputs(args.out, output_files(), METRICS_FILE) as staging:
         branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes, staging)
                     for encoder in encoders]
-        atomic_write_json(staging / METRICS_FILE, metrics_record(args, cfg, spec, encoders, branches, aa_n,
-                                                                 batch_sizes, len(train_set), len(test_set)))
+        record = metrics_record(args, cfg, spec, encoders, branches, aa_n, batch_sizes, len(train_set),
+                                len(test_set))
+        atomic_write_json(staging / METRICS_FILE, record)
     method = method_name(args, encoders)
     print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")
     for branch in branches:
         label = method if branch["bn"] is None else f"{method} ({branch['bn']} BN)"
         print(format_row(label, branch["metrics"]))
+    attacks = attack_texts(record["settings"])
+    print(f"[solo-ncp] measured: {args.mode.upper()}, {cfg.head} head; RA {attacks['ra']}; "
+          f"AA {attacks['aa'] if aa_n else 'not run'}")
     for branch in branches:
         m = branch["metrics"]
         print(f"[solo-ncp] {branch['bn'] or 'encoder'}: {args.mode.upper()} final epoch training loss "

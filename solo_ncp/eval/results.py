@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, default_loss
 from solo_ncp.io import wrong_kind
-from solo_ncp.run_files import BEST
+from solo_ncp.run_files import BEST, LAST
 
 
 BN_BRANCHES = ("clean", "adv")
@@ -163,7 +163,7 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     _require(head in HEADS, path, f"'head' must be one of {HEADS}, got {head!r}")
     seed = record.get("seed")
     _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
-    attacks = _attacks(record.get("settings"))
+    attacks = attack_texts(record.get("settings"))
     encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
     _check_encoder(encoder, path)
     checkpoint = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
@@ -189,7 +189,7 @@ def budget_text(attack: Mapping, key: str) -> str:
     return f"{LINF_LABEL if norm == 'Linf' else norm} eps {size}" if key == "eps" else size
 
 
-def _attacks(settings: object) -> Dict[str, str]:
+def attack_texts(settings: object) -> Dict[str, str]:
     """{"ra": "PGD-20, L-inf eps 8/255, step 2/255", "aa": "AutoAttack standard, L-inf eps 8/255"}
     (or "L2 eps 0.5, step 0.125") from metrics.json's settings (NOT_RECORDED where an older file
     lacks them)."""
@@ -275,8 +275,18 @@ def read_inputs(run_dirs: Iterable[Union[str, os.PathLike]]) -> ReportInputs:
         elif (run_dir / K_FILE).is_file():
             inputs.selections.append(read_selection(run_dir))
         else:
-            raise FileNotFoundError(
-                f"{run_dir} holds no {METRICS_FILE} (`solo-ncp eval`), {POC_FILE} (`solo-ncp poc`) "
-                f"or {K_FILE} (`solo-ncp select-k`): pass the --out folder of a finished run of one "
-                "of them (an interrupted one writes none; run it again)")
+            raise FileNotFoundError(f"{run_dir} holds no {METRICS_FILE} (`solo-ncp eval`), {POC_FILE} (`solo-ncp "
+                                    f"poc`) or {K_FILE} (`solo-ncp select-k`): {_what_instead(run_dir)}")
     return inputs
+
+
+def _what_instead(run_dir: Path) -> str:
+    """The fix for a folder `read_inputs` cannot report: evaluate what it holds (an export, a
+    training run), else run the command it was meant for."""
+    exported = (run_dir / "export.json").is_file()  # models.checkpoint.EXPORT_INFO, without importing torch
+    if exported or (run_dir / LAST).is_file():
+        what, ckpt = ("an export", run_dir) if exported else ("a training run", run_dir / LAST)
+        return (f"it is {what}, which report does not read: evaluate it (solo-ncp eval --ckpt {ckpt} "
+                "--out <folder>) and pass that folder")
+    return ("pass the --out folder of a finished run of one of them (an interrupted one writes none; run it "
+            "again)")
