@@ -164,8 +164,10 @@ def test_offline_missing_dataset_names_folder_and_files(name, tmp_path):
 
 
 def test_unknown_dataset_and_split():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+    with pytest.raises(ValueError) as err:
         build_dataset("mnist", "train")
+    assert str(err.value) == ("unknown dataset 'mnist': choose one of cifar10, cifar100, digits, fashionmnist, "
+                              "stl10, or custom (an ImageFolder of your own: README, 'Your own images')")
     with pytest.raises(ValueError, match="unknown split 'val'"):
         build_dataset("digits", "val")
 

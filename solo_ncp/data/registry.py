@@ -66,5 +66,6 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise ValueError(
-            f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}"
+            f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}, or custom (an ImageFolder "
+            "of your own: README, 'Your own images')"
         ) from None
