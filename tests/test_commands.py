@@ -110,6 +110,21 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
     settings = result["settings"]  # the head's protocol beside the numbers: poc's default head, QUICK's
     assert (settings["head"], settings["fine_tune"]["head"], settings["fine_tune"]["epochs"]) == ("whitened",) * 2 + (2,)
     assert (settings["cache_features"], settings["test_n"], settings["train_n"]) == (True, 64, 1437)  # 1,797 digits less every 5th (360): test images
+    assert (tmp_path / "poc.md").read_text().splitlines()[-1] == (  # its protocol under the table, from QUICK
+        f"Measured: digits, stage-1 encoder (single BN), whitened head (SLF); K 10 spherical k-means on 1437 "
+        f"training images; δ_nbr: PGD-5, L-inf eps 8/255, step 2/255, uniform random noise in the same ball; "
+        f"over the {result['n_correct']} of 64 test images classified correctly.")
+
+
+@host_independent
+def test_eval_prints_how_its_numbers_were_measured_under_its_table(digits_simclr_ckpt, tmp_path, capsys):
+    """The printed table gave SA/RA/AA without head or attack (metrics.json and report have them)."""
+    assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--pgd-steps", "3",
+                 "--aa-n", "0", "--head", "paper", *QUICK]) == 0
+    out = capsys.readouterr().out.splitlines()
+    measured = [line for line in out if line.startswith("[solo-ncp] measured:")]
+    assert measured == ["[solo-ncp] measured: SLF, paper head; RA PGD-3, L-inf eps 8/255, step 2/255; AA not run"]
+    assert out[out.index(measured[0]) - 1].startswith("| simclr |")  # right under the table
 
 
 def test_select_k_writes_curve_and_k_json_that_train_reads(digits_simclr_ckpt, tmp_path, capsys):

@@ -162,6 +162,15 @@ def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: 
     return encoder
 
 
+def note_single_bn(args: argparse.Namespace, encoder: "LoadedEncoder", outcome: str) -> None:
+    """A note when --bn names a branch and the encoder is single-BN (a stage-1 or plain solo-learn
+    checkpoint): it has no branches, and the command runs its one BN, as `outcome` says (eval's
+    note, for select-k, poc and plot)."""
+    if args.bn in BRANCHES and not encoder.branches:
+        print(f"[solo-ncp] note: {args.ckpt} is a single-BN encoder: --bn {args.bn} names no branch of it; "
+              f"{outcome}")
+
+
 def dataset_of(args: argparse.Namespace, encoder: "LoadedEncoder", test: bool = True) -> "DatasetSpec":
     """The DatasetSpec of --dataset; for custom also `args.custom` (CustomData, read by
     `dataset_split`): each of --train-path, --val-path (only with `test`: the command reads the test

@@ -23,6 +23,7 @@ from solo_ncp.commands._encoder import (
     fine_tune_record,
     head_config,
     load_args_encoder,
+    note_single_bn,
     refuse_overwrite,
 )
 from solo_ncp.eval.batch_sizes import (
@@ -165,9 +166,7 @@ def load_branches(args: argparse.Namespace) -> List:
     encoder (BRANCH_ORDER) and the one encoder of a single-BN checkpoint or export."""
     encoder = load_args_encoder(args)
     if args.bn != BOTH:
-        if not encoder.branches:
-            print(f"[solo-ncp] note: {args.ckpt} is a single-BN encoder: --bn {args.bn} names no branch of it; "
-                  "it is evaluated once (metrics.json: bn null)")
+        note_single_bn(args, encoder, "it is evaluated once (metrics.json: bn null)")
         return [encoder]
     if len(encoder.branches) < 2:
         print(f"[solo-ncp] {args.ckpt} is a single-BN encoder: --bn both evaluates it once")

@@ -43,6 +43,20 @@ def read_evaluation(eval_dir: Path, out: Path) -> dict:
     return json.loads((eval_dir / METRICS_FILE).read_text())
 
 
+def note_unused_dataset(args: argparse.Namespace, encoder) -> None:
+    """A note when --dataset names another dataset than the one a checkpoint with solo-ncp metadata
+    records: its recorded normalisation is exported, and export.json records its dataset (eval's
+    note on a checkpoint of another dataset; --dataset is for a plain solo-learn checkpoint)."""
+    from solo_ncp.models.checkpoint import assumed_normalization
+
+    trained_on = encoder.meta.get("dataset")
+    if args.dataset is None or args.dataset == trained_on or assumed_normalization(encoder):
+        return
+    recorded = f"was trained on {trained_on}" if trained_on else "records no dataset"
+    print(f"[solo-ncp] note: {args.ckpt} {recorded} and records its normalisation: --dataset {args.dataset} "
+          f"is not used (it is for a plain solo-learn checkpoint); export.json: dataset {trained_on or 'null'}")
+
+
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import CUSTOM, get_spec
     from solo_ncp.models import load_encoder
@@ -61,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bn is not None and not encoder.branches and args.bn != "clean":
         raise ValueError(f"{args.ckpt} is a single-BN encoder: it has no {args.bn} branch; pass "
                          "--bn clean or leave --bn out")
+    note_unused_dataset(args, encoder)
     info = write_export(encoder, out, evaluation, eval_dir)
     branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
     print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "

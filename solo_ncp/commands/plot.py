@@ -7,11 +7,12 @@ k-means centroids of those features (K: --k, else the K the checkpoint was train
 stage-2 checkpoint records)."""
 import argparse
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from solo_ncp.commands._encoder import add_encoder_arguments
 
 CURVES_PNG, EMBEDDING_PNG = "curves.png", "embedding.png"
+EMBEDDING_ONLY = "options of --embedding only"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +23,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "if umap-learn imports, else scikit-learn's t-SNE; the title says "
                              "which) of the encoder's test features coloured by class, with the "
                              "spherical k-means centroids of those features")
+    add_embedding_arguments(parser.add_argument_group(EMBEDDING_ONLY))
+
+
+def add_embedding_arguments(parser) -> None:
+    """The options only --embedding reads (curves.png is drawn from the run's logs alone)."""
     parser.add_argument("--k", type=int, default=None,
                         help="clusters of the embedding (default: the K the checkpoint was trained "
                              "with, which a stage-2 checkpoint records; a stage-1 or deacl one has none)")
     parser.add_argument("--test-n", type=int, default=None,
                         help="embed the first N test images (default: the whole test split)")
     add_encoder_arguments(parser, from_run=True)
+
+
+def given_embedding_options(args: argparse.Namespace) -> List[str]:
+    """The options of `add_embedding_arguments` whose value is not their default, i.e. given (one
+    given with its default value, such as --device auto, is not seen: it changes nothing)."""
+    parser = argparse.ArgumentParser()
+    add_embedding_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    return [f"--{dest.replace('_', '-')}" for dest, default in defaults.items() if getattr(args, dest) != default]
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """ValueError for embedding options given without --embedding (they were ignored: a damaged
+    --ckpt was never read, --device cuda never checked), before anything is read."""
+    given = [] if args.embedding else given_embedding_options(args)
+    if given:
+        them = "it" if len(given) == 1 else "them"
+        raise ValueError(f"{', '.join(given)}: only --embedding ({EMBEDDING_PNG}) reads {them}, and "
+                         f"{CURVES_PNG} is drawn from the run's logs alone: add --embedding, or drop {them}")
 
 
 def run_config(run: Path) -> Dict:
@@ -107,6 +132,7 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
         device_of,
         first,
         load_args_encoder,
+        note_single_bn,
     )
     from solo_ncp.eval.embedding import embed_with_centroids, plot_embedding
     from solo_ncp.eval.figures import encoder_label, run_title
@@ -115,6 +141,7 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
     fill_from_run(args, run, config)
     check_data_options(args)
     encoder = load_args_encoder(args)
+    note_single_bn(args, encoder, "the embedding is of its one BN's features (the title names no branch)")
     k = args.k if args.k is not None else trained_k(encoder.meta)
     if k is None:
         raise ValueError(f"{args.ckpt} records no K it was trained with (a stage-1 or deacl checkpoint?): "
@@ -139,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval.curves import metrics_files
     from solo_ncp.io import check_writable
 
+    check_arguments(args)
     run_folder = Path(args.run)
     out = Path(args.out) if args.out else run_folder
     if not args.embedding:

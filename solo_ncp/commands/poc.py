@@ -18,6 +18,7 @@ from solo_ncp.commands._encoder import (
     finite_number,
     first,
     load_args_encoder,
+    note_single_bn,
     refuse_overwrite,
     train_head,
 )
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
+    from solo_ncp.eval.poc import poc_protocol
     from solo_ncp.io import atomic_write_json, atomic_write_text, check_out_folder, check_writable, staged_outputs
     from solo_ncp.models.checkpoint import source_record
 
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(out / POC_JSON, args.overwrite)
     check_writable(out)
     encoder = load_args_encoder(args)
+    note_single_bn(args, encoder, "the PoC runs through its one BN (poc.json: settings.bn null)")
     spec = dataset_of(args, encoder)
     train_set, test_set = evaluation_splits(args, spec)
     cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                               checkpoint={**source_record(encoder), "path": str(args.ckpt)},
                               head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
                               cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
-    table = format_poc_table(result)
+    table = format_poc_table(result) + "\n" + poc_protocol(result)
     with staged_outputs(out, POC_FILES, POC_JSON) as staging:
         atomic_write_json(staging / POC_JSON, result)
         atomic_write_text(staging / POC_TABLE, table)

@@ -11,6 +11,7 @@ from solo_ncp.commands._encoder import (
     device_of,
     first,
     load_args_encoder,
+    note_single_bn,
     refuse_overwrite,
 )
 from solo_ncp.io import check_out_folder, check_writable
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(out / K_FILE, args.overwrite)
     check_writable(out)
     encoder = load_args_encoder(args)
+    note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
     spec = dataset_of(args, encoder, test=False)
     train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
     swept = range(args.k_min, args.k_max + 1, args.k_step)
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     scores = sweep_k(features, swept, seed=args.seed,
                      backend=args.backend)
     selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
-                                                "n": len(train_set), "ckpt": str(args.ckpt),
+                                                "n": len(train_set), "ckpt": str(args.ckpt), "bn": encoder.bn,
                                                 "ckpt_sha256": source_record(encoder)["sha256"]})
     print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
           f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "

@@ -101,6 +101,19 @@ def poc_table(
     }
 
 
+def poc_protocol(result: dict) -> str:
+    """How a `solo-ncp poc` result was measured, in one line under its table: the encoder's branch,
+    the head, K and the images clustered, δ_nbr's PGD and the test images its numbers are over
+    (`result["settings"]` as the command records it)."""
+    settings = result["settings"]
+    branch = f"{settings['bn']} BN branch" if settings.get("bn") else "single BN"
+    return (f"Measured: {settings['dataset']}, stage-1 encoder ({branch}), {settings['head']} head (SLF); "
+            f"K {settings['k']} spherical k-means on {settings['clustered_n']} training images; δ_nbr: PGD-"
+            f"{settings['steps']}, L-inf eps {settings['eps'] * 255:.3g}/255, step {settings['alpha'] * 255:.3g}/255, "
+            f"uniform random noise in the same ball; over the {result['n_correct']} of {result['n_total']} test images "
+            "classified correctly.\n")
+
+
 def format_poc_table(result: dict) -> str:
     """Two-row markdown table in the layout of Table 1 (values in %)."""
     n = result["settings"]["n"]
