@@ -201,14 +201,19 @@ def test_a_momentum_or_fixed_lr_method_trains_and_resumes(method, tmp_path):
     assert read_checkpoint(tmp_path / "m" / LAST)["epoch"] == 1
     if method == "simsiam":
         first, resumed = (epoch_lrs(tmp_path / "m" / "logs" / f"version_{v}" / "metrics.csv") for v in (0, 1))
-        assert resumed == pytest.approx([lr / 2 for lr in first[:-1]] + first[-1:])
+        kept = [group for group in first if resumed[group] == first[group]]
+        # the predictor: named on main; on 1.0.2 the 4th group (encoder, classifier, projector, predictor)
+        assert len(kept) == 1 and kept[0].endswith(("/predictor", "/pg4")), kept
+        assert {group: resumed[group] for group in first if group not in kept} == pytest.approx(
+            {group: lr / 2 for group, lr in first.items() if group not in kept})
 
 
-def epoch_lrs(metrics_csv) -> list:
-    """The learning rates of every parameter group in the first row of a CSV log that has them."""
+def epoch_lrs(metrics_csv) -> dict:
+    """{column: lr} of every parameter group in the first row of a CSV log that has them (the
+    columns' order differs from run to run on Lightning 2)."""
     with open(metrics_csv) as f:
         row = next(row for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items()))
-    return [float(value) for key, value in row.items() if key.startswith("lr-")]
+    return {key: float(value) for key, value in row.items() if key.startswith("lr-")}
 
 
 @pytest.mark.parametrize("overrides, message", [
