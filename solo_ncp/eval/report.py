@@ -13,7 +13,6 @@ The files are read by `solo_ncp.eval.results`.
 """
 import dataclasses
 import hashlib
-import json
 import os
 import statistics
 from dataclasses import dataclass
@@ -112,13 +111,13 @@ def _metric_title(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
     return f"{group} {METRIC_TITLES[metric]} {_column_images(group, metric, runs)}"
 
 
-def _attack_legend(runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> str:
-    """How RA and AA were measured and counted in these runs (`records`: their metrics.json)."""
+def _attack_legend(runs: Sequence[RunRecord]) -> str:
+    """How RA and AA were measured and counted in these runs."""
     parts = []
     for metric, name in (("ra", "RA"), ("aa", "AA")):
         used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
         parts.append(f"{name}: {'; '.join(used) or 'not run'}.")
-    ra = " / ".join(sorted({_ra_attack(records[run.path]) for run in runs}))
+    ra = " / ".join(sorted({_ra_attack(run.settings) for run in runs}))
     return " ".join(parts) + f" Counting: {RA_COUNTING.format(ra=ra)}."
 
 
@@ -127,9 +126,9 @@ def _object(value: object) -> Mapping:
     return value if isinstance(value, dict) else {}
 
 
-def _ra_attack(record: Mapping) -> str:
-    """"PGD-20": the attack behind RA with the steps metrics.json `record` recorded."""
-    steps = _object(_object(record.get("settings")).get("ra")).get("steps")
+def _ra_attack(settings: Mapping) -> str:
+    """"PGD-20": the attack behind RA with the steps metrics.json's `settings` recorded."""
+    steps = _object(settings.get("ra")).get("steps")
     return f"PGD-{steps}" if steps is not None else f"PGD (steps {NOT_RECORDED})"
 
 
@@ -150,10 +149,10 @@ def _head_training(settings: Mapping) -> Dict[str, object]:
             **{f"fine_tune.{key}": value for key, value in fine_tune.items() if key != "seed"}}
 
 
-def _column_settings(record: Mapping) -> Dict[str, object]:
+def _column_settings(settings: Mapping) -> Dict[str, object]:
     """What the runs of one column share beyond the dataset, mode, loss and head that make it (its
-    test images and attacks: `_column_images`): the threat model and the head's training."""
-    settings = _object(record.get("settings"))
+    test images and attacks: `_column_images`), from metrics.json's `settings`: the threat model and
+    the head's training."""
     return {"threat model": _threat_model(_object(settings.get("ra"))), **_head_training(settings)}
 
 
@@ -172,13 +171,12 @@ COLUMN_FIX = ("a column averages runs of one protocol: evaluate every run alike 
               "`solo-ncp report` calls")
 
 
-def _check_column(group: str, runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> None:
+def _check_column(group: str, runs: Sequence[RunRecord]) -> None:
     """ValueError naming the setting when the runs of column `group` differ in `_column_settings`."""
-    _refuse_mixed(f"column {group}", [(run.path, _column_settings(records[run.path])) for run in runs],
-                  COLUMN_FIX)
+    _refuse_mixed(f"column {group}", [(run.path, _column_settings(run.settings)) for run in runs], COLUMN_FIX)
 
 
-def _check_seeds(cell: str, runs: Sequence[RunRecord], records: Mapping[Path, dict]) -> None:
+def _check_seeds(cell: str, runs: Sequence[RunRecord]) -> None:
     """ValueError naming both folders when two runs of one cell (`cell`: its row and column) are
     one seed, or evaluate one encoder (checkpoint.sha256): a cell averages training seeds."""
     seeds: Dict[int, RunRecord] = {}
@@ -189,7 +187,7 @@ def _check_seeds(cell: str, runs: Sequence[RunRecord], records: Mapping[Path, di
             raise ValueError(f"duplicate run: {other.path.parent} and {run.path.parent} are both seed "
                              f"{run.seed} of {cell}: pass one of them, or give the other its own row "
                              "(`solo-ncp eval --method LABEL`)")
-        sha = _object(records[run.path].get("checkpoint")).get("sha256")
+        sha = run.checkpoint_sha256
         other = encoders.setdefault(sha, run) if sha else run
         if other is not run:
             raise ValueError(f"{other.path.parent} (seed {other.seed}) and {run.path.parent} (seed "
@@ -215,23 +213,22 @@ def _table(
     labels = sorted(dict.fromkeys(run.label for run in runs),
                     key=lambda label: next((methods.index(run.method), run.bn == "clean")
                                            for run in runs if run.label == label))
-    records = {run.path: json.loads(run.path.read_text()) for run in runs}
     header = ["Method"]
     for group, belongs in groups:
         column = [run for run in runs if belongs(run)]
-        _check_column(group, column, records)
+        _check_column(group, column)
         header += [_metric_title(group, metric, column) for metric in METRICS]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         cells = [label]
         for group, belongs in groups:
             group_runs = [run for run in runs if run.label == label and belongs(run)]
-            _check_seeds(f"row {label}, column {group}", group_runs, records)
+            _check_seeds(f"row {label}, column {group}", group_runs)
             cells += [_cell(group_runs, metric) for metric in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (f"Head: {HEAD_NOTES[head]}. {BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
               "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
-              "test images per seed. " + _attack_legend(runs, records)
+              "test images per seed. " + _attack_legend(runs)
               + (BEST_LEGEND if any(run.best for run in runs) else ""))
     lines += ["", legend, ""]
     return "\n".join(lines)

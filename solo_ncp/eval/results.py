@@ -60,6 +60,10 @@ class RunRecord:
     k_source (`solo_ncp.commands.eval.encoder_settings`); empty for older files."""
     best: bool = False
     """The encoder is a run's best.ckpt (`checkpoint.save_best`), not the last epoch."""
+    settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """metrics.json's `settings` (the head's training, the attacks); empty for older files."""
+    checkpoint_sha256: Optional[str] = None
+    """The sha256 of the checkpoint evaluated, as recorded (None for older files)."""
 
     @property
     def label(self) -> str:
@@ -171,7 +175,9 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     return [
         RunRecord(path=path, method=record["method"], dataset=record["dataset"].lower(), mode=mode,
                   loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"],
-                  attacks=attacks, encoder=encoder, best=best)
+                  attacks=attacks, encoder=encoder, best=best,
+                  settings=record["settings"] if isinstance(record.get("settings"), dict) else {},
+                  checkpoint_sha256=checkpoint.get("sha256"))
         for branch in _branches(record, path)
     ]
 
