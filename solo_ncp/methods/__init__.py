@@ -50,29 +50,34 @@ def _init_102(original: Callable) -> Callable:
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         name = kwargs.get("encoder")
-        if name not in WIDE_RESNETS:
+        if name in WIDE_RESNETS:
+            _init_wide_resnet_102(original, self, name, *args, **kwargs)
+        else:
             original(self, *args, **kwargs)
-            _accumulating_knn(self)
-            return
-        from solo.methods.base import BaseMomentumMethod
-
-        if isinstance(self, BaseMomentumMethod):
-            raise ValueError(
-                f"{type(self).__name__} is a momentum method, and solo-learn 1.0.2 rebuilds its "
-                f"momentum encoder as a torchvision ResNet for every name holding 'resnet': train "
-                f"{name} with a method without momentum encoder (simclr) or on solo-learn main"
-            )
-        spec = BackboneSpec.from_kwargs(name, kwargs["backbone_args"])
-        original(self, *args, **{**kwargs, "encoder": "resnet18", "backbone_args": {}})
-        self.encoder_name, self.backbone_args = name, kwargs["backbone_args"]
-        self.base_model = functools.partial(build_named, name)
-        self.encoder = build_backbone(spec)
-        self.features_dim = features_dim(self.encoder)
-        self.classifier = nn.Linear(self.features_dim, self.num_classes)
         _accumulating_knn(self)
 
     __init__.solo_ncp_backbones = tuple(WIDE_RESNETS)
     return __init__
+
+
+def _init_wide_resnet_102(original: Callable, method, name: str, *args, **kwargs) -> None:
+    """solo-learn 1.0.2's `BaseMethod.__init__` (`original`) of `method` around a throwaway resnet18,
+    whose encoder, width and online classifier are then the WideResNet `name`'s (see `_init_102`)."""
+    from solo.methods.base import BaseMomentumMethod
+
+    if isinstance(method, BaseMomentumMethod):
+        raise ValueError(
+            f"{type(method).__name__} is a momentum method, and solo-learn 1.0.2 rebuilds its "
+            f"momentum encoder as a torchvision ResNet for every name holding 'resnet': train "
+            f"{name} with a method without momentum encoder (simclr) or on solo-learn main"
+        )
+    spec = BackboneSpec.from_kwargs(name, kwargs["backbone_args"])
+    original(method, *args, **{**kwargs, "encoder": "resnet18", "backbone_args": {}})
+    method.encoder_name, method.backbone_args = name, kwargs["backbone_args"]
+    method.base_model = functools.partial(build_named, name)
+    method.encoder = build_backbone(spec)
+    method.features_dim = features_dim(method.encoder)
+    method.classifier = nn.Linear(method.features_dim, method.num_classes)
 
 
 def _accumulating_knn(method) -> None:
