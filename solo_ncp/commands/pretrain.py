@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import IndexedDataset, normalization_of
     from solo_ncp.launch.compat import pretrain_transform, seed_everything
     from solo_ncp.launch.data import config_dataset
-    from solo_ncp.launch.methods import backbone_meta, build_method
+    from solo_ncp.launch.methods import backbone_meta, build_method, check_views
     from solo_ncp.launch.trainer import fit, open_run
     from solo_ncp.methods import solo_ncp_methods
 
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if select(cfg, "knn_eval.enabled", False) and not select(cfg, "data.val", True):
         raise ValueError("knn_eval.enabled=true scores the test split's features, which data.val=false leaves out: "
                          "set data.val=true, or turn the k-NN off (knn_eval.enabled=false)")
+    check_views(cfg, crop_counts(augmentation_pipelines(cfg)))
     with open_run(cfg, args.resume) as run_folder:
         seed_everything(int(select(cfg, "seed", 5)), workers=True)
         spec = dataset_spec(cfg)
