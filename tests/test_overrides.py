@@ -379,6 +379,24 @@ def test_main_kinds_are_its_int_and_float_annotations_not_its_bool_ones():
     assert keys["method_kwargs.clip_grad"] is None and keys["method_kwargs.freeze_last_layer"] is None
 
 
+@pytest.mark.skipif(not current_host().is_main, reason="solo-learn main's defaults; 1.0.2's momentum options are arguments")
+@pytest.mark.parametrize("override, message", [
+    ("+momentum.base_tau=abc", "momentum.base_tau='abc' must be a number"),
+    ("+momentum.final_tau='1.0'", "momentum.final_tau='1.0' must be a number: in quotes it is text; drop the "
+                                  "quotes (momentum.final_tau=1.0)"),
+    ("+momentum.classifier=1", "momentum.classifier=1 must be true or false"),
+])
+def test_mains_momentum_options_take_the_kind_of_the_default_main_fills_in(override, message):
+    """Main annotates none of them; its BaseMomentumMethod fills in base_tau 0.99, final_tau 1.0
+    and classifier False (read by hand from base.py). `base_tau=abc` was a TypeError traceback at
+    the first step."""
+    with pytest.raises(ConfigError) as err:
+        load_config(FMNIST, ["method=byol", "~method_kwargs.temperature", "+method_kwargs.pred_hidden_dim=64", override])
+    assert str(err.value) == message
+    load_config(FMNIST, ["method=byol", "~method_kwargs.temperature", "+method_kwargs.pred_hidden_dim=64",
+                         "+momentum.base_tau=1", "+momentum.classifier=true"])
+
+
 @pytest.mark.parametrize("override, instead", [
     ("+data.fraction=0.5", "data.subset=<number of images> (a fixed random subset, drawn with data.subset_seed)"),
     ("+resume_from_checkpoint=runs/x/last.ckpt", "the command's --resume (it continues the run folder's last.ckpt)"),

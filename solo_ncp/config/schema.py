@@ -213,6 +213,28 @@ def _annotated_kinds_main(cls: type) -> Dict[str, str]:
     return kinds
 
 
+DEFAULT_KINDS = {float: NUMBER, bool: FLAG}
+"""The kind of a key solo-learn main fills in with a default of this type
+(`omegaconf_select(cfg, "momentum.base_tau", 0.99)`); whole-number defaults give none: DINO's
+`clip_grad` defaults to 0 and takes a float."""
+
+
+def _default_kinds_main(cls: type) -> Dict[str, str]:
+    """The dotted keys solo-learn main's `add_and_assert_specific_cfg` of `cls` (or a base's) fills
+    in with a float or bool default, with that kind (`DEFAULT_KINDS`)."""
+    kinds: Dict[str, str] = {}
+    for klass in cls.__mro__:
+        check = vars(klass).get("add_and_assert_specific_cfg")
+        if check is None or not klass.__module__.startswith("solo."):
+            continue
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(check.__func__)))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "omegaconf_select"
+                    and len(node.args) == 3 and all(isinstance(a, ast.Constant) for a in node.args[1:])
+                    and type(node.args[2].value) in DEFAULT_KINDS):
+                kinds.setdefault(node.args[1].value, DEFAULT_KINDS[type(node.args[2].value)])
+    return kinds
+
+
 @lru_cache(maxsize=None)
 def method_keys(cls: type) -> Mapping[str, Optional[str]]:
     """The keys the host's method class `cls` reads besides `SCHEMA`'s, with the kind of value each
@@ -222,10 +244,11 @@ def method_keys(cls: type) -> Mapping[str, Optional[str]]:
     solo-ncp's methods declare (they check their own); else, on 1.0.2, the arguments of the
     class's `add_model_specific_args` with the kinds they parse (`_arguments_102`), on main the
     `method_kwargs.<name>` keys its `add_and_assert_specific_cfg` names, with the kinds its
-    `__init__` annotates (`_annotated_kinds_main`)."""
+    `__init__` annotates (`_annotated_kinds_main`), else the kinds of the defaults it fills in
+    (`_default_kinds_main`: `momentum.base_tau` a number, `momentum.classifier` a flag)."""
     declared = dict.fromkeys(f"method_kwargs.{name}" for name in getattr(cls, "option_names", ()))
     if current_host().is_main:
-        annotated = {} if declared else _annotated_kinds_main(cls)
+        annotated = {} if declared else {**_default_kinds_main(cls), **_annotated_kinds_main(cls)}
         keys = {**declared, **{key: annotated.get(key) for key in _named_in_cfg_checks(cls)}}
     else:
         keys = declared or {f"method_kwargs.{name}": kind for name, kind in sorted(_arguments_102(cls).items())}
