@@ -152,6 +152,27 @@ def test_each_seeds_own_silhouette_k_is_one_protocol_when_its_select_k_is_given(
         f"and 30 ({other / 'poc.json'})")
 
 
+def test_a_select_k_of_before_its_digest_was_recorded_matches_its_poc_by_checkpoint_path(tmp_path, capsys):
+    """k.json files of before fec12b0 hold no ckpt_sha256 (the proxy run in README's Table 1): report
+    refused to tabulate that run's seeds (K 15, 10, 15) as mixing Ks. Such a select-k is the poc's when
+    both name the same checkpoint path; another path is another encoder."""
+    def old_k(folder, seed, k, encoder):
+        path = write_k(folder, seed, k, encoder) / "k.json"
+        record = json.loads(path.read_text())
+        del record["ckpt_sha256"]
+        path.write_text(json.dumps(record))
+        return folder
+
+    ks = {0: 10, 1: 20}
+    pocs = [write_poc(tmp_path / f"p{seed}", seed, encoder=f"./runs/s{seed}/last", k=k) for seed, k in ks.items()]
+    selections = [old_k(tmp_path / f"k{seed}", seed, k, f"runs/s{seed}/last") for seed, k in ks.items()]
+    assert "K 10/20 (each seed's silhouette K)" in report(selections + pocs, capsys)
+    elsewhere = old_k(tmp_path / "k1-elsewhere", 1, 20, "runs/other/last")
+    assert report_error([selections[0], elsewhere, *pocs], capsys).startswith(
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K each seed's silhouette K ({pocs[0] / 'poc.json'}) "
+        f"and 20 ({pocs[1] / 'poc.json'})")
+
+
 def test_two_pocs_of_one_seed_are_refused_naming_both_folders(tmp_path, capsys):
     first, second = (write_poc(tmp_path / name, 0, prob_dec=value) for name, value in (("a", 10.0), ("b", 11.0)))
     assert report_error([first, second], capsys) == (

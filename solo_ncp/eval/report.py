@@ -287,10 +287,19 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]], selections: Sequenc
 
 def _poc_k(settings: Mapping, selections: Sequence[Dict]) -> object:
     """A poc's K as its protocol names it: SILHOUETTE_K when it is the best K of a select-k of the
-    same encoder (checkpoint sha256) and seed among `selections`, else the K it was given."""
-    sha = _object(settings.get("checkpoint")).get("sha256")
-    chosen = (sha, settings.get("seed"), settings.get("k"))
-    silhouette = sha is not None and any((s["ckpt_sha256"], s["seed"], s["k"]) == chosen for s in selections)
+    same encoder and seed among `selections`, else the K it was given. Same encoder: the same
+    checkpoint sha256, or, for a k.json of before select-k recorded one (fec12b0), the same
+    checkpoint path as both commands were given it."""
+    checkpoint = _object(settings.get("checkpoint"))
+    sha, path = checkpoint.get("sha256"), checkpoint.get("path")
+
+    def same_encoder(selection: Dict) -> bool:
+        if selection["ckpt_sha256"] is not None:
+            return selection["ckpt_sha256"] == sha
+        return None not in (path, selection["ckpt"]) and os.path.normpath(path) == os.path.normpath(selection["ckpt"])
+
+    silhouette = sha is not None and any(same_encoder(s) and (s["seed"], s["k"]) == (settings.get("seed"), settings.get("k"))
+                                         for s in selections)
     return SILHOUETTE_K if silhouette else settings.get("k", NOT_RECORDED)
 
 
