@@ -8,6 +8,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from solo_ncp._host import current_host
 from solo_ncp.config.overrides import override_key, with_overrides
+from solo_ncp.config.ranges import check_ranges
 from solo_ncp.config.schema import (
     HYDRA,
     ConfigError,
@@ -162,6 +163,7 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
                               f"`{key}`, which it needs: give it a value")
     check_option_kinds(file_values, cfg)  # first: an override's error names the file's value
     check_config_keys(cfg)
+    check_ranges(cfg)
     if int(cfg.max_epochs) < 1:
         raise ConfigError(f"max_epochs={cfg.max_epochs} trains nothing: give a whole number >= 1")
     if str(cfg.name).strip() in ("", ".", ".."):
