@@ -24,6 +24,10 @@ REFUSED = {
     "scheduler.warmup_start_lr=-1": "scheduler.warmup_start_lr=-1 must be a number >= 0",
     "scheduler.min_lr=-1": "scheduler.min_lr=-1 must be a number >= 0",
     "+knn_eval.k=0": "knn_eval.k=0 must be a whole number >= 1",
+    "+limit_train_batches=0": "limit_train_batches=0 must be a number > 0",
+    "+limit_val_batches=-1": "limit_val_batches=-1 must be a number >= 0",
+    "+limit_train_batches=1.5": "limit_train_batches=1.5 must be a fraction of the batches (at most 1.0) or a "
+                                "whole number of them",
     "+log_every_n_steps=0": "log_every_n_steps=0 must be a whole number >= 1",
     "+accumulate_grad_batches=0": "accumulate_grad_batches=0 must be a whole number >= 1",
     "+num_nodes=0": "num_nodes=0 must be a whole number >= 1",
@@ -45,7 +49,8 @@ REFUSED = {
     "augmentations.0.rrc.crop_max_scale=0.05": "augmentations.0.rrc.crop_min_scale=0.08 exceeds its crop_max_scale=0.05: "
                                                "the crop's area is drawn from min to max (a fraction of the image)",
 }
-EDGES = ["seed=0", "seed=4294967295", "+data.subset=1", "data.num_workers=0", "optimizer.batch_size=1",
+EDGES = ["+limit_train_batches=1e-3", "+limit_train_batches=2.0", "+limit_train_batches=7", "+limit_val_batches=0",
+         "seed=0", "seed=4294967295", "+data.subset=1", "data.num_workers=0", "optimizer.batch_size=1",
          "optimizer.lr=0", "optimizer.weight_decay=0", "scheduler.warmup_epochs=0", "+knn_eval.k=1",
          "augmentations.0.color_jitter.hue=0.5", "augmentations.0.color_jitter.prob=1",
          "augmentations.0.horizontal_flip.prob=0", "augmentations.0.rrc.crop_max_scale=0.08",

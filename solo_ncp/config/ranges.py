@@ -40,6 +40,7 @@ RANGES = {
     "optimizer.batch_size": AT_LEAST_1, "optimizer.lr": AT_LEAST_0, "optimizer.classifier_lr": AT_LEAST_0,
     "optimizer.weight_decay": AT_LEAST_0, "scheduler.warmup_epochs": AT_LEAST_0,
     "scheduler.warmup_start_lr": AT_LEAST_0, "scheduler.min_lr": AT_LEAST_0, "knn_eval.k": AT_LEAST_1,
+    "limit_train_batches": Bound(0, low_open=True), "limit_val_batches": AT_LEAST_0,
     "log_every_n_steps": AT_LEAST_1, "accumulate_grad_batches": AT_LEAST_1, "num_nodes": AT_LEAST_1,
     "augmentations.*.crop_size": AT_LEAST_1, "augmentations.*.num_crops": AT_LEAST_1,
     "augmentations.*.pad_crop.padding": AT_LEAST_0,
@@ -51,16 +52,22 @@ RANGES = {
        for name in ("color_jitter", "grayscale", "gaussian_blur", "solarization", "equalization", "horizontal_flip")},
 }
 """The range of each ranged key (`*`: a list index); its kind is `SCHEMA`'s, checked first."""
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches")
+"""Lightning's: a fraction of the batches (at most 1.0) or a whole number of them."""
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`), and for an
+    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`; a batch limit,
+    `BATCH_LIMITS`, above 1 must be whole), and for an
     `augmentations` entry whose `rrc.crop_min_scale` exceeds its `rrc.crop_max_scale`."""
     patterns = [(tuple(key.split(".")), key) for key in RANGES]
     for path, value in walk_plain(OmegaConf.to_container(cfg, resolve=True)):
         key = next((key for pattern, key in patterns if len(pattern) == len(path) and _matches(pattern, path)), None)
         if key is not None and isinstance(value, (int, float)) and not RANGES[key].holds(value):
             raise ConfigError(f"{'.'.join(path)}={value!r} must be {SCHEMA[key]} {RANGES[key]}")
+        if key in BATCH_LIMITS and value > 1 and not float(value).is_integer():
+            raise ConfigError(f"{key}={value!r} must be a fraction of the batches (at most 1.0) or a whole "
+                              "number of them")
     for i, aug in enumerate(cfg.get("augmentations") or []):
         low, high = (OmegaConf.select(aug, f"rrc.crop_{end}_scale") for end in ("min", "max"))
         if None not in (low, high) and low > high:
