@@ -128,3 +128,33 @@ def test_the_three_launchers_share_one_folder_and_print_tables_4_5_and_fig_3(tmp
     assert (out / "report" / "fig3_digits_paper.png").is_file() and (out / "report" / "fig2.png").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["report", "reproduce.json", "s0"]
     assert (out / "s0" / "simclr" / ".step-done.json").is_file()
+
+
+@pytest.mark.parametrize("script, env, message", [
+    ("neighbor_rank.sh", {"RANKS": "2 3"}, "error: RANKS holds 2, the paper's own n: its row is `ncp`, which this "
+                                           "table runs already; give the other ranks (RANKS=\"3 4 5\")"),
+    ("neighbor_rank.sh", {"RANKS": "3 4 3"}, "error: RANKS holds 3 twice: give each rank once"),
+    ("k_sweep.sh", {"KS": "10 20 10"}, "error: KS holds 10 twice: give each K once"),
+])
+def test_a_launchers_row_given_twice_is_refused_before_reproduce(script, env, message, tmp_path):
+    """n = 2 duplicated `ncp`, a repeated K or rank a run of its own: report refused them as duplicate
+    runs after every training, or reproduce suggested a label of a config that does not exist."""
+    done = launch(script, "cifar10", "--dry-run", env={"OUT": str(tmp_path / "run"), **env})
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (2, message, "")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "stl10", "fashionmnist"])
+def test_the_eval_launcher_evaluates_with_the_papers_head(dataset, tmp_path):
+    """bash_files/eval/DATASET.sh's command, read from a stand-in `solo-ncp` that prints its
+    arguments; without a checkpoint it prints its usage."""
+    stand_in = tmp_path / "solo-ncp"
+    stand_in.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stand_in.chmod(0o755)
+    script = str(ROOT / "bash_files/eval" / f"{dataset}.sh")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", script, "my run/last.ckpt", "alf", "", "--aa-n", "0"], capture_output=True,
+                         text=True, env=env)
+    assert run.stdout.splitlines() == ["eval", "--ckpt", "my run/last.ckpt", "--dataset", dataset, "--mode", "alf",
+                                       "--head", "paper", "--out", f"runs/eval-{dataset}-alf", "--aa-n", "0"]
+    bare = subprocess.run(["bash", script], capture_output=True, text=True, env=env)
+    assert bare.returncode != 0 and f"usage: bash_files/eval/{dataset}.sh CKPT" in bare.stderr

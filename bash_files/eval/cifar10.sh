@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
-# Linear evaluation on cifar10 (paper Appendix A.3): SA, PGD-20 RA and AutoAttack AA.
+# Linear evaluation on cifar10 (paper Appendix A.3: its head, --head paper): SA, PGD-20 RA and AutoAttack AA.
 # usage: bash_files/eval/cifar10.sh CKPT [slf|alf] [OUT_DIR] [extra solo-ncp eval options]
-exec solo-ncp eval --ckpt "$1" --dataset cifar10 --mode "${2:-slf}" --out "${3:-runs/eval-cifar10-${2:-slf}}" "${@:4}"
+ckpt=${1:?usage: bash_files/eval/cifar10.sh CKPT [slf|alf] [OUT_DIR] [extra solo-ncp eval options]}
+exec solo-ncp eval --ckpt "$ckpt" --dataset cifar10 --mode "${2:-slf}" --head paper --out "${3:-runs/eval-cifar10-${2:-slf}}" "${@:4}"

@@ -15,6 +15,10 @@ case $dataset in
 esac
 methods=ncp overrides=()
 for k in ${KS:-$default}; do
+    if [[ ,$methods, == *",ncp-k$k=ncp,"* ]]; then
+        echo "error: KS holds $k twice: give each K once" >&2
+        exit 2
+    fi
     methods+=",ncp-k$k=ncp"
     overrides+=("ncp-k$k:method_kwargs.k=$k")
 done

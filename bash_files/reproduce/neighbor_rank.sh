@@ -11,6 +11,13 @@ dataset=${1:?usage: neighbor_rank.sh DATASET [key=value ...] (cifar10, cifar100 
 shift
 methods=ncp overrides=()
 for n in ${RANKS:-3 4 5}; do
+    if [[ $n == 2 ]]; then
+        echo "error: RANKS holds 2, the paper's own n: its row is \`ncp\`, which this table runs already; give the other ranks (RANKS=\"3 4 5\")" >&2
+        exit 2
+    elif [[ ,$methods, == *",ncp-n$n=ncp,"* ]]; then
+        echo "error: RANKS holds $n twice: give each rank once" >&2
+        exit 2
+    fi
     methods+=",ncp-n$n=ncp"
     overrides+=("ncp-n$n:method_kwargs.neighbor_rank=$n")
 done
