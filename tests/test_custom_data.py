@@ -286,3 +286,45 @@ def test_reproduce_passes_no_data_dir_for_custom_data_its_steps_read_the_recorde
     assert data_options(cfg) == ["--train-n", "20"]
     registered = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", ["data.train_path=/data", "data.subset=20"])
     assert data_options(registered) == ["--data-dir", "/data", "--train-n", "20"]
+
+
+def test_standard_autoattack_on_fewer_than_10_classes_fails_inside_pyautoattack():
+    """The oracle of the refusal below: APGD-T's 9 target classes index past 3 logits once an
+    image survives APGD-CE (a tiny eps here), after pyautoattack has only warned."""
+    from pyautoattack import AutoAttack
+
+    torch.manual_seed(0)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).eval()
+    x = torch.rand(4, 3, 4, 4)
+    y = classifier(x).argmax(1)
+    adversary = AutoAttack(classifier, device="cpu", eps=1e-6, norm="Linf", seed=0, version="standard")
+    with pytest.raises(IndexError):
+        adversary.run_standard_evaluation(x, y, batch_size=4)
+
+
+def test_autoattack_needing_more_classes_than_the_data_has_is_refused_before_the_head(pipeline, tmp_path, capsys):
+    """3 classes: the standard version's APGD-T and FAB-T need 10; the line offers the attacks
+    that run on 3 (apgd-dlr reads the 3rd-largest logit, so 3 suffice)."""
+    evaluate = ["eval", "--ckpt", str(pipeline["simclr"]), "--dataset", "custom", "--epochs", "1", "--aa-n", "2",
+                "--cache-features", "--pgd-steps", "1", "--device", "cpu"]
+    assert main([*evaluate, "--out", str(tmp_path / "standard")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: AutoAttack standard runs attacks this dataset's 3 classes are too few for (fewest classes: "
+        "apgd-t 10, fab-t 10; APGD-T and FAB-T attack 9 target classes): run --aa-version custom --aa-attacks "
+        "apgd-ce apgd-dlr fab square (not AutoAttack's standard version: say so beside its AA), or skip "
+        "AutoAttack with --aa-n 0 (solo-ncp eval)")
+    assert not (tmp_path / "standard").exists()
+    custom = ["--aa-version", "custom", "--aa-attacks", "apgd-ce", "apgd-dlr", "fab", "square"]
+    assert main([*evaluate, *custom, "--out", str(tmp_path / "custom")]) == 0
+    assert json.loads((tmp_path / "custom" / "metrics.json").read_text())["settings"]["aa"]["attacks"] == custom[3:]
+
+
+def test_reproduce_refuses_such_an_autoattack_before_its_first_step(folders, tmp_path, capsys):
+    fashion = str(ROOT / "zoo_configs/fashionmnist")
+    argv = ["reproduce", "--dataset", "custom", "--config-dir", fashion, "--methods", "ncp", "--out",
+            str(tmp_path / "run"), "--dry-run", *custom_overrides(folders)[1:]]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: step s0/eval-simclr-slf would fail: AutoAttack standard runs attacks this dataset's 3 classes "
+        "are too few for")
+    assert main([*argv, "--eval-options=--aa-n 0"]) == 0

@@ -41,6 +41,7 @@ from solo_ncp.eval.protocol import (
     MODES,
     RA_COUNTING,
     TEST_PGD_STEPS,
+    check_autoattack_classes,
     check_loss,
     default_loss,
 )
@@ -285,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
     aa_n = len(test_set) if args.aa_n is None else args.aa_n
     if aa_n > len(test_set):
         raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
+    if aa_n:
+        check_autoattack_classes(args.aa_version, args.aa_attacks, spec.num_classes)
     batch_sizes = attack_batch_sizes(args)
     with staged_outputs(args.out, output_files(), METRICS_FILE) as staging:
         branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes, staging)

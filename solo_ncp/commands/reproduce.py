@@ -82,14 +82,16 @@ def config_dir(args: argparse.Namespace):
     return zoo_dir() / args.dataset
 
 
-def check_step_arguments(steps) -> None:
+def check_step_arguments(steps, num_classes: int) -> None:
     """Parses each select-k, eval and poc step's argv as that command would and runs its
     `check_arguments` (no I/O), so a bad option passed through --select-k-options, --eval-options
-    or --poc-options stops reproduce before the trainings, not after them. poc's --k, read from
-    select-k's k.json when poc runs (a placeholder until then), is checked then."""
+    or --poc-options stops reproduce before the trainings, not after them; an eval's AutoAttack
+    must run on the dataset's `num_classes`. poc's --k, read from select-k's k.json when poc runs
+    (a placeholder until then), is checked then."""
     import importlib
 
     from solo_ncp.cli import COMMANDS, build_parser, parse_command
+    from solo_ncp.eval.protocol import check_autoattack_classes
 
     _, parsers = build_parser()
     for step in steps:
@@ -101,6 +103,8 @@ def check_step_arguments(steps) -> None:
         try:
             args = parse_command(parsers[command], argv)
             importlib.import_module(f"solo_ncp.commands.{COMMANDS[command][0]}").check_arguments(args)
+            if command == "eval" and args.aa_n != 0:
+                check_autoattack_classes(args.aa_version, args.aa_attacks, num_classes)
         except ValueError as err:
             raise ValueError(f"step {step.name} would fail: {err} (check {CHECKED_STEPS[command]})") from None
 
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                           teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
                           poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
-        check_step_arguments(plan.steps)
+        check_step_arguments(plan.steps, plan.num_classes)
         rows = run_plan(plan, args.dry_run)
     ran = sum(state == "ran" for _, state, _ in rows)
     if args.dry_run:

@@ -52,6 +52,28 @@ AA_VERSIONS = ("standard", "plus", "rand", "custom")
 """pyautoattack 0.2's `version` names; "custom" runs the attacks named in `attacks`."""
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 """pyautoattack 0.2's attack names (its AttackName), for version "custom"."""
+VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+                   "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+                   "rand": ("apgd-ce", "apgd-dlr")}
+"""The attacks each of pyautoattack 0.2's versions runs (its `_set_version`)."""
+FEWEST_CLASSES = {"apgd-dlr": 3, "apgd-t": 10, "fab-t": 10}
+"""The fewest classes an attack runs on (2 for the others): the DLR loss reads the 3rd-largest
+logit; APGD-T and FAB-T attack 9 target classes in every version (its `n_target_classes`)."""
+
+
+def check_autoattack_classes(version: str, attacks, num_classes: int) -> None:
+    """ValueError, before any work, where AutoAttack `version` (or "custom" `attacks`) runs an
+    attack on fewer classes than it needs (`FEWEST_CLASSES`): pyautoattack only warns, then fails
+    with an IndexError inside the attack once an image survives APGD-CE."""
+    ran = tuple(attacks) if version == "custom" else VERSION_ATTACKS[version]
+    short = [attack for attack in ran if num_classes < FEWEST_CLASSES.get(attack, 2)]
+    if short:
+        fit = [attack for attack in AA_ATTACKS if num_classes >= FEWEST_CLASSES.get(attack, 2)]
+        needs = ", ".join(f"{attack} {FEWEST_CLASSES[attack]}" for attack in short)
+        raise ValueError(f"AutoAttack {version} runs attacks this dataset's {num_classes} classes are too few for "
+                         f"(fewest classes: {needs}; APGD-T and FAB-T attack 9 target classes): run "
+                         f"--aa-version custom --aa-attacks {' '.join(fit)} (not AutoAttack's standard "
+                         "version: say so beside its AA), or skip AutoAttack with --aa-n 0")
 
 POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
 """Rows of Table 1 (`solo-ncp poc`): poc.json key -> label."""

@@ -73,6 +73,8 @@ class Plan:
     out: Path
     steps: List[Step] = field(default_factory=list)
     settings: Dict = field(default_factory=dict)
+    num_classes: int = 0
+    """The dataset's classes (custom data: its class folders)."""
 
 
 def scope_of(override: str) -> Optional[str]:
@@ -397,6 +399,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     methods and evaluations recorded in `out` join those given (the folder's table is of them all).
     `checkpoint`: which checkpoint of each stage-2 run is evaluated, last.ckpt or best.ckpt (the
     trainings then keep it: `best_checkpoint_overrides`)."""
+    from solo_ncp.config import dataset_spec
     from solo_ncp.eval.protocol import MODES
 
     check_seeds(seeds)
@@ -437,7 +440,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
 
-    plan = Plan(out)
+    plan = Plan(out, num_classes=dataset_spec(configs[chosen[0].label]).num_classes)
     plan.settings = {
         "dataset": dataset, "seeds": list(seeds), "evals": list(evals), "overrides": list(overrides),
         "teacher": None if teacher is None else {"path": str(teacher), "sha256": file_sha256(teacher)},
