@@ -431,3 +431,46 @@ def test_a_folder_of_one_solo_learn_refuses_a_call_on_another(tmp_path):
     with pytest.raises(ValueError) as caught:
         compare_settings({"solo_learn": "1.0.2"}, {"checkpoint": "last.ckpt", "solo_learn": "1.0.6"}, record)
     assert "of other settings (solo_learn: recorded '1.0.2', now '1.0.6')" in str(caught.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "select-k=deacl"], "method label 'select-k': use letters, digits, '-' and '_', not 'simclr', "
+                                      "'stage2', 'select-k', 'poc' or eval-... (a step's folder or scope)"),
+    (["--methods", "eval-ncp-slf=ncp"], "method label 'eval-ncp-slf': use letters, digits, '-' and '_', not "
+                                        "'simclr', 'stage2', 'select-k', 'poc' or eval-... (a step's folder or scope)"),
+    (["--methods", "ncp", "--eval", "slf=ncp,simclr,ncp"], "--eval 'slf=ncp,simclr,ncp' names ncp twice: name each "
+                                                           "encoder once"),
+    (["--methods", "ncp", "--eval-options=--hea whitened"], "--eval-options: --hea (--head) is set by reproduce "
+                                                            "itself (use --dataset, --seeds, --out and overrides instead)"),
+    (["--methods", "ncp", "--select-k-options=--ck other.ckpt --ove"],
+     "--select-k-options: --ck (--ckpt), --ove (--overwrite) are set by reproduce itself (use --dataset, --seeds, "
+     "--out and overrides instead)"),
+], ids=["a step's folder", "an evaluation's folder", "an encoder twice", "abbreviated head", "abbreviated ckpt"])
+def test_a_plan_that_would_overwrite_or_drop_a_step_is_refused_before_any_step(tmp_path, capsys, extra, message):
+    """A label `select-k` trained into select-k's folder, `slf=ncp,ncp` ran one evaluation twice (report
+    then refused the folder given twice, after every step), `--hea` (argparse's abbreviation of
+    --head) silently evaluated the paper's rows with another head."""
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", *extra, "--dry-run")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message} (solo-ncp reproduce)"
+
+
+def test_a_stage1_override_with_a_teacher_is_refused(tmp_path, capsys, digits_simclr_ckpt):
+    """--teacher replaces stage 1: `simclr:max_epochs=5` was accepted and read by nothing."""
+    argv = reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", "--teacher", str(digits_simclr_ckpt),
+                          "simclr:max_epochs=5", "--dry-run", tiny=TINY_RESNET18)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: override 'simclr:max_epochs=5': --teacher replaces stage 1, so no simclr step reads it: drop it "
+        "(or train stage 1 here, without --teacher) (solo-ncp reproduce)")
+
+
+def test_an_override_of_a_recorded_method_the_call_does_not_name_is_refused(tmp_path, capsys):
+    """--out records ncp and deacl; `--methods ncp deacl:max_epochs=4` appended the recorded
+    deacl overrides after it, so the recorded value won in silence."""
+    out = tmp_path / "run"
+    record_plan(out, ["ncp", "deacl"])
+    assert main(reproduce_argv(out, "--seeds", "0", "--methods", "ncp", "deacl:max_epochs=4", "--dry-run")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: override 'deacl:max_epochs=4': deacl is a method {out / 'reproduce.json'} records but --methods "
+        "does not name, so its recorded settings stand: name it in --methods (its settings are then compared with "
+        "the record), or drop the override (solo-ncp reproduce)")

@@ -43,6 +43,9 @@ OWN_EVAL_OPTIONS = ("--ckpt", "--dataset", "--seed", "--mode", "--out", "--metho
                     "--overwrite", "--head")
 """Options `reproduce` sets on select-k, poc and eval itself (refused in --*-options)."""
 SLF_ONLY = ("--cache-features",)
+RESERVED_LABELS = (STAGE1, STAGE2_SCOPE, "select-k", "poc")
+"""Names no method label may take: the scopes of overrides and the folders of each seed's other
+steps (its evaluations' folders are eval-...)."""
 
 
 def evaluation_kinds() -> Tuple[str, ...]:
@@ -121,11 +124,20 @@ def options(text: str, what: str) -> List[str]:
     """--select-k-options / --eval-options / --poc-options split as a shell would; refuses the
     options reproduce sets itself."""
     argv = shlex.split(text or "")
-    own = sorted({arg.split("=")[0] for arg in argv} & set(OWN_EVAL_OPTIONS))
+    names = {arg.split("=")[0]: own_option(arg.split("=")[0]) for arg in argv}
+    own = sorted(name if option == name else f"{name} ({option})" for name, option in names.items() if option)
     if own:
         raise ValueError(f"{what}: {', '.join(own)} {'is' if len(own) == 1 else 'are'} set by "
                          f"reproduce itself (use --dataset, --seeds, --out and overrides instead)")
     return argv
+
+
+def own_option(name: str) -> Optional[str]:
+    """The option of OWN_EVAL_OPTIONS that `name` sets: itself, or the one it abbreviates as
+    argparse reads `--hea` as `--head` (no option of select-k, eval or poc abbreviates one)."""
+    if len(name) < 3 or not name.startswith("--"):
+        return None
+    return next((option for option in OWN_EVAL_OPTIONS if option.startswith(name)), None)
 
 
 def mode_options(texts: Sequence[str], modes: Sequence[str]) -> Dict[Optional[str], List[str]]:
@@ -223,9 +235,9 @@ def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
             known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem != STAGE1))
             raise ValueError(f"method {spec!r}: no config {path} (stage-2 configs in {config_dir}: "
                              f"{known or 'none'}; or give a YAML path)")
-        if label == STAGE1 or label == STAGE2_SCOPE or not label.replace("-", "_").isidentifier():
+        if label in RESERVED_LABELS or label.startswith("eval-") or not label.replace("-", "_").isidentifier():
             raise ValueError(f"method label {label!r}: use letters, digits, '-' and '_', not "
-                             f"{STAGE1!r} or {STAGE2_SCOPE!r}")
+                             f"{', '.join(map(repr, RESERVED_LABELS))} or eval-... (a step's folder or scope)")
         methods.append(Method(label, path))
     labels = [m.label for m in methods]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -253,6 +265,9 @@ def parse_evals(specs: Sequence[str], encoders: Sequence[str], modes: Sequence[s
                              f"{', '.join(encoders)})")
         if mode in evals:
             raise ValueError(f"--eval names mode {mode} twice: list its encoders once, {mode}=a,b")
+        repeated = sorted({name for name in chosen if chosen.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--eval {spec!r} names {', '.join(repeated)} twice: name each encoder once")
         evals[mode] = chosen
     return evals
 
@@ -408,6 +423,11 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     if recorded is not None:
         seeds = list(dict.fromkeys([*recorded["seeds"], *seeds]))
         kept = set(recorded["methods"]) - {m.label for m in chosen}
+        unnamed = [item for item in overrides if scope_of(item) in kept and item not in recorded["overrides"]]
+        if unnamed:
+            raise ValueError(f"override {unnamed[0]!r}: {scope_of(unnamed[0])} is a method {out / SETTINGS} records "
+                             "but --methods does not name, so its recorded settings stand: name it in --methods "
+                             "(its settings are then compared with the record), or drop the override")
         overrides = list(overrides) + [item for item in recorded["overrides"]
                                        if scope_of(item) in kept and item not in overrides]
         chosen = with_recorded_methods(chosen, recorded["methods"], out / SETTINGS)
@@ -420,6 +440,9 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     own_k = {label for label, items in scoped.items() if label not in (None, STAGE1, STAGE2_SCOPE)
              and any(override_key(item) == "method_kwargs.k" and not item.startswith("~") for item in items)}
     check_overrides(scoped, allowed={label: ("method_kwargs.k",) for label in own_k})
+    if teacher is not None and scoped.get(STAGE1):
+        raise ValueError(f"override '{STAGE1}:{scoped[STAGE1][0]}': --teacher replaces stage 1, so no {STAGE1} "
+                         "step reads it: drop it (or train stage 1 here, without --teacher)")
     select_k_argv = options(select_k_options, "--select-k-options")
     eval_argv = mode_options(eval_options, MODES)
     poc_argv = options(poc_options, "--poc-options")
