@@ -83,7 +83,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command, then its arguments parsed intermixed: `--resume` may follow overrides."""
     parser, commands = build_parser()
     command = parser.parse_known_args(argv)[0].command
-    rest = list(argv)[list(argv).index(command) + 1:]
+    before, rest = list(argv)[:list(argv).index(command)], list(argv)[list(argv).index(command) + 1:]
+    if before:
+        parser.error(f"unrecognized arguments before the command: {' '.join(before)} (a command's options "
+                     f"follow it: solo-ncp {command} {' '.join(before)} ...)")
     args = commands[command].parse_intermixed_args(rest)
     args.command = command
     return args

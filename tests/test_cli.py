@@ -32,6 +32,16 @@ def test_options_may_follow_the_overrides():
     assert args.overrides == ["max_epochs=2", "+a=1", "~b"]
 
 
+def test_an_option_before_the_command_is_refused_not_dropped(capsys):
+    """`solo-ncp --bogus export ...` exported and never mentioned --bogus."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--overwrite", "export", "--ckpt", "c.ckpt", "--out", "o"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "solo-ncp: error: unrecognized arguments before the command: --overwrite (a command's options follow it: "
+        "solo-ncp export --overwrite ...)")
+
+
 def test_the_top_level_help_says_what_the_tool_is_and_how_a_command_fails(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
