@@ -474,3 +474,40 @@ def test_an_override_of_a_recorded_method_the_call_does_not_name_is_refused(tmp_
         f"error: override 'deacl:max_epochs=4': deacl is a method {out / 'reproduce.json'} records but --methods "
         "does not name, so its recorded settings stand: name it in --methods (its settings are then compared with "
         "the record), or drop the override (solo-ncp reproduce)")
+
+
+@pytest.mark.parametrize("folder", ["lr=0.1", "a,b (c)#d", "it's"])
+def test_paths_hydra_would_misread_reach_each_training_as_written(tmp_path, folder):
+    """An --out holding `=`, `,`, brackets, `#` or a quote made the first training step fail
+    ("override 'checkpoint.dir=...' is not key=value"), after the dry run accepted it. Each training
+    step's overrides now load back the paths as written."""
+    from solo_ncp.config import load_config
+
+    out = tmp_path / folder / "run"
+    plan = build_plan(dataset="digits", seeds=[0], methods=["ncp"], evals=["slf"], out=out, overrides=TINY,
+                      teacher=None, config_dir=CONFIGS)
+    steps = {step.name: step.argv() for step in plan.steps}
+    configs = {name: load_config(steps[name][2], [arg for arg in steps[name][3:] if "=" in arg])
+               for name in ("s0/simclr", "s0/ncp")}
+    assert {name: cfg.checkpoint.dir for name, cfg in configs.items()} == dict.fromkeys(configs, str(out / "s0"))
+    kwargs = configs["s0/ncp"].method_kwargs
+    assert (kwargs.teacher_ckpt, kwargs.k_file) == (str(out / "s0/simclr/last.ckpt"), str(out / "s0/select-k/k.json"))
+
+
+@pytest.mark.parametrize("value, written", [
+    ("runs/x/s0", "k=runs/x/s0"),  # as before: earlier runs' steps keep their argv, so stay done
+    ("a b/c", "k=a b/c"),
+    ("lr=0.1", "k='lr=0.1'"),
+    ("it's", "k='it\\'s'"),
+    ("end\\", "k=end\\"),
+    ("x'\\", "k='x\\'\\\\'"),
+    ("1", "k='1'"),
+    ("null", "k='null'"),
+])
+def test_an_override_of_a_path_is_quoted_only_where_hydra_would_misread_it(value, written):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from solo_ncp.config.overrides import override_of
+
+    assert override_of("k", value) == written
+    assert OverridesParser.create().parse_override(written).value() == value

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from solo_ncp.commands._encoder import seed_number
+from solo_ncp.config.overrides import override_of
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         "stage 2 (ncp)": run_stage("stage 2: NCP adversarial training", [
             "train", "--config", str(config_path("fashionmnist/ncp")), *common, "name=ncp",
             f"max_epochs={scale.stage2_epochs}", "optimizer.batch_size=128",
-            f"method_kwargs.teacher_ckpt={simclr}", "method_kwargs.k=null",
-            f"method_kwargs.k_file={k_dir / 'k.json'}"]),
+            override_of("method_kwargs.teacher_ckpt", simclr), "method_kwargs.k=null",
+            override_of("method_kwargs.k_file", k_dir / "k.json")]),
         "SLF eval": run_stage("evaluation: SLF head, SA / PGD-20 RA / AutoAttack AA", [
             "eval", "--ckpt", str(ncp), *encoder_args, "--mode", "slf", "--cache-features",
             "--epochs", str(scale.slf_epochs), "--train-n", str(scale.subset),

@@ -16,6 +16,7 @@ config-group choices (`augmentations=symmetric`, `optimizer=sgd`) are written th
 `augmentations=[{...}]`) is taken. Hydra's own keys (`hydra.run.dir=.`, `hydra/job_logging=disabled`)
 are accepted and dropped, as Hydra drops them from the cfg it hands main_pretrain.py (`HYDRA`).
 """
+import re
 from typing import List, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -69,6 +70,24 @@ def parse_overrides(overrides: Sequence[str]) -> List:
                               "++key=value or ~key with the key's dotted name (optimizer.lr=0.1)")
         parsed.append(override)
     return parsed
+
+
+def override_of(key: str, value) -> str:
+    """`key=value` whose value Hydra reads back as exactly the text `value` (a path): as written
+    where it reads so (`checkpoint.dir=runs/x`), else quoted, `'` and the backslashes before a
+    quote or the end escaped (`checkpoint.dir='runs/lr=0.1'`: unquoted, `=`, `,`, brackets, `#` or a
+    quote break the override, and `1`, `null` or `true` are read as another type)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    text, parser = str(value), OverridesParser.create()
+    try:
+        if parser.parse_override(f"{key}={text}").value() == text:
+            return f"{key}={text}"
+    except HydraException:
+        pass
+    escaped = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, text).replace("'", "\\'")
+    return f"{key}='{escaped}'"
 
 
 def _quoting_fix(line: str) -> str:

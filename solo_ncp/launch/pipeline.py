@@ -3,6 +3,8 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
+from solo_ncp.config.overrides import override_of
+
 
 class StageFailed(ValueError):
     """A stage ended with an error (already printed by that stage)."""
@@ -25,5 +27,5 @@ def cpu_scale_overrides(dataset: str, crop_size: int, subset: int, out: Path, se
     no validation pass, runs under `out`."""
     return [f"data.dataset={dataset}", f"augmentations.0.crop_size={crop_size}",
             f"data.subset={subset}", "backbone.kwargs.cifar=false", "data.num_workers=0",
-            f"checkpoint.dir={out}", f"seed={seed}", "scheduler.warmup_epochs=0",
+            override_of("checkpoint.dir", out), f"seed={seed}", "scheduler.warmup_epochs=0",
             "data.val=false", "log_every_n_steps=5"]

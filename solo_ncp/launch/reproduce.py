@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from solo_ncp.config.overrides import override_key
+from solo_ncp.config.overrides import override_key, override_of
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
@@ -484,7 +484,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         if teacher is None:
             plan.steps.append(Step(f"s{seed}/{STAGE1}", base / STAGE1, fixed(
                 ["pretrain", "--config", str(stage1_config), *stage1_overrides,
-                 f"checkpoint.dir={base}", f"name={STAGE1}", f"seed={seed}"]),
+                 override_of("checkpoint.dir", base), f"name={STAGE1}", f"seed={seed}"]),
                 trained(stage1, int(configs[STAGE1].max_epochs)), rerun="--resume"))
         k_dir = base / "select-k"
         plan.steps.append(Step(f"s{seed}/select-k", k_dir, fixed(
@@ -501,11 +501,11 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         checkpoints = {STAGE1: stage1}
         for m in chosen:
             clusters = ([] if "k" not in configs[m.label].method_kwargs or m.label in own_k else
-                        ["method_kwargs.k=null", f"method_kwargs.k_file={k_dir / 'k.json'}"])
+                        ["method_kwargs.k=null", override_of("method_kwargs.k_file", k_dir / "k.json")])
             plan.steps.append(Step(f"s{seed}/{m.label}", base / m.label, fixed(
                 ["train", "--config", str(m.config), *stage2_overrides[m.label],
-                 f"checkpoint.dir={base}", f"name={m.label}", f"seed={seed}",
-                 f"method_kwargs.teacher_ckpt={stage1}", *clusters]),
+                 override_of("checkpoint.dir", base), f"name={m.label}", f"seed={seed}",
+                 override_of("method_kwargs.teacher_ckpt", stage1), *clusters]),
                 trained(base / m.label / LAST, int(configs[m.label].max_epochs)),
                 rerun="--resume", inputs=(stage1, k_dir / "k.json") if clusters else (stage1,)))
             checkpoints[m.label] = base / m.label / checkpoint
