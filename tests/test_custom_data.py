@@ -328,3 +328,26 @@ def test_reproduce_refuses_such_an_autoattack_before_its_first_step(folders, tmp
         "error: step s0/eval-simclr-slf would fail: AutoAttack standard runs attacks this dataset's 3 classes "
         "are too few for")
     assert main([*argv, "--eval-options=--aa-n 0"]) == 0
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """torchvision's pil_loader turned a 16-bit PNG about 98% white (every value above 255 clipped)."""
+    from solo_ncp.data.custom import load_image
+
+    wide = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    pixels = np.asarray(load_image(str(tmp_path / "wide.png")))
+    assert pixels.shape == (8, 8, 3) and (pixels == pixels[..., :1]).all()
+    np.testing.assert_array_equal(pixels[..., 0], np.round(wide * (255 / 65535)).astype(np.uint8))
+
+
+def test_a_32_bit_image_is_refused_naming_it(tmp_path):
+    from solo_ncp.data.custom import load_image
+
+    Image.fromarray(np.full((4, 4), 70000, np.int32), mode="I").save(tmp_path / "deep.tif")
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_image(str(tmp_path / "deep.tif"))
+    assert str(caught.value) == (f"custom data: image {tmp_path / 'deep.tif'} holds 32-bit integer pixels (PIL mode I) "
+                                 "of no known range, which RGB conversion clips: save it with 8 or 16 bits a channel, "
+                                 "or remove it")

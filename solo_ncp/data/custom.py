@@ -191,15 +191,37 @@ def config_custom_data(data: Mapping, augmentations: Sequence[Mapping], validate
                        ("data.train_path", "data.val_path"))
 
 
+WIDE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+"""PIL modes of more than 8 bits a channel whose range a file does not state."""
+
+
+def _eight_bits(image: "Image.Image") -> "Image.Image":
+    """A 16-bit grayscale picture (PIL mode I;16, as of a 16-bit PNG) as 8-bit L: 65535 -> 255
+    (value // 257, rounded). RGB conversion clipped every value above 255 to white."""
+    import numpy as np
+    from PIL import Image
+
+    wide = np.asarray(image).astype(np.uint32)
+    return Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+
+
 def load_image(path: str) -> "Image.Image":
-    """ImageFolder's loader: the picture in the file at `path` as RGB (torchvision's `pil_loader`);
+    """ImageFolder's loader: the picture in the file at `path` as RGB (torchvision's `pil_loader`;
+    16-bit grayscale scaled to 8 bits, `_eight_bits`, where `pil_loader` clips it to white);
     DatasetNotFoundError naming the file, what is wrong and the fix when it is missing, empty, not
     an image PIL can read, or truncated or damaged (PIL's decoding errors; other I/O errors pass)."""
     from PIL import Image, UnidentifiedImageError
 
+    fix = "replace or remove it"
     try:
         with open(path, "rb") as file:
-            return Image.open(file).convert("RGB")
+            image = Image.open(file)
+            if image.mode.startswith("I;16"):
+                return _eight_bits(image).convert("RGB")
+            if image.mode not in WIDE_MODES:
+                return image.convert("RGB")
+        problem = f"holds {WIDE_MODES[image.mode]} pixels (PIL mode {image.mode}) of no known range, which RGB conversion clips"
+        fix = "save it with 8 or 16 bits a channel, or remove it"
     except FileNotFoundError:
         problem = "is missing (a broken link, or deleted after the folder was listed)"
     except UnidentifiedImageError:
@@ -208,7 +230,7 @@ def load_image(path: str) -> "Image.Image":
         if isinstance(err, OSError) and err.errno is not None:
             raise
         problem = f"is truncated or damaged (PIL: {err})"
-    raise DatasetNotFoundError(f"custom data: image {path} {problem}: replace or remove it")
+    raise DatasetNotFoundError(f"custom data: image {path} {problem}: {fix}")
 
 
 def image_folder_dataset(folder, image_size: int, transform: Callable) -> "Dataset":
