@@ -1,6 +1,7 @@
 """`solo-ncp eval`, `report`, `poc` and `demo` end to end on digits, through the real stages."""
 import hashlib
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,22 @@ def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tm
     paths = re.findall(r"(/\S+\.(?:ckpt|png|csv|json))", summary)
     assert len(paths) == 6 and all(Path(p).is_file() for p in paths), paths
     assert main(["demo", "--out", str(out)]) == 2  # never over an earlier run
+
+
+def test_an_interrupted_demo_says_to_run_it_again_elsewhere(tmp_path, monkeypatch, capsys):
+    """Its stage's own line named that stage's command (`solo-ncp pretrain ... --resume`), which runs
+    no demo, and the demo refuses its existing --out."""
+    from solo_ncp.interrupt import Interrupted
+    from solo_ncp.launch import pipeline
+
+    def stage(title, argv):
+        if argv[0] == "select-k":
+            raise Interrupted(signal.SIGTERM, "in its sweep", "start again with")
+        return 0.0
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", "digits", "--out", str(out)]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp demo stopped by SIGTERM: a demo does not resume; run it again with another --out "
+        f"({out} keeps what its finished stages wrote)")

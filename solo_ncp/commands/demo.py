@@ -57,6 +57,17 @@ def _dataset(requested) -> str:
         return "digits"
 
 
+def _demo_interrupted(err: KeyboardInterrupt, out: Path) -> KeyboardInterrupt:
+    """The interruption of a demo stage, its line composed for the demo: the stage's own line
+    named that stage's command and its resume option, which a demo does not take."""
+    from solo_ncp.interrupt import as_interrupted
+
+    interrupted = as_interrupted(err)
+    interrupted.line = (f"interrupted: solo-ncp demo stopped by {interrupted.signal_name}: a demo does not resume; "
+                        f"run it again with another --out ({out} keeps what its finished stages wrote)")
+    return interrupted
+
+
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_text
     from solo_ncp.launch.pipeline import cpu_scale_overrides, run_stage
@@ -72,26 +83,29 @@ def run(args: argparse.Namespace) -> int:
     k_dir, eval_dir = out / "select-k", out / "eval-slf"
     k_min, k_max, k_step = scale.k_range
     encoder_args = ["--dataset", scale.dataset, "--seed", str(args.seed)]
-    timings = {
-        "stage 1 (SimCLR)": run_stage("stage 1: SimCLR", [
-            "pretrain", "--config", str(config_path("fashionmnist/simclr")), *common,
-            "name=simclr", f"max_epochs={scale.stage1_epochs}", "optimizer.batch_size=256"]),
-        "select-k": run_stage("K selection", [
-            "select-k", "--ckpt", str(simclr), *encoder_args, "--k-min", str(k_min),
-            "--k-max", str(k_max), "--k-step", str(k_step), "--train-n", str(scale.subset),
-            "--out", str(k_dir)]),
-        "stage 2 (ncp)": run_stage("stage 2: NCP adversarial training", [
-            "train", "--config", str(config_path("fashionmnist/ncp")), *common, "name=ncp",
-            f"max_epochs={scale.stage2_epochs}", "optimizer.batch_size=128",
-            override_of("method_kwargs.teacher_ckpt", simclr), "method_kwargs.k=null",
-            override_of("method_kwargs.k_file", k_dir / "k.json")]),
-        "SLF eval": run_stage("evaluation: SLF head, SA / PGD-20 RA / AutoAttack AA", [
-            "eval", "--ckpt", str(ncp), *encoder_args, "--mode", "slf", "--cache-features",
-            "--epochs", str(scale.slf_epochs), "--train-n", str(scale.subset),
-            "--test-n", str(scale.test_n), "--aa-n", str(scale.aa_n), "--batch-size", "128",
-            *(["--aa-version", "custom", "--aa-attacks", *scale.aa_attacks] if scale.aa_attacks else []),
-            "--out", str(eval_dir)]),
-    }
+    try:
+        timings = {
+            "stage 1 (SimCLR)": run_stage("stage 1: SimCLR", [
+                "pretrain", "--config", str(config_path("fashionmnist/simclr")), *common,
+                "name=simclr", f"max_epochs={scale.stage1_epochs}", "optimizer.batch_size=256"]),
+            "select-k": run_stage("K selection", [
+                "select-k", "--ckpt", str(simclr), *encoder_args, "--k-min", str(k_min),
+                "--k-max", str(k_max), "--k-step", str(k_step), "--train-n", str(scale.subset),
+                "--out", str(k_dir)]),
+            "stage 2 (ncp)": run_stage("stage 2: NCP adversarial training", [
+                "train", "--config", str(config_path("fashionmnist/ncp")), *common, "name=ncp",
+                f"max_epochs={scale.stage2_epochs}", "optimizer.batch_size=128",
+                override_of("method_kwargs.teacher_ckpt", simclr), "method_kwargs.k=null",
+                override_of("method_kwargs.k_file", k_dir / "k.json")]),
+            "SLF eval": run_stage("evaluation: SLF head, SA / PGD-20 RA / AutoAttack AA", [
+                "eval", "--ckpt", str(ncp), *encoder_args, "--mode", "slf", "--cache-features",
+                "--epochs", str(scale.slf_epochs), "--train-n", str(scale.subset),
+                "--test-n", str(scale.test_n), "--aa-n", str(scale.aa_n), "--batch-size", "128",
+                *(["--aa-version", "custom", "--aa-attacks", *scale.aa_attacks] if scale.aa_attacks else []),
+                "--out", str(eval_dir)]),
+        }
+    except KeyboardInterrupt as err:
+        raise _demo_interrupted(err, out) from None
     k = json.loads((k_dir / "k.json").read_text())["k"]
     record = json.loads((eval_dir / "metrics.json").read_text())
     m, aa = record["metrics"], record["settings"]["aa"]
