@@ -474,3 +474,34 @@ def test_resuming_a_checkpoint_of_the_other_host_names_both_hosts(tmp_path, writ
         f"this host ({hosts[here]}) cannot resume it: resume with the {hosts[written]} environment, or start a "
         "new run with another name=... (checkpoints cross hosts for eval, select-k, poc and as a teacher, not "
         "for --resume)")
+
+
+@pytest.mark.parametrize("options", [["method_kwargs.cluster_features=memory_bank"],
+                                     ["method_kwargs.assign=index", "method_kwargs.cluster_every=2"]],
+                         ids=["memory bank", "assign index every 2 epochs"])
+def test_a_resumed_stage2_clusters_as_the_run_it_continues(tmp_path, monkeypatch, digits_small_simclr_ckpt, options):
+    """3 epochs uninterrupted; the same run stopped (SIGINT) as epoch 1 starts, then resumed: epochs 1
+    and 2 have the uninterrupted run's losses. The memory bank (epoch 1 clusters the features epoch 0
+    remembered) and the per-sample clusters of assign=index (epoch 1 clusters nothing) were not in
+    the checkpoint: the resumed epoch 1 clustered a full pass, or clustered when not due."""
+    import solo_ncp.methods.stage2_hooks as hooks
+    from solo_ncp.interrupt import Interrupted
+
+    common = ["max_epochs=3", "limit_train_batches=2", "log_every_n_steps=1", *SMALL_BACKBONE, *options]
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=full", *common) == 0
+    real = hooks.Stage2Hooks.on_train_epoch_start
+
+    def stop_at_epoch_1(self):
+        if self.current_epoch == 1:
+            raise Interrupted()
+        return real(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(hooks.Stage2Hooks, "on_train_epoch_start", stop_at_epoch_1)
+        assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=cut", *common) == 130
+    assert torch.load(tmp_path / "cut" / LAST, weights_only=True)["epoch"] == 0
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "name=cut", *common, resume=True) == 0
+    expected, got = _epoch_losses(tmp_path / "full"), _epoch_losses(tmp_path / "cut")
+    assert sorted(got) == [1, 2]
+    for epoch, losses in got.items():
+        assert losses and losses == pytest.approx(expected[epoch], rel=1e-6, abs=1e-6), epoch

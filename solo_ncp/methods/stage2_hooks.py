@@ -22,7 +22,7 @@ from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
 from solo_ncp.methods.stage2_options import OPTION_NAMES
 from solo_ncp.models.backbones import BackboneSpec, features_dim
-from solo_ncp.models.checkpoint import META_KEY, assumed_normalization
+from solo_ncp.models.checkpoint import CLUSTERING_STATE_KEY, META_KEY, assumed_normalization
 from solo_ncp.models.dual_bn import bn_branch
 from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
@@ -149,6 +149,7 @@ class Stage2Hooks:
         self.cluster_data: Optional[Dataset] = None
         self.assigned: Optional[torch.Tensor] = None
         self.bank: Optional[torch.Tensor] = None
+        self.bank_seen: Optional[torch.Tensor] = None
         self.input_normalization: Dict[str, Optional[Dict]] = {"train": None, "val": None}
 
     @property
@@ -216,14 +217,29 @@ class Stage2Hooks:
 
     def on_save_checkpoint(self, checkpoint: Dict) -> None:
         """Keeps a launcher's metadata (its callback runs first), else adds the method's own, so a
-        checkpoint saved by any launcher (e.g. solo-learn main's main_pretrain.py) describes itself."""
+        checkpoint saved by any launcher (e.g. solo-learn main's main_pretrain.py) describes itself;
+        and the clustering state the next epochs read (`clustering_state`)."""
         checkpoint.setdefault(META_KEY, self.checkpoint_meta())
+        state = self.clustering_state()
+        if state:
+            checkpoint[CLUSTERING_STATE_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: Dict) -> None:
         """`check_resumed` on every launcher (solo-learn main's auto_resume; solo-ncp's --resume
-        calls it before the run folder is touched)."""
+        calls it before the run folder is touched); the clustering state comes back with it."""
         super().on_load_checkpoint(checkpoint)
         self.check_resumed(checkpoint.get(META_KEY) or {})
+        state = checkpoint.get(CLUSTERING_STATE_KEY) or {}
+        self.bank, self.bank_seen = state.get("bank"), state.get("bank_seen")
+        self.assigned = state.get("assigned")
+
+    def clustering_state(self) -> Dict[str, torch.Tensor]:
+        """What a resumed run needs beyond the buffers to train on as the run it continues: the
+        memory bank (`bank` (N, D) float, `bank_seen` (N,) bool) the next clustering reads, and the
+        per-sample clusters of `assign=index` (`assigned` (N, 2) long), which a clustering not due
+        yet would otherwise recompute. Empty where the run uses neither."""
+        state = {"bank": self.bank, "bank_seen": self.bank_seen, "assigned": self.assigned}
+        return {name: value.detach().cpu() for name, value in state.items() if value is not None}
 
     def check_resumed(self, meta: Mapping[str, Any]) -> None:
         """Refuses to resume a checkpoint (its solo-ncp metadata `meta`) trained from another
@@ -243,6 +259,8 @@ class Stage2Hooks:
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        self.bank, self.assigned = (None if value is None else value.to(self.device) for value in (self.bank, self.assigned))
+        self.bank_seen = None if self.bank is None else self.bank_seen.to(self.device)
         if self.cudnn_benchmark:  # off: left as the Trainer's `benchmark` set it
             torch.backends.cudnn.benchmark = True
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)

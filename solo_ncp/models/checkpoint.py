@@ -28,6 +28,8 @@ from solo_ncp.run_files import BEST
 
 ENCODER_PREFIXES = ("encoder.", "backbone.")
 META_KEY = "solo_ncp"
+CLUSTERING_STATE_KEY = "solo_ncp_clustering"
+"""A stage-2 checkpoint's clustering state beyond its buffers (`Stage2Hooks.clustering_state`)."""
 BEST_META = "best_val_robust"
 """The key, in a checkpoint's solo-ncp metadata, of the run's best held-out robust accuracy so far:
 {"epoch" (0-based), "pgd20_acc", "clean_acc" (%)}; best.ckpt holds that epoch's weights."""
