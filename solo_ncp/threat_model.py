@@ -33,9 +33,10 @@ def check_budget(norm: str, size: float, name: str) -> None:
     1/255 units (8 for 8/255); the message gives the value to pass instead."""
     check_norm(norm)
     if norm == "Linf" and size >= 1:
+        meant = (f"for {size:g}/255 pass {name}={size / 255:.6g}" if size / 255 < 1 else
+                 "give a size below 1 (8/255 = 0.0313725)")
         raise ValueError(f"{name}={size:g} is an L-inf size in [0, 1] pixel units, where 1 or more "
-                         f"spans every value a pixel can take; for {size:g}/255 pass "
-                         f"{name}={size / 255:.6g}")
+                         f"spans every value a pixel can take; {meant}")
 
 
 def check_l2_reach(norm: str, eps: float, image_shape: Sequence[int], name: str) -> None:
@@ -49,7 +50,8 @@ def check_l2_reach(norm: str, eps: float, image_shape: Sequence[int], name: str)
         shape = "x".join(map(str, image_shape))
         raise ValueError(f"{name}={eps:g} is an L2 budget at least the distance between the two farthest "
                          f"{shape} images in [0, 1] pixel units ({reach:.1f}): its ball holds every image; "
-                         f"for {eps:g}/255 pass {name}={eps / 255:.6g}")
+                         + (f"for {eps:g}/255 pass {name}={eps / 255:.6g}" if eps / 255 < reach else
+                            f"give a budget below {reach:.1f}"))
 
 
 def check_attack_sizes(norm: str, eps: float, alpha: float) -> None:

@@ -1,5 +1,7 @@
 """`solo-ncp train`: stage 2 (`ncp`, or the `deacl` baseline) from a stage-1 checkpoint."""
 import argparse
+import math
+from typing import Dict
 
 from omegaconf import OmegaConf
 
@@ -50,6 +52,20 @@ def stage2_data(cfg, model):
     return IndexedDataset(train_set), cluster_set
 
 
+def check_given_normalization(teacher: str, given: Dict, trust: bool) -> None:
+    """ValueError where `method_kwargs.normalization` (`given`) differs from the normalisation the
+    teacher checkpoint records: stage 2 keeps the teacher's (it was trained with it), so the option
+    would be read by nothing; it is for a plain solo-learn teacher, which records none."""
+    from solo_ncp.models.checkpoint import checkpoint_meta, read_encoder_checkpoint
+
+    recorded = checkpoint_meta(read_encoder_checkpoint(teacher, trust=trust)[0], teacher).get("normalization")
+    if recorded is not None and any(not math.isclose(a, b, rel_tol=1e-6) for key in ("mean", "std")
+                                    for a, b in zip(given[key], recorded[key])):
+        raise ValueError(f"method_kwargs.normalization={given} differs from the normalisation the teacher {teacher} "
+                         f"records ({recorded}), which it was trained with and stage 2 keeps: drop the option "
+                         "(it is for a plain solo-learn teacher, which records none)")
+
+
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
@@ -67,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
     options = take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
+    if options["normalization"] is not None:
+        check_given_normalization(options["teacher_ckpt"], options["normalization"],
+                                  trust=options["trust_teacher"] or args.trust_checkpoint)
     size = dataset_spec(cfg).image_size
     check_l2_reach(options["norm"], options["eps"], (3, size, size), "method_kwargs.eps")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)

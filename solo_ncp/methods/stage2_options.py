@@ -2,6 +2,7 @@
 keyword arguments with solo-learn 1.0.2's argparse arguments (`add_arguments`), or as
 `cfg.method_kwargs` on solo-learn main; each value checked, with one error naming it and what it
 takes (`take_options`)."""
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -29,11 +30,14 @@ class Option:
     required: bool = False
     at_least: Optional[float] = None
     above: Optional[float] = None
+    at_most: Optional[float] = None
 
 
+SEED_MAX = 2 ** 32 - 1
+"""The largest seed (numpy's); a seed is also offset by the epoch, far below torch's 2 ** 63."""
 OPTIONS = (
     Option("teacher_ckpt", str, required=True),
-    Option("k", int, at_least=1),
+    Option("k", int, at_least=2),
     Option("k_file", str),
     Option("lam", float, 6.0, at_least=0),
     Option("norm", str, "Linf", NORMS),
@@ -47,7 +51,7 @@ OPTIONS = (
     Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
     Option("kmeans_max_iter", int, 100, at_least=1),
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
-    Option("kmeans_seed", int, 0),
+    Option("kmeans_seed", int, 0, at_least=0, at_most=SEED_MAX),
     Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
     Option("kmeans_n_init", int, 1, at_least=1),
     Option("dual_bn", bool, True),
@@ -56,7 +60,7 @@ OPTIONS = (
     Option("trust_teacher", bool, False),
     Option("val_robust_every", int, 0, at_least=0),
     Option("val_robust_n", int, 512, at_least=1),
-    Option("val_robust_seed", int, 0, at_least=0),
+    Option("val_robust_seed", int, 0, at_least=0, at_most=SEED_MAX),
     Option("channels_last", bool, False),
     Option("compile", bool, False),
     Option("cudnn_benchmark", bool, False),
@@ -92,13 +96,33 @@ def _is_type(value, kind: type) -> bool:
 
 def check_option(o: Option, value) -> None:
     """ValueError naming `method_kwargs.<name>`, the value and what the option takes."""
-    allowed = (f"one of {', '.join(o.choices)}" if o.choices else KINDS[o.type]
+    infinite = o.type is float and _is_type(value, float) and not math.isfinite(value)
+    allowed = (f"one of {', '.join(o.choices)}" if o.choices else ("a finite number" if infinite else KINDS[o.type])
                + (f" >= {o.at_least:g}" if o.at_least is not None else "")
-               + (f" > {o.above:g}" if o.above is not None else ""))
+               + (f" > {o.above:g}" if o.above is not None else "")
+               + (f" and <= {o.at_most:.15g}" if o.at_most is not None else ""))
     fits = value in o.choices if o.choices else _is_type(value, o.type) and (
-        (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above))
+        not infinite and (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above)
+        and (o.at_most is None or value <= o.at_most))
     if not fits:
         raise ValueError(f"method_kwargs.{o.name}={value!r} must be {allowed}")
+    if o.name == "normalization":
+        check_normalization(value)
+
+
+def check_normalization(value: Dict) -> None:
+    """ValueError unless `value` is {"mean": 3 numbers, "std": 3 numbers > 0}, finite (the RGB
+    statistics a plain teacher was trained with)."""
+    def numbers(key: str) -> Optional[list]:
+        given = value.get(key)
+        ok = isinstance(given, (list, tuple)) and len(given) == 3 and all(
+            _is_type(v, float) and math.isfinite(v) for v in given)
+        return list(given) if ok else None
+
+    mean, std = numbers("mean"), numbers("std")
+    if set(value) != {"mean", "std"} or mean is None or std is None or min(std) <= 0:
+        raise ValueError(f"method_kwargs.normalization={value!r} must be {{mean: [r, g, b], std: [r, g, b]}}: "
+                         "3 finite numbers each, every std > 0 (the RGB statistics the teacher was trained with)")
 
 
 def take_options(values: Dict) -> Dict[str, Any]:
@@ -108,8 +132,9 @@ def take_options(values: Dict) -> Dict[str, Any]:
     for o in OPTIONS:
         value = values.pop(o.name, None)
         options[o.name] = o.default if value is None else value
-        if options[o.name] is None and o.required:
-            raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)")
+        if o.required and (options[o.name] is None or not str(options[o.name]).strip()):
+            raise ValueError(f"stage 2 needs method_kwargs.{o.name} (the stage-1 last.ckpt)"
+                             + (f", not {options[o.name]!r}" if options[o.name] is not None else ""))
         if options[o.name] is not None:
             check_option(o, options[o.name])
     for size in ("eps", "alpha"):
