@@ -445,7 +445,12 @@ def test_a_folder_of_one_solo_learn_refuses_a_call_on_another(tmp_path):
     (["--methods", "ncp", "--select-k-options=--ck other.ckpt --ove"],
      "--select-k-options: --ck (--ckpt), --ove (--overwrite) are set by reproduce itself (use --dataset, --seeds, "
      "--out and overrides instead)"),
-], ids=["a step's folder", "an evaluation's folder", "an encoder twice", "abbreviated head", "abbreviated ckpt"])
+    (["--methods", "ncp", "--eval-options=alf=--epochs 5"], "--eval-options alf=...: no evaluation runs alf (--eval: "
+                                                            "slf): drop them, or add --eval alf"),
+    (["--methods", "ncp", "--eval-options=--test-n '5"], "--eval-options \"--test-n '5\": No closing quotation (quote "
+                                                         "values as a shell would)"),
+], ids=["a step's folder", "an evaluation's folder", "an encoder twice", "abbreviated head", "abbreviated ckpt",
+        "options of a mode not evaluated", "an unclosed quote"])
 def test_a_plan_that_would_overwrite_or_drop_a_step_is_refused_before_any_step(tmp_path, capsys, extra, message):
     """A label `select-k` trained into select-k's folder, `slf=ncp,ncp` ran one evaluation twice (report
     then refused the folder given twice, after every step), `--hea` (argparse's abbreviation of
@@ -511,3 +516,13 @@ def test_an_override_of_a_path_is_quoted_only_where_hydra_would_misread_it(value
 
     assert override_of("k", value) == written
     assert OverridesParser.create().parse_override(written).value() == value
+
+
+@pytest.mark.parametrize("seeds", ["-1", "0,4294967296", "0,a"])
+def test_seeds_outside_a_configs_seed_range_are_refused_naming_seeds(seeds, tmp_path, capsys):
+    """`--seeds -1` was refused by select-k's check, naming --select-k-options."""
+    with pytest.raises(SystemExit):
+        main(reproduce_argv(tmp_path / "run", f"--seeds={seeds}", "--methods", "ncp", "--dry-run"))
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --seeds: --seeds takes comma-separated whole numbers from 0 to 4294967295, e.g. 0,1,2; "
+        f"got {seeds!r}")

@@ -44,6 +44,16 @@ def test_a_launcher_without_a_dataset_says_how_to_call_it():
     assert done.returncode != 0 and "usage: k_sweep.sh DATASET" in done.stderr
 
 
+@pytest.mark.parametrize("script", ["strategies.sh", "neighbor_rank.sh", "k_sweep.sh"])
+def test_a_launcher_given_an_override_for_its_dataset_says_how_to_call_it(script):
+    """`strategies.sh data.train_path=/data` took the override for the dataset and reproduce said
+    it had no bundled configs."""
+    done = launch(script, "data.train_path=/data")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"error: the first argument is the dataset, not data.train_path=/data; usage: {script} "
+                           "DATASET [key=value ...] (cifar10, cifar100 or stl10)\n")
+
+
 def plan(out: Path, methods: str, *overrides: str):
     return build_plan(dataset="digits", seeds=[0], methods=methods.split(","), evals=["slf"], out=out,
                       overrides=[*TINY, *overrides], teacher=None, config_dir=CONFIGS)

@@ -8,6 +8,10 @@
 # again after an interruption (with the same KS).
 set -euo pipefail
 dataset=${1:?usage: k_sweep.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)}
+if [[ $dataset == *=* || $dataset == -* ]]; then
+    echo "error: the first argument is the dataset, not $dataset; usage: k_sweep.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)" >&2
+    exit 2
+fi
 shift
 case $dataset in
     cifar10) default="10 20 50 100 200" ;;

@@ -8,6 +8,10 @@
 # again after an interruption (with the same RANKS).
 set -euo pipefail
 dataset=${1:?usage: neighbor_rank.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)}
+if [[ $dataset == *=* || $dataset == -* ]]; then
+    echo "error: the first argument is the dataset, not $dataset; usage: neighbor_rank.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)" >&2
+    exit 2
+fi
 shift
 methods=ncp overrides=()
 for n in ${RANKS:-3 4 5}; do

@@ -8,6 +8,10 @@
 # again after an interruption.
 set -euo pipefail
 dataset=${1:?usage: strategies.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)}
+if [[ $dataset == *=* || $dataset == -* ]]; then
+    echo "error: the first argument is the dataset, not $dataset; usage: strategies.sh DATASET [key=value ...] (cifar10, cifar100 or stl10)" >&2
+    exit 2
+fi
 shift
 exec solo-ncp reproduce --dataset "$dataset" --seeds 0,1,2,3,4 --methods ncp,ncp-i=ncp,ncp-ii=ncp \
     --eval slf --out "${OUT:-runs/reproduce-$dataset}" \

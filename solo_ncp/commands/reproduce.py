@@ -17,10 +17,17 @@ def _names(text: str) -> list:
 
 
 def _seeds(text: str) -> list:
+    """Whole numbers from 0 to 2**32 - 1 (a training config's `seed`, numpy's range)."""
+    from solo_ncp.config.ranges import SEED
+
     try:
-        return [int(seed) for seed in _names(text)]
+        seeds = [int(seed) for seed in _names(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}")
+        seeds = None
+    if seeds is None or not all(SEED.holds(seed) for seed in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated whole numbers {SEED}, e.g. 0,1,2; "
+                                         f"got {text!r}")
+    return seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -123,7 +123,10 @@ def data_options(cfg) -> List[str]:
 def options(text: str, what: str) -> List[str]:
     """--select-k-options / --eval-options / --poc-options split as a shell would; refuses the
     options reproduce sets itself."""
-    argv = shlex.split(text or "")
+    try:
+        argv = shlex.split(text or "")
+    except ValueError as err:
+        raise ValueError(f"{what} {text!r}: {err} (quote values as a shell would)") from None
     names = {arg.split("=")[0]: own_option(arg.split("=")[0]) for arg in argv}
     own = sorted(name if option == name else f"{name} ({option})" for name, option in names.items() if option)
     if own:
@@ -445,6 +448,11 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                          "step reads it: drop it (or train stage 1 here, without --teacher)")
     select_k_argv = options(select_k_options, "--select-k-options")
     eval_argv = mode_options(eval_options, MODES)
+    evaluated = {mode_and_head(kind)[0] for kind in modes}
+    unused = [mode for mode in eval_argv if mode is not None and mode not in evaluated]
+    if unused:
+        raise ValueError(f"--eval-options {unused[0]}=...: no evaluation runs {unused[0]} (--eval: "
+                         f"{', '.join(modes)}): drop them, or add --eval {unused[0]}")
     poc_argv = options(poc_options, "--poc-options")
     common = [f"data.dataset={dataset}"] + scoped[None]
     stage1_overrides = common + scoped.get(STAGE1, [])
