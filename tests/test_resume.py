@@ -374,6 +374,19 @@ def test_resuming_stage_2_from_a_changed_teacher_file_is_refused(tmp_path, capsy
     assert snapshot(run) == before  # refused before the run folder is touched
 
 
+def test_resuming_stage_2_from_its_teacher_moved_elsewhere_trains_on(tmp_path, capsys, digits_simclr_ckpt,
+                                                                      digits_ncp_ckpt):
+    """The same bytes at another path (the teacher's folder moved): refused before as a changed
+    key; the run goes on, and its next checkpoint names the path given."""
+    moved = tmp_path / "moved" / "teacher.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(digits_simclr_ckpt, moved)
+    run = copied(digits_ncp_ckpt.parent, tmp_path)
+    assert train_stage2(tmp_path, moved, "name=ncp", "max_epochs=2", resume=True) == 0
+    final = torch.load(run / LAST, weights_only=True)
+    assert final["epoch"] == 1 and final["solo_ncp"]["teacher"]["path"] == str(moved)
+
+
 RESUME_ROWS = {  # an override per key group of the README's "Resume semantics" -> its rule
     "max_epochs=5": SCHEDULE, "optimizer.lr=0.1": SCHEDULE, "optimizer.classifier_lr=0.3": SCHEDULE,
     "scheduler.min_lr=0.001": SCHEDULE,
@@ -383,13 +396,14 @@ RESUME_ROWS = {  # an override per key group of the README's "Resume semantics" 
     "data.train_path=/elsewhere": APPLIED, "data.num_workers=2": APPLIED, "data.val=true": APPLIED,
     "limit_train_batches=3": APPLIED, "limit_val_batches=3": APPLIED,
     "accelerator=cpu": APPLIED, "+strategy=ddp": APPLIED, "+method_kwargs.trust_teacher=true": APPLIED,
+    "method_kwargs.teacher_ckpt=/elsewhere/last.ckpt": APPLIED,
     "devices=2": REFUSED, "data.dataset=cifar10": REFUSED, "backbone.name=resnet50": REFUSED,
     "method_kwargs.temperature=0.2": REFUSED, "optimizer.batch_size=64": REFUSED,
     "optimizer.weight_decay=0.1": REFUSED, "augmentations.0.crop_size=6": REFUSED, "seed=1": REFUSED,
     "precision=16": REFUSED, "+num_nodes=2": REFUSED, "+accumulate_grad_batches=2": REFUSED,
 }
 
-STAGE2_ROWS = {"+method_kwargs.trust_teacher=true"}
+STAGE2_ROWS = {"+method_kwargs.trust_teacher=true", "method_kwargs.teacher_ckpt=/elsewhere/last.ckpt"}
 """Rows of keys only the stage-2 method reads (checked on its config; simclr refuses them)."""
 
 

@@ -12,7 +12,9 @@ Each key that differs gets its rule from `RESUME_RULES` (a key or a group: `sche
 `scheduler.min_lr`); any other key is refused, so a run never silently continues as another
 experiment:
 - `SCHEDULE`: applied, and the lr schedule is rebuilt from the new config (`ResumedSchedule`);
-- `APPLIED`: applied as given (where the run and its data are, logging, loaders, devices);
+- `APPLIED`: applied as given (where the run, its data and its teacher are, logging, loaders,
+  devices; a teacher file at another path must hold the bytes the run was trained from, which
+  `Stage2Hooks.check_resumed` compares by sha256);
 - `REFUSED`: one error naming every refused key with both values.
 `devices` is compared by its count: other device ids are no change, another count is refused (the
 lr rule and the global batch follow it).
@@ -44,6 +46,7 @@ RESUME_RULES = (
       "limit_val_batches"), APPLIED),  # where the data is, how it is loaded, how much of it
     (("accelerator", "strategy"), APPLIED),  # (devices: see `compared`)
     (("method_kwargs.trust_teacher",), APPLIED),  # how the teacher file is read
+    (("method_kwargs.teacher_ckpt",), APPLIED),  # where the teacher file is: its sha256 must match
 )
 """(keys or key groups, rule) for the keys `--resume` lets differ from the recorded config."""
 ABSENT = "(absent)"
