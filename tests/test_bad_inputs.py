@@ -174,7 +174,7 @@ DEVICE_COMMANDS = {  # command -> argv builder, given a text file as its checkpo
                            "2", "--k-max", "4", "--out", str(w["root"] / "k3")],
     "poc": lambda w: [*POC, "--ckpt", str(w["text"]), "--out", str(w["root"] / "poc")],
 }
-NO_CUDA_ROWS = {f"{command}: --device cuda" for command in DEVICE_COMMANDS}
+NO_CUDA_ROWS = {f"{command}: --device cuda" for command in DEVICE_COMMANDS} | {"kmcuda k-means on the CPU"}
 """Rows whose input is bad only where no CUDA device is visible."""
 
 
@@ -250,6 +250,14 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "a stage-2 eps of 255/255": (lambda w: stage2(w, "method_kwargs.eps=255"),
                                  ["method_kwargs.eps=255", "give a size below 1"]),
     "a method K of 1": (lambda w: stage2(w, "method_kwargs.k=1"), ["method_kwargs.k=1 must be a whole number >= 2"]),
+    "kmcuda k-means on the CPU": (lambda w: stage2(w, "+method_kwargs.kmeans_backend=kmcuda"),
+                                  ["method_kwargs.kmeans_backend=kmcuda clusters on a CUDA GPU, and this run trains on "
+                                   "the CPU: set accelerator=gpu on a machine with CUDA, or "
+                                   "method_kwargs.kmeans_backend=torch"]),
+    "K above the images the robust monitor leaves": (
+        lambda w: stage2(w, "+method_kwargs.val_robust_every=1", "+method_kwargs.val_robust_n=250"),
+        ["K=10 clusters but the training set has only 6 images after method_kwargs.val_robust_n=250 held out for "
+         "the robust monitor: lower method_kwargs.k or val_robust_n"]),
     "an empty teacher": (lambda w: stage2(w, "method_kwargs.teacher_ckpt=''"),
                          ["stage 2 needs method_kwargs.teacher_ckpt (the stage-1 last.ckpt), not ''"]),
     "override without =": (lambda w: [*SIMCLR, "max_epochs"], ["max_epochs"]),

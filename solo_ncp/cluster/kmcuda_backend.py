@@ -46,6 +46,16 @@ def kmcuda_module() -> Optional[ModuleType]:
         return None
 
 
+def check_kmcuda_runs(option: str, device_problem: Optional[str], fallback: str) -> None:
+    """ValueError, before any work, where the kmcuda backend chosen by `option` cannot cluster:
+    `device_problem` (why the run's tensors will not be on a CUDA GPU, and the fix; None where they
+    will), or libKMCUDA not importing; each line ends with `fallback` (the torch backend)."""
+    if device_problem is not None:
+        raise ValueError(f"{option} clusters on a CUDA GPU, {device_problem}, or {fallback}")
+    if kmcuda_module() is None:
+        raise ValueError(f"{option} needs libKMCUDA, which does not import here: {INSTALL_HINT}; or pass {fallback}")
+
+
 def resolve_backend(x: torch.Tensor, backend: str) -> str:
     """Which implementation clusters x: "torch" or "kmcuda".
 

@@ -39,14 +39,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_data_options(args)
     device = device_of(args)
     if args.backend == "kmcuda":
-        from solo_ncp.cluster.kmcuda_backend import INSTALL_HINT, kmcuda_module
+        from solo_ncp.cluster.kmcuda_backend import check_kmcuda_runs
 
-        if device.type != "cuda":
-            raise ValueError(f"--backend kmcuda clusters on a CUDA GPU, and --device is {device}: pass --device cuda, "
-                             "or --backend torch")
-        if kmcuda_module() is None:
-            raise ValueError(f"--backend kmcuda needs libKMCUDA, which does not import here: {INSTALL_HINT}; "
-                             "or pass --backend torch")
+        check_kmcuda_runs("--backend kmcuda", None if device.type == "cuda" else
+                          f"and --device is {device}: pass --device cuda", "--backend torch")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ import argparse
 import math
 from typing import Dict
 
+import torch
 from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record
@@ -86,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     if options["normalization"] is not None:
         check_given_normalization(options["teacher_ckpt"], options["normalization"],
                                   trust=options["trust_teacher"] or args.trust_checkpoint)
+    if options["kmeans_backend"] == "kmcuda":
+        from solo_ncp.cluster.kmcuda_backend import check_kmcuda_runs
+        from solo_ncp.launch.trainer import accelerator_and_devices
+
+        on_cpu = accelerator_and_devices(cfg)[0] == "cpu" or not torch.cuda.is_available()
+        check_kmcuda_runs("method_kwargs.kmeans_backend=kmcuda", "and this run trains on the CPU: set "
+                          "accelerator=gpu on a machine with CUDA" if on_cpu else None, "method_kwargs.kmeans_backend=torch")
     size = dataset_spec(cfg).image_size
     check_l2_reach(options["norm"], options["eps"], (3, size, size), "method_kwargs.eps")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)
@@ -100,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
         model = build_method(cfg, (1, 0), **extra)
         train_set, cluster_set = stage2_data(cfg, model)
         if getattr(model, "k", 0) > len(cluster_set):
+            held_out = (f" after method_kwargs.val_robust_n={model.val_robust_n} held out for the robust monitor"
+                        if model.val_robust_every else "")
             raise ValueError(
-                f"K={model.k} clusters but the training set has only {len(cluster_set)} images: "
-                "lower method_kwargs.k"
+                f"K={model.k} clusters but the training set has only {len(cluster_set)} images{held_out}: "
+                f"lower method_kwargs.k{' or val_robust_n' if held_out else ''}"
             )
         model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size),
                                int(select(cfg, "data.num_workers", 4)))
