@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from solo_ncp.cli import main
+from solo_ncp.data import get_spec
 from tests.test_eval_cli import files_in, plant_dual_bn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -441,6 +442,9 @@ def test_bad_inputs_end_with_one_error_line(exported, eval_adv, planted_dual_bn_
           "--out", str(tmp_path / "c")], "evaluated BN branch(es) ['adv'], not the clean branch"),
         (["eval", "--ckpt", str(exported), "--bn", "clean", "--out", str(tmp_path / "d"), *EVAL],
          "exported through its adv BN branch only, not clean: pass --bn adv"),
+        (["export", "--ckpt", str(digits_simclr_ckpt), "--out", str(digits_simclr_ckpt.parent)],
+         f"--out {digits_simclr_ckpt.parent} is a training run's folder (last.ckpt): `solo-ncp export` does not "
+         "write into it; choose another --out"),
     ]
     for argv, message in rows:
         assert main(argv) == 2
@@ -491,3 +495,16 @@ def test_an_evaluation_of_an_export_reports_the_ablation_settings_of_its_checkpo
                                                                                "k_source")}}
     assert expected["k"] == 10 and records[0]["encoder"] == records[1]["encoder"] == expected
     assert records[0]["metrics"]["sa"] == records[1]["metrics"]["sa"]
+
+
+def test_a_plain_checkpoints_export_records_the_dataset_given(digits_simclr_ckpt, tmp_path):
+    """A solo-learn checkpoint without solo-ncp metadata: --dataset names the dataset it was trained
+    on (its statistics are exported); export.json recorded dataset null."""
+    checkpoint = torch.load(digits_simclr_ckpt, weights_only=True)
+    checkpoint.pop("solo_ncp")
+    torch.save(checkpoint, tmp_path / "plain.ckpt")
+    assert main(["export", "--ckpt", str(tmp_path / "plain.ckpt"), "--dataset", "digits", "--out",
+                 str(tmp_path / "export")]) == 0
+    info = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert info["dataset"] == "digits"
+    assert info["normalization"]["mean"] == pytest.approx(list(get_spec("digits").mean))

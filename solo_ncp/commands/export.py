@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.ckpt} is a single-BN encoder: it has no {args.bn} branch; pass "
                          "--bn clean or leave --bn out")
     note_unused_dataset(args, encoder)
+    if args.dataset and not encoder.meta.get("dataset"):  # a plain checkpoint: the dataset it was trained on, as given
+        encoder.meta["dataset"] = args.dataset
     info = write_export(encoder, out, evaluation, eval_dir)
     branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
     print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "
