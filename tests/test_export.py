@@ -508,3 +508,17 @@ def test_a_plain_checkpoints_export_records_the_dataset_given(digits_simclr_ckpt
     info = json.loads((tmp_path / "export" / "export.json").read_text())
     assert info["dataset"] == "digits"
     assert info["normalization"]["mean"] == pytest.approx(list(get_spec("digits").mean))
+
+
+def test_an_exported_encoder_is_a_teacher_through_the_branch_it_holds(exported, tmp_path, capsys):
+    """encoder.pt of an adv-branch export as method_kwargs.teacher_ckpt: refused before with "pass
+    --bn adv", an option train does not have. Stage 2 starts from exactly its weights."""
+    from solo_ncp.models.checkpoint import read_checkpoint
+    from tests.conftest import train_stage2
+
+    teacher = exported / "encoder.pt"
+    assert train_stage2(tmp_path, teacher, "name=t", "max_epochs=1", "limit_train_batches=1") == 0, error_line(capsys)
+    state = read_checkpoint(tmp_path / "t" / "last.ckpt")["state_dict"]
+    held = {key[len("teacher.backbone."):]: value for key, value in state.items() if key.startswith("teacher.backbone.")}
+    weights = torch.load(teacher, weights_only=True)
+    assert held.keys() == weights.keys() and all(torch.equal(held[key], weights[key]) for key in weights)

@@ -392,15 +392,16 @@ def normalized_encoder(backbone: nn.Module, mean: Sequence[float], std: Sequence
 
 
 def select_branch(weights: Mapping[str, torch.Tensor], meta: Mapping, bn: Optional[str],
-                  path) -> Tuple[Optional[str], Tuple[str, ...]]:
+                  path, any_exported: bool = False) -> Tuple[Optional[str], Tuple[str, ...]]:
     """(the branch to use, the branches held) for a request `bn` (None: the encoder's own, DEFAULT_BN
-    for dual BN). An exported branch other than the one requested is an error."""
+    for dual BN). An exported branch other than the one requested is an error, unless
+    `any_exported` (`bn` then picks only among a dual-BN encoder's branches)."""
     if is_dual_bn_state(weights):
         return bn or DEFAULT_BN, BRANCHES
     exported = meta.get("bn")
     if exported is None:
         return None, ()
-    if bn is not None and bn != exported:
+    if bn is not None and bn != exported and not any_exported:
         raise CheckpointError(
             f"{path} holds an encoder exported through its {exported} BN branch only, not {bn}: "
             f"pass --bn {exported}, or export the {bn} branch (`solo-ncp export --bn {bn}`)"
@@ -428,12 +429,14 @@ def load_encoder(
     bn: Optional[str] = None,
     trust: bool = False,
     frozen: bool = True,
+    any_exported: bool = False,
 ) -> LoadedEncoder:
     """Loads the encoder of a checkpoint or export folder and puts its stage-1 normalisation in
     front of it.
 
     bn: for a dual-BN encoder (ncp/deacl), the branch ("clean" or "adv") kept for evaluation
-        (None: DEFAULT_BN); an exported encoder holds one branch, and another is refused.
+        (None: DEFAULT_BN); an exported encoder holds one branch, and another is refused (taken
+        whatever `bn` with `any_exported`).
     normalization: {"mean", "std"}; required only for checkpoints without solo-ncp metadata
         (plain solo-learn ones), whose normalisation lives in their training transform.
     frozen: eval mode and `requires_grad=False`.
@@ -450,7 +453,7 @@ def load_encoder(
             "with (custom data has none of its own: use a checkpoint of solo-ncp pretrain or train, "
             "which records its config's)"
         )
-    branch, branches = select_branch(weights, meta, bn, path)
+    branch, branches = select_branch(weights, meta, bn, path, any_exported)
     backbone = backbone_from_weights(spec, weights, f"encoder of {path}")
     if is_dual_bn_state(weights):
         collapse_dual_bn(backbone, branch)

@@ -31,7 +31,7 @@ def load_teacher(
 
     expected: the backbone the run's config builds; a checkpoint of another architecture, stem
     or width is refused with the two specs in the message. A dual-BN checkpoint (a previous
-    stage 2) is read through its clean branch. A teacher only a full unpickling reads (`trust`)
+    stage 2) is read through its clean branch, an exported encoder through the branch it holds. A teacher only a full unpickling reads (`trust`)
     is refused naming both ways to trust it: `solo-ncp train --trust-checkpoint`, and
     `method_kwargs.trust_teacher` for solo-learn main's own main_pretrain.py. A folder (an export)
     is refused: a run records its teacher file's sha256."""
@@ -41,7 +41,7 @@ def load_teacher(
         raise CheckpointError(f"teacher {path} {problem}: stage 2 starts from a stage-1 checkpoint file{export}; "
                               "pass `solo-ncp pretrain`'s last.ckpt")
     try:
-        teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust)
+        teacher = load_encoder(path, normalization=normalization, bn="clean", trust=trust, any_exported=True)
     except UnknownNormalizationError:
         raise CheckpointError(
             f"teacher {path} {NO_RECORDED_NORMALIZATION}, and the dataset has no registered one: give "
