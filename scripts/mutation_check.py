@@ -206,7 +206,7 @@ MUTATIONS = (
              "else folder_lock(out):", "else nullcontext():",
              ("tests/test_reproduce.py::test_a_second_reproduce_on_the_same_out_is_refused",)),
     Mutation("reproduce's pass-through options checked only when their step runs",
-             "solo_ncp/commands/reproduce.py", "        check_step_arguments(plan.steps)\n", "",
+             "solo_ncp/commands/reproduce.py", "        check_step_arguments(plan.steps, plan.num_classes)\n", "",
              ("tests/test_reproduce.py::test_an_option_a_step_would_refuse_stops_reproduce_before_any_step",)),
     Mutation("reproduce's stage-2 options checked only when stage 2 trains", "solo_ncp/launch/reproduce.py",
              "    if label != STAGE1:\n        check_stage2_options(cfg)\n", "",

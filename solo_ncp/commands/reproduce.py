@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
                           poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
         check_step_arguments(plan.steps, plan.num_classes)
+        for note in plan.notes:
+            print(f"[reproduce] note: {note}")
         rows = run_plan(plan, args.dry_run)
     ran = sum(state == "ran" for _, state, _ in rows)
     if args.dry_run:

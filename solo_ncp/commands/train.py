@@ -3,7 +3,6 @@ import argparse
 import math
 from typing import Dict
 
-import torch
 from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record
@@ -88,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         check_given_normalization(options["teacher_ckpt"], options["normalization"],
                                   trust=options["trust_teacher"] or args.trust_checkpoint)
     if options["kmeans_backend"] == "kmcuda":
+        import torch
+
         from solo_ncp.cluster.kmcuda_backend import check_kmcuda_runs
         from solo_ncp.launch.trainer import accelerator_and_devices
 

@@ -78,6 +78,8 @@ class Plan:
     settings: Dict = field(default_factory=dict)
     num_classes: int = 0
     """The dataset's classes (custom data: its class folders)."""
+    notes: List[str] = field(default_factory=list)
+    """What the plan leaves unused, said before its steps."""
 
 
 def scope_of(override: str) -> Optional[str]:
@@ -443,9 +445,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     own_k = {label for label, items in scoped.items() if label not in (None, STAGE1, STAGE2_SCOPE)
              and any(override_key(item) == "method_kwargs.k" and not item.startswith("~") for item in items)}
     check_overrides(scoped, allowed={label: ("method_kwargs.k",) for label in own_k})
-    if teacher is not None and scoped.get(STAGE1):
-        raise ValueError(f"override '{STAGE1}:{scoped[STAGE1][0]}': --teacher replaces stage 1, so no {STAGE1} "
-                         "step reads it: drop it (or train stage 1 here, without --teacher)")
+    unread = [f"{STAGE1}:{item}" for item in scoped.get(STAGE1, [])] if teacher is not None else []
     select_k_argv = options(select_k_options, "--select-k-options")
     eval_argv = mode_options(eval_options, MODES)
     evaluated = {mode_and_head(kind)[0] for kind in modes}
@@ -472,6 +472,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     data_argv = data_options(configs[chosen[0].label])
 
     plan = Plan(out, num_classes=dataset_spec(configs[chosen[0].label]).num_classes)
+    if unread:
+        plan.notes.append(f"--teacher replaces stage 1, so no {STAGE1} step reads {', '.join(unread)}")
     plan.settings = {
         "dataset": dataset, "seeds": list(seeds), "evals": list(evals), "overrides": list(overrides),
         "teacher": None if teacher is None else {"path": str(teacher), "sha256": file_sha256(teacher)},
