@@ -98,6 +98,7 @@ class ClusteringHost(Stage2Hooks):
         self.device = torch.device("cpu")
         self.cluster_features = cluster_features
         self.bank = None
+        self.k, self.k_source = 2, "k"
         self.set_cluster_data(TensorDataset(images, torch.zeros(len(images), dtype=torch.long)),
                               batch_size=batch_size)
 

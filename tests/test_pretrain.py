@@ -229,3 +229,25 @@ def test_a_stage1_setting_solo_ncp_would_not_honour_is_refused_before_the_run(ov
     assert pretrain(tmp_path, "name=r", "max_epochs=1", "limit_train_batches=1", *overrides) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message} (solo-ncp pretrain)"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("overrides, strategy, synced, note", [
+    (["+num_nodes=2", "+sync_batchnorm=true"], "DDPStrategy", True, None),
+    (["+strategy=ddp_spawn", "+sync_batchnorm=true"], "SingleDeviceStrategy", False,
+     "strategy=ddp_spawn and sync_batchnorm=True are for several processes"),
+    ([], "SingleDeviceStrategy", False, None),
+])
+def test_processes_count_nodes_and_a_single_process_notes_what_it_drops(overrides, strategy, synced, note,
+                                                                       tmp_path, capsys):
+    """Two nodes of one device each are two processes: sync_batchnorm was dropped there (only a
+    device count above 1 counted). One process drops a strategy or sync_batchnorm given, now with a
+    note (it was silent)."""
+    from solo_ncp.launch.trainer import build_trainer
+
+    cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", [*DIGITS_SIMCLR, *overrides])
+    trainer = build_trainer(cfg, tmp_path, {})
+    assert type(trainer.strategy).__name__ == strategy
+    assert (trainer._accelerator_connector._layer_sync is not None) == synced
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[solo-ncp] note:")]
+    assert notes == ([f"[solo-ncp] note: {note}; this run trains in one (devices x num_nodes = 1), without it"]
+                     if note else [])

@@ -420,10 +420,9 @@ def _digits_image_folder(root: Path, n: int) -> Path:
     return write_image_folder(root, dataset.images[:n], dataset.targets[:n], [str(c) for c in range(10)])
 
 
-@only_solo_main
-def test_solo_main_own_main_pretrain_runs_ncp_after_import_solo_ncp(tmp_path, digits_simclr_ckpt):
-    """The zoo's ncp config through solo-learn main's own Hydra entry point: its dataset, its
-    augmentation pipeline (which normalises), its Checkpointer; solo-ncp's checkpoint follows."""
+def main_pretrain_ncp(tmp_path: Path, teacher: Path, k: int) -> subprocess.CompletedProcess:
+    """solo-learn main's own main_pretrain.py (MAIN_PRETRAIN) on the zoo's ncp config: 128 digits
+    as its custom dataset, K clusters, one step."""
     cfg = OmegaConf.load(ZOO / "fashionmnist/ncp.yaml")
     aug = {"rrc": {"enabled": False, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
            "color_jitter": {"prob": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
@@ -433,7 +432,7 @@ def test_solo_main_own_main_pretrain_runs_ncp_after_import_solo_ncp(tmp_path, di
            "crop_size": 8, "num_crops": 2}  # main_pretrain.py wants 2 large crops; ncp uses the first
     cfg = OmegaConf.merge(cfg, {
         "name": "ncp-digits", "backbone": {"kwargs": {"cifar": True}},
-        "method_kwargs": {"teacher_ckpt": str(digits_simclr_ckpt), "k": 10},
+        "method_kwargs": {"teacher_ckpt": str(teacher), "k": k},
         "data": {"dataset": "custom", "train_path": str(_digits_image_folder(tmp_path / "digits", 128)),
                  "num_workers": 0},
         "augmentations": [aug], "optimizer": {"batch_size": 64},
@@ -443,10 +442,17 @@ def test_solo_main_own_main_pretrain_runs_ncp_after_import_solo_ncp(tmp_path, di
     })
     OmegaConf.save(cfg, tmp_path / "ncp-digits.yaml")
     (tmp_path / "main_pretrain.py").write_text(MAIN_PRETRAIN)
-    proc = subprocess.run([sys.executable, "-W", "ignore", "main_pretrain.py", "--config-path",
+    return subprocess.run([sys.executable, "-W", "ignore", "main_pretrain.py", "--config-path",
                            str(tmp_path), "--config-name", "ncp-digits"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@only_solo_main
+def test_solo_main_own_main_pretrain_runs_ncp_after_import_solo_ncp(tmp_path, digits_simclr_ckpt):
+    """The zoo's ncp config through solo-learn main's own Hydra entry point: its dataset, its
+    augmentation pipeline (which normalises), its Checkpointer; solo-ncp's checkpoint follows."""
+    proc = main_pretrain_ncp(tmp_path, digits_simclr_ckpt, 10)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "normalised input mapped back with {'mean': (0.485, 0.456, 0.406)" in proc.stdout
     (ckpt,) = (tmp_path / "trained_models" / "ncp").glob("*/ncp-digits-*-ep=0.ckpt")
@@ -458,3 +464,12 @@ def test_solo_main_own_main_pretrain_runs_ncp_after_import_solo_ncp(tmp_path, di
     assert main(["eval", "--ckpt", str(ckpt), "--dataset", "digits", "--out", str(tmp_path / "eval"),
                  "--epochs", "1", "--train-n", "128", "--test-n", "32", "--aa-n", "0",
                  "--cache-features"]) == 0
+
+
+@only_solo_main
+def test_main_pretrain_names_a_k_above_its_training_images(tmp_path, digits_simclr_ckpt):
+    """K = 1000 > 128 images: it failed at the first clustering ("K=1000 is larger than N=128")
+    without naming the option; main's launcher (Hydra) prints the line as its error."""
+    proc = main_pretrain_ncp(tmp_path, digits_simclr_ckpt, 1000)
+    assert proc.returncode != 0
+    assert "K=1000 clusters (method_kwargs.k) but the training set has only 128 images: lower K" in proc.stderr

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from solo_ncp.config import (
     ConfigError,
     checkpoint_history,
+    device_count,
     learning_rates,
     lightning_precision,
     logger_settings,
@@ -186,7 +187,6 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     continues run `wandb_run_id` when given, and the run's id goes into every checkpoint's
     metadata); it resumes through the safe loader (any pickle only if `trust`)."""
     accelerator, devices = accelerator_and_devices(cfg)
-    n_devices = len(devices) if isinstance(devices, list) else devices
     cuda = accelerator != "cpu" and torch.cuda.is_available()
     precision = trainer_precision(lightning_precision(cfg), cuda)
     if lightning_precision(cfg) == 16 and not cuda:
@@ -211,7 +211,11 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
     wandb_logger = next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
     if wandb_logger is not None:
         meta = {**meta, WANDB_RUN_ID: wandb_logger.version}
-    multi = isinstance(n_devices, int) and n_devices > 1
+    multi = device_count(devices) * int(select(cfg, "num_nodes", 1)) > 1
+    unused = [f"{key}={cfg.get(key)}" for key in ("strategy", "sync_batchnorm") if cfg.get(key) and not multi]
+    if unused:
+        print(f"[solo-ncp] note: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for several processes; "
+              "this run trains in one (devices x num_nodes = 1), without it")
     return Trainer(
         max_epochs=int(cfg.max_epochs),
         accelerator=accelerator,

@@ -162,7 +162,12 @@ class Stage2Hooks:
 
     def set_cluster_data(self, dataset: Dataset, batch_size: int = 512, num_workers: int = 0):
         """The training set without augmentation, (x in [0, 1], y) in the order of the training
-        loader's indices: what the per-epoch clustering encodes."""
+        loader's indices: what the per-epoch clustering encodes. ValueError naming the option when
+        K exceeds its images (it failed at the first clustering without naming it)."""
+        if self.uses_clusters and self.k > len(dataset):
+            source = "method_kwargs.k" if self.k_source == "k" else "method_kwargs.k_file's K"
+            raise ValueError(f"K={self.k} clusters ({source}) but the training set has only {len(dataset)} images: "
+                             "lower K")
         self.cluster_data = dataset
         self.cluster_loader_args = dict(batch_size=batch_size, num_workers=num_workers)
 
