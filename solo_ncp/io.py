@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from solo_ncp.interrupt import signals_held
+from solo_ncp.run_files import LAST
 
 PathLike = Union[str, os.PathLike]
 LOCK_NAME = ".lock"
@@ -192,17 +193,13 @@ export's EXPORT_INFO, poc's POC_JSON, select-k's K_FILE) -> that command: a fold
 that command's result."""
 
 
-TRAINING_RUN_FILE = "last.ckpt"
-"""What makes a folder a training run's (`pretrain`, `train`): no result command writes into one."""
-
-
 def check_out_folder(folder: PathLike, record: str, outputs: Iterable[str],
                      reads: Optional[Mapping[str, Optional[PathLike]]] = None, option: str = "--out") -> Path:
     """Before any work, a ValueError naming the folder, what it holds and the fix, when the command
     whose result record is `record` (a key of RESULT_RECORDS), and which may write or remove the
     files `outputs` in `folder`, would mix its result with another's or destroy its own input:
 
-    - `folder` is a training run's (TRAINING_RUN_FILE) or holds another command's result (its
+    - `folder` is a training run's (its LAST checkpoint) or holds another command's result (its
       record): --overwrite does not lift this, as it replaces only the command's own earlier
       result (an export's encoder.pt is not eval's);
     - an input of `reads` ({option: path}, e.g. {"--ckpt": ...}; None: not given) is one of
@@ -210,8 +207,8 @@ def check_out_folder(folder: PathLike, record: str, outputs: Iterable[str],
       folder, or is a folder that is `folder` itself (an export folder read as --ckpt)."""
     folder = Path(folder)
     command = RESULT_RECORDS[record]
-    if (folder / TRAINING_RUN_FILE).exists():
-        raise ValueError(f"{option} {folder} is a training run's folder ({TRAINING_RUN_FILE}): `solo-ncp {command}` "
+    if (folder / LAST).exists():
+        raise ValueError(f"{option} {folder} is a training run's folder ({LAST}): `solo-ncp {command}` "
                          f"does not write into it; choose another {option}")
     for name, other in RESULT_RECORDS.items():
         if name != record and (folder / name).exists():

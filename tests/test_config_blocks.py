@@ -5,6 +5,7 @@ written so); a `defaults:` list that composes group files is refused naming them
 (`hydra:`, `hydra.run.dir=.`, `hydra/job_logging=disabled`) are dropped as Hydra drops them; a value
 holding `=` unquoted names the quoting Hydra needs. The expected keys are read from the YAML here."""
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,18 @@ def test_the_quoted_value_the_fix_names_is_read_as_hydra_reads_it():
     quoted = [f"method_kwargs.teacher_ckpt='{CKPT}'"]
     assert load_config(NCP, quoted).method_kwargs.teacher_ckpt == CKPT
     assert hydra_compose(NCP, quoted).method_kwargs.teacher_ckpt == CKPT
+
+
+def test_the_shell_form_of_the_fix_arrives_as_the_quoted_override_for_a_value_with_a_quote():
+    """A value holding `'` as well as `=`: the fix's shell form, run through bash, hands over the
+    override Hydra reads back as the value (the suggestion was 'key="...it's..."', which bash
+    cannot parse). The fix is override_of's quoting, the one reproduce writes its paths with."""
+    value = "/tmp/it's/simclr-ep=0.ckpt"
+    with pytest.raises(ConfigError) as err:
+        load_config(NCP, [f"method_kwargs.teacher_ckpt={value}"])
+    shell = str(err.value).rsplit("quote it once more so the quotes arrive: ", 1)[1][:-1]
+    arrived = subprocess.run(["bash", "-c", f"printf %s {shell}"], capture_output=True, text=True, check=True).stdout
+    assert load_config(NCP, [arrived]).method_kwargs.teacher_ckpt == value
 
 
 def test_the_quoting_fix_is_one_error_line_of_the_cli(capsys):

@@ -96,9 +96,8 @@ def _quoting_fix(line: str) -> str:
     key, _, value = line.partition("=")
     if "=" not in value:
         return ""
-    quote = '"' if "'" in value else "'"
-    quoted = f"{key}={quote}{value}{quote}"
-    shell = f"'{quoted}'" if quote == '"' else f'"{quoted}"'
+    quoted = override_of(key, value)
+    shell = f'"{quoted}"'
     return (f": an `=` in a value needs the value quoted, as Hydra requires: {quoted} (in a shell, "
             f"quote it once more so the quotes arrive: {shell})")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.config.ranges import SEED
 from solo_ncp.models.dual_bn import BRANCHES
 from solo_ncp.ncp import KMEANS_INITS
 from solo_ncp.ncp.step import ASSIGNMENTS
@@ -33,8 +34,6 @@ class Option:
     at_most: Optional[float] = None
 
 
-SEED_MAX = 2 ** 32 - 1
-"""The largest seed (numpy's); a seed is also offset by the epoch, far below torch's 2 ** 63."""
 OPTIONS = (
     Option("teacher_ckpt", str, required=True),
     Option("k", int, at_least=2),
@@ -51,7 +50,7 @@ OPTIONS = (
     Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
     Option("kmeans_max_iter", int, 100, at_least=1),
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
-    Option("kmeans_seed", int, 0, at_least=0, at_most=SEED_MAX),
+    Option("kmeans_seed", int, 0, at_least=SEED.low, at_most=SEED.high),
     Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
     Option("kmeans_n_init", int, 1, at_least=1),
     Option("dual_bn", bool, True),
@@ -60,7 +59,7 @@ OPTIONS = (
     Option("trust_teacher", bool, False),
     Option("val_robust_every", int, 0, at_least=0),
     Option("val_robust_n", int, 512, at_least=1),
-    Option("val_robust_seed", int, 0, at_least=0, at_most=SEED_MAX),
+    Option("val_robust_seed", int, 0, at_least=SEED.low, at_most=SEED.high),
     Option("channels_last", bool, False),
     Option("compile", bool, False),
     Option("cudnn_benchmark", bool, False),
