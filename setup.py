@@ -34,7 +34,7 @@ setup(
         "autoattack": ["pyautoattack"],
         "kmcuda": ["libKMCUDA"],
         "faiss": ["faiss-cpu"],
-        "test": ["pytest", "pytest-xdist"],
+        "test": ["pytest>=7.3", "pytest-xdist"],
     },
     entry_points={"console_scripts": ["solo-ncp=solo_ncp.cli:main"]},
 )

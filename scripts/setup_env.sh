@@ -38,7 +38,7 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 pytorch-lightning==1.9.5 "numpy<2" \
     "setuptools>=77.0.3,<81" "torchmetrics<1" einops timm omegaconf scikit-learn matplotlib \
-    scipy tqdm pyautoattack hydra-core wandb tensorboard pytest pytest-xdist robustbench
+    scipy tqdm pyautoattack hydra-core wandb tensorboard "pytest>=7.3" pytest-xdist robustbench
 "${pip[@]}" --no-deps solo-learn==1.0.2 lightning-bolts==0.7.0
 install_checkout "$here" "${pip[@]}"
 got=$(check_torch "$venv" setup)

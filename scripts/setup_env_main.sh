@@ -40,7 +40,7 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 lightning==2.1.2 "torchmetrics>=0.6,<0.12" \
     "setuptools>=77.0.3,<81" hydra-core omegaconf einops timm scipy scikit-learn tqdm \
-    matplotlib pyautoattack wandb tensorboard pytest pytest-xdist robustbench
+    matplotlib pyautoattack wandb tensorboard "pytest>=7.3" pytest-xdist robustbench
 "${pip[@]}" --no-deps --no-build-isolation "$source"
 install_checkout "$here" "${pip[@]}"
 got=$(check_torch "$venv" setup-main)

@@ -3,6 +3,7 @@ made once per test run (shared by the pytest-xdist workers)."""
 import fcntl
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,28 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems
+
+
+SUITE_DISK_GB = 3.0
+"""The room a suite's temp files need: the 1.0.2 suite's peaked at 2.2 GB (2026-12-07), each passed
+test's tmp_path being removed at its teardown (pytest.ini's tmp_path_retention_policy)."""
+
+
+def pytest_sessionstart(session):
+    """Stops the run before its first test, with one line naming the folder and the room, where the
+    disk of the temp folder has less free than a suite needs (`SUITE_DISK_GB`;
+    SOLO_NCP_SUITE_DISK_GB overrides it). Without it a full disk failed CI 335 s in, as one
+    OSError traceback (ENOSPC) per test after it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    folder = Path(session.config.option.basetemp or tempfile.gettempdir()).resolve()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    free = shutil.disk_usage(existing).free / 2 ** 30
+    need = float(os.environ.get("SOLO_NCP_SUITE_DISK_GB", SUITE_DISK_GB))
+    if free < need:
+        pytest.exit(f"the test suite needs {need:g} GB free for its temp files in {folder}, and that disk has "
+                    f"{free:.1f} GB free: free space there, or set TMPDIR (or --basetemp) to a folder on a "
+                    "larger disk", returncode=2)
 
 
 def pytest_collection_modifyitems(config, items):
