@@ -246,7 +246,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                            ["method_kwargs.lam=inf must be a finite number >= 0"]),
     "a k-means seed numpy cannot take": (lambda w: stage2(w, "+method_kwargs.kmeans_seed=99999999999999999999"),
                                          ["method_kwargs.kmeans_seed=99999999999999999999 must be a whole number "
-                                          ">= 0 and <= 4294967295"]),
+                                          "from 0 to 4294967295"]),
     "a stage-2 eps of 255/255": (lambda w: stage2(w, "method_kwargs.eps=255"),
                                  ["method_kwargs.eps=255", "give a size below 1"]),
     "a method K of 1": (lambda w: stage2(w, "method_kwargs.k=1"), ["method_kwargs.k=1 must be a whole number >= 2"]),
@@ -256,8 +256,8 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                    "method_kwargs.kmeans_backend=torch"]),
     "K above the images the robust monitor leaves": (
         lambda w: stage2(w, "+method_kwargs.val_robust_every=1", "+method_kwargs.val_robust_n=250"),
-        ["K=10 clusters but the training set has only 6 images after method_kwargs.val_robust_n=250 held out for "
-         "the robust monitor: lower method_kwargs.k or val_robust_n"]),
+        ["K=10 clusters (method_kwargs.k) but the training set has only 6 images after method_kwargs.val_robust_n=250 "
+         "held out for the robust monitor: lower K or method_kwargs.val_robust_n"]),
     "an empty teacher": (lambda w: stage2(w, "method_kwargs.teacher_ckpt=''"),
                          ["stage 2 needs method_kwargs.teacher_ckpt (the stage-1 last.ckpt), not ''"]),
     "override without =": (lambda w: [*SIMCLR, "max_epochs"], ["max_epochs"]),

@@ -1,7 +1,6 @@
 """`solo-ncp export`: encoder.pt against torchvision's ResNet-18 and RobustBench's WideResNet,
 solo_learn.ckpt through main_linear.py's key loops of solo-learn 1.0.2 and main, features through the chosen BN branch,
 the classifier against RobustBench's clean_accuracy, `solo-ncp eval` on an export, bad input."""
-import dataclasses
 import hashlib
 import importlib.util
 import json

@@ -337,7 +337,7 @@ def test_single_bn_stage2_trains_and_saves_one_bn(tmp_path, digits_small_simclr_
         (["method_kwargs.teacher_ckpt=/nonexistent/last.ckpt"], "does not exist"),
         (["backbone.kwargs.cifar=false"], "cifar stem: True"),
         (["method_kwargs.k=null"], "number of clusters"),
-        (["method_kwargs.k=5000"], "K=5000 clusters but the training set has only 256"),
+        (["method_kwargs.k=5000"], "K=5000 clusters (method_kwargs.k) but the training set has only 256 images: lower K"),
         (["method_kwargs.dual_bn=false", "method_kwargs.cluster_bn=adv"],
          "cluster_bn='adv' needs dual_bn: true"),
     ],

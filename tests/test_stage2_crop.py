@@ -125,7 +125,6 @@ def test_without_augmentations_stage_2_crops_to_the_image_size(dataset, removed)
 
 
 def test_a_config_without_a_crop_size_passes_the_check(tmp_path, capsys, builds):
-    side = SIDES["digits"]()
     with pytest.raises(ModelBuilt):
         train_stage2(tmp_path / "runs", tmp_path / "teacher.ckpt", "~augmentations.0.crop_size", "name=crop")
     assert "error:" not in capsys.readouterr().err

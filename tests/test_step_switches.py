@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from solo_ncp.cli import main
 from solo_ncp.data import build_dataset
 from solo_ncp.methods import stage2_hooks
 from solo_ncp.models.backbones import BackboneSpec, build_backbone

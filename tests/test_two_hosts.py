@@ -420,9 +420,9 @@ def _digits_image_folder(root: Path, n: int) -> Path:
     return write_image_folder(root, dataset.images[:n], dataset.targets[:n], [str(c) for c in range(10)])
 
 
-def main_pretrain_ncp(tmp_path: Path, teacher: Path, k: int) -> subprocess.CompletedProcess:
+def main_pretrain_ncp(tmp_path: Path, teacher: Path, k: int, **method_kwargs) -> subprocess.CompletedProcess:
     """solo-learn main's own main_pretrain.py (MAIN_PRETRAIN) on the zoo's ncp config: 128 digits
-    as its custom dataset, K clusters, one step."""
+    as its custom dataset, K clusters, one step; `method_kwargs` added to the config's."""
     cfg = OmegaConf.load(ZOO / "fashionmnist/ncp.yaml")
     aug = {"rrc": {"enabled": False, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
            "color_jitter": {"prob": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
@@ -432,7 +432,7 @@ def main_pretrain_ncp(tmp_path: Path, teacher: Path, k: int) -> subprocess.Compl
            "crop_size": 8, "num_crops": 2}  # main_pretrain.py wants 2 large crops; ncp uses the first
     cfg = OmegaConf.merge(cfg, {
         "name": "ncp-digits", "backbone": {"kwargs": {"cifar": True}},
-        "method_kwargs": {"teacher_ckpt": str(teacher), "k": k},
+        "method_kwargs": {"teacher_ckpt": str(teacher), "k": k, **method_kwargs},
         "data": {"dataset": "custom", "train_path": str(_digits_image_folder(tmp_path / "digits", 128)),
                  "num_workers": 0},
         "augmentations": [aug], "optimizer": {"batch_size": 64},
@@ -473,3 +473,15 @@ def test_main_pretrain_names_a_k_above_its_training_images(tmp_path, digits_simc
     proc = main_pretrain_ncp(tmp_path, digits_simclr_ckpt, 1000)
     assert proc.returncode != 0
     assert "K=1000 clusters (method_kwargs.k) but the training set has only 128 images: lower K" in proc.stderr
+
+
+@only_solo_main
+def test_main_pretrain_refuses_a_normalization_its_teacher_overrides(tmp_path, digits_simclr_ckpt):
+    """The teacher records the normalisation it was trained with, which stage 2 keeps: main's own
+    main_pretrain.py ignored method_kwargs.normalization beside it, in silence (solo-ncp train
+    refused it)."""
+    given = {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    proc = main_pretrain_ncp(tmp_path, digits_simclr_ckpt, 10, normalization=given)
+    assert proc.returncode != 0
+    assert (f"method_kwargs.normalization={given} differs from the normalisation the teacher {digits_simclr_ckpt} "
+            "records") in proc.stderr

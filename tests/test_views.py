@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import solo_ncp.launch.methods as launch_methods
 from solo_ncp._host import current_host
 from solo_ncp.config import ConfigError, load_config
-from tests.conftest import DIGITS_SIMCLR, ROOT, pretrain
+from tests.conftest import DIGITS_SIMCLR, ROOT
 from tests.test_pretrain import method_overrides
 
 MAIN = current_host().is_main

@@ -1,7 +1,5 @@
 """`solo-ncp train`: stage 2 (`ncp`, or the `deacl` baseline) from a stage-1 checkpoint."""
 import argparse
-import math
-from typing import Dict
 
 from omegaconf import OmegaConf
 
@@ -52,20 +50,6 @@ def stage2_data(cfg, model):
     return IndexedDataset(train_set), cluster_set
 
 
-def check_given_normalization(teacher: str, given: Dict, trust: bool) -> None:
-    """ValueError where `method_kwargs.normalization` (`given`) differs from the normalisation the
-    teacher checkpoint records: stage 2 keeps the teacher's (it was trained with it), so the option
-    would be read by nothing; it is for a plain solo-learn teacher, which records none."""
-    from solo_ncp.models.checkpoint import checkpoint_meta, read_encoder_checkpoint
-
-    recorded = checkpoint_meta(read_encoder_checkpoint(teacher, trust=trust)[0], teacher).get("normalization")
-    if recorded is not None and any(not math.isclose(a, b, rel_tol=1e-6) for key in ("mean", "std")
-                                    for a, b in zip(given[key], recorded[key])):
-        raise ValueError(f"method_kwargs.normalization={given} differs from the normalisation the teacher {teacher} "
-                         f"records ({recorded}), which it was trained with and stage 2 keeps: drop the option "
-                         "(it is for a plain solo-learn teacher, which records none)")
-
-
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.compat import seed_everything
     from solo_ncp.launch.data import config_dataset
@@ -83,9 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
     options = take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
-    if options["normalization"] is not None:
-        check_given_normalization(options["teacher_ckpt"], options["normalization"],
-                                  trust=options["trust_teacher"] or args.trust_checkpoint)
     if options["kmeans_backend"] == "kmcuda":
         import torch
 
@@ -108,13 +89,6 @@ def run(args: argparse.Namespace) -> int:
             extra["normalization"] = {"mean": spec.mean, "std": spec.std}
         model = build_method(cfg, (1, 0), **extra)
         train_set, cluster_set = stage2_data(cfg, model)
-        if getattr(model, "k", 0) > len(cluster_set):
-            held_out = (f" after method_kwargs.val_robust_n={model.val_robust_n} held out for the robust monitor"
-                        if model.val_robust_every else "")
-            raise ValueError(
-                f"K={model.k} clusters but the training set has only {len(cluster_set)} images{held_out}: "
-                f"lower method_kwargs.k{' or val_robust_n' if held_out else ''}"
-            )
         model.set_cluster_data(cluster_set, int(cfg.optimizer.batch_size),
                                int(select(cfg, "data.num_workers", 4)))
         meta = {**model.checkpoint_meta(), "dataset": spec.name, **data_record(cfg)}

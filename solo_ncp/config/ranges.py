@@ -33,6 +33,7 @@ class Bound:
 
 
 AT_LEAST_0, AT_LEAST_1 = Bound(0), Bound(1)
+POSITIVE = Bound(0, low_open=True)
 PROBABILITY = Bound(0, 1)
 SEED = Bound(0, 2 ** 32 - 1)  # numpy's seeds
 RANGES = {
@@ -40,12 +41,12 @@ RANGES = {
     "optimizer.batch_size": AT_LEAST_1, "optimizer.lr": AT_LEAST_0, "optimizer.classifier_lr": AT_LEAST_0,
     "optimizer.weight_decay": AT_LEAST_0, "scheduler.warmup_epochs": AT_LEAST_0,
     "scheduler.warmup_start_lr": AT_LEAST_0, "scheduler.min_lr": AT_LEAST_0, "knn_eval.k": AT_LEAST_1,
-    "limit_train_batches": Bound(0, low_open=True), "limit_val_batches": AT_LEAST_0,
+    "limit_train_batches": POSITIVE, "limit_val_batches": AT_LEAST_0,
     "log_every_n_steps": AT_LEAST_1, "accumulate_grad_batches": AT_LEAST_1, "num_nodes": AT_LEAST_1,
     "augmentations.*.crop_size": AT_LEAST_1, "augmentations.*.num_crops": AT_LEAST_1,
     "augmentations.*.pad_crop.padding": AT_LEAST_0,
-    "augmentations.*.rrc.crop_min_scale": Bound(0, low_open=True),
-    "augmentations.*.rrc.crop_max_scale": Bound(0, low_open=True),
+    "augmentations.*.rrc.crop_min_scale": POSITIVE,
+    "augmentations.*.rrc.crop_max_scale": POSITIVE,
     **{f"augmentations.*.color_jitter.{key}": AT_LEAST_0 for key in ("brightness", "contrast", "saturation")},
     "augmentations.*.color_jitter.hue": Bound(0, 0.5),
     **{f"augmentations.*.{name}.prob": PROBABILITY

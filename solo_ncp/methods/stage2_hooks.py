@@ -28,6 +28,7 @@ from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
     Stage2Config,
     broadcast_buffers,
+    check_given_normalization,
     cluster_epoch,
     gather_rows,
     init_student,
@@ -96,6 +97,7 @@ class Stage2Hooks:
             normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
         teacher = load_teacher(options["teacher_ckpt"], spec, normalization=normalization,
                                trust=options["trust_teacher"])
+        check_given_normalization(teacher, options["normalization"])
         assumed = assumed_normalization(teacher)
         if assumed:
             print(f"[solo-ncp] note: teacher {assumed}: if it was trained with others, set "
@@ -163,11 +165,16 @@ class Stage2Hooks:
     def set_cluster_data(self, dataset: Dataset, batch_size: int = 512, num_workers: int = 0):
         """The training set without augmentation, (x in [0, 1], y) in the order of the training
         loader's indices: what the per-epoch clustering encodes. ValueError naming the option when
-        K exceeds its images (it failed at the first clustering without naming it)."""
+        K exceeds its images (it failed at the first clustering without naming it), and the robust
+        monitor's held-out images (`set_val_robust_data`, called first) where there are some."""
         if self.uses_clusters and self.k > len(dataset):
             source = "method_kwargs.k" if self.k_source == "k" else "method_kwargs.k_file's K"
-            raise ValueError(f"K={self.k} clusters ({source}) but the training set has only {len(dataset)} images: "
-                             "lower K")
+            held_out = self.val_robust_data is not None
+            raise ValueError(
+                f"K={self.k} clusters ({source}) but the training set has only {len(dataset)} images"
+                + (f" after method_kwargs.val_robust_n={self.val_robust_n} held out for the robust monitor" if held_out
+                   else "")
+                + f": lower K{' or method_kwargs.val_robust_n' if held_out else ''}")
         self.cluster_data = dataset
         self.cluster_loader_args = dict(batch_size=batch_size, num_workers=num_workers)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
-from solo_ncp.config.ranges import SEED
+from solo_ncp.config.ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, SEED, Bound
 from solo_ncp.models.dual_bn import BRANCHES
 from solo_ncp.ncp import KMEANS_INITS
 from solo_ncp.ncp.step import ASSIGNMENTS
@@ -22,44 +22,43 @@ KMEANS_BACKENDS = ("auto", "torch", "kmcuda")
 class Option:
     """One stage-2 option: `method_kwargs.<name>` in a config, `--<name>` on solo-learn 1.0.2's
     command line (booleans: `--<name>` when off by default, `--no_<name>` when on; dicts: config
-    files only). `at_least` / `above`: the bounds of a number."""
+    files only). `bound`: the range of a number."""
 
     name: str
     type: type
     default: Any = None
     choices: Tuple[str, ...] = ()
     required: bool = False
-    at_least: Optional[float] = None
-    above: Optional[float] = None
-    at_most: Optional[float] = None
+    bound: Optional[Bound] = None
 
 
+AT_LEAST_2 = Bound(2)
 OPTIONS = (
     Option("teacher_ckpt", str, required=True),
-    Option("k", int, at_least=2),
+    Option("k", int, bound=AT_LEAST_2),
     Option("k_file", str),
-    Option("lam", float, 6.0, at_least=0),
+    Option("lam", float, 6.0, bound=AT_LEAST_0),
     Option("norm", str, "Linf", NORMS),
-    Option("eps", float, 8 / 255, at_least=0),
-    Option("alpha", float, 2 / 255, above=0),
-    Option("pgd_steps", int, 5, at_least=1),
+    Option("eps", float, 8 / 255, bound=AT_LEAST_0),
+    Option("alpha", float, 2 / 255, bound=POSITIVE),
+    Option("pgd_steps", int, 5, bound=AT_LEAST_1),
     Option("strategy", str, "iii", NCP_STRATEGIES),
-    Option("neighbor_rank", int, 2, at_least=2),
+    Option("neighbor_rank", int, 2, bound=AT_LEAST_2),
     Option("assign", str, "nearest", ASSIGNMENTS),
-    Option("cluster_every", int, 1, at_least=1),
+    Option("cluster_every", int, 1, bound=AT_LEAST_1),
     Option("cluster_features", str, "full_pass", CLUSTER_FEATURES),
-    Option("kmeans_max_iter", int, 100, at_least=1),
+    Option("kmeans_max_iter", int, 100, bound=AT_LEAST_1),
     Option("kmeans_backend", str, "torch", KMEANS_BACKENDS),
-    Option("kmeans_seed", int, 0, at_least=SEED.low, at_most=SEED.high),
+    Option("kmeans_seed", int, 0, bound=SEED),
     Option("kmeans_init", str, "afk-mc2", KMEANS_INITS),
-    Option("kmeans_n_init", int, 1, at_least=1),
+    Option("kmeans_n_init", int, 1, bound=AT_LEAST_1),
     Option("dual_bn", bool, True),
     Option("cluster_bn", str, "clean", BRANCHES),
     Option("normalization", dict),
     Option("trust_teacher", bool, False),
-    Option("val_robust_every", int, 0, at_least=0),
-    Option("val_robust_n", int, 512, at_least=1),
-    Option("val_robust_seed", int, 0, at_least=SEED.low, at_most=SEED.high),
+    Option("val_robust_every", int, 0, bound=AT_LEAST_0),
+    Option("val_robust_n", int, 512, bound=AT_LEAST_1),
+    Option("val_robust_seed", int, 0, bound=SEED),
     Option("channels_last", bool, False),
     Option("compile", bool, False),
     Option("cudnn_benchmark", bool, False),
@@ -97,12 +96,9 @@ def check_option(o: Option, value) -> None:
     """ValueError naming `method_kwargs.<name>`, the value and what the option takes."""
     infinite = o.type is float and _is_type(value, float) and not math.isfinite(value)
     allowed = (f"one of {', '.join(o.choices)}" if o.choices else ("a finite number" if infinite else KINDS[o.type])
-               + (f" >= {o.at_least:g}" if o.at_least is not None else "")
-               + (f" > {o.above:g}" if o.above is not None else "")
-               + (f" and <= {o.at_most:.15g}" if o.at_most is not None else ""))
-    fits = value in o.choices if o.choices else _is_type(value, o.type) and (
-        not infinite and (o.at_least is None or value >= o.at_least) and (o.above is None or value > o.above)
-        and (o.at_most is None or value <= o.at_most))
+               + (f" {o.bound}" if o.bound is not None else ""))
+    fits = value in o.choices if o.choices else _is_type(value, o.type) and not infinite and (
+        o.bound is None or o.bound.holds(value))
     if not fits:
         raise ValueError(f"method_kwargs.{o.name}={value!r} must be {allowed}")
     if o.name == "normalization":

@@ -9,14 +9,16 @@ from solo_ncp.ncp.clustering import (
 )
 from solo_ncp.ncp.losses import ncp_acl_loss, neg_cosine
 from solo_ncp.ncp.step import Stage2Config, StepOutput, adversarial_examples, stage2_step
-from solo_ncp.ncp.teacher import init_student, load_teacher, resolve_k
+from solo_ncp.ncp.teacher import check_given_normalization, init_student, load_teacher, resolve_k
 
 __all__ = [
     "EpochClusters",
+    "KMEANS_INITS",
     "Stage2Config",
     "StepOutput",
     "adversarial_examples",
     "broadcast_buffers",
+    "check_given_normalization",
     "cluster_epoch",
     "gather_rows",
     "init_student",

@@ -1,5 +1,6 @@
 """Stage-1 checkpoint -> frozen teacher f1 and the initial weights of the student f2."""
 import copy
+import math
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -60,6 +61,19 @@ def load_teacher(
             "widen_factor) to match the checkpoint, or pass the right checkpoint"
         )
     return teacher
+
+
+def check_given_normalization(teacher: LoadedEncoder, given: Optional[Mapping[str, Sequence[float]]]) -> None:
+    """ValueError where `method_kwargs.normalization` (`given`) differs from the normalisation the
+    teacher checkpoint records: stage 2 keeps the teacher's (it was trained with it), so the option
+    would be read by nothing; it is for a plain solo-learn teacher, which records none."""
+    recorded = teacher.meta.get("normalization")
+    if given is None or recorded is None:
+        return
+    if any(not math.isclose(a, b, rel_tol=1e-6) for key in ("mean", "std") for a, b in zip(given[key], recorded[key])):
+        raise ValueError(f"method_kwargs.normalization={given} differs from the normalisation the teacher "
+                         f"{teacher.path} records ({recorded}), which it was trained with and stage 2 keeps: drop "
+                         "the option (it is for a plain solo-learn teacher, which records none)")
 
 
 def init_student(encoder: nn.Module, teacher: LoadedEncoder, dual_bn: bool) -> nn.Module:
