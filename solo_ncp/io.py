@@ -29,6 +29,52 @@ class FolderLockedError(OSError):
     """Another live process holds a folder's lock; the message names its pid."""
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""A write's errors where its disk (or the user's quota on it) has no room left."""
+FULL_BELOW = 2 ** 20
+"""Bytes free below which a disk counts as full: torch.save's writer reports a full disk as a
+RuntimeError ("unexpected pos", "iostream error"), without ENOSPC."""
+
+
+class DiskFullError(OSError):
+    """A write found no room left on its disk: the message names the folder, the file and the
+    room left there (after the partial file was removed), and the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    @classmethod
+    def writing(cls, path: PathLike, written: Optional[int] = None) -> "DiskFullError":
+        """For file `path`, written to a temporary file that held `written` bytes when the disk
+        filled (then removed), or written in place (None)."""
+        path = Path(path)
+        partial = f" (it filled after {written / 2 ** 20:.1f} MB of it, removed again)" if written is not None else ""
+        return cls(f"no room left on the disk of {path.parent} for {path.name}{partial}: free space there, or write "
+                   "to a folder on a larger disk")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def disk_full_in(err: BaseException) -> Optional[DiskFullError]:
+    """The full disk behind `err`, if any: a DiskFullError that `err` is or was raised in the
+    handling of (Lightning's logger failing on the full disk too as it stops), else an OSError of
+    `DISK_FULL` among them (a file written in place, such as Lightning's metrics.csv) as one,
+    one that names its file first."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    full = [seen for seen in chain if isinstance(seen, OSError) and seen.errno in DISK_FULL]
+    ours = [seen for seen in full if isinstance(seen, DiskFullError)]
+    if ours or not full:
+        return next(iter(ours), None)
+    named = [seen for seen in full if seen.filename]
+    if named:
+        return DiskFullError.writing(named[0].filename)
+    return DiskFullError(f"no room left on the disk of a file it wrote ({full[0]}): free space there")
+
+
 def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
     """What keeps `path` from being a `kind` ("file" or "folder"), for an error message: "does not
     exist", "is a folder, not a file", "is a file, not a folder", or for anything else (a device,
@@ -48,7 +94,8 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     panic): the temp file's data are on the disk (fsync) before the rename, and the rename is (the
     folder's fsync) before this returns. A crash leaves the old file or the whole new one, never an
     empty or truncated one, and files written one after another (a checkpoint, then the step's
-    done-marker) reach the disk in that order."""
+    done-marker) reach the disk in that order. A full disk (`DISK_FULL`, or torch.save's
+    RuntimeError with under `FULL_BELOW` bytes free) is a DiskFullError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -60,9 +107,15 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         _sync(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException as err:
+        full = (isinstance(err, OSError) and err.errno in DISK_FULL
+                or isinstance(err, RuntimeError) and shutil.disk_usage(path.parent).free < FULL_BELOW)
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.remove(tmp)
+        if full:
+            raise DiskFullError.writing(path, written) from err
+        raise
     _sync(path.parent, folder=True)
     return path
 

@@ -24,7 +24,7 @@ from solo_ncp.config import (
     select,
 )
 from solo_ncp.interrupt import Interrupted, as_interrupted, interruption
-from solo_ncp.io import atomic_write_text, check_writable, folder_lock
+from solo_ncp.io import DiskFullError, atomic_write_text, check_writable, disk_full_in, folder_lock
 from solo_ncp.launch.callbacks import (
     AtomicCheckpointIO,
     CaughtInterrupt,
@@ -306,5 +306,10 @@ def fit(cfg: DictConfig, model, train_set, val_set, meta: Dict, run: RunFolder,
             raise interrupted_training(interrupted, run.folder / LAST, int(cfg.max_epochs), trust) from None
         if isinstance(err, FloatingPointError):
             raise FloatingPointError(stopped_message(str(err), run.folder / LAST)) from None
+        full = disk_full_in(err)
+        if full is not None:
+            last = run.folder / LAST
+            then = "--resume continues from it" if last.is_file() else "start it again"
+            raise DiskFullError(f"{stopped_message(str(full), last)}: with room again, {then}") from None
         raise
     return run.folder / LAST
