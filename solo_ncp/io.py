@@ -48,7 +48,13 @@ class DiskFullError(OSError):
         """For file `path`, written to a temporary file that held `written` bytes when the disk
         filled (then removed), or written in place (None)."""
         path = Path(path)
-        partial = f" (it filled after {written / 2 ** 20:.1f} MB of it, removed again)" if written is not None else ""
+        if written is None:
+            partial = ""
+        elif written == 0:
+            partial = " (it filled before any of it was written)"
+        else:
+            size = f"{written / 2 ** 20:.1f} MB" if written >= 2 ** 20 else f"{written} bytes"
+            partial = f" (it filled after {size} of it, removed again)"
         return cls(f"no room left on the disk of {path.parent} for {path.name}{partial}: free space there, or write "
                    "to a folder on a larger disk")
 

@@ -3,6 +3,7 @@ written before it as they were: atomic writes (a real ENOSPC, and torch.save's o
 it), the error Lightning raises over it as it stops, and a training on a small tmpfs, whose
 last.ckpt `--resume` continues once there is room."""
 import errno
+import re
 import shutil
 import subprocess
 from collections import namedtuple
@@ -33,6 +34,14 @@ def test_a_write_that_fills_the_disk_names_file_folder_and_size_and_keeps_the_ol
                                  "it, removed again): free space there, or write to a folder on a larger disk")
     assert raised.value.errno == errno.ENOSPC
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("size, said", [(0, "it filled before any of it was written"),
+                                        (4000, "it filled after 4000 bytes of it, removed again"),
+                                        (5 * 2 ** 20 // 2, "it filled after 2.5 MB of it, removed again")])
+def test_the_part_that_fit_is_said_in_its_unit(size, said, tmp_path):
+    with pytest.raises(DiskFullError, match=re.escape(f"for head.pt ({said}): free space there")):
+        atomic_write(tmp_path / "head.pt", fills_after(size, OSError(errno.ENOSPC, "No space left on device")))
 
 
 def test_a_quota_is_a_full_disk_too(tmp_path):
