@@ -3,7 +3,7 @@ value and range (`solo_ncp.config.ranges`); its edge values load."""
 import pytest
 
 from solo_ncp.config import ConfigError, load_config
-from solo_ncp.config.ranges import RANGES
+from solo_ncp.config.ranges import PASSED_ON, RANGES
 from tests.conftest import ROOT
 
 SIMCLR = ROOT / "zoo_configs/fashionmnist/simclr.yaml"
@@ -48,13 +48,20 @@ REFUSED = {
     "augmentations.0.horizontal_flip.prob=-0.5": "augmentations.0.horizontal_flip.prob=-0.5 must be a number from 0 to 1",
     "augmentations.0.rrc.crop_max_scale=0.05": "augmentations.0.rrc.crop_min_scale=0.08 exceeds its crop_max_scale=0.05: "
                                                "the crop's area is drawn from min to max (a fraction of the image)",
+    "method_kwargs.proj_output_dim=0": "method_kwargs.proj_output_dim=0 must be a whole number >= 1",
+    "method_kwargs.proj_hidden_dim=-8": "method_kwargs.proj_hidden_dim=-8 must be a whole number >= 1",
+    "method_kwargs.temperature=0": "method_kwargs.temperature=0 must be a number > 0",
+    "method_kwargs.temperature=-0.1": "method_kwargs.temperature=-0.1 must be a number > 0",
 }
+SIMSIAM = ["method=simsiam", "backbone.name=resnet18", "~method_kwargs.temperature"]
+REFUSED_SIMSIAM = {"+method_kwargs.pred_hidden_dim=0": "method_kwargs.pred_hidden_dim=0 must be a whole number >= 1"}
 EDGES = ["+limit_train_batches=1e-3", "+limit_train_batches=2.0", "+limit_train_batches=7", "+limit_val_batches=0",
          "seed=0", "seed=4294967295", "+data.subset=1", "data.num_workers=0", "optimizer.batch_size=1",
          "optimizer.lr=0", "optimizer.weight_decay=0", "scheduler.warmup_epochs=0", "+knn_eval.k=1",
          "augmentations.0.color_jitter.hue=0.5", "augmentations.0.color_jitter.prob=1",
          "augmentations.0.horizontal_flip.prob=0", "augmentations.0.rrc.crop_max_scale=0.08",
-         "augmentations.0.rrc.crop_min_scale=1e-9", "augmentations.0.num_crops=1"]
+         "augmentations.0.rrc.crop_min_scale=1e-9", "augmentations.0.num_crops=1", "method_kwargs.proj_output_dim=1",
+         "method_kwargs.proj_hidden_dim=1", "method_kwargs.temperature=1e-9"]
 
 
 @pytest.mark.parametrize("override", REFUSED)
@@ -64,9 +71,17 @@ def test_a_number_out_of_its_range_is_refused_naming_key_value_and_range(overrid
     assert str(err.value) == REFUSED[override]
 
 
+@pytest.mark.parametrize("override", REFUSED_SIMSIAM)
+def test_a_predictor_width_out_of_range_is_refused(override):
+    with pytest.raises(ConfigError) as err:
+        load_config(SIMCLR, [*SIMSIAM, override])
+    assert str(err.value) == REFUSED_SIMSIAM[override]
+    load_config(SIMCLR, [*SIMSIAM, "+method_kwargs.pred_hidden_dim=1"])
+
+
 def test_every_ranged_key_has_a_refused_case():
-    refused = {message.split("=")[0] for message in REFUSED.values()}
-    assert {key.replace("*", "0") for key in RANGES} <= refused
+    refused = {message.split("=")[0] for message in [*REFUSED.values(), *REFUSED_SIMSIAM.values()]}
+    assert {key.replace("*", "0") for key in [*RANGES, *PASSED_ON]} <= refused
 
 
 @pytest.mark.parametrize("override", EDGES)

@@ -9,7 +9,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from solo_ncp.config.schema import SCHEMA, ConfigError, _matches, walk_plain
+from solo_ncp.config.schema import NUMBER, SCHEMA, WHOLE, ConfigError, _is_kind, _matches, walk_plain
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,30 @@ RANGES = {
        for name in ("color_jitter", "grayscale", "gaussian_blur", "solarization", "equalization", "horizontal_flip")},
 }
 """The range of each ranged key (`*`: a list index); its kind is `SCHEMA`'s, checked first."""
+PASSED_ON = {
+    **{f"method_kwargs.{width}": (WHOLE, AT_LEAST_1) for width in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")},
+    "method_kwargs.temperature": (NUMBER, POSITIVE),
+}
+"""Options of solo-learn's methods, passed on as given, whose name means one thing in every method
+that has it (a layer's width, a softmax temperature): (kind, range). SimCLR trained in silence with
+`proj_output_dim=0`, and `proj_hidden_dim=64.5` (a number, as the file's 2048 is) failed inside
+nn.Linear without naming the key."""
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches")
 """Lightning's: a fraction of the batches (at most 1.0) or a whole number of them."""
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`; a batch limit,
+    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`; `PASSED_ON`, of its
+    kind too; a batch limit,
     `BATCH_LIMITS`, above 1 must be whole), and for an
     `augmentations` entry whose `rrc.crop_min_scale` exceeds its `rrc.crop_max_scale`."""
     patterns = [(tuple(key.split(".")), key) for key in RANGES]
     for path, value in walk_plain(OmegaConf.to_container(cfg, resolve=True)):
+        dotted = ".".join(path)
+        if dotted in PASSED_ON:
+            kind, bound = PASSED_ON[dotted]
+            if value is not None and not (_is_kind(value, kind, converted=False) and bound.holds(value)):
+                raise ConfigError(f"{dotted}={value!r} must be {kind} {bound}")
         key = next((key for pattern, key in patterns if len(pattern) == len(path) and _matches(pattern, path)), None)
         if key is not None and isinstance(value, (int, float)) and not RANGES[key].holds(value):
             raise ConfigError(f"{'.'.join(path)}={value!r} must be {SCHEMA[key]} {RANGES[key]}")
