@@ -51,10 +51,10 @@ class DiskFullError(OSError):
         if written is None:
             partial = ""
         elif written == 0:
-            partial = " (it filled before any of it was written)"
+            partial = " (none of it written when the disk filled)"
         else:
             size = f"{written / 2 ** 20:.1f} MB" if written >= 2 ** 20 else f"{written} bytes"
-            partial = f" (it filled after {size} of it, removed again)"
+            partial = f" ({size} of it written when the disk filled, removed again)"
         return cls(f"no room left on the disk of {path.parent} for {path.name}{partial}: free space there, or write "
                    "to a folder on a larger disk")
 

@@ -48,7 +48,7 @@ def pytest_sessionstart(session):
     disk of the temp folder has less free than a suite needs (`SUITE_DISK_GB`;
     SOLO_NCP_SUITE_DISK_GB overrides it). Without it a full disk failed CI 335 s in, as one
     OSError traceback (ENOSPC) per test after it."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: its controller checked
         return
     folder = Path(session.config.option.basetemp or tempfile.gettempdir()).resolve()
     existing = next(path for path in (folder, *folder.parents) if path.exists())

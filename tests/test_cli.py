@@ -102,7 +102,10 @@ def test_a_failed_checkpoint_write_is_one_error_line(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(callbacks, "atomic_torch_save", disk_full)
     assert pretrain(tmp_path, "name=full", *TINY) == 2
-    assert "No space left on device" in error_line(capsys.readouterr())
+    assert error_line(capsys.readouterr()) == (
+        f"error: no room left on the disk of {tmp_path / 'full'} for last.ckpt: free space there, or write to a folder "
+        "on a larger disk; no checkpoint was written before it stopped: with room again, start it again "
+        "(solo-ncp pretrain)")
 
 
 def nan_loss_from(call: int, monkeypatch) -> None:

@@ -30,15 +30,15 @@ def test_a_write_that_fills_the_disk_names_file_folder_and_size_and_keeps_the_ol
     path.write_text("old")
     with pytest.raises(DiskFullError) as raised:
         atomic_write(path, fills_after(3 * 2 ** 20, OSError(errno.ENOSPC, "No space left on device")))
-    assert str(raised.value) == (f"no room left on the disk of {tmp_path} for last.ckpt (it filled after 3.0 MB of "
-                                 "it, removed again): free space there, or write to a folder on a larger disk")
+    assert str(raised.value) == (f"no room left on the disk of {tmp_path} for last.ckpt (3.0 MB of it written when "
+                                 "the disk filled, removed again): free space there, or write to a folder on a larger disk")
     assert raised.value.errno == errno.ENOSPC
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
-@pytest.mark.parametrize("size, said", [(0, "it filled before any of it was written"),
-                                        (4000, "it filled after 4000 bytes of it, removed again"),
-                                        (5 * 2 ** 20 // 2, "it filled after 2.5 MB of it, removed again")])
+@pytest.mark.parametrize("size, said", [(0, "none of it written when the disk filled"),
+                                        (4000, "4000 bytes of it written when the disk filled, removed again"),
+                                        (5 * 2 ** 20 // 2, "2.5 MB of it written when the disk filled, removed again")])
 def test_the_part_that_fit_is_said_in_its_unit(size, said, tmp_path):
     with pytest.raises(DiskFullError, match=re.escape(f"for head.pt ({said}): free space there")):
         atomic_write(tmp_path / "head.pt", fills_after(size, OSError(errno.ENOSPC, "No space left on device")))
@@ -50,6 +50,8 @@ def test_a_quota_is_a_full_disk_too(tmp_path):
 
 
 Usage = namedtuple("Usage", "total used free")
+PART = r"(\d+\.\d MB|\d+ bytes)"
+"""How much of a file fit, as the message says it."""
 
 
 @pytest.mark.parametrize("free, full", [(0, True), (2 ** 20 - 1, True), (2 ** 20, False), (50 * 2 ** 30, False)])
@@ -110,7 +112,9 @@ def test_torch_save_onto_a_real_full_disk(small_disk):
     disk = small_disk("size=1M")
     with pytest.raises(DiskFullError) as raised:
         atomic_torch_save({"w": torch.zeros(2 ** 19)}, disk / "last.ckpt")  # 2 MB
-    assert str(raised.value).startswith(f"no room left on the disk of {disk} for last.ckpt (it filled after ")
+    assert re.fullmatch(rf"no room left on the disk of {re.escape(str(disk))} for last\.ckpt \({PART} of it written "
+                        r"when the disk filled, removed again\): free space there, or write to a folder on a larger disk",
+                        str(raised.value))
     assert list(disk.iterdir()) == []
 
 
@@ -123,7 +127,8 @@ def test_a_training_that_fills_its_disk_says_so_and_resumes_once_there_is_room(s
     disk = small_disk("size=2M")
     assert train(disk) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"error: no room left on the disk of {disk / 'full'} for last.ckpt (it filled after ")
+    assert re.match(rf"error: no room left on the disk of {re.escape(str(disk / 'full'))} for last\.ckpt \({PART} of "
+                    r"it written when the disk filled, removed again\): free space there", line)
     assert line.endswith("no checkpoint was written before it stopped: with room again, start it again "
                          "(solo-ncp pretrain)")
     shutil.rmtree(disk / "full")
