@@ -218,6 +218,25 @@ def test_demo_falls_back_to_digits_and_writes_a_summary_of_existing_artefacts(tm
     assert main(["demo", "--out", str(out)]) == 2  # never over an earlier run
 
 
+def test_a_failed_demo_stage_says_to_run_the_demo_again_elsewhere(tmp_path, monkeypatch, capsys):
+    """The stage's own error line (a full disk's, say) may name its command's `--resume`, which runs
+    no demo."""
+    from solo_ncp.launch import pipeline
+
+    def stage(title, argv):
+        if argv[0] == "train":
+            raise pipeline.StageFailed(f"stage '{title}' failed (its error is printed above)")
+        return 0.0
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", "digits", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: stage 'stage 2: NCP adversarial training' failed (its error is printed above): a demo does not "
+        f"resume; once that is mended, run it again with another --out ({out} keeps what its finished stages wrote) "
+        "(solo-ncp demo)")
+
+
 def test_an_interrupted_demo_says_to_run_it_again_elsewhere(tmp_path, monkeypatch, capsys):
     """Its stage's own line named that stage's command (`solo-ncp pretrain ... --resume`), which runs
     no demo, and the demo refuses its existing --out."""

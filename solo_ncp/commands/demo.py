@@ -70,7 +70,7 @@ def _demo_interrupted(err: KeyboardInterrupt, out: Path) -> KeyboardInterrupt:
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.io import atomic_write_text
-    from solo_ncp.launch.pipeline import cpu_scale_overrides, run_stage
+    from solo_ncp.launch.pipeline import StageFailed, cpu_scale_overrides, run_stage
     from solo_ncp.zoo import config_path
 
     scale = SCALES[_dataset(args.dataset)]
@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         }
     except KeyboardInterrupt as err:
         raise _demo_interrupted(err, out) from None
+    except StageFailed as err:  # the stage's line above may name its own command's --resume
+        raise StageFailed(f"{err}: a demo does not resume; once that is mended, run it again with another --out "
+                          f"({out} keeps what its finished stages wrote)") from None
     k = json.loads((k_dir / "k.json").read_text())["k"]
     record = json.loads((eval_dir / "metrics.json").read_text())
     m, aa = record["metrics"], record["settings"]["aa"]
