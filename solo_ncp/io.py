@@ -242,6 +242,8 @@ def check_writable(folder: PathLike, option: str = "--out") -> Path:
         os.close(fd)
         os.remove(probe)
     except OSError as err:
+        if err.errno in DISK_FULL:
+            fix = f"free space there, or choose an {option} on a larger disk"
         raise NotWritableError(f"cannot write to {folder}: {err.strerror} in {existing}: {fix}") from None
     return folder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from solo_ncp.io import DiskFullError, atomic_torch_save, atomic_write, disk_full_in
+from solo_ncp.io import DiskFullError, NotWritableError, atomic_torch_save, atomic_write, check_writable, disk_full_in
 from tests.conftest import SMALL_BACKBONE, pretrain
 
 
@@ -144,3 +144,14 @@ def test_a_training_that_fills_its_disk_says_so_and_resumes_once_there_is_room(s
     small_disk("size=20M")
     assert train(disk, resume=True) == 0
     assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+def test_an_output_folder_on_a_full_disk_is_named_with_the_fix_before_any_work(small_disk):
+    """No inode left (tmpfs nr_inodes): a file cannot be created, as on a full disk; the fix is
+    room, not permissions."""
+    disk = small_disk("size=1M,nr_inodes=2")
+    (disk / "taken").write_text("")
+    with pytest.raises(NotWritableError) as raised:
+        check_writable(disk / "run")
+    assert str(raised.value) == (f"cannot write to {disk / 'run'}: No space left on device in {disk}: free space "
+                                 "there, or choose an --out on a larger disk")

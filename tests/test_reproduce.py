@@ -145,7 +145,8 @@ def test_a_failed_step_is_one_error_line_naming_the_step_and_its_log(digits_simc
     log = out / "s0" / "select-k" / "step.log"
     assert last.startswith("error: step s0/select-k failed (exit 2): the sweep reaches K=500, and the silhouette "
                            "needs K <= N-1 = 255 for the 256 training images"), last
-    assert last.endswith(f"its log: {log} (solo-ncp reproduce)")
+    assert last.endswith(f"; once that is mended, running reproduce again continues from this step; its log: {log} "
+                         "(solo-ncp reproduce)")
     assert sorted(p.name for p in (out / "s0").iterdir()) == ["select-k"]
 
 

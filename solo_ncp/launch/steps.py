@@ -122,7 +122,8 @@ class Step:
                              f"{' (the out-of-memory killer sends it)' if -code == signal.SIGKILL else ''}, "
                              f"not marked done: run the same command again to continue it; its log: {log}")
         if code != 0:
-            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; its log: {log}")
+            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; once that is mended, running "
+                             f"reproduce again continues from this step; its log: {log}")
         missing = self.missing()
         if missing is not None:
             raise StepFailed(f"step {self.name} exited 0 but {missing}: not marked done; its log: {log}")
