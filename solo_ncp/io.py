@@ -37,8 +37,8 @@ RuntimeError ("unexpected pos", "iostream error"), without ENOSPC."""
 
 
 class DiskFullError(OSError):
-    """A write found no room left on its disk: the message names the folder, the file and the
-    room left there (after the partial file was removed), and the fix."""
+    """A write found no room left on its disk: the message names the folder, the file, how much of
+    it was written (`writing`) and the fix."""
 
     def __init__(self, message: str):
         super().__init__(errno.ENOSPC, message)
@@ -116,8 +116,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     except BaseException as err:
         full = (isinstance(err, OSError) and err.errno in DISK_FULL
                 or isinstance(err, RuntimeError) and shutil.disk_usage(path.parent).free < FULL_BELOW)
-        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        written = 0
         if os.path.exists(tmp):
+            written = os.path.getsize(tmp)
             os.remove(tmp)
         if full:
             raise DiskFullError.writing(path, written) from err

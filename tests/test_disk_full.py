@@ -31,7 +31,8 @@ def test_a_write_that_fills_the_disk_names_file_folder_and_size_and_keeps_the_ol
     with pytest.raises(DiskFullError) as raised:
         atomic_write(path, fills_after(3 * 2 ** 20, OSError(errno.ENOSPC, "No space left on device")))
     assert str(raised.value) == (f"no room left on the disk of {tmp_path} for last.ckpt (3.0 MB of it written when "
-                                 "the disk filled, removed again): free space there, or write to a folder on a larger disk")
+                                 "the disk filled, removed again): free space there, or write to a folder on a "
+                                 "larger disk")
     assert raised.value.errno == errno.ENOSPC
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
@@ -113,7 +114,8 @@ def test_torch_save_onto_a_real_full_disk(small_disk):
     with pytest.raises(DiskFullError) as raised:
         atomic_torch_save({"w": torch.zeros(2 ** 19)}, disk / "last.ckpt")  # 2 MB
     assert re.fullmatch(rf"no room left on the disk of {re.escape(str(disk))} for last\.ckpt \({PART} of it written "
-                        r"when the disk filled, removed again\): free space there, or write to a folder on a larger disk",
+                        r"when the disk filled, removed again\): free space there, or write to a folder on a "
+                        r"larger disk",
                         str(raised.value))
     assert list(disk.iterdir()) == []
 

@@ -54,7 +54,8 @@ RANGES = {
 }
 """The range of each ranged key (`*`: a list index); its kind is `SCHEMA`'s, checked first."""
 PASSED_ON = {
-    **{f"method_kwargs.{width}": (WHOLE, AT_LEAST_1) for width in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")},
+    **{f"method_kwargs.{width}": (WHOLE, AT_LEAST_1)
+       for width in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")},
     "method_kwargs.temperature": (NUMBER, POSITIVE),
 }
 """Options of solo-learn's methods, passed on as given, whose name means one thing in every method
@@ -66,9 +67,8 @@ BATCH_LIMITS = ("limit_train_batches", "limit_val_batches")
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`; `PASSED_ON`, of its
-    kind too; a batch limit,
-    `BATCH_LIMITS`, above 1 must be whole), and for an
+    """ConfigError for the first number of `cfg` out of its key's range (`RANGES`, and `PASSED_ON`,
+    whose kind it checks too; a batch limit, `BATCH_LIMITS`, above 1 must be whole), and for an
     `augmentations` entry whose `rrc.crop_min_scale` exceeds its `rrc.crop_max_scale`."""
     patterns = [(tuple(key.split(".")), key) for key in RANGES]
     for path, value in walk_plain(OmegaConf.to_container(cfg, resolve=True)):
