@@ -81,13 +81,19 @@ def disk_full_in(err: BaseException) -> Optional[DiskFullError]:
     return DiskFullError(f"no room left on the disk of a file it wrote ({full[0]}): free space there")
 
 
+def resolved(path: PathLike) -> Path:
+    """`path` absolute with its links followed; a loop of links stays as it is (Path.resolve raised
+    RuntimeError "Symlink loop", a traceback for `--ckpt` or `--out` given such a link)."""
+    return Path(os.path.realpath(path))
+
+
 def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
     """What keeps `path` from being a `kind` ("file" or "folder"), for an error message: "does not
     exist", "is a folder, not a file", "is a file, not a folder", or for anything else (a device,
     a pipe) "is not a regular file" / "is not a folder"; None when it is one (links followed)."""
     path = Path(path)
     if not path.exists():
-        return "does not exist"
+        return "is a link to nothing (its target is missing, or a loop of links)" if path.is_symlink() else "does not exist"
     if kind == "folder":
         return None if path.is_dir() else "is a file, not a folder" if path.is_file() else "is not a folder"
     return None if path.is_file() else "is a folder, not a file" if path.is_dir() else "is not a regular file"
@@ -202,15 +208,23 @@ def staged_outputs(folder: PathLike, names: Sequence[str], last: str) -> Iterato
     write), the earlier ones are removed, `last` (the file saying the result is complete) first,
     and the staged ones moved in, `last` last, each by a rename, with SIGINT and SIGTERM held
     (`signals_held`: one arriving then is raised once the new result is in). A block that raises (a
-    bad input, an interruption) leaves the earlier result as it was; its staged files go when the
-    command next runs."""
+    bad input, an interruption) leaves the earlier result as it was, and removes its staged files,
+    and `folder` where the block made it and nothing else is in it (a first run that failed left an
+    empty result folder). A killed process's staged files go when the command next runs."""
     folder = Path(folder)
+    made = not folder.exists()
     staging = folder / UNFINISHED
     if staging.is_symlink() or staging.is_file():
         staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    yield staging
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
     with signals_held(f"as it finished (its results are written to {folder})"):
         remove_outputs(folder, [last, *(name for name in names if name != last)])
         for name in sorted((path.name for path in staging.iterdir()), key=lambda name: name == last):
@@ -233,7 +247,7 @@ def check_writable(folder: PathLike, option: str = "--out") -> Path:
     `folder` does not exist yet (the command creates it later). `option`: what sets the folder,
     named in the fix."""
     folder = Path(folder)
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
     fix = f"choose a writable {option}, or fix that folder's permissions"
     problem = wrong_kind(existing, "folder")
     if problem:
@@ -255,11 +269,13 @@ export's EXPORT_INFO, poc's POC_JSON, select-k's K_FILE) -> that command: a fold
 that command's result."""
 
 
-def check_out_folder(folder: PathLike, record: str, outputs: Iterable[str],
-                     reads: Optional[Mapping[str, Optional[PathLike]]] = None, option: str = "--out") -> Path:
+def check_out_folder(folder: PathLike, record: Optional[str], outputs: Iterable[str],
+                     reads: Optional[Mapping[str, Optional[PathLike]]] = None, option: str = "--out",
+                     command: Optional[str] = None) -> Path:
     """Before any work, a ValueError naming the folder, what it holds and the fix, when the command
-    whose result record is `record` (a key of RESULT_RECORDS), and which may write or remove the
-    files `outputs` in `folder`, would mix its result with another's or destroy its own input:
+    whose result record is `record` (a key of RESULT_RECORDS; None for `command`, which writes no
+    record: report), and which may write or remove the files `outputs` in `folder`, would mix its
+    result with another's or destroy its own input:
 
     - `folder` is a training run's (its LAST checkpoint) or holds another command's result (its
       record): --overwrite does not lift this, as it replaces only the command's own earlier
@@ -268,24 +284,24 @@ def check_out_folder(folder: PathLike, record: str, outputs: Iterable[str],
       `outputs` in `folder` (as given or with its links followed), lies in `folder`'s staging
       folder, or is a folder that is `folder` itself (an export folder read as --ckpt)."""
     folder = Path(folder)
-    command = RESULT_RECORDS[record]
+    command = command or RESULT_RECORDS[record]
     if (folder / LAST).exists():
         raise ValueError(f"{option} {folder} is a training run's folder ({LAST}): `solo-ncp {command}` "
                          f"does not write into it; choose another {option}")
     for name, other in RESULT_RECORDS.items():
         if name != record and (folder / name).exists():
+            own = f" (--overwrite replaces only an earlier `solo-ncp {command}` result)" if record else ""
             raise ValueError(
                 f"{option} {folder} holds the result of `solo-ncp {other}` ({name}): `solo-ncp {command}` "
-                f"does not write into another command's folder (--overwrite replaces only an earlier "
-                f"`solo-ncp {command}` result); choose another {option}")
-    place = folder.resolve()
+                f"does not write into another command's folder{own}; choose another {option}")
+    place = resolved(folder)
     written = {place / name for name in outputs}
     for what, read in (reads or {}).items():
         if read is None:
             continue
         read = Path(read)
-        paths = {read.parent.resolve() / read.name, read.resolve()}
-        if read.is_dir() and read.resolve() == place:
+        paths = {resolved(read.parent) / read.name, resolved(read)}
+        if read.is_dir() and resolved(read) == place:
             where = f"is the {option} folder"
         elif paths & written or any(path.is_relative_to(place / UNFINISHED) for path in paths):
             where = f"is a file `solo-ncp {command}` writes in {option} {folder}"

@@ -337,3 +337,25 @@ def test_a_file_where_the_staging_folder_goes_is_replaced(tmp_path):
     with staged_outputs(tmp_path, ["r.json"], "r.json") as staging:
         (staging / "r.json").write_text("{}")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_failed_staged_block_removes_its_staged_files_and_the_folder_it_made(tmp_path):
+    """A first run that failed left an empty result folder holding only `.unfinished`; a later one,
+    its staged files beside the earlier result (cleared only by the next run)."""
+    from solo_ncp.io import staged_outputs
+
+    new = tmp_path / "new" / "out"
+    with pytest.raises(ValueError, match="bad input"):
+        with staged_outputs(new, ["r.json"], "r.json") as staging:
+            (staging / "r.json").write_text("{}")
+            raise ValueError("bad input")
+    assert not new.exists() and (tmp_path / "new").is_dir()
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "r.json").write_text('{"old": 1}')
+    with pytest.raises(KeyboardInterrupt):
+        with staged_outputs(earlier, ["r.json"], "r.json") as staging:
+            (staging / "r.json").write_text("{}")
+            raise KeyboardInterrupt
+    assert [(path.name, path.read_text()) for path in earlier.iterdir()] == [("r.json", '{"old": 1}')]

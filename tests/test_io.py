@@ -33,15 +33,18 @@ def test_wrong_kind_names_what_a_path_is_instead(tmp_path):
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "a_link").symlink_to(tmp_path / "a_folder")
     (tmp_path / "a_broken_link").symlink_to(tmp_path / "gone")
+    (tmp_path / "a_loop").symlink_to(tmp_path / "a_loop")
     os.mkfifo(tmp_path / "a_pipe")
     said = {(name, kind): wrong_kind(tmp_path / name, kind)
-            for name in ("a_file", "a_folder", "a_link", "a_broken_link", "a_pipe", "missing")
+            for name in ("a_file", "a_folder", "a_link", "a_broken_link", "a_loop", "a_pipe", "missing")
             for kind in ("file", "folder")}
+    nothing = "is a link to nothing (its target is missing, or a loop of links)"
     assert said == {
         ("a_file", "file"): None, ("a_file", "folder"): "is a file, not a folder",
         ("a_folder", "file"): "is a folder, not a file", ("a_folder", "folder"): None,
         ("a_link", "file"): "is a folder, not a file", ("a_link", "folder"): None,
-        ("a_broken_link", "file"): "does not exist", ("a_broken_link", "folder"): "does not exist",
+        ("a_broken_link", "file"): nothing, ("a_broken_link", "folder"): nothing,
+        ("a_loop", "file"): nothing, ("a_loop", "folder"): nothing,
         ("a_pipe", "file"): "is not a regular file", ("a_pipe", "folder"): "is not a folder",
         ("missing", "file"): "does not exist", ("missing", "folder"): "does not exist",
     }

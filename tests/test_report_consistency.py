@@ -245,3 +245,68 @@ def test_eval_records_the_counting_of_its_pgd_steps(digits_small_simclr_ckpt, tm
     capsys.readouterr()
     table = report([out], capsys)
     assert COUNTING.format(steps=1) in table and "PGD-20" not in table
+
+
+# --- report --out ------------------------------------------------------------------------------------
+
+def test_report_out_replaces_only_an_earlier_report(tmp_path, capsys):
+    """--out overwrote whatever file it named: an eval's own metrics.json, a checkpoint, notes."""
+    evaluation = write_metrics(tmp_path / "eval", 0, "ncp-s0")
+    record = (evaluation / "metrics.json").read_bytes()
+
+    def refused(out: Path) -> str:
+        assert main(["report", str(evaluation), "--out", str(out)]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert refused(evaluation / "metrics.json") == (
+        f"error: --out {evaluation} holds the result of `solo-ncp eval` (metrics.json): `solo-ncp report` does not "
+        "write into another command's folder; choose another --out (solo-ncp report)")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.ckpt").write_bytes(b"PK\x03\x04 weights")
+    assert refused(run / "report.md") == (
+        f"error: --out {run} is a training run's folder (last.ckpt): `solo-ncp report` does not write into it; "
+        "choose another --out (solo-ncp report)")
+    others = {"copy.ckpt": b"PK\x03\x04 weights", "notes.md": b"# my notes\n", "empty.md": b""}
+    for name, content in others.items():
+        (tmp_path / name).write_bytes(content)
+        assert refused(tmp_path / name) == (
+            f"error: --out {tmp_path / name} exists and is no report of `solo-ncp report` (one starts with a "
+            "'## Table' or '## Fig.' heading): it replaces only an earlier report; choose another --out "
+            "(solo-ncp report)")
+    assert (evaluation / "metrics.json").read_bytes() == record
+    assert {name: (tmp_path / name).read_bytes() for name in others} == others
+
+    out = tmp_path / "tables" / "report.md"
+    for _ in range(2):  # a new report, then one replacing it
+        assert main(["report", str(evaluation), "--out", str(out)]) == 0
+        assert out.read_text().startswith("## Table 2")
+    assert sorted(path.name for path in out.parent.iterdir()) == ["report.md"]
+
+
+def test_an_interrupted_report_leaves_the_earlier_report_and_figures_as_they_were(tmp_path, capsys, monkeypatch):
+    """The markdown was written before the figures were drawn: an interruption among them left the
+    new markdown beside the earlier figures (or none), and said the earlier results were kept."""
+    import signal
+
+    from solo_ncp.commands import report as report_command
+    from solo_ncp.interrupt import Interrupted
+
+    out = tmp_path / "tables" / "report.md"
+    inputs = [write_metrics(tmp_path / "eval", 0, "ncp-s0"), write_k(tmp_path / "k", 0, 10)]
+    assert main(["report", *map(str, inputs), "--out", str(out)]) == 0
+    earlier = {path.name: path.read_bytes() for path in out.parent.iterdir()}
+    assert sorted(earlier) == ["fig2.png", "report.md"]
+    capsys.readouterr()
+
+    def interrupted(inputs, folder):
+        (folder / "fig2.png").write_bytes(b"half a figure")
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(report_command, "draw_figures", interrupted)
+    changed = [write_metrics(tmp_path / "eval-b", 1, "ncp-s1", sa=60.0), inputs[1]]
+    assert main(["report", *map(str, changed), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "interrupted: solo-ncp report stopped by SIGINT before writing its results (earlier ones in its output are "
+        "kept)")
+    assert {path.name: path.read_bytes() for path in out.parent.iterdir()} == earlier

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from solo_ncp.commands._encoder import refuse_overwrite
-from solo_ncp.io import check_out_folder, check_writable
+from solo_ncp.io import check_out_folder, check_writable, resolved
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
@@ -36,7 +36,7 @@ def read_evaluation(eval_dir: Path, out: Path) -> dict:
     """eval's metrics.json of `eval_dir`, checked as `solo-ncp report` checks it."""
     from solo_ncp.eval.results import METRICS_FILE, load_runs
 
-    if eval_dir.resolve() == out.resolve():
+    if resolved(eval_dir) == resolved(out):
         raise ValueError(f"--out {out} is the --head folder: eval's files would be overwritten; "
                          "choose another --out")
     load_runs(eval_dir)

@@ -33,28 +33,49 @@ def draw_figures(inputs, folder) -> list:
     return paths
 
 
+REPORT_HEADINGS = (b"## Table ", b"## Fig. ")
+"""How a report's markdown starts (`tables`): an existing --out is replaced only when it does."""
+
+
+def check_out(out) -> None:
+    """ValueError, before any work, for an --out the report must not write: not a file, in a training
+    run's or another command's result folder (`check_out_folder`), or an existing file that is no
+    earlier report (it overwrote a metrics.json or a checkpoint given as --out)."""
+    from solo_ncp.io import check_out_folder, check_writable, wrong_kind
+
+    problem = out.exists() and wrong_kind(out, "file")
+    if problem:
+        raise ValueError(f"--out {out} {problem}: pass the markdown file's path, e.g. {out / 'report.md'}")
+    check_out_folder(out.parent, None, [], command="report")
+    if out.exists():
+        with open(out, "rb") as f:
+            start = f.read(max(map(len, REPORT_HEADINGS)))
+        if not start.startswith(REPORT_HEADINGS):
+            raise ValueError(f"--out {out} exists and is no report of `solo-ncp report` (one starts with a '## Table' "
+                             "or '## Fig.' heading): it replaces only an earlier report; choose another --out")
+    check_writable(out.parent)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from solo_ncp.eval.report import read_report_inputs, tables
-    from solo_ncp.io import atomic_write_text, check_writable, wrong_kind
+    from solo_ncp.io import atomic_write_text, staged_outputs
 
-    if args.out:
-        problem = Path(args.out).exists() and wrong_kind(args.out, "file")
-        if problem:
-            raise ValueError(f"--out {args.out} {problem}: pass the markdown file's path, e.g. "
-                             f"{Path(args.out) / 'report.md'}")
-        check_writable(Path(args.out).parent)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_out(out)
     inputs = read_report_inputs(args.runs)
     table = tables(inputs)
     print(table)
-    if args.out:
-        folder = Path(args.out).parent
-        atomic_write_text(args.out, table)
-        drawn = draw_figures(inputs, folder)
-        for path in drawn:
-            print(f"[solo-ncp] wrote {path}")
-        for path in sorted({*folder.glob(FIGURES[0]), *folder.glob(FIGURES[1])} - set(drawn)):
-            path.unlink()
-            print(f"[solo-ncp] removed {path}: an earlier report's figure, of inputs not given now")
+    if out is not None:
+        folder = out.parent
+        earlier = sorted({path.name for pattern in FIGURES for path in folder.glob(pattern)})
+        with staged_outputs(folder, [out.name, *earlier], last=out.name) as staging:
+            atomic_write_text(staging / out.name, table)
+            drawn = [path.name for path in draw_figures(inputs, staging)]
+        for name in drawn:
+            print(f"[solo-ncp] wrote {folder / name}")
+        for name in sorted(set(earlier) - set(drawn)):
+            print(f"[solo-ncp] removed {folder / name}: an earlier report's figure, of inputs not given now")
     return 0

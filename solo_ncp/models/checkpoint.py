@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from solo_ncp.data.custom import CHANNELS
-from solo_ncp.io import file_sha256, read_json_object
+from solo_ncp.io import file_sha256, read_json_object, wrong_kind
 from solo_ncp.models.backbones import BackboneSpec, build_backbone, infer_backbone_spec
 from solo_ncp.models.dual_bn import BRANCHES, DEFAULT_BN, collapse_dual_bn, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
@@ -139,11 +139,12 @@ def read_checkpoint(path, *, trust: bool = False) -> Dict:
             f"{path.parent} holds no {BEST}: a stage-2 run keeps one only with checkpoint.save_best=true "
             "and method_kwargs.val_robust_every >= 1; pass its last.ckpt, or train with both set"
         )
-    if not path.is_file():
+    problem = wrong_kind(path, "file")
+    if problem:
         raise CheckpointError(
-            f"checkpoint {path} does not exist: pass the `.ckpt` written by `solo-ncp pretrain` "
+            f"checkpoint {path} {problem}: pass the `.ckpt` written by `solo-ncp pretrain` "
             "or `solo-ncp train` (under checkpoint.dir of its config), or a solo-learn checkpoint",
-            f"checkpoint {path} does not exist"
+            f"checkpoint {path} {problem}"
         )
     try:
         with warnings.catch_warnings():  # of a byte that garbage holds where a protocol goes
