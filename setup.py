@@ -36,5 +36,5 @@ setup(
         "faiss": ["faiss-cpu"],
         "test": ["pytest>=7.3", "pytest-xdist"],
     },
-    entry_points={"console_scripts": ["solo-ncp=solo_ncp.cli:main"]},
+    entry_points={"console_scripts": ["solo-ncp=solo_ncp.cli:console_main"]},
 )

@@ -223,5 +223,20 @@ def unfinished(err: KeyboardInterrupt, command: str) -> KeyboardInterrupt:
     return interrupted
 
 
+def console_main() -> None:
+    """The `solo-ncp` program: exits with `main`'s code. A SIGINT or SIGTERM that arrives once main
+    has returned (its results written, the interpreter shutting down, which takes a while after
+    torch) is ignored: it ended the process with 130 or 143 and no `interrupted:` line, the work
+    done."""
+    import signal
+
+    from solo_ncp.interrupt import SIGNALS
+
+    code = main()
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -359,3 +359,17 @@ def test_a_failed_staged_block_removes_its_staged_files_and_the_folder_it_made(t
             (staging / "r.json").write_text("{}")
             raise KeyboardInterrupt
     assert [(path.name, path.read_text()) for path in earlier.iterdir()] == [("r.json", '{"old": 1}')]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_once_the_command_has_returned_changes_no_exit_code(signum):
+    """The signal lands as the interpreter shuts down (an atexit hook sends it): `solo-ncp plot` and
+    `select-k`, their results written, exited 130 or 143 without an `interrupted:` line."""
+    script = ("import atexit, os\n"
+              f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}))\n"
+              "from solo_ncp import cli\n"
+              "cli.main = lambda: 0\n"
+              "cli.console_main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "")
