@@ -171,7 +171,7 @@ POC = ["poc", "--dataset", "digits", "--k", "5", "--epochs", "1", "--test-n", "2
 DEVICE_COMMANDS = {  # command -> argv builder, given a text file as its checkpoint
     "eval": lambda w: evaluate(w, "text"),
     "select-k": lambda w: ["select-k", "--ckpt", str(w["text"]), "--dataset", "digits", "--k-min",
-                           "2", "--k-max", "4", "--out", str(w["root"] / "k3")],
+                           "2", "--k-max", "4", "--k-step", "1", "--out", str(w["root"] / "k3")],
     "poc": lambda w: [*POC, "--ckpt", str(w["text"]), "--out", str(w["root"] / "poc")],
 }
 NO_CUDA_ROWS = {f"{command}: --device cuda" for command in DEVICE_COMMANDS} | {"kmcuda k-means on the CPU"}
@@ -273,7 +273,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     "NaN teacher": (lambda w: stage2(w, f"method_kwargs.teacher_ckpt={w['nan']}"),
                     ["NaN/inf weights"]),
     "NaN encoder in select-k": (lambda w: ["select-k", "--ckpt", str(w["nan"]), "--dataset",
-                                           "digits", "--k-min", "2", "--k-max", "4",
+                                           "digits", "--k-min", "2", "--k-max", "4", "--k-step", "1",
                                            "--out", str(w["root"] / "k2")], ["NaN/inf weights"]),
     "NaN encoder in eval": (lambda w: evaluate(w, "nan"), ["NaN/inf weights"]),
     "text file as checkpoint": (lambda w: evaluate(w, "text"), ["text.ckpt"]),
@@ -302,7 +302,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
     # outputs
     "select-k over an earlier k.json": (lambda w: ["select-k", "--ckpt", str(w["simclr"]),
                                                    "--dataset", "digits", "--k-min", "2",
-                                                   "--k-max", "4", "--out", str(w["root"] / "k")],
+                                                   "--k-max", "4", "--k-step", "1", "--out", str(w["root"] / "k")],
                                         ["--overwrite"]),
     "eval over an earlier metrics.json": (lambda w: evaluate(w, "simclr", out="eval"),
                                           ["--overwrite"]),
@@ -310,7 +310,7 @@ ROWS = {  # case -> (argv builder taking the world, words the error line must ho
                                        ["a_file"]),
     "select-k into an unwritable folder": (lambda w: ["select-k", "--ckpt", str(w["simclr"]),
                                                       "--dataset", "digits", "--k-min", "2",
-                                                      "--k-max", "4", "--out",
+                                                      "--k-max", "4", "--k-step", "1", "--out",
                                                       str(w["root"] / "a_file" / "k")], ["a_file"]),
     "pretrain into an unwritable folder": (lambda w: [*SIMCLR, "checkpoint.dir="
                                                       f"{w['root'] / 'a_file'}"], ["a_file"]),

@@ -109,7 +109,8 @@ def test_a_poc_or_select_k_folder_is_refused_by_eval_and_export(record, other, d
 
 
 @pytest.mark.parametrize("command, extra", [("poc", ["--k", "3", *EVAL[:8]]),
-                                            ("select-k", ["--dataset", "digits", "--k-min", "2", "--k-max", "3"])])
+                                            ("select-k", ["--dataset", "digits", "--k-min", "2", "--k-max", "3",
+                                                          "--k-step", "1"])])
 @pytest.mark.parametrize("record, other", [("metrics.json", "eval"), ("export.json", "export")])
 def test_poc_and_select_k_refuse_an_eval_or_export_folder(command, extra, record, other, digits_simclr_ckpt,
                                                           tmp_path, capsys):

@@ -288,7 +288,7 @@ def test_select_k_titles_its_plot_with_what_k_json_records(digits_simclr_ckpt, t
     original = select_k.plot_scores
     monkeypatch.setattr(select_k, "plot_scores", lambda *a: figures.append(original(*a)) or figures[-1])
     assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits", "--k-min", "2",
-                 "--k-max", "5", "--train-n", "200", "--seed", "4", "--device", "cpu",
+                 "--k-max", "5", "--k-step", "1", "--train-n", "200", "--seed", "4", "--device", "cpu",
                  "--out", str(tmp_path)]) == 0
     title = figures[0].axes[0].get_title()
     for words in ("digits", "N = 200 images", f"{digits_simclr_ckpt.parent.name}/last.ckpt", "seed 4"):

@@ -367,7 +367,7 @@ def test_a_training_step_is_marked_done_only_at_its_last_epoch(tmp_path, monkeyp
     ("--eval-options=--eps 8", ["eval-simclr-slf", "--eps=0.0313725", "--eval-options"]),
     ("--eval-options=slf=--epochs 0", ["eval-simclr-slf", "--epochs must be >= 1", "--eval-options"]),
     ("--select-k-options=--k-min 1", ["select-k", "--k-min", "--select-k-options"]),
-    ("--poc-options=--test-n abc", ["poc", "invalid int value: 'abc'", "--poc-options"]),
+    ("--poc-options=--test-n abc", ["poc", "'abc' is not a whole number", "--poc-options"]),
 ], ids=["unknown option", "eval value", "one mode's value", "select-k value", "poc type"])
 def test_an_option_a_step_would_refuse_stops_reproduce_before_any_step(tmp_path, monkeypatch, capsys,
                                                                       bad, words):

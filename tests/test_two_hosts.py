@@ -337,7 +337,7 @@ def test_other_hosts_checkpoints_serve_select_k_train_and_eval_here(other_host_c
     stage1, ncp = other_host_checkpoints
     assert any(k.startswith(PREFIX[OTHER_API]) for k in read_checkpoint(stage1)["state_dict"])
     assert main(["select-k", "--ckpt", str(stage1), "--dataset", "digits", "--out", str(tmp_path / "k"),
-                 "--k-min", "2", "--k-max", "4", "--train-n", "64"]) == 0
+                 "--k-min", "2", "--k-max", "4", "--k-step", "1", "--train-n", "64"]) == 0
     k = json.loads((tmp_path / "k" / "k.json").read_text())["k"]
     assert train_stage2(tmp_path, stage1, "name=here", "max_epochs=1", "data.subset=128",
                         "limit_train_batches=1", f"method_kwargs.k_file={tmp_path / 'k' / 'k.json'}",

@@ -6,6 +6,7 @@
 custom data it was trained on (`solo_ncp.data`, written by solo-ncp pretrain and train), and its
 normalisation from the checkpoint."""
 import argparse
+import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -24,15 +25,52 @@ CUSTOM_OPTIONS = {"train_path": "--train-path", "val_path": "--val-path", "image
 """The options of --dataset custom: the record's key (and args' attribute) -> the option."""
 
 
+FLOAT32_MAX = 3.4028234663852886e+38
+"""torch.finfo(torch.float32).max, written out (the options are built without torch): the largest
+magnitude of a real-valued option; torch computes in float32, and --lr 1e300 stopped its SGD with
+"value cannot be converted to type float without overflow"."""
+INT32_MAX = 2 ** 31 - 1
+"""The largest value of a whole-number option (C's int): --epochs 99999999999999999999999 stopped
+eval after its feature extraction with "Python int too large to convert to C ssize_t"."""
+
+
 def finite_number(text: str) -> float:
     """argparse type of the real-valued options (--eps, --alpha, --lr, --beta): a decimal or a
-    fraction ("8/255"); nan and inf are refused (every comparison with nan is false, so a NaN budget
-    passed the range checks and gave a nonsense RA)."""
+    fraction ("8/255") within float32's range (FLOAT32_MAX); nan and inf are refused (every
+    comparison with nan is false, so a NaN budget passed the range checks and gave a nonsense RA)."""
     try:
-        return float(Fraction(text.strip()))
+        value = float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: give a decimal (0.0314) or a "
                                          "fraction (8/255)") from None
+    except OverflowError:  # past a double's range, so past float32's
+        value = math.inf
+    if abs(value) > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside float32's range [-{FLOAT32_MAX:.6g}, "
+                                         f"{FLOAT32_MAX:.6g}], which torch computes in: give a number within it")
+    return value
+
+
+def integer(text: str) -> int:
+    """`text` as an int; ArgumentTypeError when it is not a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def at_most_int32(value: int) -> int:
+    """`value`; ArgumentTypeError when it is above INT32_MAX (lower bounds: the commands' checks)."""
+    if value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is above 2**31 - 1 = {INT32_MAX}, the largest whole number "
+                                         "solo-ncp takes: pass a smaller one")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """argparse type of the whole-number options (--epochs, --batch-size, --train-n, --k, ...): an
+    integer up to 2**31 - 1."""
+    return at_most_int32(integer(text))
 
 
 SEED_RANGE = 2 ** 63
@@ -43,10 +81,7 @@ negative numbers."""
 def seed_number(text: str) -> int:
     """argparse type of --seed: a whole number in [0, 2**63) (a larger one stopped the command deep
     in torch with "Overflow when unpacking long long")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = integer(text)
     if not 0 <= value < SEED_RANGE:
         raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**63 - 1]")
     return value
@@ -70,7 +105,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help="--dataset custom: ImageFolder of the training images" + record)
     parser.add_argument("--val-path", default=None,
                         help="--dataset custom: ImageFolder of the test images" + record)
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=whole_number, default=None,
                         help="--dataset custom: side in pixels its images are resized and "
                              "centre-cropped to" + record)
     parser.set_defaults(custom=None)
@@ -81,7 +116,7 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
                         help="seed of everything random in the command"
                              + (run_default.format("seed") if from_run else " (default 0)"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=512,
+    parser.add_argument("--batch-size", type=whole_number, default=512,
                         help="images per batch: encoding, and in eval the head's training "
                              "(default %(default)s)")
     parser.add_argument("--trust-checkpoint", action="store_true",
@@ -217,7 +252,7 @@ def first(dataset: "Dataset", n, what: str) -> "Dataset":
 def add_head_arguments(parser: argparse.ArgumentParser, modes: bool = True) -> None:
     """Options of the head (Appendix A.3) and of the splits it is trained/tested on; `modes`: the
     command has eval's --mode (AFF's own learning rate)."""
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"fine-tuning epochs (paper: {EPOCHS})")
+    parser.add_argument("--epochs", type=whole_number, default=EPOCHS, help=f"fine-tuning epochs (paper: {EPOCHS})")
     parser.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
                         help="whitened (default) / standardized: trained on features whitened / "
                              "standardised with the training set's statistics, folded into the saved "
@@ -225,11 +260,25 @@ def add_head_arguments(parser: argparse.ArgumentParser, modes: bool = True) -> N
     parser.add_argument("--lr", type=finite_number, default=None,
                         help="learning rate (default: 0.1 whitened/standardized head; paper head 0.1 "
                              "CIFAR-10, 10 CIFAR-100/STL-10" + ("; 0.01 for --mode aff)" if modes else ")"))
-    parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--test-n", type=int, default=None, help="use the first N test images")
+    parser.add_argument("--train-n", type=whole_number, default=None, help="use the first N training images")
+    parser.add_argument("--test-n", type=whole_number, default=None, help="use the first N test images")
     parser.add_argument("--cache-features", action="store_true",
                         help="SLF fast path: features computed once, no augmentation")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
+
+
+def check_batch_size(args: argparse.Namespace) -> None:
+    """ValueError for a --batch-size below 1 (torch's DataLoader refused it naming no option)."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def check_pgd_step(alpha: Optional[float]) -> None:
+    """ValueError for a PGD step (--alpha) of 0, which leaves the attack at its random start (a
+    negative one: threat_model.check_attack_sizes; None: the default, not yet chosen)."""
+    if alpha == 0:
+        raise ValueError("--alpha must be > 0 (the PGD step: at 0 the attack stays at its random start), "
+                         "got 0: leave --alpha out for its default")
 
 
 def check_head_arguments(args: argparse.Namespace) -> None:
@@ -238,8 +287,7 @@ def check_head_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_batch_size(args)
     for option, value in (("--train-n", args.train_n), ("--test-n", args.test_n)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1 (or left out for the whole split), got {value}")

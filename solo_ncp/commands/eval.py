@@ -14,8 +14,10 @@ from typing import Dict, List, Mapping, Optional
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     add_head_arguments,
+    at_most_int32,
     check_data_options,
     check_head_arguments,
+    check_pgd_step,
     dataset_of,
     device_of,
     evaluation_splits,
@@ -25,11 +27,13 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     note_single_bn,
     refuse_overwrite,
+    whole_number,
 )
 from solo_ncp.eval.batch_sizes import (
     AUTO,
     CUDA_AA_BATCH,
     CUDA_PGD_BATCH,
+    BatchOption,
     attack_batch_size,
     parse_batch_option,
 )
@@ -63,6 +67,13 @@ def _deacl_table() -> str:
     return "defaults (ours) beside DeACL's adv_finetune.py:\n" + "\n".join(rows)
 
 
+def batch_option(text: str) -> BatchOption:
+    """argparse type of --pgd-batch-size and --aa-batch-size: `parse_batch_option`'s auto or
+    integer, the integer up to 2**31 - 1 (`at_most_int32`)."""
+    value = parse_batch_option(text)
+    return value if value == AUTO else at_most_int32(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _deacl_table()
@@ -87,13 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + "; L2 over the whole image)")
     parser.add_argument("--alpha", type=finite_number, default=None,
                         help="PGD step in [0, 1] pixel units (default: 2/255 for Linf, eps / 4 for L2)")
-    parser.add_argument("--pgd-steps", type=int, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
+    parser.add_argument("--pgd-steps", type=whole_number, default=TEST_PGD_STEPS, help="RA attack steps (PGD-20)")
     for option, what, cuda_default in (("--pgd-batch-size", "PGD (SA and RA)", CUDA_PGD_BATCH),
                                        ("--aa-batch-size", "AutoAttack", CUDA_AA_BATCH)):
-        parser.add_argument(option, type=parse_batch_option, default=AUTO,
+        parser.add_argument(option, type=batch_option, default=AUTO,
                             help=f"images per {what} batch: {AUTO} (default) is {cuda_default} on CUDA, "
                                  "--batch-size elsewhere")
-    parser.add_argument("--aa-n", type=int, default=None,
+    parser.add_argument("--aa-n", type=whole_number, default=None,
                         help="AutoAttack on the first N test images (default: all; 0 skips it)")
     parser.add_argument("--aa-version", choices=AA_VERSIONS, default="standard",
                         help="AutoAttack version (custom: the attacks of --aa-attacks)")
@@ -114,6 +125,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.norm not in NORMS:
         raise ValueError(f"--norm {args.norm!r} is not a threat model solo-ncp attacks in: pass "
                          f"--norm {' or --norm '.join(NORMS)}")
+    check_pgd_step(args.alpha)
     if args.eps is None:
         args.eps = DEFAULT_EPS[args.norm]
     if args.alpha is None:

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from solo_ncp.commands._encoder import add_encoder_arguments
+from solo_ncp.commands._encoder import add_encoder_arguments, check_batch_size, whole_number
 
 CURVES_PNG, EMBEDDING_PNG = "curves.png", "embedding.png"
 EMBEDDING_ONLY = "options of --embedding only"
@@ -28,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_embedding_arguments(parser) -> None:
     """The options only --embedding reads (curves.png is drawn from the run's logs alone)."""
-    parser.add_argument("--k", type=int, default=None,
+    parser.add_argument("--k", type=whole_number, default=None,
                         help="clusters of the embedding (default: the K the checkpoint was trained "
                              "with, which a stage-2 checkpoint records; a stage-1 or deacl one has none)")
-    parser.add_argument("--test-n", type=int, default=None,
+    parser.add_argument("--test-n", type=whole_number, default=None,
                         help="embed the first N test images (default: the whole test split)")
     add_encoder_arguments(parser, from_run=True)
 
@@ -47,12 +47,16 @@ def given_embedding_options(args: argparse.Namespace) -> List[str]:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """ValueError for embedding options given without --embedding (they were ignored: a damaged
-    --ckpt was never read, --device cuda never checked), before anything is read."""
+    --ckpt was never read, --device cuda never checked), or with values no embedding can use,
+    before anything is read."""
     given = [] if args.embedding else given_embedding_options(args)
     if given:
         them = "it" if len(given) == 1 else "them"
         raise ValueError(f"{', '.join(given)}: only --embedding ({EMBEDDING_PNG}) reads {them}, and "
                          f"{CURVES_PNG} is drawn from the run's logs alone: add --embedding, or drop {them}")
+    check_batch_size(args)
+    if args.k is not None and args.k < 2:
+        raise ValueError(f"--k must be >= 2 (clusters to mark), got {args.k}")
 
 
 def run_config(run: Path) -> Dict:
@@ -119,6 +123,18 @@ def fill_from_run(args: argparse.Namespace, run: Path, config: Dict) -> None:
         args.seed = int(config.get("seed", 0))
 
 
+def check_embeddable_k(args: argparse.Namespace, k: int, n: int) -> None:
+    """ValueError naming where K came from (--k, or the checkpoint) when it is more clusters than
+    the `n` test images embedded, with the fixes that work: more images, or a smaller --k."""
+    if k <= n:
+        return
+    source = f"--k {k}" if args.k is not None else f"K={k}, the K {args.ckpt} was trained with,"
+    embedded = f"--test-n {args.test_n}" if args.test_n is not None else "the whole test split"
+    more = f"raise --test-n to {k} or more" if args.test_n is not None else f"use a test split of {k} or more images"
+    raise ValueError(f"{source} is more clusters than the {n} test images embedded ({embedded}): {more}"
+                     + (f", or pass --k {n} or less" if n >= 2 else ""))
+
+
 def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path):
     """embedding.png of the encoder's test features and their k-means centroids into `out`;
     returns (its path, the Embedding drawn, the Figure)."""
@@ -148,8 +164,7 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
                          "pass --k, the number of clusters to mark")
     spec = dataset_of(args, encoder)
     test_set = first(dataset_split(args, spec, "test"), args.test_n, "--test-n")
-    if not 2 <= k <= len(test_set):
-        raise ValueError(f"K={k} must be in [2, {len(test_set)}] (the test images embedded)")
+    check_embeddable_k(args, k, len(test_set))
     features, labels = extract_features(encoder.model, DataLoader(test_set, batch_size=args.batch_size),
                                         device=device_of(args))
     clusters = spherical_kmeans(features, k, seed=args.seed)

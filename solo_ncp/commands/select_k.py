@@ -5,6 +5,7 @@ from pathlib import Path
 
 from solo_ncp.commands._encoder import (
     add_encoder_arguments,
+    check_batch_size,
     check_data_options,
     dataset_of,
     dataset_split,
@@ -13,17 +14,21 @@ from solo_ncp.commands._encoder import (
     load_args_encoder,
     note_single_bn,
     refuse_overwrite,
+    whole_number,
 )
 from solo_ncp.io import check_out_folder, check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
-    parser.add_argument("--k-min", type=int, default=10, help="smallest K of the sweep (default %(default)s)")
-    parser.add_argument("--k-max", type=int, default=300, help="largest K of the sweep (default %(default)s)")
-    parser.add_argument("--k-step", type=int, default=5, help="step between the swept K (default %(default)s)")
+    parser.add_argument("--k-min", type=whole_number, default=10,
+                        help="smallest K of the sweep (default %(default)s)")
+    parser.add_argument("--k-max", type=whole_number, default=300,
+                        help="largest K of the sweep (default %(default)s)")
+    parser.add_argument("--k-step", type=whole_number, default=5,
+                        help="step between the swept K (default %(default)s)")
     parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
-    parser.add_argument("--train-n", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--train-n", type=whole_number, default=None, help="use the first N training images")
     parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch",
                         help="k-means implementation: torch (default; CPU or GPU). kmcuda "
                              "(libKMCUDA, optional; auto picks it for a GPU when it imports) failed "
@@ -33,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """ValueError naming the problem and the fix for every option no run can use (no I/O)."""
+    check_batch_size(args)
     if not 2 <= args.k_min <= args.k_max or args.k_step < 1:
         raise ValueError(f"need 2 <= --k-min <= --k-max and --k-step >= 1, got "
                          f"{args.k_min}, {args.k_max}, {args.k_step}")
@@ -43,6 +49,17 @@ def check_arguments(args: argparse.Namespace) -> None:
 
         check_kmcuda_runs("--backend kmcuda", None if device.type == "cuda" else
                           f"and --device is {device}: pass --device cuda", "--backend torch")
+    if len(swept_k(args)) < 2:
+        widen = "widen --k-min..--k-max"
+        fix = (f"lower --k-step to {args.k_max - args.k_min} or less, or {widen}" if args.k_max > args.k_min
+               else widen)
+        raise ValueError(f"--k-min {args.k_min} --k-max {args.k_max} --k-step {args.k_step} sweeps only "
+                         f"K={args.k_min}: the silhouette chooses among two or more K: {fix}")
+
+
+def swept_k(args: argparse.Namespace) -> range:
+    """The K of the sweep: --k-min to --k-max, every --k-step."""
+    return range(args.k_min, args.k_max + 1, args.k_step)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
     spec = dataset_of(args, encoder, test=False)
     train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
-    swept = range(args.k_min, args.k_max + 1, args.k_step)
-    if swept[-1] >= len(train_set):
-        raise ValueError(f"the sweep reaches K={swept[-1]}, and the silhouette needs K <= N-1 = {len(train_set) - 1} "
-                         f"for the {len(train_set)} training images: pass --k-max <= {len(train_set) - 1}, or more "
-                         "images (--train-n)")
+    swept, n = swept_k(args), len(train_set)
+    if swept[-1] >= n:
+        fix = (f"pass --train-n {args.k_min + 1} or more (the sweep starts at --k-min {args.k_min})"
+               if args.k_min >= n else f"pass --k-max <= {n - 1}, or more images (--train-n)")
+        raise ValueError(f"the sweep reaches K={swept[-1]}, and the silhouette needs K <= N-1 = {n - 1} for the {n} "
+                         f"training images: {fix}")
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
     features, _ = extract_features(encoder.model, loader, device=device)
     features = F.normalize(features.to(device), dim=1)
