@@ -118,6 +118,16 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
 
 
 @host_independent
+def test_poc_of_a_stage_2_checkpoint_names_and_records_its_method(digits_ncp_ckpt, tmp_path):
+    """It said "stage-1 encoder" and recorded nothing that showed otherwise (report then filed it
+    under Table 1)."""
+    assert main(["poc", "--ckpt", str(digits_ncp_ckpt), "--k", "10", "--out", str(tmp_path), *QUICK]) == 0
+    assert json.loads((tmp_path / "poc.json").read_text())["settings"]["method"] == "ncp"
+    assert (tmp_path / "poc.md").read_text().splitlines()[-1].startswith(
+        "Measured: digits, stage-2 encoder (ncp, adv BN branch), whitened head (SLF); ")
+
+
+@host_independent
 def test_eval_prints_how_its_numbers_were_measured_under_its_table(digits_simclr_ckpt, tmp_path, capsys):
     """The printed table gave SA/RA/AA without head or attack (metrics.json and report have them)."""
     assert main(["eval", "--ckpt", str(digits_simclr_ckpt), "--out", str(tmp_path), "--pgd-steps", "3",

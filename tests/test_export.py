@@ -281,17 +281,21 @@ def test_export_json_records_branch_normalisation_and_source(exported, planted_d
     assert info["source"]["sha256"] == hashlib.sha256(planted_dual_bn_ckpt.read_bytes()).hexdigest()
 
 
-def test_select_k_and_poc_on_an_export_record_the_sha256_of_its_encoder(exported, tmp_path):
+def test_select_k_and_poc_on_an_export_record_the_sha256_of_its_encoder(exported, tmp_path,
+                                                                       planted_dual_bn_ckpt):
     """An export folder as --ckpt: both record the digest of the encoder.pt they read (hashlib's,
-    here), not a hash of the folder, which failed with "Is a directory" after all their work."""
+    here), not a hash of the folder, which failed with "Is a directory" after all their work; poc
+    also the checkpoint exported (report knows a poc of it and one of the export as one encoder)."""
     digest = hashlib.sha256((exported / "encoder.pt").read_bytes()).hexdigest()
     assert main(["select-k", "--ckpt", str(exported), "--dataset", "digits", "--train-n", "256",
-                 "--k-min", "2", "--k-max", "3", "--out", str(tmp_path / "k")]) == 0
+                 "--k-min", "2", "--k-max", "3", "--k-step", "1", "--out", str(tmp_path / "k")]) == 0
     assert json.loads((tmp_path / "k" / "k.json").read_text())["ckpt_sha256"] == digest
     assert main(["poc", "--ckpt", str(exported), "--dataset", "digits", "--k", "3", "--train-n", "256",
                  "--test-n", str(TEST_N), "--epochs", "1", "--out", str(tmp_path / "poc")]) == 0
     checkpoint = json.loads((tmp_path / "poc" / "poc.json").read_text())["settings"]["checkpoint"]
-    assert checkpoint == {"path": str(exported), "sha256": digest}
+    source = {"path": str(planted_dual_bn_ckpt),
+              "sha256": hashlib.sha256(planted_dual_bn_ckpt.read_bytes()).hexdigest()}
+    assert checkpoint == {"path": str(exported), "sha256": digest, "exported_from": source}
 
 
 def test_robustbench_clean_accuracy_of_the_classifier_is_evals_sa(exported, eval_adv, planted_dual_bn_ckpt):
@@ -355,11 +359,13 @@ def test_model_info_loads_in_robustbenchs_model_info_and_bibtex_helper(exported,
 
 
 @pytest.mark.parametrize("target", ["", "encoder.pt", "solo_learn.ckpt", "classifier.pt"])
-def test_eval_of_the_export_equals_eval_of_the_checkpoint(exported, eval_adv, target, tmp_path):
+def test_eval_of_the_export_equals_eval_of_the_checkpoint(exported, eval_adv, target, tmp_path,
+                                                         planted_dual_bn_ckpt):
     """`--bn both` (the default) on an export of the adv branch evaluates that branch once, as
     `--bn adv` on the checkpoint did, with the same numbers and the same encoder record. Its
     classifier.pt is read as its folder: its state dict records no normalisation, and it was read
-    as a plain solo-learn checkpoint (--dataset's statistics assumed, the method unnamed)."""
+    as a plain solo-learn checkpoint (--dataset's statistics assumed, the method unnamed). The
+    record names the checkpoint exported (report knows the two evaluations as one encoder)."""
     record = run_eval(exported / target, tmp_path)
     reference = json.loads((eval_adv / "metrics.json").read_text())
     untimed = lambda branches: [{k: v for k, v in b.items() if k != "timings_s"} for b in branches]
@@ -367,6 +373,9 @@ def test_eval_of_the_export_equals_eval_of_the_checkpoint(exported, eval_adv, ta
     assert record["encoder"] == reference["encoder"]
     weights = exported / (target if target == "solo_learn.ckpt" else "encoder.pt")
     assert record["checkpoint"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    source = {"path": str(planted_dual_bn_ckpt),
+              "sha256": hashlib.sha256(planted_dual_bn_ckpt.read_bytes()).hexdigest()}
+    assert record["checkpoint"]["exported_from"] == source
 
 
 def test_single_bn_checkpoint_and_an_aff_classifier(digits_simclr_ckpt, tmp_path):

@@ -8,6 +8,7 @@ import json
 import shutil
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -49,11 +50,13 @@ def write_metrics(folder: Path, seed: int, encoder: str, method: str = "ncp", mo
     return folder
 
 
-def write_poc(folder: Path, seed: int, encoder: str = "stage1", n_total: int = 2000, prob_dec: float = 10.0,
+def write_poc(folder: Path, seed: int, encoder: Optional[str] = None, n_total: int = 2000, prob_dec: float = 10.0,
               **settings) -> Path:
     """A poc folder whose poc.json is laid out as `solo-ncp poc` writes it (K 10, PGD-5 with step
-    2/255, the paper's head) of `n_total` test images, 100 of them correct, with `settings` updated."""
+    2/255, the paper's head) of `n_total` test images, 100 of them correct, with `settings` updated;
+    of the stage-1 encoder of `seed` unless `encoder` names another."""
     folder.mkdir(parents=True)
+    encoder = encoder or f"stage1-s{seed}"
     rows = {key: {"prob_dec": prob_dec, "attack_success": 20.0, "n": 100} for key in ("random_noise", "nbr")}
     record = {**rows, "n_correct": 100, "n_total": n_total, "settings": {
         "eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "n": 2, "seed": seed, "k": 10, "dataset": "cifar10",
@@ -64,9 +67,11 @@ def write_poc(folder: Path, seed: int, encoder: str = "stage1", n_total: int = 2
     return folder
 
 
-def write_k(folder: Path, seed: int, k: int, encoder: str = "stage1") -> Path:
-    """A select-k folder whose k.json chose `k` for `seed` on the encoder `encoder`."""
+def write_k(folder: Path, seed: int, k: int, encoder: Optional[str] = None) -> Path:
+    """A select-k folder whose k.json chose `k` for `seed` on the encoder `encoder` (default: the
+    stage-1 encoder of `seed`)."""
     folder.mkdir(parents=True)
+    encoder = encoder or f"stage1-s{seed}"
     (folder / "k.json").write_text(json.dumps({
         "k": k, "scores": {str(k): 0.5, str(k + 5): 0.25}, "dataset": "cifar10", "seed": seed, "n": 500,
         "ckpt": f"{encoder}.ckpt", "ckpt_sha256": encoder_digest(encoder)}))
@@ -310,3 +315,40 @@ def test_an_interrupted_report_leaves_the_earlier_report_and_figures_as_they_wer
         "interrupted: solo-ncp report stopped by SIGINT before writing its results (earlier ones in its output are "
         "kept)")
     assert {path.name: path.read_bytes() for path in out.parent.iterdir()} == earlier
+
+
+def test_two_pocs_of_one_checkpoint_are_not_two_seeds(tmp_path, capsys):
+    """poc --seed 0 and --seed 1 of one stage-1 checkpoint were averaged as two seeds of a Table 1 row
+    (eval's evaluations of one checkpoint were refused)."""
+    first, second = (write_poc(tmp_path / f"p{seed}", seed, encoder="stage1-s0") for seed in (0, 1))
+    assert report_error([first, second], capsys) == (
+        f"error: {first} (seed 0) and {second} (seed 1) evaluate one encoder (checkpoint sha256 "
+        f"{encoder_digest('stage1-s0')[:12]}...) in Table 1 row CIFAR-10 8/255 δ_nbr (n=2): a cell averages "
+        "training seeds, and one checkpoint is one seed: pass the evaluations of encoders trained with different "
+        "seeds (`solo-ncp reproduce --seeds 0,1,2`) (solo-ncp report)")
+
+
+def test_an_export_and_its_checkpoint_are_one_encoder(tmp_path, capsys):
+    """An eval of an export records the export's encoder.pt; of its checkpoint, the checkpoint: two
+    digests, averaged as two seeds. The export's record names the checkpoint it came from."""
+    first = write_metrics(tmp_path / "s0", 0, "ncp-s0")
+    export = write_metrics(tmp_path / "s1-export", 1, "export-of-ncp-s0")
+    record = json.loads((export / "metrics.json").read_text())
+    record["checkpoint"]["exported_from"] = {"path": "ncp-s0.ckpt", "sha256": encoder_digest("ncp-s0")}
+    (export / "metrics.json").write_text(json.dumps(record))
+    assert report_error([first, export], capsys).startswith(
+        f"error: {first} (seed 0) and {export} (seed 1) evaluate one encoder (checkpoint sha256 "
+        f"{encoder_digest('ncp-s0')[:12]}...) in row ncp, column CIFAR-10")
+
+
+@pytest.mark.parametrize("method", ["ncp", "deacl"])
+def test_a_poc_of_a_stage_2_encoder_is_no_row_of_table_1(method, tmp_path, capsys):
+    """poc ran on a stage-2 checkpoint, said "stage-1 encoder" and recorded nothing else, and report
+    filed it under Table 1's stage-1 proof of concept."""
+    stage1 = write_poc(tmp_path / "p0", 0, method="simclr")
+    stage2 = write_poc(tmp_path / "p1", 1, method=method)
+    assert report_error([stage1, stage2], capsys) == (
+        f"error: {stage2} is a poc of a stage-2 ({method}) encoder, and Table 1 is the proof of concept on the "
+        "stage-1 encoder (the paper's SimCLR): pass the poc of the stage-1 checkpoint its training started from "
+        "(solo-ncp report)")
+    assert "| CIFAR-10 | 8/255 | random noise |" in report([stage1, write_poc(tmp_path / "plain", 2)], capsys)

@@ -10,6 +10,7 @@ from solo_ncp.commands._encoder import (
     add_head_arguments,
     check_data_options,
     check_head_arguments,
+    check_pgd_step,
     dataset_of,
     dataset_split,
     device_of,
@@ -21,6 +22,7 @@ from solo_ncp.commands._encoder import (
     note_single_bn,
     refuse_overwrite,
     train_head,
+    whole_number,
 )
 from solo_ncp.threat_model import check_attack_sizes, warn_of_budget
 
@@ -32,15 +34,15 @@ POC_FILES = (POC_JSON, POC_TABLE)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_arguments(parser)
     add_head_arguments(parser, modes=False)
-    parser.add_argument("--k", type=int, required=True,
+    parser.add_argument("--k", type=whole_number, required=True,
                         help="clusters of the pretraining split's features (select-k's K)")
-    parser.add_argument("--n", type=int, default=2, help="rank of the neighbouring centroid (default 2)")
+    parser.add_argument("--n", type=whole_number, default=2, help="rank of the neighbouring centroid (default 2)")
     parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
     parser.add_argument("--eps", type=finite_number, default=8 / 255,
                         help="L-inf budget in [0, 1] pixel units (default 8/255)")
     parser.add_argument("--alpha", type=finite_number, default=2 / 255,
                         help="PGD step in [0, 1] pixel units (default 2/255)")
-    parser.add_argument("--steps", type=int, default=5, help="PGD steps of delta_nbr (default 5)")
+    parser.add_argument("--steps", type=whole_number, default=5, help="PGD steps of delta_nbr (default 5)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -48,6 +50,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     before the head is trained."""
     check_head_arguments(args)
     check_attack_sizes("Linf", args.eps, args.alpha)
+    check_pgd_step(args.alpha)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1 (the paper's delta_nbr takes 5 PGD steps), got {args.steps}")
     if args.k < 2:
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     result = poc_table(nn.Sequential(encoder.model, head), encoder.model, clusters.centroids,
                        test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
                        seed=args.seed, device=device, batch_size=args.batch_size)
-    result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, clustered_n=len(cluster_set),
+    result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, method=encoder.meta.get("method"),
+                              clustered_n=len(cluster_set),
                               checkpoint={**source_record(encoder), "path": str(args.ckpt)},
                               head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
                               cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from solo_ncp.attacks import ncp_objective, nearest_centroids, pgd
-from solo_ncp.eval.protocol import POC_ROWS, two_decimals
+from solo_ncp.eval.protocol import POC_ROWS, STAGE2_METHODS, two_decimals
 from solo_ncp.models.inference import Device, eval_mode
 
 """Result key -> row label of Table 1."""
@@ -107,7 +107,9 @@ def poc_protocol(result: dict) -> str:
     (`result["settings"]` as the command records it)."""
     settings = result["settings"]
     branch = f"{settings['bn']} BN branch" if settings.get("bn") else "single BN"
-    return (f"Measured: {settings['dataset']}, stage-1 encoder ({branch}), {settings['head']} head (SLF); "
+    method = settings.get("method")
+    encoder = f"stage-2 encoder ({method}, {branch})" if method in STAGE2_METHODS else f"stage-1 encoder ({branch})"
+    return (f"Measured: {settings['dataset']}, {encoder}, {settings['head']} head (SLF); "
             f"K {settings['k']} spherical k-means on {settings['clustered_n']} training images; δ_nbr: PGD-"
             f"{settings['steps']}, L-inf eps {settings['eps'] * 255:.3g}/255, step {settings['alpha'] * 255:.3g}/255, "
             f"uniform random noise in the same ball; over the {result['n_correct']} of {result['n_total']} test images "

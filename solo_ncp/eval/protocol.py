@@ -11,6 +11,10 @@ maximise that KL (Zhang et al., 2019, as DeACL's trades/trades.py).
 """
 from typing import Dict, Optional, Tuple
 
+STAGE2_METHODS = ("ncp", "deacl")
+"""The methods of stage 2 (adversarial training from a stage-1 teacher), as checkpoints record
+them (`solo_ncp` metadata's "method"); a stage-1 encoder records its solo-learn method (simclr) or,
+as a plain solo-learn checkpoint, none."""
 MODES = ("slf", "alf", "aff")
 LOSSES = ("ce", "trades")
 PAPER_HEAD = "paper"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING, two_decimals
+from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING, STAGE2_METHODS, two_decimals
 from solo_ncp.eval.results import (
     K_FILE,
     METRICS_FILE,
@@ -28,6 +28,7 @@ from solo_ncp.eval.results import (
     ReportInputs,
     RunRecord,
     budget_text,
+    encoder_sha256,
     read_inputs,
     read_poc,
 )
@@ -180,21 +181,26 @@ def _check_seeds(cell: str, runs: Sequence[RunRecord]) -> None:
     """ValueError naming both folders when two runs of one cell (`cell`: its row and column) are
     one seed, or evaluate one encoder (checkpoint.sha256): a cell averages training seeds."""
     seeds: Dict[int, RunRecord] = {}
-    encoders: Dict[str, RunRecord] = {}
     for run in runs:
         other = seeds.setdefault(run.seed, run)
         if other is not run:
             raise ValueError(f"duplicate run: {other.path.parent} and {run.path.parent} are both seed "
                              f"{run.seed} of {cell}: pass one of them, or give the other its own row "
                              "(`solo-ncp eval --method LABEL`)")
-        sha = run.checkpoint_sha256
-        other = encoders.setdefault(sha, run) if sha else run
-        if other is not run:
-            raise ValueError(f"{other.path.parent} (seed {other.seed}) and {run.path.parent} (seed "
-                             f"{run.seed}) evaluate one encoder (checkpoint sha256 {sha[:12]}...) in "
-                             f"{cell}: a cell averages training seeds, and one checkpoint is one seed: pass "
-                             "the evaluations of encoders trained with different seeds (`solo-ncp "
-                             "reproduce --seeds 0,1,2`)")
+    _refuse_one_encoder_twice(cell, [(run.path.parent, run.seed, run.checkpoint_sha256) for run in runs])
+
+
+def _refuse_one_encoder_twice(cell: str, results: Sequence[Tuple[Path, object, Optional[str]]]) -> None:
+    """ValueError naming both folders when two `results` (folder, seed, `encoder_sha256`) averaged
+    in `cell` are of one encoder: the same checkpoint, or an export and its checkpoint."""
+    encoders: Dict[str, Tuple[Path, object]] = {}
+    for folder, seed, sha in results:
+        other = encoders.setdefault(sha, (folder, seed)) if sha else (folder, seed)
+        if other[0] != folder:
+            raise ValueError(f"{other[0]} (seed {other[1]}) and {folder} (seed {seed}) evaluate one encoder "
+                             f"(checkpoint sha256 {sha[:12]}...) in {cell}: a cell averages training seeds, and one "
+                             "checkpoint is one seed: pass the evaluations of encoders trained with different "
+                             "seeds (`solo-ncp reproduce --seeds 0,1,2`)")
 
 
 def _table(
@@ -279,6 +285,11 @@ def poc_summary(poc_dirs: Iterable[Union[str, os.PathLike]], selections: Sequenc
     heads: Dict[str, Dict[Tuple[str, float, int], PocRecords]] = {}
     for poc_dir in poc_dirs:
         key, record = read_poc(poc_dir)
+        method = record["settings"].get("method")
+        if method in STAGE2_METHODS:
+            raise ValueError(f"{poc_dir} is a poc of a stage-2 ({method}) encoder, and Table 1 is the proof of "
+                             "concept on the stage-1 encoder (the paper's SimCLR): pass the poc of the stage-1 "
+                             "checkpoint its training started from")
         head = record["settings"].get("head") or UNRECORDED_HEAD
         heads.setdefault(head, {}).setdefault(key, []).append((Path(poc_dir) / POC_FILE, record))
     order = sorted(heads, key=lambda head: (head != PAPER_HEAD, head == UNRECORDED_HEAD, head))
@@ -324,6 +335,9 @@ def _check_poc_block(block: str, records: PocRecords, selections: Sequence[Dict]
         if other is not path:
             raise ValueError(f"duplicate poc: {other.parent} and {path.parent} are both seed "
                              f"{record['settings'].get('seed')} of Table 1 row {block}: pass one of them")
+    _refuse_one_encoder_twice(f"Table 1 row {block}", [
+        (path.parent, record["settings"].get("seed"), encoder_sha256(record["settings"].get("checkpoint") or {}))
+        for path, record in records])
 
 
 def _in_255ths(value: object) -> str:

@@ -63,7 +63,7 @@ class RunRecord:
     settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """metrics.json's `settings` (the head's training, the attacks); empty for older files."""
     checkpoint_sha256: Optional[str] = None
-    """The sha256 of the checkpoint evaluated, as recorded (None for older files)."""
+    """The sha256 of the encoder's checkpoint (`encoder_sha256`; None for older files)."""
 
     @property
     def label(self) -> str:
@@ -177,9 +177,18 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
                   loss=loss, head=head, seed=seed, bn=branch.get("bn"), metrics=branch["metrics"],
                   attacks=attacks, encoder=encoder, best=best,
                   settings=record["settings"] if isinstance(record.get("settings"), dict) else {},
-                  checkpoint_sha256=checkpoint.get("sha256"))
+                  checkpoint_sha256=encoder_sha256(checkpoint))
         for branch in _branches(record, path)
     ]
+
+
+def encoder_sha256(checkpoint: Mapping) -> Optional[str]:
+    """The sha256 that names an encoder in a result's `checkpoint` record: that of the checkpoint an
+    export was made from (`exported_from`), else of the checkpoint read; None where none is recorded."""
+    exported_from = checkpoint.get("exported_from")
+    if isinstance(exported_from, Mapping) and exported_from.get("sha256"):
+        return exported_from["sha256"]
+    return checkpoint.get("sha256")
 
 
 def _fraction_of_255(value: float) -> str:

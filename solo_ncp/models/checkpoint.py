@@ -361,10 +361,16 @@ class LoadedEncoder:
 
 def source_record(encoder: LoadedEncoder) -> Dict:
     """Which checkpoint an encoder came from, as eval's metrics.json and export.json record it:
-    {"path", "sha256"}, and "best_val_robust" (`BEST_META`) when its run kept a best epoch."""
+    {"path", "sha256"}, "best_val_robust" (`BEST_META`) when its run kept a best epoch, and for an
+    export "exported_from": the {"path", "sha256"} of the checkpoint it was exported from (its
+    export.json's "source"), so that an evaluation of the export and one of that checkpoint are
+    known as one encoder."""
     record = {"path": str(encoder.path), "sha256": file_sha256(encoder.path)}
     if encoder.meta.get(BEST_META):
         record[BEST_META] = dict(encoder.meta[BEST_META])
+    source = encoder.meta.get("source")
+    if isinstance(source, Mapping) and source.get("sha256"):
+        record["exported_from"] = {"path": source.get("path"), "sha256": source["sha256"]}
     return record
 
 

@@ -21,11 +21,13 @@ from torch import nn
 
 from solo_ncp.attacks import check_norm, deacl_objective, ncp_objective, nearest_centroids, pgd
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
+from solo_ncp.eval.protocol import STAGE2_METHODS
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.inference import eval_mode
 from solo_ncp.ncp.losses import ncp_acl_loss
 
-PERTURBATIONS = ("ncp", "deacl")
+PERTURBATIONS = STAGE2_METHODS
+"""Each stage-2 method is named after its perturbation."""
 ASSIGNMENTS = ("nearest", "index")
 
 
