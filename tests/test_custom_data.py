@@ -286,6 +286,9 @@ def test_reproduce_passes_no_data_dir_for_custom_data_its_steps_read_the_recorde
     assert data_options(cfg) == ["--train-n", "20"]
     registered = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", ["data.train_path=/data", "data.subset=20"])
     assert data_options(registered) == ["--data-dir", "/data", "--train-n", "20"]
+    installed = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml",
+                            ["data.dataset=digits", "data.train_path=/data", "data.subset=20"])
+    assert data_options(installed) == ["--train-n", "20"]  # eval, poc and select-k refuse --data-dir for digits
 
 
 def test_standard_autoattack_on_fewer_than_10_classes_fails_inside_pyautoattack():

@@ -220,3 +220,21 @@ def test_plot_names_where_k_came_from_and_a_fix_that_works(source, test_n, fix, 
             *options]
     assert refused(argv, capsys) == (f"error: {named} is more clusters than the {test_n} test images embedded "
                                      f"(--test-n {test_n}): {fix} (solo-ncp plot)")
+
+
+# ---------------------------------------------------------------- data options digits does not read
+
+
+@pytest.mark.parametrize("command", ["eval", "poc", "select-k"])
+def test_data_dir_with_digits_is_refused_and_customs_options_ask_for_no_folder(command, capsys):
+    """digits comes with scikit-learn: --data-dir /nonexistent ran and exited 0 with no note, and
+    --image-size was told to "pass --data-dir, the folder holding digits"."""
+    assert refused([*ARGV[command], "--data-dir", "/nonexistent"], capsys) == (
+        f"error: --data-dir is not read for digits, whose images come installed with its Python package: drop it "
+        f"(solo-ncp {command})")
+    assert refused([*ARGV[command], "--image-size", "16"], capsys) == (
+        f"error: --image-size is for --dataset custom: drop it (solo-ncp {command})")
+    fashion = [arg if arg != "digits" else "fashionmnist" for arg in ARGV[command]]
+    assert refused([*fashion, "--image-size", "16"], capsys) == (
+        "error: --image-size is for --dataset custom: drop it, or pass --data-dir, the folder holding fashionmnist "
+        f"(solo-ncp {command})")

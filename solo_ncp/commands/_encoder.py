@@ -155,7 +155,8 @@ def device_of(args: argparse.Namespace) -> "torch.device":
 
 def check_data_options(args: argparse.Namespace) -> None:
     """ValueError for a --dataset no run can read, or data options that do not go with it
-    (--data-dir with custom, custom's options with another), before any loading."""
+    (--data-dir with custom or with a dataset whose images come installed, digits; custom's options
+    with another), before any loading."""
     from solo_ncp.data import get_spec
 
     if args.dataset == CUSTOM:
@@ -165,11 +166,14 @@ def check_data_options(args: argparse.Namespace) -> None:
         if args.image_size is not None and args.image_size < 1:
             raise ValueError(f"--image-size must be >= 1 (pixels), got {args.image_size}")
         return
-    get_spec(args.dataset)
+    reads_folder = bool(get_spec(args.dataset).folder)
+    if args.data_dir is not None and not reads_folder:
+        raise ValueError(f"--data-dir is not read for {args.dataset}, whose images come installed with its Python "
+                         "package: drop it")
     given = [option for key, option in CUSTOM_OPTIONS.items() if getattr(args, key) is not None]
     if given:
-        raise ValueError(f"{given[0]} is for --dataset custom: drop it, or pass --data-dir, the folder "
-                         f"holding {args.dataset}")
+        folder = f", or pass --data-dir, the folder holding {args.dataset}" if reads_folder else ""
+        raise ValueError(f"{given[0]} is for --dataset custom: drop it{folder}")
 
 
 def load_args_encoder(args: argparse.Namespace, bn: Optional[str] = None, note: bool = True):

@@ -109,12 +109,15 @@ def split_scoped(overrides: Sequence[str], scopes: Sequence[str]) -> Dict[Option
 def data_options(cfg) -> List[str]:
     """--data-dir and --train-n of select-k, poc and eval from a training config's data.train_path
     and data.subset (eval takes the first N images, training a fixed random subset of N); custom
-    data gets no --data-dir: those commands read its folders from the checkpoint."""
+    data gets no --data-dir (those commands read its folders from the checkpoint), nor does a
+    dataset whose images come installed (digits: those commands refuse it)."""
     from solo_ncp.config import select
     from solo_ncp.data.custom import CUSTOM
+    from solo_ncp.data.registry import get_spec
 
-    keys = (("data.subset", "--train-n"),) if select(cfg, "data.dataset") == CUSTOM else (
-        ("data.train_path", "--data-dir"), ("data.subset", "--train-n"))
+    dataset = select(cfg, "data.dataset")
+    folder = dataset != CUSTOM and bool(get_spec(dataset).folder)
+    keys = ((("data.train_path", "--data-dir"),) if folder else ()) + (("data.subset", "--train-n"),)
     argv = []
     for key, option in keys:
         value = select(cfg, key)
