@@ -5,7 +5,9 @@ the report; one reproduce at a time in an output folder."""
 import csv
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -458,6 +460,26 @@ def test_a_plan_that_would_overwrite_or_drop_a_step_is_refused_before_any_step(t
     --head) silently evaluated the paper's rows with another head."""
     assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", *extra, "--dry-run")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message} (solo-ncp reproduce)"
+
+
+def test_a_config_that_is_a_loop_of_links_is_named_not_a_traceback(tmp_path, capsys):
+    """`Path.resolve` raised RuntimeError "Symlink loop" for --methods or --config-dir's simclr.yaml;
+    the fault class of the --ckpt and --out loops mended in io.resolved."""
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", str(tmp_path / "a.yaml"),
+                               "--dry-run")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: method '{tmp_path / 'a.yaml'}': no config {tmp_path}/")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(CONFIGS / "ncp.yaml", configs)
+    (configs / "simclr.yaml").symlink_to(tmp_path / "a.yaml")
+    argv = reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", "--dry-run")
+    argv[argv.index("--config-dir") + 1] = str(configs)
+    assert main(argv) == 2
+    assert re.fullmatch(rf"error: no stage-1 config {re.escape(str(tmp_path))}/[ab]\.yaml: pass --config-dir, or "
+                        r"--teacher \(solo-ncp reproduce\)", capsys.readouterr().err.strip().splitlines()[-1])
 
 
 def test_a_stage1_override_with_a_teacher_is_noted_as_unused(tmp_path, capsys, digits_simclr_ckpt):

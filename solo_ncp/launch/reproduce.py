@@ -25,7 +25,7 @@ from solo_ncp.config.overrides import override_key, override_of
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
 from solo_ncp.eval.protocol import PAPER_HEAD
 from solo_ncp.eval.results import load_runs, read_poc, read_selection
-from solo_ncp.io import atomic_write_json, file_sha256, read_json_object, wrong_kind
+from solo_ncp.io import atomic_write_json, file_sha256, read_json_object, resolved, wrong_kind
 from solo_ncp.launch.steps import LOG, Step, fixed, result_file, say_now, trained
 from solo_ncp.run_files import BEST, LAST
 
@@ -237,7 +237,7 @@ def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
     for spec in specs:
         label, _, config = spec.rpartition("=") if "=" in spec else (None, "", spec)
         is_path = config.endswith((".yaml", ".yml")) or "/" in config
-        path = (Path(config) if is_path else config_dir / f"{config}.yaml").resolve()
+        path = resolved(Path(config) if is_path else config_dir / f"{config}.yaml")
         label = label or path.stem
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml") if p.stem != STAGE1))
@@ -459,7 +459,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     poc_argv = options(poc_options, "--poc-options")
     common = [f"data.dataset={dataset}"] + scoped[None]
     stage1_overrides = common + scoped.get(STAGE1, [])
-    stage1_config = (config_dir / f"{STAGE1}.yaml").resolve()
+    stage1_config = resolved(config_dir / f"{STAGE1}.yaml")
     if teacher is None and not stage1_config.is_file():
         raise ValueError(f"no stage-1 config {stage1_config}: pass --config-dir, or --teacher")
     configs = ({STAGE1: stage_config(STAGE1, stage1_config, stage1_overrides, scoped[None])}
