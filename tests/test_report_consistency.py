@@ -352,3 +352,16 @@ def test_a_poc_of_a_stage_2_encoder_is_no_row_of_table_1(method, tmp_path, capsy
         "stage-1 encoder (the paper's SimCLR): pass the poc of the stage-1 checkpoint its training started from "
         "(solo-ncp report)")
     assert "| CIFAR-10 | 8/255 | random noise |" in report([stage1, write_poc(tmp_path / "plain", 2)], capsys)
+
+
+def test_a_poc_whose_checkpoint_record_is_no_object_names_no_encoder(tmp_path, capsys):
+    """The one-encoder check read `settings.checkpoint` as a mapping: a hand-edited poc.json holding
+    text there was an AttributeError traceback (the K lookup already took it as unrecorded)."""
+    pocs = []
+    for seed in (0, 1):
+        folder = write_poc(tmp_path / f"p{seed}", seed)
+        record = json.loads((folder / "poc.json").read_text())
+        record["settings"]["checkpoint"] = "stage1.ckpt"
+        (folder / "poc.json").write_text(json.dumps(record))
+        pocs.append(folder)
+    assert "| CIFAR-10 | 8/255 | random noise |" in report(pocs, capsys)

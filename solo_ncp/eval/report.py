@@ -336,7 +336,7 @@ def _check_poc_block(block: str, records: PocRecords, selections: Sequence[Dict]
             raise ValueError(f"duplicate poc: {other.parent} and {path.parent} are both seed "
                              f"{record['settings'].get('seed')} of Table 1 row {block}: pass one of them")
     _refuse_one_encoder_twice(f"Table 1 row {block}", [
-        (path.parent, record["settings"].get("seed"), encoder_sha256(record["settings"].get("checkpoint") or {}))
+        (path.parent, record["settings"].get("seed"), encoder_sha256(_object(record["settings"].get("checkpoint"))))
         for path, record in records])
 
 
