@@ -93,7 +93,8 @@ def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
     a pipe) "is not a regular file" / "is not a folder"; None when it is one (links followed)."""
     path = Path(path)
     if not path.exists():
-        return "is a link to nothing (its target is missing, or a loop of links)" if path.is_symlink() else "does not exist"
+        return ("is a link to nothing (its target is missing, or a loop of links)" if path.is_symlink()
+                else "does not exist")
     if kind == "folder":
         return None if path.is_dir() else "is a file, not a folder" if path.is_file() else "is not a folder"
     return None if path.is_file() else "is a folder, not a file" if path.is_dir() else "is not a regular file"

@@ -57,14 +57,19 @@ def _dataset(requested) -> str:
         return "digits"
 
 
+def _run_again(out: Path) -> str:
+    """How a stopped or failed demo goes on: a demo does not resume (a stage's own line names its
+    command's --resume, which runs no demo)."""
+    return f"run it again with another --out ({out} keeps what its finished stages wrote)"
+
+
 def _demo_interrupted(err: KeyboardInterrupt, out: Path) -> KeyboardInterrupt:
-    """The interruption of a demo stage, its line composed for the demo: the stage's own line
-    named that stage's command and its resume option, which a demo does not take."""
+    """The interruption of a demo stage, its line composed for the demo (`_run_again`)."""
     from solo_ncp.interrupt import as_interrupted
 
     interrupted = as_interrupted(err)
     interrupted.line = (f"interrupted: solo-ncp demo stopped by {interrupted.signal_name}: a demo does not resume; "
-                        f"run it again with another --out ({out} keeps what its finished stages wrote)")
+                        f"{_run_again(out)}")
     return interrupted
 
 
@@ -106,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
         }
     except KeyboardInterrupt as err:
         raise _demo_interrupted(err, out) from None
-    except StageFailed as err:  # the stage's line above may name its own command's --resume
-        raise StageFailed(f"{err}: a demo does not resume; once that is mended, run it again with another --out "
-                          f"({out} keeps what its finished stages wrote)") from None
+    except StageFailed as err:
+        raise StageFailed(f"{err}: a demo does not resume; once that is mended, {_run_again(out)}") from None
     k = json.loads((k_dir / "k.json").read_text())["k"]
     record = json.loads((eval_dir / "metrics.json").read_text())
     m, aa = record["metrics"], record["settings"]["aa"]

@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         from solo_ncp.launch.trainer import accelerator_and_devices
 
         on_cpu = accelerator_and_devices(cfg)[0] == "cpu" or not torch.cuda.is_available()
-        check_kmcuda_runs("method_kwargs.kmeans_backend=kmcuda", "and this run trains on the CPU: set "
-                          "accelerator=gpu on a machine with CUDA" if on_cpu else None, "method_kwargs.kmeans_backend=torch")
+        on_cpu_fix = "and this run trains on the CPU: set accelerator=gpu on a machine with CUDA"
+        check_kmcuda_runs("method_kwargs.kmeans_backend=kmcuda", on_cpu_fix if on_cpu else None,
+                          "method_kwargs.kmeans_backend=torch")
     size = dataset_spec(cfg).image_size
     check_l2_reach(options["norm"], options["eps"], (3, size, size), "method_kwargs.eps")
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)

@@ -220,7 +220,8 @@ def load_image(path: str) -> "Image.Image":
                 return _eight_bits(image).convert("RGB")
             if image.mode not in WIDE_MODES:
                 return image.convert("RGB")
-        problem = f"holds {WIDE_MODES[image.mode]} pixels (PIL mode {image.mode}) of no known range, which RGB conversion clips"
+        problem = (f"holds {WIDE_MODES[image.mode]} pixels (PIL mode {image.mode}) of no known range, which RGB "
+                   "conversion clips")
         fix = "save it with 8 or 16 bits a channel, or remove it"
     except FileNotFoundError:
         problem = "is missing (a broken link, or deleted after the folder was listed)"

@@ -46,6 +46,8 @@ VAL_ROBUST_PGD = f"val_robust/pgd{TEST_PGD_STEPS}_acc"
 """The robust monitor's logged metrics (%): what `checkpoint.save_best` keeps the best epoch by."""
 HELD_OUT = "held out of the training set"
 """Where the robust monitor's images come from, as checkpoints record it (never the test set)."""
+CLUSTERING_TENSORS = ("bank", "bank_seen", "assigned")
+"""The attributes of the clustering state a checkpoint keeps (`clustering_state`)."""
 
 
 def to_pixels(X, normalization: Mapping[str, Sequence[float]]):
@@ -242,15 +244,15 @@ class Stage2Hooks:
         super().on_load_checkpoint(checkpoint)
         self.check_resumed(checkpoint.get(META_KEY) or {})
         state = checkpoint.get(CLUSTERING_STATE_KEY) or {}
-        self.bank, self.bank_seen = state.get("bank"), state.get("bank_seen")
-        self.assigned = state.get("assigned")
+        for name in CLUSTERING_TENSORS:
+            setattr(self, name, state.get(name))
 
     def clustering_state(self) -> Dict[str, torch.Tensor]:
         """What a resumed run needs beyond the buffers to train on as the run it continues: the
         memory bank (`bank` (N, D) float, `bank_seen` (N,) bool) the next clustering reads, and the
         per-sample clusters of `assign=index` (`assigned` (N, 2) long), which a clustering not due
         yet would otherwise recompute. Empty where the run uses neither."""
-        state = {"bank": self.bank, "bank_seen": self.bank_seen, "assigned": self.assigned}
+        state = {name: getattr(self, name) for name in CLUSTERING_TENSORS}
         return {name: value.detach().cpu() for name, value in state.items() if value is not None}
 
     def check_resumed(self, meta: Mapping[str, Any]) -> None:
@@ -271,8 +273,9 @@ class Stage2Hooks:
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.bank, self.assigned = (None if value is None else value.to(self.device) for value in (self.bank, self.assigned))
-        self.bank_seen = None if self.bank is None else self.bank_seen.to(self.device)
+        for name in CLUSTERING_TENSORS:  # a resumed run's come back on the CPU
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(self.device))
         if self.cudnn_benchmark:  # off: left as the Trainer's `benchmark` set it
             torch.backends.cudnn.benchmark = True
         self.input_normalization["train"] = find_normalization(self.trainer.train_dataloader)

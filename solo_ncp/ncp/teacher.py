@@ -32,10 +32,10 @@ def load_teacher(
 
     expected: the backbone the run's config builds; a checkpoint of another architecture, stem
     or width is refused with the two specs in the message. A dual-BN checkpoint (a previous
-    stage 2) is read through its clean branch, an exported encoder through the branch it holds. A teacher only a full unpickling reads (`trust`)
-    is refused naming both ways to trust it: `solo-ncp train --trust-checkpoint`, and
-    `method_kwargs.trust_teacher` for solo-learn main's own main_pretrain.py. A folder (an export)
-    is refused: a run records its teacher file's sha256."""
+    stage 2) is read through its clean branch, an exported encoder through the branch it holds.
+    A teacher only a full unpickling reads (`trust`) is refused naming both ways to trust it:
+    `solo-ncp train --trust-checkpoint`, and `method_kwargs.trust_teacher` for solo-learn main's
+    own main_pretrain.py. A folder (an export) is refused: a run records its teacher file's sha256."""
     problem = wrong_kind(path, "file")
     if problem:
         export = f" (an export: its {SOLO_LEARN_FILE} is one)" if (Path(path) / EXPORT_INFO).is_file() else ""
@@ -70,7 +70,8 @@ def check_given_normalization(teacher: LoadedEncoder, given: Optional[Mapping[st
     recorded = teacher.meta.get("normalization")
     if given is None or recorded is None:
         return
-    if any(not math.isclose(a, b, rel_tol=1e-6) for key in ("mean", "std") for a, b in zip(given[key], recorded[key])):
+    if any(not math.isclose(a, b, rel_tol=1e-6)
+           for key in ("mean", "std") for a, b in zip(given[key], recorded[key])):
         raise ValueError(f"method_kwargs.normalization={given} differs from the normalisation the teacher "
                          f"{teacher.path} records ({recorded}), which it was trained with and stage 2 keeps: drop "
                          "the option (it is for a plain solo-learn teacher, which records none)")
