@@ -107,7 +107,7 @@ def test_poc_writes_the_two_row_table(digits_simclr_ckpt, tmp_path):
         flipped = result[row]["attack_success"] * result["n_correct"] / 100
         assert flipped == pytest.approx(round(flipped), abs=1e-9)
     assert result["settings"]["k"] == 10
-    assert "δ_nbr (n=2)" in (tmp_path / "poc.md").read_text()
+    assert "δ_nbr toward the 2nd nearest cluster" in (tmp_path / "poc.md").read_text()
     settings = result["settings"]  # the head's protocol beside the numbers: poc's default head, QUICK's
     assert (settings["head"], settings["fine_tune"]["head"], settings["fine_tune"]["epochs"]) == ("whitened",) * 2 + (2,)
     assert (settings["cache_features"], settings["test_n"], settings["train_n"]) == (True, 64, 1437)  # 1,797 digits less every 5th (360): test images

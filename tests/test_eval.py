@@ -492,9 +492,25 @@ def test_poc_table_cells_are_the_mean_over_seeds_not_over_test_images(tmp_path):
     folders = [write_poc(tmp_path / f"seed{seed}", seed, n, random_noise[seed], nbr[seed])
                for seed, n in enumerate(SEED_TEST_IMAGES)]
     assert table_rows(aggregate(folders), "Table 1") == [
-        ["CIFAR-10", "8/255", label, seed_cell([prob_dec for prob_dec, _ in per_seed]),
-         seed_cell([success for _, success in per_seed]), "100/300/1000"]
-        for label, per_seed in (("random noise", random_noise), ("δ_nbr (n=2)", nbr))]
+        ["CIFAR-10", "8/255", "2nd nearest cluster", label, seed_cell([prob_dec for prob_dec, _ in per_seed]),
+         seed_cell([success for _, success in per_seed]), "100, 300, 1000 of 2000"]
+        for label, per_seed in (("random noise", random_noise), ("δ_nbr", nbr))]
+
+
+def test_poc_table_gives_each_seeds_correct_images_in_seed_order_and_names_each_blocks_rank(tmp_path):
+    """The column was the sorted set of counts, "3/1"-like: read as a fraction, out of seed order
+    and with two seeds of one count shown once; two blocks of two ranks had the same row labels."""
+    counts = {2: 7, 0: 30, 1: 7}  # seeds, passed out of order; two seeds of one count
+    folders = [write_poc(tmp_path / f"seed{seed}", seed, n, (1.0, 1.0), (5.0, 6.0)) for seed, n in counts.items()]
+    rank_3 = write_poc(tmp_path / "rank3", 0, 12, (1.0, 1.0), (5.0, 6.0))
+    record = json.loads((rank_3 / "poc.json").read_text())
+    record["settings"]["n"] = 3
+    (rank_3 / "poc.json").write_text(json.dumps(record))
+    report = aggregate([*folders, rank_3])
+    assert [row[2:4] + row[6:] for row in table_rows(report, "Table 1")] == [
+        ["2nd nearest cluster", "random noise", "30, 7, 7 of 2000"], ["2nd nearest cluster", "δ_nbr", "30, 7, 7 of 2000"],
+        ["3rd nearest cluster", "random noise", "12 of 2000"], ["3rd nearest cluster", "δ_nbr", "12 of 2000"]]
+    assert "CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: seeds 0, 1, 2; K 10;" in report
 
 
 def test_poc_tables_are_one_per_head_the_papers_first_and_titled_by_protocol(tmp_path):
@@ -513,7 +529,7 @@ def test_poc_tables_are_one_per_head_the_papers_first_and_titled_by_protocol(tmp
         "protocol): proof of concept (stage-1 encoder with an SLF head)"]
     for title, seeds in zip(titles, ([1, 3], [0, 4], [2, 5])):
         rows = table_rows(report[report.index(title):], "Table 1")
-        assert rows[0][3] == seed_cell([float(seed) for seed in seeds]), (title, rows)
+        assert rows[0][4] == seed_cell([float(seed) for seed in seeds]), (title, rows)
 
 
 def test_a_poc_json_naming_no_known_head_is_refused(tmp_path):
@@ -561,7 +577,7 @@ def test_poc_table_counts_correct_samples_and_reports_sane_rates(digits, slf_cla
     assert result["nbr"]["prob_dec"] > result["random_noise"]["prob_dec"]
     assert result["nbr"]["attack_success"] >= result["random_noise"]["attack_success"]
     table = format_poc_table(result)
-    assert len(table.strip().splitlines()) == 4 and "random noise" in table and "δ_nbr (n=2)" in table
+    assert len(table.strip().splitlines()) == 4 and "random noise" in table and "δ_nbr toward the 2nd nearest cluster" in table
 
 
 class InkDetector(nn.Module):
@@ -672,10 +688,10 @@ def test_a_mean_that_rounds_to_zero_prints_as_zero_not_minus_zero(tmp_path):
     result = {"random_noise": {"prob_dec": -0.001, "attack_success": 0.0, "n": 9},
               "nbr": {"prob_dec": -0.05, "attack_success": 1.0, "n": 9}, "settings": {"n": 2}}
     assert format_poc_table(result).splitlines()[2:] == ["| random noise | 0.00 | 0.00 | 9 |",
-                                                         "| δ_nbr (n=2) | -0.05 | 1.00 | 9 |"]
+                                                         "| δ_nbr toward the 2nd nearest cluster | -0.05 | 1.00 | 9 |"]
     folders = [write_poc(tmp_path / f"s{seed}", seed, 100, (value, 1.0), (5.0, 6.0))
                for seed, value in enumerate((-0.001, -0.003))]
-    assert table_rows(aggregate(folders), "Table 1")[0][3] == "0.00 ± 0.00 (n=2)"
+    assert table_rows(aggregate(folders), "Table 1")[0][4] == "0.00 ± 0.00 (n=2)"
 
 
 @pytest.mark.parametrize("holds, fix", [

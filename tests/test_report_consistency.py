@@ -129,16 +129,16 @@ def test_table_1_refuses_seeds_of_two_protocols_naming_the_setting(setting, chan
     first = write_poc(tmp_path / "s0", 0)
     second = write_poc(tmp_path / "s1", 1, **change)
     assert report_error([first, second], capsys).startswith(
-        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes {setting} {values[0]} ({first / 'poc.json'}) and "
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster mixes {setting} {values[0]} ({first / 'poc.json'}) and "
         f"{values[1]} ({second / 'poc.json'}): a row averages seeds of one protocol")
 
 
 def test_table_1_legend_states_k_steps_step_and_test_images(tmp_path, capsys):
     folders = [write_poc(tmp_path / f"s{seed}", seed, prob_dec=value) for seed, value in enumerate((10.0, 14.0))]
     table = report(folders, capsys)
-    assert "| CIFAR-10 | 8/255 | random noise | 12.00 ± 2.83 (n=2) |" in table  # sqrt(((10-12)^2 + (14-12)^2) / 1)
-    assert "Protocol per row: CIFAR-10 8/255 δ_nbr (n=2): K 10, δ_nbr by PGD-5 with step 2/255, 2000 test images " \
-           "per seed." in table
+    assert "| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise | 12.00 ± 2.83 (n=2) |" in table  # sqrt(((10-12)^2 + (14-12)^2) / 1)
+    assert ("Protocol per row: CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: seeds 0, 1; K 10; δ_nbr by "
+            "PGD-5 with step 2/255; 2000 test images per seed.") in table
 
 
 def test_each_seeds_own_silhouette_k_is_one_protocol_when_its_select_k_is_given(tmp_path, capsys):
@@ -146,14 +146,15 @@ def test_each_seeds_own_silhouette_k_is_one_protocol_when_its_select_k_is_given(
     ks = {0: 10, 1: 20}
     selections = [write_k(tmp_path / f"k{seed}", seed, k) for seed, k in ks.items()]
     pocs = [write_poc(tmp_path / f"p{seed}", seed, k=k) for seed, k in ks.items()]
-    assert "CIFAR-10 8/255 δ_nbr (n=2): K 10/20 (each seed's silhouette K), δ_nbr by PGD-5" in report(
-        selections + pocs, capsys)
+    assert ("CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: seeds 0, 1; K 10, 20 (each seed's silhouette K); "
+            "δ_nbr by PGD-5") in report(selections + pocs, capsys)
     assert report_error(pocs, capsys).startswith(  # without the select-k folders: two fixed Ks
-        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K 10 ({pocs[0] / 'poc.json'}) and 20 "
-        f"({pocs[1] / 'poc.json'})")
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster mixes K 10 ({pocs[0] / 'poc.json'}) "
+        f"and 20 ({pocs[1] / 'poc.json'})")
     other = write_poc(tmp_path / "p1-k30", 1, k=30)  # seed 1's select-k chose 20
     assert report_error([*selections, pocs[0], other], capsys).startswith(
-        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K each seed's silhouette K ({pocs[0] / 'poc.json'}) "
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster mixes K each seed's silhouette K "
+        f"({pocs[0] / 'poc.json'}) "
         f"and 30 ({other / 'poc.json'})")
 
 
@@ -171,17 +172,18 @@ def test_a_select_k_of_before_its_digest_was_recorded_matches_its_poc_by_checkpo
     ks = {0: 10, 1: 20}
     pocs = [write_poc(tmp_path / f"p{seed}", seed, encoder=f"./runs/s{seed}/last", k=k) for seed, k in ks.items()]
     selections = [old_k(tmp_path / f"k{seed}", seed, k, f"runs/s{seed}/last") for seed, k in ks.items()]
-    assert "K 10/20 (each seed's silhouette K)" in report(selections + pocs, capsys)
+    assert "K 10, 20 (each seed's silhouette K)" in report(selections + pocs, capsys)
     elsewhere = old_k(tmp_path / "k1-elsewhere", 1, 20, "runs/other/last")
     assert report_error([selections[0], elsewhere, *pocs], capsys).startswith(
-        f"error: Table 1 row CIFAR-10 8/255 δ_nbr (n=2) mixes K each seed's silhouette K ({pocs[0] / 'poc.json'}) "
+        f"error: Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster mixes K each seed's silhouette K "
+        f"({pocs[0] / 'poc.json'}) "
         f"and 20 ({pocs[1] / 'poc.json'})")
 
 
 def test_two_pocs_of_one_seed_are_refused_naming_both_folders(tmp_path, capsys):
     first, second = (write_poc(tmp_path / name, 0, prob_dec=value) for name, value in (("a", 10.0), ("b", 11.0)))
     assert report_error([first, second], capsys) == (
-        f"error: duplicate poc: {first} and {second} are both seed 0 of Table 1 row CIFAR-10 8/255 δ_nbr (n=2): "
+        f"error: duplicate poc: {first} and {second} are both seed 0 of Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: "
         "pass one of them (solo-ncp report)")
 
 
@@ -323,7 +325,7 @@ def test_two_pocs_of_one_checkpoint_are_not_two_seeds(tmp_path, capsys):
     first, second = (write_poc(tmp_path / f"p{seed}", seed, encoder="stage1-s0") for seed in (0, 1))
     assert report_error([first, second], capsys) == (
         f"error: {first} (seed 0) and {second} (seed 1) evaluate one encoder (checkpoint sha256 "
-        f"{encoder_digest('stage1-s0')[:12]}...) in Table 1 row CIFAR-10 8/255 δ_nbr (n=2): a cell averages "
+        f"{encoder_digest('stage1-s0')[:12]}...) in Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: a cell averages "
         "training seeds, and one checkpoint is one seed: pass the evaluations of encoders trained with different "
         "seeds (`solo-ncp reproduce --seeds 0,1,2`) (solo-ncp report)")
 
@@ -351,7 +353,7 @@ def test_a_poc_of_a_stage_2_encoder_is_no_row_of_table_1(method, tmp_path, capsy
         f"error: {stage2} is a poc of a stage-2 ({method}) encoder, and Table 1 is the proof of concept on the "
         "stage-1 encoder (the paper's SimCLR): pass the poc of the stage-1 checkpoint its training started from "
         "(solo-ncp report)")
-    assert "| CIFAR-10 | 8/255 | random noise |" in report([stage1, write_poc(tmp_path / "plain", 2)], capsys)
+    assert "| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise |" in report([stage1, write_poc(tmp_path / "plain", 2)], capsys)
 
 
 def test_a_poc_whose_checkpoint_record_is_no_object_names_no_encoder(tmp_path, capsys):
@@ -364,4 +366,4 @@ def test_a_poc_whose_checkpoint_record_is_no_object_names_no_encoder(tmp_path, c
         record["settings"]["checkpoint"] = "stage1.ckpt"
         (folder / "poc.json").write_text(json.dumps(record))
         pocs.append(folder)
-    assert "| CIFAR-10 | 8/255 | random noise |" in report(pocs, capsys)
+    assert "| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise |" in report(pocs, capsys)

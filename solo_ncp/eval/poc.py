@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from solo_ncp.attacks import ncp_objective, nearest_centroids, pgd
-from solo_ncp.eval.protocol import POC_ROWS, STAGE2_METHODS, two_decimals
+from solo_ncp.eval.protocol import POC_ROWS, STAGE2_METHODS, nbr_target, two_decimals
 from solo_ncp.models.inference import Device, eval_mode
 
 """Result key -> row label of Table 1."""
@@ -125,7 +125,7 @@ def format_poc_table(result: dict) -> str:
     ]
     for key, label in POC_ROWS.items():
         row = result[key]
-        name = f"{label} (n={n})" if key == "nbr" else label
+        name = f"{label} toward the {nbr_target(n)}" if key == "nbr" else label
         lines.append(f"| {name} | {two_decimals(row['prob_dec'])} | {two_decimals(row['attack_success'])} | "
                      f"{row['n']} |")
     return "\n".join(lines) + "\n"

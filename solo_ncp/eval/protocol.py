@@ -83,6 +83,12 @@ POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
 """Rows of Table 1 (`solo-ncp poc`): poc.json key -> label."""
 
 
+def nbr_target(n: int) -> str:
+    """The cluster δ_nbr pushes toward, by its rank `n`: 2 -> "2nd nearest cluster" (11 -> "11th")."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} nearest cluster"
+
+
 def two_decimals(value: float) -> str:
     """A table's number: 2 decimals, and a value that rounds to zero as 0.00 (not -0.00)."""
     text = f"{value:.2f}"

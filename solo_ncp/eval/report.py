@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from solo_ncp.eval.protocol import MODES, PAPER_HEAD, POC_ROWS, RA_COUNTING, STAGE2_METHODS, two_decimals
+from solo_ncp.eval.protocol import (
+    MODES,
+    PAPER_HEAD,
+    POC_ROWS,
+    RA_COUNTING,
+    STAGE2_METHODS,
+    nbr_target,
+    two_decimals,
+)
 from solo_ncp.eval.results import (
     K_FILE,
     METRICS_FILE,
@@ -346,35 +354,56 @@ def _in_255ths(value: object) -> str:
 
 
 def _poc_legend(block: str, records: PocRecords, selections: Sequence[Dict]) -> str:
-    """The protocol of Table-1 row block `block`: its K, PGD steps and step size, and test images."""
+    """The protocol of Table-1 row block `block`: its seeds, their K (one, or each seed's silhouette
+    K in seed order), PGD steps and step size, and test images."""
     settings = _poc_settings(records[0][1], selections)
-    ks = "/".join(map(str, sorted({record["settings"].get("k", NOT_RECORDED) for _, record in records})))
-    k = f"K {ks} ({SILHOUETTE_K})" if settings["K"] == SILHOUETTE_K else f"K {ks}"
-    return (f"{block}: {k}, δ_nbr by PGD-{settings['PGD steps']} with step "
-            f"{_in_255ths(settings['step size alpha'])}, {settings['test images']} test images per seed.")
+    ordered = [record["settings"] for record in sorted((record for _, record in records), key=_seed_order)]
+    seeds = ", ".join(str(seed.get("seed", NOT_RECORDED)) for seed in ordered)
+    if settings["K"] == SILHOUETTE_K:
+        k = f"K {', '.join(str(seed.get('k', NOT_RECORDED)) for seed in ordered)} ({SILHOUETTE_K})"
+    else:
+        k = f"K {settings['K']}"
+    return (f"{block}: seeds {seeds}; {k}; δ_nbr by PGD-{settings['PGD steps']} with step "
+            f"{_in_255ths(settings['step size alpha'])}; {settings['test images']} test images per seed.")
+
+
+def _seed_order(record: Mapping) -> Tuple[bool, int]:
+    """Sort key of a poc record by its seed (an unrecorded seed last)."""
+    seed = record["settings"].get("seed")
+    return (not isinstance(seed, int), seed if isinstance(seed, int) else 0)
+
+
+def _correct_images(records: Sequence[Mapping]) -> str:
+    """"824, 805, 799 of 1000": each seed's correctly classified test images, in seed order, of
+    the test images each seed was given (one number: `_check_poc_block`)."""
+    records = sorted(records, key=_seed_order)
+    return f"{', '.join(str(r['n_correct']) for r in records)} of {records[0].get('n_total', NOT_RECORDED)}"
 
 
 def _poc_table(groups: Mapping[Tuple[str, float, int], PocRecords], head: str,
                selections: Sequence[Dict]) -> str:
-    """Table 1 of the poc.json records of one SLF head, grouped by (dataset, eps, n)."""
+    """Table 1 of the poc.json records of one SLF head, one row block per (dataset, eps, n): its
+    random-noise row and its δ_nbr row, measured in the same poc runs."""
     lines = [f"## Table 1{head_tag(head)}: proof of concept (stage-1 encoder with an SLF head)", "",
-             "| dataset | eps | perturbation | Prob. Dec. (%) | Attk. Succ. (%) | correct test images |",
-             "|---|---|---|---|---|---|"]
+             "| dataset | eps | δ_nbr toward | perturbation | Prob. Dec. (%) | Attk. Succ. (%) "
+             "| correct test images per seed |",
+             "|---|---|---|---|---|---|---|"]
     legends = []
     for (dataset, eps, n), entries in sorted(groups.items(), key=lambda item: (_dataset_order(item[0][0]),
                                                                                  item[0][1:])):
-        block = f"{dataset_title(dataset)} {eps * 255:.0f}/255 δ_nbr (n={n})"
+        target = nbr_target(n)
+        block = f"{dataset_title(dataset)} {eps * 255:.0f}/255 δ_nbr toward the {target}"
         _check_poc_block(block, entries, selections)
         legends.append(_poc_legend(block, entries, selections))
         records = [record for _, record in entries]
         for row, label in POC_ROWS.items():
-            name = f"{label} (n={n})" if row == "nbr" else label
             cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
-            counts = "/".join(str(c) for c in sorted({r["n_correct"] for r in records}))
-            lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {name} | "
-                         f"{cells[0]} | {cells[1]} | {counts} |")
+            lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {target} | {label} | "
+                         f"{cells[0]} | {cells[1]} | {_correct_images(records)} |")
     lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "
-              "over its correctly classified test images. Protocol per row: " + " ".join(legends), ""]
+              "over its correctly classified test images (last column: their number per seed, in seed "
+              "order, of the test images each seed was given). A block's random-noise row is measured in "
+              "the same poc runs as its δ_nbr row. Protocol per row: " + " ".join(legends), ""]
     return "\n".join(lines)
 
 
