@@ -204,6 +204,21 @@ def test_a_column_refuses_heads_trained_two_ways(mode, column, setting, change, 
         f"({second / 'metrics.json'}): a column averages runs of one protocol")
 
 
+def test_the_legend_says_how_each_column_trained_its_head(tmp_path, capsys):
+    """The whitened head's legend said "trained to convergence" whatever --epochs was, and no legend
+    said how a head was trained: here SLF 2 epochs (milestones 15, 20 never reached) beside ALF 25
+    epochs on PGD-7 examples."""
+    slf = [write_metrics(tmp_path / f"slf{seed}", seed, f"ncp-s{seed}", epochs=2) for seed in (0, 1)]
+    alf = [write_metrics(tmp_path / f"alf{seed}", seed, f"ncp-s{seed}", mode="alf", steps=7) for seed in (0, 1)]
+    table = report(slf + alf, capsys)
+    assert ("Head training: SLF: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512; "
+            "ALF (CE): 25 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 512, "
+            "on PGD-7, L-inf eps 8/255, step 2/255 training examples. ") in table
+    table_2 = table[table.index("## Table 2"):table.index("## Table 3")]
+    assert "Head training: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512. " in table_2
+    assert "convergence" not in table
+
+
 def test_two_evaluations_of_one_checkpoint_are_not_two_seeds(tmp_path, capsys):
     first, second = (write_metrics(tmp_path / f"s{seed}", seed, "ncp-s0", sa=sa) for seed, sa in ((0, 80.0), (1, 82.0)))
     assert report_error([first, second], capsys) == (

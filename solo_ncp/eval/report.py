@@ -48,8 +48,8 @@ METRIC_TITLES = {"sa": "SA (%)", "ra": "RA (%)", "aa": "AA (%)"}
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 NOT_AVAILABLE = "n/a"
 HEAD_NOTES = {
-    "whitened": "whitened head (a linear layer on whitened features, trained to convergence): a "
-                "second evaluation, not the paper's protocol",
+    "whitened": "whitened head (a linear layer on whitened features): a second evaluation, not the "
+                "paper's protocol",
     "standardized": "standardized head (a linear layer on per-dimension standardised features): a "
                     "second evaluation, not the paper's protocol",
     "paper": "the paper's head (Appendix A.3: a linear layer on the raw features, SGD)",
@@ -180,6 +180,39 @@ COLUMN_FIX = ("a column averages runs of one protocol: evaluate every run alike 
               "`solo-ncp report` calls")
 
 
+def head_training_text(settings: Mapping) -> str:
+    """"25 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 128"
+    (an adversarial fine-tuning adds its PGD): how metrics.json's settings.fine_tune says the head
+    was trained, naming only the lr milestones reached (NOT_RECORDED where it is not recorded)."""
+    fine_tune = _object(settings.get("fine_tune"))
+    epochs, lr = fine_tune.get("epochs"), fine_tune.get("lr")
+    if not isinstance(epochs, int) or lr is None:
+        return f"training {NOT_RECORDED}"
+    reached = [m for m in fine_tune.get("milestones") or [] if isinstance(m, int) and m < epochs]
+    decay = f", x{fine_tune.get('gamma')} at epochs {', '.join(map(str, reached))}" if reached else ", constant lr"
+    text = (f"{epochs} epochs, SGD lr {lr}, momentum {fine_tune.get('momentum', NOT_RECORDED)}, weight decay "
+            f"{fine_tune.get('weight_decay', NOT_RECORDED)}{decay}, batch {fine_tune.get('batch_size', NOT_RECORDED)}")
+    if fine_tune.get("mode", "slf") == "slf":
+        return text
+    try:
+        attack = f"PGD-{fine_tune['steps']}, {budget_text(fine_tune, 'eps')}, step {budget_text(fine_tune, 'alpha')}"
+    except (KeyError, TypeError, ValueError):
+        attack = f"PGD {NOT_RECORDED}"
+    return f"{text}, on {attack} training examples"
+
+
+def _head_training_legend(groups: Sequence[Tuple[str, Sequence[RunRecord]]]) -> str:
+    """"Head training: 25 epochs, ..." of a table's columns (`groups`: title, runs), one text when
+    they share it, else each text after the columns trained so (a column shares one: `_check_column`)."""
+    columns: Dict[str, List[str]] = {}
+    for group, runs in groups:
+        for text in dict.fromkeys(head_training_text(run.settings) for run in runs):
+            columns.setdefault(text, []).append(group)
+    if len(columns) == 1:
+        return f"Head training: {next(iter(columns))}. "
+    return "Head training: " + "; ".join(f"{', '.join(titles)}: {text}" for text, titles in columns.items()) + ". "
+
+
 def _check_column(group: str, runs: Sequence[RunRecord]) -> None:
     """ValueError naming the setting when the runs of column `group` differ in `_column_settings`."""
     _refuse_mixed(f"column {group}", [(run.path, _column_settings(run.settings)) for run in runs], COLUMN_FIX)
@@ -228,8 +261,8 @@ def _table(
                     key=lambda label: next((methods.index(run.method), run.bn == "clean")
                                            for run in runs if run.label == label))
     header = ["Method"]
-    for group, belongs in groups:
-        column = [run for run in runs if belongs(run)]
+    columns = [(group, [run for run in runs if belongs(run)]) for group, belongs in groups]
+    for group, column in columns:
         _check_column(group, column)
         header += [_metric_title(group, metric, column) for metric in METRICS]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -240,7 +273,7 @@ def _table(
             _check_seeds(f"row {label}, column {group}", group_runs)
             cells += [_cell(group_runs, metric) for metric in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = (f"Head: {HEAD_NOTES[head]}. {BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
+    legend = (f"Head: {HEAD_NOTES[head]}. {_head_training_legend(columns)}{BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
               "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
               "test images per seed. " + _attack_legend(runs)
               + (BEST_LEGEND if any(run.best for run in runs) else ""))
