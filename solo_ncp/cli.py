@@ -194,32 +194,37 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`solo-ncp <argv>`: the command's exit code; 130 (SIGINT) or 143 (SIGTERM) with one
     `interrupted:` line when a signal stops it."""
-    from solo_ncp.interrupt import interrupt_signals, raise_pending
+    from solo_ncp.interrupt import command_results, finished_where, interrupt_signals, raise_pending
 
     argv = list(sys.argv[1:] if argv is None else argv)
     with interrupt_signals() as outermost:
         try:
             args = parse_args(argv)
-            try:
-                code = run_command(args)
-            except KeyboardInterrupt as err:
-                raise unfinished(err, args.command) from None
-            raise_pending()
+            with command_results() as written:
+                try:
+                    code = run_command(args)
+                except KeyboardInterrupt as err:
+                    raise unfinished(err, args.command, written) from None
+                raise_pending(finished_where(written) if written else "")
             return code
         except KeyboardInterrupt as err:
             return report_interrupted(err, argv, outermost)
 
 
-def unfinished(err: KeyboardInterrupt, command: str) -> KeyboardInterrupt:
+def unfinished(err: KeyboardInterrupt, command: str, written: Sequence[str]) -> KeyboardInterrupt:
     """An interruption of a command that writes its results only at its end (select-k, eval,
-    poc, export, plot, report) says so, and that the same command starts it again; a training's
-    or reproduce's names where it stopped itself."""
-    from solo_ncp.interrupt import as_interrupted
+    poc, export, plot, report) says whether it came once they were written (`written`: where;
+    `interrupt.results_written`) or before, and then that the same command starts it again; a
+    training's or reproduce's names where it stopped itself."""
+    from solo_ncp.interrupt import as_interrupted, finished_where
 
     interrupted = as_interrupted(err)
-    if interrupted.again is None and not interrupted.where and interrupted.line is None and command in WRITES_AT_END:
-        interrupted.where = "before writing its results (earlier ones in its output are kept)"
-        interrupted.again = "start again with"
+    if interrupted.again is None and not interrupted.where and interrupted.line is None:
+        if written:
+            interrupted.where = finished_where(written)
+        elif command in WRITES_AT_END:
+            interrupted.where = "before writing its results (earlier ones in its output are kept)"
+            interrupted.again = "start again with"
     return interrupted
 
 

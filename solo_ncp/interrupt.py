@@ -9,13 +9,16 @@ of its own (`interruption`)."""
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, List, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _depth = 0
 """How many `interrupt_signals` blocks are open (a command running another in-process: demo)."""
 _pending: Optional[int] = None
 """The signal that arrived while the outermost block is open, None before any."""
+_written: Optional[List[str]] = None
+"""The results the running command has finished writing (`results_written`), None outside a
+`command_results` block."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -66,11 +69,37 @@ def _raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
-def raise_pending() -> None:
-    """Raises `Interrupted` if a signal arrived in the open block: called where a raise that was
-    swallowed must not let the work go on (a training batch's start and end, a command's end)."""
+def raise_pending(where: str = "") -> None:
+    """Raises `Interrupted` (its `where`: `where`) if a signal arrived in the open block: called
+    where a raise that was swallowed must not let the work go on (a training batch's start and end,
+    a command's end)."""
     if _pending is not None:
-        raise Interrupted(_pending)
+        raise Interrupted(_pending, where=where)
+
+
+def finished_where(paths: Iterable[object]) -> str:
+    """`Interrupted.where` of a command stopped once its results at `paths` were complete."""
+    return f"as it finished (its results are written to {', '.join(map(str, paths))})"
+
+
+def results_written(path: object) -> None:
+    """Records that the running command's results at `path` (a folder or a file) are complete: a
+    signal from then on is reported as `finished_where`, not as stopping it before it wrote them.
+    Outside a `command_results` block (the core called from Python) nothing is recorded."""
+    if _written is not None:
+        _written.append(str(path))
+
+
+@contextmanager
+def command_results() -> Iterator[List[str]]:
+    """Yields the list `results_written` fills while the block runs one command (a new list per
+    block: a command that another runs in-process records its own)."""
+    global _written
+    outer, _written = _written, []
+    try:
+        yield _written
+    finally:
+        _written = outer
 
 
 @contextmanager

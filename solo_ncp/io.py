@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from solo_ncp.interrupt import signals_held
+from solo_ncp.interrupt import finished_where, results_written, signals_held
 from solo_ncp.run_files import LAST
 
 PathLike = Union[str, os.PathLike]
@@ -100,7 +100,7 @@ def wrong_kind(path: PathLike, kind: str) -> Optional[str]:
     return None if path.is_file() else "is a folder, not a file" if path.is_dir() else "is not a regular file"
 
 
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[str], None], result: bool = False) -> Path:
     """Run `write(tmp_path)` on a temp file next to `path`, then rename it over `path`.
 
     Durable when the machine dies, not only the process (power cut, node pre-empted, kernel
@@ -108,7 +108,10 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     folder's fsync) before this returns. A crash leaves the old file or the whole new one, never an
     empty or truncated one, and files written one after another (a checkpoint, then the step's
     done-marker) reach the disk in that order. A full disk (`DISK_FULL`, or torch.save's
-    RuntimeError with under `FULL_BELOW` bytes free) is a DiskFullError naming `path`."""
+    RuntimeError with under `FULL_BELOW` bytes free) is a DiskFullError naming `path`. `result`:
+    `path` is the whole result of the running command (`plot`'s PNG): the rename is made with
+    SIGINT and SIGTERM held and recorded (`interrupt.results_written`), so that a signal then says
+    the result is written (`staged_outputs` does this for a result of several files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -119,7 +122,10 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         _sync(tmp)
-        os.replace(tmp, path)
+        with signals_held(finished_where([path])) if result else nullcontext():
+            os.replace(tmp, path)
+            if result:
+                results_written(path)
     except BaseException as err:
         full = (isinstance(err, OSError) and err.errno in DISK_FULL
                 or isinstance(err, RuntimeError) and shutil.disk_usage(path.parent).free < FULL_BELOW)
@@ -226,12 +232,13 @@ def staged_outputs(folder: PathLike, names: Sequence[str], last: str) -> Iterato
         if made and not any(folder.iterdir()):
             folder.rmdir()
         raise
-    with signals_held(f"as it finished (its results are written to {folder})"):
+    with signals_held(finished_where([folder])):
         remove_outputs(folder, [last, *(name for name in names if name != last)])
         for name in sorted((path.name for path in staging.iterdir()), key=lambda name: name == last):
             os.replace(staging / name, folder / name)
         staging.rmdir()
         _sync(folder, folder=True)
+        results_written(folder)
 
 
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:

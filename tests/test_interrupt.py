@@ -93,6 +93,7 @@ CASES = [  # command, argv, signal, what becomes of the handler's raise
     ("export", ["export", "--ckpt", "x.ckpt", "--out", "x"], "SIGINT", "raised"),
     ("plot", ["plot", "runs/ncp"], "SIGTERM", "raised"),
     ("report", ["report", "runs"], "SIGTERM", "swallowed"),
+    ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGTERM", "swallowed-written"),
     ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGINT", "converted"),
 ]
 LOST_RAISES = """
@@ -142,11 +143,13 @@ def convert_a_signal(signum):
 SIGNAL_EACH = LOST_RAISES + """
 import contextlib, importlib, io, json, signal
 from solo_ncp import cli
+from solo_ncp.interrupt import results_written
 results = []
 for command, argv, name, raise_ in json.loads(sys.argv[1]):
     module = importlib.import_module(f"solo_ncp.commands.{cli.COMMANDS[command][0]}")
     signum = getattr(signal, name)
     module.run = {"swallowed": lambda args: Swallowing(signum) and 0,
+                  "swallowed-written": lambda args: results_written("p") or Swallowing(signum) and 0,
                   "converted": lambda args: convert_a_signal(signum),
                   "raised": lambda args: os.kill(os.getpid(), signum)}[raise_]
     err = io.StringIO()
@@ -172,15 +175,17 @@ def interrupted_commands() -> list:
 def test_any_other_command_interrupted_is_one_line(interrupted_commands, case):
     """It says that nothing was written and how to start again. Also when the handler's raise was
     swallowed (it landed in a finalizer): the command's end raises the pending signal, and the exit
-    code is the signal's, not the command's 0 (its results are written then). And when C code
-    turned the raise into a ValueError: the line is the interruption's, not `error:`."""
+    code is the signal's, not the command's 0; where the command recorded its results as written,
+    the line says so. And when C code turned the raise into a ValueError: the line is the
+    interruption's, not `error:`."""
     command, argv, name, raise_ = CASES[case]
     code, err, swallowed = interrupted_commands[case]
-    assert swallowed == (["Interrupted"] if raise_ == "swallowed" else [])
+    assert swallowed == (["Interrupted"] if raise_.startswith("swallowed") else [])
     assert code == 128 + getattr(signal, name)
-    assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}" + (
-        "" if raise_ == "swallowed" else " before writing its results (earlier ones in its output are kept); "
-        f"start again with: solo-ncp {shlex.join(argv)}")]
+    where = {"swallowed": "", "swallowed-written": " as it finished (its results are written to p)"}.get(
+        raise_, f" before writing its results (earlier ones in its output are kept); start again with: solo-ncp "
+                f"{shlex.join(argv)}")
+    assert err.splitlines() == [f"interrupted: solo-ncp {command} stopped by {name}{where}"]
 
 
 SIGNAL_IN_EPOCH_2 = LOST_RAISES + """
@@ -327,6 +332,56 @@ def test_select_k_overwrite_signalled_as_it_replaces_the_earlier_sweep_leaves_th
     assert (out / "silhouette.csv").read_text().splitlines()[1:] == [
         f"{k},{score:.8f}" for k, score in sorted((int(k), s) for k, s in
                                                   json.loads((out / "k.json").read_text())["scores"].items())]
+
+
+def signalling_after(function, signum: int):
+    """`function` that sends `signum` to this process once it has returned."""
+    def signalled(*args, **kwargs):
+        value = function(*args, **kwargs)
+        os.kill(os.getpid(), signum)
+        return value
+
+    return signalled
+
+
+def test_a_signal_after_the_results_are_written_says_so(tmp_path, monkeypatch, capsys):
+    """A signal between staged_outputs' last rename and the command's return (report's print of
+    its path) was reported as stopping it "before writing its results", with the advice to start
+    it again; the new report was there, complete."""
+    from contextlib import contextmanager
+
+    from solo_ncp import io as solo_io
+    from solo_ncp.cli import main
+    from tests.test_report_consistency import write_metrics
+
+    staged = solo_io.staged_outputs
+
+    @contextmanager
+    def then_signal(*args, **kwargs):
+        with staged(*args, **kwargs) as staging:
+            yield staging
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(solo_io, "staged_outputs", then_signal)
+    out = tmp_path / "report"
+    assert main(["report", str(write_metrics(tmp_path / "eval", 0, "ncp-s0")), "--out", str(out / "report.md")]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp report stopped by SIGTERM as it finished (its results are written to {out})")
+    assert (out / "report.md").read_text().startswith("## Table 2")
+
+
+def test_a_signal_after_plot_wrote_its_png_says_so(digits_simclr_ckpt, tmp_path, monkeypatch, capsys):
+    """plot's result is one PNG written by atomic_write (no staging folder): a signal once it was
+    renamed into place was reported as stopping plot before it wrote it."""
+    from solo_ncp.cli import main
+    from solo_ncp.eval import figures
+
+    monkeypatch.setattr(figures, "atomic_write", signalling_after(figures.atomic_write, signal.SIGINT))
+    out = tmp_path / "plots"
+    assert main(["plot", str(digits_simclr_ckpt.parent), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: solo-ncp plot stopped by SIGINT as it finished (its results are written to {out / 'curves.png'})")
+    assert sorted(path.name for path in out.iterdir()) == ["curves.png"]
 
 
 def test_a_file_where_the_staging_folder_goes_is_replaced(tmp_path):

@@ -341,8 +341,11 @@ class FakeSteps:
 
 
 class FakeProcess:
+    """A step's process that printed nothing and exits with `code`."""
+
     def __init__(self, code: int):
         self.code = code
+        self.stdout = open(os.devnull, "rb")
 
     def wait(self) -> int:
         return self.code

@@ -4,6 +4,7 @@ whose input changed is not skipped."""
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -62,10 +63,11 @@ def test_a_signal_swallowed_between_steps_stops_the_plan_before_the_next(tmp_pat
 
 
 class KilledProcess:
-    """Stands for a step's process that the kernel killed with SIGKILL (Popen's returncode -9)."""
+    """Stands for a step's process that the kernel killed with SIGKILL (Popen's returncode -9),
+    having printed nothing."""
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.stdout = open(os.devnull, "rb")
 
     def wait(self) -> int:
         return -signal.SIGKILL
@@ -81,15 +83,52 @@ def test_a_step_killed_by_a_signal_is_named_so_with_how_to_continue(tmp_path, mo
         f"the same command again to continue it; its log: {tmp_path / 's0/ncp/step.log'}")
 
 
-def test_the_error_taken_from_a_log_is_plain_text(tmp_path):
+def test_the_error_taken_from_a_log_is_plain_text():
     """A progress bar's output (carriage returns, cursor moves, colours) does not garble the error
     reproduce prints: control sequences are dropped, and a carriage return ends a line."""
-    log = tmp_path / "step.log"
-    log.write_text("Epoch 0:  50%|#####     | 1/2 [00:01<00:00]\rEpoch 0: 100%|##########| 2/2\n"
-                   "\x1b[A\x1b[31mlast words\x1b[0m\r      \x1b[A\n")
-    assert steps.last_error(log) == "last words"
-    log.write_text("\rEpoch 3:  10%|#\x1b[A\nerror: K=3 is larger than N=2 \x1b[0m\n\x1b[A\n")
-    assert steps.last_error(log) == "K=3 is larger than N=2"
+    assert steps.last_error("Epoch 0:  50%|#####     | 1/2 [00:01<00:00]\rEpoch 0: 100%|##########| 2/2\n"
+                            "\x1b[A\x1b[31mlast words\x1b[0m\r      \x1b[A\n") == "last words"
+    assert steps.last_error("\rEpoch 3:  10%|#\x1b[A\nerror: K=3 is larger than N=2 \x1b[0m\n\x1b[A\n") == \
+        "K=3 is larger than N=2"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_step_whose_log_cannot_be_written_still_reports_its_error_line(tmp_path):
+    """On a full disk the step's error line ("no room left ... last.ckpt is kept") went to a log
+    that could not hold it, and reproduce reported whatever line the log last held. The log here
+    is /dev/full, where every write fails with ENOSPC."""
+    folder = tmp_path / "s0" / "eval"
+    folder.mkdir(parents=True)
+    (folder / steps.LOG).symlink_to("/dev/full")
+    missing = tmp_path / "missing.ckpt"
+    argv = ["eval", "--ckpt", str(missing), "--dataset", "digits", "--out", str(tmp_path / "out")]
+    with pytest.raises(steps.StepFailed) as caught:
+        Step("s0/eval", folder, fixed(argv), lambda: None).run("todo")
+    message = str(caught.value)
+    assert message.startswith(f"step s0/eval failed (exit 2): checkpoint {missing} does not exist")
+    assert message.endswith(f"its log: {folder / steps.LOG} (incomplete: writing it failed with No space left on "
+                            "device, and the rest of the step's output is lost: free space there before running "
+                            "reproduce again)")
+
+
+def test_a_step_with_more_output_than_a_pipe_holds_runs_to_its_end(tmp_path, monkeypatch):
+    """The step's output now passes through a pipe that a thread drains: a step printing more than
+    a pipe buffers (64 KiB on Linux) must not block, and its whole output reaches the log."""
+    script = tmp_path / "chatty.py"
+    script.write_text("import sys\nsys.stdout.write('x' * 300000 + '\\nerror: the last line\\n')\nsys.exit(2)\n")
+    popen = steps.subprocess.Popen
+
+    def chatty(argv, **kwargs):
+        process = popen([sys.executable, str(script)], **kwargs)
+        wait = process.wait
+        process.wait = lambda: wait(timeout=120)  # a blocked process fails the test (TimeoutExpired)
+        return process
+
+    monkeypatch.setattr(steps.subprocess, "Popen", chatty)
+    with pytest.raises(steps.StepFailed) as caught:
+        Step("s0/chatty", tmp_path / "chatty", fixed(["--version"]), lambda: None).run("todo")
+    assert "failed (exit 2): the last line;" in str(caught.value)
+    assert (tmp_path / "chatty" / steps.LOG).read_text().count("x") == 300000
 
 
 def _done_step(tmp_path, rerun=""):

@@ -163,7 +163,8 @@ def run_panels(run: Path) -> List[Panel]:
 def plot_panels(panels: Sequence[Panel], title: str, path: Path):
     """Draws each panel as a subplot (two columns; a marker per epoch, integer epoch ticks, half an
     epoch of margin) under `title` and writes the PNG to `path`, atomically. Returns the
-    matplotlib Figure."""
+    matplotlib Figure. The PNG is `solo-ncp plot`'s
+    result (`save_figure(..., result=True)`)."""
     from matplotlib.ticker import MaxNLocator
 
     columns = min(2, len(panels))
@@ -183,5 +184,5 @@ def plot_panels(panels: Sequence[Panel], title: str, path: Path):
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
-    save_figure(figure, path)
+    save_figure(figure, path, result=True)
     return figure

@@ -56,7 +56,8 @@ def embed_with_centroids(features: np.ndarray, labels: np.ndarray, centroids: np
 def plot_embedding(embedding: Embedding, title: str, path: Path):
     """Scatter of the embedded features, one colour per class (legend beside the axes), the
     centroids as black crosses; written to `path` as a PNG, atomically. The coordinates have no
-    unit, so the axes have no ticks. Returns the matplotlib Figure."""
+    unit, so the axes have no ticks. Returns the matplotlib Figure. The PNG is `solo-ncp plot`'s
+    result (`save_figure(..., result=True)`)."""
     classes = np.unique(embedding.labels)
     colours = "tab10" if len(classes) <= 10 else "tab20"
     figure = new_figure(6.8, 5.2)
@@ -74,7 +75,7 @@ def plot_embedding(embedding: Embedding, title: str, path: Path):
     axes.set_ylabel(f"{embedding.method} 2")
     axes.set_title(title, fontsize=9)
     axes.legend(title="class", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(figure, path)
+    save_figure(figure, path, result=True)
     return figure
 
 

@@ -34,10 +34,11 @@ def new_figure(width: float, height: float):
     return figure
 
 
-def save_figure(figure, path: Path) -> Path:
-    """Lays `figure` out and writes it to `path` as a PNG, atomically; returns `path`."""
+def save_figure(figure, path: Path, result: bool = False) -> Path:
+    """Lays `figure` out and writes it to `path` as a PNG, atomically; returns `path`. `result`:
+    the PNG is the running command's whole result (`atomic_write`)."""
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), result=result)
     return path
 
 

@@ -11,13 +11,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
-from solo_ncp.io import atomic_write_json, file_sha256, read_json_object
+from solo_ncp.io import DISK_FULL, atomic_write_json, file_sha256, read_json_object
 
 Missing = Callable[[], Optional[str]]
 """What a step's result still lacks, in words ("it wrote no <folder>/k.json"); None when it is
@@ -110,27 +111,85 @@ class Step:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / LOG
         start = time.perf_counter()
-        with open(log, "a") as stream:
-            stream.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n")
-            stream.flush()
+        with open(log, "ab", buffering=0) as stream:
+            output = StepOutput(stream)
+            output.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n".encode(),
+                         keep=False)
             process = subprocess.Popen([sys.executable, "-m", "solo_ncp.cli", *argv],
-                                       stdin=subprocess.DEVNULL, stdout=stream,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, preexec_fn=own_group_dying_with_parent)
-            code = wait_for(process, self.name)
+            copying = output.copy(process.stdout)
+            try:
+                code = wait_for(process, self.name)
+            finally:
+                copying.join()
+                process.stdout.close()
         if code < 0:
             raise StepFailed(f"step {self.name} was killed by {signal.Signals(-code).name}"
                              f"{' (the out-of-memory killer sends it)' if -code == signal.SIGKILL else ''}, "
-                             f"not marked done: run the same command again to continue it; its log: {log}")
+                             f"not marked done: run the same command again to continue it; its log: "
+                             f"{log}{output.lost_note()}")
         if code != 0:
-            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(log)}; once that is mended, running "
-                             f"reproduce again continues from this step; its log: {log}")
+            raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(output.tail_text())}; once that "
+                             f"is mended, running reproduce again continues from this step; its log: "
+                             f"{log}{output.lost_note()}")
         missing = self.missing()
         if missing is not None:
-            raise StepFailed(f"step {self.name} exited 0 but {missing}: not marked done; its log: {log}")
+            raise StepFailed(f"step {self.name} exited 0 but {missing}: not marked done; its log: {log}"
+                             f"{output.lost_note()}")
         seconds = time.perf_counter() - start
         atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
                                                "inputs": self._input_hashes()})
         return seconds
+
+
+TAIL_BYTES = 1 << 16
+"""How much of a step's latest output reproduce keeps in memory for the error line it reports."""
+
+
+class StepOutput:
+    """A step's output on its way to the step's log (`log`: a file opened unbuffered for appending),
+    its last TAIL_BYTES kept in memory: a log that cannot hold it (a full disk, a quota) loses what
+    did not fit, not the error line reproduce reports. `lost`: the first error writing the log
+    (None while it holds everything); nothing more is written to the log after it."""
+
+    def __init__(self, log: BinaryIO):
+        self.log = log
+        self.tail = b""
+        self.lost: Optional[OSError] = None
+
+    def write(self, data: bytes, keep: bool = True) -> None:
+        """Appends `data` to the log (while it can), and to the tail kept in memory if `keep`."""
+        if keep:
+            self.tail = (self.tail + data)[-TAIL_BYTES:]
+        view = memoryview(data)
+        while view and self.lost is None:
+            try:
+                view = view[self.log.write(view):]
+            except OSError as err:
+                self.lost = err
+
+    def copy(self, source: BinaryIO) -> threading.Thread:
+        """Starts a thread that writes what `source` (the step's stdout and stderr, a pipe) gives,
+        until it ends; join it once the process has ended."""
+        def pump() -> None:
+            for chunk in iter(lambda: os.read(source.fileno(), 1 << 16), b""):
+                self.write(chunk)
+
+        thread = threading.Thread(target=pump, name="step-output", daemon=True)
+        thread.start()
+        return thread
+
+    def tail_text(self) -> str:
+        return self.tail.decode(errors="replace")
+
+    def lost_note(self) -> str:
+        """"" when the log holds the step's whole output, else what cut it short and the fix."""
+        if self.lost is None:
+            return ""
+        fix = "free space there" if self.lost.errno in DISK_FULL else "mend that"
+        return (f" (incomplete: writing it failed with {self.lost.strerror or repr(self.lost)}, and the rest of "
+                f"the step's output is lost: {fix} before running reproduce again)")
 
 
 @functools.lru_cache(maxsize=256)
@@ -208,11 +267,11 @@ TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]"
 """Cursor moves and colours (a progress bar's), and other control characters."""
 
 
-def last_error(log: Path) -> str:
-    """The log's last `error:` line (without the prefix), or its last non-empty line, as plain
-    text: a carriage return (a progress bar's) ends a line too, and terminal control sequences
-    (cursor moves, colours) are dropped."""
-    lines = [TERMINAL_CONTROL.sub("", line).strip() for line in log.read_text(errors="replace").splitlines()]
+def last_error(output: str) -> str:
+    """The last `error:` line of a step's `output` (without the prefix), or its last non-empty
+    line, as plain text: a carriage return (a progress bar's) ends a line too, and terminal control
+    sequences (cursor moves, colours) are dropped."""
+    lines = [TERMINAL_CONTROL.sub("", line).strip() for line in output.splitlines()]
     lines = [line for line in lines if line]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors[-1][len("error:"):].strip() if errors else lines[-1] if lines else "no output")
