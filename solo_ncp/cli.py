@@ -136,6 +136,11 @@ def print_last_line(text: str) -> None:
     print(f"{start}{text}", file=sys.stderr, flush=True)
 
 
+def debugging() -> bool:
+    """SOLO_NCP_DEBUG set to anything but "", "0", "false" or "no": errors end in their traceback."""
+    return os.environ.get("SOLO_NCP_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def report_error(command: str, err: BaseException) -> None:
     """Prints `error: ... (solo-ncp <command>)` as the last line."""
     print_last_line(f"error: {one_line(err)} (solo-ncp {command})")
@@ -164,14 +169,15 @@ def report_interrupted(err: KeyboardInterrupt, argv: Sequence[str], outermost: b
     if interrupted.line is None:
         command = next((arg for arg in argv if arg in COMMANDS), "")
         interrupted.line = interrupted_line(command, argv, interrupted)
-    if not outermost or os.environ.get("SOLO_NCP_DEBUG"):
+    if not outermost or debugging():
         raise interrupted
     print_last_line(interrupted.line)
     return interrupted.exit_code
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Runs the parsed command; a bad input, file or stopped training is one `error:` line, exit 2."""
+    """Runs the parsed command; a bad input, file or stopped training is one `error:` line, exit 2
+    (a full disk behind the error, wherever a write met it, is said as one: `io.disk_full_in`)."""
     from solo_ncp.interrupt import interruption
 
     try:
@@ -185,9 +191,11 @@ def run_command(args: argparse.Namespace) -> int:
         interrupted = interruption(err)  # a signal's raise that C code turned into this error
         if interrupted is not None:
             raise interrupted from None
-        if not isinstance(err, USER_ERRORS) or os.environ.get("SOLO_NCP_DEBUG"):
+        if not isinstance(err, USER_ERRORS) or debugging():
             raise
-        report_error(args.command, err)
+        from solo_ncp.io import disk_full_in
+
+        report_error(args.command, disk_full_in(err) or err)
         return 2
 
 

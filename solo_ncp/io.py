@@ -397,8 +397,13 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
         previous = _lock_holder(fd)
         if previous != "(unknown)":
             print(f"[solo-ncp] {folder}: taking over the lock of process {previous}, which is gone")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            if err.errno in DISK_FULL:
+                raise DiskFullError.writing(path) from None
+            raise
         remove_temporaries(folder)
         yield path
     finally:

@@ -174,3 +174,18 @@ def test_select_k_checks_its_output_before_loading(tmp_path, capsys):
     assert json.loads((tmp_path / "k" / "k.json").read_text()) == {"k": 7}
     assert main([*argv, "--out", str(tmp_path / "k"), "--overwrite"]) == 2  # on to the checkpoint
     assert "does not exist" in error_line(capsys.readouterr())
+
+
+@pytest.mark.parametrize("value, traceback", [("1", True), ("yes", True), ("0", False), ("false", False), ("", False)])
+def test_solo_ncp_debug_set_to_0_shows_no_traceback(value, traceback, tmp_path, monkeypatch, capsys):
+    """Any value, "0" too, turned the one error line into a traceback."""
+    monkeypatch.setenv("SOLO_NCP_DEBUG", value)
+    argv = ["export", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")]
+    if traceback:
+        from solo_ncp.models.checkpoint import CheckpointError
+
+        with pytest.raises(CheckpointError):
+            main(argv)
+    else:
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: checkpoint ")

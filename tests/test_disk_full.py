@@ -157,3 +157,36 @@ def test_an_output_folder_on_a_full_disk_is_named_with_the_fix_before_any_work(s
         check_writable(disk / "run")
     assert str(raised.value) == (f"cannot write to {disk / 'run'}: No space left on device in {disk}: free space "
                                  "there, or choose an --out on a larger disk")
+
+
+def test_the_run_folders_lock_on_a_full_disk_is_named_with_the_fix(small_disk):
+    """The lock file's pid was written in place: a disk that filled as a training started ended
+    `pretrain` with `[Errno 28] No space left on device`, naming no file (seen with the disk filled
+    2-4 s after the start)."""
+    from solo_ncp.io import folder_lock
+
+    disk = small_disk("size=1M")
+    (disk / "filler").write_bytes(b"x" * shutil.disk_usage(disk).free)
+    with pytest.raises(DiskFullError) as raised, folder_lock(disk / "run"):
+        pass
+    assert str(raised.value) == (f"no room left on the disk of {disk / 'run'} for .lock: free space there, or write "
+                                 "to a folder on a larger disk")
+    assert sorted(path.name for path in disk.iterdir()) == ["filler"]
+
+
+def test_a_full_disk_met_by_any_write_of_a_command_is_its_error_line(tmp_path, monkeypatch, capsys):
+    """An ENOSPC from a write outside the atomic ones (a file written in place, a folder made)
+    ended a command with `[Errno 28] No space left on device: '<path>'`, without the fix."""
+    from solo_ncp.cli import main
+    from solo_ncp.commands import report as report_command
+    from tests.test_report_consistency import write_metrics
+
+    def fails(inputs, folder):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "fig2.png"))
+
+    monkeypatch.setattr(report_command, "draw_figures", fails)
+    out = tmp_path / "report"
+    assert main(["report", str(write_metrics(tmp_path / "eval", 0, "ncp-s0")), "--out", str(out / "report.md")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: no room left on the disk of {out / '.unfinished'} for fig2.png: free space there, or write to a "
+        "folder on a larger disk (solo-ncp report)")
