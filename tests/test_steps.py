@@ -1,6 +1,7 @@
 """A pipeline's steps (`solo_ncp.launch.steps`, run by `reproduce`) at their edges: a signal whose
 raise Python swallowed still stops the plan, a step killed by a signal is named so, and a done step
 whose input changed is not skipped."""
+import contextlib
 import json
 import os
 import signal
@@ -129,6 +130,27 @@ def test_a_step_with_more_output_than_a_pipe_holds_runs_to_its_end(tmp_path, mon
         Step("s0/chatty", tmp_path / "chatty", fixed(["--version"]), lambda: None).run("todo")
     assert "failed (exit 2): the last line;" in str(caught.value)
     assert (tmp_path / "chatty" / steps.LOG).read_text().count("x") == 300000
+
+
+def test_a_process_of_the_step_outliving_it_does_not_hold_reproduce(tmp_path, monkeypatch):
+    """The step's output passes through a pipe: a process the step started that outlives it (a
+    stray DataLoader worker, a logger's service) holds the pipe open. reproduce goes on once the
+    step has ended, with its error line."""
+    script = tmp_path / "forks.py"
+    script.write_text("import os, sys, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+                      "print('error: the step failed', flush=True)\nsys.exit(2)\n")
+    popen, started = steps.subprocess.Popen, []
+    monkeypatch.setattr(steps.subprocess, "Popen",
+                        lambda argv, **kwargs: started.append(popen([sys.executable, str(script)], **kwargs)) or started[-1])
+    begin = time.monotonic()
+    try:
+        with pytest.raises(steps.StepFailed) as caught:
+            Step("s0/forks", tmp_path / "forks", fixed(["--version"]), lambda: None).run("todo")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started[0].pid, signal.SIGKILL)  # the step's own process group: the sleeper
+    assert time.monotonic() - begin < 40
+    assert "failed (exit 2): the step failed;" in str(caught.value)
 
 
 def _done_step(tmp_path, rerun=""):

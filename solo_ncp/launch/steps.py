@@ -111,19 +111,20 @@ class Step:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / LOG
         start = time.perf_counter()
-        with open(log, "ab", buffering=0) as stream:
-            output = StepOutput(stream)
-            output.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n".encode(),
-                         keep=False)
+        output = StepOutput(open(log, "ab", buffering=0))
+        output.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} solo-ncp {shlex.join(argv)}\n".encode(), keep=False)
+        try:
             process = subprocess.Popen([sys.executable, "-m", "solo_ncp.cli", *argv],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, preexec_fn=own_group_dying_with_parent)
-            copying = output.copy(process.stdout)
-            try:
-                code = wait_for(process, self.name)
-            finally:
-                copying.join()
-                process.stdout.close()
+        except BaseException:
+            output.log.close()
+            raise
+        copying = output.copy(process.stdout)
+        try:
+            code = wait_for(process, self.name)
+        finally:
+            copying.join(timeout=OUTPUT_AFTER_EXIT_S)
         if code < 0:
             raise StepFailed(f"step {self.name} was killed by {signal.Signals(-code).name}"
                              f"{' (the out-of-memory killer sends it)' if -code == signal.SIGKILL else ''}, "
@@ -143,6 +144,9 @@ class Step:
         return seconds
 
 
+OUTPUT_AFTER_EXIT_S = 10.0
+"""How long reproduce waits, once a step's process has ended, for the rest of its output (the
+pipe's content); a process of the step's that outlives it keeps the pipe open, not reproduce."""
 TAIL_BYTES = 1 << 16
 """How much of a step's latest output reproduce keeps in memory for the error line it reports."""
 
@@ -170,11 +174,16 @@ class StepOutput:
                 self.lost = err
 
     def copy(self, source: BinaryIO) -> threading.Thread:
-        """Starts a thread that writes what `source` (the step's stdout and stderr, a pipe) gives,
-        until it ends; join it once the process has ended."""
+        """Starts a thread that writes what `source` (the step's stdout and stderr, a pipe) gives
+        until it ends, then closes it and the log; join it once the process has ended (a process
+        the step started that outlives it holds the pipe open: the thread ends after it)."""
         def pump() -> None:
-            for chunk in iter(lambda: os.read(source.fileno(), 1 << 16), b""):
-                self.write(chunk)
+            try:
+                for chunk in iter(lambda: os.read(source.fileno(), 1 << 16), b""):
+                    self.write(chunk)
+            finally:
+                source.close()
+                self.log.close()
 
         thread = threading.Thread(target=pump, name="step-output", daemon=True)
         thread.start()
