@@ -247,6 +247,29 @@ def test_a_failed_demo_stage_says_to_run_the_demo_again_elsewhere(tmp_path, monk
         "(solo-ncp demo)")
 
 
+@pytest.mark.parametrize("kind", ["under a file", "a link to nothing", "empty"])
+def test_a_demo_out_it_cannot_use_is_one_line_before_any_stage(kind, tmp_path, monkeypatch, capsys):
+    """Stage 1 failed on it (naming checkpoint.dir, no demo option), then the demo's own line said
+    the stage failed and the folder kept what finished stages wrote; `--out ''` ran a demo in
+    runs/demo-<time>."""
+    from solo_ncp.launch import pipeline
+
+    started = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda title, argv: started.append(title) or 0.0)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    out = {"under a file": tmp_path / "afile" / "sub", "a link to nothing": tmp_path / "dangling", "empty": ""}[kind]
+    assert main(["demo", "--dataset", "digits", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == {
+        "under a file": f"error: cannot write to {out}: {tmp_path / 'afile'} is a file, not a folder: choose another "
+                        "--out (solo-ncp demo)",
+        "a link to nothing": f"error: cannot write to {out}: {out} is a link to nothing (its target is missing, or a "
+                             "loop of links): choose another --out (solo-ncp demo)",
+        "empty": "error: --out '' names no folder: pass the demo's folder, or leave --out out (runs/demo-<time>) "
+                 "(solo-ncp demo)"}[kind]
+    assert started == []
+
+
 def test_an_interrupted_demo_says_to_run_it_again_elsewhere(tmp_path, monkeypatch, capsys):
     """Its stage's own line named that stage's command (`solo-ncp pretrain ... --resume`), which runs
     no demo, and the demo refuses its existing --out."""

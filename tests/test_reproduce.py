@@ -544,9 +544,19 @@ def test_an_override_of_a_path_is_quoted_only_where_hydra_would_misread_it(value
     assert OverridesParser.create().parse_override(written).value() == value
 
 
-@pytest.mark.parametrize("seeds", ["-1", "0,4294967296", "0,a"])
+@pytest.mark.parametrize("methods", ["ncp,,deacl", ",ncp", "ncp,"])
+def test_an_empty_item_of_methods_is_refused(methods, tmp_path, capsys):
+    """It was dropped in silence."""
+    with pytest.raises(SystemExit):
+        main(reproduce_argv(tmp_path / "run", f"--methods={methods}", "--dry-run"))
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --methods: {methods!r} has an empty item: separate the items by single commas, e.g. ncp,deacl")
+
+
+@pytest.mark.parametrize("seeds", ["-1", "0,4294967296", "0,a", "0,,1", "0,"])
 def test_seeds_outside_a_configs_seed_range_are_refused_naming_seeds(seeds, tmp_path, capsys):
-    """`--seeds -1` was refused by select-k's check, naming --select-k-options."""
+    """`--seeds -1` was refused by select-k's check, naming --select-k-options; an empty item
+    ("0,,1") was dropped in silence."""
     with pytest.raises(SystemExit):
         main(reproduce_argv(tmp_path / "run", f"--seeds={seeds}", "--methods", "ncp", "--dry-run"))
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(

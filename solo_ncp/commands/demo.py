@@ -74,14 +74,17 @@ def _demo_interrupted(err: KeyboardInterrupt, out: Path) -> KeyboardInterrupt:
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_ncp.io import atomic_write_text
+    from solo_ncp.io import atomic_write_text, check_writable
     from solo_ncp.launch.pipeline import StageFailed, cpu_scale_overrides, run_stage
     from solo_ncp.zoo import config_path
 
     scale = SCALES[_dataset(args.dataset)]
+    if args.out == "":
+        raise ValueError("--out '' names no folder: pass the demo's folder, or leave --out out (runs/demo-<time>)")
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         raise ValueError(f"{out} exists: pass another --out so no earlier result is overwritten")
+    check_writable(out)
     common = cpu_scale_overrides(scale.dataset, scale.crop_size, scale.subset, out, args.seed)
     simclr = out / "simclr" / "last.ckpt"
     ncp = out / "ncp" / "last.ckpt"

@@ -13,7 +13,13 @@ CHECKED_STEPS = {"select-k": "--select-k-options", "eval": "--eval-options", "po
 
 
 def _names(text: str) -> list:
-    return [name for name in text.split(",") if name]
+    """The items of a comma-separated list; an empty one ("ncp,,deacl", "0,") is refused (argparse
+    names the option)."""
+    names = text.split(",")
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item: separate the items by single commas, "
+                                         "e.g. ncp,deacl")
+    return names
 
 
 def _seeds(text: str) -> list:
@@ -21,7 +27,7 @@ def _seeds(text: str) -> list:
     from solo_ncp.config.ranges import SEED
 
     try:
-        seeds = [int(seed) for seed in _names(text)]
+        seeds = [int(seed) for seed in text.split(",")]
     except ValueError:
         seeds = None
     if seeds is None or not all(SEED.holds(seed) for seed in seeds):
