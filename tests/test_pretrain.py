@@ -104,11 +104,28 @@ def test_a_config_of_the_other_stage_says_which_command_runs_it(tmp_path, capsys
     assert main([command, "--config", str(path), f"checkpoint.dir={tmp_path}"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == {
-        "pretrain": f"error: method=ncp is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint): solo-ncp "
-                    f"train --config {path} ...; pretrain trains stage 1 (simclr, ...) (solo-ncp pretrain)",
+        "pretrain": "error: method=ncp is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint); pretrain "
+                    f"trains stage 1 (simclr, ...): solo-ncp train --config {path} ... (solo-ncp pretrain)",
         "train": f"error: method=simclr is no stage-2 method (ncp, deacl): run it with `solo-ncp pretrain --config "
                  f"{path}`, or pass an ncp / deacl config to train (solo-ncp train)"}[command]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command, config, override", [
+    ("pretrain", "simclr", "method=ncp"), ("pretrain", "simclr", "++method=deacl"), ("train", "ncp", "method=simclr")])
+def test_a_method_override_of_the_other_stage_says_to_drop_it(tmp_path, capsys, command, config, override):
+    """The key check ran first and named a key of the config's own method (`method_kwargs.teacher_ckpt
+    is not read by solo-ncp or simclr ...: remove it`), a fix that led to the next such key."""
+    from solo_ncp.cli import main
+
+    path = ROOT / f"zoo_configs/fashionmnist/{config}.yaml"
+    assert main([command, "--config", str(path), f"checkpoint.dir={tmp_path}", override]) == 2
+    method = override.split("=")[1]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == {
+        "pretrain": f"error: method={method} is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint); "
+                    f"pretrain trains stage 1 (simclr, ...): drop the override {override} (solo-ncp pretrain)",
+        "train": f"error: method={method} is no stage-2 method (ncp, deacl): drop the override {override} "
+                 "(solo-ncp train)"}[command]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: accelerator=gpu trains")

@@ -1,5 +1,6 @@
 """`solo-ncp pretrain`: stage 1, a solo-learn method (SimCLR) through the host's Lightning Trainer."""
 import argparse
+from typing import Optional, Sequence
 
 from solo_ncp.config import (
     augmentation_pipelines,
@@ -34,6 +35,13 @@ def data_record(cfg) -> dict:
     return {} if custom is None else {"data": custom.record()}
 
 
+def method_override(overrides: Sequence[str]) -> Optional[str]:
+    """The override that sets the run's `method` (the last of them), None where the config does."""
+    from solo_ncp.config.overrides import override_key
+
+    return next((override for override in reversed(overrides) if override_key(override) == "method"), None)
+
+
 def run(args: argparse.Namespace) -> int:
     from torchvision import transforms
 
@@ -44,10 +52,14 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.launch.trainer import fit, open_run
     from solo_ncp.methods import solo_ncp_methods
 
-    cfg = load_config(args.config, args.overrides)
-    if str(cfg.method) in solo_ncp_methods():
-        raise ValueError(f"method={cfg.method} is stage 2, which `solo-ncp train` runs (from a stage-1 checkpoint): "
-                         f"solo-ncp train --config {args.config} ...; pretrain trains stage 1 (simclr, ...)")
+    def check_stage1_method(cfg) -> None:
+        if str(cfg.method) in solo_ncp_methods():
+            override = method_override(args.overrides)
+            fix = f"drop the override {override}" if override else f"solo-ncp train --config {args.config} ..."
+            raise ValueError(f"method={cfg.method} is stage 2, which `solo-ncp train` runs (from a stage-1 "
+                             f"checkpoint); pretrain trains stage 1 (simclr, ...): {fix}")
+
+    cfg = load_config(args.config, args.overrides, check_method=check_stage1_method)
     if select(cfg, "knn_eval.enabled", False) and not select(cfg, "data.val", True):
         raise ValueError("knn_eval.enabled=true scores the test split's features, which data.val=false leaves out: "
                          "set data.val=true, or turn the k-NN off (knn_eval.enabled=false)")

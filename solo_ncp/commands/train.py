@@ -3,7 +3,7 @@ import argparse
 
 from omegaconf import OmegaConf
 
-from solo_ncp.commands.pretrain import add_run_arguments, data_record
+from solo_ncp.commands.pretrain import add_run_arguments, data_record, method_override
 from solo_ncp.config import check_stage2_crop_size, dataset_spec, load_config, select
 from solo_ncp.threat_model import check_l2_reach
 
@@ -58,11 +58,15 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.methods import solo_ncp_methods
     from solo_ncp.methods.stage2_options import take_options
 
-    cfg = load_config(args.config, args.overrides)
-    stage2 = solo_ncp_methods()
-    if str(cfg.method) not in stage2:
-        raise ValueError(f"method={cfg.method} is no stage-2 method ({', '.join(stage2)}): run it with `solo-ncp "
-                         f"pretrain --config {args.config}`, or pass an ncp / deacl config to train")
+    def check_stage2_method(cfg) -> None:
+        stage2 = solo_ncp_methods()
+        if str(cfg.method) not in stage2:
+            override = method_override(args.overrides)
+            fix = (f"drop the override {override}" if override else
+                   f"run it with `solo-ncp pretrain --config {args.config}`, or pass an ncp / deacl config to train")
+            raise ValueError(f"method={cfg.method} is no stage-2 method ({', '.join(stage2)}): {fix}")
+
+    cfg = load_config(args.config, args.overrides, check_method=check_stage2_method)
     check_stage2_crop_size(cfg)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")

@@ -1,6 +1,6 @@
 """Reading a run config: the file (a path or a bundled name), its overrides, and every check."""
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -128,10 +128,14 @@ def _override_leaving_out(overrides: Sequence[str], key: str) -> str:
     return "the overrides" if last is None else f"override {last!r}"
 
 
-def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(path, overrides: Sequence[str] = (),
+                check_method: Optional[Callable[[DictConfig], None]] = None) -> DictConfig:
     """Reads a YAML config (a path or a bundled name, `config_file`) and applies overrides in
     Hydra's grammar (see the module's docstring). Hydra's own keys (`hydra:`, a `defaults` list of
-    only `_self_` and `hydra/...` entries) are dropped, as Hydra drops them."""
+    only `_self_` and `hydra/...` entries) are dropped, as Hydra drops them. `check_method(cfg)`:
+    the command's check that it runs the config's `method`, made once the overrides are applied
+    and before its keys are checked against that method's (whose error would name a key, not the
+    method)."""
     path = config_file(path)
     try:
         cfg = OmegaConf.load(path)
@@ -161,6 +165,8 @@ def load_config(path, overrides: Sequence[str] = ()) -> DictConfig:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"{_override_leaving_out(overrides, key)} leaves the config without "
                               f"`{key}`, which it needs: give it a value")
+    if check_method is not None:
+        check_method(cfg)
     check_option_kinds(file_values, cfg)  # first: an override's error names the file's value
     check_config_keys(cfg)
     check_ranges(cfg)
