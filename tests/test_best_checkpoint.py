@@ -159,9 +159,13 @@ def test_a_best_ckpt_asked_for_when_none_was_kept_is_one_error_line(digits_ncp_c
         "train with both set (solo-ncp eval)")
 
 
+FITS = "stage2:++method_kwargs.val_robust_n=64"
+"""The robust monitor's held-out images that the tiny runs' 256 training images leave room for."""
+
+
 def test_reproduce_best_trains_with_save_best_evaluates_best_ckpt_and_records_it(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(reproduce_argv(out, "--methods", "ncp", "--checkpoint", "best", "--dry-run")) == 0
+    assert main(reproduce_argv(out, "--methods", "ncp", "--checkpoint", "best", FITS, "--dry-run")) == 0
     steps = {line.split()[2].rstrip(":"): shlex.split(line.split(": solo-ncp ", 1)[1])
              for line in capsys.readouterr().out.splitlines() if line.startswith("[reproduce] todo")}
     train = steps["s0/ncp"]
@@ -174,11 +178,11 @@ def test_reproduce_best_trains_with_save_best_evaluates_best_ckpt_and_records_it
 
 def test_a_reproduce_folder_recorded_before_the_option_evaluated_last_ckpt(tmp_path, capsys):
     out = tmp_path / "run"
-    record_plan(out, ["deacl"])
+    record_plan(out, ["deacl"], (FITS,))
     settings = json.loads((out / "reproduce.json").read_text())
     assert settings.pop("checkpoint") == "last.ckpt"
     (out / "reproduce.json").write_text(json.dumps(settings))
-    argv = reproduce_argv(out, "--seeds", "0", "--methods", "deacl", "--dry-run")
+    argv = reproduce_argv(out, "--seeds", "0", "--methods", "deacl", FITS, "--dry-run")
     assert main(argv) == 0
     assert main(argv + ["--checkpoint", "best"]) == 2
     assert "(checkpoint: recorded 'last.ckpt', now 'best.ckpt')" in last_error(capsys)

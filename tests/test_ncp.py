@@ -99,6 +99,7 @@ class ClusteringHost(Stage2Hooks):
         self.cluster_features = cluster_features
         self.bank = None
         self.k, self.k_source = 2, "k"
+        self.val_robust_data = None  # no robust monitor
         self.set_cluster_data(TensorDataset(images, torch.zeros(len(images), dtype=torch.long)),
                               batch_size=batch_size)
 

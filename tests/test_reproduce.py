@@ -215,10 +215,11 @@ def _processes() -> list:
     return found
 
 
-def record_plan(out: Path, methods: list):
-    """The plan of `reproduce_argv(out, "--seeds", "0", "--methods", ...)`, its settings recorded in
-    `out` as a run would record them (no step run)."""
-    plan = build_plan(dataset="digits", seeds=[0], methods=methods, evals=["slf"], out=out, overrides=TINY,
+def record_plan(out: Path, methods: list, overrides: tuple = ()):
+    """The plan of `reproduce_argv(out, "--seeds", "0", "--methods", ..., *overrides)`, its settings
+    recorded in `out` as a run would record them (no step run)."""
+    plan = build_plan(dataset="digits", seeds=[0], methods=methods, evals=["slf"], out=out,
+                      overrides=[*overrides, *TINY],
                       teacher=None, config_dir=CONFIGS, select_k_options=OPTIONS[0].split("=", 1)[1],
                       eval_options=[OPTIONS[1].split("=", 1)[1]], poc_options=OPTIONS[2].split("=", 1)[1])
     out.mkdir()
@@ -542,6 +543,71 @@ def test_an_override_of_a_path_is_quoted_only_where_hydra_would_misread_it(value
 
     assert override_of("k", value) == written
     assert OverridesParser.create().parse_override(written).value() == value
+
+
+@pytest.mark.parametrize("extra, error", [
+    (["--checkpoint", "best"], "method_kwargs.val_robust_n=512 training images held out for the robust monitor "
+                               "leave 0 of the 256 to train on: lower method_kwargs.val_robust_n"),
+    (["stage2:+method_kwargs.val_robust_every=1"], "method_kwargs.val_robust_n=512 training images held out for the "
+                                                   "robust monitor leave 0 of the 256 to train on: lower "
+                                                   "method_kwargs.val_robust_n"),
+    (["ncp:method_kwargs.k=300"], "K=300 clusters (method_kwargs.k) but the training set has only 256 images: lower K"),
+    (["--checkpoint", "best", "stage2:+method_kwargs.val_robust_n=200", "ncp:method_kwargs.k=100"],
+     "K=100 clusters (method_kwargs.k) but the training set has only 56 images after method_kwargs.val_robust_n=200 "
+     "held out for the robust monitor: lower K or method_kwargs.val_robust_n"),
+    (["stage2:optimizer.batch_size=512"], "the training set has 256 images, fewer than optimizer.batch_size=512: "
+                                          "lower the batch size"),
+], ids=["best checkpoint", "robust monitor", "K", "K after the held-out images", "batch size"])
+def test_a_stage_2_setting_its_training_images_cannot_hold_stops_reproduce_before_stage_1(extra, error, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """These were found by the stage-2 training, after stage 1, select-k and the PoC had run, and the
+    fix, a changed setting, was then refused in the same --out."""
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", *extra)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: ncp (ncp.yaml): {error} (solo-ncp reproduce)"
+    assert started == []
+
+
+def test_an_slf_only_option_aimed_at_alf_is_refused_and_one_given_to_all_is_left_out_of_alf(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """`--eval-options=alf=--cache-features` was dropped in silence (eval refuses it for ALF)."""
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: pytest.fail("a step started"))
+    common = ["--seeds", "0", "--methods", "ncp", "--eval", "slf", "--eval", "alf=ncp"]
+    assert main(["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(tmp_path / "a"),
+                 *common, "--eval-options=alf=--cache-features", *TINY]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: step s0/eval-ncp-alf would fail: --cache-features is SLF only: --mode alf attacks images through the "
+        "encoder; drop --cache-features (check --eval-options) (solo-ncp reproduce)")
+    assert main(["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(tmp_path / "b"),
+                 *common, "--eval-options=--cache-features", "--dry-run", *TINY]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if "solo-ncp eval " in line]
+    assert [("--mode slf" in line, "--cache-features" in line) for line in commands] == [
+        (True, True), (True, True), (False, False)], commands
+
+
+def test_a_strong_augmentation_of_a_stage_2_config_stops_reproduce_before_stage_1(tmp_path, monkeypatch, capsys):
+    """solo-ncp train would have trained without it, in silence."""
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: pytest.fail("a step started"))
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp",
+                               "stage2:augmentations.0.solarization.prob=1.0")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: ncp (ncp.yaml): augmentations.0.solarization.prob=1.0: stage 2 trains on the paper's weak augmentation "
+        "only (pad_crop, a crop of crop_size, horizontal_flip), one view, so solo-ncp train would not apply it: switch "
+        "it off (its prob 0, rrc.enabled false) (solo-ncp reproduce)")
+
+
+@pytest.mark.parametrize("methods, config, method", [("ncp=deacl,deacl", "deacl.yaml", "deacl"),
+                                                     ("deacl=ncp", "ncp.yaml", "ncp")])
+def test_a_label_that_names_another_stage_2_method_is_refused(methods, config, method, tmp_path, capsys):
+    """`--methods ncp=deacl,deacl` ran, and Table 2's row `ncp` held a DeACL encoder."""
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", methods, "--dry-run")) == 2
+    label = methods.split("=")[0]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: method label {label!r} is the name of the {label} method, but {config} trains method={method}, whose "
+        f"rows would read as {label}'s: give it another label, e.g. {method}-b={config[:-5]} (solo-ncp reproduce)")
+    assert main(reproduce_argv(tmp_path / "ok", "--seeds", "0", "--methods", f"{method}-b={config[:-5]}",
+                               "--dry-run")) == 0
 
 
 @pytest.mark.parametrize("methods", ["ncp,,deacl", ",ncp", "ncp,"])

@@ -154,3 +154,21 @@ def test_solo_learn_mains_own_launcher_refuses_another_crop_too(crop, refused):
             METHODS["ncp"].add_and_assert_specific_cfg(cfg)
     else:
         assert METHODS["ncp"].add_and_assert_specific_cfg(cfg).method_kwargs.k == 7
+
+
+@pytest.mark.parametrize("override, named", [
+    ("augmentations.0.solarization.prob=1.0", "solarization.prob=1.0"),
+    ("augmentations.0.color_jitter.prob=0.8", "color_jitter.prob=0.8"),
+    ("augmentations.0.gaussian_blur.prob=0.5", "gaussian_blur.prob=0.5"),
+    ("augmentations.0.rrc.enabled=true", "rrc.enabled=true"),
+])
+def test_a_strong_augmentation_switched_on_is_refused_before_any_work(tmp_path, capsys, builds, override, named):
+    """solo-ncp train applies pad_crop, crop_size and horizontal_flip only: these trained without
+    them, exit 0, and config.yaml recorded them as set."""
+    assert train_stage2(tmp_path / "runs", tmp_path / "teacher.ckpt", "data.dataset=digits",
+                        f"augmentations.0.crop_size={SIDES['digits']()}", "max_epochs=1", "name=aug", override) == 2
+    assert error_line(capsys) == (
+        f"error: augmentations.0.{named}: stage 2 trains on the paper's weak augmentation only (pad_crop, a crop of "
+        "crop_size, horizontal_flip), one view, so solo-ncp train would not apply it: switch it off (its prob 0, "
+        "rrc.enabled false) (solo-ncp train)")
+    assert builds == [] and not (tmp_path / "runs").exists()

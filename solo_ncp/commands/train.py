@@ -4,7 +4,13 @@ import argparse
 from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record, method_override
-from solo_ncp.config import check_stage2_crop_size, dataset_spec, load_config, select
+from solo_ncp.config import (
+    check_stage2_augmentation,
+    check_stage2_crop_size,
+    dataset_spec,
+    load_config,
+    select,
+)
 from solo_ncp.threat_model import check_l2_reach
 
 
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides, check_method=check_stage2_method)
     check_stage2_crop_size(cfg)
+    check_stage2_augmentation(cfg)
     if select(cfg, "method_kwargs.teacher_ckpt") is None:
         raise ValueError("stage 2 needs method_kwargs.teacher_ckpt=<stage-1 last.ckpt>")
     options = take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))

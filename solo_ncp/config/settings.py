@@ -84,6 +84,30 @@ def check_stage2_crop_size(cfg: DictConfig) -> None:
                           f"stage 2 pads and crops back to the image size; set augmentations.0.crop_size={size}")
 
 
+STRONG_AUGMENTATIONS = ("color_jitter", "grayscale", "gaussian_blur", "solarization", "equalization")
+"""solo-learn's augmentations a stage-2 config may list (solo-learn main's main_pretrain.py reads the
+file) only switched off: `solo-ncp train` applies the paper's weak augmentation alone."""
+
+
+def check_stage2_augmentation(cfg: DictConfig) -> None:
+    """Refuses what `solo-ncp train` would not apply: a strong augmentation switched on
+    (STRONG_AUGMENTATIONS with prob > 0, `rrc.enabled`) or a second pipeline. Stage 2 trains on one
+    view, padded, cropped back (`crop_size`) and flipped (`pad_crop`, `horizontal_flip`)."""
+    pipelines = cfg.get("augmentations") or []
+    weak = ("stage 2 trains on the paper's weak augmentation only (pad_crop, a crop of crop_size, "
+            "horizontal_flip), one view")
+    if len(pipelines) > 1:
+        raise ConfigError(f"augmentations has {len(pipelines)} pipelines, and solo-ncp train reads only the first: "
+                          f"{weak}: remove the others")
+    first = pipelines[0] if pipelines else {}
+    switched_on = [f"{name}.prob={select(first, f'{name}.prob')}" for name in STRONG_AUGMENTATIONS
+                   if float(select(first, f"{name}.prob", 0) or 0) > 0]
+    switched_on += ["rrc.enabled=true"] if select(first, "rrc.enabled", False) else []
+    if switched_on:
+        raise ConfigError(f"augmentations.0.{switched_on[0]}: {weak}, so solo-ncp train would not apply it: switch "
+                          "it off (its prob 0, rrc.enabled false)")
+
+
 def run_block(cfg: DictConfig, name: str) -> Dict:
     """The block `name` of `RUN_BLOCKS` as a plain dict without its null keys ({} when absent).
     Keys the block does not take were refused with the config's other unread keys

@@ -39,13 +39,61 @@ def held_out_split(length: int, n: int, seed: int) -> Tuple[List[int], List[int]
     the first `n` of a permutation drawn by `torch.randperm` from a generator seeded with `seed`, are
     held out (in that drawn order); the rest are trained on, in increasing order. ConfigError when
     `n` leaves fewer than one image to train on."""
+    check_held_out(length, n)
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n:]), order[:n]
+
+
+def check_held_out(length: int, n: int) -> None:
+    """ConfigError when holding out `n` of `length` training images for the robust monitor leaves
+    fewer than one to train on."""
     if not 0 < n < length:
         raise ConfigError(
             f"method_kwargs.val_robust_n={n} training images held out for the robust monitor leave "
             f"{max(length - n, 0)} of the {length} to train on: lower method_kwargs.val_robust_n"
         )
-    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(order[n:]), order[:n]
+
+
+def check_batch_fits(length: int, batch_size: int) -> None:
+    """ConfigError when a drop-last loader of `batch_size` over `length` images has no batch."""
+    if length < batch_size:
+        raise ConfigError(
+            f"the training set has {length} images, fewer than optimizer.batch_size="
+            f"{batch_size}: lower the batch size"
+        )
+
+
+def training_images(cfg: DictConfig) -> Optional[int]:
+    """How many images a training of `cfg` reads: `data.subset`, else the size of the pretraining
+    split; None where that is not known cheaply (its files are not here; STL-10, whose 105,000
+    images torchvision reads whole to count them)."""
+    subset = select(cfg, "data.subset")
+    if subset is not None:
+        return int(subset)
+    if cfg.data.dataset == "stl10":
+        return None
+    try:
+        return len(config_dataset(cfg, "pretrain", None))
+    except (DatasetNotFoundError, ConfigError):
+        return None
+
+
+def check_stage2_sizes(cfg: DictConfig, options: dict) -> None:
+    """The checks a stage-2 training makes of its training images, made from config `cfg` and its
+    stage-2 `options` (`take_options`) before any training: the robust monitor's held-out images,
+    a fixed K (`method_kwargs.k`) and the batch size against what is left."""
+    from solo_ncp.methods.stage2_options import check_clusters_fit
+
+    length = training_images(cfg)
+    if length is None:
+        return
+    held_out = options["val_robust_n"] if options["val_robust_every"] else None
+    if held_out is not None:
+        check_held_out(length, held_out)
+        length -= held_out
+    if str(cfg.method) == "ncp" and options["k"] is not None:
+        check_clusters_fit(options["k"], "method_kwargs.k", length, held_out)
+    check_batch_fits(length, int(cfg.optimizer.batch_size))
 
 
 def train_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:
@@ -53,11 +101,7 @@ def train_loader(cfg: DictConfig, dataset: Dataset) -> DataLoader:
     order and its workers' seeds are drawn from torch's global RNG when each epoch's iterator is
     made, after `callbacks.EpochSeeds` reseeded it; workers are started anew each epoch for that."""
     batch_size = int(cfg.optimizer.batch_size)
-    if len(dataset) < batch_size:
-        raise ConfigError(
-            f"the training set has {len(dataset)} images, fewer than optimizer.batch_size="
-            f"{batch_size}: lower the batch size"
-        )
+    check_batch_fits(len(dataset), batch_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,

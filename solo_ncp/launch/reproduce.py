@@ -257,6 +257,17 @@ def parse_methods(specs: Sequence[str], config_dir: Path) -> List[Method]:
     return methods
 
 
+def check_label(method: Method, cfg) -> None:
+    """ValueError when `method`'s label is the name of a stage-2 method other than the one its
+    config `cfg` (with its overrides) trains: the label names the encoder's rows in every table."""
+    from solo_ncp.eval.protocol import STAGE2_METHODS
+
+    if method.label in STAGE2_METHODS and str(cfg.method) != method.label:
+        raise ValueError(f"method label {method.label!r} is the name of the {method.label} method, but "
+                         f"{method.config.name} trains method={cfg.method}, whose rows would read as "
+                         f"{method.label}'s: give it another label, e.g. {cfg.method}-b={method.config.stem}")
+
+
 def parse_evals(specs: Sequence[str], encoders: Sequence[str], modes: Sequence[str]) -> Dict[str, List[str]]:
     """{evaluation: [encoder, ...]} from `EVALUATION` (every encoder) or `EVALUATION=enc1,enc2`;
     `modes`: the evaluations allowed (see `evaluation_kinds`)."""
@@ -318,10 +329,11 @@ def stage_config(label: str, path: Path, overrides: Sequence[str], unscoped: Seq
 
 def checked_config(label: str, path: Path, overrides: Sequence[str]):
     """The config with its overrides; a stage-2 config's options checked as its training will."""
-    from solo_ncp.config import load_config
+    from solo_ncp.config import check_stage2_augmentation, load_config
 
     cfg = load_config(path, overrides)
     if label != STAGE1:
+        check_stage2_augmentation(cfg)
         check_stage2_options(cfg)
     return cfg
 
@@ -343,6 +355,22 @@ def check_stage2_options(cfg) -> None:
     from solo_ncp.methods.stage2_options import take_options
 
     take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
+
+
+def check_stage_sizes(label: str, path: Path, cfg) -> None:
+    """The training images of stage-2 step `label` (config `path`, loaded as `cfg` with the
+    overrides it trains with) checked as its training will (`check_stage2_sizes`: the robust
+    monitor's held-out images, a fixed K, the batch size), before stage 1 trains; the error names
+    the step."""
+    from omegaconf import OmegaConf
+
+    from solo_ncp.launch.data import check_stage2_sizes
+    from solo_ncp.methods.stage2_options import take_options
+
+    try:
+        check_stage2_sizes(cfg, take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True)))
+    except ValueError as err:
+        raise ValueError(f"{label} ({path.name}): {err}") from None
 
 
 def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
@@ -468,8 +496,11 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                         for m in chosen}
     for m in chosen:
         configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
-        if checkpoint == BEST:
+        if checkpoint == BEST:  # checked again as it will train: keeping best.ckpt holds images out
             stage2_overrides[m.label] += best_checkpoint_overrides(configs[m.label])
+            configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
+        check_label(m, configs[m.label])
+        check_stage_sizes(m.label, m.config, configs[m.label])
     if teacher is not None:
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
@@ -526,8 +557,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
             mode, head = mode_and_head(kind)
             for name in names:
                 folder = base / f"eval-{name}-{kind}"
-                extra = eval_argv[None] + eval_argv.get(mode, [])
-                extra = extra if mode == "slf" else without(extra, SLF_ONLY)
+                shared = eval_argv[None] if mode == "slf" else without(eval_argv[None], SLF_ONLY)
+                extra = shared + eval_argv.get(mode, [])  # one aimed at this mode is its, as given
                 plan.steps.append(Step(f"s{seed}/eval-{name}-{kind}", folder, fixed(
                     ["eval", "--ckpt", str(checkpoints[name]), *encoder_args, "--mode", mode,
                      "--head", head, "--method", name, *extra, "--out", str(folder)]),

@@ -20,7 +20,7 @@ from solo_ncp.eval.protocol import TEST_PGD_STEPS
 from solo_ncp.eval.robust import evaluate
 from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
-from solo_ncp.methods.stage2_options import OPTION_NAMES
+from solo_ncp.methods.stage2_options import OPTION_NAMES, check_clusters_fit
 from solo_ncp.models.backbones import BackboneSpec, features_dim
 from solo_ncp.models.checkpoint import CLUSTERING_STATE_KEY, META_KEY, assumed_normalization
 from solo_ncp.models.dual_bn import bn_branch
@@ -169,14 +169,10 @@ class Stage2Hooks:
         loader's indices: what the per-epoch clustering encodes. ValueError naming the option when
         K exceeds its images (it failed at the first clustering without naming it), and the robust
         monitor's held-out images (`set_val_robust_data`, called first) where there are some."""
-        if self.uses_clusters and self.k > len(dataset):
+        if self.uses_clusters:
             source = "method_kwargs.k" if self.k_source == "k" else "method_kwargs.k_file's K"
-            held_out = self.val_robust_data is not None
-            raise ValueError(
-                f"K={self.k} clusters ({source}) but the training set has only {len(dataset)} images"
-                + (f" after method_kwargs.val_robust_n={self.val_robust_n} held out for the robust monitor" if held_out
-                   else "")
-                + f": lower K{' or method_kwargs.val_robust_n' if held_out else ''}")
+            check_clusters_fit(self.k, source, len(dataset),
+                               self.val_robust_n if self.val_robust_data is not None else None)
         self.cluster_data = dataset
         self.cluster_loader_args = dict(batch_size=batch_size, num_workers=num_workers)
 

@@ -135,3 +135,15 @@ def take_options(values: Dict) -> Dict[str, Any]:
     for size in ("eps", "alpha"):
         check_budget(options["norm"], options[size], f"method_kwargs.{size}")
     return options
+
+
+def check_clusters_fit(k: int, source: str, images: int, held_out: Optional[int] = None) -> None:
+    """ValueError naming the option (`source`: "method_kwargs.k", or the k_file's K) when K clusters
+    exceed the `images` a training clusters, left after `held_out` images for the robust monitor
+    (None: none held out)."""
+    if k > images:
+        raise ValueError(
+            f"K={k} clusters ({source}) but the training set has only {images} images"
+            + (f" after method_kwargs.val_robust_n={held_out} held out for the robust monitor" if held_out is not None
+               else "")
+            + f": lower K{' or method_kwargs.val_robust_n' if held_out is not None else ''}")
