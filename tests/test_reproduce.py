@@ -116,6 +116,14 @@ def test_the_same_command_again_skips_every_step(two_seeds, capsys):
     assert snapshot(two_seeds / "s0") | snapshot(two_seeds / "s1") == before
 
 
+def test_a_repeated_key_that_takes_the_recorded_effect_finds_every_step_done(two_seeds, capsys):
+    """`max_epochs=2` before the recorded `max_epochs=1` trains as the record says (the last wins, and
+    the folder took it): the finished trainings were listed as partial and resumed, with nothing to train."""
+    argv = reproduce_argv(two_seeds, "--seeds", "0,1", "--methods", "ncp,deacl", "max_epochs=2", "--dry-run")
+    assert main(argv) == 0
+    assert "17 of 17 steps done (dry run: nothing ran)" in capsys.readouterr().out
+
+
 def test_a_call_naming_fewer_methods_keeps_the_recorded_ones_in_the_report(two_seeds, capsys):
     """--methods ncp on the folder of ncp and deacl: every step is done, the report (deacl's rows
     included) stays as it is."""
@@ -137,19 +145,36 @@ def test_dry_run_lists_the_steps_and_which_are_done(two_seeds, capsys):
 
 
 def test_a_failed_step_is_one_error_line_naming_the_step_and_its_log(digits_simclr_ckpt, tmp_path, capsys):
-    """select-k fails when it runs (K beyond the 256 training images): the error line names the
-    step, the step's own error and its log; no later step starts."""
-    out = tmp_path / "run"
-    argv = reproduce_argv(out, "--seeds", "0", "--methods", "deacl", "--teacher", str(digits_simclr_ckpt),
-                          "--select-k-options=--k-min 5 --k-max 500", tiny=TINY_RESNET18)
+    """select-k fails when it runs (its dataset's files are not in data.train_path): the error line
+    names the step, the step's own error and its log; no later step starts."""
+    out, data = tmp_path / "run", tmp_path / "no-data"
+    data.mkdir()
+    argv = ["reproduce", "--dataset", "fashionmnist", "--config-dir", str(CONFIGS), "--out", str(out), "--seeds", "0",
+            "--methods", "deacl", "--teacher", str(digits_simclr_ckpt), *OPTIONS, f"data.train_path={data}",
+            *TINY_RESNET18]
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     log = out / "s0" / "select-k" / "step.log"
-    assert last.startswith("error: step s0/select-k failed (exit 2): the sweep reaches K=500, and the silhouette "
-                           "needs K <= N-1 = 255 for the 256 training images"), last
-    assert last.endswith(f"; once that is mended, running reproduce again continues from this step; its log: {log} "
-                         "(solo-ncp reproduce)")
+    assert last.startswith("error: step s0/select-k failed (exit 2): dataset 'fashionmnist' not found: expected "
+                           f"train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                           f"t10k-labels-idx1-ubyte.gz in {data} or "), last
+    assert last.endswith(f"; once that is mended, running reproduce again continues from this step (a mend that "
+                         f"changes reproduce's settings needs another --out); its log: {log} (solo-ncp reproduce)")
     assert sorted(p.name for p in (out / "s0").iterdir()) == ["select-k"]
+
+
+def test_a_sweep_beyond_the_training_images_stops_reproduce_before_any_step(digits_simclr_ckpt, tmp_path, capsys,
+                                                                             monkeypatch):
+    """select-k failed when it ran (after stage 1 where there is one): K=500 beyond the 256
+    training images is now found from data.subset with the other step options."""
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: pytest.fail("a step started"))
+    argv = reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "deacl",
+                          "--select-k-options=--k-min 5 --k-max 500")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: step s0/select-k would fail: the sweep reaches K=500, and the silhouette needs K <= N-1 = 255 for the "
+        "256 training images: pass --k-max <= 255, or more images (--train-n) (check --select-k-options) "
+        "(solo-ncp reproduce)")
 
 
 def _cli(*args) -> list:
@@ -573,14 +598,12 @@ def test_an_slf_only_option_aimed_at_alf_is_refused_and_one_given_to_all_is_left
                                                                                              capsys):
     """`--eval-options=alf=--cache-features` was dropped in silence (eval refuses it for ALF)."""
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: pytest.fail("a step started"))
-    common = ["--seeds", "0", "--methods", "ncp", "--eval", "slf", "--eval", "alf=ncp"]
-    assert main(["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(tmp_path / "a"),
-                 *common, "--eval-options=alf=--cache-features", *TINY]) == 2
+    common = ["--seeds", "0", "--methods", "ncp", "--eval", "slf", "--eval", "alf=ncp"]  # OPTIONS: --cache-features
+    assert main(reproduce_argv(tmp_path / "a", *common, "--eval-options=alf=--cache-features")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: step s0/eval-ncp-alf would fail: --cache-features is SLF only: --mode alf attacks images through the "
         "encoder; drop --cache-features (check --eval-options) (solo-ncp reproduce)")
-    assert main(["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(tmp_path / "b"),
-                 *common, "--eval-options=--cache-features", "--dry-run", *TINY]) == 0
+    assert main(reproduce_argv(tmp_path / "b", *common, "--dry-run")) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if "solo-ncp eval " in line]
     assert [("--mode slf" in line, "--cache-features" in line) for line in commands] == [
         (True, True), (True, True), (False, False)], commands

@@ -2,6 +2,7 @@
 own select-k and proof of concept, each stage-2 method, each evaluation through both BN branches -
 then `report`. Running the same command again skips finished steps and resumes an interrupted one."""
 import argparse
+from typing import Optional
 
 from solo_ncp.launch.reproduce import STAGE1, STAGE2_SCOPE
 from solo_ncp.run_files import BEST, LAST
@@ -95,12 +96,13 @@ def config_dir(args: argparse.Namespace):
     return zoo_dir() / args.dataset
 
 
-def check_step_arguments(steps, num_classes: int) -> None:
+def check_step_arguments(steps, num_classes: int, training_images: Optional[int] = None) -> None:
     """Parses each select-k, eval and poc step's argv as that command would and runs its
     `check_arguments` (no I/O), so a bad option passed through --select-k-options, --eval-options
     or --poc-options stops reproduce before the trainings, not after them; an eval's AutoAttack
-    must run on the dataset's `num_classes`. poc's --k, read from select-k's k.json when poc runs
-    (a placeholder until then), is checked then."""
+    must run on the dataset's `num_classes`; select-k's sweep must fit the `training_images` it
+    reads (its --train-n of them; None: not known, checked when it runs). poc's --k, read from
+    select-k's k.json when poc runs (a placeholder until then), is checked then."""
     import importlib
 
     from solo_ncp.cli import COMMANDS, build_parser, parse_command
@@ -118,6 +120,10 @@ def check_step_arguments(steps, num_classes: int) -> None:
             importlib.import_module(f"solo_ncp.commands.{COMMANDS[command][0]}").check_arguments(args)
             if command == "eval" and args.aa_n != 0:
                 check_autoattack_classes(args.aa_version, args.aa_attacks, num_classes)
+            if command == "select-k" and training_images is not None:
+                from solo_ncp.commands.select_k import check_sweep_fits
+
+                check_sweep_fits(args, min(training_images, args.train_n or training_images))
         except ValueError as err:
             raise ValueError(f"step {step.name} would fail: {err} (check {CHECKED_STEPS[command]})") from None
 
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                           teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
                           poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
-        check_step_arguments(plan.steps, plan.num_classes)
+        check_step_arguments(plan.steps, plan.num_classes, plan.training_images)
         for note in plan.notes:
             print(f"[reproduce] note: {note}")
         rows = run_plan(plan, args.dry_run)

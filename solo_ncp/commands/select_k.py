@@ -62,6 +62,17 @@ def swept_k(args: argparse.Namespace) -> range:
     return range(args.k_min, args.k_max + 1, args.k_step)
 
 
+def check_sweep_fits(args: argparse.Namespace, n: int) -> None:
+    """ValueError when the sweep reaches a K the silhouette of `n` training images cannot score
+    (it needs K <= n - 1), with the option that mends it."""
+    swept = swept_k(args)
+    if swept[-1] >= n:
+        fix = (f"pass --train-n {args.k_min + 1} or more (the sweep starts at --k-min {args.k_min})"
+               if args.k_min >= n else f"pass --k-max <= {n - 1}, or more images (--train-n)")
+        raise ValueError(f"the sweep reaches K={swept[-1]}, and the silhouette needs K <= N-1 = {n - 1} for the {n} "
+                         f"training images: {fix}")
+
+
 def run(args: argparse.Namespace) -> int:
     from torch.nn import functional as F
     from torch.utils.data import DataLoader
@@ -81,12 +92,8 @@ def run(args: argparse.Namespace) -> int:
     note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
     spec = dataset_of(args, encoder, test=False)
     train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
-    swept, n = swept_k(args), len(train_set)
-    if swept[-1] >= n:
-        fix = (f"pass --train-n {args.k_min + 1} or more (the sweep starts at --k-min {args.k_min})"
-               if args.k_min >= n else f"pass --k-max <= {n - 1}, or more images (--train-n)")
-        raise ValueError(f"the sweep reaches K={swept[-1]}, and the silhouette needs K <= N-1 = {n - 1} for the {n} "
-                         f"training images: {fix}")
+    check_sweep_fits(args, len(train_set))
+    swept = swept_k(args)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
     features, _ = extract_features(encoder.model, loader, device=device)
     features = F.normalize(features.to(device), dim=1)

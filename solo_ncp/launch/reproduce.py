@@ -78,6 +78,8 @@ class Plan:
     settings: Dict = field(default_factory=dict)
     num_classes: int = 0
     """The dataset's classes (custom data: its class folders)."""
+    training_images: Optional[int] = None
+    """The images the steps train and select K on (`launch.data.training_images`; None: not known)."""
     notes: List[str] = field(default_factory=list)
     """What the plan leaves unused, said before its steps."""
 
@@ -452,11 +454,14 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     trainings then keep it: `best_checkpoint_overrides`)."""
     from solo_ncp.config import dataset_spec
     from solo_ncp.eval.protocol import MODES
+    from solo_ncp.launch.data import training_images
 
     check_seeds(seeds)
     chosen = parse_methods(methods, config_dir)
     recorded = read_record(out)
     if recorded is not None:
+        if effective(overrides) == effective(recorded["overrides"]):  # the recorded spelling: the same commands
+            overrides = list(recorded["overrides"])
         seeds = list(dict.fromkeys([*recorded["seeds"], *seeds]))
         kept = set(recorded["methods"]) - {m.label for m in chosen}
         unnamed = [item for item in overrides if scope_of(item) in kept and item not in recorded["overrides"]]
@@ -505,7 +510,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
 
-    plan = Plan(out, num_classes=dataset_spec(configs[chosen[0].label]).num_classes)
+    plan = Plan(out, num_classes=dataset_spec(configs[chosen[0].label]).num_classes,
+                training_images=training_images(configs[chosen[0].label]))
     if unread:
         plan.notes.append(f"--teacher replaces stage 1, so no {STAGE1} step reads {', '.join(unread)}")
     plan.settings = {

@@ -132,8 +132,8 @@ class Step:
                              f"{log}{output.lost_note()}")
         if code != 0:
             raise StepFailed(f"step {self.name} failed (exit {code}): {last_error(output.tail_text())}; once that "
-                             f"is mended, running reproduce again continues from this step; its log: "
-                             f"{log}{output.lost_note()}")
+                             f"is mended, running reproduce again continues from this step (a mend that changes "
+                             f"reproduce's settings needs another --out); its log: {log}{output.lost_note()}")
         missing = self.missing()
         if missing is not None:
             raise StepFailed(f"step {self.name} exited 0 but {missing}: not marked done; its log: {log}"
