@@ -98,7 +98,7 @@ def world(tmp_path_factory, digits_simclr_ckpt):
     paths.update({p.stem: p for p in root.glob("*.ckpt")})
     plan = build_plan(dataset="digits", seeds=[0], methods=["ncp"], evals=["slf"], out=root / "repro",
                       overrides=REPRODUCE[REPRODUCE.index("--out") + 2:], teacher=digits_simclr_ckpt,
-                      config_dir=ROOT / "zoo_configs/fashionmnist")
+                      config_dir=ROOT / "zoo_configs/fashionmnist", select_k_options="--k-min 5 --k-max 10 --k-step 5")
     (root / "repro").mkdir()
     (root / "repro" / "reproduce.json").write_text(json.dumps(plan.settings))
     assert main([*EVAL, "--ckpt", str(digits_simclr_ckpt), "--out", str(root / "simclr-eval")]) == 0
@@ -143,7 +143,8 @@ def custom_eval(world, *options):
 
 
 REPRODUCE = ["reproduce", "--dataset", "digits", "--config-dir", str(ROOT / "zoo_configs/fashionmnist"),
-             "--out", "OUT", "data.subset=256", "augmentations.0.crop_size=8"]
+             "--select-k-options=--k-min 5 --k-max 10 --k-step 5", "--out", "OUT", "data.subset=256",
+             "augmentations.0.crop_size=8"]
 
 
 def reproduce(world, *options, out="repro"):

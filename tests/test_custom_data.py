@@ -325,7 +325,8 @@ def test_autoattack_needing_more_classes_than_the_data_has_is_refused_before_the
 def test_reproduce_refuses_such_an_autoattack_before_its_first_step(folders, tmp_path, capsys):
     fashion = str(ROOT / "zoo_configs/fashionmnist")
     argv = ["reproduce", "--dataset", "custom", "--config-dir", fashion, "--methods", "ncp", "--out",
-            str(tmp_path / "run"), "--dry-run", *custom_overrides(folders)[1:]]
+            str(tmp_path / "run"), "--dry-run", "--select-k-options=--k-min 2 --k-max 4 --k-step 1",
+            *custom_overrides(folders, "optimizer.batch_size=8")[1:]]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: step s0/eval-simclr-slf would fail: AutoAttack standard runs attacks this dataset's 3 classes "
