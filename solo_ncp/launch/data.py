@@ -80,8 +80,8 @@ def training_images(cfg: DictConfig) -> Optional[int]:
 
 def check_stage2_sizes(cfg: DictConfig, options: dict) -> None:
     """The checks a stage-2 training makes of its training images, made from config `cfg` and its
-    stage-2 `options` (`take_options`) before any training: the robust monitor's held-out images,
-    a fixed K (`method_kwargs.k`) and the batch size against what is left."""
+    stage-2 `options` (checked ones, with their defaults) before any training: the robust monitor's
+    held-out images, a fixed K (`method_kwargs.k`) and the batch size against what is left."""
     from solo_ncp.methods.stage2_options import check_clusters_fit
 
     length = training_images(cfg)

@@ -361,16 +361,16 @@ def check_stage2_options(cfg) -> None:
 
 def check_stage_sizes(label: str, path: Path, cfg) -> None:
     """The training images of stage-2 step `label` (config `path`, loaded as `cfg` with the
-    overrides it trains with) checked as its training will (`check_stage2_sizes`: the robust
-    monitor's held-out images, a fixed K, the batch size), before stage 1 trains; the error names
-    the step."""
+    overrides it trains with, its options checked: `checked_config`) checked as its training will
+    (`check_stage2_sizes`: the robust monitor's held-out images, a fixed K, the batch size), before
+    stage 1 trains; the error names the step."""
     from omegaconf import OmegaConf
 
     from solo_ncp.launch.data import check_stage2_sizes
-    from solo_ncp.methods.stage2_options import take_options
+    from solo_ncp.methods.stage2_options import with_defaults
 
     try:
-        check_stage2_sizes(cfg, take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True)))
+        check_stage2_sizes(cfg, with_defaults(OmegaConf.to_container(cfg.method_kwargs, resolve=True)))
     except ValueError as err:
         raise ValueError(f"{label} ({path.name}): {err}") from None
 

@@ -137,6 +137,12 @@ def take_options(values: Dict) -> Dict[str, Any]:
     return options
 
 
+def with_defaults(values: Dict) -> Dict[str, Any]:
+    """`values` (a config's method_kwargs) with each option's default where it gives none; not
+    checked (`take_options` checks them)."""
+    return {o.name: values.get(o.name, o.default) for o in OPTIONS}
+
+
 def check_clusters_fit(k: int, source: str, images: int, held_out: Optional[int] = None) -> None:
     """ValueError naming the option (`source`: "method_kwargs.k", or the k_file's K) when K clusters
     exceed the `images` a training clusters, left after `held_out` images for the robust monitor
