@@ -386,14 +386,13 @@ def _in_255ths(value: object) -> str:
     return f"{value * 255:.3g}/255" if isinstance(value, (int, float)) else str(value)
 
 
-def _poc_legend(block: str, records: PocRecords, selections: Sequence[Dict]) -> str:
-    """The protocol of Table-1 row block `block`: its seeds, their K (one, or each seed's silhouette
-    K in seed order), PGD steps and step size, and test images."""
-    settings = _poc_settings(records[0][1], selections)
-    ordered = [record["settings"] for record in sorted((record for _, record in records), key=_seed_order)]
-    seeds = ", ".join(str(seed.get("seed", NOT_RECORDED)) for seed in ordered)
+def _poc_legend(block: str, records: Sequence[Mapping], selections: Sequence[Dict]) -> str:
+    """The protocol of Table-1 row block `block` (its poc.json `records`, in seed order): its seeds,
+    their K (one, or each seed's silhouette K), PGD steps and step size, and test images."""
+    settings = _poc_settings(records[0], selections)
+    seeds = ", ".join(str(record["settings"].get("seed", NOT_RECORDED)) for record in records)
     if settings["K"] == SILHOUETTE_K:
-        k = f"K {', '.join(str(seed.get('k', NOT_RECORDED)) for seed in ordered)} ({SILHOUETTE_K})"
+        k = f"K {', '.join(str(record['settings'].get('k', NOT_RECORDED)) for record in records)} ({SILHOUETTE_K})"
     else:
         k = f"K {settings['K']}"
     return (f"{block}: seeds {seeds}; {k}; δ_nbr by PGD-{settings['PGD steps']} with step "
@@ -407,9 +406,8 @@ def _seed_order(record: Mapping) -> Tuple[bool, int]:
 
 
 def _correct_images(records: Sequence[Mapping]) -> str:
-    """"824, 805, 799 of 1000": each seed's correctly classified test images, in seed order, of
-    the test images each seed was given (one number: `_check_poc_block`)."""
-    records = sorted(records, key=_seed_order)
+    """"824, 805, 799 of 1000": each seed's correctly classified test images (`records` in seed
+    order), of the test images each seed was given (one number: `_check_poc_block`)."""
     return f"{', '.join(str(r['n_correct']) for r in records)} of {records[0].get('n_total', NOT_RECORDED)}"
 
 
@@ -427,12 +425,13 @@ def _poc_table(groups: Mapping[Tuple[str, float, int], PocRecords], head: str,
         target = nbr_target(n)
         block = f"{dataset_title(dataset)} {eps * 255:.0f}/255 δ_nbr toward the {target}"
         _check_poc_block(block, entries, selections)
-        legends.append(_poc_legend(block, entries, selections))
-        records = [record for _, record in entries]
+        records = sorted((record for _, record in entries), key=_seed_order)
+        legends.append(_poc_legend(block, records, selections))
+        correct = _correct_images(records)
         for row, label in POC_ROWS.items():
             cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
             lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {target} | {label} | "
-                         f"{cells[0]} | {cells[1]} | {_correct_images(records)} |")
+                         f"{cells[0]} | {cells[1]} | {correct} |")
     lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "
               "over its correctly classified test images (last column: their number per seed, in seed "
               "order, of the test images each seed was given). A block's random-noise row is measured in "

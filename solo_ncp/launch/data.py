@@ -78,13 +78,13 @@ def training_images(cfg: DictConfig) -> Optional[int]:
         return None
 
 
-def check_stage2_sizes(cfg: DictConfig, options: dict) -> None:
-    """The checks a stage-2 training makes of its training images, made from config `cfg` and its
-    stage-2 `options` (checked ones, with their defaults) before any training: the robust monitor's
-    held-out images, a fixed K (`method_kwargs.k`) and the batch size against what is left."""
+def check_stage2_sizes(cfg: DictConfig, options: dict, length: Optional[int]) -> None:
+    """The checks a stage-2 training makes of its `length` training images (`training_images`;
+    None: not known, nothing checked), made from config `cfg` and its stage-2 `options` (checked
+    ones, with their defaults) before any training: the robust monitor's held-out images, a fixed K
+    (`method_kwargs.k`) and the batch size against what is left."""
     from solo_ncp.methods.stage2_options import check_clusters_fit
 
-    length = training_images(cfg)
     if length is None:
         return
     held_out = options["val_robust_n"] if options["val_robust_every"] else None

@@ -359,8 +359,8 @@ def check_stage2_options(cfg) -> None:
     take_options(OmegaConf.to_container(cfg.method_kwargs, resolve=True))
 
 
-def check_stage_sizes(label: str, path: Path, cfg) -> None:
-    """The training images of stage-2 step `label` (config `path`, loaded as `cfg` with the
+def check_stage_sizes(label: str, path: Path, cfg, images: Optional[int]) -> None:
+    """The `images` stage-2 step `label` trains on (config `path`, loaded as `cfg` with the
     overrides it trains with, its options checked: `checked_config`) checked as its training will
     (`check_stage2_sizes`: the robust monitor's held-out images, a fixed K, the batch size), before
     stage 1 trains; the error names the step."""
@@ -370,7 +370,7 @@ def check_stage_sizes(label: str, path: Path, cfg) -> None:
     from solo_ncp.methods.stage2_options import with_defaults
 
     try:
-        check_stage2_sizes(cfg, with_defaults(OmegaConf.to_container(cfg.method_kwargs, resolve=True)))
+        check_stage2_sizes(cfg, with_defaults(OmegaConf.to_container(cfg.method_kwargs, resolve=True)), images)
     except ValueError as err:
         raise ValueError(f"{label} ({path.name}): {err}") from None
 
@@ -452,6 +452,8 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     methods and evaluations recorded in `out` join those given (the folder's table is of them all).
     `checkpoint`: which checkpoint of each stage-2 run is evaluated, last.ckpt or best.ckpt (the
     trainings then keep it: `best_checkpoint_overrides`)."""
+    from omegaconf import OmegaConf
+
     from solo_ncp.config import dataset_spec
     from solo_ncp.eval.protocol import MODES
     from solo_ncp.launch.data import training_images
@@ -499,19 +501,27 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
                if teacher is None else {})
     stage2_overrides = {m.label: common + scoped.get(STAGE2_SCOPE, []) + scoped.get(m.label, [])
                         for m in chosen}
+    counted: Dict[str, Optional[int]] = {}  # training_images reads the dataset: once per data block
+
+    def images_of(cfg) -> Optional[int]:
+        data = OmegaConf.to_yaml(cfg.data)
+        if data not in counted:
+            counted[data] = training_images(cfg)
+        return counted[data]
+
     for m in chosen:
         configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
         if checkpoint == BEST:  # checked again as it will train: keeping best.ckpt holds images out
             stage2_overrides[m.label] += best_checkpoint_overrides(configs[m.label])
             configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
         check_label(m, configs[m.label])
-        check_stage_sizes(m.label, m.config, configs[m.label])
+        check_stage_sizes(m.label, m.config, configs[m.label], images_of(configs[m.label]))
     if teacher is not None:
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
 
     plan = Plan(out, num_classes=dataset_spec(configs[chosen[0].label]).num_classes,
-                training_images=training_images(configs[chosen[0].label]))
+                training_images=images_of(configs[chosen[0].label]))
     if unread:
         plan.notes.append(f"--teacher replaces stage 1, so no {STAGE1} step reads {', '.join(unread)}")
     plan.settings = {
