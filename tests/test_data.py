@@ -18,7 +18,7 @@ from solo_ncp.data import (
     simclr_transform,
     weak_augmentation,
 )
-from solo_ncp.data.datasets import digits_arrays
+from solo_ncp.data.datasets import dataset_length, digits_arrays
 from tests.conftest import needs_fashion_mnist
 from tests.test_two_hosts import only_solo_102
 
@@ -153,10 +153,37 @@ def test_the_fashion_mnist_files_built_here_read_before_a_fault_is_planted(tmp_p
     assert len(data) == 5 and [data[i][1] for i in range(5)] == [0, 1, 2, 3, 4]
 
 
+STL10_IMAGES = {"train": 3, "test": 2, "unlabeled": 4}
+"""The images of each part of the STL-10 folder `write_stl10` makes."""
+
+
+def write_stl10(root) -> None:
+    """STL-10's binary files under root/stl10_binary: STL10_IMAGES[part] black 3x96x96 byte images
+    in `<part>_X.bin`, class 1 (of 1-10) for each in `<part>_y.bin`."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    for part, images in STL10_IMAGES.items():
+        (folder / f"{part}_X.bin").write_bytes(bytes(images * 3 * 96 * 96))
+        if part != "unlabeled":
+            (folder / f"{part}_y.bin").write_bytes(bytes([1] * images))
+
+
+@pytest.mark.parametrize("split, images", [("train", 3), ("test", 2), ("pretrain", 3 + 4)])
+def test_stl10_is_counted_from_its_file_sizes_as_torchvision_reads_it(split, images, tmp_path, monkeypatch):
+    """Oracle: torchvision's STL10 reading the same files (its MD5 check off: they are no release)."""
+    import torchvision
+
+    write_stl10(tmp_path)
+    assert dataset_length("stl10", split, data_dir=tmp_path) == images
+    monkeypatch.setattr(torchvision.datasets.STL10, "_check_integrity", lambda self: True)
+    assert len(build_dataset("stl10", split, data_dir=tmp_path)) == images
+
+
+@pytest.mark.parametrize("read", [build_dataset, dataset_length])
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "fashionmnist"])
-def test_offline_missing_dataset_names_folder_and_files(name, tmp_path):
+def test_offline_missing_dataset_names_folder_and_files(name, read, tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
-        build_dataset(name, "train", data_dir=tmp_path)
+        read(name, "train", data_dir=tmp_path)
     message = str(err.value)
     assert str(tmp_path) in message
     assert DATASETS[name].files[0] in message

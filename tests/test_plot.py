@@ -22,6 +22,7 @@ from solo_ncp.data.datasets import DIGITS_TEST_EVERY
 from solo_ncp.eval import embedding as embedding_module
 from solo_ncp.eval.curves import curve_panels, epoch_series
 from solo_ncp.models.checkpoint import META_KEY
+from tests.test_data import STL10_IMAGES, write_stl10
 
 DIGITS = load_digits().target
 DIGITS_TRAIN_N = int(sum(i % DIGITS_TEST_EVERY != 0 for i in range(len(DIGITS))))
@@ -129,6 +130,21 @@ def test_curves_concatenate_the_attempts_a_later_attempt_replacing_an_epoch(digi
     ticks = [tick for axes in figure.axes for tick in axes.get_xticks()
              if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
     assert ticks and all(float(tick).is_integer() for tick in ticks)
+
+
+def test_curves_of_an_stl10_run_count_its_105000_image_split_without_reading_it(digits_simclr_ckpt, tmp_path):
+    """The title's N of an STL-10 run: train + unlabeled images, from the files' sizes (these files
+    fail torchvision's MD5 check: reading them would leave N unknown)."""
+    rows = read_rows(digits_simclr_ckpt.parent / "logs" / "version_0" / "metrics.csv")
+    run = tmp_path / "run"
+    write_rows(run / "logs" / "version_0" / "metrics.csv", rows, list(rows[0]))
+    write_stl10(tmp_path / "data")
+    config = yaml.safe_load((digits_simclr_ckpt.parent / "config.yaml").read_text())
+    config["data"] = {**config["data"], "dataset": "stl10", "train_path": str(tmp_path / "data")}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    _, _, figure = plot.draw_curves(run, plot.run_config(run), run)
+    assert f"stl10, N = {STL10_IMAGES['train'] + STL10_IMAGES['unlabeled']} images" in figure._suptitle.get_text()
 
 
 def test_the_robust_monitor_and_knn_accuracies_join_the_accuracy_panel():

@@ -72,25 +72,6 @@ def run_config(run: Path) -> Dict:
         raise ValueError(f"cannot read {path} ({err})") from None
 
 
-def training_images(config: Dict) -> Optional[int]:
-    """N of the run: `data.subset`, else the size of the dataset's pretraining split; None when
-    the config names no dataset or its files are not here."""
-    from solo_ncp.data import CUSTOM, DatasetNotFoundError, build_dataset, config_custom_data
-
-    data = config.get("data") or {}
-    if data.get("subset") is not None:
-        return int(data["subset"])
-    if not data.get("dataset"):
-        return None
-    try:
-        custom = (config_custom_data(data, config.get("augmentations") or [], validate=False)
-                  if data["dataset"] == CUSTOM else None)
-        return len(build_dataset(data["dataset"], "pretrain", data_dir=data.get("train_path"),
-                                 custom=custom))
-    except DatasetNotFoundError:
-        return None
-
-
 def trained_k(meta: Dict) -> Optional[int]:
     """The K a checkpoint was trained with, from its solo-ncp metadata; None where it records none
     (a stage-1 or plain solo-learn checkpoint, an export) or 0 (a method without clusters: deacl)."""
@@ -100,14 +81,18 @@ def trained_k(meta: Dict) -> Optional[int]:
 
 def draw_curves(run: Path, config: Dict, out: Path):
     """curves.png of the run's CSV logs into `out`; returns (its path, the Panels drawn, the Figure)."""
+    from omegaconf import OmegaConf
+
     from solo_ncp.eval.curves import metrics_files, plot_panels, run_panels
     from solo_ncp.eval.figures import encoder_label, run_title
+    from solo_ncp.launch.data import training_images
 
     panels = run_panels(run)
     attempts = len(metrics_files(run))
     method = f"{config['method']} " if config.get("method") else ""
     what = f"{method}training curves ({attempts} attempt{'s' * (attempts > 1)})"
-    title = run_title(what, (config.get("data") or {}).get("dataset"), training_images(config),
+    images = training_images(OmegaConf.create(config))
+    title = run_title(what, (config.get("data") or {}).get("dataset"), images,
                       encoder_label(run / "last.ckpt"), config.get("seed"))
     figure = plot_panels(panels, title, out / CURVES_PNG)
     return out / CURVES_PNG, panels, figure

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from solo_ncp.config import ConfigError, custom_data_of, select
 from solo_ncp.data import DatasetNotFoundError, build_dataset
-from solo_ncp.data.datasets import DATA_DIR_FLAG
+from solo_ncp.data.datasets import DATA_DIR_FLAG, dataset_length
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -65,15 +65,16 @@ def check_batch_fits(length: int, batch_size: int) -> None:
 
 def training_images(cfg: DictConfig) -> Optional[int]:
     """How many images a training of `cfg` reads: `data.subset`, else the size of the pretraining
-    split; None where that is not known cheaply (its files are not here; STL-10, whose 105,000
-    images torchvision reads whole to count them)."""
+    split (`dataset_length`); None where that is not known: no `data.dataset`, or its files are
+    not here."""
     subset = select(cfg, "data.subset")
     if subset is not None:
         return int(subset)
-    if cfg.data.dataset == "stl10":
+    if not select(cfg, "data.dataset"):
         return None
     try:
-        return len(config_dataset(cfg, "pretrain", None))
+        return dataset_length(cfg.data.dataset, "pretrain", data_dir=select(cfg, "data.train_path"),
+                              custom=custom_data_of(cfg))
     except (DatasetNotFoundError, ConfigError):
         return None
 
