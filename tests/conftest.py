@@ -60,6 +60,23 @@ def pytest_sessionstart(session):
                     "larger disk", returncode=2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def processes_temp_folder(tmp_path_factory) -> Path:
+    """TMPDIR of the processes the tests start: a folder of this run's (of each pytest-xdist
+    worker's), removed after its last test. wandb makes two temp folders as it is imported
+    (tmp*wandb-media, tmp*wandb-artifacts) and removes them at exit, so each process a test kills
+    with SIGKILL left two in /tmp: about 20 a suite run, never removed."""
+    folder = tmp_path_factory.mktemp("processes-tmp", numbered=False)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     """Test files in the order pytest-xdist's `--dist loadfile` hands them out: first one file
     that needs the shared ResNet-18 stage 1 (`digits_simclr_ckpt`, about 2 min on one core), so

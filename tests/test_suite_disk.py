@@ -42,6 +42,29 @@ def test_a_passed_tests_temp_folder_is_removed_and_a_failed_ones_kept(tmp_path, 
     assert Path(folders["fails"]).is_dir()
 
 
+CHILD_TEMP = '''
+import os, subprocess, sys
+
+def test_a_child_leaves_a_temp_folder():
+    made = "import tempfile; print(tempfile.mkdtemp(suffix='wandb-media'))"  # never removed, as by a killed process
+    child = subprocess.run([sys.executable, "-c", made], capture_output=True, text=True, check=True)
+    open(os.environ["RECORD"], "w").write(child.stdout.strip())
+'''
+
+
+def test_a_started_process_keeps_its_temp_files_in_the_runs_folder_which_goes_at_its_end(tmp_path):
+    import os
+
+    (tmp_path / "test_child.py").write_text(CHILD_TEMP)
+    record, base = tmp_path / "record.txt", tmp_path / "base"
+    proc = run_pytest(str(tmp_path / "test_child.py"), "-p", "tests.conftest", "--basetemp", str(base),
+                      env={**os.environ, "RECORD": str(record)})
+    assert proc.returncode == 0, proc.stdout
+    left = Path(record.read_text())
+    assert left.parent.parent == base and left.name.endswith("wandb-media")
+    assert base.is_dir() and not left.parent.exists()
+
+
 def test_a_disk_without_the_suites_room_stops_the_run_before_its_tests(tmp_path):
     import os
 
