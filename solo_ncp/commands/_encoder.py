@@ -8,6 +8,7 @@ normalisation from the checkpoint."""
 import argparse
 import math
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from solo_ncp.data.custom import CUSTOM
@@ -297,9 +298,17 @@ def check_head_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} must be >= 1 (or left out for the whole split), got {value}")
 
 
-def refuse_overwrite(path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+def check_out(args: argparse.Namespace, record: str, outputs, reads) -> None:
+    """The checks of --out before any work: not a training run's folder nor another command's, no
+    input of `reads` among the `outputs` (`io.check_out_folder`); its result `record` not there
+    unless --overwrite; writable."""
+    from solo_ncp.io import check_out_folder, check_writable
+
+    check_out_folder(args.out, record, outputs, reads=reads)
+    path = Path(args.out) / record
+    if path.exists() and not args.overwrite:
         raise ValueError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
+    check_writable(args.out)
 
 
 def evaluation_splits(args: argparse.Namespace, spec):

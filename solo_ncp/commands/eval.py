@@ -17,6 +17,7 @@ from solo_ncp.commands._encoder import (
     at_most_int32,
     check_data_options,
     check_head_arguments,
+    check_out,
     check_pgd_step,
     dataset_of,
     device_of,
@@ -26,7 +27,6 @@ from solo_ncp.commands._encoder import (
     head_config,
     load_args_encoder,
     note_single_bn,
-    refuse_overwrite,
     whole_number,
 )
 from solo_ncp.eval.batch_sizes import (
@@ -49,7 +49,6 @@ from solo_ncp.eval.protocol import (
     check_loss,
     default_loss,
 )
-from solo_ncp.io import check_writable
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 from solo_ncp.threat_model import (DEFAULT_EPS, NORMS, check_attack_sizes, check_l2_reach, default_alpha,
                                    warn_of_budget)
@@ -281,14 +280,12 @@ def metrics_record(args: argparse.Namespace, cfg, spec, encoders, branches: List
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval import format_row
     from solo_ncp.eval.results import METRICS_FILE, attack_texts
-    from solo_ncp.io import atomic_write_json, check_out_folder, staged_outputs
+    from solo_ncp.io import atomic_write_json, staged_outputs
 
     check_arguments(args)
     warn_of_budget(args.norm, args.eps)
     out = Path(args.out) / METRICS_FILE
-    check_out_folder(args.out, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt})
-    refuse_overwrite(out, args.overwrite)
-    check_writable(args.out)
+    check_out(args, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt})
     encoders = load_branches(args)
     spec = dataset_of(args, encoders[0])
     check_l2_reach(args.norm, args.eps, (3, spec.image_size, spec.image_size), "--eps")

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from solo_ncp.commands._encoder import refuse_overwrite
-from solo_ncp.io import check_out_folder, check_writable, resolved
+from solo_ncp.commands._encoder import check_out
+from solo_ncp.io import resolved
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
@@ -64,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.models.export import EXPORT_FILES, robustbench_caveat, write_export
 
     out = Path(args.out)
-    check_out_folder(out, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head})
-    refuse_overwrite(out / EXPORT_INFO, args.overwrite)
-    check_writable(out)
+    check_out(args, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head})
     eval_dir = Path(args.head) if args.head else None
     evaluation = read_evaluation(eval_dir, out) if eval_dir else None
     spec = get_spec(args.dataset) if args.dataset not in (None, CUSTOM) else None  # custom: recorded

@@ -10,6 +10,7 @@ from solo_ncp.commands._encoder import (
     add_head_arguments,
     check_data_options,
     check_head_arguments,
+    check_out,
     check_pgd_step,
     dataset_of,
     dataset_split,
@@ -20,7 +21,6 @@ from solo_ncp.commands._encoder import (
     first,
     load_args_encoder,
     note_single_bn,
-    refuse_overwrite,
     train_head,
     whole_number,
 )
@@ -69,16 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.cluster import spherical_kmeans
     from solo_ncp.eval import extract_features, format_poc_table, poc_table
     from solo_ncp.eval.poc import poc_protocol
-    from solo_ncp.io import atomic_write_json, atomic_write_text, check_out_folder, check_writable, staged_outputs
+    from solo_ncp.io import atomic_write_json, atomic_write_text, staged_outputs
     from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
     warn_of_budget("Linf", args.eps, l2_switch=None)
     device = device_of(args)
     out = Path(args.out)
-    check_out_folder(out, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt})
-    refuse_overwrite(out / POC_JSON, args.overwrite)
-    check_writable(out)
+    check_out(args, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt})
     encoder = load_args_encoder(args)
     note_single_bn(args, encoder, "the PoC runs through its one BN (poc.json: settings.bn null)")
     spec = dataset_of(args, encoder)

@@ -7,16 +7,15 @@ from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     check_batch_size,
     check_data_options,
+    check_out,
     dataset_of,
     dataset_split,
     device_of,
     first,
     load_args_encoder,
     note_single_bn,
-    refuse_overwrite,
     whole_number,
 )
-from solo_ncp.io import check_out_folder, check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +84,7 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
-    check_out_folder(out, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt})
-    refuse_overwrite(out / K_FILE, args.overwrite)
-    check_writable(out)
+    check_out(args, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt})
     encoder = load_args_encoder(args)
     note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
     spec = dataset_of(args, encoder, test=False)
