@@ -143,9 +143,9 @@ MUTATIONS = (
              "sections += _head_tables([run for run in runs], head)",
              ("tests/test_eval.py::test_each_head_gets_its_own_tables_the_papers_under_the_papers_titles",)),
     Mutation("report mean weighted by test images (Table 1)", "solo_ncp/eval/report.py",
-             "cells = [_mean_cell([r[row][m] for r in records])",
-             "cells = [_mean_cell([r[row][m] * r['n_correct'] * len(records)\n"
-             "                     / sum(q['n_correct'] for q in records) for r in records])",
+             "values = [record[row][metric] for record in records if _measured(record)]",
+             "values = [record[row][metric] * record['n_correct'] * len(records)\n"
+             "              / sum(q['n_correct'] for q in records) for record in records if _measured(record)]",
              ("tests/test_eval.py::test_poc_table_cells_are_the_mean_over_seeds_not_over_test_images",)),
     Mutation("PoC random noise of the PGD step size, not eps", "solo_ncp/eval/poc.py",
              '"random_noise": pgd(toward_nbr, x, eps=eps,', '"random_noise": pgd(toward_nbr, x, eps=alpha,',

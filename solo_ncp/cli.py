@@ -177,7 +177,8 @@ def report_interrupted(err: KeyboardInterrupt, argv: Sequence[str], outermost: b
 
 def run_command(args: argparse.Namespace) -> int:
     """Runs the parsed command; a bad input, file or stopped training is one `error:` line, exit 2
-    (a full disk behind the error, wherever a write met it, is said as one: `io.disk_full_in`)."""
+    (a full disk behind the error, wherever a write met it, is said as one: `io.disk_full_in`; a
+    file the user may not open too: `io.access_denied_in`)."""
     from solo_ncp.interrupt import interruption
 
     try:
@@ -193,9 +194,9 @@ def run_command(args: argparse.Namespace) -> int:
             raise interrupted from None
         if not isinstance(err, USER_ERRORS) or debugging():
             raise
-        from solo_ncp.io import disk_full_in
+        from solo_ncp.io import access_denied_in, disk_full_in
 
-        report_error(args.command, disk_full_in(err) or err)
+        report_error(args.command, disk_full_in(err) or access_denied_in(err) or err)
         return 2
 
 

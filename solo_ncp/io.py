@@ -62,15 +62,21 @@ class DiskFullError(OSError):
         return self.strerror
 
 
+def _chain(err: Optional[BaseException]) -> List[BaseException]:
+    """`err` and the errors it was raised from or in the handling of, outermost first."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
 def disk_full_in(err: BaseException) -> Optional[DiskFullError]:
     """The full disk behind `err`, if any: a DiskFullError that `err` is or was raised in the
     handling of (Lightning's logger failing on the full disk too as it stops), else an OSError of
     `DISK_FULL` among them (a file written in place, such as Lightning's metrics.csv) as one,
     one that names its file first."""
-    chain = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
+    chain = _chain(err)
     full = [seen for seen in chain if isinstance(seen, OSError) and seen.errno in DISK_FULL]
     ours = [seen for seen in full if isinstance(seen, DiskFullError)]
     if ours or not full:
@@ -79,6 +85,23 @@ def disk_full_in(err: BaseException) -> Optional[DiskFullError]:
     if named:
         return DiskFullError.writing(named[0].filename)
     return DiskFullError(f"no room left on the disk of a file it wrote ({full[0]}): free space there")
+
+
+ACCESS_DENIED = (errno.EACCES, errno.EPERM)
+"""An open's errors where the user may not read or write the file (its permissions, its owner)."""
+
+
+def access_denied_in(err: BaseException) -> Optional[PermissionError]:
+    """The file behind `err` that the user may not open, if any, as one error naming it and the
+    fix: an OSError of `ACCESS_DENIED` among `err`'s chain (a reader's "not a checkpoint" or "not a
+    k.json", raised in its handling, would send the user to write a file again that is whole)."""
+    denied = [seen for seen in _chain(err) if isinstance(seen, OSError) and seen.errno in ACCESS_DENIED]
+    if not denied or isinstance(err, NotWritableError):  # that one says so, naming the option to change
+        return None
+    name = next((seen.filename for seen in denied if seen.filename), None)
+    what = f"{name}" if name else f"a file ({denied[0]})"
+    return PermissionError(f"permission denied to open {what}: give your user access to it (chmod, chown), "
+                           "or use a copy or a folder of your own")
 
 
 def resolved(path: PathLike) -> Path:
@@ -178,6 +201,11 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
 
 JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
+
+
+def is_count(value: object) -> bool:
+    """A JSON value counting something (test images): a whole number >= 0, not a boolean."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_json_object(path: PathLike, what: str) -> dict:
@@ -388,7 +416,7 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
     it had to create is removed again if it is empty at the end. Raises FolderLockedError naming
     a live holder."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [parent for parent in (folder, *folder.parents) if not parent.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     fd = _open_locked(path)
@@ -408,15 +436,17 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
         yield path
     finally:
         if fd in _held_locks:  # not in a forked child leaving the block
-            _release(path, fd, remove_folder=created)
+            _release(path, fd, created)
 
 
-def _release(path: Path, fd: int, remove_folder: bool) -> None:
+def _release(path: Path, fd: int, created: Sequence[Path]) -> None:
     """Removes the lock file (while still locked, if it is still ours), then unlocks it by closing
-    it; then its folder if `remove_folder` and it is empty."""
+    it; then the folders the lock `created` (deepest first), each while it is empty."""
     _held_locks.discard(fd)
     if _same_file(path, fd):
         path.unlink()
     os.close(fd)
-    if remove_folder and not any(path.parent.iterdir()):
-        path.parent.rmdir()
+    for folder in created:
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()

@@ -59,6 +59,36 @@ def test_every_option_of_every_command_says_what_it_does():
     assert silent == []
 
 
+PATH_OPTIONS = {  # command -> (its arguments without the path options, the path options)
+    "eval": (["--ckpt", "c", "--dataset", "digits", "--out", "o"], ["--ckpt", "--out", "--data-dir", "--train-path",
+                                                                   "--val-path"]),
+    "select-k": (["--ckpt", "c", "--dataset", "digits", "--out", "o"], ["--ckpt", "--out"]),
+    "poc": (["--ckpt", "c", "--dataset", "digits", "--k", "2", "--out", "o"], ["--ckpt", "--out"]),
+    "export": (["--ckpt", "c", "--out", "o"], ["--ckpt", "--out", "--head"]),
+    "plot": (["r"], ["--out", "--ckpt", "run"]),  # a positional argument: the first given, replaced by ''
+    "report": (["r"], ["--out", "runs"]),
+    "reproduce": (["--dataset", "digits", "--out", "o"], ["--out", "--teacher", "--config-dir"]),
+    "pretrain": (["--config", "c"], ["--config"]),
+    "train": (["--config", "c"], ["--config"]),
+    "demo": ([], ["--out"]),
+}
+
+
+@pytest.mark.parametrize("command, option", [(command, option) for command, (_, options) in PATH_OPTIONS.items()
+                                             for option in options])
+def test_an_empty_path_is_refused_as_its_options_usage_error(command, option, capsys):
+    """The defect: Path('') is the current folder: `eval --out ''` wrote its result there, `report
+    --out ''` wrote nothing and exited 0."""
+    given = PATH_OPTIONS[command][0]
+    argv = [command, "", *given[1:]] if not option.startswith("--") else [command, *given, option, ""]
+    with pytest.raises(SystemExit) as stop:
+        parse_args(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"solo-ncp {command}: error: argument {option}: '' names no file or folder: give a path ('.' for the "
+        "current folder)")
+
+
 def test_multi_line_messages_become_one_line():
     assert one_line(ValueError("Could not override 'x'.\nTo append use +x=1")) == (
         "Could not override 'x'. To append use +x=1")

@@ -247,26 +247,24 @@ def test_a_failed_demo_stage_says_to_run_the_demo_again_elsewhere(tmp_path, monk
         "(solo-ncp demo)")
 
 
-@pytest.mark.parametrize("kind", ["under a file", "a link to nothing", "empty"])
+@pytest.mark.parametrize("kind", ["under a file", "a link to nothing"])
 def test_a_demo_out_it_cannot_use_is_one_line_before_any_stage(kind, tmp_path, monkeypatch, capsys):
     """Stage 1 failed on it (naming checkpoint.dir, no demo option), then the demo's own line said
-    the stage failed and the folder kept what finished stages wrote; `--out ''` ran a demo in
-    runs/demo-<time>."""
+    the stage failed and the folder kept what finished stages wrote. (`--out ''`, which ran a demo in
+    runs/demo-<time>: test_cli.test_an_empty_path_is_refused_as_its_options_usage_error.)"""
     from solo_ncp.launch import pipeline
 
     started = []
     monkeypatch.setattr(pipeline, "run_stage", lambda title, argv: started.append(title) or 0.0)
     (tmp_path / "afile").write_text("")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    out = {"under a file": tmp_path / "afile" / "sub", "a link to nothing": tmp_path / "dangling", "empty": ""}[kind]
+    out = {"under a file": tmp_path / "afile" / "sub", "a link to nothing": tmp_path / "dangling"}[kind]
     assert main(["demo", "--dataset", "digits", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == {
         "under a file": f"error: cannot write to {out}: {tmp_path / 'afile'} is a file, not a folder: choose another "
                         "--out (solo-ncp demo)",
         "a link to nothing": f"error: cannot write to {out}: {out} is a link to nothing (its target is missing, or a "
-                             "loop of links): choose another --out (solo-ncp demo)",
-        "empty": "error: --out '' names no folder: pass the demo's folder, or leave --out out (runs/demo-<time>) "
-                 "(solo-ncp demo)"}[kind]
+                             "loop of links): choose another --out (solo-ncp demo)"}[kind]
     assert started == []
 
 

@@ -181,12 +181,12 @@ def test_a_full_disk_met_by_any_write_of_a_command_is_its_error_line(tmp_path, m
     from solo_ncp.commands import report as report_command
     from tests.test_report_consistency import write_metrics
 
-    def fails(inputs, folder):
-        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "fig2.png"))
+    def fails(inputs, folder, stem):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / f"{stem}_fig2.png"))
 
     monkeypatch.setattr(report_command, "draw_figures", fails)
     out = tmp_path / "report"
     assert main(["report", str(write_metrics(tmp_path / "eval", 0, "ncp-s0")), "--out", str(out / "report.md")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: no room left on the disk of {out / '.unfinished'} for fig2.png: free space there, or write to a "
+        f"error: no room left on the disk of {out / '.unfinished'} for report_fig2.png: free space there, or write to a "
         "folder on a larger disk (solo-ncp report)")

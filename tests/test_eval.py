@@ -430,14 +430,14 @@ def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
         ("K = 10 (adv BN)", "50.50 ± 0.71 (n=2)"), ("K = 20 (silhouette) (adv BN)", "50.50 ± 0.71 (n=2)"),
         ("K = 30 (adv BN)", "50.50 ± 0.71 (n=2)")]
     printed = capsys.readouterr().out
-    for name in ("fig2.png", "fig3_cifar10_paper.png"):
+    for name in ("report_fig2.png", "report_fig3_cifar10_paper.png"):
         assert Image.open(out.parent / name).size[0] > 500
         assert f"wrote {out.parent / name}" in printed
 
     (out.parent / "notes.png").write_bytes(b"the user's")
     assert main(["report", str(folders[-1]), "--out", str(out)]) == 0  # no K sweep, no select-k
     assert sorted(path.name for path in out.parent.iterdir()) == ["notes.png", "report.md"]
-    assert "removed " + str(out.parent / "fig2.png") + ": an earlier report's figure" in capsys.readouterr().out
+    assert "removed " + str(out.parent / "report_fig2.png") + ": an earlier report's figure" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("field, value, says", [

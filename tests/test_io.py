@@ -207,6 +207,18 @@ def test_the_lock_holds_this_pid_refuses_a_second_holder_and_is_released(tmp_pat
     assert not lock.exists() and not (tmp_path / "run").exists()  # it created the folder
 
 
+def test_the_lock_removes_every_folder_it_created_that_is_left_empty(tmp_path):
+    """A command's --out new/deeper/run: its lock made all three folders, and left new/deeper
+    behind when the command failed before writing anything."""
+    (tmp_path / "new").mkdir()
+    with folder_lock(tmp_path / "new" / "deeper" / "run"):
+        (tmp_path / "new" / "notes.txt").write_text("the user's")  # meanwhile: `new` is not left empty
+    assert sorted(path.name for path in (tmp_path / "new").iterdir()) == ["notes.txt"]
+    with folder_lock(tmp_path / "a" / "b" / "c"):
+        pass
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new"]
+
+
 def test_the_lock_is_released_on_errors(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(ValueError):

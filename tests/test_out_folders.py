@@ -187,3 +187,22 @@ def test_result_records_are_the_files_each_command_writes_last():
     for record, files in ((METRICS_FILE, output_files()), (EXPORT_INFO, EXPORT_FILES), (POC_JSON, POC_FILES),
                           (K_FILE, K_SELECTION_FILES)):
         assert record in files and not (set(RESULT_RECORDS) - {record}) & set(files)
+
+
+@pytest.mark.parametrize("command", ["eval", "poc", "select-k", "export"])
+def test_a_command_writing_into_a_folder_another_one_is_writing_into_is_refused_before_any_work(
+        command, digits_simclr_ckpt, tmp_path, capsys):
+    """The defect: a second eval into the --out of one still running emptied its staging folder;
+    both exited 0, and the first's metrics.json named a head.pt that was gone. The lock taken here
+    stands for the first command's (flock refuses another open of the file, in this process too)."""
+    import os
+
+    from solo_ncp.io import folder_lock
+
+    out = tmp_path / "out"
+    needed = {"export": [], "poc": ["--dataset", "digits", "--k", "2"]}.get(command, ["--dataset", "digits"])
+    with folder_lock(out):
+        line = refused([command, "--ckpt", str(digits_simclr_ckpt), *needed, "--out", str(out)], capsys)
+        assert line == (f"error: {out} is in use by process {os.getpid()} (lock file {out / '.lock'}): wait until "
+                        f"it ends (solo-ncp {command})")
+        assert [path.name for path in out.iterdir()] == [".lock"]

@@ -19,6 +19,7 @@ from solo_ncp.cli import main, parse_args
 from solo_ncp.cluster import select_k
 from solo_ncp.commands import plot
 from solo_ncp.data.datasets import DIGITS_TEST_EVERY
+from solo_ncp.eval import curves as curves_module
 from solo_ncp.eval import embedding as embedding_module
 from solo_ncp.eval.curves import curve_panels, epoch_series
 from solo_ncp.models.checkpoint import META_KEY
@@ -220,6 +221,77 @@ def test_plot_of_a_damaged_metrics_csv_names_it_the_damage_and_the_fix(damage, p
         "without that attempt (solo-ncp plot)"]
 
 
+def logged_run(run: Path, log: bytes) -> Path:
+    """A run folder `run` whose one attempt logged `log` as its metrics.csv; returns that file."""
+    path = run / "logs" / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(log)
+    return path
+
+
+KILLED = ("a process killed while writing it can leave it so (Lightning rewrites the whole file at each save), "
+          "and what it had logged is lost")
+
+
+@pytest.mark.parametrize("log, problem", [
+    (b"", "is empty (0 bytes)"),
+    (LOG_LINES[0][:15].encode(), "ends within its header line (15 bytes, no line end)"),
+], ids=["empty", "cut in its header"])
+def test_plot_of_a_metrics_csv_a_kill_cut_short_says_so_and_that_its_epochs_are_lost(log, problem, tmp_path,
+                                                                                      capsys):
+    path = logged_run(tmp_path / "run", log)
+    assert main(["plot", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert (out + err).splitlines() == [
+        f"error: {path} {problem}: {KILLED}: delete {path.parent} to plot the run without that attempt "
+        "(solo-ncp plot)"]
+
+
+def test_plot_of_a_run_stopped_in_its_first_epoch_asks_for_it_after_that_epoch(tmp_path, capsys):
+    """Its log holds a learning rate and a step's loss, no epoch's: it is not damaged, only early."""
+    logged_run(tmp_path / "run", "\r\n".join(LOG_LINES[:3]).encode() + b"\r\n")
+    assert main(["plot", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert (out + err).splitlines() == [
+        f"error: {tmp_path / 'run'}: its 1 metrics.csv file(s) hold no per-epoch loss, accuracy or cluster "
+        "metric yet: plot it after its first epoch (solo-ncp plot)"]
+
+
+TITLED = {"method": "simclr", "data": {"dataset": "digits", "subset": 100}, "seed": 3}
+"""A run config whose title needs no dataset files: N is its data.subset."""
+
+
+CURVES = "simclr training curves (1 attempt)\n"
+"""The first line of the title of TITLED's curves."""
+
+
+@pytest.mark.parametrize("damage, title", [
+    ({}, CURVES + "digits, N = 100 images, encoder run/last.ckpt, seed 3"),
+    ({"data": "foo"}, CURVES + "?, N = ? images, encoder run/last.ckpt, seed 3"),
+    ({"data": [1, 2]}, CURVES + "?, N = ? images, encoder run/last.ckpt, seed 3"),
+    ({"data": {"dataset": "digits", "subset": "abc"}}, CURVES + "digits, N = ? images, encoder run/last.ckpt, seed 3"),
+    ({"data": {"dataset": 5, "subset": 100}}, CURVES + "?, N = ? images, encoder run/last.ckpt, seed 3"),
+    ({"seed": None}, CURVES + "digits, N = 100 images, encoder run/last.ckpt, seed ?"),
+    ({"seed": "abc"}, CURVES + "digits, N = 100 images, encoder run/last.ckpt, seed ?"),
+    ({"method": ["simclr"]}, "training curves (1 attempt)\ndigits, N = 100 images, encoder run/last.ckpt, seed 3"),
+], ids=["intact", "data text", "data list", "subset text", "dataset number", "seed null", "seed text",
+        "method list"])
+def test_curves_of_a_damaged_config_title_what_it_lacks_with_a_question_mark(damage, title, tmp_path,
+                                                                             monkeypatch, capsys):
+    """The curves need nothing of config.yaml: a title fact it lacks or holds malformed is ? (a method,
+    left out)."""
+    run = tmp_path / "run"
+    logged_run(run, "\n".join(LOG_LINES).encode() + b"\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({**TITLED, **damage}))
+    titles = []
+    original = curves_module.plot_panels
+    monkeypatch.setattr(curves_module, "plot_panels",
+                        lambda panels, title, path: titles.append(title) or original(panels, title, path))
+    assert main(["plot", str(run)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(run / "curves.png"))
+    assert titles == [title]
+
+
 # ---------------------------------------------------------------- embedding
 
 
@@ -278,6 +350,37 @@ def test_embedding_k_is_the_checkpoints_own_wherever_plot_runs(digits_ncp_ckpt, 
     assert f"K = {recorded})" in figures[0].axes[0].get_title()
 
 
+@pytest.mark.parametrize("damage, problem", [
+    ({"data": "foo"}, "has data 'foo', not a block of keys: pass --dataset"),
+    ({"data": [1, 2]}, "has data [1, 2], not a block of keys: pass --dataset"),
+    ({"data": {"dataset": 5}}, "has data.dataset 5, not a dataset name: pass --dataset"),
+    ({"seed": "abc"}, "has seed 'abc', not a whole number in [0, 2**63 - 1]: pass --seed"),
+    ({"seed": 2.5}, "has seed 2.5, not a whole number in [0, 2**63 - 1]: pass --seed"),
+    ({"seed": -1}, "has seed -1, not a whole number in [0, 2**63 - 1]: pass --seed"),
+], ids=["data text", "data list", "dataset number", "seed text", "seed fraction", "seed negative"])
+def test_embedding_of_a_damaged_config_names_its_key_and_the_option_to_pass(damage, problem, tmp_path, capsys):
+    """--embedding reads the run's dataset and seed where --dataset and --seed are left out."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "digits"}, "seed": 3, **damage}))
+    assert main(["plot", str(run), "--embedding"]) == 2
+    out, err = capsys.readouterr()
+    assert (out + err).splitlines() == [f"error: {run / 'config.yaml'} {problem} (solo-ncp plot)"]
+
+
+@pytest.mark.parametrize("options, config, dataset, seed", [
+    (["--dataset", "digits", "--seed", "4"], {"data": "foo", "seed": "abc"}, "digits", 4),
+    ([], {"data": {"dataset": "digits"}, "seed": None}, "digits", 5),
+    ([], {"data": {"dataset": "digits"}}, "digits", 5),
+    ([], {"data": {"dataset": "digits"}, "seed": 1e3}, "digits", 1000),
+], ids=["options replace damaged keys", "seed null: the training's", "seed left out: the training's", "seed 1e3"])
+def test_embedding_options_left_out_are_the_run_configs(options, config, dataset, seed, tmp_path):
+    """A config without a seed trained with seed 5, solo-learn's configs' (plot took 0)."""
+    args = parse_args(["plot", str(tmp_path), "--embedding", *options])
+    plot.fill_from_run(args, tmp_path, config)
+    assert (args.ckpt, args.dataset, args.seed) == (str(tmp_path / "last.ckpt"), dataset, seed)
+
+
 # ---------------------------------------------------------------- select-k
 
 
@@ -297,6 +400,22 @@ def test_silhouette_plot_has_integer_k_ticks_a_framed_star_and_a_title(tmp_path)
     for words in ("digits", "N = 1437 images", "simclr-digits/last.ckpt", "seed 3"):
         assert words in axes.get_title(), (words, axes.get_title())
     assert png_size(tmp_path / "s.png") == (825, 570)
+
+
+@pytest.mark.parametrize("scores, warned", [({2: 0.0, 3: 0.0, 4: 0.0}, True), ({2: 0.0, 3: 0.1, 4: 0.0}, False)],
+                         ids=["flat", "a best K"])
+def test_select_k_warns_when_every_k_scores_the_same(scores, warned, digits_simclr_ckpt, tmp_path, monkeypatch,
+                                                     capsys):
+    """A collapsed encoder's features (all one vector) scored 0 at every K: `best K = 2` was printed
+    as any other choice, a K of the tie rule, not of the data."""
+    import solo_ncp.cluster
+
+    monkeypatch.setattr(solo_ncp.cluster, "sweep_k", lambda *args, **kwargs: dict(scores))
+    assert main(["select-k", "--ckpt", str(digits_simclr_ckpt), "--dataset", "digits", "--k-min", "2",
+                 "--k-max", "4", "--k-step", "1", "--train-n", "50", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    warning = ("[solo-ncp] warning: every K scored silhouette 0.0000: the features show no clusters to choose K by (a "
+               "collapsed encoder?), and K is the tie rule's (the smallest), not the data's")
+    assert (warning in capsys.readouterr().out.splitlines()) == warned
 
 
 def test_select_k_titles_its_plot_with_what_k_json_records(digits_simclr_ckpt, tmp_path, monkeypatch):

@@ -306,6 +306,31 @@ def test_report_out_replaces_only_an_earlier_report(tmp_path, capsys):
     assert sorted(path.name for path in out.parent.iterdir()) == ["report.md"]
 
 
+def test_two_reports_in_one_folder_keep_their_own_figures(tmp_path, capsys):
+    """The defect: each report drew fig2.png, and a second report (of inputs without a select-k
+    result) removed the first's as "an earlier report's figure"; one drawing it replaced it."""
+    folder = tmp_path / "tables"
+    first = [write_metrics(tmp_path / "eval", 0, "ncp-s0"), write_k(tmp_path / "k", 0, 10)]
+    second = [write_metrics(tmp_path / "eval-b", 1, "ncp-s1"), write_k(tmp_path / "k-b", 1, 15)]
+    assert main(["report", *map(str, first), "--out", str(folder / "a.md")]) == 0
+    figure = (folder / "a_fig2.png").read_bytes()
+    for inputs in (second[:1], second):
+        assert main(["report", *map(str, inputs), "--out", str(folder / "b.md")]) == 0
+        assert (folder / "a_fig2.png").read_bytes() == figure
+    assert sorted(path.name for path in folder.iterdir()) == ["a.md", "a_fig2.png", "b.md", "b_fig2.png"]
+    assert "removed" not in capsys.readouterr().out
+
+
+def test_an_out_ending_in_a_slash_is_refused_as_a_folder(tmp_path, capsys):
+    """The defect: `--out newdir/` wrote the markdown as a file named newdir."""
+    out = f"{tmp_path / 'newdir'}/"
+    assert main(["report", str(write_metrics(tmp_path / "eval", 0, "ncp-s0")), "--out", out]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --out {out} ends in '/', so it names a folder: pass the markdown file's path, e.g. "
+        f"{tmp_path / 'newdir' / 'report.md'} (solo-ncp report)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval"]
+
+
 def test_an_interrupted_report_leaves_the_earlier_report_and_figures_as_they_were(tmp_path, capsys, monkeypatch):
     """The markdown was written before the figures were drawn: an interruption among them left the
     new markdown beside the earlier figures (or none), and said the earlier results were kept."""
@@ -318,11 +343,11 @@ def test_an_interrupted_report_leaves_the_earlier_report_and_figures_as_they_wer
     inputs = [write_metrics(tmp_path / "eval", 0, "ncp-s0"), write_k(tmp_path / "k", 0, 10)]
     assert main(["report", *map(str, inputs), "--out", str(out)]) == 0
     earlier = {path.name: path.read_bytes() for path in out.parent.iterdir()}
-    assert sorted(earlier) == ["fig2.png", "report.md"]
+    assert sorted(earlier) == ["report.md", "report_fig2.png"]
     capsys.readouterr()
 
-    def interrupted(inputs, folder):
-        (folder / "fig2.png").write_bytes(b"half a figure")
+    def interrupted(inputs, folder, stem):
+        (folder / f"{stem}_fig2.png").write_bytes(b"half a figure")
         raise Interrupted(signal.SIGINT)
 
     monkeypatch.setattr(report_command, "draw_figures", interrupted)

@@ -135,7 +135,7 @@ def test_the_three_launchers_share_one_folder_and_print_tables_4_5_and_fig_3(tmp
         body = report[report.index(f"## {title}"):].split("\n\n")[1].splitlines()[2:]
         assert [line.split(" | ")[0].lstrip("| ") for line in body] == [
             label for row in rows for label in (f"{row} (adv BN)", f"{row} (clean BN) †")], title
-    assert (out / "report" / "fig3_digits_paper.png").is_file() and (out / "report" / "fig2.png").is_file()
+    assert (out / "report" / "report_fig3_digits_paper.png").is_file() and (out / "report" / "report_fig2.png").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["report", "reproduce.json", "s0"]
     assert (out / "s0" / "simclr" / ".step-done.json").is_file()
 

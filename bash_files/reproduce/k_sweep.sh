@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's Fig. 3: NCP with a fixed K per run (`ncp-k<K>`) beside `ncp` with the silhouette's K
 # (select-k, hatched in the figure), SLF with the paper's head, 5 seeds; report draws
-# fig3_DATASET_paper.png and its table. K values: KS="10 20 50" overrides the default per dataset.
+# report_fig3_DATASET_paper.png and its table. K values: KS="10 20 50" overrides the default per dataset.
 #   bash bash_files/reproduce/k_sweep.sh DATASET [key=value ...]         DATASET: cifar10, cifar100, stl10
 # By default its runs join the main table's folder (runs/reproduce-DATASET, that of DATASET.sh),
 # sharing each seed's stage 1, select-k and `ncp`; OUT=... runs them elsewhere. Run the same line

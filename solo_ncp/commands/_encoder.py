@@ -7,9 +7,10 @@ custom data it was trained on (`solo_ncp.data`, written by solo-ncp pretrain and
 normalisation from the checkpoint."""
 import argparse
 import math
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from solo_ncp.data.custom import CUSTOM
 from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
@@ -50,6 +51,15 @@ def finite_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is outside float32's range [-{FLOAT32_MAX:.6g}, "
                                          f"{FLOAT32_MAX:.6g}], which torch computes in: give a number within it")
     return value
+
+
+def path_text(text: str) -> str:
+    """argparse type of the options naming a file or folder (--ckpt, --out, --data-dir, ...):
+    `text`; ArgumentTypeError when it is empty, which Path reads as the current folder (`--out ''`
+    wrote an evaluation into it, and a report nowhere)."""
+    if not text:
+        raise argparse.ArgumentTypeError("'' names no file or folder: give a path ('.' for the current folder)")
+    return text
 
 
 def integer(text: str) -> int:
@@ -94,17 +104,17 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, bn_choices: Sequence[
     """The encoder's options; `from_run`: --ckpt, --dataset and --seed may be left out, for the
     command to take them from a run folder (left None)."""
     run_default = " (default: the run's {})" if from_run else ""
-    parser.add_argument("--ckpt", required=not from_run,
+    parser.add_argument("--ckpt", required=not from_run, type=path_text,
                         help="encoder checkpoint (solo-ncp or solo-learn), or a folder written by "
                              "`solo-ncp export` (or its encoder.pt)" + run_default.format("last.ckpt"))
     parser.add_argument("--dataset", required=not from_run,
                         help="cifar10, cifar100, stl10, fashionmnist, digits, custom (ImageFolders)"
                              + run_default.format("data.dataset"))
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset (not custom's)")
+    parser.add_argument("--data-dir", default=None, type=path_text, help="folder holding the dataset (not custom's)")
     record = " (default: the checkpoint's, where solo-ncp pretrain/train recorded its custom data)"
-    parser.add_argument("--train-path", default=None,
+    parser.add_argument("--train-path", default=None, type=path_text,
                         help="--dataset custom: ImageFolder of the training images" + record)
-    parser.add_argument("--val-path", default=None,
+    parser.add_argument("--val-path", default=None, type=path_text,
                         help="--dataset custom: ImageFolder of the test images" + record)
     parser.add_argument("--image-size", type=whole_number, default=None,
                         help="--dataset custom: side in pixels its images are resized and "
@@ -298,17 +308,21 @@ def check_head_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} must be >= 1 (or left out for the whole split), got {value}")
 
 
-def check_out(args: argparse.Namespace, record: str, outputs, reads) -> None:
-    """The checks of --out before any work: not a training run's folder nor another command's, no
-    input of `reads` among the `outputs` (`io.check_out_folder`); its result `record` not there
-    unless --overwrite; writable."""
-    from solo_ncp.io import check_out_folder, check_writable
+@contextmanager
+def claimed_out(args: argparse.Namespace, record: str, outputs, reads) -> Iterator[None]:
+    """--out checked before any work, and held for the block. Not a training run's folder nor
+    another command's, no input of `reads` among the `outputs` (`io.check_out_folder`), writable;
+    then its lock (`io.folder_lock`: a second command writing there is refused, as its staging would
+    remove this one's files); then its result `record` not there unless --overwrite."""
+    from solo_ncp.io import check_out_folder, check_writable, folder_lock
 
     check_out_folder(args.out, record, outputs, reads=reads)
-    path = Path(args.out) / record
-    if path.exists() and not args.overwrite:
-        raise ValueError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
     check_writable(args.out)
+    with folder_lock(args.out):
+        path = Path(args.out) / record
+        if path.exists() and not args.overwrite:
+            raise ValueError(f"{path} exists: pass --overwrite to replace it, or choose another --out")
+        yield
 
 
 def evaluation_splits(args: argparse.Namespace, spec):

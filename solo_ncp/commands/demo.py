@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from solo_ncp.commands._encoder import seed_number
+from solo_ncp.commands._encoder import path_text, seed_number
 from solo_ncp.config.overrides import override_of
 
 
@@ -37,7 +37,7 @@ SCALES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
+    parser.add_argument("--out", default=None, type=path_text, help="run folder (default runs/demo-<time>)")
     parser.add_argument("--dataset", choices=sorted(SCALES), default=None,
                         help="default: fashionmnist if Debian's files are there, else digits")
     parser.add_argument("--seed", type=seed_number, default=0, help="seed of every step of the demo (default 0)")
@@ -79,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.zoo import config_path
 
     scale = SCALES[_dataset(args.dataset)]
-    if args.out == "":
-        raise ValueError("--out '' names no folder: pass the demo's folder, or leave --out out (runs/demo-<time>)")
     out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists():
         raise ValueError(f"{out} exists: pass another --out so no earlier result is overwritten")

@@ -17,16 +17,17 @@ from solo_ncp.commands._encoder import (
     at_most_int32,
     check_data_options,
     check_head_arguments,
-    check_out,
     check_pgd_step,
+    claimed_out,
     dataset_of,
     device_of,
     evaluation_splits,
-    finite_number,
     fine_tune_record,
+    finite_number,
     head_config,
     load_args_encoder,
     note_single_bn,
+    path_text,
     whole_number,
 )
 from solo_ncp.eval.batch_sizes import (
@@ -87,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="alf/aff loss (default: ce for alf, the paper's; trades for aff, DeACL's)")
     parser.add_argument("--beta", type=finite_number, default=None,
                         help="TRADES weight (default 6; --loss trades only)")
-    parser.add_argument("--out", required=True, help="run folder for metrics.json, heads and logs")
+    parser.add_argument("--out", required=True, type=path_text, help="run folder for metrics.json, heads and logs")
     parser.add_argument("--norm", default="Linf", metavar="{" + ",".join(NORMS) + "}",
                         help="threat model of PGD (RA, and ALF/AFF's training examples) and AutoAttack "
                              "(default Linf, the paper's)")
@@ -285,38 +286,38 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     warn_of_budget(args.norm, args.eps)
     out = Path(args.out) / METRICS_FILE
-    check_out(args, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt})
-    encoders = load_branches(args)
-    spec = dataset_of(args, encoders[0])
-    check_l2_reach(args.norm, args.eps, (3, spec.image_size, spec.image_size), "--eps")
-    cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
-                      beta=args.beta, norm=args.norm, eps=args.eps, alpha=args.alpha)
-    train_set, test_set = evaluation_splits(args, spec)
-    aa_n = len(test_set) if args.aa_n is None else args.aa_n
-    if aa_n > len(test_set):
-        raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
-    if aa_n:
-        check_autoattack_classes(args.aa_version, args.aa_attacks, spec.num_classes)
-    batch_sizes = attack_batch_sizes(args)
-    with staged_outputs(args.out, output_files(), METRICS_FILE) as staging:
-        branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes, staging)
-                    for encoder in encoders]
-        record = metrics_record(args, cfg, spec, encoders, branches, aa_n, batch_sizes, len(train_set),
-                                len(test_set))
-        atomic_write_json(staging / METRICS_FILE, record)
-    method = method_name(args, encoders)
-    print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")
-    for branch in branches:
-        label = method if branch["bn"] is None else f"{method} ({branch['bn']} BN)"
-        print(format_row(label, branch["metrics"]))
-    attacks = attack_texts(record["settings"])
-    print(f"[solo-ncp] measured: {args.mode.upper()}, {cfg.head} head; RA {attacks['ra']}; "
-          f"AA {attacks['aa'] if aa_n else 'not run'}")
-    for branch in branches:
-        m = branch["metrics"]
-        print(f"[solo-ncp] {branch['bn'] or 'encoder'}: {args.mode.upper()} final epoch training loss "
-              f"{m['train_loss']:.4f}, training accuracy {m['train_acc']:.2f}%")
-    for branch in branches:
-        print(timing_line(branch, args.pgd_steps))
-    print(f"[solo-ncp] SA/RA on {len(test_set)} test images, AA on {aa_n}; wrote {out}")
-    return 0
+    with claimed_out(args, METRICS_FILE, output_files(), reads={"--ckpt": args.ckpt}):
+        encoders = load_branches(args)
+        spec = dataset_of(args, encoders[0])
+        check_l2_reach(args.norm, args.eps, (3, spec.image_size, spec.image_size), "--eps")
+        cfg = head_config(args, spec, args.mode, loss=args.loss or default_loss(args.mode),
+                          beta=args.beta, norm=args.norm, eps=args.eps, alpha=args.alpha)
+        train_set, test_set = evaluation_splits(args, spec)
+        aa_n = len(test_set) if args.aa_n is None else args.aa_n
+        if aa_n > len(test_set):
+            raise ValueError(f"--aa-n={aa_n} is larger than the test set ({len(test_set)} images)")
+        if aa_n:
+            check_autoattack_classes(args.aa_version, args.aa_attacks, spec.num_classes)
+        batch_sizes = attack_batch_sizes(args)
+        with staged_outputs(args.out, output_files(), METRICS_FILE) as staging:
+            branches = [evaluate_branch(args, encoder, cfg, spec, train_set, test_set, aa_n, batch_sizes, staging)
+                        for encoder in encoders]
+            record = metrics_record(args, cfg, spec, encoders, branches, aa_n, batch_sizes, len(train_set),
+                                    len(test_set))
+            atomic_write_json(staging / METRICS_FILE, record)
+        method = method_name(args, encoders)
+        print("| Method | SA(%) | RA(%) | AA(%) |\n|---|---|---|---|")
+        for branch in branches:
+            label = method if branch["bn"] is None else f"{method} ({branch['bn']} BN)"
+            print(format_row(label, branch["metrics"]))
+        attacks = attack_texts(record["settings"])
+        print(f"[solo-ncp] measured: {args.mode.upper()}, {cfg.head} head; RA {attacks['ra']}; "
+              f"AA {attacks['aa'] if aa_n else 'not run'}")
+        for branch in branches:
+            m = branch["metrics"]
+            print(f"[solo-ncp] {branch['bn'] or 'encoder'}: {args.mode.upper()} final epoch training loss "
+                  f"{m['train_loss']:.4f}, training accuracy {m['train_acc']:.2f}%")
+        for branch in branches:
+            print(timing_line(branch, args.pgd_steps))
+        print(f"[solo-ncp] SA/RA on {len(test_set)} test images, AA on {aa_n}; wrote {out}")
+        return 0

@@ -6,20 +6,21 @@ import argparse
 import json
 from pathlib import Path
 
-from solo_ncp.commands._encoder import check_out
+from solo_ncp.commands._encoder import claimed_out, path_text
 from solo_ncp.io import resolved
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True,
+    parser.add_argument("--ckpt", required=True, type=path_text,
                         help="encoder checkpoint (solo-ncp or solo-learn), or an export folder")
     parser.add_argument("--bn", choices=BRANCHES, default=None,
                         help=f"BN branch of a dual-BN encoder to fold in (default {DEFAULT_BN}); a "
                              "single-BN encoder (stage 1) has only its clean one")
-    parser.add_argument("--out", required=True, help="folder for encoder.pt, solo_learn.ckpt, model.py, "
-                                                     "export.json (and classifier.pt, model_info.json)")
-    parser.add_argument("--head", default=None, metavar="EVAL_DIR",
+    parser.add_argument("--out", required=True, type=path_text,
+                        help="folder for encoder.pt, solo_learn.ckpt, model.py, export.json (and "
+                             "classifier.pt, model_info.json)")
+    parser.add_argument("--head", default=None, type=path_text, metavar="EVAL_DIR",
                         help="a `solo-ncp eval --out` folder of this checkpoint: also export its "
                              "classifier (normalisation, encoder, the branch's linear head)")
     parser.add_argument("--dataset", default=None,
@@ -64,27 +65,27 @@ def run(args: argparse.Namespace) -> int:
     from solo_ncp.models.export import EXPORT_FILES, robustbench_caveat, write_export
 
     out = Path(args.out)
-    check_out(args, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head})
-    eval_dir = Path(args.head) if args.head else None
-    evaluation = read_evaluation(eval_dir, out) if eval_dir else None
-    spec = get_spec(args.dataset) if args.dataset not in (None, CUSTOM) else None  # custom: recorded
-    normalization = {"mean": spec.mean, "std": spec.std} if spec else None
-    encoder = load_encoder(args.ckpt, normalization=normalization, bn=args.bn, trust=args.trust_checkpoint)
-    if args.bn is not None and not encoder.branches and args.bn != "clean":
-        raise ValueError(f"{args.ckpt} is a single-BN encoder: it has no {args.bn} branch; pass "
-                         "--bn clean or leave --bn out")
-    note_unused_dataset(args, encoder)
-    if args.dataset and not encoder.meta.get("dataset"):  # a plain checkpoint: the dataset it was trained on, as given
-        encoder.meta["dataset"] = args.dataset
-    info = write_export(encoder, out, evaluation, eval_dir)
-    branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
-    print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "
-          + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
-    if "classifier" in info:
-        metrics = info["classifier"]["evaluation"]["metrics"]
-        print(f"[solo-ncp] classifier.pt: [0, 1] images -> {info['classifier']['num_classes']} logits; "
-              f"eval's SA {metrics['sa']:.2f}% on {metrics['sa_n']} test images")
-        caveat = robustbench_caveat(evaluation, {"metrics": metrics})
-        if caveat:
-            print(f"[solo-ncp] warning: {caveat}")
-    return 0
+    with claimed_out(args, EXPORT_INFO, EXPORT_FILES, reads={"--ckpt": args.ckpt, "--head": args.head}):
+        eval_dir = Path(args.head) if args.head else None
+        evaluation = read_evaluation(eval_dir, out) if eval_dir else None
+        spec = get_spec(args.dataset) if args.dataset not in (None, CUSTOM) else None  # custom: recorded
+        normalization = {"mean": spec.mean, "std": spec.std} if spec else None
+        encoder = load_encoder(args.ckpt, normalization=normalization, bn=args.bn, trust=args.trust_checkpoint)
+        if args.bn is not None and not encoder.branches and args.bn != "clean":
+            raise ValueError(f"{args.ckpt} is a single-BN encoder: it has no {args.bn} branch; pass "
+                             "--bn clean or leave --bn out")
+        note_unused_dataset(args, encoder)
+        if args.dataset and not encoder.meta.get("dataset"):  # a plain checkpoint: the dataset given
+            encoder.meta["dataset"] = args.dataset
+        info = write_export(encoder, out, evaluation, eval_dir)
+        branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
+        print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "
+              + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+        if "classifier" in info:
+            metrics = info["classifier"]["evaluation"]["metrics"]
+            print(f"[solo-ncp] classifier.pt: [0, 1] images -> {info['classifier']['num_classes']} logits; "
+                  f"eval's SA {metrics['sa']:.2f}% on {metrics['sa_n']} test images")
+            caveat = robustbench_caveat(evaluation, {"metrics": metrics})
+            if caveat:
+                print(f"[solo-ncp] warning: {caveat}")
+        return 0

@@ -9,15 +9,16 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from solo_ncp.commands._encoder import add_encoder_arguments, check_batch_size, whole_number
+from solo_ncp.commands._encoder import SEED_RANGE, add_encoder_arguments, check_batch_size, path_text, whole_number
 
 CURVES_PNG, EMBEDDING_PNG = "curves.png", "embedding.png"
 EMBEDDING_ONLY = "options of --embedding only"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder: config.yaml, last.ckpt, logs/version_*/metrics.csv")
-    parser.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    parser.add_argument("run", type=path_text,
+                        help="run folder: config.yaml, last.ckpt, logs/version_*/metrics.csv")
+    parser.add_argument("--out", default=None, type=path_text, help="folder for the PNGs (default: the run folder)")
     parser.add_argument("--embedding", action="store_true",
                         help=f"draw {EMBEDDING_PNG} instead of {CURVES_PNG}: a 2-D embedding (UMAP "
                              "if umap-learn imports, else scikit-learn's t-SNE; the title says "
@@ -79,33 +80,109 @@ def trained_k(meta: Dict) -> Optional[int]:
     return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
 
 
-def draw_curves(run: Path, config: Dict, out: Path):
-    """curves.png of the run's CSV logs into `out`; returns (its path, the Panels drawn, the Figure)."""
+def whole_value(value) -> Optional[int]:
+    """A config value that is a whole number (1e3 too, as a run config takes it) as an int; None for
+    any other (text, true/false, 2.5, a list)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return None
+    return int(value)
+
+
+def run_seed(value) -> Optional[int]:
+    """A run config's seed as an int; None where it is no seed (not a whole number in [0, 2**63))."""
+    seed = whole_value(value)
+    return seed if seed is not None and 0 <= seed < SEED_RANGE else None
+
+
+def text_value(value) -> Optional[str]:
+    """A config value that is text, not empty; None for any other."""
+    return value if isinstance(value, str) and value else None
+
+
+def data_block(config: Dict) -> Dict:
+    """The run config's `data` block; {} where it has none or it is not a block of keys."""
+    data = config.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def well_formed_data(data: Dict) -> bool:
+    """Whether the keys of a run config's data block that `training_images` reads are of their kind:
+    data.subset a whole number >= 1, data.dataset and data.train_path text (each may be left out)."""
+    subset = data.get("subset")
+    return ((subset is None or (whole_value(subset) or 0) >= 1)
+            and all(isinstance(data.get(key), (str, type(None))) for key in ("dataset", "train_path")))
+
+
+def title_images(config: Dict) -> Optional[int]:
+    """The title's N: `training_images` of the run config; None (shown as ?) where its data block is
+    missing or malformed (`well_formed_data`) or names a dataset whose images cannot be counted (an
+    unknown name, custom data without its folders)."""
     from omegaconf import OmegaConf
 
+    from solo_ncp.launch.data import training_images
+
+    data = config.get("data")
+    if not isinstance(data, dict) or not well_formed_data(data):
+        return None
+    try:
+        return training_images(OmegaConf.create(config))
+    except ValueError:
+        return None
+
+
+def draw_curves(run: Path, config: Dict, out: Path):
+    """curves.png of the run's CSV logs into `out`; returns (its path, the Panels drawn, the Figure).
+    The title's facts the config lacks or holds malformed show as ? (the curves need none of them)."""
     from solo_ncp.eval.curves import metrics_files, plot_panels, run_panels
     from solo_ncp.eval.figures import encoder_label, run_title
-    from solo_ncp.launch.data import training_images
 
     panels = run_panels(run)
     attempts = len(metrics_files(run))
-    method = f"{config['method']} " if config.get("method") else ""
-    what = f"{method}training curves ({attempts} attempt{'s' * (attempts > 1)})"
-    images = training_images(OmegaConf.create(config))
-    title = run_title(what, (config.get("data") or {}).get("dataset"), images,
-                      encoder_label(run / "last.ckpt"), config.get("seed"))
+    method = text_value(config.get("method"))
+    what = f"{method + ' ' if method else ''}training curves ({attempts} attempt{'s' * (attempts > 1)})"
+    title = run_title(what, text_value(data_block(config).get("dataset")), title_images(config),
+                      encoder_label(run / "last.ckpt"), run_seed(config.get("seed")))
     figure = plot_panels(panels, title, out / CURVES_PNG)
     return out / CURVES_PNG, panels, figure
+
+
+def malformed(run: Path, key: str, value, expected: str, option: str) -> ValueError:
+    """The error of a key of the run's config.yaml that --embedding needs and cannot use: the file,
+    the key, its value, what it should be and the option to pass instead."""
+    return ValueError(f"{run / 'config.yaml'} has {key} {value!r}, not {expected}: pass {option}")
+
+
+def run_dataset(run: Path, config: Dict) -> str:
+    """The run config's data.dataset; ValueError where it has none or a malformed one."""
+    data = config.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise malformed(run, "data", data, "a block of keys", "--dataset")
+    dataset = (data or {}).get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise malformed(run, "data.dataset", dataset, "a dataset name", "--dataset")
+    if not dataset:
+        raise ValueError(f"{run} has no config.yaml naming data.dataset: pass --dataset")
+    return dataset
+
+
+def run_config_seed(run: Path, config: Dict) -> int:
+    """The run config's seed, the one its training took where it sets none (or null: TRAINING_SEED);
+    ValueError where it is malformed."""
+    from solo_ncp.config.settings import TRAINING_SEED
+
+    value = config.get("seed")
+    seed = TRAINING_SEED if value is None else run_seed(value)
+    if seed is None:
+        raise malformed(run, "seed", value, "a whole number in [0, 2**63 - 1]", "--seed")
+    return seed
 
 
 def fill_from_run(args: argparse.Namespace, run: Path, config: Dict) -> None:
     """--ckpt, --dataset and --seed left out: the run's last.ckpt, data.dataset and seed."""
     args.ckpt = args.ckpt or str(run / "last.ckpt")
-    args.dataset = args.dataset or (config.get("data") or {}).get("dataset")
-    if args.dataset is None:
-        raise ValueError(f"{run} has no config.yaml naming data.dataset: pass --dataset")
+    args.dataset = args.dataset or run_dataset(run, config)
     if args.seed is None:
-        args.seed = int(config.get("seed", 0))
+        args.seed = run_config_seed(run, config)
 
 
 def check_embeddable_k(args: argparse.Namespace, k: int, n: int) -> None:

@@ -10,8 +10,8 @@ from solo_ncp.commands._encoder import (
     add_head_arguments,
     check_data_options,
     check_head_arguments,
-    check_out,
     check_pgd_step,
+    claimed_out,
     dataset_of,
     dataset_split,
     device_of,
@@ -21,6 +21,7 @@ from solo_ncp.commands._encoder import (
     first,
     load_args_encoder,
     note_single_bn,
+    path_text,
     train_head,
     whole_number,
 )
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=whole_number, required=True,
                         help="clusters of the pretraining split's features (select-k's K)")
     parser.add_argument("--n", type=whole_number, default=2, help="rank of the neighbouring centroid (default 2)")
-    parser.add_argument("--out", required=True, help="folder for poc.json and poc.md")
+    parser.add_argument("--out", required=True, type=path_text, help="folder for poc.json and poc.md")
     parser.add_argument("--eps", type=finite_number, default=8 / 255,
                         help="L-inf budget in [0, 1] pixel units (default 8/255)")
     parser.add_argument("--alpha", type=finite_number, default=2 / 255,
@@ -76,32 +77,32 @@ def run(args: argparse.Namespace) -> int:
     warn_of_budget("Linf", args.eps, l2_switch=None)
     device = device_of(args)
     out = Path(args.out)
-    check_out(args, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt})
-    encoder = load_args_encoder(args)
-    note_single_bn(args, encoder, "the PoC runs through its one BN (poc.json: settings.bn null)")
-    spec = dataset_of(args, encoder)
-    train_set, test_set = evaluation_splits(args, spec)
-    cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
-    if args.k > len(cluster_set):
-        raise ValueError(f"--k {args.k} is more clusters than the {len(cluster_set)} training images clustered: "
-                         f"pass --k <= {len(cluster_set)}, or more images (--train-n)")
-    head, head_cfg = train_head(args, encoder, spec, train_set)
-    features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
-                                   device=device)
-    clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)
-    result = poc_table(nn.Sequential(encoder.model, head), encoder.model, clusters.centroids,
-                       test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
-                       seed=args.seed, device=device, batch_size=args.batch_size)
-    result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, method=encoder.meta.get("method"),
-                              clustered_n=len(cluster_set),
-                              checkpoint={**source_record(encoder), "path": str(args.ckpt)},
-                              head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
-                              cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
-    table = format_poc_table(result) + "\n" + poc_protocol(result)
-    with staged_outputs(out, POC_FILES, POC_JSON) as staging:
-        atomic_write_json(staging / POC_JSON, result)
-        atomic_write_text(staging / POC_TABLE, table)
-    print(table)
-    print(f"[solo-ncp] {result['n_correct']} of {result['n_total']} test images classified "
-          f"correctly (eps={args.eps:.4f}, K={args.k}); wrote {out / POC_TABLE}")
-    return 0
+    with claimed_out(args, POC_JSON, POC_FILES, reads={"--ckpt": args.ckpt}):
+        encoder = load_args_encoder(args)
+        note_single_bn(args, encoder, "the PoC runs through its one BN (poc.json: settings.bn null)")
+        spec = dataset_of(args, encoder)
+        train_set, test_set = evaluation_splits(args, spec)
+        cluster_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
+        if args.k > len(cluster_set):
+            raise ValueError(f"--k {args.k} is more clusters than the {len(cluster_set)} training images clustered: "
+                             f"pass --k <= {len(cluster_set)}, or more images (--train-n)")
+        head, head_cfg = train_head(args, encoder, spec, train_set)
+        features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
+                                       device=device)
+        clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)
+        result = poc_table(nn.Sequential(encoder.model, head), encoder.model, clusters.centroids,
+                           test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,
+                           seed=args.seed, device=device, batch_size=args.batch_size)
+        result["settings"].update(k=args.k, dataset=spec.name, bn=encoder.bn, method=encoder.meta.get("method"),
+                                  clustered_n=len(cluster_set),
+                                  checkpoint={**source_record(encoder), "path": str(args.ckpt)},
+                                  head=head_cfg.head, fine_tune=fine_tune_record(head_cfg),
+                                  cache_features=args.cache_features, train_n=len(train_set), test_n=len(test_set))
+        table = format_poc_table(result) + "\n" + poc_protocol(result)
+        with staged_outputs(out, POC_FILES, POC_JSON) as staging:
+            atomic_write_json(staging / POC_JSON, result)
+            atomic_write_text(staging / POC_TABLE, table)
+        print(table)
+        print(f"[solo-ncp] {result['n_correct']} of {result['n_total']} test images classified "
+              f"correctly (eps={args.eps:.4f}, K={args.k}); wrote {out / POC_TABLE}")
+        return 0

@@ -2,7 +2,9 @@
 import argparse
 from typing import Optional, Sequence
 
+from solo_ncp.commands._encoder import path_text
 from solo_ncp.config import (
+    TRAINING_SEED,
     augmentation_pipelines,
     crop_counts,
     custom_data_of,
@@ -14,7 +16,7 @@ from solo_ncp.config import (
 
 def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """Arguments shared by the training commands (pretrain, train)."""
-    parser.add_argument("--config", required=True,
+    parser.add_argument("--config", required=True, type=path_text,
                         help=f"a YAML file, or a bundled config <dataset>/<name>, e.g. {example}")
     parser.add_argument("--resume", action="store_true", help="continue from <run dir>/last.ckpt")
     parser.add_argument("--trust-checkpoint", action="store_true",
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                          "set data.val=true, or turn the k-NN off (knn_eval.enabled=false)")
     check_views(cfg, crop_counts(augmentation_pipelines(cfg)))
     with open_run(cfg, args.resume) as run_folder:
-        seed_everything(int(select(cfg, "seed", 5)), workers=True)
+        seed_everything(int(select(cfg, "seed", TRAINING_SEED)), workers=True)
         spec = dataset_spec(cfg)
         pipelines = augmentation_pipelines(cfg)
         transform = pretrain_transform(cfg)

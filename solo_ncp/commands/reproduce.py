@@ -4,6 +4,7 @@ then `report`. Running the same command again skips finished steps and resumes a
 import argparse
 from typing import Optional
 
+from solo_ncp.commands._encoder import path_text
 from solo_ncp.launch.reproduce import STAGE1, STAGE2_SCOPE
 from solo_ncp.run_files import BEST, LAST
 
@@ -55,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", action="append", default=None, dest="evals",
                         help=f"repeatable: a mode (slf, alf, aff) for every encoder ({STAGE1} and the "
                              "methods), or MODE=enc1,enc2 (default: slf)")
-    parser.add_argument("--out", required=True, help="folder of every step (s<seed>/<step>) and the report")
-    parser.add_argument("--teacher", default=None,
+    parser.add_argument("--out", required=True, type=path_text,
+                        help="folder of every step (s<seed>/<step>) and the report")
+    parser.add_argument("--teacher", default=None, type=path_text,
                         help=f"one stage-1 checkpoint shared by all seeds (no {STAGE1} step; recorded)")
-    parser.add_argument("--config-dir", default=None,
+    parser.add_argument("--config-dir", default=None, type=path_text,
                         help="folder of simclr.yaml and the method configs (default: the bundled "
                              "zoo_configs/<dataset>)")
     parser.add_argument("--select-k-options", default="", help='e.g. --select-k-options="--k-min 5 --k-max 60"')

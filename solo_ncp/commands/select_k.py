@@ -7,13 +7,14 @@ from solo_ncp.commands._encoder import (
     add_encoder_arguments,
     check_batch_size,
     check_data_options,
-    check_out,
+    claimed_out,
     dataset_of,
     dataset_split,
     device_of,
     first,
     load_args_encoder,
     note_single_bn,
+    path_text,
     whole_number,
 )
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest K of the sweep (default %(default)s)")
     parser.add_argument("--k-step", type=whole_number, default=5,
                         help="step between the swept K (default %(default)s)")
-    parser.add_argument("--out", required=True, help="folder for silhouette.csv/.png and k.json")
+    parser.add_argument("--out", required=True, type=path_text, help="folder for silhouette.csv/.png and k.json")
     parser.add_argument("--train-n", type=whole_number, default=None, help="use the first N training images")
     parser.add_argument("--backend", choices=("auto", "torch", "kmcuda"), default="torch",
                         help="k-means implementation: torch (default; CPU or GPU). kmcuda "
@@ -84,22 +85,26 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     device = device_of(args)
     out = Path(args.out)
-    check_out(args, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt})
-    encoder = load_args_encoder(args)
-    note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
-    spec = dataset_of(args, encoder, test=False)
-    train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
-    check_sweep_fits(args, len(train_set))
-    swept = swept_k(args)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
-    features, _ = extract_features(encoder.model, loader, device=device)
-    features = F.normalize(features.to(device), dim=1)
-    scores = sweep_k(features, swept, seed=args.seed,
-                     backend=args.backend)
-    selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
-                                                "n": len(train_set), "ckpt": str(args.ckpt), "bn": encoder.bn,
-                                                "ckpt_sha256": source_record(encoder)["sha256"]})
-    print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
-          f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
-          f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")
-    return 0
+    with claimed_out(args, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt}):
+        encoder = load_args_encoder(args)
+        note_single_bn(args, encoder, "its features are those of its one BN (k.json: bn null)")
+        spec = dataset_of(args, encoder, test=False)
+        train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
+        check_sweep_fits(args, len(train_set))
+        swept = swept_k(args)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
+        features, _ = extract_features(encoder.model, loader, device=device)
+        features = F.normalize(features.to(device), dim=1)
+        scores = sweep_k(features, swept, seed=args.seed,
+                         backend=args.backend)
+        selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
+                                                    "n": len(train_set), "ckpt": str(args.ckpt), "bn": encoder.bn,
+                                                    "ckpt_sha256": source_record(encoder)["sha256"]})
+        print(f"[solo-ncp] best K = {selection['k']} (silhouette {scores[selection['k']]:.4f}) over "
+              f"K = {args.k_min}..{args.k_max} step {args.k_step} on {len(train_set)} images; wrote "
+              f"{out / 'k.json'}, {out / 'silhouette.csv'}, {out / 'silhouette.png'}")
+        if len(scores) > 1 and len(set(scores.values())) == 1:
+            print(f"[solo-ncp] warning: every K scored silhouette {scores[selection['k']]:.4f}: the features "
+                  "show no clusters to choose K by (a collapsed encoder?), and K is the tie rule's (the "
+                  "smallest), not the data's")
+        return 0

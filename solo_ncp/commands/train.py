@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from solo_ncp.commands.pretrain import add_run_arguments, data_record, method_override
 from solo_ncp.config import (
+    TRAINING_SEED,
     check_stage2_augmentation,
     check_stage2_crop_size,
     dataset_spec,
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trust_checkpoint:  # the teacher too (recorded in config.yaml)
         OmegaConf.update(cfg, "method_kwargs.trust_teacher", True, force_add=True)
     with open_run(cfg, args.resume) as run_folder:
-        seed_everything(int(select(cfg, "seed", 5)), workers=True)
+        seed_everything(int(select(cfg, "seed", TRAINING_SEED)), workers=True)
         spec = dataset_spec(cfg)
         val_set = config_dataset(cfg, "test", None) if select(cfg, "data.val", True) else None
         extra = {}

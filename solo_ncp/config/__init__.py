@@ -23,6 +23,7 @@ from solo_ncp.config.schema import (
     unread_key_error,
 )
 from solo_ncp.config.settings import (
+    TRAINING_SEED,
     LearningRates,
     WandbSettings,
     augmentation_pipelines,
@@ -39,7 +40,7 @@ from solo_ncp.config.settings import (
 )
 
 __all__ = [
-    "LAUNCHER_KEYS", "ConfigError", "LearningRates", "WandbSettings", "augmentation_pipelines",
+    "LAUNCHER_KEYS", "TRAINING_SEED", "ConfigError", "LearningRates", "WandbSettings", "augmentation_pipelines",
     "check_stage2_augmentation", "check_stage2_crop_size", "checkpoint_history", "crop_counts", "custom_data_of", "dataset_spec",
     "device_count", "learning_rates", "lightning_precision", "load_config", "logger_settings",
     "method_class", "method_keys", "read_config_file", "select", "to_solo102_kwargs",

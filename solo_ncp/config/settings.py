@@ -29,6 +29,8 @@ from solo_ncp.data.custom import CUSTOM, CustomData, config_custom_data
 from solo_ncp.data.registry import DATASETS, DatasetSpec, get_spec
 
 
+TRAINING_SEED = 5
+"""The seed of a training whose config sets none (`seed`): that of solo-learn's own configs."""
 LR_REFERENCE_BATCH = 256
 
 

@@ -83,23 +83,35 @@ def _damaged(path: Path, problem: str) -> ValueError:
                       "to plot the run without that attempt")
 
 
+def _cut(path: Path, problem: str) -> ValueError:
+    """The error of a metrics.csv cut short: Lightning rewrites the whole file at each save, so a
+    process killed meanwhile leaves it empty or cut, and what it had logged is lost."""
+    return ValueError(f"{path} {problem}: a process killed while writing it can leave it so (Lightning "
+                      "rewrites the whole file at each save), and what it had logged is lost: delete "
+                      f"{path.parent} to plot the run without that attempt")
+
+
 def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
     """(line number, {column: value}) of each row of a Lightning CSV log (UTF-8, a leading BOM
-    accepted); ValueError naming the file when it is not a file, is not UTF-8, has a header without
-    the `step` column Lightning always writes (a spreadsheet's ';' between fields) or a row with
-    more fields than the header."""
+    accepted); ValueError naming the file when it is not a file, is empty or ends within its header
+    line (`_cut`), is not UTF-8, has a header without the `step` column Lightning always writes (a
+    spreadsheet's ';' between fields) or a row with more fields than the header."""
     problem = wrong_kind(path, "file")
     if problem:
         raise _damaged(path, problem)
     data = path.read_bytes()
+    if not data:
+        raise _cut(path, "is empty (0 bytes)")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise _damaged(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})") from None
+    if "\n" not in text:
+        raise _cut(path, f"ends within its header line ({len(data)} bytes, no line end)")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is not None and "step" not in header:
+    header = next(reader)
+    if "step" not in header:
         raise _damaged(path, "has no 'step' column in its header: it is not the comma-separated CSV Lightning "
                              "writes (a spreadsheet may have saved it again with ';' between fields)")
     for values in reader:

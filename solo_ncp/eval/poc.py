@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from solo_ncp.attacks import ncp_objective, nearest_centroids, pgd
 from solo_ncp.eval.protocol import POC_ROWS, STAGE2_METHODS, nbr_target, two_decimals
+from solo_ncp.eval.results import UNMEASURED
 from solo_ncp.models.inference import Device, eval_mode
 
-"""Result key -> row label of Table 1."""
 
 
 class _RowTally:
@@ -35,10 +35,13 @@ class _RowTally:
         self.count += len(y)
 
     def summary(self) -> dict:
-        count = max(self.count, 1)
+        """{"prob_dec": %, "attack_success": %, "n": images}; both rates None (null in poc.json) when
+        no image was measured: a rate over no image is no measurement."""
+        if self.count == 0:
+            return {"prob_dec": None, "attack_success": None, "n": 0}
         return {
-            "prob_dec": 100.0 * self.prob_drop / count,
-            "attack_success": 100.0 * self.flipped / count,
+            "prob_dec": 100.0 * self.prob_drop / self.count,
+            "attack_success": 100.0 * self.flipped / self.count,
             "n": self.count,
         }
 
@@ -64,7 +67,8 @@ def poc_table(
     features (B, D) in the space of `centroids` (K, D), unit-norm. Both run in eval mode (restored
     after). eps, alpha in pixel units; n: rank of the neighbouring centroid (2 <= n <= K).
     Per row, over the correctly classified test images: "prob_dec" = mean drop of the true-class
-    softmax probability in percentage points, "attack_success" = % now misclassified, "n" = count.
+    softmax probability in percentage points, "attack_success" = % now misclassified, "n" = count
+    (both rates None where no test image is classified correctly: nothing was measured).
 
     Returns {"random_noise": row, "nbr": row, "n_correct", "n_total", "settings": {...}}.
     """
@@ -126,6 +130,10 @@ def format_poc_table(result: dict) -> str:
     for key, label in POC_ROWS.items():
         row = result[key]
         name = f"{label} toward the {nbr_target(n)}" if key == "nbr" else label
-        lines.append(f"| {name} | {two_decimals(row['prob_dec'])} | {two_decimals(row['attack_success'])} | "
-                     f"{row['n']} |")
+        lines.append(f"| {name} | {_rate(row['prob_dec'])} | {_rate(row['attack_success'])} | {row['n']} |")
     return "\n".join(lines) + "\n"
+
+
+def _rate(value) -> str:
+    """A Table-1 rate (%) as printed: 2 decimals, UNMEASURED for None (a row over no image)."""
+    return UNMEASURED if value is None else two_decimals(value)

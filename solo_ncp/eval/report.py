@@ -31,8 +31,11 @@ from solo_ncp.eval.protocol import (
 from solo_ncp.eval.results import (
     K_FILE,
     METRICS_FILE,
+    NO_CORRECT_IMAGE,
     NOT_RECORDED,
     POC_FILE,
+    POC_METRICS,
+    UNMEASURED,
     ReportInputs,
     RunRecord,
     budget_text,
@@ -388,15 +391,37 @@ def _in_255ths(value: object) -> str:
 
 def _poc_legend(block: str, records: Sequence[Mapping], selections: Sequence[Dict]) -> str:
     """The protocol of Table-1 row block `block` (its poc.json `records`, in seed order): its seeds,
-    their K (one, or each seed's silhouette K), PGD steps and step size, and test images."""
+    their K (one, or each seed's silhouette K), PGD steps and step size, test images, and the seeds
+    left out of its means (`_measured`)."""
     settings = _poc_settings(records[0], selections)
-    seeds = ", ".join(str(record["settings"].get("seed", NOT_RECORDED)) for record in records)
+    seeds = ", ".join(map(_seed_text, records))
     if settings["K"] == SILHOUETTE_K:
         k = f"K {', '.join(str(record['settings'].get('k', NOT_RECORDED)) for record in records)} ({SILHOUETTE_K})"
     else:
         k = f"K {settings['K']}"
+    unmeasured = [_seed_text(record) for record in records if not _measured(record)]
+    left_out = (f" Left out of its means: seed {', '.join(unmeasured)} ({NO_CORRECT_IMAGE}: "
+                "nothing measured)." if unmeasured else "")
     return (f"{block}: seeds {seeds}; {k}; δ_nbr by PGD-{settings['PGD steps']} with step "
-            f"{_in_255ths(settings['step size alpha'])}; {settings['test images']} test images per seed.")
+            f"{_in_255ths(settings['step size alpha'])}; {settings['test images']} test images per seed.{left_out}")
+
+
+def _seed_text(record: Mapping) -> str:
+    """A poc record's seed as a legend names it."""
+    return str(record["settings"].get("seed", NOT_RECORDED))
+
+
+def _measured(record: Mapping) -> bool:
+    """Whether a poc record (one seed) measured Table 1's rates: some test image was classified
+    correctly (with none, poc.json's rates are null, or 0.0 in files of older solo-ncp)."""
+    return record["n_correct"] > 0
+
+
+def _poc_cell(records: Sequence[Mapping], row: str, metric: str) -> str:
+    """A Table-1 cell: `_mean_cell` of `metric` of `row` over the seeds that measured it
+    (`_measured`); UNMEASURED where none did."""
+    values = [record[row][metric] for record in records if _measured(record)]
+    return _mean_cell(values) if values else UNMEASURED
 
 
 def _seed_order(record: Mapping) -> Tuple[bool, int]:
@@ -429,7 +454,7 @@ def _poc_table(groups: Mapping[Tuple[str, float, int], PocRecords], head: str,
         legends.append(_poc_legend(block, records, selections))
         correct = _correct_images(records)
         for row, label in POC_ROWS.items():
-            cells = [_mean_cell([r[row][m] for r in records]) for m in ("prob_dec", "attack_success")]
+            cells = [_poc_cell(records, row, metric) for metric in POC_METRICS]
             lines.append(f"| {dataset_title(dataset)} | {eps * 255:.0f}/255 | {target} | {label} | "
                          f"{cells[0]} | {cells[1]} | {correct} |")
     lines += ["", "Mean ± sample std (ddof=1) over seeds, n = seeds in the cell; each seed's numbers are "

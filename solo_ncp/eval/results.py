@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, default_loss
-from solo_ncp.io import wrong_kind
-from solo_ncp.run_files import BEST, LAST
+from solo_ncp.io import is_count, wrong_kind
+from solo_ncp.run_files import BEST, LAST, encoder_sha256
 
 
 BN_BRANCHES = ("clean", "adv")
@@ -38,6 +38,17 @@ LINF_LABEL = "L-inf"
 """How tables write the L-inf threat model."""
 LEGACY_HEAD = PAPER_HEAD
 """Head of metrics.json files that do not name one: the evaluation then had only the paper's."""
+COUNT_KEYS = ("sa_n", "ra_n", "aa_n")
+"""The test images behind each metric, in metrics.json's "metrics"."""
+EVAL_AGAIN = "restore the file, or run `solo-ncp eval` again"
+POC_METRICS = ("prob_dec", "attack_success")
+"""The numbers of each Table-1 row in poc.json (%)."""
+POC_AGAIN = "restore the file, or run `solo-ncp poc` again"
+NO_CORRECT_IMAGE = "no correctly classified test image"
+UNMEASURED = f"n/a ({NO_CORRECT_IMAGE})"
+"""A Table-1 cell over no test image: poc.json's rates of a seed with n_correct 0 are null."""
+SELECTION = "a k.json of `solo-ncp select-k`"
+"""What a k_file or a select-k folder's k.json must be, as errors name it."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,22 @@ def _check_metrics(metrics: object, path: Path, where: str) -> None:
         _require(_is_accuracy(metrics.get(key)), path, f"{where}.{key} must be a percentage in [0, 100]")
     aa = metrics.get("aa")
     _require(aa is None or _is_accuracy(aa), path, f"{where}.aa must be a percentage in [0, 100] or null")
+    for key in COUNT_KEYS:
+        count = metrics.get(key)
+        _require(count is None or is_count(count), path, f"{where}.{key} must be a whole number of test images "
+                                                          f"(>= 0) or null, not {count!r}: {EVAL_AGAIN}")
+
+
+def _check_checkpoint(checkpoint: Mapping, path: Path, where: str, fix: str) -> None:
+    """ValueError naming `path` and the field when the `checkpoint` record at `where` ("checkpoint",
+    "settings.checkpoint") holds a path, sha256 or exported_from.sha256 that is no string: the
+    tables compare and group encoders by them."""
+    exported_from = checkpoint.get("exported_from")
+    entries = {"path": checkpoint.get("path"), "sha256": checkpoint.get("sha256"),
+               "exported_from.sha256": exported_from.get("sha256") if isinstance(exported_from, dict) else None}
+    for key, value in entries.items():
+        _require(value is None or isinstance(value, str), path,
+                 f"{where}.{key} must be a string or null, not {value!r}: {fix}")
 
 
 ENCODER_KINDS = {"k": int, "neighbor_rank": int, "strategy": str, "k_source": str}
@@ -171,6 +198,7 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
     _check_encoder(encoder, path)
     checkpoint = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
+    _check_checkpoint(checkpoint, path, "checkpoint", EVAL_AGAIN)
     best = Path(str(checkpoint.get("path", ""))).name == BEST
     return [
         RunRecord(path=path, method=record["method"], dataset=record["dataset"].lower(), mode=mode,
@@ -180,15 +208,6 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
                   checkpoint_sha256=encoder_sha256(checkpoint))
         for branch in _branches(record, path)
     ]
-
-
-def encoder_sha256(checkpoint: Mapping) -> Optional[str]:
-    """The sha256 that names an encoder in a result's `checkpoint` record: that of the checkpoint an
-    export was made from (`exported_from`), else of the checkpoint read; None where none is recorded."""
-    exported_from = checkpoint.get("exported_from")
-    if isinstance(exported_from, Mapping) and exported_from.get("sha256"):
-        return exported_from["sha256"]
-    return checkpoint.get("sha256")
 
 
 def _fraction_of_255(value: float) -> str:
@@ -224,21 +243,31 @@ def attack_texts(settings: object) -> Dict[str, str]:
 
 def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], dict]:
     """A `solo-ncp poc` folder's poc.json: ((dataset, eps, n), its record); ValueError naming the
-    file when it is missing, damaged, lacks a number of Table 1 or names no head (settings.head,
-    absent in files written before poc recorded it)."""
+    file when it is missing, damaged, lacks a number of Table 1 (null only where no test image was
+    classified correctly: n_correct 0), names no head (settings.head, absent in files written before
+    poc recorded it), or holds a seed or checkpoint record of another type."""
     path = Path(poc_dir) / POC_FILE
     try:
         record = json.loads(path.read_text())
         settings = record["settings"]
         key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
-        int(record["n_correct"])
-        numbers = all(_is_number(record[row][m]) for row in POC_ROWS for m in ("prob_dec", "attack_success"))
+        n_correct = record["n_correct"]
+        values = [record[row][m] for row in POC_ROWS for m in POC_METRICS]
     except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: JSON, UTF-8, float()
         raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
-    _require(numbers, path, f"rows {', '.join(POC_ROWS)} need numbers prob_dec and attack_success")
+    _require(is_count(n_correct), path, f"n_correct must be a whole number of test images (>= 0), not "
+                                         f"{n_correct!r}: {POC_AGAIN}")
+    measured = all(_is_number(value) or value is None and n_correct == 0 for value in values)
+    _require(measured, path, f"rows {', '.join(POC_ROWS)} need numbers {' and '.join(POC_METRICS)} (null only "
+                             f"where n_correct is 0: no test image measured): {POC_AGAIN}")
     head = settings.get("head")
     _require(head is None or isinstance(head, str) and head in HEADS, path,
              f"settings.head {head!r} is none of the heads {', '.join(HEADS)}: run poc again")
+    seed = settings.get("seed")
+    _require(seed is None or isinstance(seed, int) and not isinstance(seed, bool), path,
+             f"settings.seed must be a whole number or null, not {seed!r}: {POC_AGAIN}")
+    checkpoint = settings.get("checkpoint")
+    _check_checkpoint(checkpoint if isinstance(checkpoint, dict) else {}, path, "settings.checkpoint", POC_AGAIN)
     return key, record
 
 
@@ -250,22 +279,64 @@ def read_selection(folder: Path) -> Dict:
 
 def read_selection_file(path: Path) -> Dict:
     """`read_selection` of the k.json at `path` (a stage-2 config's method_kwargs.k_file). K must be
-    a whole number >= 2 (a file edited to "k": 3.7, true or "12" is refused, not rounded)."""
-    what = "a k.json of `solo-ncp select-k`"
+    a whole number >= 2 (a file edited to "k": 3.7, true or "12" is refused, not rounded); the
+    scores, finite silhouettes of whole Ks >= 2, must be the sweep select-k chose K from: K is
+    their best (`_best_scoring`)."""
     problem = wrong_kind(path, "file")
     if problem:
-        raise ValueError(f"{path} {problem}: pass {what}, or run select-k first")
+        raise ValueError(f"{path} {problem}: pass {SELECTION}, or run select-k first")
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        scores = {int(k): float(v) for k, v in record["scores"].items()}
-        best = record["k"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not {what} ({err!r})") from None
-    if isinstance(best, bool) or not isinstance(best, int) or best < 2:
-        raise ValueError(f"{path}: not {what}: its K ('k') must be a whole number >= 2, not {best!r}; "
-                         "run select-k again, or set method_kwargs.k")
+        scored, best = record["scores"], record["k"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not {SELECTION} ({err!r})") from None
+    if not _is_k(best):
+        raise _not_a_selection(path, f"its K ('k') must be a whole number >= 2, not {best!r}")
+    scores = _silhouettes(scored, path)
+    if best not in scores:
+        raise _not_a_selection(path, f"its K ('k') {best} is none of the Ks its 'scores' hold "
+                                     f"({', '.join(map(str, scores))})")
+    chosen = _best_scoring(scores)
+    if chosen != best:
+        raise _not_a_selection(path, f"its K ('k') {best} (silhouette {scores[best]!r}) is not the best-scoring K "
+                                     f"of its 'scores', {chosen} (silhouette {scores[chosen]!r})")
     return {"k": best, "scores": scores,
             **{key: record.get(key) for key in ("dataset", "seed", "n", "ckpt", "ckpt_sha256")}}
+
+
+def _is_k(value: object) -> bool:
+    """A number of clusters: a whole number >= 2 (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
+
+
+def _best_scoring(scores: Mapping[int, float]) -> int:
+    """The K select-k chooses from `scores` ({K: silhouette}): the highest silhouette, the smallest K
+    on ties (`solo_ncp.cluster.select_k.best_k`, which imports torch, as report and reproduce need not)."""
+    top = max(scores.values())
+    return min(k for k, score in scores.items() if score == top)
+
+
+def _not_a_selection(path: Path, problem: str) -> ValueError:
+    """The error for a k.json at `path` that select-k did not write as it is: `problem`, and the fix."""
+    return ValueError(f"{path}: not {SELECTION}: {problem}; run select-k again, or set "
+                      "method_kwargs.k")
+
+
+def _silhouettes(scored: object, path: Path) -> Dict[int, float]:
+    """k.json's "scores" ({"<K>": silhouette}) as {K: silhouette}, in file order; ValueError (through
+    `_not_a_selection`) unless it is a non-empty object of finite numbers keyed by whole Ks >= 2
+    written as select-k writes them ("15", not "015" or "15.0")."""
+    if not isinstance(scored, dict) or not scored:
+        raise _not_a_selection(path, f"its 'scores' must be a non-empty object of silhouettes by K, not {scored!r}")
+    scores = {}
+    for key, value in scored.items():
+        k = int(key) if key.isascii() and key.isdigit() else None
+        if k is None or str(k) != key or not _is_k(k):
+            raise _not_a_selection(path, f"its 'scores' hold a K {key!r} that is no whole number >= 2")
+        if not _is_number(value):
+            raise _not_a_selection(path, f"its 'scores' hold silhouette {value!r} for K {key}, not a finite number")
+        scores[k] = float(value)
+    return scores
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from solo_ncp.config import (
+    TRAINING_SEED,
     ConfigError,
     checkpoint_history,
     device_count,
@@ -226,7 +227,7 @@ def build_trainer(cfg: DictConfig, folder: Path, meta: Dict, callbacks: List[Cal
         precision=precision,
         logger=loggers,
         callbacks=[checkpoint, CheckpointMeta(meta), LearningRateMonitor("epoch"), PendingInterrupt(), FiniteLoss(),
-                   GroupLearningRates(), EpochSeeds(int(select(cfg, "seed", 5))), LoggedLossBar(),
+                   GroupLearningRates(), EpochSeeds(int(select(cfg, "seed", TRAINING_SEED))), LoggedLossBar(),
                    *callbacks],
         plugins=[AtomicCheckpointIO(trust)],
         accumulate_grad_batches=int(select(cfg, "accumulate_grad_batches", 1)),

@@ -22,6 +22,7 @@ neither solo-ncp nor Lightning (`write_export`). An export folder holds:
 import inspect
 import json
 from collections import OrderedDict
+from functools import reduce
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from solo_ncp.io import (
+    is_count,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -51,6 +53,7 @@ from solo_ncp.models.checkpoint import (
 )
 from solo_ncp.models.normalize import Normalize
 from solo_ncp.models.wide_resnet import WideResNet
+from solo_ncp.run_files import encoder_sha256
 
 FORMAT = 1
 SOLO_LEARN_FILE = "solo_learn.ckpt"
@@ -199,27 +202,84 @@ def export_info(encoder: LoadedEncoder) -> Dict:
 
 def evaluated_branch(record: Mapping, eval_dir: Path, info: Mapping) -> Dict:
     """The entry of eval's metrics.json `record` for the exported encoder; ValueError if the eval
-    read another checkpoint (sha256) or left the exported BN branch out, or saved no head."""
-    evaluated = record.get("checkpoint") or {}
-    source = info["source"]
-    if evaluated.get("sha256") != source["sha256"]:
+    read another encoder (`encoder_sha256`: an export is the checkpoint it was exported from) or
+    left the exported BN branch out, saved no head, or lacks a field the export reads
+    (`EVALUATION_FIELDS`, `BRANCH_FIELDS`) or holds it in another type."""
+    check_fields(record, (("checkpoint", _is_object, "an object"),), eval_dir)
+    evaluated, source = encoder_sha256(record["checkpoint"]), encoder_sha256(info["source"])
+    if evaluated != source:
         raise ValueError(
-            f"--head {eval_dir} evaluated {evaluated.get('path')} (sha256 "
-            f"{str(evaluated.get('sha256'))[:12]}), not --ckpt {source['path']} (sha256 "
-            f"{source['sha256'][:12]}): pass the checkpoint that eval read, or evaluate this one "
-            "with `solo-ncp eval --ckpt`"
+            f"--head {eval_dir} evaluated {record['checkpoint'].get('path')} (sha256 {str(evaluated)[:12]}), not "
+            f"--ckpt {info['source']['path']} (sha256 {source[:12]}; of an export, those of the checkpoint it was "
+            "exported from): pass the checkpoint that eval read, or evaluate this one with `solo-ncp eval --ckpt`"
         )
     branches = record.get("branches") or []
-    branch = next((b for b in branches if b.get("bn") == info["bn"]), None)
-    if branch is None:
+    index = next((i for i, b in enumerate(branches) if b.get("bn") == info["bn"]), None)
+    if index is None:
         bns = [b.get("bn") for b in branches]
         exported = f"the {info['bn']} branch" if info["bn"] else "a single-BN encoder"
         raise ValueError(f"--head {eval_dir} evaluated BN branch(es) {bns}, not {exported}: pass the "
                          "--bn that eval tested, or evaluate this branch with `solo-ncp eval --bn`")
-    if "head" not in branch.get("files", {}):
+    branch = branches[index]
+    files = branch.get("files", {})
+    if isinstance(files, dict) and "head" not in files:
         raise ValueError(f"--head {eval_dir}: its metrics.json names no head file (an older solo-ncp "
                          "eval): evaluate the checkpoint again with `solo-ncp eval`")
+    check_fields(branch, BRANCH_FIELDS, eval_dir, f"branches[{index}].")
+    check_fields(record, EVALUATION_FIELDS, eval_dir)
     return branch
+
+
+ABSENT = object()
+"""A field that metrics.json leaves out, as `check_fields` hands it to a field's test."""
+
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+EVALUATION_FIELDS = (
+    ("settings", _is_object, "an object"),
+    ("settings.aa", _is_object, "an object"),
+    ("settings.aa.eps", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    ("settings.aa.version", _is_name, "a name (a string)"),
+    ("settings.aa.attacks", lambda v: v in (ABSENT, None) or isinstance(v, list) and all(map(_is_name, v)),
+     "a list of attack names or null"),
+)
+"""(field, test, what it must be) of eval's metrics.json that model_info.json reads, each parent
+before its entries; a field whose test passes ABSENT may be left out."""
+BRANCH_FIELDS = (
+    ("files", _is_object, "an object"),
+    ("files.head", _is_name, "a file name (a string)"),
+    ("files.encoder", lambda v: v is ABSENT or _is_name(v), "a file name (a string)"),
+    ("metrics.sa_n", is_count, "a whole number of test images"),
+)
+"""EVALUATION_FIELDS of the evaluated branch (`evaluated_branch`): the files classifier.pt is made
+of, the test images model_info.json names."""
+
+
+def check_fields(record: Mapping, fields, eval_dir: Path, prefix: str = "") -> None:
+    """ValueError naming metrics.json of --head `eval_dir` and the first of `fields` ((dotted field,
+    test, what it must be), parents first; `prefix` names `record` within the file, e.g.
+    "branches[0].") that `record` lacks, or holds in a value its test refuses."""
+    for field, test, expected in fields:
+        *parents, key = field.split(".")
+        value = reduce(lambda parent, name: parent[name], parents, record).get(key, ABSENT)
+        if value is ABSENT and not test(value):
+            raise damaged_evaluation(eval_dir, f"lacks '{prefix}{field}' or holds it in another shape")
+        if not test(value):
+            raise damaged_evaluation(eval_dir, f"holds {prefix}{field} {json.dumps(value)}, not {expected}")
+
+
+def damaged_evaluation(eval_dir: Path, problem: str) -> ValueError:
+    """The error for a metrics.json of --head `eval_dir` the export cannot read: `problem` ("lacks
+    'settings' or ..."), and the fix."""
+    return ValueError(f"--head {eval_dir}: its metrics.json {problem} (damaged, or of another solo-ncp version): "
+                      f"evaluate the checkpoint again with `solo-ncp eval ... --out {eval_dir} --overwrite`")
 
 
 def classifier_state(encoder: LoadedEncoder, branch: Mapping, eval_dir: Path) -> Dict[str, torch.Tensor]:
@@ -329,10 +389,8 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
         branch = evaluated_branch(evaluation, eval_dir, info)
         try:
             robustbench_info = model_info(info, evaluation, branch)
-        except (KeyError, TypeError, AttributeError) as err:
-            raise ValueError(f"--head {eval_dir}: its metrics.json lacks {err} or holds it in another shape "
-                             "(damaged, or of another solo-ncp version): evaluate the checkpoint again with "
-                             f"`solo-ncp eval ... --out {eval_dir} --overwrite`") from None
+        except KeyError as err:  # a field of files of other solo-ncp versions; the others: evaluated_branch
+            raise damaged_evaluation(eval_dir, f"lacks {err} or holds it in another shape") from None
         state = classifier_state(encoder, branch, eval_dir)
         info["classifier"] = {
             "file": CLASSIFIER_FILE,
