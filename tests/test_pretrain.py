@@ -177,8 +177,14 @@ def test_mismatched_backbone_is_a_clear_error(tmp_path, digits_simclr_ckpt):
     ckpt = torch.load(digits_simclr_ckpt, weights_only=True)
     ckpt["solo_ncp"]["backbone"]["name"] = "resnet50"
     torch.save(ckpt, tmp_path / "wrong.ckpt")
-    with pytest.raises(CheckpointError, match="does not fit the backbone"):
+    with pytest.raises(CheckpointError) as caught:
         load_encoder(tmp_path / "wrong.ckpt")
+    said = str(caught.value)
+    assert said.startswith(f"encoder of {tmp_path / 'wrong.ckpt'} does not fit the backbone (")
+    assert said.endswith(  # its fix was a config's backbone, which eval and export have none of
+        ". The checkpoint records the backbone {'name': 'resnet50', 'cifar': True, 'zero_init_residual': False}, "
+        "which its weights are not of: its record was edited, or it is damaged; pass the checkpoint as its "
+        "training wrote it")
 
 
 def test_plain_solo_learn_checkpoint_needs_normalisation(tmp_path, digits_simclr_ckpt):

@@ -313,14 +313,18 @@ def state_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, torch.
     )
 
 
-def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> None:
-    """`load_state_dict(strict=True)` with an error that names the mismatch instead of a dump."""
+CONFIG_BACKBONE_FIX = ("Use the backbone the checkpoint was trained with (backbone.name / backbone.kwargs.cifar in "
+                       "the config).")
+"""What to change when a config's backbone does not fit a checkpoint's weights (stage 2's teacher)."""
+
+
+def load_weights(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str,
+                 fix: str = CONFIG_BACKBONE_FIX) -> None:
+    """`load_state_dict(strict=True)` with an error that names the mismatch instead of a dump, and
+    `fix`: what to change."""
     detail = state_mismatch(module.state_dict(), weights)
     if detail:
-        raise CheckpointError(
-            f"{what} does not fit the backbone ({detail}). Use the backbone the checkpoint was "
-            "trained with (backbone.name / backbone.kwargs.cifar in the config)."
-        )
+        raise CheckpointError(f"{what} does not fit the backbone ({detail}). {fix}")
     module.load_state_dict(weights)
 
 
@@ -381,14 +385,16 @@ def is_dual_bn_state(weights: Mapping[str, torch.Tensor]) -> bool:
 
 def backbone_from_weights(spec: BackboneSpec, weights: Mapping[str, torch.Tensor], what: str,
                           dual_bn: bool = False) -> nn.Module:
-    """A backbone of `spec` holding `weights`; dual BN if `dual_bn` or if the weights have it
-    (a single-BN state loaded into a dual model fills both branches)."""
+    """A backbone of `spec`, the one a checkpoint records, holding `weights`; dual BN if `dual_bn` or
+    if the weights have it (a single-BN state loaded into a dual model fills both branches)."""
     backbone = build_backbone(spec)
+    fix = (f"The checkpoint records the backbone {spec.to_dict()}, which its weights are not of: its record was "
+           "edited, or it is damaged; pass the checkpoint as its training wrote it")
     if is_dual_bn_state(weights):
         convert_dual_bn(backbone)
-        load_weights(backbone, weights, what)
+        load_weights(backbone, weights, what, fix)
     else:
-        load_weights(backbone, weights, what)
+        load_weights(backbone, weights, what, fix)
         if dual_bn:
             convert_dual_bn(backbone)
     return backbone
