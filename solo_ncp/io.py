@@ -203,9 +203,11 @@ JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a numb
               bool: "a boolean", type(None): "null"}
 
 
-def is_count(value: object) -> bool:
-    """A JSON value counting something (test images): a whole number >= 0, not a boolean."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def is_whole(value: object, at_least: Optional[int] = None) -> bool:
+    """Whether a JSON value is a whole number (not a boolean), `at_least` or more where given (a
+    count of test images: 0; a number of clusters: 2)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (at_least is None or value >= at_least))
 
 
 def read_json_object(path: PathLike, what: str) -> dict:
@@ -412,8 +414,8 @@ def remove_temporaries(folder: Path) -> None:
 def folder_lock(folder: PathLike) -> Iterator[Path]:
     """Holds an exclusive `fcntl.flock` on `folder/.lock` for the block (the kernel releases it when
     the process dies, however it dies); the file holds the pid for the error message of a process
-    refused. Taking it, removes the temporary files a killed holder's atomic writes left. A folder
-    it had to create is removed again if it is empty at the end. Raises FolderLockedError naming
+    refused. Taking it, removes the temporary files a killed holder's atomic writes left. The folders
+    it had to create are removed again, deepest first, while empty at the end. Raises FolderLockedError naming
     a live holder."""
     folder = Path(folder)
     created = [parent for parent in (folder, *folder.parents) if not parent.exists()]  # deepest first

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
+from solo_ncp.eval.protocol import best_k
 from solo_ncp.io import atomic_write_json, atomic_write_text, staged_outputs
 from .kmeans import spherical_kmeans
 from .silhouette import cosine_silhouette
@@ -41,13 +42,6 @@ def sweep_k(
         result = spherical_kmeans(x, k, seed=seed, backend=backend)
         scores[k] = cosine_silhouette(x, result.labels)
     return scores
-
-
-def best_k(scores: Dict[int, float]) -> int:
-    """The K with the highest silhouette (the smallest such K on ties)."""
-    if not scores:
-        raise ValueError("scores is empty: run sweep_k over at least one K first")
-    return max(sorted(scores), key=lambda k: scores[k])
 
 
 def plot_scores(scores: Dict[int, float], best: int, path: Path, about: Optional[Dict] = None):

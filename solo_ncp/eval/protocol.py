@@ -79,6 +79,14 @@ def check_autoattack_classes(version: str, attacks, num_classes: int) -> None:
                          f"--aa-version custom --aa-attacks {' '.join(fit)} (not AutoAttack's standard "
                          "version: say so beside its AA), or skip AutoAttack with --aa-n 0")
 
+def best_k(scores: Dict[int, float]) -> int:
+    """The K select-k chooses from `scores` ({K: silhouette}, Fig. 2): the highest silhouette, the
+    smallest such K on ties."""
+    if not scores:
+        raise ValueError("scores is empty: run sweep_k over at least one K first")
+    return max(sorted(scores), key=lambda k: scores[k])
+
+
 POC_ROWS = {"random_noise": "random noise", "nbr": "δ_nbr"}
 """Rows of Table 1 (`solo-ncp poc`): poc.json key -> label."""
 

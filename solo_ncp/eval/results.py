@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, default_loss
-from solo_ncp.io import is_count, wrong_kind
+from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, best_k, default_loss
+from solo_ncp.io import is_whole, wrong_kind
 from solo_ncp.run_files import BEST, LAST, encoder_sha256
 
 
@@ -113,7 +113,7 @@ def _check_metrics(metrics: object, path: Path, where: str) -> None:
     _require(aa is None or _is_accuracy(aa), path, f"{where}.aa must be a percentage in [0, 100] or null")
     for key in COUNT_KEYS:
         count = metrics.get(key)
-        _require(count is None or is_count(count), path, f"{where}.{key} must be a whole number of test images "
+        _require(count is None or is_whole(count, 0), path, f"{where}.{key} must be a whole number of test images "
                                                           f"(>= 0) or null, not {count!r}: {EVAL_AGAIN}")
 
 
@@ -193,7 +193,7 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
     head = record.get("head") or LEGACY_HEAD
     _require(head in HEADS, path, f"'head' must be one of {HEADS}, got {head!r}")
     seed = record.get("seed")
-    _require(isinstance(seed, int) and not isinstance(seed, bool), path, "'seed' must be an int")
+    _require(is_whole(seed), path, "'seed' must be an int")
     attacks = attack_texts(record.get("settings"))
     encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
     _check_encoder(encoder, path)
@@ -255,7 +255,7 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
         values = [record[row][m] for row in POC_ROWS for m in POC_METRICS]
     except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: JSON, UTF-8, float()
         raise ValueError(f"{path}: not a poc.json of `solo-ncp poc` ({error!r})") from None
-    _require(is_count(n_correct), path, f"n_correct must be a whole number of test images (>= 0), not "
+    _require(is_whole(n_correct, 0), path, f"n_correct must be a whole number of test images (>= 0), not "
                                          f"{n_correct!r}: {POC_AGAIN}")
     measured = all(_is_number(value) or value is None and n_correct == 0 for value in values)
     _require(measured, path, f"rows {', '.join(POC_ROWS)} need numbers {' and '.join(POC_METRICS)} (null only "
@@ -264,7 +264,7 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
     _require(head is None or isinstance(head, str) and head in HEADS, path,
              f"settings.head {head!r} is none of the heads {', '.join(HEADS)}: run poc again")
     seed = settings.get("seed")
-    _require(seed is None or isinstance(seed, int) and not isinstance(seed, bool), path,
+    _require(seed is None or is_whole(seed), path,
              f"settings.seed must be a whole number or null, not {seed!r}: {POC_AGAIN}")
     checkpoint = settings.get("checkpoint")
     _check_checkpoint(checkpoint if isinstance(checkpoint, dict) else {}, path, "settings.checkpoint", POC_AGAIN)
@@ -281,7 +281,7 @@ def read_selection_file(path: Path) -> Dict:
     """`read_selection` of the k.json at `path` (a stage-2 config's method_kwargs.k_file). K must be
     a whole number >= 2 (a file edited to "k": 3.7, true or "12" is refused, not rounded); the
     scores, finite silhouettes of whole Ks >= 2, must be the sweep select-k chose K from: K is
-    their best (`_best_scoring`)."""
+    their best (`best_k`)."""
     problem = wrong_kind(path, "file")
     if problem:
         raise ValueError(f"{path} {problem}: pass {SELECTION}, or run select-k first")
@@ -290,30 +290,18 @@ def read_selection_file(path: Path) -> Dict:
         scored, best = record["scores"], record["k"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not {SELECTION} ({err!r})") from None
-    if not _is_k(best):
+    if not is_whole(best, 2):
         raise _not_a_selection(path, f"its K ('k') must be a whole number >= 2, not {best!r}")
     scores = _silhouettes(scored, path)
     if best not in scores:
         raise _not_a_selection(path, f"its K ('k') {best} is none of the Ks its 'scores' hold "
                                      f"({', '.join(map(str, scores))})")
-    chosen = _best_scoring(scores)
+    chosen = best_k(scores)
     if chosen != best:
         raise _not_a_selection(path, f"its K ('k') {best} (silhouette {scores[best]!r}) is not the best-scoring K "
                                      f"of its 'scores', {chosen} (silhouette {scores[chosen]!r})")
     return {"k": best, "scores": scores,
             **{key: record.get(key) for key in ("dataset", "seed", "n", "ckpt", "ckpt_sha256")}}
-
-
-def _is_k(value: object) -> bool:
-    """A number of clusters: a whole number >= 2 (not a boolean)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 2
-
-
-def _best_scoring(scores: Mapping[int, float]) -> int:
-    """The K select-k chooses from `scores` ({K: silhouette}): the highest silhouette, the smallest K
-    on ties (`solo_ncp.cluster.select_k.best_k`, which imports torch, as report and reproduce need not)."""
-    top = max(scores.values())
-    return min(k for k, score in scores.items() if score == top)
 
 
 def _not_a_selection(path: Path, problem: str) -> ValueError:
@@ -331,7 +319,7 @@ def _silhouettes(scored: object, path: Path) -> Dict[int, float]:
     scores = {}
     for key, value in scored.items():
         k = int(key) if key.isascii() and key.isdigit() else None
-        if k is None or str(k) != key or not _is_k(k):
+        if k is None or str(k) != key or not is_whole(k, 2):
             raise _not_a_selection(path, f"its 'scores' hold a K {key!r} that is no whole number >= 2")
         if not _is_number(value):
             raise _not_a_selection(path, f"its 'scores' hold silhouette {value!r} for K {key}, not a finite number")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from solo_ncp.io import (
-    is_count,
+    is_whole,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -256,7 +256,7 @@ BRANCH_FIELDS = (
     ("files", _is_object, "an object"),
     ("files.head", _is_name, "a file name (a string)"),
     ("files.encoder", lambda v: v is ABSENT or _is_name(v), "a file name (a string)"),
-    ("metrics.sa_n", is_count, "a whole number of test images"),
+    ("metrics.sa_n", lambda v: is_whole(v, 0), "a whole number of test images"),
 )
 """EVALUATION_FIELDS of the evaluated branch (`evaluated_branch`): the files classifier.pt is made
 of, the test images model_info.json names."""
