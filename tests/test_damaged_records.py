@@ -58,10 +58,19 @@ def write_k_json(folder: Path, record: dict) -> Path:
      "its K ('k') 5 (silhouette 0.1) is not the best-scoring K of its 'scores', 6 (silhouette 0.2)"),
     ({"k": 6, "scores": {"5": 0.2, "6": 0.2}},  # select-k takes the smallest K of a tie
      "its K ('k') 6 (silhouette 0.2) is not the best-scoring K of its 'scores', 5 (silhouette 0.2)"),
-], ids=["no scores", "a list", "k unscored", "NaN", "a string", "K 5.5", "K 1", "k not best", "tie"])
-def test_a_k_json_of_damaged_scores_is_one_error_line_naming_the_field(record, problem, tmp_path, capsys):
+    ({"k": 5, "scores": {"5": 0.3}, "ckpt": 5}, "its 'ckpt' must be a string or null, not 5"),
+    ({"k": 5, "scores": {"5": 0.3}, "ckpt_sha256": ["ab"]}, "its 'ckpt_sha256' must be a string or null, not ['ab']"),
+    ({"k": 5, "scores": {"5": 0.3}, "dataset": {"name": "digits"}},
+     "its 'dataset' must be a string or null, not {'name': 'digits'}"),
+    ({"k": 5, "scores": {"5": 0.3}, "seed": "0"}, "its 'seed' must be a whole number or null, not '0'"),
+    ({"k": 5, "scores": {"5": 0.3}, "n": 0}, "its 'n' must be a whole number >= 1 or null, not 0"),
+    ({"k": 5, "scores": {"5": 0.3}, "n": True}, "its 'n' must be a whole number >= 1 or null, not True"),
+], ids=["no scores", "a list", "k unscored", "NaN", "a string", "K 5.5", "K 1", "k not best", "tie",
+        "ckpt 5", "digest a list", "dataset an object", "seed a string", "n 0", "n true"])
+def test_a_damaged_k_json_is_one_error_line_naming_the_field(record, problem, tmp_path, capsys):
     """report's Fig. 2 raised IndexError on empty scores, KeyError on an unscored k, and printed
-    silhouette nan; stage 2 read the same files as its K."""
+    silhouette nan; Table 1's K raised TypeError on a ckpt of a number; stage 2 read the same files
+    as its K."""
     from solo_ncp.ncp.teacher import resolve_k
 
     folder = write_k_json(tmp_path / "k", record)

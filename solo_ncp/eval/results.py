@@ -101,6 +101,10 @@ def _require(condition: bool, path: Path, message: str) -> None:
         raise ValueError(f"{path}: {message}")
 
 
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
 def _is_accuracy(value: object) -> bool:
     return _is_number(value) and 0 <= value <= 100
 
@@ -271,9 +275,18 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
     return key, record
 
 
+SELECTION_ABOUT = {"dataset": (_is_text, "a string"),
+                   "seed": (is_whole, "a whole number"),
+                   "n": (lambda value: is_whole(value, 1), "a whole number >= 1"),
+                   "ckpt": (_is_text, "a string"),
+                   "ckpt_sha256": (_is_text, "a string")}
+"""What a k.json records of its sweep besides K and its scores, null where unknown (Fig. 2's legend;
+the encoder stage 2 and Table 1 compare with their own): its test and the type it names."""
+
+
 def read_selection(folder: Path) -> Dict:
-    """A select-k folder's k.json: {"k", "scores": {K: silhouette}, "dataset", "seed", "n"} (the
-    last three None in files written before they were recorded); ValueError naming the file."""
+    """A select-k folder's k.json: {"k", "scores": {K: silhouette}, **SELECTION_ABOUT's entries}
+    (None where a file does not record them: older select-k); ValueError naming the file."""
     return read_selection_file(Path(folder) / K_FILE)
 
 
@@ -281,7 +294,7 @@ def read_selection_file(path: Path) -> Dict:
     """`read_selection` of the k.json at `path` (a stage-2 config's method_kwargs.k_file). K must be
     a whole number >= 2 (a file edited to "k": 3.7, true or "12" is refused, not rounded); the
     scores, finite silhouettes of whole Ks >= 2, must be the sweep select-k chose K from: K is
-    their best (`best_k`)."""
+    their best (`best_k`); the sweep's record (`SELECTION_ABOUT`) holds its types or null."""
     problem = wrong_kind(path, "file")
     if problem:
         raise ValueError(f"{path} {problem}: pass {SELECTION}, or run select-k first")
@@ -300,8 +313,11 @@ def read_selection_file(path: Path) -> Dict:
     if chosen != best:
         raise _not_a_selection(path, f"its K ('k') {best} (silhouette {scores[best]!r}) is not the best-scoring K "
                                      f"of its 'scores', {chosen} (silhouette {scores[chosen]!r})")
-    return {"k": best, "scores": scores,
-            **{key: record.get(key) for key in ("dataset", "seed", "n", "ckpt", "ckpt_sha256")}}
+    about = {key: record.get(key) for key in SELECTION_ABOUT}
+    for key, (fits, kind) in SELECTION_ABOUT.items():
+        if about[key] is not None and not fits(about[key]):
+            raise _not_a_selection(path, f"its {key!r} must be {kind} or null, not {about[key]!r}")
+    return {"k": best, "scores": scores, **about}
 
 
 def _not_a_selection(path: Path, problem: str) -> ValueError:
