@@ -247,6 +247,22 @@ def test_plot_of_a_metrics_csv_a_kill_cut_short_says_so_and_that_its_epochs_are_
         "(solo-ncp plot)"]
 
 
+@pytest.mark.parametrize("last, kept", [
+    (b"0,,3,2.2", {}), (b"2,,3,1.75,", {}), (b"2,,3,1.75,\r", {2: 1.75})],
+    ids=["cut within a value", "cut before its line end", "cut within its line end"])
+def test_a_metrics_csv_cut_within_its_last_row_is_read_without_that_row_and_names_it(last, kept, tmp_path,
+                                                                                       capsys):
+    """Lightning rewrites the file through a buffer, so a kill can cut it anywhere: a value of the last
+    line may be cut (epoch 0's 2.25 to 2.2, which would replace it). A line whose line end is whole
+    but for its last byte is not cut."""
+    path = tmp_path / "metrics.csv"
+    path.write_bytes("\r\n".join(LOG_LINES + ["1,,2,2.0,"]).encode() + b"\r\n" + last)
+    assert epoch_series([path]) == {"train_loss": {0: 2.25, 1: 2.0, **kept}}
+    notes = [] if kept else [f"[solo-ncp] note: {path} ends within line 6 (no line end: a process killed while "
+                             "Lightning rewrote it can leave it so): plotted without that line"]
+    assert capsys.readouterr().out.splitlines() == notes
+
+
 def test_plot_of_a_run_stopped_in_its_first_epoch_asks_for_it_after_that_epoch(tmp_path, capsys):
     """Its log holds a learning rate and a step's loss, no epoch's: it is not damaged, only early."""
     logged_run(tmp_path / "run", "\r\n".join(LOG_LINES[:3]).encode() + b"\r\n")

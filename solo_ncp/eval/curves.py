@@ -95,7 +95,8 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
     """(line number, {column: value}) of each row of a Lightning CSV log (UTF-8, a leading BOM
     accepted); ValueError naming the file when it is not a file, is empty or ends within its header
     line (`_cut`), is not UTF-8, has a header without the `step` column Lightning always writes (a
-    spreadsheet's ';' between fields) or a row with more fields than the header."""
+    spreadsheet's ';' between fields) or a row with more fields than the header. A last line without
+    its line end is cut (a value in it may be cut too): left out, with a note naming it."""
     problem = wrong_kind(path, "file")
     if problem:
         raise _damaged(path, problem)
@@ -109,6 +110,11 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
         raise _damaged(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})") from None
     if "\n" not in text:
         raise _cut(path, f"ends within its header line ({len(data)} bytes, no line end)")
+    if not text.endswith(("\n", "\r")):
+        cut_line = text.count("\n") + 1
+        print(f"[solo-ncp] note: {path} ends within line {cut_line} (no line end: a process killed while "
+              "Lightning rewrote it can leave it so): plotted without that line")
+        text = text[:text.rindex("\n") + 1]
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader)
     if "step" not in header:
