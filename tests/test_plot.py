@@ -229,8 +229,8 @@ def logged_run(run: Path, log: bytes) -> Path:
     return path
 
 
-KILLED = ("a process killed while writing it can leave it so (Lightning rewrites the whole file at each save), "
-          "and what it had logged is lost")
+KILLED = ("a process killed while writing it can leave it so (Lightning 1.x rewrites the whole file at each save, "
+          "2.x when a metric is new), and what it had logged is lost")
 
 
 @pytest.mark.parametrize("log, problem", [
@@ -252,14 +252,14 @@ def test_plot_of_a_metrics_csv_a_kill_cut_short_says_so_and_that_its_epochs_are_
     ids=["cut within a value", "cut before its line end", "cut within its line end"])
 def test_a_metrics_csv_cut_within_its_last_row_is_read_without_that_row_and_names_it(last, kept, tmp_path,
                                                                                        capsys):
-    """Lightning rewrites the file through a buffer, so a kill can cut it anywhere: a value of the last
+    """Lightning writes the file through a buffer, so a kill can cut it anywhere: a value of the last
     line may be cut (epoch 0's 2.25 to 2.2, which would replace it). A line whose line end is whole
     but for its last byte is not cut."""
     path = tmp_path / "metrics.csv"
     path.write_bytes("\r\n".join(LOG_LINES + ["1,,2,2.0,"]).encode() + b"\r\n" + last)
     assert epoch_series([path]) == {"train_loss": {0: 2.25, 1: 2.0, **kept}}
     notes = [] if kept else [f"[solo-ncp] note: {path} ends within line 6 (no line end: a process killed while "
-                             "Lightning rewrote it can leave it so): plotted without that line"]
+                             "Lightning wrote it can leave it so): plotted without that line"]
     assert capsys.readouterr().out.splitlines() == notes
 
 

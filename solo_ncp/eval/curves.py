@@ -84,11 +84,12 @@ def _damaged(path: Path, problem: str) -> ValueError:
 
 
 def _cut(path: Path, problem: str) -> ValueError:
-    """The error of a metrics.csv cut short: Lightning rewrites the whole file at each save, so a
-    process killed meanwhile leaves it empty or cut, and what it had logged is lost."""
-    return ValueError(f"{path} {problem}: a process killed while writing it can leave it so (Lightning "
-                      "rewrites the whole file at each save), and what it had logged is lost: delete "
-                      f"{path.parent} to plot the run without that attempt")
+    """The error of a metrics.csv cut short: Lightning 1.x rewrites the whole file at each save (2.x
+    when a metric is new), so a process killed meanwhile leaves it empty or cut, and what it had
+    logged is lost."""
+    return ValueError(f"{path} {problem}: a process killed while writing it can leave it so (Lightning 1.x "
+                      "rewrites the whole file at each save, 2.x when a metric is new), and what it had logged "
+                      f"is lost: delete {path.parent} to plot the run without that attempt")
 
 
 def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
@@ -113,7 +114,7 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
     if not text.endswith(("\n", "\r")):
         cut_line = text.count("\n") + 1
         print(f"[solo-ncp] note: {path} ends within line {cut_line} (no line end: a process killed while "
-              "Lightning rewrote it can leave it so): plotted without that line")
+              "Lightning wrote it can leave it so): plotted without that line")
         text = text[:text.rindex("\n") + 1]
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader)
