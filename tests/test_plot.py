@@ -236,7 +236,9 @@ KILLED = ("a process killed while writing it can leave it so (Lightning 1.x rewr
 @pytest.mark.parametrize("log, problem", [
     (b"", "is empty (0 bytes)"),
     (LOG_LINES[0][:15].encode(), "ends within its header line (15 bytes, no line end)"),
-], ids=["empty", "cut in its header"])
+    ("step,val_é".encode()[:-1], "ends within its header line (10 bytes, no line end)"),
+    (b"\xef\xbb", "ends within its header line (2 bytes, no line end)"),
+], ids=["empty", "cut in its header", "cut within a character", "cut within its BOM"])
 def test_plot_of_a_metrics_csv_a_kill_cut_short_says_so_and_that_its_epochs_are_lost(log, problem, tmp_path,
                                                                                       capsys):
     path = logged_run(tmp_path / "run", log)

@@ -96,8 +96,9 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
     """(line number, {column: value}) of each row of a Lightning CSV log (UTF-8, a leading BOM
     accepted); ValueError naming the file when it is not a file, is empty or ends within its header
     line (`_cut`), is not UTF-8, has a header without the `step` column Lightning always writes (a
-    spreadsheet's ';' between fields) or a row with more fields than the header. A last line without
-    its line end is cut (a value in it may be cut too): left out, with a note naming it."""
+    spreadsheet's ';' between fields) or a row with more fields than the header. A kill can cut the
+    file anywhere, within a character too: a last line without its line end is left out (a value in
+    it may be cut), with a note naming it."""
     problem = wrong_kind(path, "file")
     if problem:
         raise _damaged(path, problem)
@@ -105,10 +106,13 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
     if not data:
         raise _cut(path, "is empty (0 bytes)")
     try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise _damaged(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})") from None
+        if err.reason != "unexpected end of data":
+            line = data.count(b"\n", 0, err.start) + 1
+            raise _damaged(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})") from None
+        text = data[:err.start].decode("utf-8")  # cut within a character: what comes before it is whole
+    text = text.removeprefix("\ufeff")
     if "\n" not in text:
         raise _cut(path, f"ends within its header line ({len(data)} bytes, no line end)")
     if not text.endswith(("\n", "\r")):
