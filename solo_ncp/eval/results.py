@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, best_k, default_loss
 from solo_ncp.io import is_whole, wrong_kind
@@ -105,6 +105,23 @@ def _is_text(value: object) -> bool:
     return isinstance(value, str)
 
 
+Kinds = Mapping[str, Tuple[Callable[[object], bool], str]]
+"""{key: (test of its value, the kind the test accepts as errors name it)} of a result record."""
+TEXT, WHOLE = (_is_text, "a string"), (is_whole, "a whole number")
+COUNT = (lambda value: is_whole(value, 0), "a whole number of test images (>= 0)")
+
+
+def _misfit(values: Mapping[str, object], kinds: Kinds, name: str) -> Optional[str]:
+    """The error text `<name> must be <kind> or null, not <value>` of the first key of `kinds` whose
+    entry in `values` is neither null (or absent) nor of its kind; None when every entry fits.
+    `name`: the key's name as errors give it, "{}" where the key goes ("encoder.{}")."""
+    for key, (fits, kind) in kinds.items():
+        value = values.get(key)
+        if value is not None and not fits(value):
+            return f"{name.format(key)} must be {kind} or null, not {value!r}"
+    return None
+
+
 def _is_accuracy(value: object) -> bool:
     return _is_number(value) and 0 <= value <= 100
 
@@ -115,10 +132,8 @@ def _check_metrics(metrics: object, path: Path, where: str) -> None:
         _require(_is_accuracy(metrics.get(key)), path, f"{where}.{key} must be a percentage in [0, 100]")
     aa = metrics.get("aa")
     _require(aa is None or _is_accuracy(aa), path, f"{where}.aa must be a percentage in [0, 100] or null")
-    for key in COUNT_KEYS:
-        count = metrics.get(key)
-        _require(count is None or is_whole(count, 0), path, f"{where}.{key} must be a whole number of test images "
-                                                          f"(>= 0) or null, not {count!r}: {EVAL_AGAIN}")
+    problem = _misfit(metrics, dict.fromkeys(COUNT_KEYS, COUNT), where + ".{}")
+    _require(problem is None, path, f"{problem}: {EVAL_AGAIN}")
 
 
 def _check_checkpoint(checkpoint: Mapping, path: Path, where: str, fix: str) -> None:
@@ -128,21 +143,17 @@ def _check_checkpoint(checkpoint: Mapping, path: Path, where: str, fix: str) -> 
     exported_from = checkpoint.get("exported_from")
     entries = {"path": checkpoint.get("path"), "sha256": checkpoint.get("sha256"),
                "exported_from.sha256": exported_from.get("sha256") if isinstance(exported_from, dict) else None}
-    for key, value in entries.items():
-        _require(value is None or isinstance(value, str), path,
-                 f"{where}.{key} must be a string or null, not {value!r}: {fix}")
+    problem = _misfit(entries, dict.fromkeys(entries, TEXT), where + ".{}")
+    _require(problem is None, path, f"{problem}: {fix}")
 
 
-ENCODER_KINDS = {"k": int, "neighbor_rank": int, "strategy": str, "k_source": str}
-"""The type of each entry of metrics.json's "encoder" (`RunRecord.encoder`); null where unknown."""
+ENCODER_KINDS = {"k": WHOLE, "neighbor_rank": WHOLE, "strategy": TEXT, "k_source": TEXT}
+"""The kind of each entry of metrics.json's "encoder" (`RunRecord.encoder`); null where unknown."""
 
 
 def _check_encoder(encoder: dict, path: Path) -> None:
-    for key, kind in ENCODER_KINDS.items():
-        value = encoder.get(key)
-        fits = value is None or (isinstance(value, kind) and not isinstance(value, bool))
-        _require(fits, path, f"encoder.{key} must be {'a whole number' if kind is int else 'a string'} or "
-                             f"null, not {value!r}")
+    problem = _misfit(encoder, ENCODER_KINDS, "encoder.{}")
+    _require(problem is None, path, problem)
 
 
 def _branches(record: dict, path: Path) -> List[dict]:
@@ -267,19 +278,15 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
     head = settings.get("head")
     _require(head is None or isinstance(head, str) and head in HEADS, path,
              f"settings.head {head!r} is none of the heads {', '.join(HEADS)}: run poc again")
-    seed = settings.get("seed")
-    _require(seed is None or is_whole(seed), path,
-             f"settings.seed must be a whole number or null, not {seed!r}: {POC_AGAIN}")
+    problem = _misfit(settings, {"seed": WHOLE}, "settings.{}")
+    _require(problem is None, path, f"{problem}: {POC_AGAIN}")
     checkpoint = settings.get("checkpoint")
     _check_checkpoint(checkpoint if isinstance(checkpoint, dict) else {}, path, "settings.checkpoint", POC_AGAIN)
     return key, record
 
 
-SELECTION_ABOUT = {"dataset": (_is_text, "a string"),
-                   "seed": (is_whole, "a whole number"),
-                   "n": (lambda value: is_whole(value, 1), "a whole number >= 1"),
-                   "ckpt": (_is_text, "a string"),
-                   "ckpt_sha256": (_is_text, "a string")}
+SELECTION_ABOUT = {"dataset": TEXT, "seed": WHOLE, "n": (lambda value: is_whole(value, 1), "a whole number >= 1"),
+                   "ckpt": TEXT, "ckpt_sha256": TEXT}
 """What a k.json records of its sweep besides K and its scores, null where unknown (Fig. 2's legend;
 the encoder stage 2 and Table 1 compare with their own): its test and the type it names."""
 
@@ -313,11 +320,10 @@ def read_selection_file(path: Path) -> Dict:
     if chosen != best:
         raise _not_a_selection(path, f"its K ('k') {best} (silhouette {scores[best]!r}) is not the best-scoring K "
                                      f"of its 'scores', {chosen} (silhouette {scores[chosen]!r})")
-    about = {key: record.get(key) for key in SELECTION_ABOUT}
-    for key, (fits, kind) in SELECTION_ABOUT.items():
-        if about[key] is not None and not fits(about[key]):
-            raise _not_a_selection(path, f"its {key!r} must be {kind} or null, not {about[key]!r}")
-    return {"k": best, "scores": scores, **about}
+    problem = _misfit(record, SELECTION_ABOUT, "its '{}'")
+    if problem:
+        raise _not_a_selection(path, problem)
+    return {"k": best, "scores": scores, **{key: record.get(key) for key in SELECTION_ABOUT}}
 
 
 def _not_a_selection(path: Path, problem: str) -> ValueError:
