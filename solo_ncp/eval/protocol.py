@@ -79,6 +79,7 @@ def check_autoattack_classes(version: str, attacks, num_classes: int) -> None:
                          f"--aa-version custom --aa-attacks {' '.join(fit)} (not AutoAttack's standard "
                          "version: say so beside its AA), or skip AutoAttack with --aa-n 0")
 
+
 def best_k(scores: Dict[int, float]) -> int:
     """The K select-k chooses from `scores` ({K: silhouette}, Fig. 2): the highest silhouette, the
     smallest such K on ties."""
