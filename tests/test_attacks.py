@@ -165,6 +165,30 @@ def test_nearest_centroids_ranks_by_cosine_not_euclidean_distance():
             nearest_centroids(features, centroids, n=bad_n)
 
 
+def test_a_given_own_cluster_is_never_its_own_neighbour():
+    """k-means labels need not be the nearest centroid (assign=index): the neighbour is then
+    ranked among the other centroids, so Eq. 4 never compares a centroid with itself."""
+    centroids = torch.tensor([_unit(0, 10.0), _unit(30, 0.9), _unit(90, 2.0), _unit(180, 1.0)])
+    features = torch.tensor([_unit(10, 3.0), _unit(100, 0.5)])
+    # Own clusters given: 1 (30 degrees, rank 2) and 3 (180 degrees, rank 3). Angles to the
+    # others, nearest first: 0 (10), 2 (80), 3 (170); and 2 (10), 1 (70), 0 (100).
+    expected_nbr = {2: [0, 2], 3: [2, 1], 4: [3, 0]}
+    for n, nbr_index in expected_nbr.items():
+        chosen = nearest_centroids(features, centroids, n=n, own_index=torch.tensor([1, 3]))
+        assert chosen.own_index.tolist() == [1, 3]
+        assert chosen.nbr_index.tolist() == nbr_index
+        torch.testing.assert_close(chosen.own, F.normalize(centroids, dim=1)[[1, 3]])
+        torch.testing.assert_close(chosen.nbr, F.normalize(centroids, dim=1)[nbr_index])
+    nearest = torch.tensor([0, 2])
+    for n in (2, 3, 4):
+        ranked = nearest_centroids(features, centroids, n=n)
+        given = nearest_centroids(features, centroids, n=n, own_index=nearest)
+        assert given.nbr_index.tolist() == ranked.nbr_index.tolist()
+    for bad_own in (torch.tensor([1, 4]), torch.tensor([-1, 0]), torch.tensor([1])):
+        with pytest.raises(ValueError, match="own_index must hold one centroid row in"):
+            nearest_centroids(features, centroids, own_index=bad_own)
+
+
 def test_ncp_objective_values_follow_eq4_with_negative_cosine():
     own, nbr = torch.tensor([_unit(20)]), torch.tensor([_unit(70)])
     cos_own_nbr = math.cos(math.radians(50))

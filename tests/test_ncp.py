@@ -1,6 +1,7 @@
 """Stage 2 (ncp / deacl): modes and branches of the attack, the loss, the method through
 `solo-ncp train` on digits, resume, DDP centroids, bad input."""
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,7 +19,8 @@ from torch.utils.data import TensorDataset
 from solo_ncp.attacks import ncp_objective
 from solo_ncp.methods.stage2_hooks import Stage2Hooks
 from solo_ncp.models import load_encoder
-from solo_ncp.models.checkpoint import encoder_state_dict, read_checkpoint, split_state_dict
+from solo_ncp.models.checkpoint import (CLUSTERING_STATE_KEY, encoder_state_dict, read_checkpoint,
+                                        split_state_dict)
 from solo_ncp.models.inference import eval_mode
 from solo_ncp.models.dual_bn import DualBatchNorm2d, bn_branch, convert_dual_bn
 from solo_ncp.models.normalize import Normalize
@@ -274,6 +276,37 @@ def test_memory_bank_clusters_the_previous_epoch_features(tmp_path, digits_small
     from_bank = [float(r["cluster_from_bank"]) for r in _metrics(tmp_path / "bank")
                  if r.get("cluster_from_bank")]
     assert from_bank == [0.0, pytest.approx(192 / 250)]
+
+
+def test_assign_index_takes_each_samples_neighbour_among_the_other_clusters(tmp_path, digits_small_simclr_ckpt,
+                                                                           monkeypatch):
+    """assign=index: a sample's own cluster is its k-means label, which is not always its nearest
+    centroid (Lloyd stops before a last assignment); here every 5th label is moved to the
+    2nd-nearest centroid. The epoch's stored neighbour must be the nearest centroid other than
+    the own one (found here by sorting each row's similarities), so never the own one."""
+    import solo_ncp.methods.stage2_hooks as hooks
+
+    clustered = []
+    real_cluster = hooks.cluster_epoch
+
+    def relabelled_cluster(features, *args, **kwargs):
+        clusters = real_cluster(features, *args, **kwargs)
+        second = (features @ clusters.centroids.T).argsort(dim=1, descending=True)[:, 1]
+        labels = clusters.labels.clone()
+        labels[::5] = second[::5]
+        clustered.append((features.clone(), clusters.centroids.clone(), labels))
+        return dataclasses.replace(clusters, labels=labels)
+
+    monkeypatch.setattr(hooks, "cluster_epoch", relabelled_cluster)
+    assert train_stage2(tmp_path, digits_small_simclr_ckpt, "max_epochs=1", "name=index",
+                        "data.subset=250", "method_kwargs.assign=index", *SMALL_BACKBONE) == 0
+    assigned = read_checkpoint(tmp_path / "index" / "last.ckpt")[CLUSTERING_STATE_KEY]["assigned"]
+    (features, centroids, labels), = clustered
+    similarities = (features @ centroids.T).tolist()
+    expected = [max((c for c in range(len(row)) if c != own), key=row.__getitem__)
+                for row, own in zip(similarities, labels.tolist())]
+    assert assigned[:, 0].tolist() == labels.tolist()
+    assert assigned[:, 1].tolist() == expected
 
 
 def test_memory_bank_rows_are_the_steps_features_of_the_same_samples(tmp_path, digits_small_simclr_ckpt,

@@ -3,7 +3,7 @@
 Sign convention of the paper (Eq. 2 and 4): CosSim(u, v) = -cos(u, v), the NEGATIVE cosine
 similarity. Every objective below is written with plain cosines, cos = F.cosine_similarity.
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -76,21 +76,30 @@ class NearestCentroids(NamedTuple):
     """Per-sample centroid choice; the rows are unit-norm centroids."""
 
     own: torch.Tensor
-    """(B, D): the nearest centroid C_x (rank 1)."""
+    """(B, D): C_x, the nearest centroid (rank 1), or the given own cluster's."""
     nbr: torch.Tensor
-    """(B, D): the n-th nearest centroid C_nbr(x)."""
+    """(B, D): C_nbr(x), the n-th nearest centroid (the (n-1)-th nearest but a given own one)."""
     own_index: torch.Tensor
-    """(B,) int64: row of `own` in the centroid matrix."""
+    """(B,) int64: row of `own` in the centroid matrix (the given own_index, if one was)."""
     nbr_index: torch.Tensor
     """(B,) int64: row of `nbr` in the centroid matrix."""
 
 
 @torch.no_grad()
-def nearest_centroids(features: torch.Tensor, centroids: torch.Tensor, n: int = 2) -> NearestCentroids:
+def nearest_centroids(
+    features: torch.Tensor,
+    centroids: torch.Tensor,
+    n: int = 2,
+    own_index: Optional[torch.Tensor] = None,
+) -> NearestCentroids:
     """Rank centroids by cosine similarity to each feature; pick ranks 1 and n.
 
     features: (B, D); centroids: (K, D); both are L2-normalised here, so any scale is fine.
     n: rank of the neighbouring cluster, 2 <= n <= K (the paper uses n = 2, Appendix B.2).
+    own_index: (B,) int64, each sample's own cluster when it is given rather than ranked (the
+    epoch's k-means labels, which need not be the nearest centroid: Lloyd stops before its last
+    assignment); the neighbour is then the (n-1)-th nearest of the other K - 1 centroids, never the
+    own one, and rank n whenever the own cluster is the nearest.
     The choice is discrete, so the result carries no gradient.
     """
     if features.dim() != 2 or centroids.dim() != 2 or features.shape[1] != centroids.shape[1]:
@@ -103,6 +112,16 @@ def nearest_centroids(features: torch.Tensor, centroids: torch.Tensor, n: int = 
         raise ValueError(f"n must be in [2, K={num_centroids}], got {n}")
     unit_centroids = F.normalize(centroids, dim=1)
     similarity = F.normalize(features, dim=1) @ unit_centroids.T
-    ranked = similarity.topk(n, dim=1).indices
-    own_index, nbr_index = ranked[:, 0], ranked[:, n - 1]
+    if own_index is None:
+        ranked = similarity.topk(n, dim=1).indices
+        own_index, nbr_index = ranked[:, 0], ranked[:, n - 1]
+    else:
+        in_range = bool(((own_index >= 0) & (own_index < num_centroids)).all())
+        if own_index.shape != (features.shape[0],) or not in_range:
+            raise ValueError(
+                f"own_index must hold one centroid row in [0, {num_centroids}) per feature row; got "
+                f"shape {tuple(own_index.shape)} for {features.shape[0]} rows"
+            )
+        others = similarity.scatter(1, own_index[:, None], float("-inf"))
+        nbr_index = others.topk(n - 1, dim=1).indices[:, n - 2]
     return NearestCentroids(unit_centroids[own_index], unit_centroids[nbr_index], own_index, nbr_index)

@@ -22,7 +22,9 @@ class KMeansResult:
     """Result of `spherical_kmeans`; tensors live on the features' device.
 
     centroids: (K, D) unit-norm cluster directions.
-    labels: (N,) int64 cluster index of each sample, every cluster non-empty.
+    labels: (N,) int64 cluster index of each sample, every cluster non-empty: the last
+        assignment, whose clusters' normalised means are `centroids`. Where Lloyd stops on tol or
+        max_iter (not on repeated labels) a few samples are nearer another centroid.
     objective: mean cosine similarity of each sample to its centroid, in [-1, 1].
     n_iter: Lloyd iterations run by the torch implementation (after kmcuda when it ran), in the
         kept run when several seedings ran (n_init > 1).

@@ -388,7 +388,8 @@ class Stage2Hooks:
         self.centroids.copy_(clusters.centroids)
         self.clustered_epoch.fill_(epoch)
         if self.stage2.assign == "index":
-            nbr = nearest_centroids(features, clusters.centroids, self.stage2.neighbor_rank).nbr_index
+            nbr = nearest_centroids(features, clusters.centroids, self.stage2.neighbor_rank,
+                                    own_index=clusters.labels).nbr_index
             self.assigned = torch.stack([clusters.labels, nbr], dim=1)
         stats = {**clusters.stats, "cluster_encode_time_s": encode_time,
                  "cluster_from_bank": from_bank}

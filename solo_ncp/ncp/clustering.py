@@ -21,7 +21,8 @@ WARM_FALLBACK = "afk-mc2"
 
 @dataclass
 class EpochClusters:
-    """centroids: (K, D) unit-norm; labels: (N,) int64, each sample's k-means cluster;
+    """centroids: (K, D) unit-norm; labels: (N,) int64, each sample's k-means cluster (not
+    always its nearest centroid: see `KMeansResult`);
     stats: clustering time (s), objective (mean cosine), Lloyd iterations, whether it started
     from the previous centroids (1) or from a seeding (0), cluster sizes min/median/max."""
 
