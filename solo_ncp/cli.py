@@ -132,7 +132,8 @@ def print_last_line(text: str) -> None:
     """Prints `text` to stderr as the last line, on a line of its own (after a newline when progress
     bars were open: they may have left the cursor mid-line)."""
     start = "\n" if close_progress_bars() else ""
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+        sys.stdout.flush()
     print(f"{start}{text}", file=sys.stderr, flush=True)
 
 
@@ -237,15 +238,50 @@ def unfinished(err: KeyboardInterrupt, command: str, written: Sequence[str]) -> 
     return interrupted
 
 
+class ReaderSafeStream:
+    """sys.stdout or sys.stderr for a command whose reader may go away (`solo-ncp report ... | head`,
+    a closed terminal): on a broken pipe the stream's descriptor is pointed at os.devnull and the
+    command goes on to write its results; what it prints after that is dropped. Everything but
+    write and flush is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        """Later writes, and the flush of what the stream still buffers, go to os.devnull."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def console_main() -> None:
     """The `solo-ncp` program: exits with `main`'s code. A SIGINT or SIGTERM that arrives once main
     has returned (its results written, the interpreter shutting down, which takes a while after
     torch) is ignored: it ended the process with 130 or 143 and no `interrupted:` line, the work
-    done."""
+    done. A reader of its output that goes away stops nothing (`ReaderSafeStream`)."""
     import signal
 
     from solo_ncp.interrupt import SIGNALS
 
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is not None:
+            setattr(sys, name, ReaderSafeStream(getattr(sys, name)))
     code = main()
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from solo_ncp.cli import build_parser, main, one_line, parse_args
-from tests.conftest import ROOT, pretrain, train_stage2
+from tests.conftest import ROOT, host_independent, pretrain, train_stage2
 
 TINY = ["max_epochs=1", "limit_train_batches=1"]
 
@@ -219,3 +219,45 @@ def test_solo_ncp_debug_set_to_0_shows_no_traceback(value, traceback, tmp_path, 
     else:
         assert main(argv) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: checkpoint ")
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has gone (`| true`): writing to it fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+def _closed_stdout() -> None:
+    os.close(1)
+
+
+@host_independent
+@pytest.mark.parametrize("stdout", ["reader gone", "closed"])
+def test_a_reader_gone_or_a_closed_stdout_stops_no_command(stdout, tmp_path, capsys):
+    """`solo-ncp report RUN --out r.md | head`: once head had gone, report's table met a broken pipe,
+    which stopped report (exit 2, `error: [Errno 32] Broken pipe`) before it wrote r.md; with stdout
+    closed (`>&-`) an error line became a traceback (sys.stdout is None). Now report writes the
+    file it writes with a terminal, exits 0, and a bad input is still its one error line, exit 2."""
+    from tests.test_report_consistency import write_metrics
+
+    evaluation = write_metrics(tmp_path / "eval", 0, "ncp-s0")
+    assert main(["report", str(evaluation), "--out", str(tmp_path / "terminal.md")]) == 0
+    capsys.readouterr()
+
+    def solo_ncp(*argv: str) -> subprocess.CompletedProcess:
+        pipe = _closed_pipe() if stdout == "reader gone" else None
+        try:
+            return subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], cwd=ROOT, stdout=pipe,
+                                  stderr=subprocess.PIPE, text=True, timeout=300,
+                                  preexec_fn=_closed_stdout if stdout == "closed" else None)
+        finally:
+            if pipe is not None:
+                os.close(pipe)
+
+    done = solo_ncp("report", str(evaluation), "--out", str(tmp_path / "piped.md"))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (tmp_path / "piped.md").read_bytes() == (tmp_path / "terminal.md").read_bytes()
+    refused = solo_ncp("report", str(tmp_path / "absent"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1].startswith(f"error: {tmp_path / 'absent'}")
