@@ -57,6 +57,10 @@ def test_overrides_reach_lists_and_launcher_keys(tmp_path):
         (["max_epochs=-1"], r"^max_epochs=-1 trains nothing"),
         (["name="], r"^name='' names no run folder of its own under checkpoint.dir: give the run a name"),
         (["name=.."], r"^name='..' names no run folder"),
+        (["name=./"], r"^name='./' names no run folder"),
+        (["name=run/.."], r"^name='run/..' names no run folder"),
+        (["name=../run"], r"^name='../run' names no run folder"),
+        (["name=/tmp/run"], r"^name='/tmp/run' names no run folder"),
     ],
 )
 def test_config_errors_name_the_key(overrides, message):
@@ -81,7 +85,10 @@ def test_a_file_that_is_no_solo_learn_config_is_named_so_before_any_override(tmp
     (b"\0" * 64, "cannot read config {path}: unacceptable character #x0000"),
     (b"name: [simclr", "cannot read config {path}: while parsing a flow sequence"),
     (b"- name: simclr\n", "config {path} holds a list, not a block of keys"),
-], ids=["binary", "zeroed", "truncated", "a list"])
+    (b"42\n", "config {path} holds a single value ('42'), not a block of keys: pass a config in solo-learn"),
+    (b"simclr\n", "config {path} holds a single value ('simclr'), not a block of keys: pass a config"),
+    (b"a: &x\n  b: *x\n", "cannot read config {path}: it nests without end (a YAML alias inside its own anchor)"),
+], ids=["binary", "zeroed", "truncated", "a list", "a number", "a word", "an alias inside itself"])
 def test_a_damaged_config_file_is_one_error_line_naming_it(data, message, tmp_path, capsys):
     from solo_ncp.cli import main
 

@@ -455,16 +455,26 @@ def test_train_trust_checkpoint_trusts_the_teacher(tmp_path, digits_simclr_ckpt)
     assert OmegaConf.load(tmp_path / "t" / "config.yaml").method_kwargs.trust_teacher is True
 
 
-@pytest.mark.parametrize("data", [b"a: [unclosed\n", b"- a list\n", b"", b"\xff\xfe\x00\x81"],
-                         ids=["truncated", "a list", "empty", "binary"])
-def test_an_unreadable_recorded_config_is_one_error(data, tmp_path):
+@pytest.mark.parametrize("data, reason", [
+    (b"a: [unclosed\n", "while parsing a flow sequence"), (b"- a list\n", "holds a list, not a block of keys"),
+    (b"", "empty"), (b"\xff\xfe\x00\x81", "'utf-8' codec can't decode byte 0xff"),
+    (b"5\n", "holds a single value ('5'), not a block of keys"),
+    (b"hello\n", "holds a single value ('hello'), not a block of keys"),
+    (b"a: &x\n  b: *x\n", "it nests without end (a YAML alias inside its own anchor)"),
+], ids=["truncated", "a list", "empty", "binary", "a number", "a word", "an alias inside itself"])
+def test_an_unreadable_recorded_config_is_one_error(data, reason, tmp_path):
+    """A word was read as {word: None} (OmegaConf reads a lone string so), and --resume listed
+    every key of the config as changed; a number and a recursive alias were tracebacks."""
     from solo_ncp.config import ConfigError, load_config
     from solo_ncp.launch.resume import check_resume_config
 
-    (tmp_path / "config.yaml").write_bytes(data)
+    path = tmp_path / "config.yaml"
+    path.write_bytes(data)
     cfg = load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", DIGITS_SIMCLR)
-    with pytest.raises(ConfigError, match="cannot read the run's recorded config .*remove it"):
+    with pytest.raises(ConfigError) as caught:
         check_resume_config(tmp_path, cfg)
+    assert str(caught.value).startswith(f"--resume: cannot read the run's recorded config {path} ({reason}")
+    assert str(caught.value).endswith("): restore it, or remove it to resume with the keys unchecked")
 
 
 @pytest.mark.parametrize("written, here", [("encoder", "backbone"), ("backbone", "encoder")])

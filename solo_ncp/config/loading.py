@@ -1,5 +1,6 @@
 """Reading a run config: the file (a path or a bundled name), its overrides, and every check."""
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -31,16 +32,42 @@ SCHEDULERS = {False: ("warmup_cosine", "cosine", "step", "none"), True: ("warmup
 1.0.2's `configure_optimizers` and main's; any other failed once data and run folder were made."""
 
 
+class NotABlockOfKeys(ValueError):
+    """A YAML file that reads, but whose document is a list or a single value."""
+
+
+def read_yaml_block(path: Path) -> DictConfig:
+    """The block of keys the YAML file at `path` holds, read as `OmegaConf.load` reads it (an empty
+    file: no keys). ValueError naming why it holds none: the file is not UTF-8, the YAML error (on
+    one line), or it nests without end (an alias inside its own anchor); NotABlockOfKeys where the
+    document is a list or a single value (OmegaConf reads a lone word as a key)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        top = yaml.compose(text, Loader=yaml.SafeLoader)
+        if top is not None and not isinstance(top, yaml.MappingNode):
+            kind = "a list" if isinstance(top, yaml.SequenceNode) else f"a single value ({top.value[:40]!r})"
+            raise NotABlockOfKeys(f"holds {kind}, not a block of keys")
+        return OmegaConf.create(text) if top is not None else OmegaConf.create()
+    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(" ".join(line.strip() for line in str(err).splitlines() if line.strip())) from None
+    except RecursionError:
+        raise ValueError("it nests without end (a YAML alias inside its own anchor)") from None
+
+
 def read_config_file(path: Path) -> Dict:
     """The plain dict a YAML config file (a run's config.yaml) holds; ValueError naming why when it
-    holds none: the YAML error's first line, or "not a block of keys"."""
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(path))
-    except (OmegaConfBaseException, yaml.YAMLError) as err:
-        raise ValueError(str(err).splitlines()[0]) from None
-    if not isinstance(config, dict) or not config:
-        raise ValueError("not a block of keys" if config else "empty")
+    holds none (`read_yaml_block`'s reasons, or "empty")."""
+    config = OmegaConf.to_container(read_yaml_block(path))
+    if not config:
+        raise ValueError("empty")
     return config
+
+
+def _names_a_folder_inside(name: str) -> bool:
+    """Whether the run name `name` is a relative path to a folder below checkpoint.dir: not empty,
+    `.`, `./` or `a/..` (checkpoint.dir itself), not leaving it (`..`, `../x`) nor absolute."""
+    parts = PurePath(os.path.normpath(name.strip() or ".")).parts
+    return bool(parts) and ".." not in parts and not PurePath(name.strip()).is_absolute()
 
 
 def config_file(config) -> Path:
@@ -138,12 +165,12 @@ def load_config(path, overrides: Sequence[str] = (),
     method)."""
     path = config_file(path)
     try:
-        cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as err:  # binary: not UTF-8
+        cfg = read_yaml_block(path)
+    except NotABlockOfKeys as err:
+        raise ConfigError(f"config {path} {err}: pass a config in solo-learn main's schema (e.g. "
+                          "zoo_configs/cifar10/simclr.yaml)") from None
+    except ValueError as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"config {path} holds a list, not a block of keys: pass a config in solo-learn "
-                          "main's schema (e.g. zoo_configs/cifar10/simclr.yaml)")
     if "defaults" in cfg:
         error = _composition_error(path, cfg)
         if error is not None:
@@ -172,7 +199,7 @@ def load_config(path, overrides: Sequence[str] = (),
     check_ranges(cfg)
     if int(cfg.max_epochs) < 1:
         raise ConfigError(f"max_epochs={cfg.max_epochs} trains nothing: give a whole number >= 1")
-    if str(cfg.name).strip() in ("", ".", ".."):
+    if not _names_a_folder_inside(str(cfg.name)):
         raise ConfigError(f"name={str(cfg.name)!r} names no run folder of its own under checkpoint.dir: "
                           "give the run a name (name=ncp-cifar10)")
     dataset_spec(cfg)  # an unknown dataset, custom folders and statistics: refused before any work
