@@ -210,12 +210,23 @@ def is_whole(value: object, at_least: Optional[int] = None) -> bool:
             and (at_least is None or value >= at_least))
 
 
+def read_json(path: PathLike):
+    """The JSON value in the UTF-8 file `path`. ValueError where it holds none: UnicodeDecodeError,
+    JSONDecodeError, or nesting deeper than Python's recursion limit (a damaged file: no solo-ncp
+    result nests more than a few levels), which json raises as a RecursionError."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("it nests deeper than Python reads (no result of solo-ncp nests more than a few "
+                         "levels: a damaged file)") from None
+
+
 def read_json_object(path: PathLike, what: str) -> dict:
     """The JSON object in `path`, which should be `what` ("a k.json of `solo-ncp select-k`"). A file
-    that cannot be read, is not UTF-8 JSON (empty, truncated, binary) or holds no JSON object is a
-    ValueError naming it and `what`."""
+    that cannot be read, is not UTF-8 JSON (empty, truncated, binary, nested without end) or holds
+    no JSON object is a ValueError naming it and `what`."""
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = read_json(path)
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(f"{path} is not {what}: {err}") from None
     if not isinstance(record, dict):

@@ -17,8 +17,10 @@ from tests.test_resume import error_lines
 pytestmark = host_independent
 
 DAMAGED = {"empty": b"", "zeroed": b"\0" * 64, "truncated": b'{"argv": ["select-k", "--ck',
-           "binary": b"\xff\xfe\x00\x81", "an array": b"[1, 2]", "null": b"null", "a string": b'"done"'}
-"""What a power cut on a file system without ordered writes, a full disk or a stray edit leaves."""
+           "binary": b"\xff\xfe\x00\x81", "an array": b"[1, 2]", "null": b"null", "a string": b'"done"',
+           "nested without end": b"[" * 100_000 + b"]" * 100_000}
+"""What a power cut on a file system without ordered writes, a full disk or a stray edit leaves (the
+last: JSON deeper than Python's recursion limit, a RecursionError traceback from json once)."""
 
 
 def mark_done(step: Step) -> None:

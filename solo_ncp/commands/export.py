@@ -3,11 +3,10 @@ main_linear.py and RobustBench (see solo_ncp.models.export): encoder.pt (one BN 
 solo_learn.ckpt, model.py and export.json; with --head, the classifier `solo-ncp eval` evaluated on
 this encoder (classifier.pt, [0, 1] images -> logits) and RobustBench's model_info.json."""
 import argparse
-import json
 from pathlib import Path
 
 from solo_ncp.commands._encoder import claimed_out, path_text
-from solo_ncp.io import resolved
+from solo_ncp.io import read_json, resolved
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 
@@ -41,7 +40,7 @@ def read_evaluation(eval_dir: Path, out: Path) -> dict:
         raise ValueError(f"--out {out} is the --head folder: eval's files would be overwritten; "
                          "choose another --out")
     load_runs(eval_dir)
-    return json.loads((eval_dir / METRICS_FILE).read_text())
+    return read_json(eval_dir / METRICS_FILE)
 
 
 def note_unused_dataset(args: argparse.Namespace, encoder) -> None:

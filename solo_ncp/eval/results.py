@@ -17,7 +17,6 @@ was the paper's and their loss CE. Only the keys the tables need are checked; th
 provenance.
 """
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, best_k, default_loss
-from solo_ncp.io import is_whole, wrong_kind
+from solo_ncp.io import is_whole, read_json, wrong_kind
 from solo_ncp.run_files import BEST, LAST, encoder_sha256
 
 
@@ -194,7 +193,7 @@ def load_runs(run_dir: Union[str, os.PathLike]) -> List[RunRecord]:
         raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}: pass {EVAL_FOLDER} that "
                                 "finished (an interrupted one writes none; run it again)")
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
     except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError of a binary file
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     _require(isinstance(record, dict), path, "top level must be a JSON object")
@@ -263,7 +262,7 @@ def read_poc(poc_dir: Union[str, os.PathLike]) -> Tuple[Tuple[str, float, int], 
     poc recorded it), or holds a seed or checkpoint record of another type."""
     path = Path(poc_dir) / POC_FILE
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         settings = record["settings"]
         key = (str(settings["dataset"]), float(settings["eps"]), int(settings["n"]))
         n_correct = record["n_correct"]
@@ -306,7 +305,7 @@ def read_selection_file(path: Path) -> Dict:
     if problem:
         raise ValueError(f"{path} {problem}: pass {SELECTION}, or run select-k first")
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = read_json(path)
         scored, best = record["scores"], record["k"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not {SELECTION} ({err!r})") from None
