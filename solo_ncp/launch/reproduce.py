@@ -377,21 +377,26 @@ def check_stage_sizes(label: str, path: Path, cfg, images: Optional[int]) -> Non
 
 def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
     """The shared stage-1 checkpoint exists, loads safely and has each stage-2 config's backbone
-    (name, stem and every option of `backbone.kwargs`, as the training will build it)."""
+    (name, stem and every option of `backbone.kwargs`, as the training will build it); one without
+    solo-ncp metadata is read with the normalisation the training will read it with (`read_teacher`)."""
+    from omegaconf import OmegaConf
+
     from solo_ncp.launch.methods import config_backbone_spec
-    from solo_ncp.models.backbones import BackboneSpec
-    from solo_ncp.ncp.teacher import load_teacher
+    from solo_ncp.ncp.teacher import read_teacher
 
     problem = wrong_kind(teacher, "file")
     if problem:
         raise ValueError(f"--teacher {teacher} {problem}: pass a stage-1 checkpoint file "
                          "(`solo-ncp pretrain`'s last.ckpt)")
-    expected: Dict[BackboneSpec, str] = {}  # each distinct backbone once, with its first method
+    checked = set()  # each distinct backbone, normalisation and dataset once, with its first method
     for label, cfg in configs.items():
-        expected.setdefault(config_backbone_spec(cfg), label)
-    for spec, label in expected.items():
+        spec, dataset = config_backbone_spec(cfg), cfg.data.dataset
+        given = OmegaConf.to_container(cfg.method_kwargs, resolve=True).get("normalization")
+        if (spec, json.dumps(given), dataset) in checked:
+            continue
+        checked.add((spec, json.dumps(given), dataset))
         try:
-            load_teacher(teacher, spec)
+            read_teacher(teacher, spec, given=given, dataset=dataset)
         except ValueError as err:
             raise ValueError(f"--teacher for method {label}: {err}") from None
 

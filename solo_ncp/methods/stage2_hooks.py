@@ -14,7 +14,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
-from solo_ncp.data.registry import DATASETS
 from solo_ncp.data.transforms import find_normalization
 from solo_ncp.eval.protocol import TEST_PGD_STEPS
 from solo_ncp.eval.robust import evaluate
@@ -28,11 +27,10 @@ from solo_ncp.models.normalize import Normalize, UnitFeatures
 from solo_ncp.ncp import (
     Stage2Config,
     broadcast_buffers,
-    check_given_normalization,
     cluster_epoch,
     gather_rows,
     init_student,
-    load_teacher,
+    read_teacher,
     resolve_k,
     stage2_step,
 )
@@ -94,12 +92,8 @@ class Stage2Hooks:
             dual_bn=options["dual_bn"], cluster_bn=options["cluster_bn"],
         )
         warn_of_budget(options["norm"], options["eps"], "method_kwargs.norm=L2", "method_kwargs.eps")
-        normalization = options["normalization"]
-        if normalization is None and dataset in DATASETS:
-            normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
-        teacher = load_teacher(options["teacher_ckpt"], spec, normalization=normalization,
+        teacher = read_teacher(options["teacher_ckpt"], spec, given=options["normalization"], dataset=dataset,
                                trust=options["trust_teacher"])
-        check_given_normalization(teacher, options["normalization"])
         assumed = assumed_normalization(teacher)
         if assumed:
             print(f"[solo-ncp] note: teacher {assumed}: if it was trained with others, set "

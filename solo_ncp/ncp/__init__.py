@@ -9,7 +9,7 @@ from solo_ncp.ncp.clustering import (
 )
 from solo_ncp.ncp.losses import ncp_acl_loss, neg_cosine
 from solo_ncp.ncp.step import Stage2Config, StepOutput, adversarial_examples, stage2_step
-from solo_ncp.ncp.teacher import check_given_normalization, init_student, load_teacher, resolve_k
+from solo_ncp.ncp.teacher import check_given_normalization, init_student, load_teacher, read_teacher, resolve_k
 
 __all__ = [
     "EpochClusters",
@@ -23,6 +23,7 @@ __all__ = [
     "gather_rows",
     "init_student",
     "load_teacher",
+    "read_teacher",
     "ncp_acl_loss",
     "neg_cosine",
     "resolve_k",

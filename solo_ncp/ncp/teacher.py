@@ -6,6 +6,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
+from solo_ncp.data.registry import DATASETS
 from solo_ncp.eval.results import read_selection_file
 from solo_ncp.io import wrong_kind
 from solo_ncp.models.backbones import BackboneSpec
@@ -75,6 +76,26 @@ def check_given_normalization(teacher: LoadedEncoder, given: Optional[Mapping[st
         raise ValueError(f"method_kwargs.normalization={given} differs from the normalisation the teacher "
                          f"{teacher.path} records ({recorded}), which it was trained with and stage 2 keeps: drop "
                          "the option (it is for a plain solo-learn teacher, which records none)")
+
+
+def read_teacher(
+    path,
+    expected: BackboneSpec,
+    *,
+    given: Optional[Mapping[str, Sequence[float]]] = None,
+    dataset: Optional[str] = None,
+    trust: bool = False,
+) -> LoadedEncoder:
+    """`load_teacher` as stage 2 reads its teacher (`solo-ncp train`, and `reproduce`'s check of
+    --teacher before any step): a checkpoint without solo-ncp metadata with `given` (the config's
+    method_kwargs.normalization, {"mean", "std"} of [0, 1] pixels), else with `dataset`'s registered
+    statistics; `given` must agree with what a solo-ncp checkpoint records (`check_given_normalization`)."""
+    normalization = given
+    if normalization is None and dataset in DATASETS:
+        normalization = {"mean": DATASETS[dataset].mean, "std": DATASETS[dataset].std}
+    teacher = load_teacher(path, expected, normalization=normalization, trust=trust)
+    check_given_normalization(teacher, given)
+    return teacher
 
 
 def init_student(encoder: nn.Module, teacher: LoadedEncoder, dual_bn: bool) -> nn.Module:
