@@ -346,6 +346,23 @@ def test_a_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped(tmp_path):
     np.testing.assert_array_equal(pixels[..., 0], np.round(wide * (255 / 65535)).astype(np.uint8))
 
 
+def test_an_image_over_pils_pixel_limit_is_refused_naming_it(tmp_path, monkeypatch):
+    """A photo of over 2 x 89 M pixels (PIL's MAX_IMAGE_PIXELS, lowered here to 20 for an 8 x 8
+    image) was a DecompressionBombError traceback; 40 pixels (under 2 x 20) still loads."""
+    from solo_ncp.data.custom import load_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((5, 8), np.uint8)).save(tmp_path / "small.png")
+    assert np.asarray(load_image(str(tmp_path / "small.png"))).shape == (5, 8, 3)
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_image(str(tmp_path / "big.png"))
+    assert str(caught.value) == (
+        f"custom data: image {tmp_path / 'big.png'} is larger than PIL opens, its guard against decompression "
+        "bombs (Image size (64 pixels) exceeds limit of 40 pixels, could be decompression bomb DOS attack.): "
+        "shrink it (it is resized to the image size anyway), or remove it")
+
+
 def test_a_32_bit_image_is_refused_naming_it(tmp_path):
     from solo_ncp.data.custom import load_image
 

@@ -227,6 +227,9 @@ def load_image(path: str) -> "Image.Image":
         problem = "is missing (a broken link, or deleted after the folder was listed)"
     except UnidentifiedImageError:
         problem = "is empty" if os.path.getsize(path) == 0 else "is not an image PIL can read (in no format it knows)"
+    except Image.DecompressionBombError as err:  # over 2 x Image.MAX_IMAGE_PIXELS
+        problem = f"is larger than PIL opens, its guard against decompression bombs ({err})"
+        fix = "shrink it (it is resized to the image size anyway), or remove it"
     except (OSError, SyntaxError, ValueError) as err:  # PIL's decoding errors: OSErrors without errno
         if isinstance(err, OSError) and err.errno is not None:
             raise
