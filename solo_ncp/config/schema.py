@@ -19,6 +19,9 @@ A few keys of main's configs that change nothing solo-ncp trains are accepted un
 closest key read, and a value solo-ncp converts must be of its key's kind (a whole number, a number,
 true or false). A key read as a block (`optimizer`: its keys; `augmentations`: a list of blocks)
 must be one, or null (`check_block_shapes`): `optimizer: sgd` is refused, not a traceback later.
+Each `augmentations` entry of a stage-1 config must hold `crop_size` and `num_crops`
+(`check_augmentation_keys`): `augmentations=[{crop_size: 32}]` failed with omegaconf's traceback
+when the training built its transform.
 
 Hydra's own config (`HYDRA`: the `hydra:` block of solo-learn main's scripts/ configs, `hydra.*`
 and `hydra/...` overrides) is accepted and dropped, as Hydra drops it from the cfg it hands
@@ -458,13 +461,63 @@ def known_keys(method) -> Mapping[str, Optional[str]]:
 
 def check_config_keys(cfg: DictConfig) -> None:
     """`check_keys` of every key of `cfg` against those solo-ncp reads (`SCHEMA`, `MAIN_IGNORED`)
-    and those the host's method `cfg.method` reads (`method_keys`)."""
+    and those the host's method `cfg.method` reads (`method_keys`); then the keys the method
+    cannot do without (`required_method_keys`), and those of each `augmentations` entry
+    (`check_augmentation_keys`)."""
     cls = method_class(cfg.method)
     check_keys(cfg, known_keys(cfg.method), f"solo-ncp or {cfg.method} on {current_host().api}")
     missing = next((key for key in required_method_keys(cls) if OmegaConf.select(cfg, key) is None), None)
     if missing:
         raise ConfigError(f"{cfg.method} on {current_host().api} needs `{missing}`, which the config leaves out "
                           f"or sets to null: give it a value (++{missing}=<value>)")
+    check_augmentation_keys(cfg)
+
+
+PIPELINE_KEYS = {"crop_size": "the side of this pipeline's crops, in pixels",
+                 "num_crops": "how many crops this pipeline makes of each image"}
+"""The keys of an `augmentations` entry that stage 1 cannot do without on either host (solo-ncp's
+`augmentation_pipelines`, solo-learn main's `build_transform_pipeline` and `NCropAugmentation`), and
+what each is. The entry's other keys have defaults on 1.0.2 (`augmentation_pipelines`); solo-learn
+main's pipeline reads them too (`rrc.enabled`, `grayscale.prob`, ...), unchecked here."""
+
+
+def _example_crop_size(cfg: DictConfig, entries: Sequence) -> int:
+    """A crop size to suggest: the registered dataset's image size, else another entry's, else 32."""
+    from solo_ncp.data.registry import DATASETS
+
+    spec = DATASETS.get(str(OmegaConf.select(cfg, "data.dataset")))
+    if spec is not None:
+        return spec.image_size
+    sizes = [entry.get("crop_size") for entry in entries if isinstance(entry, dict)]
+    return next((size for size in sizes if isinstance(size, int) and not isinstance(size, bool)), 32)
+
+
+def check_augmentation_keys(cfg: DictConfig) -> None:
+    """Refuses an `augmentations` entry without a key its training cannot do without (it failed with
+    omegaconf's ConfigAttributeError traceback once the training built its transform, and `reproduce
+    --dry-run` accepted it), naming the entry, the key and an override that gives it. Stage 1 (a
+    method of solo-learn's) needs each entry's `crop_size` and `num_crops` (`PIPELINE_KEYS`), neither
+    left out nor null. Stage 2 (solo-ncp's methods, which have `option_names`) reads
+    `augmentations.0.crop_size` only where it is given (default: the dataset's image size), except on
+    custom data, whose image size is the largest `crop_size`: there each entry needs one. A config
+    without entries is left to the readers (`augmentation_pipelines`, `config_custom_data`):
+    `augmentations=[]` is a replacement of the list's shape, which loads."""
+    custom = str(OmegaConf.select(cfg, "data.dataset")) == "custom"
+    stage2 = getattr(method_class(cfg.method), "option_names", None) is not None
+    if stage2 and not custom:
+        return
+    entries = OmegaConf.to_container(cfg, resolve=True).get("augmentations") or []
+    examples = {"crop_size": _example_crop_size(cfg, entries), "num_crops": 2}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue  # check_keys refuses it (a list of blocks)
+        for key in ("crop_size",) if stage2 else tuple(PIPELINE_KEYS):
+            if entry.get(key) is None:
+                what = PIPELINE_KEYS[key] + ("; custom data's image size is the largest" if custom and
+                                             key == "crop_size" else "")
+                state = f"sets `{key}` to null" if key in entry else f"lacks `{key}`"
+                raise ConfigError(f"augmentations.{index} {state} ({what}): give it a value, e.g. "
+                                  f"++augmentations.{index}.{key}={examples[key]}")
 
 
 OPTION_BLOCKS = ("method_kwargs", "optimizer.kwargs")
