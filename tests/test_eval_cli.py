@@ -201,7 +201,7 @@ def test_aff_saves_its_fine_tuned_encoder(digits_small_simclr_ckpt, tmp_path):
     (["--beta", "3"], "--beta needs --mode alf or aff (with --loss trades)"),
     (["--mode", "alf", "--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
     (["--mode", "aff", "--loss", "ce", "--beta", "3"], "--beta is the TRADES weight: pass --loss trades"),
-    (["--loss", "trades"], "needs --mode alf or aff"),
+    (["--loss", "trades"], "--loss trades needs --mode alf or aff: SLF trains on clean images only"),
     (["--mode", "aff", "--cache-features"], "--cache-features is SLF only"),
     (["--mode", "alf", "--cache-features"], "--cache-features is SLF only"),
     (["--eps", "-0.1"], "--eps and --alpha"),

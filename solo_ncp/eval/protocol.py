@@ -112,7 +112,7 @@ RA_COUNTING = (
 DEACL_VALUES: Dict[str, Tuple[str, str]] = {
     "SLF learning rate": ("0.1 (whitened/standardized head); paper head 0.1 CIFAR-10, 10 CIFAR-100/STL-10",
                           "0.1 (raw features)"),
-    "ALF loss, learning rate": ("CE on PGD-10, 0.1 (Appendix A.3.2)", "TRADES beta 6, 0.01"),
+    "ALF loss, learning rate": ("CE on PGD-10 (Appendix A.3.2), learning rate as SLF's", "TRADES beta 6, 0.01"),
     "AFF loss, learning rate": ("TRADES beta 6, 0.01 (DeACL's; not in the paper)", "TRADES beta 6, 0.01"),
     "epochs, schedule": ("25, x0.1 at epochs 15 and 20", "25, x0.1 at epochs 15 and 20"),
     "momentum, weight decay, batch": ("0.9, 2e-4, 512", "0.9, 2e-4, 512"),
@@ -159,8 +159,8 @@ def check_loss(mode: str, loss: Optional[str], beta: Optional[float]) -> None:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if mode == "slf" and (loss not in (None, "ce") or beta is not None):
         given = f"--loss {loss}" if loss not in (None, "ce") else "--beta"
-        raise ValueError(f"{given} needs --mode alf or aff (with --loss trades): SLF trains on clean "
-                         "images only")
+        needs = "--mode alf or aff" if given.startswith("--loss") else "--mode alf or aff (with --loss trades)"
+        raise ValueError(f"{given} needs {needs}: SLF trains on clean images only")
     if beta is not None and (loss or default_loss(mode)) != "trades":
         raise ValueError(f"--beta is the TRADES weight: pass --loss trades with it, or drop --beta "
                          f"(mode {mode} uses the {loss or default_loss(mode)} loss)")
