@@ -407,3 +407,15 @@ def test_a_poc_whose_checkpoint_record_is_no_object_names_no_encoder(tmp_path, c
         (folder / "poc.json").write_text(json.dumps(record))
         pocs.append(folder)
     assert "| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise |" in report(pocs, capsys)
+
+
+@pytest.mark.parametrize("method, cell", [("a|b", "a\\|b"), ("x\n## Table 9", "x ## Table 9"),
+                                          ("tab\there\r", "tab here ")])
+def test_a_row_label_adds_no_column_and_no_line(method, cell, tmp_path, capsys):
+    """`eval --method 'a|b'` put five cells under four headers; a line break in it split the row
+    and began a heading of its own."""
+    table = report([write_metrics(tmp_path / "eval", 0, "ncp-s0", method=method)], capsys)
+    lines = table.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "(n=1)" in line]
+    assert rows == [f"| {cell} | 80.00 (n=1) | 40.00 (n=1) | n/a |"]
+    assert sum(line.startswith("## ") for line in lines) == 1

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import os
 import statistics
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -69,9 +70,15 @@ def _number(value: Optional[float]) -> str:
     return NOT_AVAILABLE if value is None else f"{value:.2f}"
 
 
+def text_cell(text: str) -> str:
+    """`text` (a row label: eval's --method, or a checkpoint's method) as one markdown table cell: `|`
+    escaped, line breaks and other control characters as spaces, so no label adds a column or a line."""
+    return "".join(" " if unicodedata.category(char) == "Cc" else char for char in text).replace("|", "\\|")
+
+
 def format_row(name: str, metrics: Mapping[str, Optional[float]]) -> str:
     """One Table-2 style markdown row `| name | SA | RA | AA |` (percent, 2 decimals; None -> n/a)."""
-    return "| " + " | ".join([name] + [_number(metrics.get(key)) for key in METRICS]) + " |"
+    return "| " + " | ".join([text_cell(name)] + [_number(metrics.get(key)) for key in METRICS]) + " |"
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -270,7 +277,7 @@ def _table(
         header += [_metric_title(group, metric, column) for metric in METRICS]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
-        cells = [label]
+        cells = [text_cell(label)]
         for group, belongs in groups:
             group_runs = [run for run in runs if run.label == label and belongs(run)]
             _check_seeds(f"row {label}, column {group}", group_runs)
