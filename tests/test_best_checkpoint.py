@@ -19,7 +19,7 @@ from solo_ncp.eval.results import load_runs
 from solo_ncp.launch.data import held_out_split
 from solo_ncp.launch.callbacks import epoch_checkpoint_name
 from solo_ncp.models.checkpoint import BEST_META, META_KEY, read_checkpoint
-from tests.conftest import SMALL_BACKBONE, train_stage2
+from tests.conftest import ROOT, SMALL_BACKBONE, train_stage2
 from tests.test_reproduce import record_plan, reproduce_argv
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -140,6 +140,19 @@ def test_save_best_without_the_robust_monitor_is_one_error_line(tmp_path, digits
     assert line.startswith("error: checkpoint.save_best=true keeps best.ckpt by the held-out robust "
                            "accuracy that only stage 2 (solo-ncp train) measures")
     assert "method_kwargs.val_robust_every=1" in line and not (tmp_path / "n").exists()
+
+
+def test_save_best_in_stage_1_names_only_the_fix_stage_1_takes():
+    """It named method_kwargs.val_robust_every=1, which a stage-1 method refuses as a key it does
+    not read."""
+    from solo_ncp.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "zoo_configs/fashionmnist/simclr.yaml", ["++checkpoint.save_best=true"])
+    assert str(caught.value) == (
+        "checkpoint.save_best=true keeps best.ckpt by the held-out robust accuracy that only stage 2 (solo-ncp "
+        "train) measures, every method_kwargs.val_robust_every epochs: simclr trains stage 1, which keeps "
+        "last.ckpt only: drop checkpoint.save_best")
 
 
 def test_holding_out_the_whole_training_set_is_one_error_line(tmp_path, digits_simclr_ckpt, capsys):
