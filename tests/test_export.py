@@ -194,6 +194,11 @@ def _without_settings(folder: Path) -> None:
     (folder / "metrics.json").write_text(json.dumps(record))
 
 
+def _head_of(folder: Path, change) -> None:
+    """head_adv.pt replaced by `change(head)`: the Linear's state dict changed."""
+    torch.save(change(torch.load(folder / "head_adv.pt", weights_only=True)), folder / "head_adv.pt")
+
+
 def _nan_head(folder: Path) -> None:
     head = torch.load(folder / "head_adv.pt", weights_only=True)
     head["weight"][0, 0] = float("nan")
@@ -211,17 +216,27 @@ def _nan_head(folder: Path) -> None:
     (lambda folder: torch.save(torch.zeros(2), folder / "head_adv.pt"),
      "{folder}/head_adv.pt holds a Tensor, not a checkpoint (a dict with a state_dict): evaluate"),
     (lambda folder: (folder / "head_adv.pt").unlink(), "checkpoint {folder}/head_adv.pt does not exist: evaluate"),
-], ids=["no settings", "truncated head", "no tensors", "NaN head", "a bare tensor", "missing"])
+    (lambda folder: _head_of(folder, lambda head: {"weight": head["weight"][:3], "bias": head["bias"][:3]}),
+     "{folder}/head_adv.pt gives 3 logits, but digits, which its metrics.json evaluated, has 10 classes: the file "
+     "is damaged or of another evaluation; evaluate"),
+    (lambda folder: _head_of(folder, lambda head: {"weight": head["weight"][:, :7], "bias": head["bias"]}),
+     "{folder}/head_adv.pt reads 7 features, but {ckpt} gives 512: the head is damaged or of another encoder"),
+    (lambda folder: _head_of(folder, lambda head: {"bias": head["bias"]}),
+     "{folder}/head_adv.pt holds no linear head (a 'weight' of shape (classes, features)): the file is damaged"),
+], ids=["no settings", "truncated head", "no tensors", "NaN head", "a bare tensor", "missing", "3 of 10 classes",
+        "another width", "no weight"])
 def test_a_damaged_head_folder_is_one_error_saying_to_evaluate_again(damage, says, eval_adv, planted_dual_bn_ckpt,
                                                                      tmp_path, capsys):
-    """Before: a KeyError traceback, the fix for a stage-1 checkpoint, or a NaN classifier exported."""
+    """Before: a KeyError traceback, the fix for a stage-1 checkpoint, or a NaN classifier exported; a
+    head of 3 logits on digits was exported (its SA of 10 classes beside it), one of another width
+    blamed the config's backbone."""
     folder = tmp_path / "eval"
     shutil.copytree(eval_adv, folder)
     damage(folder)
     assert main(["export", "--ckpt", str(planted_dual_bn_ckpt), "--bn", "adv", "--head", str(folder),
                  "--out", str(tmp_path / "export")]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"error: --head {folder}: {says.format(folder=folder)}"), line
+    assert line.startswith(f"error: --head {folder}: {says.format(folder=folder, ckpt=planted_dual_bn_ckpt)}"), line
     assert line.endswith(f"evaluate the checkpoint again with `solo-ncp eval ... --out {folder} --overwrite` "
                          "(solo-ncp export)"), line
     assert not (tmp_path / "export" / "export.json").exists()

@@ -59,6 +59,7 @@ def note_unused_dataset(args: argparse.Namespace, encoder) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.data import CUSTOM, get_spec
+    from solo_ncp.data.registry import DATASETS
     from solo_ncp.models import load_encoder
     from solo_ncp.models.checkpoint import EXPORT_INFO
     from solo_ncp.models.export import EXPORT_FILES, robustbench_caveat, write_export
@@ -76,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         note_unused_dataset(args, encoder)
         if args.dataset and not encoder.meta.get("dataset"):  # a plain checkpoint: the dataset given
             encoder.meta["dataset"] = args.dataset
-        info = write_export(encoder, out, evaluation, eval_dir)
+        evaluated = DATASETS.get(evaluation["dataset"]) if evaluation else None  # custom: None
+        info = write_export(encoder, out, evaluation, eval_dir,
+                            num_classes=evaluated.num_classes if evaluated else None)
         branch = f"its {info['bn']} BN branch" if info["bn"] else "single BN"
         print(f"[solo-ncp] exported {args.ckpt} ({info['backbone']['name']}, {branch}) to {out}: "
               + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))

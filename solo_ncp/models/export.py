@@ -373,9 +373,10 @@ def model_info_path(record: Mapping) -> str:
 
 
 def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = None,
-                 eval_dir: Optional[Path] = None) -> Dict:
+                 eval_dir: Optional[Path] = None, num_classes: Optional[int] = None) -> Dict:
     """Writes the export folder `out` for `encoder` (a single-BN model: `load_encoder` folded the
-    chosen branch in) and, given eval's metrics.json `evaluation` of `eval_dir`, its classifier.
+    chosen branch in) and, given eval's metrics.json `evaluation` of `eval_dir`, its classifier,
+    whose head must give `num_classes` logits (the evaluated dataset's classes; None: unknown).
     Every check runs before the files of an earlier export there (EXPORT_FILES) are removed and the
     first is written; export.json comes last. Returns its content."""
     out = Path(out)
@@ -392,9 +393,23 @@ def write_export(encoder: LoadedEncoder, out, evaluation: Optional[Mapping] = No
         except KeyError as err:  # a field of files of other solo-ncp versions; the others: evaluated_branch
             raise damaged_evaluation(eval_dir, f"lacks {err} or holds it in another shape") from None
         state = classifier_state(encoder, branch, eval_dir)
+        head_file = eval_dir / branch["files"]["head"]
+        again = f"evaluate the checkpoint again with `solo-ncp eval ... --out {eval_dir} --overwrite`"
+        weight = state.get("head.weight")
+        if weight is None or weight.dim() != 2:
+            raise ValueError(f"--head {eval_dir}: {head_file} holds no linear head (a 'weight' of shape (classes, "
+                             f"features)): the file is damaged or of another version; {again}")
+        features = features_dim(encoder.model.backbone)
+        if weight.shape[1] != features:
+            raise ValueError(f"--head {eval_dir}: {head_file} reads {weight.shape[1]} features, but {encoder.path} "
+                             f"gives {features}: the head is damaged or of another encoder; {again}")
+        if num_classes is not None and weight.shape[0] != num_classes:
+            raise ValueError(f"--head {eval_dir}: {head_file} gives {weight.shape[0]} logits, but "
+                             f"{evaluation['dataset']}, which its metrics.json evaluated, has {num_classes} classes: "
+                             f"the file is damaged or of another evaluation; {again}")
         info["classifier"] = {
             "file": CLASSIFIER_FILE,
-            "num_classes": int(state["head.weight"].shape[0]),
+            "num_classes": int(weight.shape[0]),
             "inputs": f"{INPUTS} -> logits; normalisation inside (normalize, backbone, head)",
             "builder": f"{MODEL_FILE}: load_exported_classifier(folder)",
             "encoder": (f"fine-tuned by AFF: {eval_dir / branch['files']['encoder']}"
