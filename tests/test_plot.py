@@ -446,3 +446,19 @@ def test_select_k_titles_its_plot_with_what_k_json_records(digits_simclr_ckpt, t
     title = figures[0].axes[0].get_title()
     for words in ("digits", "N = 200 images", f"{digits_simclr_ckpt.parent.name}/last.ckpt", "seed 4"):
         assert words in title, (words, title)
+
+
+def test_a_title_naming_a_path_of_non_utf8_bytes_is_drawn_with_a_question_mark(tmp_path):
+    """`select-k --ckpt` or `plot` of a folder whose name holds a byte that is not UTF-8 (Python holds
+    it as a lone surrogate) failed at the figure, after the work, with matplotlib's TypeError."""
+    from solo_ncp.eval.figures import new_figure, save_figure
+
+    figure = new_figure(3, 2)
+    axes = figure.add_subplot()
+    axes.plot([1, 2], [3, 4], label="run\udcff")
+    axes.legend()
+    figure.suptitle("encoder \udcff/last.ckpt, seed 0")
+    assert save_figure(figure, tmp_path / "f.png") == tmp_path / "f.png"
+    assert imread(tmp_path / "f.png").shape[:2] == (300, 450)
+    assert figure._suptitle.get_text() == "encoder ?/last.ckpt, seed 0"
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["run?"]

@@ -34,9 +34,20 @@ def new_figure(width: float, height: float):
     return figure
 
 
+def drawable(text: str) -> str:
+    """`text` with each character matplotlib's fonts cannot take (a path's bytes that are not UTF-8,
+    which Python holds as lone surrogates) as `?`."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def save_figure(figure, path: Path, result: bool = False) -> Path:
     """Lays `figure` out and writes it to `path` as a PNG, atomically; returns `path`. `result`:
-    the PNG is the running command's whole result (`atomic_write`)."""
+    the PNG is the running command's whole result (`atomic_write`). Every text is made `drawable`
+    first: a title naming a path of non-UTF-8 bytes failed the command after its work."""
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        text.set_text(drawable(text.get_text()))
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"), result=result)
     return path
