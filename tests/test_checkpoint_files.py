@@ -218,6 +218,21 @@ def test_the_metadata_of_the_malformed_rows_loads_before_a_fault_is_planted(tmp_
         assert encoder.normalization == {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
 
 
+def test_a_negative_running_var_is_one_checkpoint_error_naming_it(tmp_path, wrn_weights):
+    """A variance below zero made every feature NaN: select-k then blamed 'features row 0', eval
+    the fine-tuning's learning rate, neither the file."""
+    weights = dict(wrn_weights)
+    name = next(key for key in weights if key.endswith("running_var"))
+    weights[name] = weights[name].clone().fill_(-1.0)
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": weights, "solo_ncp": META}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_encoder(path)
+    assert str(caught.value) == (
+        f"{path} holds a negative BatchNorm running_var in 1 tensors (first: {name.removeprefix('backbone.')}), "
+        "which no training writes (a variance): the file is damaged. Use another checkpoint of that run, or train it again")
+
+
 @pytest.mark.parametrize("fault", sorted(MALFORMED))
 def test_malformed_metadata_is_one_checkpoint_error_naming_the_entry(tmp_path, wrn_weights, fault):
     """Also when --dataset gives a normalisation: metadata is never replaced, only checked."""

@@ -333,15 +333,23 @@ def nonfinite_keys(weights: Mapping[str, torch.Tensor]) -> List[str]:
     return [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
-def check_finite(weights: Mapping[str, torch.Tensor], path) -> None:
-    """Refuses encoder weights holding NaN or inf: every command that reads an encoder (select-k,
-    train's teacher, eval, poc) gives this one message instead of failing later on its features."""
+def check_weights(weights: Mapping[str, torch.Tensor], path) -> None:
+    """Refuses encoder weights holding NaN or inf, or a negative BatchNorm running_var (NaN features
+    on every image): every command that reads an encoder (select-k, train's teacher, eval, poc)
+    gives one message naming the file instead of failing later on its features."""
     bad = nonfinite_keys(weights)
     if bad:
         raise CheckpointError(
             f"{path} holds NaN/inf weights in {len(bad)} tensors (first: {bad[0]}): the run that "
             "wrote it diverged. Use an earlier checkpoint of that run, or train it again with a "
             "lower optimizer.lr"
+        )
+    negative = [k for k, v in weights.items() if k.endswith("running_var") and bool((v < 0).any())]
+    if negative:
+        raise CheckpointError(
+            f"{path} holds a negative BatchNorm running_var in {len(negative)} tensors (first: {negative[0]}), "
+            "which no training writes (a variance): the file is damaged. Use another checkpoint of that run, "
+            "or train it again"
         )
 
 
@@ -457,7 +465,7 @@ def load_encoder(
     ckpt, weights_file = read_encoder_checkpoint(path, trust=trust)
     meta = checkpoint_meta(ckpt, path)
     weights = encoder_state_dict(ckpt)
-    check_finite(weights, path)
+    check_weights(weights, path)
     spec = BackboneSpec(**meta["backbone"]) if "backbone" in meta else infer_backbone_spec(weights)
     norm = meta.get("normalization") or normalization
     if norm is None:
