@@ -118,6 +118,17 @@ def test_resuming_with_another_k_names_both_ks(tmp_path, capsys, digits_simclr_c
             "method_kwargs.k=10") in line
 
 
+def test_resuming_a_run_of_the_other_method_names_both_methods(tmp_path, capsys, digits_simclr_ckpt,
+                                                                digits_ncp_ckpt):
+    """An ncp last.ckpt under a deacl config was 'trained with K=10 clusters, this run's config gives
+    K=0: set method_kwargs.k=10', a fix deacl refuses (and the other way round, K=0)."""
+    plant(tmp_path / "d", lambda path: shutil.copy(digits_ncp_ckpt, path))
+    assert train_stage2(tmp_path, digits_simclr_ckpt, "name=d", *TINY, method="deacl", resume=True) == 2
+    (line,) = error_lines(capsys.readouterr())
+    assert line == ("error: the run being resumed was trained by ncp, this run's config trains deacl: resume it "
+                    "with a config of method: ncp, or train a new run (another name) (solo-ncp train)")
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path

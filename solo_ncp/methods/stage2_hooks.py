@@ -247,15 +247,20 @@ class Stage2Hooks:
 
     def check_resumed(self, meta: Mapping[str, Any]) -> None:
         """Refuses to resume a checkpoint (its solo-ncp metadata `meta`) trained from another
-        teacher file or with another K than this run's: its teacher weights and centroids would
-        replace this run's (another K: a size mismatch traceback), and the metadata would name a
-        teacher the run did not learn from."""
+        teacher file, by the other method or with another K than this run's: its teacher weights and
+        centroids would replace this run's (another K: a size mismatch traceback), and the metadata
+        would name a teacher the run did not learn from."""
         recorded = (meta.get("teacher") or {}).get("sha256")
         if recorded and recorded != self.teacher_file["sha256"]:
             raise ValueError(
                 f"the run being resumed was trained from a teacher of sha256 {recorded[:12]}..., but "
                 f"method_kwargs.teacher_ckpt={self.teacher_file['path']} is {self.teacher_file['sha256'][:12]}...: "
                 "give the teacher it was trained from, or train a new run (another name)")
+        method = meta.get("method")
+        if isinstance(method, str) and method != self.perturbation:
+            raise ValueError(f"the run being resumed was trained by {method}, this run's config trains "
+                             f"{self.perturbation}: resume it with a config of method: {method}, or train a new run "
+                             "(another name)")
         k = meta.get("k")
         if isinstance(k, int) and not isinstance(k, bool) and k != self.k:
             raise ValueError(f"the run being resumed was trained with K={k} clusters, this run's config gives "
