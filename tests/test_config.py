@@ -1,6 +1,8 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from solo_ncp.config import (
     ConfigError,
@@ -382,3 +384,27 @@ def test_a_pipeline_step_only_main_has_is_refused_on_102_and_built_on_main(overr
     assert crop_counts(augmentation_pipelines(cfg)) == (2, 0)  # what pretrain reads of it on either host
     built = repr(pretrain_transform(cfg))
     assert seen_on_main in built and ("RandomResizedCrop" in built) == ("rrc" not in override)
+
+
+def test_a_pipeline_step_left_out_or_null_means_the_same_on_both_hosts():
+    """solo-learn main's build_transform_pipeline failed on a step left out (`~augmentations.0.grayscale`:
+    omegaconf's 'Missing key grayscale' traceback at stage 1's start); 1.0.2 read it as no step. Both
+    now take PIPELINE_DEFAULTS: a random resized crop of scale 0.08-1.0, a flip with p 0.5, nothing else."""
+    from solo_ncp._host import current_host
+    from solo_ncp.launch.compat import pretrain_transform
+
+    overrides = ["data.dataset=digits", "augmentations.0.crop_size=8", "~augmentations.0.grayscale",
+                 "~augmentations.0.rrc", "~augmentations.0.horizontal_flip", "augmentations.0.solarization.prob=null",
+                 "~augmentations.0.color_jitter"]
+    cfg = load_config(ZOO / "fashionmnist/simclr.yaml", overrides)
+    (pipeline,) = augmentation_pipelines(cfg)
+    assert {key: pipeline[key] for key in ("gray_scale_prob", "horizontal_flip_prob", "min_scale", "max_scale",
+                                           "solarization_prob", "color_jitter_prob", "crop_size", "num_crops")} == {
+        "gray_scale_prob": 0.0, "horizontal_flip_prob": 0.5, "min_scale": 0.08, "max_scale": 1.0,
+        "solarization_prob": 0.0, "color_jitter_prob": 0.0, "crop_size": 8, "num_crops": 2}
+    built = repr(pretrain_transform(cfg))
+    if current_host().is_main:
+        assert "RandomResizedCrop(size=(8, 8), scale=(0.08, 1.0)" in built and "RandomHorizontalFlip(p=0.5)" in built
+        assert not any(step in built for step in ("Grayscale", "ColorJitter", "Solarization"))
+    image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    assert [tuple(crop.shape) for crop in pretrain_transform(cfg)(image)] == [(3, 8, 8), (3, 8, 8)]

@@ -477,8 +477,8 @@ PIPELINE_KEYS = {"crop_size": "the side of this pipeline's crops, in pixels",
                  "num_crops": "how many crops this pipeline makes of each image"}
 """The keys of an `augmentations` entry that stage 1 cannot do without on either host (solo-ncp's
 `augmentation_pipelines`, solo-learn main's `build_transform_pipeline` and `NCropAugmentation`), and
-what each is. The entry's other keys have defaults on 1.0.2 (`augmentation_pipelines`); solo-learn
-main's pipeline reads them too (`rrc.enabled`, `grayscale.prob`, ...), unchecked here."""
+what each is. Its steps (`rrc`, `grayscale`, ...) left out take `settings.PIPELINE_DEFAULTS` on either
+host."""
 
 
 def _example_crop_size(cfg: DictConfig, entries: Sequence) -> int:

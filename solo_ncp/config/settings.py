@@ -288,23 +288,46 @@ def check_pipelines_102(cfg: DictConfig) -> None:
                               "set it to true, or train on solo-learn main")
 
 
+PIPELINE_DEFAULTS = {
+    "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+    "color_jitter": {"prob": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0},
+    "grayscale": {"prob": 0.0}, "gaussian_blur": {"prob": 0.0}, "solarization": {"prob": 0.0},
+    "equalization": {"prob": 0.0}, "horizontal_flip": {"prob": 0.5},
+}
+"""What an `augmentations` entry's step or key left out means, on either host: a random resized
+crop of scale 0.08-1.0, a horizontal flip half the time, no other step (solo-learn main's own
+`build_transform_pipeline` fails on any step left out)."""
+
+
+def _without_nulls(value):
+    """A plain config value with every null entry of its blocks left out, at any depth."""
+    if not isinstance(value, dict):
+        return value
+    return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+
+
+def pipeline_entry(aug: DictConfig) -> DictConfig:
+    """An `augmentations` entry with `PIPELINE_DEFAULTS` under what it gives (null: left out)."""
+    return OmegaConf.merge(PIPELINE_DEFAULTS, _without_nulls(OmegaConf.to_container(aug, resolve=True)))
+
+
 def augmentation_pipelines(cfg: DictConfig) -> Tuple[Dict, ...]:
     """solo-learn 1.0.2 transform kwargs (+ `num_crops`) for each entry of `augmentations`."""
     pipelines = []
-    for aug in cfg.get("augmentations") or []:
+    for aug in map(pipeline_entry, cfg.get("augmentations") or []):
         pipelines.append(
             dict(
-                brightness=select(aug, "color_jitter.brightness", 0.0),
-                contrast=select(aug, "color_jitter.contrast", 0.0),
-                saturation=select(aug, "color_jitter.saturation", 0.0),
-                hue=select(aug, "color_jitter.hue", 0.0),
-                color_jitter_prob=select(aug, "color_jitter.prob", 0.0),
-                gray_scale_prob=select(aug, "grayscale.prob", 0.0),
-                horizontal_flip_prob=select(aug, "horizontal_flip.prob", 0.5),
-                gaussian_prob=select(aug, "gaussian_blur.prob", 0.0),
-                solarization_prob=select(aug, "solarization.prob", 0.0),
-                min_scale=select(aug, "rrc.crop_min_scale", 0.08),
-                max_scale=select(aug, "rrc.crop_max_scale", 1.0),
+                brightness=aug.color_jitter.brightness,
+                contrast=aug.color_jitter.contrast,
+                saturation=aug.color_jitter.saturation,
+                hue=aug.color_jitter.hue,
+                color_jitter_prob=aug.color_jitter.prob,
+                gray_scale_prob=aug.grayscale.prob,
+                horizontal_flip_prob=aug.horizontal_flip.prob,
+                gaussian_prob=aug.gaussian_blur.prob,
+                solarization_prob=aug.solarization.prob,
+                min_scale=aug.rrc.crop_min_scale,
+                max_scale=aug.rrc.crop_max_scale,
                 crop_size=int(aug.crop_size),
                 num_crops=int(aug.num_crops),
             )

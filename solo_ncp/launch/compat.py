@@ -40,6 +40,7 @@ def pretrain_transform(cfg: DictConfig):
     PIL image -> list of normalised crops. Datasets solo-learn main has no statistics for get
     solo-ncp's (`augmentations[i].mean/std` when given)."""
     from solo_ncp.config import dataset_spec
+    from solo_ncp.config.settings import pipeline_entry
 
     spec = dataset_spec(cfg)
     if not HOST.is_main:
@@ -59,7 +60,7 @@ def pretrain_transform(cfg: DictConfig):
     return FullTransformPipeline([
         NCropAugmentation(plain_statistics(build_transform_pipeline(spec.name, OmegaConf.merge(stats, aug))),
                           int(aug.num_crops))
-        for aug in cfg.augmentations
+        for aug in map(pipeline_entry, cfg.augmentations)
     ])
 
 
