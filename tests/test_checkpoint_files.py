@@ -233,6 +233,34 @@ def test_a_negative_running_var_is_one_checkpoint_error_naming_it(tmp_path, wrn_
         "which no training writes (a variance): the file is damaged. Use another checkpoint of that run, or train it again")
 
 
+def _overflowing(weights):
+    return {**weights, "backbone.conv1.weight": weights["backbone.conv1.weight"] * 1e30}
+
+
+def _dead(weights):
+    return {**weights, "backbone.bn1.weight": torch.zeros_like(weights["backbone.bn1.weight"]),
+            "backbone.bn1.bias": torch.zeros_like(weights["backbone.bn1.bias"])}
+
+
+@pytest.mark.parametrize("command", [
+    ["select-k", "--k-min", "2", "--k-max", "3", "--k-step", "1", "--train-n", "16"],
+    ["poc", "--k", "2", "--train-n", "16", "--test-n", "16", "--epochs", "1"]])
+@pytest.mark.parametrize("change, says", [
+    (_overflowing, "NaN, inf or overflowing features for 16 of 16 training images (first: image 0): its weights overflow float32 "
+                   "on them, or the file is damaged"),
+    (_dead, "all-zero features for 16 of 16 training images (first: image 0): a zero row has no direction for the "
+            "cosine; a diverged or damaged checkpoint")], ids=["weights x 1e30", "a dead last BN"])
+def test_features_that_cannot_be_clustered_name_the_checkpoint(tmp_path, wrn_weights, command, change, says, capsys):
+    """Finite weights whose features are not: select-k said 'features row 0 contains NaN or inf ...:
+    drop, repair or rescale that row' (advice for a library caller), and poc trained its head first."""
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": change(wrn_weights), "solo_ncp": META}, path)
+    argv = [command[0], "--ckpt", str(path), "--dataset", "digits", "--out", str(tmp_path / "out"), *command[1:]]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: the encoder of {path} gives {says}; use another checkpoint of that run (solo-ncp {command[0]})")
+
+
 @pytest.mark.parametrize("fault", sorted(MALFORMED))
 def test_malformed_metadata_is_one_checkpoint_error_naming_the_entry(tmp_path, wrn_weights, fault):
     """Also when --dataset gives a normalisation: metadata is never replaced, only checked."""

@@ -264,6 +264,30 @@ def first(dataset: "Dataset", n, what: str) -> "Dataset":
     return Subset(dataset, range(n))
 
 
+def clustered_features(args: argparse.Namespace, encoder: "LoadedEncoder", dataset: "Dataset",
+                       device: "torch.device") -> "torch.Tensor":
+    """The encoder's features (N, D) float32 of `dataset`'s images, in order, for spherical k-means;
+    ValueError naming --ckpt where a row holds NaN or inf or its norm overflows float32 (weights that
+    overflow on it, as `check_weights` reads only the weights) or is all zero (no direction for the
+    cosine)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from solo_ncp.eval import extract_features
+
+    features, _ = extract_features(encoder.model, DataLoader(dataset, batch_size=args.batch_size), device=device)
+    nonfinite = ~torch.isfinite(torch.linalg.vector_norm(features, dim=1))  # NaN, inf, or a norm beyond float32
+    zero = ~nonfinite & (features == 0).all(dim=1)
+    for rows, kind, cause in ((nonfinite, "NaN, inf or overflowing", "its weights overflow float32 on them, or "
+                               "the file is damaged"), (zero, "all-zero", "a zero row has no direction for the "
+                                                        "cosine; a diverged or damaged checkpoint")):
+        if rows.any():
+            raise ValueError(f"the encoder of {args.ckpt} gives {kind} features for {int(rows.sum())} of "
+                             f"{len(features)} training images (first: image {int(rows.nonzero()[0])}): {cause}; "
+                             "use another checkpoint of that run")
+    return features
+
+
 def add_head_arguments(parser: argparse.ArgumentParser, modes: bool = True) -> None:
     """Options of the head (Appendix A.3) and of the splits it is trained/tested on; `modes`: the
     command has eval's --mode (AFF's own learning rate)."""

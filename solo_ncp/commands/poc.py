@@ -12,6 +12,7 @@ from solo_ncp.commands._encoder import (
     check_head_arguments,
     check_pgd_step,
     claimed_out,
+    clustered_features,
     dataset_of,
     dataset_split,
     device_of,
@@ -65,10 +66,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torch import nn
-    from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import spherical_kmeans
-    from solo_ncp.eval import extract_features, format_poc_table, poc_table
+    from solo_ncp.eval import format_poc_table, poc_table
     from solo_ncp.eval.poc import poc_protocol
     from solo_ncp.io import atomic_write_json, atomic_write_text, staged_outputs
     from solo_ncp.models.checkpoint import source_record
@@ -86,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
         if args.k > len(cluster_set):
             raise ValueError(f"--k {args.k} is more clusters than the {len(cluster_set)} training images clustered: "
                              f"pass --k <= {len(cluster_set)}, or more images (--train-n)")
+        features = clustered_features(args, encoder, cluster_set, device)
         head, head_cfg = train_head(args, encoder, spec, train_set)
-        features, _ = extract_features(encoder.model, DataLoader(cluster_set, batch_size=args.batch_size),
-                                       device=device)
         clusters = spherical_kmeans(features.to(device), args.k, seed=args.seed)
         result = poc_table(nn.Sequential(encoder.model, head), encoder.model, clusters.centroids,
                            test_set, eps=args.eps, alpha=args.alpha, steps=args.steps, n=args.n,

@@ -8,6 +8,7 @@ from solo_ncp.commands._encoder import (
     check_batch_size,
     check_data_options,
     claimed_out,
+    clustered_features,
     dataset_of,
     dataset_split,
     device_of,
@@ -75,11 +76,9 @@ def check_sweep_fits(args: argparse.Namespace, n: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torch.nn import functional as F
-    from torch.utils.data import DataLoader
 
     from solo_ncp.cluster import sweep_k, write_k_selection
     from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
-    from solo_ncp.eval import extract_features
     from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
@@ -92,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
         train_set = first(dataset_split(args, spec, "pretrain"), args.train_n, "--train-n")
         check_sweep_fits(args, len(train_set))
         swept = swept_k(args)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=False)
-        features, _ = extract_features(encoder.model, loader, device=device)
-        features = F.normalize(features.to(device), dim=1)
+        features = F.normalize(clustered_features(args, encoder, train_set, device).to(device), dim=1)
         scores = sweep_k(features, swept, seed=args.seed,
                          backend=args.backend)
         selection = write_k_selection(scores, out, {"dataset": spec.name, "seed": args.seed,
