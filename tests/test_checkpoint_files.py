@@ -261,6 +261,21 @@ def test_features_that_cannot_be_clustered_name_the_checkpoint(tmp_path, wrn_wei
         f"error: the encoder of {path} gives {says}; use another checkpoint of that run (solo-ncp {command[0]})")
 
 
+@pytest.mark.parametrize("mode", ["slf", "aff"])
+def test_a_first_fine_tuning_step_on_overflowing_features_blames_the_checkpoint(tmp_path, wrn_weights, mode, capsys):
+    """It said 'non-finite fine-tuning loss nan in epoch 0: lower --lr', before any step of that lr."""
+    path = tmp_path / "last.ckpt"
+    conv1 = wrn_weights["backbone.conv1.weight"]
+    weights = {**wrn_weights, "backbone.conv1.weight": conv1 / conv1.abs().max() * 3e38}  # finite, its sums not
+    torch.save({"state_dict": weights, "solo_ncp": META}, path)
+    assert main(["eval", "--ckpt", str(path), "--dataset", "digits", "--mode", mode, "--epochs", "1", "--train-n",
+                 "16", "--test-n", "16", "--aa-n", "0", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: non-finite fine-tuning loss nan at the first step, before any update: the encoder's features are "
+        "not finite (its weights overflow float32 on these images, or the checkpoint is damaged); use another "
+        "checkpoint (solo-ncp eval)")
+
+
 @pytest.mark.parametrize("fault", sorted(MALFORMED))
 def test_malformed_metadata_is_one_checkpoint_error_naming_the_entry(tmp_path, wrn_weights, fault):
     """Also when --dataset gives a normalisation: metadata is never replaced, only checked."""
