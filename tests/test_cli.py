@@ -261,3 +261,22 @@ def test_a_reader_gone_or_a_closed_stdout_stops_no_command(stdout, tmp_path, cap
     refused = solo_ncp("report", str(tmp_path / "absent"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.splitlines()[-1].startswith(f"error: {tmp_path / 'absent'}")
+
+
+@host_independent
+@pytest.mark.parametrize("command", [["report", "{eval}", "--out", "{tmp}/report.md"], ["plot", "{tmp}/run"],
+                                     ["select-k", "--ckpt", "{tmp}/run/last.ckpt", "--dataset", "digits", "--out",
+                                      "{tmp}/k"]])
+def test_an_unknown_mplbackend_is_one_error_before_the_work(command, tmp_path):
+    """matplotlib reads MPLBACKEND as it loads, which the commands that draw did after their work
+    (select-k's sweep, then no k.json), in a line naming neither the variable nor the fix."""
+    from tests.test_report_consistency import write_metrics
+
+    evaluation = write_metrics(tmp_path / "eval", 0, "ncp-s0")
+    argv = [arg.format(eval=evaluation, tmp=tmp_path) for arg in command]
+    done = subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "no-such-backend"}, timeout=300)
+    assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (
+        2, f"error: MPLBACKEND='no-such-backend' is no backend matplotlib knows: unset it, or set MPLBACKEND=Agg "
+           f"(solo-ncp {command[0]})")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval"]

@@ -241,9 +241,11 @@ def draw_embedding(args: argparse.Namespace, run: Path, config: Dict, out: Path)
 
 def run(args: argparse.Namespace) -> int:
     from solo_ncp.eval.curves import metrics_files
+    from solo_ncp.eval.figures import check_matplotlib
     from solo_ncp.io import check_writable
 
     check_arguments(args)
+    check_matplotlib()
     run_folder = Path(args.run)
     out = Path(args.out) if args.out else run_folder
     if not args.embedding:

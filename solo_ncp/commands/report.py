@@ -77,12 +77,14 @@ def check_out(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from solo_ncp.eval.figures import check_matplotlib
     from solo_ncp.eval.report import read_report_inputs, tables
     from solo_ncp.io import atomic_write_text, folder_lock, staged_outputs
 
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         check_out(args.out)
+        check_matplotlib()
     inputs = read_report_inputs(args.runs)
     table = tables(inputs)
     print(table)

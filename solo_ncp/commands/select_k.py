@@ -79,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     from solo_ncp.cluster import sweep_k, write_k_selection
     from solo_ncp.cluster.select_k import K_FILE, K_SELECTION_FILES
+    from solo_ncp.eval.figures import check_matplotlib
     from solo_ncp.models.checkpoint import source_record
 
     check_arguments(args)
+    check_matplotlib()
     device = device_of(args)
     out = Path(args.out)
     with claimed_out(args, K_FILE, K_SELECTION_FILES, reads={"--ckpt": args.ckpt}):

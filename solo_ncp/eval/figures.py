@@ -1,5 +1,6 @@
 """The paper's figures as PNGs: Fig. 2 (silhouette against K, from select-k folders) and Fig. 3
 (SA / RA / AA against K, from the K-sweep's evaluations; the silhouette's K hatched)."""
+import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -22,6 +23,19 @@ def run_title(what: str, dataset, n, encoder, seed) -> str:
     seed <seed>`; `?` stands for a fact that is not known (None)."""
     dataset, n, encoder, seed = ("?" if value is None else value for value in (dataset, n, encoder, seed))
     return f"{what}\n{dataset}, N = {n} images, encoder {encoder}, seed {seed}"
+
+
+def check_matplotlib() -> None:
+    """Imports matplotlib, which reads MPLBACKEND as it loads: a command that draws calls it before
+    its work, so that a backend matplotlib does not know is one error naming the variable, not one
+    after the work (solo-ncp draws on the Agg canvas, whatever the backend)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError:
+        if "MPLBACKEND" not in os.environ:
+            raise
+        raise ValueError(f"MPLBACKEND={os.environ['MPLBACKEND']!r} is no backend matplotlib knows: unset it, or "
+                         "set MPLBACKEND=Agg") from None
 
 
 def new_figure(width: float, height: float):
