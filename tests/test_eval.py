@@ -350,9 +350,31 @@ def test_each_head_gets_its_own_tables_the_papers_under_the_papers_titles(tmp_pa
     assert "Head: whitened head" in whitened and "not the paper's protocol" in whitened
 
 
-def ncp_settings(strategy="iii", rank=2, k=10, k_source="k_file") -> dict:
-    """What eval records of an NCP encoder's checkpoint (`encoder_settings`)."""
-    return {"k": k, "strategy": strategy, "neighbor_rank": rank, "k_source": k_source}
+def ncp_settings(strategy="iii", rank=2, k=10, k_source="k_file", **others) -> dict:
+    """What eval records of an NCP encoder's checkpoint (`encoder_settings`); `others`: its other
+    stage-2 settings (an older checkpoint's record has none)."""
+    return {"k": k, "strategy": strategy, "neighbor_rank": rank, "k_source": k_source, **others}
+
+
+OURS = {"lam": 6.0, "norm": "Linf", "eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "assign": "nearest",
+        "dual_bn": True, "cluster_bn": "clean"}
+"""The other stage-2 settings of zoo_configs/*/ncp.yaml, as a checkpoint records them."""
+
+
+def test_a_variant_of_ncp_is_a_row_of_table_2_not_of_an_ablation(tmp_path):
+    """`--methods ncp,ncp-advbn=ncp` beside strategies.sh's runs: ncp-advbn (cluster_bn adv) recorded
+    strategy iii, rank 2 and K from select-k as ncp did, so Tables 4, 5 and Fig. 3 saw two encoders of
+    one row and seed and the whole report failed (after every training of reproduce)."""
+    variants = {"ncp": ncp_settings(**OURS), "ncp-advbn": ncp_settings(**{**OURS, "cluster_bn": "adv"}),
+                "ncp-lam3": ncp_settings(**{**OURS, "lam": 3.0}), "ncp-i": ncp_settings("i", **OURS),
+                "ncp-old": ncp_settings("ii")}
+    runs = [write_run(tmp_path / f"{label}-s{seed}", label, "cifar10", "slf", seed, 80.0 + i + seed, 50.0, None,
+                      bn="adv", encoder=encoder) for seed in range(2) for i, (label, encoder) in enumerate(variants.items())]
+    table = aggregate(runs)
+    assert [row[0] for row in table_rows(table, "Table 2")] == [f"{label} (adv BN)" for label in variants]
+    assert [(row[0], row[1]) for row in table_rows(table, "Table 4")] == [
+        ("strategy (i) (adv BN)", "83.50 ± 0.71 (n=2)"), ("strategy (ii) (adv BN)", "84.50 ± 0.71 (n=2)"),
+        ("strategy (iii) (ours) (adv BN)", "80.50 ± 0.71 (n=2)")]
 
 
 def test_tables_4_5_and_fig_3_are_read_from_the_encoders_recorded_settings(tmp_path):
@@ -445,6 +467,8 @@ def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
     ("encoder", {"k": "15"}, "encoder.k must be a whole number or null, not '15'"),
     ("encoder", {"neighbor_rank": True}, "encoder.neighbor_rank must be a whole number or null, not True"),
     ("encoder", {"strategy": 3}, "encoder.strategy must be a string or null, not 3"),
+    ("encoder", {"lam": "6"}, "encoder.lam must be a finite number or null, not '6'"),
+    ("encoder", {"dual_bn": 1}, "encoder.dual_bn must be true or false or null, not 1"),
     ("sa", 150.0, "metrics.sa must be a percentage in [0, 100]"),
     ("aa", -1.0, "metrics.aa must be a percentage in [0, 100] or null"),
 ])

@@ -507,16 +507,18 @@ def test_robustbench_caveat_is_none_only_for_standard_autoattack_on_every_image(
 
 
 def test_an_evaluation_of_an_export_reports_the_ablation_settings_of_its_checkpoint(digits_ncp_ckpt, tmp_path):
-    """K, strategy, neighbour rank and K's source travel in export.json: report's ablation tables
-    read them from metrics.json, which had them as None for an export."""
+    """K, strategy, neighbour rank, K's source and the other stage-2 settings travel in export.json:
+    report's ablation tables read them from metrics.json, which had them as None for an export."""
     out = tmp_path / "export"
     assert main(["export", "--ckpt", str(digits_ncp_ckpt), "--bn", "adv", "--out", str(out)]) == 0
     meta = torch.load(digits_ncp_ckpt, weights_only=True)["solo_ncp"]
     records = [run_eval(ckpt, tmp_path / f"eval-{name}", "--bn", "adv")
                for name, ckpt in (("ckpt", digits_ncp_ckpt), ("export", out))]
-    expected = {"k": meta["k"], **{key: meta["perturbation"][key] for key in ("strategy", "neighbor_rank",
-                                                                               "k_source")}}
-    assert expected["k"] == 10 and records[0]["encoder"] == records[1]["encoder"] == expected
+    expected = {"k": 10, "strategy": "iii", "neighbor_rank": 2, "k_source": "k", "lam": 6.0, "norm": "Linf",
+                "eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "assign": "nearest", "dual_bn": True,
+                "cluster_bn": "clean"}  # zoo_configs/fashionmnist/ncp.yaml with method_kwargs.k=10
+    assert meta["k"] == 10 and meta["perturbation"] == {key: value for key, value in expected.items() if key != "k"}
+    assert records[0]["encoder"] == records[1]["encoder"] == expected
     assert records[0]["metrics"]["sa"] == records[1]["metrics"]["sa"]
 
 

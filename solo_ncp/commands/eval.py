@@ -44,6 +44,7 @@ from solo_ncp.eval.protocol import (
     DEACL_VALUES,
     LOSSES,
     MODES,
+    NCP_SETTINGS,
     RA_COUNTING,
     TEST_PGD_STEPS,
     check_autoattack_classes,
@@ -153,11 +154,12 @@ BRANCH_FILES = {"head": ("head", ".pt"), "encoder": ("encoder", ".pt"),
 
 def encoder_settings(meta: Mapping) -> Dict:
     """What the encoder's checkpoint says NCP's ablations varied: {"k", "strategy", "neighbor_rank",
-    "k_source" ("k_file": the silhouette's K from select-k, "k": set by hand)}; None where it does not
-    say (a stage-1 or DeACL encoder, an older checkpoint)."""
+    "k_source" ("k_file": the silhouette's K from select-k, "k": set by hand)}, and its other stage-2
+    settings (`NCP_SETTINGS`' keys); None where it does not say (a stage-1 or DeACL encoder, an
+    older checkpoint)."""
     perturbation = meta.get("perturbation") or {}
     return {"k": meta.get("k"), **{key: perturbation.get(key)
-                                   for key in ("strategy", "neighbor_rank", "k_source")}}
+                                   for key in ("strategy", "neighbor_rank", "k_source", *NCP_SETTINGS)}}
 
 
 def branch_file(key: str, bn: Optional[str]) -> str:

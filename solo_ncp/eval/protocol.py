@@ -15,6 +15,11 @@ STAGE2_METHODS = ("ncp", "deacl")
 """The methods of stage 2 (adversarial training from a stage-1 teacher), as checkpoints record
 them (`solo_ncp` metadata's "method"); a stage-1 encoder records its solo-learn method (simclr) or,
 as a plain solo-learn checkpoint, none."""
+NCP_SETTINGS = {"lam": 6.0, "norm": "Linf", "eps": 8 / 255, "alpha": 2 / 255, "steps": 5, "assign": "nearest",
+                "dual_bn": True, "cluster_bn": "clean"}
+"""Stage 2's settings besides those NCP's ablations vary (strategy, neighbor_rank, K), at ours (the
+paper's where it gives them): `Stage2Config`'s defaults. An NCP checkpoint records them, and a row
+of Tables 4 and 5 or Fig. 3 is of an encoder at these only (a variant such as cluster_bn adv is not)."""
 MODES = ("slf", "alf", "aff")
 LOSSES = ("ce", "trades")
 PAPER_HEAD = "paper"

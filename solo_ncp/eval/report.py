@@ -13,6 +13,7 @@ The files are read by `solo_ncp.eval.results`.
 """
 import dataclasses
 import hashlib
+import math
 import os
 import statistics
 import unicodedata
@@ -22,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from solo_ncp.eval.protocol import (
     MODES,
+    NCP_SETTINGS,
     PAPER_HEAD,
     POC_ROWS,
     RA_COUNTING,
@@ -571,11 +573,23 @@ ABLATIONS = (
 """Tables 4 and 5 and Fig. 3, read from what each encoder's checkpoint recorded (not its label)."""
 
 
+def _at_ours(encoder: Mapping) -> bool:
+    """Whether an NCP encoder's other stage-2 settings are `NCP_SETTINGS` (each one it does not record,
+    an older checkpoint's, is taken as being so)."""
+    def same(value, ours) -> bool:
+        if isinstance(ours, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return math.isclose(value, ours, rel_tol=1e-9)
+        return value == ours
+
+    return all(encoder.get(key) is None or same(encoder[key], ours) for key, ours in NCP_SETTINGS.items())
+
+
 def ablation_runs(runs: Sequence[RunRecord], ablation: Ablation) -> List[RunRecord]:
-    """The NCP runs of `ablation` (its fixed settings at the paper's values), each renamed to its
-    row (e.g. "strategy (i)"), sorted by the varied setting; [] when no seed of a dataset has two
-    values of it (no ablation was run: each seed's own silhouette K is not a K sweep)."""
-    chosen = [run for run in runs if run.encoder.get("strategy") is not None
+    """The NCP runs of `ablation` (its fixed settings at the paper's values, the other stage-2
+    settings at ours: `_at_ours`), each renamed to its row (e.g. "strategy (i)"), sorted by the varied
+    setting; [] when no seed of a dataset has two values of it (no ablation was run: each seed's own
+    silhouette K is not a K sweep)."""
+    chosen = [run for run in runs if run.encoder.get("strategy") is not None and _at_ours(run.encoder)
               and all(run.encoder.get(key) == value for key, value in ablation.fixed.items())]
     values_per_seed: Dict[tuple, set] = {}
     for run in chosen:

@@ -108,6 +108,9 @@ Kinds = Mapping[str, Tuple[Callable[[object], bool], str]]
 """{key: (test of its value, the kind the test accepts as errors name it)} of a result record."""
 TEXT, WHOLE = (_is_text, "a string"), (is_whole, "a whole number")
 COUNT = (lambda value: is_whole(value, 0), "a whole number of test images (>= 0)")
+NUMBER = (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+          "a finite number")
+FLAG = (lambda value: isinstance(value, bool), "true or false")
 
 
 def _misfit(values: Mapping[str, object], kinds: Kinds, name: str) -> Optional[str]:
@@ -146,7 +149,9 @@ def _check_checkpoint(checkpoint: Mapping, path: Path, where: str, fix: str) -> 
     _require(problem is None, path, f"{problem}: {fix}")
 
 
-ENCODER_KINDS = {"k": WHOLE, "neighbor_rank": WHOLE, "strategy": TEXT, "k_source": TEXT}
+ENCODER_KINDS = {"k": WHOLE, "neighbor_rank": WHOLE, "strategy": TEXT, "k_source": TEXT, "lam": NUMBER,
+                 "norm": TEXT, "eps": NUMBER, "alpha": NUMBER, "steps": WHOLE, "assign": TEXT, "dual_bn": FLAG,
+                 "cluster_bn": TEXT}
 """The kind of each entry of metrics.json's "encoder" (`RunRecord.encoder`); null where unknown."""
 
 

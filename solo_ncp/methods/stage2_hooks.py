@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from solo_ncp.attacks import nearest_centroids
 from solo_ncp.data.transforms import find_normalization
-from solo_ncp.eval.protocol import TEST_PGD_STEPS
+from solo_ncp.eval.protocol import NCP_SETTINGS, TEST_PGD_STEPS
 from solo_ncp.eval.robust import evaluate
 from solo_ncp.models.inference import extract_features
 from solo_ncp.io import file_sha256
@@ -208,10 +208,12 @@ class Stage2Hooks:
             "k": int(self.k),
             "teacher": dict(self.teacher_file),
         }
-        if self.uses_clusters:  # what NCP's ablations (Tables 4, 5, Fig. 3) vary, for `report`
+        if self.uses_clusters:  # what NCP's ablations (Tables 4, 5, Fig. 3) vary, and the rest, for `report`
             meta["perturbation"] = {"strategy": self.stage2.strategy,
                                     "neighbor_rank": int(self.stage2.neighbor_rank),
-                                    "k_source": self.k_source}
+                                    "k_source": self.k_source,
+                                    **{key: type(default)(getattr(self.stage2, key))
+                                       for key, default in NCP_SETTINGS.items()}}
         if self.dataset_name:
             meta["dataset"] = str(self.dataset_name)
         if self.val_robust_every:

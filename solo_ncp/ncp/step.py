@@ -21,7 +21,7 @@ from torch import nn
 
 from solo_ncp.attacks import check_norm, deacl_objective, ncp_objective, nearest_centroids, pgd
 from solo_ncp.attacks.objectives import NCP_STRATEGIES
-from solo_ncp.eval.protocol import STAGE2_METHODS
+from solo_ncp.eval.protocol import NCP_SETTINGS, STAGE2_METHODS
 from solo_ncp.models.dual_bn import BRANCHES, bn_branch
 from solo_ncp.models.inference import eval_mode
 from solo_ncp.ncp.losses import ncp_acl_loss
@@ -48,14 +48,14 @@ class Stage2Config:
     perturbation: str = "ncp"
     strategy: str = "iii"
     neighbor_rank: int = 2
-    lam: float = 6.0
-    norm: str = "Linf"
-    eps: float = 8 / 255
-    alpha: float = 2 / 255
-    steps: int = 5
-    assign: str = "nearest"
-    dual_bn: bool = True
-    cluster_bn: str = "clean"
+    lam: float = NCP_SETTINGS["lam"]
+    norm: str = NCP_SETTINGS["norm"]
+    eps: float = NCP_SETTINGS["eps"]
+    alpha: float = NCP_SETTINGS["alpha"]
+    steps: int = NCP_SETTINGS["steps"]
+    assign: str = NCP_SETTINGS["assign"]
+    dual_bn: bool = NCP_SETTINGS["dual_bn"]
+    cluster_bn: str = NCP_SETTINGS["cluster_bn"]
 
     def __post_init__(self):
         for name, value, allowed in (
