@@ -594,6 +594,19 @@ def test_a_stage_2_setting_its_training_images_cannot_hold_stops_reproduce_befor
     assert started == []
 
 
+@pytest.mark.parametrize("null", ["ncp:method_kwargs.k=null", "ncp:++method_kwargs.k=null"])
+def test_a_runs_own_k_of_null_stops_reproduce_before_stage_1(null, tmp_path, monkeypatch, capsys):
+    """A method's own K replaces select-k's: null passed every check and the dry run, and the
+    training said it needs K, after stage 1, select-k and the PoC had run."""
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    assert main(reproduce_argv(tmp_path / "run", "--seeds", "0", "--methods", "ncp", null)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: ncp:method_kwargs.k=null gives ncp no K, as the scope replaces select-k's: set a whole number (the "
+        "run's own K), or drop it (each run gets select-k's K) (solo-ncp reproduce)")
+    assert started == []
+
+
 def test_an_slf_only_option_aimed_at_alf_is_refused_and_one_given_to_all_is_left_out_of_alf(tmp_path, monkeypatch,
                                                                                              capsys):
     """`--eval-options=alf=--cache-features` was dropped in silence (eval refuses it for ALF)."""

@@ -459,7 +459,7 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
     trainings then keep it: `best_checkpoint_overrides`)."""
     from omegaconf import OmegaConf
 
-    from solo_ncp.config import dataset_spec
+    from solo_ncp.config import dataset_spec, select
     from solo_ncp.eval.protocol import MODES
     from solo_ncp.launch.data import training_images
 
@@ -521,6 +521,10 @@ def build_plan(*, dataset: str, seeds: Sequence[int], methods: Sequence[str], ev
             configs[m.label] = stage_config(m.label, m.config, stage2_overrides[m.label], scoped[None])
         check_label(m, configs[m.label])
         check_stage_sizes(m.label, m.config, configs[m.label], images_of(configs[m.label]))
+    for label in own_k:  # its K replaces select-k's: null would leave the training none
+        if select(configs[label], "method_kwargs.k") is None and not select(configs[label], "method_kwargs.k_file"):
+            raise ValueError(f"{label}:method_kwargs.k=null gives {label} no K, as the scope replaces select-k's: "
+                             "set a whole number (the run's own K), or drop it (each run gets select-k's K)")
     if teacher is not None:
         check_teacher(teacher, {m.label: configs[m.label] for m in chosen})
     data_argv = data_options(configs[chosen[0].label])
