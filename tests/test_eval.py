@@ -350,6 +350,18 @@ def test_each_head_gets_its_own_tables_the_papers_under_the_papers_titles(tmp_pa
     assert "Head: whitened head" in whitened and "not the paper's protocol" in whitened
 
 
+def test_a_legend_says_which_column_measured_with_which_attack(tmp_path):
+    """Table 2 of CIFAR-10 with AutoAttack standard beside CIFAR-100 with its rand version said 'AA:
+    AutoAttack rand, ...; AutoAttack standard, ...', naming no column; one version stays one text."""
+    runs = [write_run(tmp_path / dataset, "ncp", dataset, "slf", 0, 80.0, 50.0, 40.0) for dataset in ("cifar10", "cifar100")]
+    record = json.loads((runs[1] / "metrics.json").read_text())
+    record["settings"]["aa"]["version"] = "rand"
+    (runs[1] / "metrics.json").write_text(json.dumps(record))
+    assert ("RA: PGD-20, L-inf eps 8/255, step 2/255. AA: CIFAR-10: AutoAttack standard, L-inf eps 8/255; CIFAR-100: "
+            "AutoAttack rand, L-inf eps 8/255. Counting:") in aggregate(runs)
+    assert "AA: AutoAttack standard, L-inf eps 8/255. Counting:" in aggregate([runs[0]])
+
+
 def ncp_settings(strategy="iii", rank=2, k=10, k_source="k_file", **others) -> dict:
     """What eval records of an NCP encoder's checkpoint (`encoder_settings`); `others`: its other
     stage-2 settings (an older checkpoint's record has none)."""

@@ -132,13 +132,30 @@ def _metric_title(group: str, metric: str, runs: Sequence[RunRecord]) -> str:
     return f"{group} {METRIC_TITLES[metric]} {_column_images(group, metric, runs)}"
 
 
-def _attack_legend(runs: Sequence[RunRecord]) -> str:
-    """How RA and AA were measured and counted in these runs."""
-    parts = []
-    for metric, name in (("ra", "RA"), ("aa", "AA")):
-        used = sorted({run.attacks[metric] for run in runs if run.metrics.get(metric) is not None})
-        parts.append(f"{name}: {'; '.join(used) or 'not run'}.")
-    ra = " / ".join(sorted({_ra_attack(run.settings) for run in runs}))
+Columns = Sequence[Tuple[str, Sequence[RunRecord]]]
+"""A table's columns: (title, its runs)."""
+
+
+def _per_column(name: str, columns: Columns, texts: Callable[[Sequence[RunRecord]], Iterable[str]],
+                none: str) -> str:
+    """`<name>: <text>.` where every column's runs have one text (`texts(runs)`), else each text after
+    the columns that have it, `<name>: CIFAR-10, CIFAR-100: <text>; STL-10: <other>.`; `none` where
+    no column has one."""
+    titles: Dict[str, List[str]] = {}
+    for title, runs in columns:
+        for text in dict.fromkeys(texts(runs)):
+            titles.setdefault(text, []).append(title)
+    if len(titles) <= 1:
+        return f"{name}: {next(iter(titles), none)}."
+    return f"{name}: " + "; ".join(f"{', '.join(group)}: {text}" for text, group in titles.items()) + "."
+
+
+def _attack_legend(columns: Columns) -> str:
+    """How RA and AA were measured (per column where the columns differ) and counted."""
+    parts = [_per_column(name, columns, lambda runs, metric=metric: sorted(
+        {run.attacks[metric] for run in runs if run.metrics.get(metric) is not None}), "not run")
+        for metric, name in (("ra", "RA"), ("aa", "AA"))]
+    ra = " / ".join(sorted({_ra_attack(run.settings) for _, runs in columns for run in runs}))
     return " ".join(parts) + f" Counting: {RA_COUNTING.format(ra=ra)}."
 
 
@@ -213,16 +230,11 @@ def head_training_text(settings: Mapping) -> str:
     return f"{text}, on {attack} training examples"
 
 
-def _head_training_legend(groups: Sequence[Tuple[str, Sequence[RunRecord]]]) -> str:
-    """"Head training: 25 epochs, ..." of a table's columns (`groups`: title, runs), one text when
-    they share it, else each text after the columns trained so (a column shares one: `_check_column`)."""
-    columns: Dict[str, List[str]] = {}
-    for group, runs in groups:
-        for text in dict.fromkeys(head_training_text(run.settings) for run in runs):
-            columns.setdefault(text, []).append(group)
-    if len(columns) == 1:
-        return f"Head training: {next(iter(columns))}. "
-    return "Head training: " + "; ".join(f"{', '.join(titles)}: {text}" for text, titles in columns.items()) + ". "
+def _head_training_legend(columns: Columns) -> str:
+    """"Head training: 25 epochs, ..." of a table's columns, one text when they share it, else each
+    text after the columns trained so (a column shares one: `_check_column`)."""
+    return _per_column("Head training", columns, lambda runs: [head_training_text(run.settings) for run in runs],
+                       NOT_RECORDED) + " "
 
 
 def _check_column(group: str, runs: Sequence[RunRecord]) -> None:
@@ -287,7 +299,7 @@ def _table(
         lines.append("| " + " | ".join(cells) + " |")
     legend = (f"Head: {HEAD_NOTES[head]}. {_head_training_legend(columns)}{BRANCH_LEGEND}Cells: mean ± sample std (ddof=1) over "
               "seeds, n = seeds in the cell (one seed: its value); [n=...] in a column header: "
-              "test images per seed. " + _attack_legend(runs)
+              "test images per seed. " + _attack_legend(columns)
               + (BEST_LEGEND if any(run.best for run in runs) else ""))
     lines += ["", legend, ""]
     return "\n".join(lines)
