@@ -594,6 +594,21 @@ def test_a_stage_2_setting_its_training_images_cannot_hold_stops_reproduce_befor
     assert started == []
 
 
+@pytest.mark.parametrize("holds, says", [
+    ("last.ckpt", "is a training run's folder (last.ckpt): `solo-ncp reproduce` does not write into it"),
+    ("metrics.json", "holds the result of `solo-ncp eval` (metrics.json): `solo-ncp reproduce` does not write into "
+                     "another command's folder")])
+def test_reproduce_writes_into_no_training_run_and_no_result_folder(holds, says, tmp_path, capsys):
+    """It put reproduce.json, s0/ and report/ into either, where every other command refuses to."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / holds).write_text("{}")
+    assert main(reproduce_argv(folder, "--seeds", "0", "--methods", "ncp", "--dry-run")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --out {folder} {says}; choose another --out (solo-ncp reproduce)")
+    assert [path.name for path in folder.iterdir()] == [holds]
+
+
 @pytest.mark.parametrize("null", ["ncp:method_kwargs.k=null", "ncp:++method_kwargs.k=null"])
 def test_a_runs_own_k_of_null_stops_reproduce_before_stage_1(null, tmp_path, monkeypatch, capsys):
     """A method's own K replaces select-k's: null passed every check and the dry run, and the

@@ -134,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from pathlib import Path
 
-    from solo_ncp.io import check_writable, folder_lock
+    from solo_ncp.io import check_out_folder, check_writable, folder_lock
     from solo_ncp.launch.reproduce import build_plan, run_plan
 
+    check_out_folder(args.out, None, [], command="reproduce")  # not a training run's or a result's folder
     out = check_writable(Path(args.out))  # a dry run too: it promises what a real run would do
     configs = config_dir(args)
     with nullcontext() if args.dry_run else folder_lock(out):  # one reproduce at a time in --out
