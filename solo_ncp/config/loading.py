@@ -66,8 +66,9 @@ def read_config_file(path: Path) -> Dict:
 def _names_a_folder_inside(name: str) -> bool:
     """Whether the run name `name` is a relative path to a folder below checkpoint.dir: not empty,
     `.`, `./` or `a/..` (checkpoint.dir itself), not leaving it (`..`, `../x`) nor absolute."""
-    parts = PurePath(os.path.normpath(name.strip() or ".")).parts
-    return bool(parts) and ".." not in parts and not PurePath(name.strip()).is_absolute()
+    name = name.strip()
+    parts = PurePath(os.path.normpath(name or ".")).parts
+    return bool(parts) and ".." not in parts and not PurePath(name).is_absolute()
 
 
 def config_file(config) -> Path:

@@ -503,10 +503,11 @@ def check_augmentation_keys(cfg: DictConfig) -> None:
     without entries is left to the readers (`augmentation_pipelines`, `config_custom_data`):
     `augmentations=[]` is a replacement of the list's shape, which loads."""
     custom = str(OmegaConf.select(cfg, "data.dataset")) == "custom"
-    stage2 = getattr(method_class(cfg.method), "option_names", None) is not None
+    stage2 = trains_stage2(cfg)
     if stage2 and not custom:
         return
-    entries = OmegaConf.to_container(cfg, resolve=True).get("augmentations") or []
+    augmentations = cfg.get("augmentations")
+    entries = OmegaConf.to_container(augmentations, resolve=True) if augmentations else []
     examples = {"crop_size": _example_crop_size(cfg, entries), "num_crops": 2}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -529,13 +530,19 @@ def is_passed_on(key: str) -> bool:
     return key.startswith(tuple(block + "." for block in OPTION_BLOCKS))
 
 
+def trains_stage2(cfg: DictConfig) -> bool:
+    """Whether `cfg.method` is one of solo-ncp's stage-2 methods (ncp, deacl: their classes declare
+    `option_names`), not a solo-learn method of stage 1."""
+    return getattr(method_class(cfg.method), "option_names", None) is not None
+
+
 def check_option_kinds(file_values: Mapping, cfg: DictConfig) -> None:
     """Refuses an override that gives an option of `OPTION_BLOCKS` another kind of value than the
     config file has for it: a number for a number, true or false for true or false (null is always
     allowed). `method_kwargs.temperature=abc` otherwise reached SimCLR's loss and failed at the first
     step. solo-ncp's own methods check their options themselves, so only `optimizer.kwargs` is
     checked for them. file_values: the config file as a plain dict, before the overrides."""
-    blocks = OPTION_BLOCKS[getattr(method_class(cfg.method), "option_names", None) is not None:]
+    blocks = OPTION_BLOCKS[trains_stage2(cfg):]
     given = dict(walk_plain(OmegaConf.to_container(cfg, resolve=True)))
     for path, before in walk_plain(dict(file_values)):
         if not isinstance(before, (bool, int, float)) or not any(

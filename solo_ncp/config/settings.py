@@ -24,7 +24,7 @@ from typing import Dict, Optional, Sequence, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from solo_ncp.config.schema import RUN_BLOCKS, ConfigError, method_class
+from solo_ncp.config.schema import RUN_BLOCKS, ConfigError, trains_stage2
 from solo_ncp.data.custom import CUSTOM, CustomData, config_custom_data
 from solo_ncp.data.registry import DATASETS, DatasetSpec, get_spec
 
@@ -197,8 +197,7 @@ def checkpoint_history(cfg: DictConfig) -> CheckpointHistory:
                           "stage 2 and every later command read it); remove it, or set it to true")
     save_best = _flag(block, "checkpoint", "save_best")
     if save_best and not select(cfg, "method_kwargs.val_robust_every", 0):
-        stage2 = getattr(method_class(cfg.method), "option_names", None) is not None
-        fix = ("set method_kwargs.val_robust_every=1 (or more), or drop checkpoint.save_best" if stage2 else
+        fix = ("set method_kwargs.val_robust_every=1 (or more), or drop checkpoint.save_best" if trains_stage2(cfg) else
                f"{cfg.method} trains stage 1, which keeps last.ckpt only: drop checkpoint.save_best")
         raise ConfigError(
             "checkpoint.save_best=true keeps best.ckpt by the held-out robust accuracy that only stage 2 "

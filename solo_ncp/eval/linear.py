@@ -269,11 +269,12 @@ def _fit(
             x, y = prepare(x.to(device)), y.to(device)
             loss, logits = batch_loss(x, y)
             loss_value = loss.item()
-            if not math.isfinite(loss_value) and not history and not seen:
-                raise FloatingPointError(f"non-finite fine-tuning loss {loss_value} at the first step, before any "
-                                         "update: the encoder's features are not finite (its weights overflow float32 "
-                                         "on these images, or the checkpoint is damaged); use another checkpoint")
             if not math.isfinite(loss_value):
+                if not history and not seen:  # the first step, before any update: not the lr
+                    raise FloatingPointError(f"non-finite fine-tuning loss {loss_value} at the first step, before any "
+                                             "update: the encoder's features are not finite (its weights overflow "
+                                             "float32 on these images, or the checkpoint is damaged); use another "
+                                             "checkpoint")
                 raise FloatingPointError(f"non-finite fine-tuning loss {loss_value} in epoch {epoch}: "
                                          f"{_divergence_fix(cfg)}")
             optimizer.zero_grad(set_to_none=True)

@@ -108,8 +108,7 @@ Kinds = Mapping[str, Tuple[Callable[[object], bool], str]]
 """{key: (test of its value, the kind the test accepts as errors name it)} of a result record."""
 TEXT, WHOLE = (_is_text, "a string"), (is_whole, "a whole number")
 COUNT = (lambda value: is_whole(value, 0), "a whole number of test images (>= 0)")
-NUMBER = (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-          "a finite number")
+NUMBER = (_is_number, "a finite number")
 FLAG = (lambda value: isinstance(value, bool), "true or false")
 
 

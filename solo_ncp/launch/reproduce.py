@@ -392,9 +392,10 @@ def check_teacher(teacher: Path, configs: Dict[str, object]) -> None:
     for label, cfg in configs.items():
         spec, dataset = config_backbone_spec(cfg), cfg.data.dataset
         given = OmegaConf.to_container(cfg.method_kwargs, resolve=True).get("normalization")
-        if (spec, json.dumps(given), dataset) in checked:
+        key = (spec, json.dumps(given), dataset)
+        if key in checked:
             continue
-        checked.add((spec, json.dumps(given), dataset))
+        checked.add(key)
         try:
             read_teacher(teacher, spec, given=given, dataset=dataset)
         except ValueError as err:
