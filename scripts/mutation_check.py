@@ -264,6 +264,9 @@ MUTATIONS = (
     Mutation("a command writes into another command's --out", "solo_ncp/io.py",
              "if name != record and (folder / name).exists():", "if False:",
              ("tests/test_out_folders.py",), trains=True),
+    Mutation("eval's head pads an 8-px digit by 4 px, half its width", "solo_ncp/commands/_encoder.py",
+             "lr=lr, crop_padding=padding, seed=args.seed", "lr=lr, seed=args.seed",
+             ("tests/test_eval_cli.py::test_the_head_trains_on_images_padded_for_their_size",), trains=True),
 )
 
 

@@ -109,6 +109,17 @@ def test_lr_table_and_config_validation():
         FineTuneConfig(mode="full")
 
 
+@pytest.mark.parametrize("image_size, padding", [(96, 4), (32, 4), (28, 4), (20, 3), (12, 2), (8, 1), (4, 1),
+                                                 (3, 0)])
+def test_the_heads_crop_padding_is_4_px_of_32_at_any_smaller_size(image_size, padding):
+    """DeACL pads 4 px at 32 and at 96 px; a smaller image is padded the same eighth of its side,
+    rounded half up (28 px: 3.5 -> 4, 20 px: 2.5 -> 3, 4 px: 0.5 -> 1), so an 8-px digit moves by
+    at most 1 px, not half its width."""
+    from solo_ncp.eval.protocol import head_crop_padding
+
+    assert head_crop_padding(image_size) == padding
+
+
 def test_pad_crop_flip_returns_a_crop_of_the_padded_image():
     x = torch.rand(16, 3, 5, 6, generator=torch.Generator().manual_seed(0))
     padding = 2

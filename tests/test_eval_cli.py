@@ -212,6 +212,8 @@ def test_aff_saves_its_fine_tuned_encoder(digits_small_simclr_ckpt, tmp_path):
     (["--aa-n", "-1"], "--aa-n must be >= 0"),
     (["--test-n", "64", "--aa-n", "65"], "--aa-n=65 is larger than the test set (64 images)"),
     (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--crop-padding", "-1"], "--crop-padding must be >= 0 (0: flip only), got -1"),
+    (["--crop-padding", "2", "--cache-features"], "--crop-padding and --cache-features exclude each other"),
     (["--aa-version", "custom"], "--aa-attacks"),
     (["--aa-attacks", "square"], "--aa-attacks"),
 ])
@@ -240,6 +242,24 @@ def test_an_unwritable_out_folder_is_refused_before_any_loading(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"cannot write to {out}: Permission denied" in err and "--out" in err and "does not exist" not in err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("options, padding", [([], 1), (["--crop-padding", "0"], 0), (["--crop-padding", "3"], 3)])
+def test_the_head_trains_on_images_padded_for_their_size(digits_small_simclr_ckpt, tmp_path, monkeypatch, options,
+                                                         padding):
+    """digits are 8 px: by default their head's crops pad 1 px (4 px of 32), not the 4 px that
+    shift a digit by half its width; --crop-padding sets it. The padding the crops were made with
+    is the one metrics.json records."""
+    from solo_ncp.eval import linear
+
+    used = []
+    crop = linear.pad_crop_flip
+    monkeypatch.setattr(linear, "pad_crop_flip", lambda x, pad, rng: used.append(pad) or crop(x, pad, rng))
+    assert main(["eval", "--ckpt", str(digits_small_simclr_ckpt), "--out", str(tmp_path), "--dataset", "digits",
+                 "--epochs", "1", "--train-n", "64", "--test-n", "8", "--batch-size", "32", "--aa-n", "0",
+                 "--pgd-steps", "1", *options]) == 0
+    assert used == [padding] * 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["fine_tune"]["crop_padding"] == padding
 
 
 def test_readme_lists_deacls_evaluation_values_beside_ours():

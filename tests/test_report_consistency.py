@@ -211,12 +211,33 @@ def test_the_legend_says_how_each_column_trained_its_head(tmp_path, capsys):
     slf = [write_metrics(tmp_path / f"slf{seed}", seed, f"ncp-s{seed}", epochs=2) for seed in (0, 1)]
     alf = [write_metrics(tmp_path / f"alf{seed}", seed, f"ncp-s{seed}", mode="alf", steps=7) for seed in (0, 1)]
     table = report(slf + alf, capsys)
-    assert ("Head training: SLF: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512; "
+    assert ("Head training: SLF: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512, "
+            "images padded 4 px, cropped, flipped; "
             "ALF (CE): 25 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 512, "
-            "on PGD-7, L-inf eps 8/255, step 2/255 training examples. ") in table
+            "images padded 4 px, cropped, flipped, on PGD-7, L-inf eps 8/255, step 2/255 training examples. ") in table
     table_2 = table[table.index("## Table 2"):table.index("## Table 3")]
-    assert "Head training: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512. " in table_2
+    assert ("Head training: 2 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, constant lr, batch 512, "
+            "images padded 4 px, cropped, flipped. ") in table_2
     assert "convergence" not in table
+
+
+@pytest.mark.parametrize("change, text", [
+    ({"crop_padding": 1}, "images padded 1 px, cropped, flipped"),
+    ({"crop_padding": 0}, "images flipped (no padding)"),
+    ({"crop_padding": None}, "image augmentation not recorded"),
+    ({"cache_features": True}, "unaugmented images (cached features)"),
+])
+def test_the_legend_says_what_images_the_head_trained_on(tmp_path, capsys, change, text):
+    """A head trained on 8-px digits pads 1 px (eval's head_crop_padding), one of cached features on
+    unaugmented images: the legend says which, as metrics.json records it."""
+    folder = write_metrics(tmp_path / "slf", 0, "ncp-s0", epochs=2)
+    record = json.loads((folder / "metrics.json").read_text())
+    if "cache_features" in change:
+        record["settings"]["cache_features"] = change["cache_features"]
+    else:
+        record["settings"]["fine_tune"]["crop_padding"] = change["crop_padding"]
+    (folder / "metrics.json").write_text(json.dumps(record))
+    assert f"batch 512, {text}. " in report([folder], capsys)
 
 
 def test_two_evaluations_of_one_checkpoint_are_not_two_seeds(tmp_path, capsys):

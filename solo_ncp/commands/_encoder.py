@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from solo_ncp.data.custom import CUSTOM
-from solo_ncp.eval.protocol import DEFAULT_HEAD, EPOCHS, HEADS
+from solo_ncp.eval.protocol import CROP_PADDING, DEFAULT_HEAD, EPOCHS, HEADS
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 if TYPE_CHECKING:  # torch is imported where used: the options are built without it
@@ -301,6 +301,10 @@ def add_head_arguments(parser: argparse.ArgumentParser, modes: bool = True) -> N
                              "CIFAR-10, 10 CIFAR-100/STL-10" + ("; 0.01 for --mode aff)" if modes else ")"))
     parser.add_argument("--train-n", type=whole_number, default=None, help="use the first N training images")
     parser.add_argument("--test-n", type=whole_number, default=None, help="use the first N test images")
+    parser.add_argument("--crop-padding", type=whole_number, default=None,
+                        help=f"pixels of zero padding before the head's random crop (+ flip) of its training "
+                             f"images (default: {CROP_PADDING}, DeACL's, at 32 px and above; smaller images the "
+                             f"same fraction of the side, 1 at 8 px; 0: flip only)")
     parser.add_argument("--cache-features", action="store_true",
                         help="SLF fast path: features computed once, no augmentation")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -327,6 +331,11 @@ def check_head_arguments(args: argparse.Namespace) -> None:
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     check_batch_size(args)
+    if args.crop_padding is not None and args.crop_padding < 0:
+        raise ValueError(f"--crop-padding must be >= 0 (0: flip only), got {args.crop_padding}")
+    if args.crop_padding is not None and args.cache_features:
+        raise ValueError("--crop-padding and --cache-features exclude each other: cached features are of "
+                         "unaugmented images; leave one out")
     for option, value in (("--train-n", args.train_n), ("--test-n", args.test_n)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1 (or left out for the whole split), got {value}")
@@ -356,13 +365,16 @@ def evaluation_splits(args: argparse.Namespace, spec):
 
 
 def head_config(args: argparse.Namespace, spec, mode: str = "slf", **settings):
-    """The FineTuneConfig of --epochs/--batch-size/--head/--lr/--seed for `mode`; the learning rate
-    defaults to solo_ncp.eval.protocol.default_lr. `settings`: further FineTuneConfig fields."""
+    """The FineTuneConfig of --epochs/--batch-size/--head/--lr/--crop-padding/--seed for `mode`; the
+    learning rate defaults to solo_ncp.eval.protocol.default_lr, the padding to head_crop_padding of
+    the dataset's image size. `settings`: further FineTuneConfig fields."""
     from solo_ncp.eval import FineTuneConfig, default_lr
+    from solo_ncp.eval.protocol import head_crop_padding
 
     lr = args.lr if args.lr is not None else default_lr(spec.name, mode, args.head)
+    padding = args.crop_padding if args.crop_padding is not None else head_crop_padding(spec.image_size)
     return FineTuneConfig(epochs=args.epochs, batch_size=args.batch_size, mode=mode, head=args.head,
-                          lr=lr, seed=args.seed, **settings)
+                          lr=lr, crop_padding=padding, seed=args.seed, **settings)
 
 
 def fine_tune_record(cfg) -> dict:

@@ -40,7 +40,8 @@ class FineTuneConfig:
     clean images); beta: TRADES weight, only with loss "trades" (default protocol.TRADES_BETA).
     head: one of protocol.HEADS (solo_ncp.eval.heads). norm: the threat model of the training
     examples' PGD ("Linf" or "L2"); eps, alpha: its radius and step in [0, 1] pixel units; steps:
-    its iterations.
+    its iterations. crop_padding: pixels of zero padding of the training images' `pad_crop_flip`
+    (protocol.head_crop_padding: the value for an image size).
     """
 
     epochs: int = protocol.EPOCHS
@@ -58,7 +59,7 @@ class FineTuneConfig:
     eps: float = 8 / 255
     alpha: float = 2 / 255
     steps: int = protocol.TRAIN_PGD_STEPS
-    crop_padding: int = 4
+    crop_padding: int = protocol.CROP_PADDING
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -52,6 +52,10 @@ GAMMA = 0.1
 MOMENTUM = 0.9
 WEIGHT_DECAY = 2e-4
 BATCH_SIZE = 512
+CROP_PADDING = 4
+"""Zero padding (pixels) before the head's random crop on images of CROP_PADDING_SIDE px or more
+(DeACL's adv_finetune.py: RandomCrop(32 or 96, padding=4) + flip; the paper's A.3 names none)."""
+CROP_PADDING_SIDE = 32
 TRAIN_PGD_STEPS = 10
 """PGD steps of ALF/AFF training examples (Appendix A.3.2: 10-step L-inf PGD, eps 8/255, step 2/255)."""
 TEST_PGD_STEPS = 20
@@ -124,7 +128,8 @@ DEACL_VALUES: Dict[str, Tuple[str, str]] = {
     "training attack": ("PGD-10, eps 8/255, step 2/255, uniform random start",
                         "PGD-10, eps 8/255, step 2/255; TRADES starts at x + 0.001 N(0, 1)"),
     "encoder mode (SLF/ALF)": ("eval, frozen", "train (BN running statistics drift), frozen weights"),
-    "head training images": ("pad 4, random crop, horizontal flip (none with --cache-features)",
+    "head training images": ("pad 4 (under 32 px: 4 x side / 32, 1 at 8 px), random crop, horizontal flip "
+                             "(none with --cache-features)",
                              "pad 4, random crop, horizontal flip"),
     "head kept": ("last epoch", "last epoch"),
     "RA counted as": ("correct on the clean image and on its PGD-20 image",
@@ -133,6 +138,16 @@ DEACL_VALUES: Dict[str, Tuple[str, str]] = {
                "PGD-20; AutoAttack standard on the whole test set"),
 }
 """Setting -> (solo-ncp's default, DeACL's adv_finetune.py @ 3fb81e3)."""
+
+
+def head_crop_padding(image_size: int) -> int:
+    """Padding of the head's pad-crop-flip on `image_size`-px images: CROP_PADDING at 32 px and
+    above (CIFAR, STL-10: DeACL's 4), else the same fraction of the side, rounded half up (28 px: 4,
+    8 px: 1): 4 pixels of an 8-px digit shift it by half its width."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    side = min(image_size, CROP_PADDING_SIDE)
+    return (2 * CROP_PADDING * side + CROP_PADDING_SIDE) // (2 * CROP_PADDING_SIDE)
 
 
 def default_loss(mode: str) -> str:

@@ -210,9 +210,10 @@ COLUMN_FIX = ("a column averages runs of one protocol: evaluate every run alike 
 
 
 def head_training_text(settings: Mapping) -> str:
-    """"25 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 128"
-    (an adversarial fine-tuning adds its PGD): how metrics.json's settings.fine_tune says the head
-    was trained, naming only the lr milestones reached (NOT_RECORDED where it is not recorded)."""
+    """"25 epochs, SGD lr 0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 128,
+    images padded 4 px, cropped, flipped" (an adversarial fine-tuning adds its PGD): how metrics.json's
+    settings say the head was trained, naming only the lr milestones reached (NOT_RECORDED where it
+    is not recorded)."""
     fine_tune = _object(settings.get("fine_tune"))
     epochs, lr = fine_tune.get("epochs"), fine_tune.get("lr")
     if not isinstance(epochs, int) or lr is None:
@@ -220,7 +221,8 @@ def head_training_text(settings: Mapping) -> str:
     reached = [m for m in fine_tune.get("milestones") or [] if isinstance(m, int) and m < epochs]
     decay = f", x{fine_tune.get('gamma')} at epochs {', '.join(map(str, reached))}" if reached else ", constant lr"
     text = (f"{epochs} epochs, SGD lr {lr}, momentum {fine_tune.get('momentum', NOT_RECORDED)}, weight decay "
-            f"{fine_tune.get('weight_decay', NOT_RECORDED)}{decay}, batch {fine_tune.get('batch_size', NOT_RECORDED)}")
+            f"{fine_tune.get('weight_decay', NOT_RECORDED)}{decay}, batch {fine_tune.get('batch_size', NOT_RECORDED)}, "
+            f"{_head_images_text(settings)}")
     if fine_tune.get("mode", "slf") == "slf":
         return text
     try:
@@ -228,6 +230,17 @@ def head_training_text(settings: Mapping) -> str:
     except (KeyError, TypeError, ValueError):
         attack = f"PGD {NOT_RECORDED}"
     return f"{text}, on {attack} training examples"
+
+
+def _head_images_text(settings: Mapping) -> str:
+    """"images padded 4 px, cropped, flipped" (eval's pad_crop_flip at its recorded crop_padding) or
+    "unaugmented images (cached features)": what the head of metrics.json's settings trained on."""
+    if settings.get("cache_features") is True:
+        return "unaugmented images (cached features)"
+    padding = _object(settings.get("fine_tune")).get("crop_padding")
+    if not isinstance(padding, int) or isinstance(padding, bool):
+        return f"image augmentation {NOT_RECORDED}"
+    return f"images padded {padding} px, cropped, flipped" if padding else "images flipped (no padding)"
 
 
 def _head_training_legend(columns: Columns) -> str:
