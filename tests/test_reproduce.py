@@ -124,6 +124,35 @@ def test_a_repeated_key_that_takes_the_recorded_effect_finds_every_step_done(two
     assert "17 of 17 steps done (dry run: nothing ran)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("spelling", ["relative", "dot-dot", "link"])
+def test_out_spelled_another_way_finds_every_step_done(two_seeds, capsys, monkeypatch, tmp_path, spelling):
+    """`--out runs/x` and `--out /home/u/runs/x` (or a link to it) are one folder: each step's argv
+    and inputs name it resolved (before: every result step partial and run again with --overwrite,
+    the trainings resumed)."""
+    monkeypatch.chdir(two_seeds.parent)
+    out = {"relative": "run/", "dot-dot": f"../{two_seeds.parent.name}/./run"}.get(spelling)
+    if spelling == "link":
+        (tmp_path / "alias").symlink_to(two_seeds)
+        out = str(tmp_path / "alias")
+    argv = ["reproduce", "--dataset", "digits", "--config-dir", os.path.relpath(CONFIGS), "--out", out, *OPTIONS,
+            "--seeds", "0,1", "--methods", "ncp,deacl", "--dry-run", *TINY]
+    assert main(argv) == 0
+    assert "17 of 17 steps done (dry run: nothing ran)" in capsys.readouterr().out
+
+
+def test_a_teacher_recorded_as_spelled_is_the_same_teacher_resolved(tmp_path, monkeypatch):
+    """reproduce.json of a version that kept --teacher as given (`t/last.ckpt`) against this call's
+    resolved path of the same file: the same setting; another file is refused naming both."""
+    monkeypatch.chdir(tmp_path)
+    teacher = {"path": "t/last.ckpt", "sha256": "ab"}
+    now = {"teacher": {"path": str(tmp_path / "t" / "last.ckpt"), "sha256": "ab"}, "checkpoint": "last.ckpt"}
+    compare_settings({"teacher": teacher}, now, tmp_path / "reproduce.json")
+    with pytest.raises(ValueError) as caught:
+        compare_settings({"teacher": {**teacher, "path": "u/last.ckpt"}}, now, tmp_path / "reproduce.json")
+    assert f"teacher.path: recorded '{tmp_path / 'u' / 'last.ckpt'}', now '{tmp_path / 't' / 'last.ckpt'}'" in str(
+        caught.value)
+
+
 def test_a_call_naming_fewer_methods_keeps_the_recorded_ones_in_the_report(two_seeds, capsys):
     """--methods ncp on the folder of ncp and deacl: every step is done, the report (deacl's rows
     included) stays as it is."""

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from solo_ncp.config.overrides import override_of
 from solo_ncp.interrupt import Interrupted, interrupt_signals
+from solo_ncp.io import file_sha256
 from solo_ncp.launch.reproduce import Plan, run_plan
 from solo_ncp.launch import steps
 from solo_ncp.launch.steps import Step, fixed, result_file
@@ -191,6 +193,74 @@ def test_a_marker_written_before_steps_recorded_their_inputs_is_trusted(tmp_path
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "inputs": {}}))
     source.write_bytes(b"other")
     assert step.state() == "done"
+
+
+def _spelled_step(root):
+    """A done eval step whose argv names its input, its folder and an override of a path as the
+    plan now builds them: absolute (reproduce resolves --out and --teacher)."""
+    source = root / "s0" / "simclr" / "last.ckpt"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"weights")
+    folder = root / "s0" / "eval"
+    argv = ["eval", "--ckpt", str(source), "--seed", "0", override_of("checkpoint.dir", root / "s0"), "--out",
+            str(folder)]
+    step = Step("s0/eval", folder, fixed(argv), lambda: None, inputs=(source,))
+    folder.mkdir()
+    return step, source
+
+
+def _write_marker(step, argv, inputs) -> None:
+    (step.folder / steps.DONE).write_text(json.dumps({"argv": argv, "ran": argv, "seconds": 1.0, "inputs": inputs}))
+
+
+def test_a_marker_that_records_paths_as_spelled_relative_to_this_folder_is_done(tmp_path, monkeypatch):
+    """A marker of a version that did not resolve --out holds `runs/s0/...` where the plan now has
+    `/abs/runs/s0/...`: from the folder it ran in it is the same step, and its recorded input the
+    same file (before: every step partial, run again with --overwrite or --resume)."""
+    step, source = _spelled_step(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    digest = file_sha256(source)
+    spelled = ["eval", "--ckpt", "runs/s0/simclr/last.ckpt", "--seed", "0", "checkpoint.dir=runs/s0/", "--out",
+               "./runs/s0/../s0/eval"]
+    _write_marker(step, spelled, {"runs/s0/simclr/last.ckpt": digest})
+    assert step.state() == "done"
+    source.write_bytes(b"other weights")
+    assert (step.state(), step.changed_inputs()) == ("stale", [str(source)])
+
+
+@pytest.mark.parametrize("position, spelled", [
+    (2, "runs/s1/simclr/last.ckpt"),  # another file
+    (4, "1"),  # another seed
+    (5, "checkpoint.dir=runs/s1"),  # an override of another folder
+    (5, "name=runs/s0"),  # another key
+])
+def test_a_marker_naming_another_path_or_value_is_not_done(tmp_path, monkeypatch, position, spelled):
+    step, source = _spelled_step(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", "--ckpt", "runs/s0/simclr/last.ckpt", "--seed", "0", "checkpoint.dir=runs/s0", "--out",
+            "runs/s0/eval"]
+    _write_marker(step, argv, {})
+    assert step.state() == "done"
+    argv[position] = spelled
+    _write_marker(step, argv, {})
+    assert step.state() == "partial"
+
+
+def test_a_relative_marker_read_from_another_folder_is_not_done(tmp_path, monkeypatch):
+    step, source = _spelled_step(tmp_path / "runs")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _write_marker(step, ["eval", "--ckpt", "runs/s0/simclr/last.ckpt", "--seed", "0", "checkpoint.dir=runs/s0",
+                         "--out", "runs/s0/eval"], {})
+    assert step.state() == "partial"
+
+
+@pytest.mark.parametrize("inputs", [["runs/s0/simclr/last.ckpt"], {"runs/s0/simclr/last.ckpt": 7}])
+def test_a_marker_whose_inputs_are_no_record_of_hashes_is_damaged(tmp_path, monkeypatch, inputs):
+    step, source = _spelled_step(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    _write_marker(step, step.argv(), inputs)
+    assert step.state() == "partial"
 
 
 @pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 half a zip"])

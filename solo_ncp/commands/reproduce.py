@@ -134,16 +134,18 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from pathlib import Path
 
-    from solo_ncp.io import check_out_folder, check_writable, folder_lock
+    from solo_ncp.io import check_out_folder, check_writable, folder_lock, resolved
     from solo_ncp.launch.reproduce import build_plan, run_plan
 
     check_out_folder(args.out, None, [], command="reproduce")  # not a training run's or a result's folder
-    out = check_writable(Path(args.out))  # a dry run too: it promises what a real run would do
+    # a dry run too: it promises what a real run would do; resolved, so each step's argv (and the
+    # done-marker that records it) is the same however --out and --teacher are spelled
+    out = resolved(check_writable(Path(args.out)))
     configs = config_dir(args)
     with nullcontext() if args.dry_run else folder_lock(out):  # one reproduce at a time in --out
         plan = build_plan(dataset=args.dataset, seeds=args.seeds, methods=args.methods,
                           evals=args.evals or ["slf"], out=out, overrides=args.overrides,
-                          teacher=Path(args.teacher) if args.teacher else None, config_dir=configs,
+                          teacher=resolved(args.teacher) if args.teacher else None, config_dir=configs,
                           select_k_options=args.select_k_options, eval_options=args.eval_options,
                           poc_options=args.poc_options, checkpoint=CHECKPOINTS[args.checkpoint])
         check_step_arguments(plan.steps, plan.num_classes, plan.training_images)

@@ -174,6 +174,9 @@ def compare_settings(old: Dict, new: Dict, path: Path) -> None:
     differing = []
     old = {"checkpoint": LAST, **old}  # runs recorded before --checkpoint evaluated last.ckpt
     old.setdefault("solo_learn", new.get("solo_learn"))  # recorded since; earlier runs: unknown
+    teacher = old.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("path"), str):  # recorded as spelled, before
+        old["teacher"] = {**teacher, "path": str(resolved(teacher["path"]))}
     added = set(new.get("methods", {})) - set(old.get("methods", {}))
     for key in sorted(set(old) | set(new)):
         if key == "overrides":

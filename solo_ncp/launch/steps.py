@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from solo_ncp.interrupt import Interrupted, as_interrupted, raise_pending
-from solo_ncp.io import DISK_FULL, atomic_write_json, file_sha256, read_json_object
+from solo_ncp.config.overrides import override_of
+from solo_ncp.io import DISK_FULL, atomic_write_json, file_sha256, read_json_object, resolved
 
 Missing = Callable[[], Optional[str]]
 """What a step's result still lacks, in words ("it wrote no <folder>/k.json"); None when it is
@@ -53,24 +54,28 @@ class Step:
         an input changed since it ran), "partial" (interrupted: folder present, no valid marker)
         or "todo"."""
         recorded = self._marker()
-        if recorded.get("argv") == self.argv() and self.missing() is None:
+        if same_argv(recorded.get("argv"), self.argv()) and self.missing() is None:
             return "stale" if self.changed_inputs(recorded) else "done"
         return "partial" if self.folder.is_dir() and any(self.folder.iterdir()) else "todo"
 
     def _marker(self) -> Dict:
-        """The done-marker's record; {} without one, or with a damaged one (the step runs again)."""
+        """The done-marker's record; {} without one, or with a damaged one (the step runs again):
+        one whose inputs are no {path: sha256}."""
         try:
-            return read_json_object(self.folder / DONE, "a step's done-marker")
+            record = read_json_object(self.folder / DONE, "a step's done-marker")
         except ValueError:
             return {}
+        inputs = record.get("inputs") or {}
+        valid = isinstance(inputs, dict) and all(isinstance(value, str) for value in inputs.values())
+        return record if valid else {}
 
     def _input_hashes(self) -> Dict[str, str]:
-        return {str(path): _sha256(path) for path in self.inputs if path.is_file()}
+        return {str(resolved(path)): _sha256(path) for path in self.inputs if path.is_file()}
 
     def changed_inputs(self, recorded: Optional[Dict] = None) -> List[str]:
         """The inputs whose contents differ from those the step's marker records (a marker written
         before the step recorded its inputs, whose record of them is empty, is trusted)."""
-        recorded = (self._marker() if recorded is None else recorded).get("inputs") or {}
+        recorded = as_resolved_keys((self._marker() if recorded is None else recorded).get("inputs") or {})
         now = self._input_hashes() if recorded else {}
         return sorted(path for path in set(recorded) | set(now) if recorded.get(path) != now.get(path))
 
@@ -142,6 +147,36 @@ class Step:
         atomic_write_json(self.folder / DONE, {"argv": self.argv(), "ran": argv, "seconds": seconds,
                                                "inputs": self._input_hashes()})
         return seconds
+
+
+def same_argv(recorded, argv: List[str]) -> bool:
+    """Whether a done-marker's `recorded` argv is `argv` (whose paths reproduce resolved): equal
+    item by item, or a path, or a Hydra override `key=path`, spelled as a marker of a version that
+    did not resolve them has it (`runs/x/s0/simclr/last.ckpt`, from the current folder, for
+    `/home/u/runs/x/s0/simclr/last.ckpt`). A damaged record is no match."""
+    if not isinstance(recorded, list) or len(recorded) != len(argv):
+        return False
+    return all(old == new or _same_path(old, new) for old, new in zip(recorded, argv))
+
+
+def _same_path(old, new: str) -> bool:
+    """Whether `old`, read as a path from the current folder (an override's value as its value),
+    is the absolute path `new` (an override of its path)."""
+    if not isinstance(old, str):
+        return False
+    key, is_override, value = old.partition("=")
+    try:
+        if is_override and not key.startswith("-") and not value.startswith(("'", '"')):
+            return new == override_of(key, resolved(value))
+        return os.path.isabs(new) and str(resolved(old)) == new
+    except (ValueError, OSError):  # a NUL, a name too long: no path of this machine
+        return False
+
+
+def as_resolved_keys(hashes: Dict[str, str]) -> Dict[str, str]:
+    """A done-marker's {input path: sha256} keyed by absolute paths (an earlier version recorded
+    them as --out was spelled, from the current folder)."""
+    return {str(resolved(path)): digest for path, digest in hashes.items()}
 
 
 OUTPUT_AFTER_EXIT_S = 10.0
