@@ -199,8 +199,8 @@ def test_table_1_leaves_a_seed_without_a_correct_image_out_of_its_means_and_says
     cell = f"{statistics.mean([10.0, 14.0]):.2f} ± {statistics.stdev([10.0, 14.0]):.2f} (n=2)"
     row = f"| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise | {cell} | 20.00 ± 0.00 (n=2) | 100, 100, 0 of 2000 |"
     assert row in table
-    assert ("2000 test images per seed. Left out of its means: seed 2 (no correctly classified test image: nothing "
-            "measured).") in table
+    assert ("images padded 4 px, cropped, flipped. Left out of its means: seed 2 (no correctly classified test "
+            "image: nothing measured).") in table
 
 
 @host_independent

@@ -453,6 +453,30 @@ def write_selection(directory: Path, dataset: str, seed: int, scores: dict) -> P
     return directory
 
 
+def test_fig_2_names_the_encoder_of_each_sweep(tmp_path, monkeypatch):
+    """Two sweeps of one dataset and seed (two encoders) were two rows and two lines of one name."""
+    from solo_ncp.eval import figures
+
+    folders = [write_selection(tmp_path / name, "cifar10", 0, {10: 0.1, 20: 0.3}) for name in ("a", "b", "c")]
+    for folder, about in zip(folders, ({"ckpt": "runs/s0/simclr/last.ckpt", "ckpt_sha256": "ab" * 32},
+                                       {"ckpt": None, "ckpt_sha256": "cd" * 32}, {"ckpt": "x|y.ckpt"})):
+        record = json.loads((folder / "k.json").read_text())
+        (folder / "k.json").write_text(json.dumps({**record, **about}))
+    labels = []
+    monkeypatch.setattr(figures, "save_figure", lambda figure, path: labels.extend(
+        text.get_text() for text in figure.axes[0].get_legend().get_texts()))
+    from solo_ncp.eval.report import tables
+    from solo_ncp.eval.results import read_inputs
+
+    inputs = read_inputs(folders)
+    rows = tables(inputs).split("## Fig. 2")[1].split("\n\n")[1].splitlines()[2:]
+    assert [row.rsplit(" | ", 1)[1] for row in rows] == ["runs/s0/simclr/last.ckpt |", "sha256 cdcdcdcdcdcd |",
+                                                        "x\\|y.ckpt |"]
+    figures.figure2(inputs.selections, tmp_path / "fig2.png")
+    assert labels[::2] == ["cifar10, seed 0, runs/s0/simclr/last.ckpt", "cifar10, seed 0, sha256 cdcdcdcdcdcd",
+                           "cifar10, seed 0, x|y.ckpt"]
+
+
 def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
     from PIL import Image
 
@@ -469,8 +493,8 @@ def test_report_draws_fig_2_and_fig_3_and_tabulates_them(tmp_path, capsys):
     out.parent.mkdir()
     assert main(["report", *map(str, folders), "--out", str(out)]) == 0
     table = out.read_text()
-    assert [row[:4] for row in table_rows(table, "Fig. 2")] == [
-        ["cifar10", "0", "10..30 (3)", "20"], ["cifar10", "1", "10..30 (3)", "20"]]
+    assert [row[:4] + row[6:] for row in table_rows(table, "Fig. 2")] == [
+        ["cifar10", "0", "10..30 (3)", "20", "not recorded"], ["cifar10", "1", "10..30 (3)", "20", "not recorded"]]
     assert [(row[0], row[2]) for row in table_rows(table, "Fig. 3")] == [
         ("K = 10 (adv BN)", "50.50 ± 0.71 (n=2)"), ("K = 20 (silhouette) (adv BN)", "50.50 ± 0.71 (n=2)"),
         ("K = 30 (adv BN)", "50.50 ± 0.71 (n=2)")]

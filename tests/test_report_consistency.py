@@ -138,7 +138,28 @@ def test_table_1_legend_states_k_steps_step_and_test_images(tmp_path, capsys):
     table = report(folders, capsys)
     assert "| CIFAR-10 | 8/255 | 2nd nearest cluster | random noise | 12.00 ± 2.83 (n=2) |" in table  # sqrt(((10-12)^2 + (14-12)^2) / 1)
     assert ("Protocol per row: CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster: seeds 0, 1; K 10; δ_nbr by "
-            "PGD-5 with step 2/255; 2000 test images per seed.") in table
+            "PGD-5 with step 2/255; 2000 test images per seed; stage-1 encoder (single BN); head: 25 epochs, SGD lr "
+            "0.1, momentum 0.9, weight decay 0.0002, x0.1 at epochs 15, 20, batch 512, images padded 4 px, cropped, "
+            "flipped.") in table
+
+
+def test_table_1_legend_of_a_poc_that_records_no_branch_says_so(tmp_path, capsys):
+    folder = write_poc(tmp_path / "s0", 0)
+    record = json.loads((folder / "poc.json").read_text())
+    del record["settings"]["bn"]
+    (folder / "poc.json").write_text(json.dumps(record))
+    assert "per seed; stage-1 encoder (BN branch not recorded); head:" in report([folder], capsys)
+
+
+def test_table_1_legend_names_the_encoders_bn_branch_and_refuses_two(tmp_path, capsys):
+    """A poc of a dual-BN stage-1 encoder measures one branch: the legend named none; seeds of two
+    branches are refused naming both."""
+    adv = [write_poc(tmp_path / f"adv{seed}", seed, bn="adv") for seed in (0, 1)]
+    assert "2000 test images per seed; stage-1 encoder (adv BN branch); head: 25 epochs" in report(adv, capsys)
+    clean = write_poc(tmp_path / "clean1", 1, encoder="other-s1", bn="clean")
+    assert report_error([adv[0], clean], capsys).startswith(
+        "error: Table 1 row CIFAR-10 8/255 δ_nbr toward the 2nd nearest cluster mixes encoder stage-1 encoder "
+        f"(adv BN branch) ({adv[0] / 'poc.json'}) and stage-1 encoder (clean BN branch) ({clean / 'poc.json'})")
 
 
 def test_each_seeds_own_silhouette_k_is_one_protocol_when_its_select_k_is_given(tmp_path, capsys):

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from solo_ncp.eval.report import ABLATIONS, METRICS, METRIC_TITLES, ablation_runs, mean_std
+from solo_ncp.eval.report import ABLATIONS, METRICS, METRIC_TITLES, ablation_runs, mean_std, selection_encoder
 from solo_ncp.eval.results import RunRecord
 from solo_ncp.io import atomic_write
 
@@ -68,14 +68,16 @@ def save_figure(figure, path: Path, result: bool = False) -> Path:
 
 
 def figure2(selections: Sequence[Dict], path: Path) -> Path:
-    """Silhouette against K, one line per (dataset, seed), its best K starred; integer K ticks."""
+    """Silhouette against K, one line per k.json (its dataset and seed, and its encoder where two
+    share them), its best K starred; integer K ticks."""
     from matplotlib.ticker import MaxNLocator
 
     figure = new_figure(6, 4)
     axes = figure.add_subplot()
-    for selection in selections:
+    names = [f"{s['dataset'] or '?'}, seed {s['seed'] if s['seed'] is not None else '?'}" for s in selections]
+    for name, selection in zip(names, selections):
         ks = sorted(selection["scores"])
-        label = f"{selection['dataset'] or '?'}, seed {selection['seed'] if selection['seed'] is not None else '?'}"
+        label = name if names.count(name) == 1 else f"{name}, {selection_encoder(selection)}"
         line, = axes.plot(ks, [selection["scores"][k] for k in ks], marker="o", markersize=2, label=label)
         best = selection["k"]
         axes.plot([best], [selection["scores"][best]], marker="*", markersize=12, color=line.get_color(),

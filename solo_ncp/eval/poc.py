@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from solo_ncp.attacks import ncp_objective, nearest_centroids, pgd
-from solo_ncp.eval.protocol import POC_ROWS, STAGE2_METHODS, nbr_target, two_decimals
+from solo_ncp.eval.protocol import POC_ROWS, encoder_text, nbr_target, two_decimals
 from solo_ncp.eval.results import UNMEASURED
 from solo_ncp.models.inference import Device, eval_mode
 
@@ -110,10 +110,7 @@ def poc_protocol(result: dict) -> str:
     the head, K and the images clustered, δ_nbr's PGD and the test images its numbers are over
     (`result["settings"]` as the command records it)."""
     settings = result["settings"]
-    branch = f"{settings['bn']} BN branch" if settings.get("bn") else "single BN"
-    method = settings.get("method")
-    encoder = f"stage-2 encoder ({method}, {branch})" if method in STAGE2_METHODS else f"stage-1 encoder ({branch})"
-    return (f"Measured: {settings['dataset']}, {encoder}, {settings['head']} head (SLF); "
+    return (f"Measured: {settings['dataset']}, {encoder_text(settings)}, {settings['head']} head (SLF); "
             f"K {settings['k']} spherical k-means on {settings['clustered_n']} training images; δ_nbr: PGD-"
             f"{settings['steps']}, L-inf eps {settings['eps'] * 255:.3g}/255, step {settings['alpha'] * 255:.3g}/255, "
             f"uniform random noise in the same ball; over the {result['n_correct']} of {result['n_total']} test images "

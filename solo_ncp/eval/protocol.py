@@ -9,7 +9,7 @@ NCP-ACL paper). Losses of alf/aff: "ce", cross-entropy on PGD examples that maxi
 (Appendix A.3.2), or "trades", CE(clean) + beta * KL(p_clean || p_adv) on PGD examples that
 maximise that KL (Zhang et al., 2019, as DeACL's trades/trades.py).
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 STAGE2_METHODS = ("ncp", "deacl")
 """The methods of stage 2 (adversarial training from a stage-1 teacher), as checkpoints record
@@ -105,6 +105,15 @@ def nbr_target(n: int) -> str:
     """The cluster δ_nbr pushes toward, by its rank `n`: 2 -> "2nd nearest cluster" (11 -> "11th")."""
     suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix} nearest cluster"
+
+
+def encoder_text(settings: Mapping) -> str:
+    """"stage-1 encoder (single BN)" or "stage-2 encoder (ncp, adv BN branch)": the encoder a poc
+    result's `settings` (its `method` and `bn`) says it measured."""
+    branch = (f"{settings['bn']} BN branch" if settings.get("bn") else "single BN" if "bn" in settings
+              else "BN branch not recorded")
+    method = settings.get("method")
+    return f"stage-2 encoder ({method}, {branch})" if method in STAGE2_METHODS else f"stage-1 encoder ({branch})"
 
 
 def two_decimals(value: float) -> str:

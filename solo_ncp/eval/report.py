@@ -28,6 +28,7 @@ from solo_ncp.eval.protocol import (
     POC_ROWS,
     RA_COUNTING,
     STAGE2_METHODS,
+    encoder_text,
     nbr_target,
     two_decimals,
 )
@@ -397,7 +398,7 @@ def _poc_settings(record: Mapping, selections: Sequence[Dict]) -> Dict[str, obje
     settings = record["settings"]
     return {"K": _poc_k(settings, selections), "PGD steps": settings.get("steps", NOT_RECORDED),
             "step size alpha": settings.get("alpha", NOT_RECORDED),
-            "test images": record.get("n_total", NOT_RECORDED), "BN branch": settings.get("bn", NOT_RECORDED),
+            "test images": record.get("n_total", NOT_RECORDED), "encoder": encoder_text(settings),
             "clustered images (clustered_n)": settings.get("clustered_n", NOT_RECORDED),
             **_head_training(settings)}
 
@@ -425,8 +426,8 @@ def _in_255ths(value: object) -> str:
 
 def _poc_legend(block: str, records: Sequence[Mapping], selections: Sequence[Dict]) -> str:
     """The protocol of Table-1 row block `block` (its poc.json `records`, in seed order): its seeds,
-    their K (one, or each seed's silhouette K), PGD steps and step size, test images, and the seeds
-    left out of its means (`_measured`)."""
+    their K (one, or each seed's silhouette K), PGD steps and step size, test images, the encoder
+    and its BN branch, how the head trained, and the seeds left out of its means (`_measured`)."""
     settings = _poc_settings(records[0], selections)
     seeds = ", ".join(map(_seed_text, records))
     if settings["K"] == SILHOUETTE_K:
@@ -437,7 +438,8 @@ def _poc_legend(block: str, records: Sequence[Mapping], selections: Sequence[Dic
     left_out = (f" Left out of its means: seed {', '.join(unmeasured)} ({NO_CORRECT_IMAGE}: "
                 "nothing measured)." if unmeasured else "")
     return (f"{block}: seeds {seeds}; {k}; δ_nbr by PGD-{settings['PGD steps']} with step "
-            f"{_in_255ths(settings['step size alpha'])}; {settings['test images']} test images per seed.{left_out}")
+            f"{_in_255ths(settings['step size alpha'])}; {settings['test images']} test images per seed; "
+            f"{settings['encoder']}; head: {head_training_text(records[0]['settings'])}.{left_out}")
 
 
 def _seed_text(record: Mapping) -> str:
@@ -498,15 +500,25 @@ def _poc_table(groups: Mapping[Tuple[str, float, int], PocRecords], head: str,
     return "\n".join(lines)
 
 
+def selection_encoder(selection: Mapping) -> str:
+    """The checkpoint a k.json's sweep clustered the features of: its path as select-k was given it,
+    else the start of its sha256, else NOT_RECORDED."""
+    if selection.get("ckpt"):
+        return selection["ckpt"]
+    return f"sha256 {selection['ckpt_sha256'][:12]}" if selection.get("ckpt_sha256") else NOT_RECORDED
+
+
 def figure2_table(selections: Sequence[Dict]) -> str:
-    """Markdown: the best K and its silhouette per (dataset, seed), over how many images."""
+    """Markdown: the best K and its silhouette per (dataset, seed), over how many images, of which
+    encoder (two sweeps of one dataset and seed are two encoders' or two sweeps')."""
     lines = ["## Fig. 2: silhouette score against K", "",
-             "| dataset | seed | K swept | best K | silhouette | training images |", "|---|---|---|---|---|---|"]
+             "| dataset | seed | K swept | best K | silhouette | training images | encoder |",
+             "|---|---|---|---|---|---|---|"]
     for s in selections:
         ks = sorted(s["scores"])
         lines.append(f"| {s['dataset'] or '?'} | {s['seed'] if s['seed'] is not None else '?'} | "
                      f"{ks[0]}..{ks[-1]} ({len(ks)}) | {s['k']} | {s['scores'][s['k']]:.4f} | "
-                     f"{s['n'] if s['n'] is not None else '?'} |")
+                     f"{s['n'] if s['n'] is not None else '?'} | {text_cell(selection_encoder(s))} |")
     return "\n".join(lines + [""])
 
 
