@@ -225,6 +225,24 @@ def test_a_column_refuses_heads_trained_two_ways(mode, column, setting, change, 
         f"({second / 'metrics.json'}): a column averages runs of one protocol")
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_column_mixes_crop_paddings_only_where_the_heads_trained_on_cached_features(tmp_path, capsys, cached):
+    """digits evaluated before and after eval padded 8-px images 1 px (4 before): with
+    --cache-features neither head saw a crop, so the column is one protocol; without, it is two."""
+    folders = [write_metrics(tmp_path / f"s{seed}", seed, f"ncp-s{seed}", crop_padding=padding)
+               for seed, padding in ((0, 4), (1, 1))]
+    for folder in folders:
+        record = json.loads((folder / "metrics.json").read_text())
+        record["settings"]["cache_features"] = cached
+        (folder / "metrics.json").write_text(json.dumps(record))
+    if cached:
+        assert "(n=2)" in report(folders, capsys)
+    else:
+        assert report_error(folders, capsys).startswith(
+            f"error: column CIFAR-10 mixes fine_tune.crop_padding 4 ({folders[0] / 'metrics.json'}) and 1 "
+            f"({folders[1] / 'metrics.json'})")
+
+
 def test_the_legend_says_how_each_column_trained_its_head(tmp_path, capsys):
     """The whitened head's legend said "trained to convergence" whatever --epochs was, and no legend
     said how a head was trained: here SLF 2 epochs (milestones 15, 20 never reached) beside ALF 25

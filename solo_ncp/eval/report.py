@@ -181,11 +181,13 @@ def _threat_model(ra: Mapping) -> str:
 
 def _head_training(settings: Mapping) -> Dict[str, object]:
     """How a result's head was trained, by setting: the training images, feature caching and
-    settings.fine_tune but its seed (the result's seed, which differs between seeds)."""
+    settings.fine_tune but its seed (the result's seed, which differs between seeds) and, with
+    cached features (unaugmented images), the crop padding it never used."""
     fine_tune = _object(settings.get("fine_tune"))
+    unused = ("seed", "crop_padding") if settings.get("cache_features") is True else ("seed",)
     return {"training images (train_n)": settings.get("train_n", NOT_RECORDED),
             "cache_features": settings.get("cache_features", NOT_RECORDED),
-            **{f"fine_tune.{key}": value for key, value in fine_tune.items() if key != "seed"}}
+            **{f"fine_tune.{key}": value for key, value in fine_tune.items() if key not in unused}}
 
 
 def _column_settings(settings: Mapping) -> Dict[str, object]:
