@@ -4,6 +4,7 @@ to see the traceback. Options may stand anywhere among a command's `key=value` o
 The options, `--help` and `--version` import neither torch nor solo-learn nor Lightning
 (tests/test_startup.py): a command imports what it needs when it runs."""
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -161,7 +162,7 @@ def interrupted_line(command: str, argv: Sequence[str], err) -> str:
 
 
 def report_interrupted(err: KeyboardInterrupt, argv: Sequence[str], outermost: bool) -> int:
-    """Prints an interruption (SIGINT, SIGTERM) as the last line and returns 128 + the signal's
+    """Prints an interruption (SIGINT, SIGTERM, SIGHUP) as the last line and returns 128 + the signal's
     number; a command run in-process by another (`demo`) passes it on with its line composed, which
     the outer one then prints."""
     from solo_ncp.interrupt import as_interrupted
@@ -202,8 +203,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`solo-ncp <argv>`: the command's exit code; 130 (SIGINT) or 143 (SIGTERM) with one
-    `interrupted:` line when a signal stops it."""
+    """`solo-ncp <argv>`: the command's exit code; 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP) with
+    one `interrupted:` line when a signal stops it."""
     from solo_ncp.interrupt import command_results, finished_where, interrupt_signals, raise_pending
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -238,11 +239,16 @@ def unfinished(err: KeyboardInterrupt, command: str, written: Sequence[str]) -> 
     return interrupted
 
 
+READER_GONE = (errno.EPIPE, errno.EIO)
+"""What writing to a stream whose reader went away fails with: a pipe's (`| head` once head
+ended), a terminal's that hung up (EIO)."""
+
+
 class ReaderSafeStream:
     """sys.stdout or sys.stderr for a command whose reader may go away (`solo-ncp report ... | head`,
-    a closed terminal): on a broken pipe the stream's descriptor is pointed at os.devnull and the
-    command goes on to write its results; what it prints after that is dropped. Everything but
-    write and flush is the wrapped stream's."""
+    a closed terminal): on a write that fails with READER_GONE the stream's descriptor is pointed at
+    os.devnull and the command goes on to write its results; what it prints after that is dropped.
+    Everything but write and flush is the wrapped stream's."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -250,18 +256,21 @@ class ReaderSafeStream:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as err:
+            self._to_devnull(err)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._to_devnull()
+        except OSError as err:
+            self._to_devnull(err)
 
-    def _to_devnull(self) -> None:
-        """Later writes, and the flush of what the stream still buffers, go to os.devnull."""
+    def _to_devnull(self, err: OSError) -> None:
+        """Later writes, and the flush of what the stream still buffers, go to os.devnull; `err`
+        raised again unless its reader went away (READER_GONE)."""
+        if err.errno not in READER_GONE:
+            raise err
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, self._stream.fileno())
         os.close(devnull)
@@ -271,9 +280,9 @@ class ReaderSafeStream:
 
 
 def console_main() -> None:
-    """The `solo-ncp` program: exits with `main`'s code. A SIGINT or SIGTERM that arrives once main
-    has returned (its results written, the interpreter shutting down, which takes a while after
-    torch) is ignored: it ended the process with 130 or 143 and no `interrupted:` line, the work
+    """The `solo-ncp` program: exits with `main`'s code. A SIGINT, SIGTERM or SIGHUP that arrives once
+    main has returned (its results written, the interpreter shutting down, which takes a while after
+    torch) is ignored: it ended the process with 130, 143 or 129 and no `interrupted:` line, the work
     done. A reader of its output that goes away stops nothing (`ReaderSafeStream`)."""
     import signal
 

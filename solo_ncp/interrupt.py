@@ -1,7 +1,9 @@
-"""Ctrl-C (SIGINT) and SIGTERM: `interrupt_signals()` turns both into `Interrupted`, a
-KeyboardInterrupt (so Lightning's graceful shutdown runs for either), which the command that was
-running may fill in (where it stopped, how to continue) before `solo_ncp.cli` prints it as one line
-and exits with 128 + the signal's number (130, 143). A raise Python swallows (one that lands in a
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal or SSH session closed): `interrupt_signals()`
+turns each into `Interrupted`, a KeyboardInterrupt (so Lightning's graceful shutdown runs for
+any), which the command that was running may fill in (where it stopped, how to continue) before
+`solo_ncp.cli` prints it as one line and exits with 128 + the signal's number (130, 143, 129). A
+signal the process started with ignored stays ignored (`nohup` ignores SIGHUP, a shell's
+background job SIGINT), as Python leaves an ignored SIGINT. A raise Python swallows (one that lands in a
 finalizer, `__del__` or a weakref callback, is printed as "Exception ignored" and lost) is not
 lost here: the signal stays pending, and `raise_pending()` raises it again where a training
 batch starts or ends and where the command ends. Nor is a raise that C code turned into an error
@@ -11,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List, Optional
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _depth = 0
 """How many `interrupt_signals` blocks are open (a command running another in-process: demo)."""
 _pending: Optional[int] = None
@@ -38,7 +40,7 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        """The shell's code of a process ended by the signal: 130 (SIGINT), 143 (SIGTERM)."""
+        """The shell's code of a process ended by the signal: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP)."""
         return 128 + self.signum
 
     @property
@@ -61,6 +63,11 @@ def interruption(err: BaseException) -> Optional[Interrupted]:
     if isinstance(err, KeyboardInterrupt):
         return as_interrupted(err)
     return None if _pending is None else Interrupted(_pending)
+
+
+def _handled() -> List[int]:
+    """The `SIGNALS` this process does not ignore (`nohup`'s SIGHUP stays ignored)."""
+    return [signum for signum in SIGNALS if signal.getsignal(signum) != signal.SIG_IGN]
 
 
 def _raise_interrupted(signum: int, frame) -> None:
@@ -104,7 +111,7 @@ def command_results() -> Iterator[List[str]]:
 
 @contextmanager
 def signals_held(done: str) -> Iterator[None]:
-    """Within the block SIGINT and SIGTERM are held, so that its work (one result replacing another)
+    """Within the block the `SIGNALS` are held, so that its work (one result replacing another)
     is never cut in half: the first that arrives is raised as `Interrupted` once the block is over,
     its `where` being `done` (what the block did: "as it finished (its results are written to
     ...)"). In the main thread (elsewhere Python's handlers do not run)."""
@@ -112,7 +119,7 @@ def signals_held(done: str) -> Iterator[None]:
         yield
         return
     arrived = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in SIGNALS}
+    previous = {signum: signal.signal(signum, lambda signum, frame: arrived.append(signum)) for signum in _handled()}
     try:
         yield
     finally:
@@ -124,12 +131,12 @@ def signals_held(done: str) -> Iterator[None]:
 
 @contextmanager
 def interrupt_signals() -> Iterator[bool]:
-    """Within the block SIGINT and SIGTERM raise `Interrupted` (in the main thread; elsewhere Python
-    cannot handle signals); the previous handlers come back at the end. Yields True for the
+    """Within the block the `SIGNALS` not ignored (`_handled`) raise `Interrupted` (in the main
+    thread; elsewhere Python cannot handle signals); the previous handlers come back at the end. Yields True for the
     outermost block, whose caller reports an interruption (an inner one passes it on)."""
     global _depth, _pending
     install = _depth == 0 and threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in SIGNALS} if install else {}
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _handled()} if install else {}
     _depth += 1
     try:
         yield _depth == 1

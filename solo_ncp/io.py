@@ -133,7 +133,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None], result: bool = Fa
     done-marker) reach the disk in that order. A full disk (`DISK_FULL`, or torch.save's
     RuntimeError with under `FULL_BELOW` bytes free) is a DiskFullError naming `path`. `result`:
     `path` is the whole result of the running command (`plot`'s PNG): the rename is made with
-    SIGINT and SIGTERM held and recorded (`interrupt.results_written`), so that a signal then says
+    the interrupt signals held and recorded (`interrupt.results_written`), so that a signal then says
     the result is written (`staged_outputs` does this for a result of several files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def staged_outputs(folder: PathLike, names: Sequence[str], last: str) -> Iterato
     """Yields the empty folder `folder/.unfinished` for a command's result files. When the block
     ends, they replace the earlier result in `folder`: of the files `names` (all the command may
     write), the earlier ones are removed, `last` (the file saying the result is complete) first,
-    and the staged ones moved in, `last` last, each by a rename, with SIGINT and SIGTERM held
+    and the staged ones moved in, `last` last, each by a rename, with the interrupt signals held
     (`signals_held`: one arriving then is raised once the new result is in). A block that raises (a
     bad input, an interruption) leaves the earlier result as it was, and removes its staged files,
     and `folder` where the block made it and nothing else is in it (a first run that failed left an

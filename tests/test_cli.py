@@ -5,6 +5,7 @@ import errno
 import itertools
 import json
 import os
+import pty
 import subprocess
 import sys
 
@@ -228,17 +229,25 @@ def _closed_pipe() -> int:
     return write_end
 
 
+def _hung_up_terminal() -> int:
+    """A terminal whose other side has gone (an SSH session closed): writing to it fails with EIO."""
+    master, terminal = pty.openpty()
+    os.close(master)
+    return terminal
+
+
 def _closed_stdout() -> None:
     os.close(1)
 
 
 @host_independent
-@pytest.mark.parametrize("stdout", ["reader gone", "closed"])
+@pytest.mark.parametrize("stdout", ["reader gone", "terminal hung up", "closed"])
 def test_a_reader_gone_or_a_closed_stdout_stops_no_command(stdout, tmp_path, capsys):
     """`solo-ncp report RUN --out r.md | head`: once head had gone, report's table met a broken pipe,
-    which stopped report (exit 2, `error: [Errno 32] Broken pipe`) before it wrote r.md; with stdout
-    closed (`>&-`) an error line became a traceback (sys.stdout is None). Now report writes the
-    file it writes with a terminal, exits 0, and a bad input is still its one error line, exit 2."""
+    which stopped report (exit 2, `error: [Errno 32] Broken pipe`) before it wrote r.md; a terminal
+    that hung up failed the same way with EIO; with stdout closed (`>&-`) an error line became a
+    traceback (sys.stdout is None). Now report writes the file it writes with a terminal, exits 0,
+    and a bad input is still its one error line, exit 2."""
     from tests.test_report_consistency import write_metrics
 
     evaluation = write_metrics(tmp_path / "eval", 0, "ncp-s0")
@@ -246,7 +255,7 @@ def test_a_reader_gone_or_a_closed_stdout_stops_no_command(stdout, tmp_path, cap
     capsys.readouterr()
 
     def solo_ncp(*argv: str) -> subprocess.CompletedProcess:
-        pipe = _closed_pipe() if stdout == "reader gone" else None
+        pipe = {"reader gone": _closed_pipe, "terminal hung up": _hung_up_terminal}.get(stdout, lambda: None)()
         try:
             return subprocess.run([sys.executable, "-m", "solo_ncp.cli", *argv], cwd=ROOT, stdout=pipe,
                                   stderr=subprocess.PIPE, text=True, timeout=300,

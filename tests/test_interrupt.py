@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) and SIGTERM, sent to real processes: a training ends with exit 130 / 143 and one
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP, sent to real processes: a training ends with exit 130 / 143 and one
 last line naming its epoch and the command that resumes it; any other command with one line;
 `reproduce` interrupted through its process group leaves the step unmarked, and the same command
 resumes it."""
@@ -95,6 +95,8 @@ CASES = [  # command, argv, signal, what becomes of the handler's raise
     ("report", ["report", "runs"], "SIGTERM", "swallowed"),
     ("poc", ["poc", "--ckpt", "x.ckpt", "--dataset", "digits", "--k", "5", "--out", "p"], "SIGTERM", "swallowed-written"),
     ("eval", ["eval", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "e"], "SIGINT", "converted"),
+    ("select-k", ["select-k", "--ckpt", "x.ckpt", "--dataset", "digits", "--out", "k"], "SIGHUP", "raised"),
+    ("report", ["report", "runs"], "SIGHUP", "swallowed"),
 ]
 LOST_RAISES = """
 import os, sys
@@ -251,8 +253,8 @@ def test_a_training_whose_interrupt_was_swallowed_still_stops_in_that_epoch(wher
 def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resumes_it(tmp_path):
     """SIGINT to reproduce's process group once stage 1 (3 epochs) wrote its first last.ckpt:
     exit 130, one line naming the step and the same command, no marker; the same command then
-    resumes stage 1 at the next epoch and marks it done (the test stops it there with a second
-    SIGINT)."""
+    resumes stage 1 at the next epoch and marks it done (the test stops it there with a SIGHUP,
+    as a closed terminal sends: exit 129)."""
     out = tmp_path / "run"
     argv = ["reproduce", "--dataset", "digits", "--config-dir", str(CONFIGS), "--out", str(out),
             "--seeds", "0", "--methods", "deacl", *OPTIONS, *TINY_RESNET18, "simclr:max_epochs=3"]
@@ -274,9 +276,10 @@ def test_ctrl_c_on_reproduce_leaves_the_step_unmarked_and_the_same_command_resum
 
     rerun = _start(argv, tmp_path / "rerun", start_new_session=True)
     _wait_for(stage1 / ".step-done.json", rerun)
-    os.killpg(rerun.pid, signal.SIGINT)
+    os.killpg(rerun.pid, signal.SIGHUP)  # its terminal closed: reproduce passes it on to the step
     printed, err = _finish(rerun, tmp_path / "rerun")
-    assert rerun.returncode == 130, err[-3000:]
+    assert rerun.returncode == 129, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: solo-ncp reproduce stopped by SIGHUP")
     assert "[reproduce] resuming s0/simclr" in printed
     assert (stage1 / ".step-done.json").is_file()
     assert torch.load(stage1 / "last.ckpt", weights_only=True)["epoch"] == 2
@@ -417,7 +420,27 @@ def test_a_failed_staged_block_removes_its_staged_files_and_the_folder_it_made(t
     assert [(path.name, path.read_text()) for path in earlier.iterdir()] == [("r.json", '{"old": 1}')]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_hangup_ignored_at_start_stays_ignored():
+    """`nohup solo-ncp train ...`: nohup starts the command with SIGHUP ignored, so that closing the
+    terminal leaves it running; a handler installed over that would stop it at the hangup."""
+    script = ("import os, signal, sys\n"
+              "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+              "from solo_ncp import cli\n"
+              "from solo_ncp.commands import report\n"
+              "def run(args):\n"
+              "    os.kill(os.getpid(), signal.SIGHUP)\n"
+              "    print('went on')\n"
+              "    return 0\n"
+              "report.run = run\n"
+              "code = cli.main(['report', 'runs'])\n"
+              "print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)\n"
+              "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "went on\nTrue\n", "")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_once_the_command_has_returned_changes_no_exit_code(signum):
     """The signal lands as the interpreter shuts down (an atexit hook sends it): `solo-ncp plot` and
     `select-k`, their results written, exited 130 or 143 without an `interrupted:` line."""

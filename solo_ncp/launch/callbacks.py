@@ -154,7 +154,7 @@ class CheckpointMeta(Callback):
 
 
 class CaughtInterrupt(Callback):
-    """The KeyboardInterrupt (an `Interrupted`: SIGINT or SIGTERM) Lightning caught: its fit then
+    """The KeyboardInterrupt (an `Interrupted`: SIGINT, SIGTERM or SIGHUP) Lightning caught: its fit then
     ends normally after a graceful shutdown, with `trainer.interrupted` set."""
 
     def __init__(self):

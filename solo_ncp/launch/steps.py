@@ -249,7 +249,7 @@ def _sha256(path: Path) -> str:
 
 
 def wait_for(process: subprocess.Popen, name: str) -> int:
-    """The exit code of step `name`'s process. Interrupted (SIGINT, SIGTERM), this process passes
+    """The exit code of step `name`'s process. Interrupted (SIGINT, SIGTERM, SIGHUP), this process passes
     the signal on to it (in its own process group, a Ctrl-C at the terminal does not reach it),
     waits for its graceful end (a training saves nothing more, its last.ckpt stays), then raises
     `Interrupted` naming the step. A signal whose raise Python swallowed while the process was
