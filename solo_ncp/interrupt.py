@@ -2,8 +2,7 @@
 turns each into `Interrupted`, a KeyboardInterrupt (so Lightning's graceful shutdown runs for
 any), which the command that was running may fill in (where it stopped, how to continue) before
 `solo_ncp.cli` prints it as one line and exits with 128 + the signal's number (130, 143, 129). A
-signal the process started with ignored stays ignored (`nohup` ignores SIGHUP, a shell's
-background job SIGINT), as Python leaves an ignored SIGINT. A raise Python swallows (one that lands in a
+SIGHUP the process started with ignored stays ignored (`nohup`). A raise Python swallows (one that lands in a
 finalizer, `__del__` or a weakref callback, is printed as "Exception ignored" and lost) is not
 lost here: the signal stays pending, and `raise_pending()` raises it again where a training
 batch starts or ends and where the command ends. Nor is a raise that C code turned into an error
@@ -66,8 +65,12 @@ def interruption(err: BaseException) -> Optional[Interrupted]:
 
 
 def _handled() -> List[int]:
-    """The `SIGNALS` this process does not ignore (`nohup`'s SIGHUP stays ignored)."""
-    return [signum for signum in SIGNALS if signal.getsignal(signum) != signal.SIG_IGN]
+    """The `SIGNALS` handled here: all but a SIGHUP ignored (`nohup solo-ncp train ...` must go on
+    when its terminal closes). SIGINT and SIGTERM are handled even where ignored (a script's
+    background job starts with SIGINT ignored): `reproduce` passes them on to its step, which
+    inherits what its parent ignored and must stop on them."""
+    hangup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    return [signum for signum in SIGNALS if not (signum == signal.SIGHUP and hangup_ignored)]
 
 
 def _raise_interrupted(signum: int, frame) -> None:

@@ -25,13 +25,19 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def _hangups_delivered() -> None:
+    """In a child process before it starts: SIGHUP at its default, so that a suite run under
+    `nohup` (which the child would inherit, and solo-ncp keeps) still tests its handling."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _start(argv: list, logs: Path, **kwargs) -> subprocess.Popen:
     """`solo-ncp <argv>` in a process of its own, its stdout and stderr written to files in `logs`
     (a pipe nobody reads while the test waits could fill up and stop it)."""
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
         return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "solo_ncp.cli", *argv], env=_env(),
-                                cwd=ROOT, stdout=out, stderr=err, **kwargs)
+                                cwd=ROOT, stdout=out, stderr=err, preexec_fn=_hangups_delivered, **kwargs)
 
 
 def _finish(process: subprocess.Popen, logs: Path, timeout: int = 900) -> tuple:
@@ -167,7 +173,7 @@ def interrupted_commands() -> list:
     """[exit code, stderr, the exceptions Python swallowed] of each command of CASES signalled
     while it runs (its `run` sends the signal to its own process), all in one process."""
     done = subprocess.run([sys.executable, "-c", SIGNAL_EACH, json.dumps(CASES)], env=_env(), cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, preexec_fn=_hangups_delivered)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -450,5 +456,5 @@ def test_a_signal_once_the_command_has_returned_changes_no_exit_code(signum):
               "cli.main = lambda: 0\n"
               "cli.console_main()\n")
     proc = subprocess.run([sys.executable, "-c", script], env=_env(), cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, preexec_fn=_hangups_delivered)
     assert (proc.returncode, proc.stderr) == (0, "")
