@@ -255,7 +255,8 @@ def test_a_relative_marker_read_from_another_folder_is_not_done(tmp_path, monkey
     assert step.state() == "partial"
 
 
-@pytest.mark.parametrize("inputs", [["runs/s0/simclr/last.ckpt"], {"runs/s0/simclr/last.ckpt": 7}])
+@pytest.mark.parametrize("inputs", [["runs/s0/simclr/last.ckpt"], {"runs/s0/simclr/last.ckpt": 7},
+                                    {"runs/s0\0/last.ckpt": "ab"}])
 def test_a_marker_whose_inputs_are_no_record_of_hashes_is_damaged(tmp_path, monkeypatch, inputs):
     step, source = _spelled_step(tmp_path / "runs")
     monkeypatch.chdir(tmp_path)

@@ -66,7 +66,8 @@ class Step:
         except ValueError:
             return {}
         inputs = record.get("inputs") or {}
-        valid = isinstance(inputs, dict) and all(isinstance(value, str) for value in inputs.values())
+        valid = isinstance(inputs, dict) and all(isinstance(value, str) and "\0" not in path
+                                                 for path, value in inputs.items())
         return record if valid else {}
 
     def _input_hashes(self) -> Dict[str, str]:
