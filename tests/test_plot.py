@@ -462,3 +462,20 @@ def test_a_title_naming_a_path_of_non_utf8_bytes_is_drawn_with_a_question_mark(t
     assert imread(tmp_path / "f.png").shape[:2] == (300, 450)
     assert figure._suptitle.get_text() == "encoder ?/last.ckpt, seed 0"
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["run?"]
+
+
+def test_a_title_or_label_holding_dollar_signs_is_drawn_as_written(tmp_path):
+    """A path or label with `$`s was read as mathtext: two of them drew what lay between as math, and
+    `a$\\frac{$b` (a run folder, a checkpoint select-k read) failed `report` at Fig. 2, after its
+    work, with matplotlib's ParseSyntaxException."""
+    from solo_ncp.eval.figures import new_figure, save_figure
+
+    figure = new_figure(3, 2)
+    axes = figure.add_subplot()
+    axes.plot([1, 2], [3, 4], label="runs/a$\\frac{$b/last.ckpt")
+    axes.legend()
+    figure.suptitle("encoder $x$/last.ckpt")
+    assert save_figure(figure, tmp_path / "f.png") == tmp_path / "f.png"
+    assert imread(tmp_path / "f.png").shape[:2] == (300, 450)
+    label = axes.get_legend().get_texts()[0]
+    assert label.get_text() == "runs/a\\$\\frac{\\$b/last.ckpt" and not label._preprocess_math(label.get_text())[1]

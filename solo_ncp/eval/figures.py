@@ -49,15 +49,16 @@ def new_figure(width: float, height: float):
 
 
 def drawable(text: str) -> str:
-    """`text` with each character matplotlib's fonts cannot take (a path's bytes that are not UTF-8,
-    which Python holds as lone surrogates) as `?`."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """`text` drawn as written: each character matplotlib's fonts cannot take (a path's bytes that
+    are not UTF-8, which Python holds as lone surrogates) as `?`, and each `$` escaped (a path or
+    label with two read as mathtext, and `a$\\frac{$b` failed the command after its work)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("$", r"\$")
 
 
 def save_figure(figure, path: Path, result: bool = False) -> Path:
     """Lays `figure` out and writes it to `path` as a PNG, atomically; returns `path`. `result`:
     the PNG is the running command's whole result (`atomic_write`). Every text is made `drawable`
-    first: a title naming a path of non-UTF-8 bytes failed the command after its work."""
+    first: a title naming a path of non-UTF-8 bytes, or of `$`s, failed the command after its work."""
     from matplotlib.text import Text
 
     for text in figure.findobj(Text):
