@@ -448,34 +448,24 @@ def test_select_k_titles_its_plot_with_what_k_json_records(digits_simclr_ckpt, t
         assert words in title, (words, title)
 
 
-def test_a_title_naming_a_path_of_non_utf8_bytes_is_drawn_with_a_question_mark(tmp_path):
+@pytest.mark.parametrize("label, title, drawn_label, drawn_title", [
+    ("run\udcff", "encoder \udcff/last.ckpt, seed 0", "run?", "encoder ?/last.ckpt, seed 0"),
+    ("runs/a$\\frac{$b/last.ckpt", "encoder $x$/last.ckpt", "runs/a\\$\\frac{\\$b/last.ckpt",
+     "encoder \\$x\\$/last.ckpt"),
+], ids=["non-UTF-8", "dollars"])
+def test_a_title_or_label_naming_any_path_is_drawn_as_written(tmp_path, label, title, drawn_label, drawn_title):
     """`select-k --ckpt` or `plot` of a folder whose name holds a byte that is not UTF-8 (Python holds
-    it as a lone surrogate) failed at the figure, after the work, with matplotlib's TypeError."""
+    it as a lone surrogate) failed at the figure, after the work, with matplotlib's TypeError; a path
+    or label with `$`s was read as mathtext (two drew what lay between as math, and `a$\\frac{$b`, a
+    checkpoint select-k read, failed `report` at Fig. 2 with a ParseSyntaxException)."""
     from solo_ncp.eval.figures import new_figure, save_figure
 
     figure = new_figure(3, 2)
     axes = figure.add_subplot()
-    axes.plot([1, 2], [3, 4], label="run\udcff")
+    axes.plot([1, 2], [3, 4], label=label)
     axes.legend()
-    figure.suptitle("encoder \udcff/last.ckpt, seed 0")
+    figure.suptitle(title)
     assert save_figure(figure, tmp_path / "f.png") == tmp_path / "f.png"
     assert imread(tmp_path / "f.png").shape[:2] == (300, 450)
-    assert figure._suptitle.get_text() == "encoder ?/last.ckpt, seed 0"
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["run?"]
-
-
-def test_a_title_or_label_holding_dollar_signs_is_drawn_as_written(tmp_path):
-    """A path or label with `$`s was read as mathtext: two of them drew what lay between as math, and
-    `a$\\frac{$b` (a run folder, a checkpoint select-k read) failed `report` at Fig. 2, after its
-    work, with matplotlib's ParseSyntaxException."""
-    from solo_ncp.eval.figures import new_figure, save_figure
-
-    figure = new_figure(3, 2)
-    axes = figure.add_subplot()
-    axes.plot([1, 2], [3, 4], label="runs/a$\\frac{$b/last.ckpt")
-    axes.legend()
-    figure.suptitle("encoder $x$/last.ckpt")
-    assert save_figure(figure, tmp_path / "f.png") == tmp_path / "f.png"
-    assert imread(tmp_path / "f.png").shape[:2] == (300, 450)
-    label = axes.get_legend().get_texts()[0]
-    assert label.get_text() == "runs/a\\$\\frac{\\$b/last.ckpt" and not label._preprocess_math(label.get_text())[1]
+    assert figure._suptitle.get_text() == drawn_title
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [drawn_label]
