@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from solo_ncp.data.custom import CUSTOM
-from solo_ncp.eval.protocol import CROP_PADDING, DEFAULT_HEAD, EPOCHS, HEADS
+from solo_ncp.eval.protocol import CROP_PADDING, DEFAULT_HEAD, EPOCHS, HEADS, head_crop_padding
 from solo_ncp.models.branches import BRANCHES, DEFAULT_BN
 
 if TYPE_CHECKING:  # torch is imported where used: the options are built without it
@@ -369,7 +369,6 @@ def head_config(args: argparse.Namespace, spec, mode: str = "slf", **settings):
     learning rate defaults to solo_ncp.eval.protocol.default_lr, the padding to head_crop_padding of
     the dataset's image size. `settings`: further FineTuneConfig fields."""
     from solo_ncp.eval import FineTuneConfig, default_lr
-    from solo_ncp.eval.protocol import head_crop_padding
 
     lr = args.lr if args.lr is not None else default_lr(spec.name, mode, args.head)
     padding = args.crop_padding if args.crop_padding is not None else head_crop_padding(spec.image_size)

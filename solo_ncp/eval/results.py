@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, PAPER_HEAD, POC_ROWS, best_k, default_loss
+from solo_ncp.eval.protocol import HEADS, LOSSES, MODES, NCP_SETTINGS, PAPER_HEAD, POC_ROWS, best_k, default_loss
 from solo_ncp.io import is_whole, read_json, wrong_kind
 from solo_ncp.run_files import BEST, LAST, encoder_sha256
 
@@ -148,10 +148,11 @@ def _check_checkpoint(checkpoint: Mapping, path: Path, where: str, fix: str) -> 
     _require(problem is None, path, f"{problem}: {fix}")
 
 
-ENCODER_KINDS = {"k": WHOLE, "neighbor_rank": WHOLE, "strategy": TEXT, "k_source": TEXT, "lam": NUMBER,
-                 "norm": TEXT, "eps": NUMBER, "alpha": NUMBER, "steps": WHOLE, "assign": TEXT, "dual_bn": FLAG,
-                 "cluster_bn": TEXT}
-"""The kind of each entry of metrics.json's "encoder" (`RunRecord.encoder`); null where unknown."""
+ENCODER_KINDS = {"k": WHOLE, "neighbor_rank": WHOLE, "strategy": TEXT, "k_source": TEXT,
+                 **{key: {bool: FLAG, int: WHOLE, float: NUMBER, str: TEXT}[type(default)]
+                    for key, default in NCP_SETTINGS.items()}}
+"""The kind of each entry of metrics.json's "encoder" (`RunRecord.encoder`), `NCP_SETTINGS`' of
+their defaults' types; null where unknown."""
 
 
 def _check_encoder(encoder: dict, path: Path) -> None:
